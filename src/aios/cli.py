@@ -1,0 +1,124 @@
+"""The ``aios`` command: serve a kernel, chat through one, prepare models, run the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from aios.errors import ConfigError, KernelError, ModelNotFound
+
+app = typer.Typer(help="AIOS: an LLM agent operating system.", no_args_is_help=True, add_completion=False)
+
+ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file (default: $AIOS_CONFIG, else built-in)")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"aios: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _load(config_path: Optional[Path], host: Optional[str] = None, port: Optional[int] = None):  # noqa: ANN202
+    from aios.config import load_config
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    server = config.server.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v is not None})
+    return config.model_copy(update={"server": server})
+
+
+def _kernel(config):  # noqa: ANN001, ANN202
+    from aios.kernel import Kernel
+
+    try:
+        return Kernel.from_config(config)
+    except (ModelNotFound, KernelError) as exc:
+        raise _fail(str(exc), code=1) from None
+
+
+@app.command()
+def serve(
+    config: Optional[Path] = ConfigOption,
+    host: Optional[str] = typer.Option(None, "--host", help="address to listen on (default 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="port (default 8000; 0 = any free)"),
+) -> None:
+    """Start the kernel and its HTTP API; prints the URL when ready."""
+    settings = _load(config, host, port)
+    kernel = _kernel(settings)
+    from aios.server import serve as run_server
+
+    ready = lambda url: print(f"AIOS kernel ready at {url}", flush=True)  # noqa: E731
+    try:
+        asyncio.run(run_server(kernel, settings.server.host, settings.server.port, ready))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def prepare(config: Optional[Path] = ConfigOption) -> None:
+    """Load every configured model once, converting GGUF files into the cache (shows progress)."""
+    settings = _load(config)
+    from aios.kernel import load_cores
+
+    try:
+        cores = load_cores(settings)
+    except (ModelNotFound, KernelError) as exc:
+        raise _fail(str(exc), code=1) from None
+    for core in cores:
+        facts = core.describe()
+        typer.echo(f"ready: {facts['name']} on {facts['device']} ({facts['dtype']}); cache in {settings.data_dir}")
+        core.close()
+
+
+@app.command()
+def chat(
+    url: Optional[str] = typer.Option(None, "--url", help="kernel URL (default: $AIOS_KERNEL_URL or localhost:8000)"),
+    agent_name: str = typer.Option("terminal/chat", "--agent-name", help="who the kernel sees as the caller"),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0, max=2),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1),
+) -> None:
+    """Chat with the kernel's model interactively (the conversation is kept; Ctrl-D or /exit ends it)."""
+    from aios.sdk import AIOSError, llm_chat
+
+    messages: list[dict[str, str]] = []
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            typer.echo()
+            return
+        if line in ("/exit", "/quit"):
+            return
+        if not line:
+            continue
+        messages.append({"role": "user", "content": line})
+        try:
+            reply = llm_chat(agent_name, messages, url, temperature=temperature, max_new_tokens=max_new_tokens)
+        except AIOSError as exc:
+            messages.pop()
+            typer.echo(f"error: {exc}", err=True)
+            if exc.status_code == 0:
+                raise typer.Exit(1) from None
+            continue
+        messages.append({"role": "assistant", "content": reply.response_message or ""})
+        typer.echo(f"aios> {reply.response_message}")
+
+
+@app.command()
+def demo(config: Optional[Path] = ConfigOption) -> None:
+    """Start a kernel and run three agents at once (chat, JSON, tool call) through the SDK."""
+    from aios.demo import run_demo
+
+    settings = _load(config, host="127.0.0.1", port=0)
+    sys.exit(asyncio.run(run_demo(_kernel(settings))))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()

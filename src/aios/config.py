@@ -1,0 +1,151 @@
+"""Kernel configuration: a YAML file in the AIOS ``config.yaml`` layout, environment overrides, and defaults
+that run with no file at all (the embedded model on this machine's CPU).
+
+Environment:
+  ``AIOS_CONFIG``    path of the YAML file (``--config`` on the command line wins over it)
+  ``AIOS_DATA_DIR``  where the kernel keeps its data (model cache, ...); default: the platform's user data dir
+
+Sections of a real AIOS ``config.yaml`` that this kernel does not use yet (``api_keys``, ``memory``, ``storage``,
+``agent_factory``) are accepted and kept, so an AIOS config loads unchanged; unknown keys are errors, so that
+a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aios.errors import ConfigError
+
+EMBEDDED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    """One entry of ``llms.models``."""
+
+    name: str = Field(min_length=1, description="HF model id, local directory, or .gguf path")
+    backend: Literal["huggingface"] = "huggingface"
+    max_gpu_memory: dict[int | str, str] | None = Field(
+        default=None, description='per-GPU limit, e.g. {0: "24GB"}; used only when CUDA is present'
+    )
+    eval_device: str | None = Field(default=None, description='"cpu", "cuda", "cuda:1"; default: automatic')
+    hostname: str | None = None
+
+    @field_validator("eval_device")
+    @classmethod
+    def _known_device(cls, value: str | None) -> str | None:
+        if value is not None and not (value in ("cpu", "cuda", "auto") or value.startswith("cuda:")):
+            raise ValueError(f"must be 'cpu', 'cuda', 'cuda:N' or 'auto', not {value!r}")
+        return value
+
+
+class RouterConfig(_Section):
+    strategy: Literal["sequential"] = "sequential"
+    bootstrap_url: str | None = None
+
+
+class LLMsConfig(_Section):
+    models: list[ModelConfig] = Field(default_factory=lambda: [ModelConfig(name=EMBEDDED_MODEL)], min_length=1)
+    router: RouterConfig = RouterConfig()
+    use_context_manager: bool = False
+    log_mode: str = "console"
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        names = [m.name for m in models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(duplicates)}")
+        return models
+
+    @field_validator("use_context_manager")
+    @classmethod
+    def _context_switching_available(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("true selects round-robin scheduling with context switches, not available yet; set false")
+        return value
+
+
+class SchedulerConfig(_Section):
+    policy: Literal["fifo"] = "fifo"
+    log_mode: str = "console"
+
+
+class ServerConfig(_Section):
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8000, ge=0, le=65535, description="0 picks a free port")
+
+
+class Config(_Section):
+    llms: LLMsConfig = LLMsConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    server: ServerConfig = ServerConfig()
+    # AIOS sections kept for compatibility; their subsystems read them when they exist.
+    api_keys: dict[str, Any] = Field(default_factory=dict)
+    memory: dict[str, Any] = Field(default_factory=dict)
+    storage: dict[str, Any] = Field(default_factory=dict)
+    agent_factory: dict[str, Any] = Field(default_factory=dict)
+    data_dir: Path = Field(default_factory=lambda: default_data_dir())
+
+
+def default_data_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("aios", appauthor=False))
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the config from ``path`` (else ``$AIOS_CONFIG``, else defaults) and environment overrides.
+
+    Raises :class:`ConfigError` with one line naming the file, the field and the problem.
+    """
+    env = os.environ if env is None else env
+    path = path or env.get("AIOS_CONFIG") or None
+    raw: dict[str, Any] = _read_yaml(Path(path)) if path else {}
+    if env.get("AIOS_DATA_DIR"):
+        raw["data_dir"] = env["AIOS_DATA_DIR"]
+    where = str(path) if path else "config"
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_first_problem(exc)}") from None
+    return config.model_copy(update={"data_dir": config.data_dir.expanduser()})
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown field (check the spelling; see docs/config.md)"
+    more = len(exc.errors()) - 1
+    return f"{field}: {message}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")

@@ -1,0 +1,72 @@
+"""``aios demo``: a kernel on the embedded model, three agents running at once through the SDK, a report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from aios.agents import chat, extractor, weather
+from aios.kernel import Kernel
+from aios.sdk import AIOSError, LLMResponse
+from aios.server import serve
+
+
+@dataclass(frozen=True)
+class DemoTask:
+    agent: str
+    task: str
+    run: Callable[[str, str], LLMResponse]
+
+
+TASKS = [
+    DemoTask(chat.AGENT_NAME, "What is the capital of France?", chat.run),
+    DemoTask(extractor.AGENT_NAME, "I spent a wonderful week in Rome, the capital of Italy.", extractor.run),
+    DemoTask(weather.AGENT_NAME, "What is the weather like in Paris right now?", weather.run),
+]
+
+
+async def run_demo(kernel: Kernel, console: Console | None = None) -> int:
+    """Serve ``kernel`` on a free loopback port, run the agents concurrently, print results; exit status."""
+    console = console or Console()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    shutdown = asyncio.Event()
+    server = asyncio.create_task(serve(kernel, "127.0.0.1", 0, ready.set_result, shutdown))
+    url = await ready
+    console.print(f"kernel ready at {url}; running {len(TASKS)} agents concurrently…")
+    started = time.time()
+    replies = await asyncio.gather(*(asyncio.to_thread(t.run, t.task, url) for t in TASKS), return_exceptions=True)
+    wall = time.time() - started
+    shutdown.set()
+    await server
+    console.print(_report(replies))
+    console.print(f"all agents done in {wall:.1f} s")
+    return 1 if any(isinstance(r, BaseException) for r in replies) else 0
+
+
+def _report(replies: list[LLMResponse | BaseException]) -> Table:
+    table = Table(title="agents", show_lines=True)
+    for column in ("agent", "task", "result", "waiting s", "turnaround s"):
+        table.add_column(column, overflow="fold")
+    for task, reply in zip(TASKS, replies):
+        if isinstance(reply, BaseException):
+            table.add_row(task.agent, task.task, f"[red]{_error(reply)}[/red]", "-", "-")
+            continue
+        timings = reply.timings
+        table.add_row(task.agent, task.task, _result(reply), f"{timings.waiting:.2f}", f"{timings.turnaround:.2f}")
+    return table
+
+
+def _result(reply: LLMResponse) -> str:
+    if reply.tool_calls:
+        return "\n".join(f"call {c.name}({json.dumps(c.parameters)})" for c in reply.tool_calls)
+    return reply.response_message or ""
+
+
+def _error(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, AIOSError) else f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,35 @@
+"""Errors the kernel reports to callers, each with the HTTP status a server should answer with."""
+
+from __future__ import annotations
+
+
+class KernelError(Exception):
+    """Base of errors that reach a caller; ``status_code`` is what the HTTP layer answers."""
+
+    status_code = 500
+
+
+class BadRequest(KernelError):
+    """The request is well-formed JSON but asks for something invalid (e.g. a bad response_format)."""
+
+    status_code = 400
+
+
+class NotFound(KernelError):
+    """The request names something the kernel does not have (an unknown model)."""
+
+    status_code = 404
+
+
+class NotAvailable(KernelError):
+    """A capability that is not configured or not built yet; the message says what is missing."""
+
+    status_code = 501
+
+
+class ConfigError(Exception):
+    """A bad config file or environment value; the message names the field and the problem."""
+
+
+class ModelNotFound(Exception):
+    """No model could be found for a name; the message lists every place that was tried."""

@@ -1,0 +1,105 @@
+"""The Kernel: owns the LLM cores, the router and the scheduler; agents reach them only through syscalls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+
+from aios.config import Config, ModelConfig
+from aios.errors import NotAvailable
+from aios.llm.core import LLMCore
+from aios.llm.handler import LLMHandler
+from aios.llm.router import Router
+from aios.scheduler import Scheduler, make_policy
+from aios.syscall import Syscall, SyscallKind
+
+log = logging.getLogger(__name__)
+
+_MISSING = {
+    SyscallKind.MEMORY: "memory syscalls need the memory manager, which this kernel does not have yet",
+    SyscallKind.STORAGE: "storage syscalls need the storage manager, which this kernel does not have yet",
+    SyscallKind.TOOL: "tool syscalls need the tool manager, which this kernel does not have yet",
+}
+
+
+class SyscallHandler(Protocol):
+    def prepare(self, payload: Any) -> Any:
+        """Validate and route a payload when it is submitted; raise a KernelError to refuse it."""
+        ...
+
+    async def __call__(self, syscall: Syscall) -> Any: ...
+
+
+def load_cores(config: Config) -> list[LLMCore]:
+    """Load every configured model (blocking: this is the slow part of start-up)."""
+    return [_load_core(model, config) for model in config.llms.models]
+
+
+def _load_core(model: ModelConfig, config: Config) -> LLMCore:
+    from aios.llm.hf import HfLocalBackend  # heavy import, kept off the SDK's path
+
+    log.info("loading %s (%s)", model.name, model.backend)
+    return HfLocalBackend(model.name, model.max_gpu_memory, model.eval_device, data_dir=config.data_dir)
+
+
+class Kernel:
+    """Build with loaded cores, ``await start()`` inside the event loop, then ``submit``/``call`` syscalls."""
+
+    def __init__(self, config: Config, cores: list[LLMCore]) -> None:
+        self.config = config
+        self.router = Router(cores)
+        self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: LLMHandler(self.router)}
+        self.scheduler = Scheduler()
+        for kind, handler in self.handlers.items():
+            workers = len(cores) if kind is SyscallKind.LLM else 1  # each core serializes its own forward passes
+            self.scheduler.add_queue(kind, make_policy(config.scheduler.policy), handler, workers)
+        self.started_at = time.time()
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Kernel":
+        return cls(config, load_cores(config))
+
+    async def start(self) -> None:
+        await self.scheduler.start()
+
+    async def stop(self) -> None:
+        await self.scheduler.stop()
+        for core in self.router.cores:
+            core.close()
+
+    async def submit(self, kind: SyscallKind, agent_name: str, payload: Any, priority: int = 0) -> Syscall:
+        """Queue a syscall; raises a KernelError at once if it cannot be served."""
+        handler = self.handlers.get(kind)
+        if handler is None:
+            raise NotAvailable(_MISSING[kind])
+        syscall = Syscall(kind, agent_name, handler.prepare(payload), priority)
+        return await self.scheduler.submit(syscall)
+
+    async def call(self, kind: SyscallKind, agent_name: str, payload: Any, priority: int = 0) -> Syscall:
+        """Submit and wait until the syscall ends (done, failed or cancelled); a waiter that is cancelled
+        (its client went away) cancels the syscall too, so no slot is held for nobody."""
+        syscall = await self.submit(kind, agent_name, payload, priority)
+        try:
+            await syscall.wait()
+        except asyncio.CancelledError:
+            self.scheduler.cancel(syscall)
+            raise
+        return syscall
+
+    def components(self) -> dict[str, str]:
+        served = {kind.value for kind in self.handlers}
+        return {
+            "llms": "active" if self.router.cores else "inactive",
+            **{name: "active" if name in served else "inactive" for name in ("memory", "storage", "tool")},
+            "scheduler": "active",
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "llms": [core.describe() for core in self.router.cores],
+            "queues": self.scheduler.stats(),
+        }
+

@@ -1,0 +1,53 @@
+"""What every LLM core offers the kernel, and the plain data passed to and from it."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class SamplingParams:
+    """How to pick tokens. ``temperature == 0`` means greedy decoding."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 1000
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of turn or a stop string), "length", "cancelled"
+
+
+@dataclass
+class GenerationRequest:
+    messages: list[dict[str, Any]]
+    sampling: SamplingParams
+    # OpenAI function tools with model-safe names (author__name); None when the reply is free text.
+    tools: list[dict[str, Any]] | None = None
+    # Text the assistant's reply starts with, written for the model (e.g. '{"' for a JSON object); it is part
+    # of the returned text.
+    reply_prefix: str = ""
+    # Set from another thread to stop generation at the next token.
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class LLMCore(Protocol):
+    """A model the kernel can run. ``complete`` must not block the event loop."""
+
+    name: str
+    backend: str
+
+    async def complete(self, request: GenerationRequest) -> Generation: ...
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for status pages: name, backend, device, dtype."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,20 @@
+"""The agent-side SDK: functions an agent calls to make syscalls to a kernel over HTTP.
+
+Light by design: it imports httpx and the standard library only, never torch or transformers.
+The kernel URL is ``base_url`` when given, else ``$AIOS_KERNEL_URL``, else ``http://localhost:8000``.
+"""
+
+from aios.sdk.llm import llm_chat, llm_chat_with_json_output, llm_chat_with_tool_call_output
+from aios.sdk.transport import AIOSError, kernel_url
+from aios.sdk.types import LLMResponse, Timings, ToolCall
+
+__all__ = [
+    "AIOSError",
+    "LLMResponse",
+    "Timings",
+    "ToolCall",
+    "kernel_url",
+    "llm_chat",
+    "llm_chat_with_json_output",
+    "llm_chat_with_tool_call_output",
+]

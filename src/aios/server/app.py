@@ -1,0 +1,144 @@
+"""The FastAPI app over a Kernel, and ``serve`` which runs it with uvicorn and reports the URL once bound."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from aios import __version__
+from aios.errors import KernelError
+from aios.kernel import Kernel
+from aios.server.wire import LLMQueryData, QueryRequest, envelope
+from aios.syscall import SyscallKind
+
+log = logging.getLogger(__name__)
+
+
+def create_app(kernel: Kernel) -> FastAPI:
+    """The HTTP app; its lifespan starts and stops the kernel's scheduler."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await kernel.start()
+        try:
+            yield
+        finally:
+            await kernel.stop()
+
+    app = FastAPI(title="AIOS kernel", version=__version__, lifespan=lifespan)
+    app.state.kernel = kernel
+
+    @app.exception_handler(KernelError)
+    async def kernel_error(request: Request, exc: KernelError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)})
+
+    @app.post("/query")
+    async def query(body: QueryRequest, request: Request) -> dict[str, Any]:
+        """Run one syscall for an agent and reply with the AIOS envelope (HTTP 200 whenever it ran)."""
+        kind = SyscallKind(body.query_type)
+        payload = _llm_payload(body.query_data) if kind is SyscallKind.LLM else body.query_data
+        syscall = await _until_done_or_disconnected(kernel.call(kind, body.agent_name, payload), request)
+        return envelope(syscall)
+
+    @app.get("/status")
+    async def status() -> dict[str, Any]:
+        inactive = [name for name, state in kernel.components().items() if state != "active"]
+        base = {"version": __version__, **kernel.status()}
+        if not inactive:
+            return {"status": "ok", "message": "All core components are active.", **base}
+        return {
+            "status": "warning",
+            "message": f"Server is running, but some components are inactive: {', '.join(inactive)}",
+            "inactive_components": inactive,
+            **base,
+        }
+
+    @app.get("/core/status")
+    async def core_status() -> dict[str, str]:
+        return kernel.components()
+
+    @app.get("/core/llms/list")
+    async def llms_list() -> dict[str, Any]:
+        return {
+            "status": "success",
+            "llms": [m.model_dump(exclude_none=True) for m in kernel.config.llms.models],
+        }
+
+    return app
+
+
+def _llm_payload(query_data: dict[str, Any]) -> Any:
+    try:
+        return LLMQueryData.model_validate(query_data).to_query()
+    except ValidationError as exc:  # report it like FastAPI's own body errors, located inside query_data
+        errors = exc.errors(include_url=False, include_context=False)
+        for error in errors:
+            error["loc"] = ("body", "query_data", *error["loc"])
+        raise RequestValidationError(errors) from None
+
+
+async def _until_done_or_disconnected(call: Any, request: Request) -> Any:
+    """Await the syscall; if the client hangs up first, cancel it so it frees its place at once."""
+    call_task = asyncio.ensure_future(call)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait([call_task, gone], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not call_task.done():
+        call_task.cancel()
+        await asyncio.gather(call_task, return_exceptions=True)
+        raise asyncio.CancelledError("client disconnected")
+    return call_task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    # The body is already read, so the next ASGI message is the disconnect (event-driven, no polling).
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[str], None]) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self._on_ready(f"http://{'[' + host + ']' if ':' in host else host}:{port}")
+
+
+async def serve(
+    kernel: Kernel,
+    host: str,
+    port: int,
+    on_ready: Callable[[str], None],
+    shutdown: asyncio.Event | None = None,
+) -> None:
+    """Serve until interrupted or ``shutdown`` is set; ``on_ready(url)`` is called once the socket is bound and
+    the kernel started."""
+    config = uvicorn.Config(create_app(kernel), host=host, port=port, log_level="warning", access_log=False)
+    server = _Server(config, on_ready)
+    if shutdown is None:
+        await server.serve()
+        return
+    watcher = asyncio.create_task(_exit_on(shutdown, server))
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
+
+
+async def _exit_on(shutdown: asyncio.Event, server: uvicorn.Server) -> None:
+    await shutdown.wait()
+    server.should_exit = True

@@ -1,0 +1,114 @@
+"""Request and reply shapes of the AIOS-compatible wire protocol (pydantic lives here, at the boundary only)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from aios.errors import KernelError
+from aios.llm.handler import ACTIONS, LLMQuery, LLMResponse
+from aios.llm.prompting import merge_messages_with_response_format, tools_for_model
+from aios.syscall import Syscall, SyscallStatus
+
+
+class QueryRequest(BaseModel):
+    """``POST /query`` body. ``query_data`` is checked against the model for its ``query_type``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent_name: str = Field(min_length=1, max_length=256, examples=["example/demo"])
+    query_type: Literal["llm", "memory", "storage", "tool"]
+    query_data: dict[str, Any]
+
+
+class Message(BaseModel):
+    """An OpenAI chat message; extra keys (name, tool_calls, tool_call_id) pass through to the template."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class LLMChoice(BaseModel):
+    """An ``llms`` entry: which model to use, optionally with sampling settings (AIOS SDK style)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+    backend: str | None = None
+
+
+class LLMQueryData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query_class: Literal["llm"] | None = None  # sent by the AIOS SDK; carries no information
+    messages: list[Message] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None
+    action_type: Literal[ACTIONS] = "chat"  # type: ignore[valid-type]
+    llms: list[LLMChoice] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2, description="default 1.0; 0 = greedy")
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_new_tokens: int | None = Field(default=None, ge=1, le=32768, description="default 1000")
+    stop: str | list[str] = Field(default_factory=list, description="stop strings; not returned")
+    message_return_type: Literal["text", "json"] = "text"
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_are_functions(cls, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if tools:
+            tools_for_model(tools)  # raises ValueError naming the bad tool
+        return tools
+
+    @field_validator("response_format")
+    @classmethod
+    def _known_response_format(cls, response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+        merge_messages_with_response_format([], response_format)  # raises ValueError naming the problem
+        return response_format
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings(cls, stop: str | list[str]) -> list[str]:
+        stops = [stop] if isinstance(stop, str) else stop
+        if any(not s for s in stops):
+            raise ValueError("stop strings must not be empty")
+        return stops
+
+    def to_query(self) -> LLMQuery:
+        return LLMQuery(
+            messages=[m.model_dump(exclude_none=True) for m in self.messages],
+            action_type=self.action_type,
+            tools=self.tools,
+            llms=[c.model_dump(exclude_none=True) for c in self.llms] if self.llms else None,
+            message_return_type=self.message_return_type,
+            response_format=self.response_format,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_new_tokens=self.max_new_tokens,
+            stop=self.stop,  # type: ignore[arg-type]  # normalised to a list by the validator
+        )
+
+
+def envelope(syscall: Syscall) -> dict[str, Any]:
+    """The AIOS reply: the response plus one timing entry per scheduling slice."""
+    return {
+        "response": asdict(_response(syscall)),
+        "start_times": syscall.start_times,
+        "end_times": syscall.end_times,
+        "waiting_times": syscall.waiting_times,
+        "turnaround_times": syscall.turnaround_times,
+    }
+
+
+def _response(syscall: Syscall) -> LLMResponse:
+    if syscall.status is SyscallStatus.DONE:
+        return syscall.value
+    error = syscall.error
+    if syscall.status is SyscallStatus.CANCELLED:
+        return LLMResponse(error="the syscall was cancelled before it finished", status_code=499)
+    if isinstance(error, KernelError):
+        return LLMResponse(error=str(error), status_code=error.status_code)
+    return LLMResponse(error=f"internal error: {type(error).__name__}: {error}", status_code=500)

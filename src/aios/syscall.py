@@ -1,0 +1,132 @@
+"""A syscall: one request of an agent to a kernel resource, and its life from queued to done.
+
+Its result is delivered through an asyncio future, so a caller awaits it instead of polling. Each scheduling
+slice (one stretch of running between being queued or suspended and finishing or being preempted) is recorded,
+which is what the reply envelope's ``start_times`` / ``end_times`` / ``waiting_times`` / ``turnaround_times`` list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class SyscallKind(str, Enum):
+    LLM = "llm"
+    MEMORY = "memory"
+    STORAGE = "storage"
+    TOOL = "tool"
+
+
+class SyscallStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (SyscallStatus.DONE, SyscallStatus.FAILED, SyscallStatus.CANCELLED)
+
+
+@dataclass
+class Slice:
+    """One stretch of running. ``ready`` is when the syscall last became runnable (queued or resumed)."""
+
+    ready: float
+    start: float
+    end: float | None = None
+
+
+@dataclass(eq=False)
+class Syscall:
+    kind: SyscallKind
+    agent_name: str
+    payload: Any
+    priority: int = 0
+    id: int = 0
+    status: SyscallStatus = SyscallStatus.QUEUED
+    created_at: float = field(default_factory=time.time)
+    slices: list[Slice] = field(default_factory=list)
+    value: Any = None  # the handler's result, once done
+    error: BaseException | None = None
+    _ready_at: float = 0.0
+    _future: asyncio.Future[Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._ready_at = self.created_at
+        self._future = asyncio.get_running_loop().create_future()
+
+    # -- life cycle, driven by the scheduler -------------------------------------------------------------------
+
+    def start_slice(self) -> None:
+        self.status = SyscallStatus.RUNNING
+        self.slices.append(Slice(ready=self._ready_at, start=time.time()))
+
+    def suspend(self) -> None:
+        """End the current slice without finishing; the syscall waits to be resumed."""
+        self._end_slice()
+        self.status = SyscallStatus.SUSPENDED
+        self._ready_at = time.time()
+
+    def finish(self, result: Any) -> None:
+        self._settle(SyscallStatus.DONE, result=result)
+
+    def fail(self, error: BaseException) -> None:
+        self._settle(SyscallStatus.FAILED, error=error)
+
+    def cancel(self) -> None:
+        self._settle(SyscallStatus.CANCELLED, error=asyncio.CancelledError(f"syscall {self.id} cancelled"))
+
+    def _settle(self, status: SyscallStatus, result: Any = None, error: BaseException | None = None) -> None:
+        if self.status.is_final:
+            return
+        self._end_slice()
+        self.status, self.value, self.error = status, result, error
+        if status is SyscallStatus.DONE:
+            self._future.set_result(result)
+        elif status is SyscallStatus.FAILED:
+            self._future.set_exception(error)  # type: ignore[arg-type]
+        else:
+            self._future.cancel()
+
+    def _end_slice(self) -> None:
+        if self.slices and self.slices[-1].end is None:
+            self.slices[-1].end = time.time()
+
+    # -- what callers see ---------------------------------------------------------------------------------------
+
+    async def wait(self) -> None:
+        """Wait until the syscall ends, however it ends; cancelling the waiter leaves the syscall alone."""
+        await asyncio.wait([self._future])
+
+    async def result(self) -> Any:
+        """The handler's result; raises its error, or CancelledError when the syscall was cancelled."""
+        return await asyncio.shield(self._future)
+
+    @property
+    def done(self) -> bool:
+        return self.status.is_final
+
+    @property
+    def start_times(self) -> list[float]:
+        return [s.start for s in self.slices]
+
+    @property
+    def end_times(self) -> list[float]:
+        return [s.end for s in self.slices if s.end is not None]
+
+    @property
+    def waiting_times(self) -> list[float]:
+        """Per slice: time spent runnable but not running before the slice began."""
+        return [s.start - s.ready for s in self.slices]
+
+    @property
+    def turnaround_times(self) -> list[float]:
+        """Per slice: time from the syscall's creation to the end of the slice."""
+        return [s.end - self.created_at for s in self.slices if s.end is not None]

@@ -1,0 +1,77 @@
+"""Shared fixtures: a temp data dir for the whole run, the embedded model loaded once, and a real kernel
+server (``aios serve`` in a subprocess on a loopback port)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a model hub
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data dir per test run: the embedded model is converted into it once and reused by every test."""
+    path = tmp_path_factory.mktemp("aios-data")
+    os.environ["AIOS_DATA_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def config(data_dir: Path):  # noqa: ANN201
+    from aios.config import load_config
+
+    return load_config(env={"AIOS_DATA_DIR": str(data_dir)})
+
+
+@pytest.fixture(scope="session")
+def backend(config):  # noqa: ANN001, ANN201
+    """The embedded model, loaded in this process (first load converts the GGUF into the cache)."""
+    from aios.kernel import load_cores
+
+    (core,) = load_cores(config)
+    yield core
+    core.close()
+
+
+class KernelProcess:
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process, self.url = process, url
+        self.client = httpx.Client(base_url=url, timeout=httpx.Timeout(300.0, connect=10.0))
+
+    def query(self, body: dict) -> httpx.Response:
+        return self.client.post("/query", json=body)
+
+
+def start_kernel(args: list[str], env: dict[str, str], log: Path) -> KernelProcess:
+    """Run ``aios serve --port 0`` and wait for the line with its URL (its log goes to ``log``)."""
+    with log.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aios", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE, stderr=log_file, text=True, env=env,
+        )
+    for line in process.stdout:  # type: ignore[union-attr]
+        if line.startswith("AIOS kernel ready at "):
+            return KernelProcess(process, line.split(" at ", 1)[1].strip())
+    process.wait()
+    raise RuntimeError(f"kernel did not start (exit {process.returncode}):\n{log.read_text()}")
+
+
+def stop_kernel(kernel: KernelProcess) -> None:
+    kernel.client.close()
+    kernel.process.terminate()
+    kernel.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def kernel(backend, data_dir: Path) -> Iterator[KernelProcess]:  # noqa: ANN001
+    """A real kernel server on loopback, serving the embedded model (its cache is already warm)."""
+    running = start_kernel([], {**os.environ, "AIOS_DATA_DIR": str(data_dir)}, data_dir / "kernel.log")
+    yield running
+    stop_kernel(running)

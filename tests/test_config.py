@@ -1,0 +1,95 @@
+"""Config loading: defaults with no file, the AIOS layout, environment overrides, and one clear line per error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aios.config import EMBEDDED_MODEL, load_config
+from aios.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_no_file_runs_the_embedded_model_on_loopback(tmp_path: Path) -> None:
+    config = load_config(env={"AIOS_DATA_DIR": str(tmp_path)})
+    assert [m.name for m in config.llms.models] == [EMBEDDED_MODEL]
+    assert config.llms.models[0].backend == "huggingface"
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 8000)
+    assert config.data_dir == tmp_path and config.scheduler.policy == "fifo"
+
+
+def test_an_aios_config_file_loads_with_its_other_sections_kept(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+api_keys: {openai: ""}
+llms:
+  models:
+    - name: "HuggingFaceTB/SmolLM2-135M-Instruct"
+      backend: "huggingface"
+      max_gpu_memory: {0: "24GB"}
+      eval_device: "cuda:0"
+  log_mode: console
+  use_context_manager: false
+memory: {log_mode: console}
+storage: {root_dir: root, use_vector_db: true}
+server: {host: 0.0.0.0, port: 9001}
+""")
+    config = load_config(path, env={})
+    model = config.llms.models[0]
+    assert model.max_gpu_memory == {0: "24GB"} and model.eval_device == "cuda:0"
+    assert (config.server.host, config.server.port) == ("0.0.0.0", 9001)
+    assert config.storage["root_dir"] == "root"
+
+
+def test_aios_config_and_data_dir_come_from_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "server: {port: 8123}\n")
+    config = load_config(env={"AIOS_CONFIG": str(path), "AIOS_DATA_DIR": str(tmp_path / "d")})
+    assert config.server.port == 8123 and config.data_dir == tmp_path / "d"
+
+
+def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, ""), env={}).server.port == 8000
+
+
+BAD_CONFIGS = [
+    ("missing-file", None, "config file not found"),
+    ("not-yaml", "llms: [unclosed\n", "not valid YAML (line 2)"),
+    ("top-level-list", "- a\n- b\n", "the top level must be a mapping"),
+    ("unknown-section", "sever: {port: 1}\n", "sever: unknown field"),
+    ("typo-in-model", "llms: {models: [{name: m, backnd: huggingface}]}\n", "llms.models.0.backnd: unknown field"),
+    ("unsupported-backend", "llms: {models: [{name: m, backend: openai}]}\n", "llms.models.0.backend: Input should be 'huggingface'"),
+    ("empty-models", "llms: {models: []}\n", "llms.models: List should have at least 1 item"),
+    ("model-without-name", "llms: {models: [{backend: huggingface}]}\n", "llms.models.0.name: Field required"),
+    ("duplicate-names", "llms: {models: [{name: m}, {name: m}]}\n", "model names must be unique; repeated: m"),
+    ("bad-device", "llms: {models: [{name: m, eval_device: gpu}]}\n", "llms.models.0.eval_device: Value error, must be 'cpu'"),
+    ("port-too-big", "server: {port: 70000}\n", "server.port: Input should be less than or equal to 65535"),
+    ("port-not-number", "server: {port: eighty}\n", "server.port: Input should be a valid integer"),
+    ("unknown-policy", "scheduler: {policy: lottery}\n", "scheduler.policy: Input should be 'fifo'"),
+    ("context-manager", "llms: {use_context_manager: true}\n", "round-robin scheduling"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [(t, e) for _, t, e in BAD_CONFIGS], ids=[i for i, _, _ in BAD_CONFIGS])
+def test_a_bad_config_is_one_line_naming_file_field_and_problem(tmp_path: Path, text: str | None, expected: str) -> None:
+    path = tmp_path / "config.yaml" if text is None else write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    message = str(caught.value)
+    assert expected in message, message
+    assert message.startswith(str(path)) and "\n" not in message
+
+
+def test_aios_serve_with_a_bad_config_stops_with_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "server: {port: eighty}\n")
+    result = subprocess.run([sys.executable, "-m", "aios", "serve", "--config", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"aios: {path}: server.port: Input should be a valid integer, unable to parse string as an integer"
+    assert result.stdout == ""

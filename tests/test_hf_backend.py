@@ -1,0 +1,157 @@
+"""The Hugging Face local backend with the real embedded model: loading, the conversion cache, generation
+parameters, and how tools reach the prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+
+from aios.config import EMBEDDED_MODEL
+from aios.errors import ModelNotFound
+from aios.llm.core import GenerationRequest, SamplingParams
+from aios.llm.hf import HfLocalBackend
+from aios.llm.hf.loader import _embedded_gguf, find_model
+
+CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "demo__get_weather", "description": "Get the weather for a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def greedy(max_new_tokens: int = 24, stop: list[str] | None = None) -> SamplingParams:
+    return SamplingParams(temperature=0, max_new_tokens=max_new_tokens, stop=stop or [])
+
+
+def test_greedy_answer_to_the_capital_of_france_mentions_paris(backend: HfLocalBackend) -> None:
+    generation = backend.generate(GenerationRequest(CAPITAL, greedy()))
+    assert "Paris" in generation.text
+    assert generation.finish_reason == "stop" and generation.completion_tokens > 0
+
+
+def test_the_embedded_model_runs_on_the_cpu_in_fp32(backend: HfLocalBackend) -> None:
+    facts = backend.describe()
+    assert (facts["device"], facts["dtype"], facts["name"]) == ("cpu", "float32", EMBEDDED_MODEL)
+
+
+def test_max_new_tokens_caps_the_reply_and_says_length(backend: HfLocalBackend) -> None:
+    generation = backend.generate(GenerationRequest(CAPITAL, greedy(max_new_tokens=3)))
+    assert generation.completion_tokens == 3 and generation.finish_reason == "length"
+
+
+def test_a_stop_string_ends_the_reply_before_it(backend: HfLocalBackend) -> None:
+    full = backend.generate(GenerationRequest(CAPITAL, greedy())).text
+    assert " is " in full
+    generation = backend.generate(GenerationRequest(CAPITAL, greedy(stop=[" is "])))
+    assert generation.text == full[: full.index(" is ")]
+    assert generation.finish_reason == "stop"
+
+
+def test_sampling_with_temperature_varies_and_stays_text(backend: HfLocalBackend) -> None:
+    sampling = SamplingParams(temperature=1.5, top_p=0.95, max_new_tokens=12)
+    replies = {backend.generate(GenerationRequest(CAPITAL, sampling)).text for _ in range(4)}
+    assert len(replies) > 1 and all(isinstance(r, str) and r for r in replies)
+
+
+def test_a_reply_prefix_is_part_of_the_reply(backend: HfLocalBackend) -> None:
+    generation = backend.generate(GenerationRequest(CAPITAL, greedy(max_new_tokens=8), reply_prefix='{"'))
+    assert generation.text.startswith('{"')
+
+
+def test_a_cancelled_request_stops_at_the_next_token(backend: HfLocalBackend) -> None:
+    request = GenerationRequest(CAPITAL, greedy(max_new_tokens=200))
+    request.cancelled.set()
+    generation = backend.generate(request)
+    assert generation.finish_reason == "cancelled" and generation.completion_tokens <= 1
+
+
+def test_cancelling_the_awaiting_task_cancels_the_generation(backend: HfLocalBackend) -> None:
+    async def main() -> GenerationRequest:
+        request = GenerationRequest(CAPITAL, greedy(max_new_tokens=500))
+        task = asyncio.create_task(backend.complete(request))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return request
+
+    assert asyncio.run(main()).cancelled.is_set()
+    # The backend's thread is free again: the next request completes normally.
+    assert "Paris" in backend.generate(GenerationRequest(CAPITAL, greedy())).text
+
+
+def test_tools_are_folded_into_the_prompt_when_the_template_has_no_tools_slot(backend: HfLocalBackend) -> None:
+    assert backend.template_accepts_tools is False
+    prompt = backend.tokenizer.decode(backend.render(CAPITAL, [WEATHER_TOOL])["input_ids"][0])
+    assert "demo__get_weather" in prompt and "ONLY a JSON array" in prompt
+
+
+def test_tools_go_through_the_template_when_it_accepts_them(backend: HfLocalBackend, data_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """A copy of the model whose chat template renders ``tools`` itself: the template's text is used, and the
+    seed's folding is not."""
+    model_dir = tmp_path / "with-tools-template"
+    shutil.copytree(find_model(str(_converted_dir(data_dir))).location, model_dir)
+    (model_dir / "chat_template.jinja").write_text(
+        "{% if tools %}<|im_start|>system\nTOOLS:{% for t in tools %} {{ t.function.name }}{% endfor %}<|im_end|>\n"
+        "{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    tools_backend = HfLocalBackend(str(model_dir), data_dir=data_dir)
+    try:
+        assert tools_backend.template_accepts_tools is True
+        prompt = tools_backend.tokenizer.decode(tools_backend.render(CAPITAL, [WEATHER_TOOL])["input_ids"][0])
+        assert "TOOLS: demo__get_weather" in prompt and "ONLY a JSON array" not in prompt
+    finally:
+        tools_backend.close()
+
+
+def _converted_dir(data_dir: Path) -> Path:
+    (converted,) = (data_dir / "models").glob("SmolLM2-135M-Instruct*")
+    return converted
+
+
+def test_the_gguf_is_converted_once_and_later_loads_use_the_cache(backend: HfLocalBackend, data_dir: Path) -> None:
+    converted = _converted_dir(data_dir)
+    stamp = (converted / "model.safetensors").stat().st_mtime_ns
+    again = HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir)
+    try:
+        assert [p.name for p in (data_dir / "models").iterdir()] == [converted.name]  # no second conversion
+        assert (converted / "model.safetensors").stat().st_mtime_ns == stamp
+        assert "Paris" in again.generate(GenerationRequest(CAPITAL, greedy())).text
+    finally:
+        again.close()
+
+
+def test_the_loader_accepts_a_gguf_path_and_a_model_directory(backend: HfLocalBackend, data_dir: Path) -> None:
+    gguf = _embedded_gguf()
+    assert gguf is not None
+    source = find_model(str(gguf))
+    assert source.gguf == gguf
+    directory = find_model(str(_converted_dir(data_dir)))
+    assert directory.gguf is None and Path(directory.location) == _converted_dir(data_dir)
+
+
+@pytest.mark.parametrize(
+    ("name", "tried"),
+    [
+        pytest.param("nobody/no-such-model", ["path nobody/no-such-model (does not exist)",
+                                              "Hugging Face cache (not downloaded)",
+                                              "Hugging Face hub (offline: HF_HUB_OFFLINE is set)"], id="hub-id"),
+        pytest.param("/nowhere/model.gguf", ["path /nowhere/model.gguf (does not exist)"], id="missing-gguf"),
+    ],
+)
+def test_a_model_that_cannot_be_found_says_everything_that_was_tried(name: str, tried: list[str]) -> None:
+    with pytest.raises(ModelNotFound) as caught:
+        find_model(name, offline=True)
+    message = str(caught.value)
+    assert message.startswith(f"model {name!r} not found; tried: ")
+    for attempt in tried:
+        assert attempt in message
+
+
+def test_a_directory_without_a_model_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound, match=r"no config.json and no .gguf file in it"):
+        find_model(str(tmp_path), offline=True)
