@@ -1,0 +1,67 @@
+"""The ``aios`` command as a user runs it: demo, chat, serve and prepare."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import KernelProcess
+
+
+def aios(*args: str, data_dir: Path, stdin: str | None = None, extra_env: dict[str, str] | None = None,
+         timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AIOS_DATA_DIR": str(data_dir), "COLUMNS": "200", **(extra_env or {})}
+    return subprocess.run([sys.executable, "-m", "aios", *args], input=stdin, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_demo_runs_three_agents_concurrently_and_prints_their_results(backend, data_dir: Path) -> None:  # noqa: ANN001
+    result = aios("demo", data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for agent in ("example/chat", "example/extractor", "example/weather"):
+        assert agent in out
+    assert "Paris" in out and '"city": "Rome"' in out
+    assert "waiting s" in out and "turnaround s" in out
+    assert "all agents done" in out and "Traceback" not in result.stderr
+
+
+def test_chat_keeps_the_conversation_and_exits_on_eof(kernel: KernelProcess, data_dir: Path) -> None:
+    result = aios("chat", "--url", kernel.url, "--temperature", "0", "--max-new-tokens", "24",
+                  data_dir=data_dir, stdin="What is the capital of France?\nAnd of Italy?\n")
+    assert result.returncode == 0, result.stderr
+    replies = [line for line in result.stdout.splitlines() if "aios> " in line]
+    assert len(replies) == 2 and "Paris" in replies[0]
+
+
+def test_chat_reports_an_unreachable_kernel_and_exits(data_dir: Path) -> None:
+    result = aios("chat", "--url", "http://127.0.0.1:9", data_dir=data_dir, stdin="hello\n")
+    assert result.returncode == 1
+    assert "cannot reach the kernel at http://127.0.0.1:9" in result.stderr
+
+
+def test_chat_rejects_a_bad_flag_value(data_dir: Path) -> None:
+    result = aios("chat", "--temperature", "-1", data_dir=data_dir, stdin="")
+    assert result.returncode == 2 and "--temperature" in result.stderr
+
+
+def test_serve_with_a_missing_model_stops_with_one_line_naming_what_was_tried(tmp_path: Path, data_dir: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("llms: {models: [{name: nobody/missing-model, backend: huggingface}]}\n")
+    result = aios("serve", "--config", str(config), data_dir=data_dir, extra_env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("aios: model 'nobody/missing-model' not found; tried:")
+
+
+def test_serve_rejects_a_bad_port(data_dir: Path) -> None:
+    result = aios("serve", "--port", "70000", data_dir=data_dir)
+    assert result.returncode == 2 and "--port" in result.stderr
+
+
+def test_prepare_reports_the_model_ready_from_the_cache(backend, data_dir: Path) -> None:  # noqa: ANN001
+    result = aios("prepare", data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    assert "ready: HuggingFaceTB/SmolLM2-135M-Instruct on cpu (float32)" in result.stdout
+    assert "Converting" not in result.stderr  # the cache made by the first load is reused

@@ -1,0 +1,116 @@
+"""The agent SDK against a real kernel: typed replies, the one error type, and its bad-input table."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from typing import Any, Callable
+
+import pytest
+
+from aios.sdk import (
+    AIOSError,
+    LLMResponse,
+    kernel_url,
+    llm_chat,
+    llm_chat_with_json_output,
+    llm_chat_with_tool_call_output,
+)
+from conftest import KernelProcess
+
+CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
+TOOL = {"name": "demo/get_weather", "description": "Get the weather for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+
+
+def test_importing_the_sdk_loads_no_heavy_library() -> None:
+    code = "import sys, aios.sdk; print(json.dumps(sorted(m for m in ('torch', 'transformers', 'fastapi', 'uvicorn') if m in sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == []
+
+
+def test_llm_chat_returns_a_typed_reply_with_timings(kernel: KernelProcess) -> None:
+    reply = llm_chat("sdk/chat", CAPITAL, kernel.url, temperature=0, max_new_tokens=24)
+    assert isinstance(reply, LLMResponse)
+    assert "Paris" in reply.response_message and reply.tool_calls is None
+    assert reply.finished and reply.status_code == 200 and reply.error is None
+    assert len(reply.timings.start_times) == 1 and 0 <= reply.timings.waiting <= reply.timings.turnaround
+
+
+def test_the_kernel_url_comes_from_the_environment(kernel: KernelProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIOS_KERNEL_URL", kernel.url + "/")
+    assert kernel_url() == kernel.url
+    assert llm_chat("sdk/env", CAPITAL, temperature=0, max_new_tokens=4).finished
+    monkeypatch.delenv("AIOS_KERNEL_URL")
+    assert kernel_url() == "http://localhost:8000"
+
+
+def test_json_output_parses(kernel: KernelProcess) -> None:
+    reply = llm_chat_with_json_output("sdk/json", CAPITAL, kernel.url, response_format={"type": "json_object"},
+                                      temperature=0, max_new_tokens=24)
+    assert isinstance(reply.json(), dict)
+
+
+def test_tool_call_output_gives_typed_calls_or_prose(kernel: KernelProcess) -> None:
+    reply = llm_chat_with_tool_call_output("sdk/tools", [{"role": "user", "content": "Weather in Paris?"}], [TOOL],
+                                           kernel.url, temperature=0, max_new_tokens=32)
+    assert isinstance(reply.tool_calls, list)
+    assert reply.tool_calls or reply.response_message
+    for call in reply.tool_calls:
+        assert call.name == "demo/get_weather" and isinstance(call.parameters, dict) and call.id
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+BAD_CALLS: list[tuple[str, Callable[[str], Any], int, str]] = [
+    ("unreachable-kernel", lambda url: llm_chat("a", CAPITAL, f"http://127.0.0.1:{_free_port()}"), 0,
+     "cannot reach the kernel"),
+    ("bad-temperature", lambda url: llm_chat("a", CAPITAL, url, temperature=-1), 422, "temperature"),
+    ("zero-max-tokens", lambda url: llm_chat("a", CAPITAL, url, max_new_tokens=0), 422, "max_new_tokens"),
+    ("empty-agent-name", lambda url: llm_chat("", CAPITAL, url), 422, "agent_name"),
+    ("no-messages", lambda url: llm_chat("a", [], url), 422, "messages"),
+    ("bad-role", lambda url: llm_chat("a", [{"role": "bot", "content": "x"}], url), 422, "role"),
+    ("unknown-model", lambda url: llm_chat("a", CAPITAL, url, llms=[{"name": "nope"}]), 404, "nope"),
+    ("bad-response-format", lambda url: llm_chat_with_json_output("a", CAPITAL, url, response_format={"type": "x"}),
+     422, "response_format"),
+    ("no-tools", lambda url: llm_chat_with_tool_call_output("a", CAPITAL, [], url), 400, "tools"),
+    ("tool-without-name", lambda url: llm_chat_with_tool_call_output("a", CAPITAL, [{"description": "x"}], url),
+     422, "name"),
+]
+
+
+@pytest.mark.parametrize(("call", "status", "text"), [b[1:] for b in BAD_CALLS], ids=[b[0] for b in BAD_CALLS])
+def test_bad_sdk_calls_raise_one_error_type_with_status_and_message(
+    kernel: KernelProcess, call: Callable[[str], Any], status: int, text: str
+) -> None:
+    with pytest.raises(AIOSError) as caught:
+        call(kernel.url)
+    assert caught.value.status_code == status
+    assert text in caught.value.message
+    assert llm_chat("sdk/after", CAPITAL, kernel.url, temperature=0, max_new_tokens=2).finished
+
+
+def test_a_syscall_that_fails_inside_raises_with_the_reply_attached(kernel: KernelProcess) -> None:
+    """A JSON request whose reply cannot be JSON (cut after two tokens) fails with 502 and keeps the raw text."""
+    schema = {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "string"}}}
+    with pytest.raises(AIOSError) as caught:
+        llm_chat_with_json_output("sdk/json", CAPITAL, kernel.url, response_format=schema, temperature=0,
+                                  max_new_tokens=2)
+    assert caught.value.status_code == 502 and "not JSON" in caught.value.message
+    assert caught.value.response.response_message is not None
+
+
+def test_sdk_runs_in_a_fresh_process_with_only_the_environment(kernel: KernelProcess) -> None:
+    script = ("from aios.sdk import llm_chat; "
+              "print(llm_chat('sdk/proc', [{'role': 'user', 'content': 'What is the capital of France?'}], "
+              "temperature=0, max_new_tokens=24).response_message)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "AIOS_KERNEL_URL": kernel.url}, check=True)
+    assert "Paris" in result.stdout

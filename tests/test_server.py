@@ -1,0 +1,218 @@
+"""The AIOS-compatible HTTP API of a real kernel (``aios serve`` on loopback, the embedded model)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from conftest import KernelProcess
+
+CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "demo/get_weather", "description": "Get the current weather for a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def llm(query_data: dict[str, Any], agent: str = "test/agent") -> dict[str, Any]:
+    return {"agent_name": agent, "query_type": "llm", "query_data": query_data}
+
+
+def assert_envelope(body: dict[str, Any], slices: int = 1) -> dict[str, Any]:
+    """The documented envelope, field by field; returns its response."""
+    assert set(body) == {"response", "start_times", "end_times", "waiting_times", "turnaround_times"}
+    assert set(body["response"]) == {"response_message", "tool_calls", "finished", "error", "status_code"}
+    for key in ("start_times", "end_times", "waiting_times", "turnaround_times"):
+        assert len(body[key]) == slices and all(isinstance(t, float) for t in body[key]), key
+    for start, end, waiting, turnaround in zip(body["start_times"], body["end_times"], body["waiting_times"],
+                                                body["turnaround_times"]):
+        assert start <= end and 0 <= waiting <= turnaround
+        assert start > 1.7e9  # Unix seconds
+    return body["response"]
+
+
+def test_chat_reply_matches_the_envelope_and_mentions_paris(kernel: KernelProcess) -> None:
+    reply = kernel.query(llm({"messages": CAPITAL, "action_type": "chat", "temperature": 0, "max_new_tokens": 24}))
+    assert reply.status_code == 200
+    response = assert_envelope(reply.json())
+    assert "Paris" in response["response_message"]
+    assert response["tool_calls"] is None and response["finished"] is True
+    assert response["error"] is None and response["status_code"] == 200
+
+
+def test_the_aios_sdk_request_shape_is_served(kernel: KernelProcess) -> None:
+    """What the AIOS SDK sends: query_class, llms with name+backend and sampling settings inside."""
+    reply = kernel.query(llm({
+        "query_class": "llm", "messages": CAPITAL, "action_type": "chat", "message_return_type": "text",
+        "llms": [{"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "backend": "huggingface",
+                  "temperature": 0, "max_tokens": 24}],
+        "tools": None,
+    }))
+    assert reply.status_code == 200
+    assert "Paris" in assert_envelope(reply.json())["response_message"]
+
+
+def test_json_output_returns_parseable_json(kernel: KernelProcess) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+              "required": ["city", "country"]}
+    reply = kernel.query(llm({
+        "messages": [{"role": "user", "content": "Which city and country? I spent a week in Rome, Italy."}],
+        "action_type": "chat_with_json_output", "temperature": 0, "max_new_tokens": 40,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}},
+    }))
+    response = assert_envelope(reply.json())
+    assert response["error"] is None, response
+    value = json.loads(response["response_message"])
+    assert isinstance(value, dict) and value.get("city") == "Rome"
+
+
+def test_json_object_mode_returns_a_json_object(kernel: KernelProcess) -> None:
+    reply = kernel.query(llm({"messages": CAPITAL, "message_return_type": "json", "temperature": 0,
+                              "max_new_tokens": 24}))
+    response = assert_envelope(reply.json())
+    assert isinstance(json.loads(response["response_message"]), dict)
+
+
+def test_tool_call_action_returns_calls_or_prose_never_an_error(kernel: KernelProcess) -> None:
+    reply = kernel.query(llm({
+        "messages": [{"role": "user", "content": "What is the weather like in Paris right now?"}],
+        "action_type": "chat_with_tool_call_output", "tools": [WEATHER_TOOL], "temperature": 0,
+        "max_new_tokens": 40,
+    }))
+    response = assert_envelope(reply.json())
+    assert response["error"] is None and response["status_code"] == 200
+    assert isinstance(response["tool_calls"], list)
+    if response["tool_calls"]:
+        assert response["response_message"] is None
+        assert all(c["name"] == "demo/get_weather" and c["id"].startswith("call_") for c in response["tool_calls"])
+    else:
+        assert response["response_message"]  # the model answered in prose
+
+
+def test_status_routes_have_the_aios_shapes(kernel: KernelProcess) -> None:
+    status = kernel.client.get("/status").json()
+    assert status["status"] == "warning"  # memory, storage and tool managers are not built yet
+    assert set(status["inactive_components"]) == {"memory", "storage", "tool"}
+    assert status["llms"][0]["name"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert status["queues"]["llm"]["policy"] == "fifo"
+    assert kernel.client.get("/core/status").json() == {
+        "llms": "active", "memory": "inactive", "storage": "inactive", "tool": "inactive", "scheduler": "active"}
+    listed = kernel.client.get("/core/llms/list").json()
+    assert listed == {"status": "success",
+                      "llms": [{"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "backend": "huggingface"}]}
+
+
+BAD_QUERIES = [
+    # (id, body, HTTP status, text the error must contain)
+    ("no-agent", {"query_type": "llm", "query_data": {"messages": CAPITAL}}, 422, "agent_name"),
+    ("empty-agent", {"agent_name": "", "query_type": "llm", "query_data": {"messages": CAPITAL}}, 422, "agent_name"),
+    ("unknown-query-type", {"agent_name": "a", "query_type": "gpu", "query_data": {}}, 422, "query_type"),
+    ("query-data-not-object", {"agent_name": "a", "query_type": "llm", "query_data": []}, 422, "query_data"),
+    ("no-messages", llm({}), 422, "messages"),
+    ("empty-messages", llm({"messages": []}), 422, "messages"),
+    ("bad-role", llm({"messages": [{"role": "robot", "content": "hi"}]}), 422, "role"),
+    ("message-not-object", llm({"messages": ["hi"]}), 422, "messages"),
+    ("negative-temperature", llm({"messages": CAPITAL, "temperature": -1}), 422, "temperature"),
+    ("temperature-string", llm({"messages": CAPITAL, "temperature": "hot"}), 422, "temperature"),
+    ("zero-top-p", llm({"messages": CAPITAL, "top_p": 0}), 422, "top_p"),
+    ("zero-max-tokens", llm({"messages": CAPITAL, "max_new_tokens": 0}), 422, "max_new_tokens"),
+    ("huge-max-tokens", llm({"messages": CAPITAL, "max_new_tokens": 10**9}), 422, "max_new_tokens"),
+    ("empty-stop", llm({"messages": CAPITAL, "stop": [""]}), 422, "stop"),
+    ("unknown-action", llm({"messages": CAPITAL, "action_type": "dance"}), 422, "action_type"),
+    ("typo-field", llm({"messages": CAPITAL, "temprature": 0}), 422, "temprature"),
+    ("bad-return-type", llm({"messages": CAPITAL, "message_return_type": "xml"}), 422, "message_return_type"),
+    ("bad-response-format", llm({"messages": CAPITAL, "response_format": {"type": "yaml"}}), 422, "response_format"),
+    ("schema-missing", llm({"messages": CAPITAL, "response_format": {"type": "json_schema"}}), 422,
+     "response_format"),
+    ("tool-without-name", llm({"messages": CAPITAL, "tools": [{"type": "function", "function": {}}]}), 422, "tools"),
+    ("tools-action-without-tools", llm({"messages": CAPITAL, "action_type": "chat_with_tool_call_output"}), 400,
+     "needs a non-empty 'tools' list"),
+    ("unknown-model", llm({"messages": CAPITAL, "llms": [{"name": "gpt-9"}]}), 404, "no configured model matches"),
+    ("model-wrong-backend", llm({"messages": CAPITAL, "llms": [{"name": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                                                                 "backend": "openai"}]}), 404, "configured:"),
+    ("llm-entry-bad-temperature", llm({"messages": CAPITAL, "llms": [{"name": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                                                                       "temperature": -3}]}), 400, "temperature"),
+    ("memory-not-built", {"agent_name": "a", "query_type": "memory", "query_data": {"operation_type": "add_memory"}},
+     501, "memory manager"),
+    ("storage-not-built", {"agent_name": "a", "query_type": "storage", "query_data": {}}, 501, "storage manager"),
+    ("tool-not-built", {"agent_name": "a", "query_type": "tool", "query_data": {"tool_calls": []}}, 501,
+     "tool manager"),
+    ("call-tool-not-built", llm({"messages": CAPITAL, "action_type": "call_tool", "tools": [WEATHER_TOOL]}), 501,
+     "call_tool"),
+    ("operate-file-not-built", llm({"messages": CAPITAL, "action_type": "operate_file"}), 501, "operate_file"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "text"), [b[1:] for b in BAD_QUERIES], ids=[b[0] for b in BAD_QUERIES])
+def test_bad_queries_get_a_clear_error_and_the_kernel_keeps_serving(
+    kernel: KernelProcess, body: dict[str, Any], status: int, text: str
+) -> None:
+    reply = kernel.query(body)
+    assert reply.status_code == status, reply.text
+    assert text in json.dumps(reply.json()["detail"])
+    # Nothing was queued or leaked, and the next good request is served.
+    assert kernel.client.get("/status").json()["queues"]["llm"] == {"policy": "fifo", "queued": 0, "running": 0}
+    good = kernel.query(llm({"messages": CAPITAL, "temperature": 0, "max_new_tokens": 2}))
+    assert good.status_code == 200 and good.json()["response"]["error"] is None
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"not json", b'{"agent_name": "a", "query_type": "llm", "query_data": {', b"[1, 2]"],
+    ids=["empty", "not-json", "truncated", "json-array"],
+)
+def test_a_body_that_is_not_a_json_object_gets_422(kernel: KernelProcess, raw: bytes) -> None:
+    reply = kernel.client.post("/query", content=raw, headers={"content-type": "application/json"})
+    assert reply.status_code == 422
+
+
+def test_messages_that_do_not_fit_the_chat_template_fail_inside_the_envelope(kernel: KernelProcess) -> None:
+    """A template error is the syscall's failure, reported in the envelope, not a crash."""
+    reply = kernel.query(llm({"messages": [{"role": "user", "content": {"nested": "object"}}]}))
+    assert reply.status_code == 422  # content must be text or content parts
+    reply = kernel.query(llm({"messages": [{"role": "user", "content": [{"type": "text", "text": "Say hi."}]}],
+                              "temperature": 0, "max_new_tokens": 4}))
+    assert reply.status_code == 200 and reply.json()["response"]["response_message"]
+
+
+def test_sixteen_concurrent_agents_all_complete(kernel: KernelProcess) -> None:
+    def agent(n: int) -> dict[str, Any]:
+        question = [{"role": "user", "content": f"Give me one word that rhymes with number {n}."}]
+        reply = kernel.query(llm({"messages": question, "temperature": 0, "max_new_tokens": 6}, agent=f"load/{n}"))
+        assert reply.status_code == 200
+        return reply.json()
+
+    with ThreadPoolExecutor(16) as pool:
+        bodies = list(pool.map(agent, range(16)))
+    responses = [assert_envelope(body) for body in bodies]
+    assert all(r["finished"] and r["error"] is None and r["response_message"] for r in responses)
+    # FIFO on one model: one generation at a time, so the slices do not overlap.
+    spans = sorted((b["start_times"][0], b["end_times"][0]) for b in bodies)
+    assert all(prev_end <= next_start for (_, prev_end), (next_start, _) in zip(spans, spans[1:]))
+
+
+def test_a_client_that_hangs_up_cancels_its_syscall(kernel: KernelProcess) -> None:
+    """A long generation whose client disconnects is cancelled, so the next request does not wait for it."""
+    body = json.dumps(llm({"messages": [{"role": "user", "content": "Write a very long story about dragons."}],
+                           "temperature": 0, "max_new_tokens": 2000})).encode()
+    host, port = kernel.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as raw:
+        raw.sendall(b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        _wait_until(lambda: kernel.client.get("/status").json()["queues"]["llm"]["running"] == 1)
+    _wait_until(lambda: kernel.client.get("/status").json()["queues"]["llm"]["running"] == 0)
+    reply = kernel.query(llm({"messages": CAPITAL, "temperature": 0, "max_new_tokens": 24}))
+    assert "Paris" in reply.json()["response"]["response_message"]
+
+
+def _wait_until(condition: Any, attempts: int = 200) -> None:
+    """Re-check a condition that another process makes true (bounded; each check is an HTTP round trip)."""
+    import time
+
+    for _ in range(attempts):
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition never became true")
