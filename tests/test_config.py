@@ -69,6 +69,7 @@ BAD_CONFIGS = [
     ("model-without-name", "llms: {models: [{backend: huggingface}]}\n", "llms.models.0.name: Field required"),
     ("duplicate-names", "llms: {models: [{name: m}, {name: m}]}\n", "model names must be unique; repeated: m"),
     ("bad-device", "llms: {models: [{name: m, eval_device: gpu}]}\n", "llms.models.0.eval_device: Value error, must be 'cpu'"),
+    ("zero-max-batch", "llms: {models: [{name: m, max_batch: 0}]}\n", "llms.models.0.max_batch: Input should be greater than or equal to 1"),
     ("port-too-big", "server: {port: 70000}\n", "server.port: Input should be less than or equal to 65535"),
     ("port-not-number", "server: {port: eighty}\n", "server.port: Input should be a valid integer"),
     ("unknown-policy", "scheduler: {policy: lottery}\n", "scheduler.policy: Input should be 'fifo'"),

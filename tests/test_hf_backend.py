@@ -78,7 +78,7 @@ def test_cancelling_the_awaiting_task_cancels_the_generation(backend: HfLocalBac
         return request
 
     assert asyncio.run(main()).cancelled.is_set()
-    # The backend's thread is free again: the next request completes normally.
+    # The engine let go of it: the next request completes normally.
     assert "Paris" in backend.generate(GenerationRequest(CAPITAL, greedy())).text
 
 

@@ -38,6 +38,7 @@ class ModelConfig(_Section):
     )
     eval_device: str | None = Field(default=None, description='"cpu", "cuda", "cuda:1"; default: automatic')
     hostname: str | None = None
+    max_batch: int = Field(default=16, ge=1, le=256, description="sequences decoded together in one step")
 
     @field_validator("eval_device")
     @classmethod

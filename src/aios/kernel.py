@@ -41,7 +41,8 @@ def _load_core(model: ModelConfig, config: Config) -> LLMCore:
     from aios.llm.hf import HfLocalBackend  # heavy import, kept off the SDK's path
 
     log.info("loading %s (%s)", model.name, model.backend)
-    return HfLocalBackend(model.name, model.max_gpu_memory, model.eval_device, data_dir=config.data_dir)
+    return HfLocalBackend(model.name, model.max_gpu_memory, model.eval_device, data_dir=config.data_dir,
+                          max_batch=model.max_batch)
 
 
 class Kernel:
@@ -52,8 +53,10 @@ class Kernel:
         self.router = Router(cores)
         self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: LLMHandler(self.router)}
         self.scheduler = Scheduler()
+        # An LLM core batches up to max_batch generations, so that many LLM syscalls may be running at once.
+        llm_slots = sum(model.max_batch for model in config.llms.models)
         for kind, handler in self.handlers.items():
-            workers = len(cores) if kind is SyscallKind.LLM else 1  # each core serializes its own forward passes
+            workers = llm_slots if kind is SyscallKind.LLM else 1
             self.scheduler.add_queue(kind, make_policy(config.scheduler.policy), handler, workers)
         self.started_at = time.time()
 

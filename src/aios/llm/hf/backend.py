@@ -2,7 +2,8 @@
 
 The model's own chat template renders every prompt. Tool descriptions go through the template when it accepts
 ``tools=``; otherwise ``merge_messages_with_tools`` folds them into the system prompt (the seed behaviour).
-Generation runs on one thread owned by the backend, so the kernel's event loop never blocks on a forward pass.
+Generation runs in a continuous-batching engine on a thread of its own, so the kernel's event loop never blocks
+on a forward pass and many requests share each step.
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import secrets
+import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from aios.errors import BadRequest
 from aios.llm.core import Generation, GenerationRequest
+from aios.llm.hf.engine import Engine
 from aios.llm.hf.loader import find_model, load_model
+from aios.llm.hf.sequence import Sequence
 from aios.llm.prompting import merge_messages_with_tools
 
 log = logging.getLogger(__name__)
@@ -29,7 +33,8 @@ class HfLocalBackend:
     """A local model: ``HfLocalBackend(model_name, max_gpu_memory, eval_device, data_dir=...)``.
 
     ``model_name`` is a Hugging Face id, a local model directory or a ``.gguf`` path. The device is CUDA when
-    present (``max_gpu_memory`` like ``{0: "24GB"}`` is honoured), else the CPU in fp32.
+    present (``max_gpu_memory`` like ``{0: "24GB"}`` is honoured), else the CPU in fp32. All requests are served
+    by one continuous-batching :class:`Engine` of up to ``max_batch`` sequences.
     """
 
     backend = "huggingface"
@@ -41,6 +46,7 @@ class HfLocalBackend:
         eval_device: str | None = None,
         *,
         data_dir: Path,
+        max_batch: int = 16,
     ) -> None:
         self.name = model_name
         self.device = pick_device(eval_device)
@@ -51,43 +57,42 @@ class HfLocalBackend:
         if not self.tokenizer.chat_template:
             raise BadRequest(f"model {model_name!r} has no chat template; use an instruction-tuned (chat) model")
         self.template_accepts_tools = _template_uses(self.tokenizer.chat_template, "tools")
-        # One thread: forward passes of one model never run concurrently (they would only contend for cores).
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-generate")
+        self.max_positions = getattr(self.model.config, "max_position_embeddings", None) or 2**31
+        self.engine = Engine(self.model, self.tokenizer, _eos_ids(self.model, self.tokenizer), max_batch)
 
     async def complete(self, request: GenerationRequest) -> Generation:
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self.generate, request)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Generation] = loop.create_future()
+        self._submit(request, lambda outcome: loop.call_soon_threadsafe(_settle, future, outcome))
         try:
             return await future
         except asyncio.CancelledError:
-            request.cancelled.set()  # stops the forward-pass loop at the next token
+            request.cancelled.set()  # the engine lets go of it at the next token
+            self.engine.poke()
             raise
 
     def generate(self, request: GenerationRequest) -> Generation:
-        """Generate a reply to ``request.messages`` (blocking)."""
-        inputs = self.render(request.messages, request.tools, request.reply_prefix)
-        prompt_len = inputs["input_ids"].shape[1]
-        sampling = request.sampling
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": sampling.max_new_tokens,
-            "do_sample": sampling.temperature > 0,
-            "stopping_criteria": StoppingCriteriaList([_StopWhenSet(request.cancelled)]),
-            "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-        }
-        if sampling.temperature > 0:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-        if sampling.stop:
-            kwargs.update(stop_strings=sampling.stop, tokenizer=self.tokenizer)
-        with torch.inference_mode():
-            output = self.model.generate(**inputs, **kwargs)
-        new_tokens = output[0, prompt_len:]
-        text = request.reply_prefix + self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-        text, hit_stop = _cut_at_stop(text, sampling.stop)
-        return Generation(
-            text=text,
-            prompt_tokens=prompt_len,
-            completion_tokens=len(new_tokens),
-            finish_reason=self._finish_reason(request, new_tokens, hit_stop),
-        )
+        """Generate a reply to ``request.messages`` (blocking; safe to call from any thread)."""
+        done = threading.Event()
+        outcome: list[Generation | BaseException] = []
+        self._submit(request, lambda result: (outcome.append(result), done.set()))
+        done.wait()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    def _submit(self, request: GenerationRequest, on_done: Any) -> None:
+        prompt_ids = self.render(request.messages, request.tools, request.reply_prefix)["input_ids"][0].tolist()
+        room = self.max_positions - len(prompt_ids)
+        if room < 1:
+            raise BadRequest(f"the prompt is {len(prompt_ids)} tokens; {self.name} takes at most {self.max_positions}")
+        if request.sampling.max_new_tokens > room:
+            request.sampling = replace(request.sampling, max_new_tokens=room)
+        generator = None
+        if request.sampling.temperature > 0:
+            generator = torch.Generator(device=self.model.device)
+            generator.manual_seed(secrets.randbits(63))
+        self.engine.submit(Sequence(request, prompt_ids, on_done, generator=generator))
 
     def render(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, reply_prefix: str = ""
@@ -106,16 +111,7 @@ class HfLocalBackend:
         except Exception as exc:  # jinja2 TemplateError and friends: the messages do not fit this template
             raise BadRequest(f"the messages do not fit the chat template of {self.name}: {exc}") from None
         # The template already wrote any special tokens the model needs.
-        inputs = self.tokenizer(prompt + reply_prefix, add_special_tokens=False, return_tensors="pt")
-        return {key: value.to(self.model.device) for key, value in inputs.items()}
-
-    def _finish_reason(self, request: GenerationRequest, new_tokens: torch.Tensor, hit_stop: bool) -> str:
-        if request.cancelled.is_set():
-            return "cancelled"
-        ended_turn = len(new_tokens) > 0 and int(new_tokens[-1]) in _eos_ids(self.model)
-        if hit_stop or ended_turn or len(new_tokens) < request.sampling.max_new_tokens:
-            return "stop"
-        return "length"
+        return self.tokenizer(prompt + reply_prefix, add_special_tokens=False, return_tensors="pt")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -124,18 +120,20 @@ class HfLocalBackend:
             "device": str(self.model.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "template_tools": self.template_accepts_tools,
+            "max_batch": self.engine.max_batch,
         }
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.engine.stop()
 
 
-class _StopWhenSet(StoppingCriteria):
-    def __init__(self, event: Any) -> None:
-        self._event = event
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool, device=input_ids.device)
+def _settle(future: asyncio.Future[Generation], outcome: Generation | BaseException) -> None:
+    if future.done():  # the waiter was cancelled first
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def pick_device(eval_device: str | None) -> str:
@@ -175,12 +173,7 @@ def _plain_message(message: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
-    """Cut at the first stop string (OpenAI semantics: the stop string itself is not returned)."""
-    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
-    return (text[: min(cuts)], True) if cuts else (text, False)
-
-
-def _eos_ids(model: Any) -> set[int]:
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     eos = model.generation_config.eos_token_id
-    return set(eos) if isinstance(eos, list) else {eos}
+    ids = set(eos) if isinstance(eos, list) else {eos}
+    return {i for i in (*ids, tokenizer.eos_token_id) if i is not None}
