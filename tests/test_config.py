@@ -54,6 +54,12 @@ def test_aios_config_and_data_dir_come_from_the_environment(tmp_path: Path) -> N
     assert config.server.port == 8123 and config.data_dir == tmp_path / "d"
 
 
+def test_use_context_manager_selects_round_robin_unless_a_policy_is_given(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "llms: {use_context_manager: true}\n"), env={}).scheduler.policy == "rr"
+    both = "llms: {use_context_manager: true}\nscheduler: {policy: priority}\n"
+    assert load_config(write(tmp_path, both), env={}).scheduler.policy == "priority"
+
+
 def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, ""), env={}).server.port == 8000
 
@@ -72,8 +78,11 @@ BAD_CONFIGS = [
     ("zero-max-batch", "llms: {models: [{name: m, max_batch: 0}]}\n", "llms.models.0.max_batch: Input should be greater than or equal to 1"),
     ("port-too-big", "server: {port: 70000}\n", "server.port: Input should be less than or equal to 65535"),
     ("port-not-number", "server: {port: eighty}\n", "server.port: Input should be a valid integer"),
-    ("unknown-policy", "scheduler: {policy: lottery}\n", "scheduler.policy: Input should be 'fifo'"),
-    ("context-manager", "llms: {use_context_manager: true}\n", "round-robin scheduling"),
+    ("unknown-policy", "scheduler: {policy: lottery}\n", "scheduler.policy: Input should be 'fifo', 'rr' or 'priority'"),
+    ("zero-quantum", "scheduler: {quantum_tokens: 0}\n", "scheduler.quantum_tokens: Input should be greater than or equal to 1"),
+    ("negative-aging", "scheduler: {aging: -1}\n", "scheduler.aging: Input should be greater than or equal to 0"),
+    ("negative-snapshot-ram", "scheduler: {snapshot_ram_mb: -5}\n", "scheduler.snapshot_ram_mb"),
+    ("negative-prefix-cache", "llms: {models: [{name: m, prefix_cache_mb: -1}]}\n", "llms.models.0.prefix_cache_mb"),
 ]
 
 

@@ -11,6 +11,7 @@ import pytest
 from aios.config import EMBEDDED_MODEL
 from aios.llm.core import Generation, GenerationRequest, SamplingParams
 from aios.llm.hf import HfLocalBackend
+from aios.llm.hf.engine import EngineSettings
 
 QUESTIONS = ["What is the capital of France?", "Write a haiku about the sea.", "List three fruits.",
              "What is 2+2?", "Who wrote Hamlet?"]
@@ -28,7 +29,7 @@ async def together(backend: HfLocalBackend, requests: list[GenerationRequest]) -
 @pytest.fixture(scope="module")
 def two_slots(backend: HfLocalBackend, data_dir: Path) -> HfLocalBackend:
     """A second engine over the same model with room for only two sequences at a time."""
-    small = HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir, max_batch=2)
+    small = HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir, settings=EngineSettings(max_batch=2))
     yield small
     small.close()
 
@@ -89,3 +90,111 @@ def test_a_prompt_longer_than_the_model_takes_is_refused(backend: HfLocalBackend
 
     with pytest.raises(BadRequest, match="takes at most"):
         backend.generate(ask("word " * 9000))
+
+
+STORY = "Write a story about a lighthouse keeper."
+RIVAL = "Describe the ocean in great detail."
+
+
+def engine_backend(data_dir: Path, **settings: object) -> HfLocalBackend:
+    return HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir, settings=EngineSettings(**settings))  # type: ignore[arg-type]
+
+
+def run_with_rival(backend: HfLocalBackend, target: GenerationRequest, rival: GenerationRequest) -> Generation:
+    """Run ``target`` while ``rival`` competes for the batch; cancel the rival once the target is done."""
+    async def main() -> Generation:
+        first = asyncio.create_task(backend.complete(target))
+        await asyncio.sleep(0)  # the target is submitted first
+        other = asyncio.create_task(backend.complete(rival))
+        result = await first
+        other.cancel()
+        await asyncio.gather(other, return_exceptions=True)
+        return result
+
+    return asyncio.run(main())
+
+
+# quantum that makes a 24-token generation yield exactly k times: ceil(24 / quantum) - 1 == k
+QUANTUM_FOR_PREEMPTIONS = {0: 24, 1: 12, 2: 8, 3: 6, 4: 5, 5: 4}
+
+
+@pytest.mark.parametrize("preemptions", sorted(QUANTUM_FOR_PREEMPTIONS))
+def test_a_greedy_generation_preempted_k_times_gives_the_uninterrupted_tokens(
+    backend: HfLocalBackend, data_dir: Path, preemptions: int
+) -> None:
+    """One slot, round-robin: the story and a rival take turns; each switch saves the story's KV (spilled to
+    disk for odd k) and restores it later without recomputation. The tokens are those of a run alone."""
+    alone = backend.generate(ask(STORY, 24))
+    assert alone.completion_tokens == 24
+    switched = engine_backend(data_dir, max_batch=1, policy="rr", quantum_tokens=QUANTUM_FOR_PREEMPTIONS[preemptions],
+                              snapshot_ram_mb=0 if preemptions % 2 else 1024)
+    try:
+        slices: list[bool] = []
+        target = ask(STORY, 24)
+        target.on_running = slices.append
+        result = run_with_rival(switched, target, ask(RIVAL, 500))
+        assert result.text == alone.text and result.completion_tokens == 24
+        assert slices.count(False) == preemptions and slices.count(True) == preemptions + 1
+        if preemptions % 2:
+            assert switched.engine.contexts.spilled >= preemptions  # the snapshots went through the disk
+        assert len(switched.engine.contexts) == 0  # restored or discarded: none left behind
+    finally:
+        switched.close()
+
+
+def test_round_robin_lets_a_short_request_through_while_a_long_one_holds_the_only_slot(data_dir: Path) -> None:
+    def short_finishes_first(policy: str) -> bool:
+        engine = engine_backend(data_dir, max_batch=1, policy=policy, quantum_tokens=4)
+        try:
+            async def main() -> bool:
+                long = asyncio.create_task(engine.complete(ask(STORY, 48)))
+                await asyncio.sleep(0)
+                short = await engine.complete(ask("What is the capital of France?"))
+                assert "Paris" in short.text
+                first = not long.done()
+                await long
+                return first
+            return asyncio.run(main())
+        finally:
+            engine.close()
+
+    assert short_finishes_first("rr") is True
+    assert short_finishes_first("fifo") is False
+
+
+def test_a_higher_priority_request_preempts_a_lower_one(data_dir: Path) -> None:
+    engine = engine_backend(data_dir, max_batch=1, policy="priority", quantum_tokens=2, aging=0)
+    try:
+        async def main() -> bool:
+            low = asyncio.create_task(engine.complete(ask(STORY, 48)))
+            await asyncio.sleep(0.3)  # low is running
+            urgent = ask("What is the capital of France?")
+            urgent.priority = 10
+            answer = await engine.complete(urgent)
+            assert "Paris" in answer.text
+            first = not low.done()
+            await low
+            return first
+        assert asyncio.run(main()) is True
+        assert engine.engine.preemptions >= 1
+    finally:
+        engine.close()
+
+
+def test_prefix_reuse_gives_the_same_next_turn_as_computing_it_all(backend: HfLocalBackend, data_dir: Path) -> None:
+    """An agent's second turn repeats its first: with reuse only the new suffix is computed, and the answer is
+    the same as without reuse."""
+    no_reuse = engine_backend(data_dir, prefix_cache_mb=0)
+    reuse = engine_backend(data_dir)
+    try:
+        first = [{"role": "user", "content": "What is the capital of France?"}]
+        reply = reuse.generate(GenerationRequest(first, SamplingParams(temperature=0, max_new_tokens=24))).text
+        second = first + [{"role": "assistant", "content": reply},
+                          {"role": "user", "content": "And what is the capital of Italy?"}]
+        request = lambda: GenerationRequest(second, SamplingParams(temperature=0, max_new_tokens=24))  # noqa: E731
+        with_reuse, without = reuse.generate(request()), no_reuse.generate(request())
+        assert with_reuse.text == without.text
+        assert reuse.engine.stats()["prefix_hits"] == 1 and no_reuse.engine.stats()["prefix_hits"] == 0
+    finally:
+        no_reuse.close()
+        reuse.close()

@@ -174,5 +174,5 @@ def test_a_finished_syscall_cannot_be_settled_again() -> None:
 
 
 def test_unknown_policy_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="unknown scheduling policy 'lottery'; known: fifo"):
+    with pytest.raises(ValueError, match="unknown scheduling policy 'lottery'; known: fifo, rr, priority"):
         make_policy("lottery")

@@ -103,7 +103,8 @@ def test_status_routes_have_the_aios_shapes(kernel: KernelProcess) -> None:
         "llms": "active", "memory": "inactive", "storage": "inactive", "tool": "inactive", "scheduler": "active"}
     listed = kernel.client.get("/core/llms/list").json()
     assert listed == {"status": "success", "llms": [
-        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "backend": "huggingface", "max_batch": 16}]}
+        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "backend": "huggingface", "max_batch": 16,
+         "prefix_cache_mb": 256}]}
 
 
 BAD_QUERIES = [
@@ -123,6 +124,7 @@ BAD_QUERIES = [
     ("huge-max-tokens", llm({"messages": CAPITAL, "max_new_tokens": 10**9}), 422, "max_new_tokens"),
     ("empty-stop", llm({"messages": CAPITAL, "stop": [""]}), 422, "stop"),
     ("unknown-action", llm({"messages": CAPITAL, "action_type": "dance"}), 422, "action_type"),
+    ("priority-too-high", llm({"messages": CAPITAL, "priority": 10**6}), 422, "priority"),
     ("typo-field", llm({"messages": CAPITAL, "temprature": 0}), 422, "temprature"),
     ("bad-return-type", llm({"messages": CAPITAL, "message_return_type": "xml"}), 422, "message_return_type"),
     ("bad-response-format", llm({"messages": CAPITAL, "response_format": {"type": "yaml"}}), 422, "response_format"),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aios.errors import ConfigError
 
@@ -39,6 +39,7 @@ class ModelConfig(_Section):
     eval_device: str | None = Field(default=None, description='"cpu", "cuda", "cuda:1"; default: automatic')
     hostname: str | None = None
     max_batch: int = Field(default=16, ge=1, le=256, description="sequences decoded together in one step")
+    prefix_cache_mb: int = Field(default=256, ge=0, description="KV of recent prompts kept for reuse; 0 = off")
 
     @field_validator("eval_device")
     @classmethod
@@ -68,16 +69,13 @@ class LLMsConfig(_Section):
             raise ValueError(f"model names must be unique; repeated: {', '.join(duplicates)}")
         return models
 
-    @field_validator("use_context_manager")
-    @classmethod
-    def _context_switching_available(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("true selects round-robin scheduling with context switches, not available yet; set false")
-        return value
 
 
 class SchedulerConfig(_Section):
-    policy: Literal["fifo"] = "fifo"
+    policy: Literal["fifo", "rr", "priority"] = "fifo"
+    quantum_tokens: int = Field(default=32, ge=1, description="decode tokens per time slice (rr, priority)")
+    aging: float = Field(default=1.0, ge=0, description="priority gained per second of waiting (priority)")
+    snapshot_ram_mb: int = Field(default=1024, ge=0, description="suspended generations kept in RAM; rest on disk")
     log_mode: str = "console"
 
 
@@ -96,6 +94,13 @@ class Config(_Section):
     storage: dict[str, Any] = Field(default_factory=dict)
     agent_factory: dict[str, Any] = Field(default_factory=dict)
     data_dir: Path = Field(default_factory=lambda: default_data_dir())
+
+    @model_validator(mode="after")
+    def _context_manager_selects_round_robin(self) -> "Config":
+        # AIOS's switch for preemptive scheduling; an explicit scheduler.policy wins over it.
+        if self.llms.use_context_manager and "policy" not in self.scheduler.model_fields_set:
+            object.__setattr__(self, "scheduler", self.scheduler.model_copy(update={"policy": "rr"}))
+        return self
 
 
 def default_data_dir() -> Path:

@@ -24,6 +24,9 @@ _MISSING = {
 }
 
 
+LLM_IN_FLIGHT = 512  # LLM syscalls handed to each core's engine at once
+
+
 class SyscallHandler(Protocol):
     def prepare(self, payload: Any) -> Any:
         """Validate and route a payload when it is submitted; raise a KernelError to refuse it."""
@@ -39,10 +42,16 @@ def load_cores(config: Config) -> list[LLMCore]:
 
 def _load_core(model: ModelConfig, config: Config) -> LLMCore:
     from aios.llm.hf import HfLocalBackend  # heavy import, kept off the SDK's path
+    from aios.llm.hf.engine import EngineSettings
 
     log.info("loading %s (%s)", model.name, model.backend)
+    scheduler = config.scheduler
+    settings = EngineSettings(
+        max_batch=model.max_batch, policy=scheduler.policy, quantum_tokens=scheduler.quantum_tokens,
+        aging=scheduler.aging, snapshot_ram_mb=scheduler.snapshot_ram_mb, prefix_cache_mb=model.prefix_cache_mb,
+    )
     return HfLocalBackend(model.name, model.max_gpu_memory, model.eval_device, data_dir=config.data_dir,
-                          max_batch=model.max_batch)
+                          settings=settings)
 
 
 class Kernel:
@@ -53,11 +62,13 @@ class Kernel:
         self.router = Router(cores)
         self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: LLMHandler(self.router)}
         self.scheduler = Scheduler()
-        # An LLM core batches up to max_batch generations, so that many LLM syscalls may be running at once.
-        llm_slots = sum(model.max_batch for model in config.llms.models)
+        policy = config.scheduler
         for kind, handler in self.handlers.items():
-            workers = llm_slots if kind is SyscallKind.LLM else 1
-            self.scheduler.add_queue(kind, make_policy(config.scheduler.policy), handler, workers)
+            llm = kind is SyscallKind.LLM
+            # LLM syscalls go on to their core's engine, which batches, preempts and orders them by the same
+            # policy and records their slices; the kernel queue only holds what exceeds LLM_IN_FLIGHT.
+            self.scheduler.add_queue(kind, make_policy(policy.policy, policy.quantum_tokens, policy.aging), handler,
+                                     workers=LLM_IN_FLIGHT * len(cores) if llm else 1, handler_times_slices=llm)
         self.started_at = time.time()
 
     @classmethod

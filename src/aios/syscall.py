@@ -55,24 +55,28 @@ class Syscall:
     slices: list[Slice] = field(default_factory=list)
     value: Any = None  # the handler's result, once done
     error: BaseException | None = None
-    _ready_at: float = 0.0
+    ready_at: float = 0.0  # when it last became runnable: created, or suspended
     _future: asyncio.Future[Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._ready_at = self.created_at
+        self.ready_at = self.created_at
         self._future = asyncio.get_running_loop().create_future()
 
     # -- life cycle, driven by the scheduler -------------------------------------------------------------------
 
     def start_slice(self) -> None:
+        if self.status.is_final or self.status is SyscallStatus.RUNNING:
+            return
         self.status = SyscallStatus.RUNNING
-        self.slices.append(Slice(ready=self._ready_at, start=time.time()))
+        self.slices.append(Slice(ready=self.ready_at, start=time.time()))
 
     def suspend(self) -> None:
         """End the current slice without finishing; the syscall waits to be resumed."""
+        if self.status is not SyscallStatus.RUNNING:
+            return
         self._end_slice()
         self.status = SyscallStatus.SUSPENDED
-        self._ready_at = time.time()
+        self.ready_at = time.time()
 
     def finish(self, result: Any) -> None:
         self._settle(SyscallStatus.DONE, result=result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 
 @dataclass
@@ -34,8 +34,12 @@ class GenerationRequest:
     # Text the assistant's reply starts with, written for the model (e.g. '{"' for a JSON object); it is part
     # of the returned text.
     reply_prefix: str = ""
+    # Higher runs first under the priority policy.
+    priority: int = 0
     # Set from another thread to stop generation at the next token.
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Told (from the engine's thread) each time the generation starts or stops running: the syscall's slices.
+    on_running: Callable[[bool], None] | None = None
 
 
 class LLMCore(Protocol):

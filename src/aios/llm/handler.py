@@ -6,6 +6,7 @@ built yet, missing tools) is refused before it queues; ``__call__`` runs when th
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,7 +82,12 @@ class LLMHandler:
     async def __call__(self, syscall: Syscall) -> LLMResponse:
         query: LLMQuery = syscall.payload
         assert query.core is not None, "prepare() routes every query before it is submitted"
-        request = GenerationRequest(query.messages, query.sampling)
+        loop = asyncio.get_running_loop()
+
+        def on_running(running: bool) -> None:  # called on the engine's thread
+            loop.call_soon_threadsafe(syscall.start_slice if running else syscall.suspend)
+
+        request = GenerationRequest(query.messages, query.sampling, priority=syscall.priority, on_running=on_running)
         if query.tools:
             request.tools = tools_for_model(query.tools)
         elif query.wants_json:

@@ -23,9 +23,10 @@ Handler = Callable[[Syscall], Awaitable[Any]]
 
 @dataclass
 class _Queue:
-    policy: Policy
+    policy: Policy[Syscall]
     handler: Handler
     workers: int
+    handler_times_slices: bool
     ready: asyncio.Condition = field(default_factory=asyncio.Condition)
     running: dict[int, asyncio.Task[Any]] = field(default_factory=dict)
 
@@ -38,8 +39,11 @@ class Scheduler:
         self._ids = itertools.count(1)
         self._worker_tasks: list[asyncio.Task[None]] = []
 
-    def add_queue(self, kind: SyscallKind, policy: Policy, handler: Handler, workers: int = 1) -> None:
-        self._queues[kind] = _Queue(policy, handler, workers)
+    def add_queue(self, kind: SyscallKind, policy: Policy[Syscall], handler: Handler, workers: int = 1,
+                  handler_times_slices: bool = False) -> None:
+        """Serve ``kind`` with ``handler``, ``workers`` syscalls at a time. A handler that runs syscalls on a
+        resource with its own scheduling (an LLM engine) starts and suspends their slices itself."""
+        self._queues[kind] = _Queue(policy, handler, workers, handler_times_slices)
 
     def serves(self, kind: SyscallKind) -> bool:
         return kind in self._queues
@@ -71,12 +75,15 @@ class Scheduler:
         return syscall
 
     def cancel(self, syscall: Syscall) -> None:
-        """Cancel a syscall wherever it is: a queued one is skipped when popped, a running one is interrupted."""
-        task = self._queues[syscall.kind].running.get(syscall.id)
+        """Cancel a syscall wherever it is: a queued one leaves the queue, a running one is interrupted."""
+        queue = self._queues[syscall.kind]
+        task = queue.running.get(syscall.id)
         if task is not None:
             task.cancel()
-        else:
-            syscall.cancel()
+            return
+        if syscall in queue.policy:
+            queue.policy.remove(syscall)
+        syscall.cancel()
 
     def stats(self) -> dict[str, dict[str, Any]]:
         return {
@@ -93,7 +100,8 @@ class Scheduler:
                 await self._run(queue, syscall)
 
     async def _run(self, queue: _Queue, syscall: Syscall) -> None:
-        syscall.start_slice()
+        if not queue.handler_times_slices:
+            syscall.start_slice()
         task = asyncio.create_task(queue.handler(syscall))
         queue.running[syscall.id] = task
         try:

@@ -1,4 +1,5 @@
-"""LLM syscalls, with the AIOS SDK's signatures plus ``temperature`` and ``max_new_tokens`` keywords."""
+"""LLM syscalls, with the AIOS SDK's signatures plus ``temperature``, ``max_new_tokens`` and ``priority``
+keywords (``priority``: higher runs first when the kernel uses the priority policy)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ def llm_chat(
     *,
     temperature: float | None = None,
     max_new_tokens: int | None = None,
+    priority: int | None = None,
 ) -> LLMResponse:
     """Chat: the model's reply as text in ``response_message``."""
     return _llm(agent_name, base_url, messages=messages, llms=llms, action_type="chat",
-                temperature=temperature, max_new_tokens=max_new_tokens)
+                temperature=temperature, max_new_tokens=max_new_tokens, priority=priority)
 
 
 def llm_chat_with_json_output(
@@ -33,6 +35,7 @@ def llm_chat_with_json_output(
     *,
     temperature: float | None = None,
     max_new_tokens: int | None = None,
+    priority: int | None = None,
 ) -> LLMResponse:
     """Chat with a JSON reply: ``response.json()`` gives the parsed value.
 
@@ -41,7 +44,7 @@ def llm_chat_with_json_output(
     """
     return _llm(agent_name, base_url, messages=messages, llms=llms, action_type="chat_with_json_output",
                 message_return_type="json", response_format=response_format,
-                temperature=temperature, max_new_tokens=max_new_tokens)
+                temperature=temperature, max_new_tokens=max_new_tokens, priority=priority)
 
 
 def llm_chat_with_tool_call_output(
@@ -53,6 +56,7 @@ def llm_chat_with_tool_call_output(
     *,
     temperature: float | None = None,
     max_new_tokens: int | None = None,
+    priority: int | None = None,
 ) -> LLMResponse:
     """Chat offering ``tools`` (OpenAI function tools; names may be ``author/name``).
 
@@ -60,7 +64,7 @@ def llm_chat_with_tool_call_output(
     and the prose is in ``response_message``.
     """
     return _llm(agent_name, base_url, messages=messages, tools=tools, llms=llms,
-                action_type="chat_with_tool_call_output", temperature=temperature, max_new_tokens=max_new_tokens)
+                action_type="chat_with_tool_call_output", temperature=temperature, max_new_tokens=max_new_tokens, priority=priority)
 
 
 def _llm(agent_name: str, base_url: str | None, **fields: Any) -> LLMResponse:

@@ -44,8 +44,11 @@ def create_app(kernel: Kernel) -> FastAPI:
     async def query(body: QueryRequest, request: Request) -> dict[str, Any]:
         """Run one syscall for an agent and reply with the AIOS envelope (HTTP 200 whenever it ran)."""
         kind = SyscallKind(body.query_type)
-        payload = _llm_payload(body.query_data) if kind is SyscallKind.LLM else body.query_data
-        syscall = await _until_done_or_disconnected(kernel.call(kind, body.agent_name, payload), request)
+        payload, priority = body.query_data, 0
+        if kind is SyscallKind.LLM:
+            llm_data = _llm_data(body.query_data)
+            payload, priority = llm_data.to_query(), llm_data.priority
+        syscall = await _until_done_or_disconnected(kernel.call(kind, body.agent_name, payload, priority), request)
         return envelope(syscall)
 
     @app.get("/status")
@@ -75,9 +78,9 @@ def create_app(kernel: Kernel) -> FastAPI:
     return app
 
 
-def _llm_payload(query_data: dict[str, Any]) -> Any:
+def _llm_data(query_data: dict[str, Any]) -> LLMQueryData:
     try:
-        return LLMQueryData.model_validate(query_data).to_query()
+        return LLMQueryData.model_validate(query_data)
     except ValidationError as exc:  # report it like FastAPI's own body errors, located inside query_data
         errors = exc.errors(include_url=False, include_context=False)
         for error in errors:

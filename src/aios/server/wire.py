@@ -55,6 +55,7 @@ class LLMQueryData(BaseModel):
     stop: str | list[str] = Field(default_factory=list, description="stop strings; not returned")
     message_return_type: Literal["text", "json"] = "text"
     response_format: dict[str, Any] | None = None
+    priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first under the priority policy")
 
     @field_validator("tools")
     @classmethod

@@ -21,7 +21,7 @@ import torch
 
 from aios.errors import BadRequest
 from aios.llm.core import Generation, GenerationRequest
-from aios.llm.hf.engine import Engine
+from aios.llm.hf.engine import Engine, EngineSettings
 from aios.llm.hf.loader import find_model, load_model
 from aios.llm.hf.sequence import Sequence
 from aios.llm.prompting import merge_messages_with_tools
@@ -34,7 +34,7 @@ class HfLocalBackend:
 
     ``model_name`` is a Hugging Face id, a local model directory or a ``.gguf`` path. The device is CUDA when
     present (``max_gpu_memory`` like ``{0: "24GB"}`` is honoured), else the CPU in fp32. All requests are served
-    by one continuous-batching :class:`Engine` of up to ``max_batch`` sequences.
+    by one continuous-batching :class:`Engine` (batch size, scheduling policy, caches: ``settings``).
     """
 
     backend = "huggingface"
@@ -46,7 +46,7 @@ class HfLocalBackend:
         eval_device: str | None = None,
         *,
         data_dir: Path,
-        max_batch: int = 16,
+        settings: EngineSettings = EngineSettings(),
     ) -> None:
         self.name = model_name
         self.device = pick_device(eval_device)
@@ -58,7 +58,8 @@ class HfLocalBackend:
             raise BadRequest(f"model {model_name!r} has no chat template; use an instruction-tuned (chat) model")
         self.template_accepts_tools = _template_uses(self.tokenizer.chat_template, "tools")
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None) or 2**31
-        self.engine = Engine(self.model, self.tokenizer, _eos_ids(self.model, self.tokenizer), max_batch)
+        spill_dir = data_dir / "snapshots"
+        self.engine = Engine(self.model, self.tokenizer, _eos_ids(self.model, self.tokenizer), settings, spill_dir)
 
     async def complete(self, request: GenerationRequest) -> Generation:
         loop = asyncio.get_running_loop()
@@ -121,6 +122,7 @@ class HfLocalBackend:
             "dtype": str(self.dtype).removeprefix("torch."),
             "template_tools": self.template_accepts_tools,
             "max_batch": self.engine.max_batch,
+            "engine": self.engine.stats(),
         }
 
     def close(self) -> None:

@@ -1,41 +1,67 @@
 """The continuous-batching engine: one step loop, on its own thread, serves every in-flight generation.
 
-Each step admits waiting sequences while there is room in the batch (prefilling each into its own row of the
-KV cache), then runs one decode step for all running sequences together and samples each one's next token with
-its own parameters. A sequence leaves the batch as soon as it is finished or cancelled, at a token boundary,
-without waiting for the others. Callers hand sequences over with ``submit``; the loop sleeps on a condition
-variable while there is nothing to do (no polling).
+Each step (1) lets go of cancelled sequences, (2) preempts running sequences the policy says should yield to
+waiting ones, saving their KV to the context store, (3) admits waiting sequences while there is room in the
+batch, restoring a snapshot or prefilling (reusing a cached prefix when one matches), and (4) decodes one token
+for all running sequences together, each sampled with its own parameters. A sequence leaves the batch as soon as
+it is finished or cancelled, at a token boundary. Callers hand sequences over with ``submit``; the loop sleeps
+on a condition variable while there is nothing to do (no polling).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from aios.context import ContextStore
 from aios.llm.hf.kv import SlotKV
+from aios.llm.hf.prefix import PrefixCache
 from aios.llm.hf.sequence import Sequence
+from aios.scheduler.policy import Policy, make_policy
 
 log = logging.getLogger(__name__)
 
+MB = 1 << 20
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    max_batch: int = 16
+    policy: str = "fifo"
+    quantum_tokens: int = 32
+    aging: float = 1.0  # priority points gained per second of waiting
+    snapshot_ram_mb: int = 1024  # suspended generations' KV kept in RAM; the rest spills to disk
+    prefix_cache_mb: int = 256  # 0 turns prefix reuse off
+
 
 class Engine:
-    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], max_batch: int = 16) -> None:
-        self.model, self.tokenizer, self.eos_ids, self.max_batch = model, tokenizer, eos_ids, max_batch
+    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], settings: EngineSettings,
+                 spill_dir: Path) -> None:
+        self.model, self.tokenizer, self.eos_ids, self.settings = model, tokenizer, eos_ids, settings
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        self.kv = SlotKV(config.num_hidden_layers, max_batch, config.num_key_value_heads, head_dim,
+        self.kv = SlotKV(config.num_hidden_layers, settings.max_batch, config.num_key_value_heads, head_dim,
                          model.dtype, model.device)
-        self.waiting: deque[Sequence] = deque()
+        self.policy: Policy[Sequence] = make_policy(settings.policy, settings.quantum_tokens, settings.aging)
+        self.contexts = ContextStore(settings.snapshot_ram_mb * MB, spill_dir)
+        self.prefixes = PrefixCache(settings.prefix_cache_mb * MB) if settings.prefix_cache_mb else None
         self.running: list[Sequence] = []
+        self.preemptions = 0
         self._inbox: list[Sequence] = []
         self._wake = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="hf-engine", daemon=True)
         self._thread.start()
+
+    @property
+    def max_batch(self) -> int:
+        return self.settings.max_batch
 
     # -- called from other threads ---------------------------------------------------------------------------
 
@@ -60,54 +86,87 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not (self._inbox or self.running or self.waiting or self._stopped):
+                while not (self._inbox or self.running or len(self.policy) or self._stopped):
                     self._wake.wait()
                 if self._stopped:
                     break
-                self.waiting.extend(self._inbox)
+                for sequence in self._inbox:
+                    self.policy.push(sequence)
                 self._inbox.clear()
             try:
                 with torch.inference_mode():
                     self.step()
             except Exception as exc:  # a failed forward pass fails the sequences in it, not the engine
                 log.exception("engine step failed")
-                for sequence in [*self.running, *self.waiting]:
-                    sequence.on_done(exc)
-                self.running.clear()
-                self.waiting.clear()
-        for sequence in [*self.running, *self.waiting, *self._inbox]:
-            sequence.on_done(RuntimeError("the model was shut down"))
+                self._fail_all(exc)
+        self._fail_all(RuntimeError("the model was shut down"))
 
     def step(self) -> None:
         self._drop_cancelled()
-        while self.waiting and len(self.running) < self.max_batch:
-            self._prefill(self.waiting.popleft())
+        self._preempt()
+        while len(self.policy) and len(self.running) < self.max_batch:
+            self._admit(self.policy.pop())
         if self.running:
             self._decode()
 
-    def _prefill(self, sequence: Sequence) -> None:
-        if sequence.request.cancelled.is_set():
-            sequence.finish("", "cancelled")
-            return
+    def _preempt(self) -> None:
+        """Swap out running sequences that the policy says should yield to waiting ones."""
+        waiting = len(self.policy)
+        candidates = sorted(self.running, key=lambda s: -s.slice_tokens)
+        for sequence in candidates:
+            if waiting == 0 or len(self.running) < self.max_batch:
+                return
+            if self.policy.preempts(sequence, sequence.slice_tokens, self.policy.peek()):
+                self.suspend(sequence)
+                waiting -= 1
+
+    def suspend(self, sequence: Sequence) -> None:
+        """Save a running sequence's KV and send it back to the waiting queue."""
+        sequence.snapshot = self.contexts.save(self.kv.read_row(sequence.row, sequence.length))
+        self._release(sequence)
+        sequence.running(False)
+        sequence.ready_at = time.time()
+        self.policy.push(sequence)
+        self.preemptions += 1
+
+    def _admit(self, sequence: Sequence) -> None:
         sequence.row = len(self.running)
-        ids = torch.tensor([sequence.prompt_ids], device=self.model.device)
-        n = ids.shape[1]
-        self.kv.reserve(n + sequence.sampling.max_new_tokens)
-        mask = torch.ones(n, n, dtype=torch.bool, device=ids.device).tril().view(1, 1, n, n)
-        positions = torch.arange(n, device=ids.device).unsqueeze(0)
-        logits = self._forward(ids, positions, mask, self.kv.prefill_view(sequence.row, 0))
         self.running.append(sequence)
+        sequence.slice_tokens = 0
+        sequence.running(True)
+        if sequence.snapshot is not None:  # resume: its KV comes back as it was, nothing is recomputed
+            self.kv.reserve(len(sequence.prompt_ids) + sequence.sampling.max_new_tokens)
+            self.kv.write_row(sequence.row, self.contexts.restore(sequence.snapshot), sequence.length)
+            sequence.snapshot = None
+            return
+        self._prefill(sequence)
+
+    def _prefill(self, sequence: Sequence) -> None:
+        self.kv.reserve(len(sequence.prompt_ids) + sequence.sampling.max_new_tokens)
+        start, reused = self.prefixes.lookup(sequence.prompt_ids) if self.prefixes else (0, None)
+        if reused is not None:
+            self.kv.write_row(sequence.row, reused, start)
+            sequence.reused_tokens = start
+        device = self.model.device
+        ids = torch.tensor([sequence.prompt_ids[start:]], device=device)
+        n = ids.shape[1]
+        positions = torch.arange(start, start + n, device=device)
+        # New token i sees every cached position and the new tokens up to itself.
+        mask = (torch.arange(start + n, device=device).unsqueeze(0) <= positions.unsqueeze(1)).view(1, 1, n, -1)
+        logits = self._forward(ids, positions.unsqueeze(0), mask, self.kv.prefill_view(sequence.row, start))
+        sequence.slice_tokens += 1
         self._accept(sequence, self._sample([sequence], logits)[0])
 
     def _decode(self) -> None:
-        sequences = self.running
+        sequences = list(self.running)
         device = self.model.device
         ids = torch.tensor([[s.output_ids[-1]] for s in sequences], device=device)
         lengths = torch.tensor([s.length for s in sequences], device=device)
         view = self.kv.decode_view(lengths)
-        mask = (torch.arange(view.span, device=device).unsqueeze(0) <= lengths.unsqueeze(1)).view(len(sequences), 1, 1, -1)
-        logits = self._forward(ids, lengths.unsqueeze(1), mask, view)
-        for sequence, token in zip(list(sequences), self._sample(sequences, logits)):
+        mask = (torch.arange(view.span, device=device).unsqueeze(0) <= lengths.unsqueeze(1))
+        logits = self._forward(ids, lengths.unsqueeze(1), mask.view(len(sequences), 1, 1, -1), view)
+        for sequence, token in zip(sequences, self._sample(sequences, logits)):
+            sequence.slice_tokens += 1
             self._accept(sequence, token)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Any) -> torch.Tensor:
@@ -131,6 +190,8 @@ class Engine:
         ids = sequence.output_ids[:-1] if token in self.eos_ids else sequence.output_ids
         text = sequence.request.reply_prefix + self.tokenizer.decode(ids, skip_special_tokens=True)
         stop_at = _first_stop(text, sequence.sampling.stop, len(sequence.request.reply_prefix))
+        if self.prefixes is not None:
+            self.prefixes.insert(sequence.cached_ids, self.kv.read_row(sequence.row, sequence.length))
         self._release(sequence)
         sequence.finish(text[:stop_at] if stop_at is not None else text, reason)
 
@@ -151,8 +212,10 @@ class Engine:
         for sequence in [s for s in self.running if s.request.cancelled.is_set()]:
             self._release(sequence)
             sequence.finish("", "cancelled")
-        for sequence in [s for s in self.waiting if s.request.cancelled.is_set()]:
-            self.waiting.remove(sequence)
+        for sequence in [s for s in self.policy if s.request.cancelled.is_set()]:
+            self.policy.remove(sequence)
+            if sequence.snapshot is not None:  # abandoned: free its saved KV
+                self.contexts.discard(sequence.snapshot)
             sequence.finish("", "cancelled")
 
     def _release(self, sequence: Sequence) -> None:
@@ -164,6 +227,28 @@ class Engine:
             self.running[row] = last
         self.running.pop()
         sequence.row = -1
+
+    def _fail_all(self, error: BaseException) -> None:
+        with self._wake:
+            pending, self._inbox = self._inbox, []
+        for sequence in [*self.running, *pending, *self.policy]:
+            if sequence.snapshot is not None:
+                self.contexts.discard(sequence.snapshot)
+            sequence.on_done(error)
+        self.running.clear()
+        self.policy = make_policy(self.settings.policy, self.settings.quantum_tokens, self.settings.aging)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.name,
+            "running": len(self.running),
+            "waiting": len(self.policy),
+            "preemptions": self.preemptions,
+            "snapshots": len(self.contexts),
+            "snapshots_spilled": self.contexts.spilled,
+            "prefix_entries": len(self.prefixes) if self.prefixes else 0,
+            "prefix_hits": self.prefixes.hits if self.prefixes else 0,
+        }
 
 
 def _sample_one(logits: torch.Tensor, sequence: Sequence) -> int:

@@ -36,6 +36,17 @@ class SlotKV:
                 new[:, :, : old.shape[2]] = old
                 buffers[i] = new
 
+    def read_row(self, row: int, length: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """A copy of the first ``length`` positions of a row, per layer ``[kv_heads, length, head_dim]``."""
+        return ([k[row, :, :length].clone() for k in self.keys], [v[row, :, :length].clone() for v in self.values])
+
+    def write_row(self, row: int, kv: tuple[list[torch.Tensor], list[torch.Tensor]], length: int) -> None:
+        """Put the first ``length`` positions of ``kv`` (as from ``read_row``) into a row."""
+        self.reserve(length)
+        for buffers, source in zip((self.keys, self.values), kv):
+            for buffer, tensor in zip(buffers, source):
+                buffer[row, :, :length].copy_(tensor[:, :length])
+
     def move_row(self, source: int, target: int, length: int) -> None:
         for buffers in (self.keys, self.values):
             for buffer in buffers:

@@ -1,13 +1,14 @@
-"""A sequence in the engine: one generation request's tokens and progress."""
+"""A sequence in the engine: one generation request's tokens, progress and scheduling state."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from aios.llm.core import Generation, GenerationRequest
+from aios.llm.core import Generation, GenerationRequest, SamplingParams
 
 
 @dataclass(eq=False)
@@ -17,9 +18,20 @@ class Sequence:
     # Called once, on the engine's thread, with the finished generation or the error that ended it.
     on_done: Callable[[Generation | BaseException], None]
     output_ids: list[int] = field(default_factory=list)
+    generator: torch.Generator | None = None  # per-sequence RNG: sampling does not depend on batch mates
     row: int = -1  # row in the batch's KV cache while running
-    generator: torch.Generator | None = None  # per-sequence RNG, so sampling does not depend on batch mates
-    text: str = ""  # decoded output, kept only when stop strings need it
+    ready_at: float = field(default_factory=time.time)  # when it last became runnable (for the policy)
+    slice_tokens: int = 0  # tokens produced since it last started running
+    snapshot: int | None = None  # handle of its saved KV while suspended
+    reused_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
+
+    @property
+    def priority(self) -> int:
+        return self.request.priority
+
+    @property
+    def sampling(self) -> SamplingParams:
+        return self.request.sampling
 
     @property
     def length(self) -> int:
@@ -27,8 +39,13 @@ class Sequence:
         return len(self.prompt_ids) + len(self.output_ids) - 1
 
     @property
-    def sampling(self):  # noqa: ANN201
-        return self.request.sampling
+    def cached_ids(self) -> list[int]:
+        """The tokens whose KV is in the cache."""
+        return (self.prompt_ids + self.output_ids)[: self.length]
+
+    def running(self, now_running: bool) -> None:
+        if self.request.on_running is not None:
+            self.request.on_running(now_running)
 
     def finish(self, reply_text: str, reason: str) -> None:
         self.on_done(Generation(text=reply_text, prompt_tokens=len(self.prompt_ids),

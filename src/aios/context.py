@@ -1,0 +1,88 @@
+"""Snapshots of suspended generations, so a preempted one resumes without recomputing anything.
+
+A snapshot is the KV cache of one sequence (per layer: ``[kv_heads, length, head_dim]`` keys and values);
+token ids, partial text and the sampler's RNG stay with the sequence object itself. Snapshots live in RAM up to
+``ram_bytes``; beyond that the oldest are spilled to files under ``spill_dir`` and read back on restore. A
+snapshot is freed when it is restored or discarded (its generation was cancelled while suspended).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+KV = tuple[list[torch.Tensor], list[torch.Tensor]]  # (keys per layer, values per layer)
+
+
+@dataclass
+class _Snapshot:
+    kv: KV | None  # None once spilled
+    nbytes: int
+    path: Path | None = None
+
+
+class ContextStore:
+    def __init__(self, ram_bytes: int, spill_dir: Path) -> None:
+        self.ram_bytes, self.spill_dir = ram_bytes, spill_dir
+        self._snapshots: OrderedDict[int, _Snapshot] = OrderedDict()  # oldest first
+        self._ids = itertools.count(1)
+        self.in_ram = 0
+        self.spilled = 0  # snapshots ever written to disk (for status pages and tests)
+
+    def save(self, kv: KV) -> int:
+        """Keep a copy-free reference to ``kv`` (the caller hands over fresh tensors); returns its handle."""
+        handle = next(self._ids)
+        nbytes = sum(t.numel() * t.element_size() for tensors in kv for t in tensors)
+        self._snapshots[handle] = _Snapshot(kv, nbytes)
+        self.in_ram += nbytes
+        self._spill_over_budget()
+        return handle
+
+    def restore(self, handle: int) -> KV:
+        """The snapshot's KV, freeing it from the store."""
+        snapshot = self._snapshots.pop(handle)
+        if snapshot.kv is not None:
+            self.in_ram -= snapshot.nbytes
+            return snapshot.kv
+        assert snapshot.path is not None
+        tensors = load_file(snapshot.path)
+        snapshot.path.unlink(missing_ok=True)
+        layers = len(tensors) // 2
+        return [tensors[f"k{i}"] for i in range(layers)], [tensors[f"v{i}"] for i in range(layers)]
+
+    def discard(self, handle: int) -> None:
+        snapshot = self._snapshots.pop(handle, None)
+        if snapshot is None:
+            return
+        if snapshot.kv is not None:
+            self.in_ram -= snapshot.nbytes
+        elif snapshot.path is not None:
+            snapshot.path.unlink(missing_ok=True)
+
+    def __len__(self) -> int:
+        return len(self._snapshots)
+
+    def _spill_over_budget(self) -> None:
+        for handle, snapshot in self._snapshots.items():
+            if self.in_ram <= self.ram_bytes:
+                return
+            if snapshot.kv is None:
+                continue
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            snapshot.path = self.spill_dir / f"snapshot-{id(self):x}-{handle}.safetensors"
+            keys, values = snapshot.kv
+            tensors = {**{f"k{i}": t.cpu().contiguous() for i, t in enumerate(keys)},
+                       **{f"v{i}": t.cpu().contiguous() for i, t in enumerate(values)}}
+            save_file(tensors, snapshot.path)
+            snapshot.kv = None
+            self.in_ram -= snapshot.nbytes
+            self.spilled += 1
+            log.debug("spilled snapshot %s (%d bytes) to %s", handle, snapshot.nbytes, snapshot.path)
