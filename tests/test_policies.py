@@ -59,11 +59,12 @@ def test_priority_aging_lets_a_long_waiting_low_priority_item_overtake() -> None
     clock = Clock()
     policy = PriorityPolicy(quantum=1, aging=1.0, clock=clock)
     policy.push(Item("patient", priority=0, ready_at=0.0))
-    clock.now = 3.0
-    policy.push(Item("urgent", priority=5, ready_at=3.0))
-    assert policy.peek().name == "urgent"  # 0 + 3 s of aging < 5
+    clock.now = 1.0
+    policy.push(Item("urgent", priority=5, ready_at=1.0))
+    assert policy.pop().name == "urgent"  # 5 > 0 + 1 s of aging
     clock.now = 6.0
-    assert policy.peek().name == "patient"  # 0 + 6 > 5 + 0: nothing starves
+    policy.push(Item("another-urgent", priority=5, ready_at=6.0))
+    assert policy.pop().name == "patient"  # 0 + 6 s > 5: a flood of urgent work does not starve it
 
 
 def test_priority_preempts_only_for_a_higher_effective_priority_after_the_quantum() -> None:
