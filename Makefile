@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install model serve clean
+.PHONY: demo test bench install model serve clean
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ serve: model
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Serving benchmark: writes BENCHMARKS.md and benchmarks/serving.png (takes a while; not part of the tests).
+bench: model
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[bench]'
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -219,3 +219,32 @@ def _wait_until(condition: Any, attempts: int = 200) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition never became true")
+
+
+def test_round_robin_records_one_envelope_slice_per_turn_on_the_model(data_dir, tmp_path) -> None:  # noqa: ANN001
+    """A kernel with one slot and rr: two generations take turns, and the envelope lists every slice."""
+    import os
+
+    from conftest import start_kernel, stop_kernel
+
+    config = tmp_path / "rr.yaml"
+    config.write_text("llms: {models: [{name: HuggingFaceTB/SmolLM2-135M-Instruct, max_batch: 1}]}\n"
+                      "scheduler: {policy: rr, quantum_tokens: 4}\n")
+    rr = start_kernel(["--config", str(config)], {**os.environ, "AIOS_DATA_DIR": str(data_dir)}, tmp_path / "rr.log")
+    try:
+        def ask(content: str) -> dict[str, Any]:
+            return rr.query(llm({"messages": [{"role": "user", "content": content}], "temperature": 0,
+                                 "max_new_tokens": 16})).json()
+
+        with ThreadPoolExecutor(2) as pool:
+            first, second = pool.map(ask, ["Write a story about a cat.", "Write a story about a dog."])
+        for body in (first, second):
+            slices = len(body["start_times"])
+            assert slices >= 2  # 16 tokens in slices of 4, alternating with the other generation
+            assert_envelope(body, slices=slices)
+            assert body["start_times"] == sorted(body["start_times"])
+            assert all(end <= nxt for end, nxt in zip(body["end_times"], body["start_times"][1:]))
+        engine = rr.client.get("/status").json()["llms"][0]["engine"]
+        assert engine["policy"] == "rr" and engine["preemptions"] >= 2 and engine["snapshots"] == 0
+    finally:
+        stop_kernel(rr)

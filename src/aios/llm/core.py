@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -23,6 +24,8 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (end of turn or a stop string), "length", "cancelled"
+    waited_s: float = 0.0  # from submission until it first entered the batch
+    first_token_s: float = 0.0  # from submission until its first token
 
 
 @dataclass
@@ -55,3 +58,16 @@ class LLMCore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any]) -> Callable[..., None]:
+    """``callback`` made callable from another thread: it runs on ``loop``, or not at all once the loop has
+    closed (its caller is gone, so nobody is waiting for the news)."""
+
+    def notify(*args: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # "Event loop is closed"
+            pass
+
+    return notify

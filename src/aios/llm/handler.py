@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aios.errors import BadRequest, NotAvailable
-from aios.llm.core import GenerationRequest, LLMCore, SamplingParams
+from aios.llm.core import GenerationRequest, LLMCore, SamplingParams, on_loop
 from aios.llm.prompting import (
     decode_hf_tool_calls,
     extract_json,
@@ -82,11 +82,9 @@ class LLMHandler:
     async def __call__(self, syscall: Syscall) -> LLMResponse:
         query: LLMQuery = syscall.payload
         assert query.core is not None, "prepare() routes every query before it is submitted"
-        loop = asyncio.get_running_loop()
-
-        def on_running(running: bool) -> None:  # called on the engine's thread
-            loop.call_soon_threadsafe(syscall.start_slice if running else syscall.suspend)
-
+        # The engine says, from its thread, when the generation starts and stops running: the syscall's slices.
+        on_running = on_loop(asyncio.get_running_loop(), lambda running: (syscall.start_slice if running
+                                                                           else syscall.suspend)())
         request = GenerationRequest(query.messages, query.sampling, priority=syscall.priority, on_running=on_running)
         if query.tools:
             request.tools = tools_for_model(query.tools)

@@ -64,7 +64,8 @@ def llm_chat_with_tool_call_output(
     and the prose is in ``response_message``.
     """
     return _llm(agent_name, base_url, messages=messages, tools=tools, llms=llms,
-                action_type="chat_with_tool_call_output", temperature=temperature, max_new_tokens=max_new_tokens, priority=priority)
+                action_type="chat_with_tool_call_output", temperature=temperature, max_new_tokens=max_new_tokens,
+                priority=priority)
 
 
 def _llm(agent_name: str, base_url: str | None, **fields: Any) -> LLMResponse:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from aios.errors import BadRequest
-from aios.llm.core import Generation, GenerationRequest
+from aios.llm.core import Generation, GenerationRequest, on_loop
 from aios.llm.hf.engine import Engine, EngineSettings
 from aios.llm.hf.loader import find_model, load_model
 from aios.llm.hf.sequence import Sequence
@@ -64,7 +64,7 @@ class HfLocalBackend:
     async def complete(self, request: GenerationRequest) -> Generation:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Generation] = loop.create_future()
-        self._submit(request, lambda outcome: loop.call_soon_threadsafe(_settle, future, outcome))
+        self._submit(request, on_loop(loop, lambda outcome: _settle(future, outcome)))
         try:
             return await future
         except asyncio.CancelledError:

@@ -133,6 +133,8 @@ class Engine:
         sequence.row = len(self.running)
         self.running.append(sequence)
         sequence.slice_tokens = 0
+        if sequence.admitted_at is None:
+            sequence.admitted_at = time.perf_counter()
         sequence.running(True)
         if sequence.snapshot is not None:  # resume: its KV comes back as it was, nothing is recomputed
             self.kv.reserve(len(sequence.prompt_ids) + sequence.sampling.max_new_tokens)
@@ -184,6 +186,8 @@ class Engine:
     def _accept(self, sequence: Sequence, token: int) -> None:
         """Record a sequence's new token and let it go if that finished it."""
         sequence.output_ids.append(token)
+        if sequence.first_token_at is None:
+            sequence.first_token_at = time.perf_counter()
         reason = self._finish_reason(sequence, token)
         if reason is None:
             return
@@ -234,7 +238,7 @@ class Engine:
         for sequence in [*self.running, *pending, *self.policy]:
             if sequence.snapshot is not None:
                 self.contexts.discard(sequence.snapshot)
-            sequence.on_done(error)
+            sequence.report(error)
         self.running.clear()
         self.policy = make_policy(self.settings.policy, self.settings.quantum_tokens, self.settings.aging)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -9,6 +10,8 @@ from typing import Callable
 import torch
 
 from aios.llm.core import Generation, GenerationRequest, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -24,6 +27,9 @@ class Sequence:
     slice_tokens: int = 0  # tokens produced since it last started running
     snapshot: int | None = None  # handle of its saved KV while suspended
     reused_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
+    submitted_at: float = field(default_factory=time.perf_counter)
+    admitted_at: float | None = None
+    first_token_at: float | None = None
 
     @property
     def priority(self) -> int:
@@ -45,8 +51,22 @@ class Sequence:
 
     def running(self, now_running: bool) -> None:
         if self.request.on_running is not None:
-            self.request.on_running(now_running)
+            _safely(self.request.on_running, now_running)
 
     def finish(self, reply_text: str, reason: str) -> None:
-        self.on_done(Generation(text=reply_text, prompt_tokens=len(self.prompt_ids),
-                                completion_tokens=len(self.output_ids), finish_reason=reason))
+        since = lambda t: (t - self.submitted_at) if t is not None else 0.0  # noqa: E731
+        self.report(Generation(text=reply_text, prompt_tokens=len(self.prompt_ids),
+                                completion_tokens=len(self.output_ids), finish_reason=reason,
+                                waited_s=since(self.admitted_at), first_token_s=since(self.first_token_at)))
+
+    def report(self, outcome: Generation | BaseException) -> None:
+        """Report the end (a generation, or the error that ended it) to whoever submitted the sequence."""
+        _safely(self.on_done, outcome)
+
+
+def _safely(callback: Callable[..., object], *args: object) -> None:
+    # A caller's callback must never break the engine's step loop, which serves everyone else too.
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("a sequence callback failed")

@@ -1,0 +1,295 @@
+"""Serving benchmark: N agents, each holding a multi-turn conversation with the embedded model.
+
+Compares, in one run on one machine:
+  (a) one request at a time through transformers ``generate`` (how the AIOS HF backend serves),
+  (b) transformers' own continuous batching, ``generate_batch``, each turn's prompts together,
+  (c) this kernel's engine under ``fifo`` and ``rr``, with prefix reuse on and off,
+and a mixed workload (short requests arriving while long generations hold every slot) under fifo and rr.
+Writes BENCHMARKS.md and benchmarks/serving.png. Greedy decoding, CPU.
+
+    .venv/bin/python benchmarks/serving.py [--agents 1 4 16 32] [--turns 3] [--tokens 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+from aios.config import EMBEDDED_MODEL, load_config
+from aios.llm.core import GenerationRequest, SamplingParams
+from aios.llm.hf import HfLocalBackend
+from aios.llm.hf.engine import EngineSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+TOPICS = ["the ocean", "volcanoes", "honey bees", "the moon", "bread", "chess", "rainforests", "trains",
+          "glaciers", "owls", "coffee", "bridges", "deserts", "whales", "clocks", "mushrooms"]
+FOLLOW_UPS = ["Tell me one more fact about it.", "Why does that matter?", "Summarise that in one sentence.",
+              "Give an example."]
+
+
+@dataclass
+class Record:
+    ttft: float  # arrival → first token
+    latency: float  # arrival → last token
+    waiting: float  # arrival → start of work on it
+    tokens: int
+
+
+@dataclass
+class Result:
+    name: str
+    agents: int
+    wall: float
+    records: list[Record]
+
+    @property
+    def tokens_per_s(self) -> float:
+        return sum(r.tokens for r in self.records) / self.wall
+
+    def pct(self, field: str, q: float) -> float:
+        values = sorted(getattr(r, field) for r in self.records)
+        return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def first_question(agent: int) -> str:
+    return f"Tell me about {TOPICS[agent % len(TOPICS)]} (conversation {agent})."
+
+
+def turn_messages(history: list[dict], turn: int, agent: int) -> list[dict]:
+    question = first_question(agent) if turn == 0 else FOLLOW_UPS[(turn - 1) % len(FOLLOW_UPS)]
+    return history + [{"role": "user", "content": question}]
+
+
+# -- (a) one request at a time -----------------------------------------------------------------------------
+
+class _FirstToken(StoppingCriteria):
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def __call__(self, input_ids, scores, **kwargs):  # noqa: ANN001, ANN204
+        self.at = self.at or time.perf_counter()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+
+def run_sequential(backend: HfLocalBackend, agents: int, turns: int, tokens: int) -> Result:
+    model, tok = backend.model, backend.tokenizer
+    histories: list[list[dict]] = [[] for _ in range(agents)]
+    records, start = [], time.perf_counter()
+    for turn in range(turns):
+        arrival = time.perf_counter()  # every agent's turn-t request arrives together
+        for agent in range(agents):
+            messages = turn_messages(histories[agent], turn, agent)
+            ids = backend.render(messages, None)["input_ids"]
+            first, began = _FirstToken(), time.perf_counter()
+            with torch.inference_mode():
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                     do_sample=False, stopping_criteria=StoppingCriteriaList([first]),
+                                     pad_token_id=tok.eos_token_id)
+            new = out[0, ids.shape[1]:]
+            done = time.perf_counter()
+            records.append(Record(first.at - arrival, done - arrival, began - arrival, len(new)))
+            histories[agent] = messages + [{"role": "assistant", "content": tok.decode(new, skip_special_tokens=True)}]
+    return Result("(a) generate, one at a time", agents, time.perf_counter() - start, records)
+
+
+# -- (b) transformers generate_batch ------------------------------------------------------------------------
+
+def run_generate_batch(backend: HfLocalBackend, agents: int, turns: int, tokens: int) -> Result:
+    model, tok = backend.model, backend.tokenizer
+    config = GenerationConfig(max_new_tokens=tokens, do_sample=False, eos_token_id=tok.eos_token_id,
+                              pad_token_id=tok.eos_token_id)
+    histories: list[list[dict]] = [[] for _ in range(agents)]
+    records, start = [], time.perf_counter()
+    for turn in range(turns):
+        messages = [turn_messages(histories[a], turn, a) for a in range(agents)]
+        inputs = [backend.render(m, None)["input_ids"][0].tolist() for m in messages]
+        with torch.inference_mode():
+            outputs = model.generate_batch(inputs, generation_config=config, record_timestamps=True,
+                                           progress_bar=False, warmup=False)
+        for agent, output in enumerate(outputs.values()):
+            stamps = output.timestamps or [output.lifespan[1]]
+            records.append(Record(stamps[0] - output.created_time, stamps[-1] - output.created_time,
+                                  max(0.0, output.lifespan[0] - output.created_time), len(output.generated_tokens)))
+            reply = tok.decode(output.generated_tokens, skip_special_tokens=True)
+            histories[agent] = messages[agent] + [{"role": "assistant", "content": reply}]
+    return Result("(b) transformers generate_batch", agents, time.perf_counter() - start, records)
+
+
+# -- (c) this engine --------------------------------------------------------------------------------------
+
+async def _agent(backend: HfLocalBackend, agent: int, turns: int, tokens: int, records: list[Record]) -> None:
+    history: list[dict] = []
+    for turn in range(turns):
+        messages = turn_messages(history, turn, agent)
+        began = time.perf_counter()
+        generation = await backend.complete(GenerationRequest(messages, SamplingParams(temperature=0,
+                                                                                        max_new_tokens=tokens)))
+        records.append(Record(generation.first_token_s, time.perf_counter() - began, generation.waited_s,
+                              generation.completion_tokens))
+        history = messages + [{"role": "assistant", "content": generation.text}]
+
+
+def run_engine(data_dir: Path, policy: str, prefix: bool, agents: int, turns: int, tokens: int,
+               max_batch: int) -> Result:
+    settings = EngineSettings(max_batch=max_batch, policy=policy, quantum_tokens=8,
+                              prefix_cache_mb=256 if prefix else 0)
+    backend = HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir, settings=settings)
+    try:
+        records: list[Record] = []
+        start = time.perf_counter()
+
+        async def main() -> None:
+            await asyncio.gather(*(_agent(backend, a, turns, tokens, records) for a in range(agents)))
+
+        asyncio.run(main())
+        name = f"(c) engine {policy}, prefix reuse {'on' if prefix else 'off'}"
+        return Result(name, agents, time.perf_counter() - start, records)
+    finally:
+        backend.close()
+
+
+def run_mixed(data_dir: Path, policy: str, slots: int, long_tokens: int, shorts: int) -> list[float]:
+    """``slots`` long generations fill the batch; short requests arrive one per second. Short latencies."""
+    settings = EngineSettings(max_batch=slots, policy=policy, quantum_tokens=8)
+    backend = HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir, settings=settings)
+    try:
+        async def main() -> list[float]:
+            longs = [asyncio.create_task(backend.complete(GenerationRequest(
+                [{"role": "user", "content": f"Write a long essay about {TOPICS[i]}."}],
+                SamplingParams(temperature=0, max_new_tokens=long_tokens)))) for i in range(slots)]
+            latencies = []
+
+            async def short(i: int) -> None:
+                await asyncio.sleep(1.0 + i)
+                began = time.perf_counter()
+                await backend.complete(GenerationRequest([{"role": "user", "content": f"What is {i} + {i}?"}],
+                                                         SamplingParams(temperature=0, max_new_tokens=16)))
+                latencies.append(time.perf_counter() - began)
+
+            await asyncio.gather(*(short(i) for i in range(shorts)), *longs)
+            return latencies
+
+        return asyncio.run(main())
+    finally:
+        backend.close()
+
+
+# -- report -------------------------------------------------------------------------------------------------
+
+def p95(values: list[float]) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))]
+
+
+def report(results: list[Result], mixed: dict[str, list[float]], args: argparse.Namespace, seconds: float) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "## Serving: N agents, multi-turn conversations, embedded model",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}; "
+        f"{args.turns} turns per agent, up to {args.tokens} new tokens per turn, greedy; engine max_batch "
+        f"{args.max_batch}, rr quantum 8 tokens. All figures from one run of "
+        f"`{' '.join(['.venv/bin/python', 'benchmarks/serving.py', *sys.argv[1:]])}` ({seconds / 60:.1f} min).",
+        "",
+        "| N | configuration | decode tok/s | × (a) | × (b) | TTFT p50 / p95 s | latency p50 / p95 s | waiting p50 / p95 s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n in args.agents:
+        group = [r for r in results if r.agents == n]
+        base_a = next(r.tokens_per_s for r in group if r.name.startswith("(a)"))
+        base_b = next(r.tokens_per_s for r in group if r.name.startswith("(b)"))
+        for r in group:
+            lines.append(
+                f"| {n} | {r.name} | {r.tokens_per_s:.1f} | {r.tokens_per_s / base_a:.2f} | "
+                f"{r.tokens_per_s / base_b:.2f} | {r.pct('ttft', .5):.2f} / {r.pct('ttft', .95):.2f} | "
+                f"{r.pct('latency', .5):.2f} / {r.pct('latency', .95):.2f} | "
+                f"{r.pct('waiting', .5):.2f} / {r.pct('waiting', .95):.2f} |")
+    fifo, rr = p95(mixed["fifo"]), p95(mixed["rr"])
+    lines += [
+        "",
+        "## Mixed workload: short requests while long generations hold every slot",
+        "",
+        f"{args.max_batch_mixed} long generations ({args.long_tokens} tokens) fill a batch of {args.max_batch_mixed}; "
+        f"{args.shorts} short requests (16 tokens) arrive one per second.",
+        "",
+        "| policy | short p50 s | short p95 s |",
+        "|---|---|---|",
+        f"| fifo | {statistics.median(mixed['fifo']):.2f} | {fifo:.2f} |",
+        f"| rr | {statistics.median(mixed['rr']):.2f} | {rr:.2f} |",
+        "",
+        f"rr / fifo short-request p95: {rr / fifo:.2f}",
+        "",
+        "![tokens per second by number of agents](benchmarks/serving.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(results: list[Result], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name in dict.fromkeys(r.name for r in results):
+        series = [r for r in results if r.name == name]
+        ax.plot([r.agents for r in series], [r.tokens_per_s for r in series], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent agents (N)")
+    ax.set_ylabel("aggregate decode tokens / s")
+    ax.set_title("Embedded model (SmolLM2-135M), CPU")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agents", type=int, nargs="+", default=[1, 4, 16, 32])
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=24)
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-batch-mixed", type=int, default=4)
+    parser.add_argument("--long-tokens", type=int, default=160)
+    parser.add_argument("--shorts", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    data_dir = load_config().data_dir
+    began = time.perf_counter()
+    baseline = HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir)
+    results: list[Result] = []
+    for n in args.agents:
+        runs = [lambda: run_sequential(baseline, n, args.turns, args.tokens),
+                lambda: run_generate_batch(baseline, n, args.turns, args.tokens)]
+        runs += [lambda p=p, x=x: run_engine(data_dir, p, x, n, args.turns, args.tokens, args.max_batch)
+                 for p in ("fifo", "rr") for x in (True, False)]
+        for run in runs:
+            result = run()
+            results.append(result)
+            print(f"N={n:<3} {result.name:<40} {result.tokens_per_s:7.1f} tok/s  "
+                  f"TTFT p95 {result.pct('ttft', .95):6.2f} s  latency p95 {result.pct('latency', .95):6.2f} s",
+                  flush=True)
+    baseline.close()
+    mixed = {p: run_mixed(data_dir, p, args.max_batch_mixed, args.long_tokens, args.shorts) for p in ("fifo", "rr")}
+    print(f"mixed: short p95 fifo {p95(mixed['fifo']):.2f} s, rr {p95(mixed['rr']):.2f} s", flush=True)
+    plot(results, ROOT / "benchmarks" / "serving.png")
+    args.out.write_text(report(results, mixed, args, time.perf_counter() - began))
+    print(f"wrote {args.out} and benchmarks/serving.png")
+
+
+if __name__ == "__main__":
+    main()
