@@ -198,3 +198,24 @@ def test_prefix_reuse_gives_the_same_next_turn_as_computing_it_all(backend: HfLo
     finally:
         no_reuse.close()
         reuse.close()
+
+
+def test_streamed_pieces_arrive_one_by_one_and_add_up_to_the_reply(backend: HfLocalBackend) -> None:
+    whole = backend.generate(ask(STORY, 32)).text
+
+    async def main() -> list[str]:
+        return [piece async for piece in backend.stream(ask(STORY, 32))]
+
+    pieces = asyncio.run(main())
+    assert len(pieces) > 5 and "".join(pieces) == whole
+
+
+def test_a_streamed_reply_never_shows_a_stop_string(backend: HfLocalBackend) -> None:
+    full = backend.generate(ask("What is the capital of France?")).text
+    request = ask("What is the capital of France?")
+    request.sampling.stop = [" is "]
+
+    async def main() -> list[str]:
+        return [piece async for piece in backend.stream(request)]
+
+    assert "".join(asyncio.run(main())) == full[: full.index(" is ")]

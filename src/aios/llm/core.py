@@ -43,6 +43,8 @@ class GenerationRequest:
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Told (from the engine's thread) each time the generation starts or stops running: the syscall's slices.
     on_running: Callable[[bool], None] | None = None
+    # Given (from the engine's thread) each new piece of reply text as soon as it is decoded.
+    on_text: Callable[[str], None] | None = None
 
 
 class LLMCore(Protocol):

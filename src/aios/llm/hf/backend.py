@@ -15,7 +15,7 @@ import secrets
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import torch
 
@@ -71,6 +71,21 @@ class HfLocalBackend:
             request.cancelled.set()  # the engine lets go of it at the next token
             self.engine.poke()
             raise
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        """The reply's text in pieces, as the engine decodes them; ends when the generation does."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | Generation | BaseException] = asyncio.Queue()
+        request.on_text = on_loop(loop, pieces.put_nowait)
+        self._submit(request, on_loop(loop, pieces.put_nowait))
+        try:
+            while not isinstance(piece := await pieces.get(), (Generation, BaseException)):
+                yield piece
+        finally:
+            request.cancelled.set()  # a consumer that stops early lets the engine drop the generation
+            self.engine.poke()
+        if isinstance(piece, BaseException):
+            raise piece
 
     def generate(self, request: GenerationRequest) -> Generation:
         """Generate a reply to ``request.messages`` (blocking; safe to call from any thread)."""

@@ -137,14 +137,13 @@ class Engine:
             sequence.admitted_at = time.perf_counter()
         sequence.running(True)
         if sequence.snapshot is not None:  # resume: its KV comes back as it was, nothing is recomputed
-            self.kv.reserve(len(sequence.prompt_ids) + sequence.sampling.max_new_tokens)
             self.kv.write_row(sequence.row, self.contexts.restore(sequence.snapshot), sequence.length)
             sequence.snapshot = None
             return
         self._prefill(sequence)
 
     def _prefill(self, sequence: Sequence) -> None:
-        self.kv.reserve(len(sequence.prompt_ids) + sequence.sampling.max_new_tokens)
+        self.kv.reserve(len(sequence.prompt_ids))
         start, reused = self.prefixes.lookup(sequence.prompt_ids) if self.prefixes else (0, None)
         if reused is not None:
             self.kv.write_row(sequence.row, reused, start)
@@ -164,6 +163,7 @@ class Engine:
         device = self.model.device
         ids = torch.tensor([[s.output_ids[-1]] for s in sequences], device=device)
         lengths = torch.tensor([s.length for s in sequences], device=device)
+        self.kv.reserve(max(s.length for s in sequences) + 1)  # grows (doubling) only as far as sequences get
         view = self.kv.decode_view(lengths)
         mask = (torch.arange(view.span, device=device).unsqueeze(0) <= lengths.unsqueeze(1))
         logits = self._forward(ids, lengths.unsqueeze(1), mask.view(len(sequences), 1, 1, -1), view)
@@ -190,14 +190,23 @@ class Engine:
             sequence.first_token_at = time.perf_counter()
         reason = self._finish_reason(sequence, token)
         if reason is None:
+            if sequence.request.on_text is not None:
+                sequence.stream(self._text(sequence), final=False)
             return
-        ids = sequence.output_ids[:-1] if token in self.eos_ids else sequence.output_ids
-        text = sequence.request.reply_prefix + self.tokenizer.decode(ids, skip_special_tokens=True)
+        text = self._text(sequence)
         stop_at = _first_stop(text, sequence.sampling.stop, len(sequence.request.reply_prefix))
+        text = text[:stop_at] if stop_at is not None else text
+        sequence.stream(text, final=True)
         if self.prefixes is not None:
             self.prefixes.insert(sequence.cached_ids, self.kv.read_row(sequence.row, sequence.length))
         self._release(sequence)
-        sequence.finish(text[:stop_at] if stop_at is not None else text, reason)
+        sequence.finish(text, reason)
+
+    def _text(self, sequence: Sequence) -> str:
+        ids = sequence.output_ids
+        if ids and ids[-1] in self.eos_ids:
+            ids = ids[:-1]
+        return sequence.request.reply_prefix + self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _finish_reason(self, sequence: Sequence, token: int) -> str | None:
         if sequence.request.cancelled.is_set():

@@ -27,6 +27,7 @@ class Sequence:
     slice_tokens: int = 0  # tokens produced since it last started running
     snapshot: int | None = None  # handle of its saved KV while suspended
     reused_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
+    streamed: int = 0  # characters of the reply already given to on_text
     submitted_at: float = field(default_factory=time.perf_counter)
     admitted_at: float | None = None
     first_token_at: float | None = None
@@ -48,6 +49,20 @@ class Sequence:
     def cached_ids(self) -> list[int]:
         """The tokens whose KV is in the cache."""
         return (self.prompt_ids + self.output_ids)[: self.length]
+
+    def stream(self, text: str, final: bool) -> None:
+        """Give ``on_text`` what is new in ``text`` (the reply so far). Until the end, hold back a possibly
+        unfinished character and anything that could be the start of a stop string."""
+        if self.request.on_text is None:
+            return
+        end = len(text)
+        if not final:
+            if text.endswith("\ufffd"):
+                end -= 1
+            end -= max((len(s) - 1 for s in self.sampling.stop), default=0)
+        if end > self.streamed:
+            _safely(self.request.on_text, text[self.streamed:end])
+            self.streamed = end
 
     def running(self, now_running: bool) -> None:
         if self.request.on_running is not None:
