@@ -41,8 +41,8 @@ def backend(config):  # noqa: ANN001, ANN201
 
 
 class KernelProcess:
-    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
-        self.process, self.url = process, url
+    def __init__(self, process: subprocess.Popen[str], url: str, log: Path) -> None:
+        self.process, self.url, self.log = process, url, log
         self.client = httpx.Client(base_url=url, timeout=httpx.Timeout(300.0, connect=10.0))
 
     def query(self, body: dict) -> httpx.Response:
@@ -58,7 +58,7 @@ def start_kernel(args: list[str], env: dict[str, str], log: Path) -> KernelProce
         )
     for line in process.stdout:  # type: ignore[union-attr]
         if line.startswith("AIOS kernel ready at "):
-            return KernelProcess(process, line.split(" at ", 1)[1].strip())
+            return KernelProcess(process, line.split(" at ", 1)[1].strip(), log)
     process.wait()
     raise RuntimeError(f"kernel did not start (exit {process.returncode}):\n{log.read_text()}")
 

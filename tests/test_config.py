@@ -12,9 +12,12 @@ from aios.config import EMBEDDED_MODEL, load_config
 from aios.errors import ConfigError
 
 
-def write(tmp_path: Path, text: str) -> Path:
+def write(tmp_path: Path, text: str | bytes) -> Path:
     path = tmp_path / "config.yaml"
-    path.write_text(text)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -82,18 +85,58 @@ BAD_CONFIGS = [
     ("zero-quantum", "scheduler: {quantum_tokens: 0}\n", "scheduler.quantum_tokens: Input should be greater than or equal to 1"),
     ("negative-aging", "scheduler: {aging: -1}\n", "scheduler.aging: Input should be greater than or equal to 0"),
     ("negative-snapshot-ram", "scheduler: {snapshot_ram_mb: -5}\n", "scheduler.snapshot_ram_mb"),
+    ("zero-kv-budget", "llms: {models: [{name: m, kv_budget_mb: 0}]}\n", "llms.models.0.kv_budget_mb"),
     ("negative-prefix-cache", "llms: {models: [{name: m, prefix_cache_mb: -1}]}\n", "llms.models.0.prefix_cache_mb"),
+    ("not-utf8", b"server: {host: caf\xe9}\n", "not UTF-8 text"),
+    ("port-bool", "server: {port: true}\n", "server.port: Input should be a valid integer, not a boolean"),
+    ("port-quoted", 'server: {port: "8000"}\n', "server.port: Input should be a valid integer, not the quoted string '8000'"),
+    ("port-fractional", "server: {port: 8000.0}\n", "server.port: Input should be a valid integer, not 8000.0"),
+    ("max-batch-bool", "llms: {models: [{name: m, max_batch: true}]}\n", "llms.models.0.max_batch: Input should be a valid integer, not a boolean"),
+    ("quantum-quoted", 'scheduler: {quantum_tokens: "8"}\n', "scheduler.quantum_tokens: Input should be a valid integer, not the quoted string '8'"),
+    ("snapshot-ram-bool", "scheduler: {snapshot_ram_mb: false}\n", "scheduler.snapshot_ram_mb: Input should be a valid integer, not a boolean"),
+    ("aging-inf", "scheduler: {aging: .inf}\n", "scheduler.aging: Input should be a finite number"),
+    ("aging-nan", "scheduler: {aging: .nan}\n", "scheduler.aging: Input should be"),
+    ("aging-bool", "scheduler: {aging: true}\n", "scheduler.aging: Input should be a valid number, not a boolean"),
+    ("aging-quoted", 'scheduler: {aging: "0.5"}\n', "scheduler.aging: Input should be a valid number, not the quoted string '0.5'"),
+    ("context-manager-string", 'llms: {use_context_manager: "true"}\n', "llms.use_context_manager: Input should be a valid boolean"),
+    ("context-manager-int", "llms: {use_context_manager: 1}\n", "llms.use_context_manager: Input should be a valid boolean"),
+    ("empty-data-dir", "data_dir: ''\n", "data_dir: Value error, must not be empty"),
+    ("device-cuda-banana", "llms: {models: [{name: m, eval_device: 'cuda:banana'}]}\n", "llms.models.0.eval_device: Value error, must be 'cpu'"),
+    ("device-cuda-empty-index", "llms: {models: [{name: m, eval_device: 'cuda:'}]}\n", "llms.models.0.eval_device"),
+    ("gpu-key-name", "llms: {models: [{name: m, max_gpu_memory: {gpu0: 24GB}}]}\n", "llms.models.0.max_gpu_memory: Value error, keys must be GPU indices"),
+    ("gpu-key-bool", "llms: {models: [{name: m, max_gpu_memory: {true: 24GB}}]}\n", "llms.models.0.max_gpu_memory: Value error, keys must be GPU indices"),
+    ("gpu-key-negative", "llms: {models: [{name: m, max_gpu_memory: {-1: 24GB}}]}\n", "llms.models.0.max_gpu_memory: Value error, keys must be GPU indices"),
+    ("gpu-size-no-unit", "llms: {models: [{name: m, max_gpu_memory: {0: 24}}]}\n", "llms.models.0.max_gpu_memory: Value error, limits must be sizes"),
+    ("gpu-size-words", "llms: {models: [{name: m, max_gpu_memory: {0: lots}}]}\n", "llms.models.0.max_gpu_memory: Value error, limits must be sizes"),
+    ("gpu-not-mapping", "llms: {models: [{name: m, max_gpu_memory: [24GB]}]}\n", "llms.models.0.max_gpu_memory: Input should be a valid dictionary"),
 ]
 
 
 @pytest.mark.parametrize(("text", "expected"), [(t, e) for _, t, e in BAD_CONFIGS], ids=[i for i, _, _ in BAD_CONFIGS])
-def test_a_bad_config_is_one_line_naming_file_field_and_problem(tmp_path: Path, text: str | None, expected: str) -> None:
+def test_a_bad_config_is_one_line_naming_file_field_and_problem(
+    tmp_path: Path, text: str | bytes | None, expected: str
+) -> None:
     path = tmp_path / "config.yaml" if text is None else write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
     message = str(caught.value)
     assert expected in message, message
     assert message.startswith(str(path)) and "\n" not in message
+
+
+def test_gpu_limits_accept_index_strings_and_size_spellings(tmp_path: Path) -> None:
+    path = write(tmp_path, 'llms: {models: [{name: m, max_gpu_memory: {0: 24GB, "1": 512mib, 2: 80GiB, 3: "1.5 GB"}}]}\n')
+    limits = load_config(path, env={}).llms.models[0].max_gpu_memory
+    assert limits == {0: "24GB", 1: "512mib", 2: "80GiB", 3: "1.5 GB"}
+
+
+def test_numbers_and_booleans_written_plainly_still_load(tmp_path: Path) -> None:
+    path = write(tmp_path, "llms: {use_context_manager: yes, models: [{name: m, max_batch: 4, eval_device: cuda:12}]}\n"
+                           "scheduler: {quantum_tokens: 8, aging: 2, snapshot_ram_mb: 0}\nserver: {port: 0}\n")
+    config = load_config(path, env={})
+    assert config.llms.use_context_manager is True and config.llms.models[0].max_batch == 4
+    assert config.llms.models[0].eval_device == "cuda:12"
+    assert (config.scheduler.quantum_tokens, config.scheduler.aging, config.server.port) == (8, 2.0, 0)
 
 
 def test_aios_serve_with_a_bad_config_stops_with_one_line(tmp_path: Path) -> None:

@@ -22,6 +22,20 @@ def ask(question: str, max_new_tokens: int = 24, temperature: float = 0) -> Gene
                              SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens))
 
 
+def started(request: GenerationRequest) -> asyncio.Event:
+    """An event set once the engine first runs ``request`` (keeps any on_running already there)."""
+    loop, event, before = asyncio.get_running_loop(), asyncio.Event(), request.on_running
+
+    def on_running(running: bool) -> None:
+        if before is not None:
+            before(running)
+        if running:
+            loop.call_soon_threadsafe(event.set)
+
+    request.on_running = on_running
+    return event
+
+
 async def together(backend: HfLocalBackend, requests: list[GenerationRequest]) -> list[Generation]:
     return list(await asyncio.gather(*(backend.complete(r) for r in requests)))
 
@@ -50,8 +64,10 @@ def test_more_requests_than_slots_wait_their_turn_and_all_complete(backend: HfLo
 
 def test_a_short_request_leaves_the_batch_while_a_long_one_keeps_going(two_slots: HfLocalBackend) -> None:
     async def main() -> tuple[Generation, bool]:
-        long = asyncio.create_task(two_slots.complete(ask("Write a long story about a dragon.", 120)))
-        await asyncio.sleep(0)
+        long_request = ask("Write a long story about a dragon.", 120)
+        running = started(long_request)
+        long = asyncio.create_task(two_slots.complete(long_request))
+        await running.wait()
         short = await two_slots.complete(ask("What is the capital of France?", 24))
         still_running = not long.done()
         await long
@@ -63,7 +79,11 @@ def test_a_short_request_leaves_the_batch_while_a_long_one_keeps_going(two_slots
 
 def test_a_cancelled_sequence_frees_its_slot_for_the_waiting_ones(two_slots: HfLocalBackend) -> None:
     async def main() -> list[Generation]:
-        hogs = [asyncio.create_task(two_slots.complete(ask("Tell me a very long story.", 2000))) for _ in range(2)]
+        hog_requests = [ask("Tell me a very long story.", 2000) for _ in range(2)]
+        both_running = [started(r) for r in hog_requests]
+        hogs = [asyncio.create_task(two_slots.complete(r)) for r in hog_requests]
+        for event in both_running:
+            await event.wait()
         waiting = asyncio.create_task(two_slots.complete(ask("What is the capital of France?")))
         await asyncio.sleep(0.5)
         assert not waiting.done()  # both slots are taken by the long stories
@@ -103,8 +123,9 @@ def engine_backend(data_dir: Path, **settings: object) -> HfLocalBackend:
 def run_with_rival(backend: HfLocalBackend, target: GenerationRequest, rival: GenerationRequest) -> Generation:
     """Run ``target`` while ``rival`` competes for the batch; cancel the rival once the target is done."""
     async def main() -> Generation:
+        running = started(target)
         first = asyncio.create_task(backend.complete(target))
-        await asyncio.sleep(0)  # the target is submitted first
+        await running.wait()  # the target runs first
         other = asyncio.create_task(backend.complete(rival))
         result = await first
         other.cancel()
@@ -147,8 +168,10 @@ def test_round_robin_lets_a_short_request_through_while_a_long_one_holds_the_onl
         engine = engine_backend(data_dir, max_batch=1, policy=policy, quantum_tokens=4)
         try:
             async def main() -> bool:
-                long = asyncio.create_task(engine.complete(ask(STORY, 48)))
-                await asyncio.sleep(0)
+                long_request = ask(STORY, 48)
+                running = started(long_request)
+                long = asyncio.create_task(engine.complete(long_request))
+                await running.wait()
                 short = await engine.complete(ask("What is the capital of France?"))
                 assert "Paris" in short.text
                 first = not long.done()
@@ -166,8 +189,10 @@ def test_a_higher_priority_request_preempts_a_lower_one(data_dir: Path) -> None:
     engine = engine_backend(data_dir, max_batch=1, policy="priority", quantum_tokens=2, aging=0)
     try:
         async def main() -> bool:
-            low = asyncio.create_task(engine.complete(ask(STORY, 48)))
-            await asyncio.sleep(0.3)  # low is running
+            low_request = ask(STORY, 48)
+            running = started(low_request)
+            low = asyncio.create_task(engine.complete(low_request))
+            await running.wait()
             urgent = ask("What is the capital of France?")
             urgent.priority = 10
             answer = await engine.complete(urgent)
@@ -219,3 +244,32 @@ def test_a_streamed_reply_never_shows_a_stop_string(backend: HfLocalBackend) -> 
         return [piece async for piece in backend.stream(request)]
 
     assert "".join(asyncio.run(main())) == full[: full.index(" is ")]
+
+
+def test_when_kv_memory_is_short_the_engine_preempts_instead_of_failing(backend: HfLocalBackend,
+                                                                        data_dir: Path) -> None:
+    """A budget that holds one 128-position row but not two: two 80-token stories start together, then the
+    longer one is swapped out to the context store until the other is done, and both equal their runs alone."""
+    alone = [backend.generate(ask(q, 80)).text for q in (STORY, RIVAL)]
+    tight = engine_backend(data_dir, kv_budget_mb=7)  # one row of 128 positions is 5.6 MB; two are 11.2 MB
+    try:
+        results = asyncio.run(together(tight, [ask(STORY, 80), ask(RIVAL, 80)]))
+        assert [g.text for g in results] == alone
+        assert tight.engine.preemptions >= 1 and tight.engine.stats()["kv_cache_mb"] <= 7
+    finally:
+        tight.close()
+
+
+def test_a_prompt_too_big_for_the_kv_budget_is_refused_and_a_lone_overflow_ends_with_length(
+    data_dir: Path,
+) -> None:
+    from aios.errors import CapacityExceeded
+
+    tight = engine_backend(data_dir, kv_budget_mb=3)  # 64 positions (2.8 MB)
+    try:
+        with pytest.raises(CapacityExceeded, match="raise llms.models\\[\\].kv_budget_mb"):
+            tight.generate(ask("word " * 200))
+        overflow = tight.generate(ask(STORY, 200))
+        assert overflow.finish_reason == "length" and 0 < overflow.completion_tokens < 64
+    finally:
+        tight.close()

@@ -104,7 +104,14 @@ def test_status_routes_have_the_aios_shapes(kernel: KernelProcess) -> None:
     listed = kernel.client.get("/core/llms/list").json()
     assert listed == {"status": "success", "llms": [
         {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "backend": "huggingface", "max_batch": 16,
-         "prefix_cache_mb": 256}]}
+         "prefix_cache_mb": 256, "kv_budget_mb": 4096}]}
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
 
 
 BAD_QUERIES = [
@@ -138,6 +145,12 @@ BAD_QUERIES = [
                                                                  "backend": "openai"}]}), 404, "configured:"),
     ("llm-entry-bad-temperature", llm({"messages": CAPITAL, "llms": [{"name": "HuggingFaceTB/SmolLM2-135M-Instruct",
                                                                        "temperature": -3}]}), 400, "temperature"),
+    ("llm-entry-temperature-string", llm({"messages": CAPITAL, "llms": [
+        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "temperature": "hot"}]}), 400, "finite number"),
+    ("llm-entry-temperature-too-high", llm({"messages": CAPITAL, "llms": [
+        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "temperature": 99}]}), 400, "out-of-range"),
+    ("deeply-nested-response-format", llm({"messages": CAPITAL, "response_format": _nested(400)}), 422,
+     "response_format"),
     ("memory-not-built", {"agent_name": "a", "query_type": "memory", "query_data": {"operation_type": "add_memory"}},
      501, "memory manager"),
     ("storage-not-built", {"agent_name": "a", "query_type": "storage", "query_data": {}}, 501, "storage manager"),
@@ -163,8 +176,10 @@ def test_bad_queries_get_a_clear_error_and_the_kernel_keeps_serving(
 
 
 @pytest.mark.parametrize(
-    "raw", [b"", b"not json", b'{"agent_name": "a", "query_type": "llm", "query_data": {', b"[1, 2]"],
-    ids=["empty", "not-json", "truncated", "json-array"],
+    "raw", [b"", b"not json", b'{"agent_name": "a", "query_type": "llm", "query_data": {', b"[1, 2]",
+            b'{"agent_name": "a", "query_type": "llm", "query_data": {"messages": [{"role": "user", '
+            b'"content": "hi"}], "temperature": NaN}}'],
+    ids=["empty", "not-json", "truncated", "json-array", "nan-temperature"],
 )
 def test_a_body_that_is_not_a_json_object_gets_422(kernel: KernelProcess, raw: bytes) -> None:
     reply = kernel.client.post("/query", content=raw, headers={"content-type": "application/json"})
@@ -208,6 +223,7 @@ def test_a_client_that_hangs_up_cancels_its_syscall(kernel: KernelProcess) -> No
     _wait_until(lambda: kernel.client.get("/status").json()["queues"]["llm"]["running"] == 0)
     reply = kernel.query(llm({"messages": CAPITAL, "temperature": 0, "max_new_tokens": 24}))
     assert "Paris" in reply.json()["response"]["response_message"]
+    assert "Exception in ASGI application" not in kernel.log.read_text()  # a hang-up is not an error
 
 
 def _wait_until(condition: Any, attempts: int = 200) -> None:

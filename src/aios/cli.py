@@ -40,6 +40,8 @@ def _kernel(config):  # noqa: ANN001, ANN202
         return Kernel.from_config(config)
     except (ModelNotFound, KernelError) as exc:
         raise _fail(str(exc), code=1) from None
+    except OSError as exc:  # e.g. a data dir that cannot be written
+        raise _fail(f"cannot start the kernel: {exc}", code=1) from None
 
 
 @app.command()

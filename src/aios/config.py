@@ -13,15 +13,67 @@ a typo never silently falls back to a default.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from aios.errors import ConfigError
 
 EMBEDDED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+_DEVICE = re.compile(r"cpu|cuda|auto|cuda:[0-9]+")
+_GPU_INDEX = re.compile(r"[0-9]+")
+# The sizes accelerate's ``max_memory`` understands: "24GB", "512MiB", "80GiB", "1.5GB".
+_SIZE = re.compile(r"[0-9]+(\.[0-9]+)?\s*[KMG]i?B", re.IGNORECASE)
+
+
+def _uncoerced(kind: str) -> WrapValidator:
+    """YAML already types numbers, but pydantic's lax mode would still read ``true`` as 1, ``"8"`` as 8 and
+    ``2.0`` as 2: in a config file each is a mistake to report, not to guess at.
+
+    A string that is no number at all is left to pydantic, so its message ("unable to parse string as an
+    integer") stays the one the docs show.
+    """
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if isinstance(value, bool):
+            raise PydanticCustomError("strict_type", "Input should be {kind}, not a boolean", {"kind": kind})
+        if isinstance(value, str) and _is_number(value):
+            raise PydanticCustomError("strict_type", "Input should be {kind}, not the quoted string {value}",
+                                      {"kind": kind, "value": repr(value)})
+        result = handler(value)
+        if isinstance(value, float) and isinstance(result, int):
+            raise PydanticCustomError("strict_type", "Input should be {kind}, not {value}",
+                                      {"kind": kind, "value": repr(value)})
+        return result
+
+    return WrapValidator(check)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+_Int = Annotated[int, _uncoerced("a valid integer")]
+_Float = Annotated[float, _uncoerced("a valid number"), Field(allow_inf_nan=False)]
 
 
 class _Section(BaseModel):
@@ -33,20 +85,43 @@ class ModelConfig(_Section):
 
     name: str = Field(min_length=1, description="HF model id, local directory, or .gguf path")
     backend: Literal["huggingface"] = "huggingface"
-    max_gpu_memory: dict[int | str, str] | None = Field(
+    max_gpu_memory: dict[int, str] | None = Field(
         default=None, description='per-GPU limit, e.g. {0: "24GB"}; used only when CUDA is present'
     )
     eval_device: str | None = Field(default=None, description='"cpu", "cuda", "cuda:1"; default: automatic')
     hostname: str | None = None
-    max_batch: int = Field(default=16, ge=1, le=256, description="sequences decoded together in one step")
-    prefix_cache_mb: int = Field(default=256, ge=0, description="KV of recent prompts kept for reuse; 0 = off")
+    max_batch: _Int = Field(default=16, ge=1, le=256, description="sequences decoded together in one step")
+    prefix_cache_mb: _Int = Field(default=256, ge=0, description="KV of recent prompts kept for reuse; 0 = off")
+    kv_budget_mb: _Int = Field(default=4096, ge=1, description="most memory the batch's KV cache may take")
 
     @field_validator("eval_device")
     @classmethod
     def _known_device(cls, value: str | None) -> str | None:
-        if value is not None and not (value in ("cpu", "cuda", "auto") or value.startswith("cuda:")):
+        if value is not None and not _DEVICE.fullmatch(value):
             raise ValueError(f"must be 'cpu', 'cuda', 'cuda:N' or 'auto', not {value!r}")
         return value
+
+    @field_validator("max_gpu_memory", mode="before")
+    @classmethod
+    def _gpu_limits(cls, value: Any) -> Any:
+        # Checked before pydantic's own parsing, which would turn a key `true` into GPU 1.
+        if not isinstance(value, dict):
+            return value
+        return {_gpu_index(key): _memory_size(size) for key, size in value.items()}
+
+
+def _gpu_index(key: Any) -> int:
+    if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
+        return key
+    if isinstance(key, str) and _GPU_INDEX.fullmatch(key):
+        return int(key)
+    raise ValueError(f"keys must be GPU indices such as 0 or 1, not {key!r}")
+
+
+def _memory_size(size: Any) -> str:
+    if isinstance(size, str) and _SIZE.fullmatch(size.strip()):
+        return size.strip()
+    raise ValueError(f'limits must be sizes such as "24GB", "512MiB" or "80GiB", not {size!r}')
 
 
 class RouterConfig(_Section):
@@ -57,7 +132,7 @@ class RouterConfig(_Section):
 class LLMsConfig(_Section):
     models: list[ModelConfig] = Field(default_factory=lambda: [ModelConfig(name=EMBEDDED_MODEL)], min_length=1)
     router: RouterConfig = RouterConfig()
-    use_context_manager: bool = False
+    use_context_manager: StrictBool = False
     log_mode: str = "console"
 
     @field_validator("models")
@@ -73,15 +148,15 @@ class LLMsConfig(_Section):
 
 class SchedulerConfig(_Section):
     policy: Literal["fifo", "rr", "priority"] = "fifo"
-    quantum_tokens: int = Field(default=32, ge=1, description="decode tokens per time slice (rr, priority)")
-    aging: float = Field(default=1.0, ge=0, description="priority gained per second of waiting (priority)")
-    snapshot_ram_mb: int = Field(default=1024, ge=0, description="suspended generations kept in RAM; rest on disk")
+    quantum_tokens: _Int = Field(default=32, ge=1, description="decode tokens per time slice (rr, priority)")
+    aging: _Float = Field(default=1.0, ge=0, description="priority gained per second of waiting (priority)")
+    snapshot_ram_mb: _Int = Field(default=1024, ge=0, description="suspended generations kept in RAM; rest on disk")
     log_mode: str = "console"
 
 
 class ServerConfig(_Section):
     host: str = Field(default="127.0.0.1", min_length=1)
-    port: int = Field(default=8000, ge=0, le=65535, description="0 picks a free port")
+    port: _Int = Field(default=8000, ge=0, le=65535, description="0 picks a free port")
 
 
 class Config(_Section):
@@ -101,6 +176,14 @@ class Config(_Section):
         if self.llms.use_context_manager and "policy" not in self.scheduler.model_fields_set:
             object.__setattr__(self, "scheduler", self.scheduler.model_copy(update={"policy": "rr"}))
         return self
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir_given(cls, value: Any) -> Any:
+        # Path("") is the current directory: an empty value is a mistake, not a request for ".".
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
 
 
 def default_data_dir() -> Path:
@@ -132,6 +215,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
     try:

@@ -21,6 +21,12 @@ class NotFound(KernelError):
     status_code = 404
 
 
+class CapacityExceeded(KernelError):
+    """A generation needs more KV-cache memory than the model's budget allows, even running alone."""
+
+    status_code = 413
+
+
 class NotAvailable(KernelError):
     """A capability that is not configured or not built yet; the message says what is missing."""
 

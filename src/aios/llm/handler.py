@@ -113,20 +113,27 @@ def _sampling(query: LLMQuery, entry: dict[str, Any]) -> SamplingParams:
     """Explicit query fields win over the ``llms`` entry's (AIOS puts temperature/max_tokens there)."""
     defaults = SamplingParams()
 
-    def pick(value: Any, *keys: str, default: Any) -> Any:
+    def pick(value: Any, *keys: str, default: Any, kind: type) -> Any:
         if value is not None:
             return value
-        return next((entry[k] for k in keys if entry.get(k) is not None), default)
+        key = next((k for k in keys if entry.get(k) is not None), None)
+        if key is None:
+            return default
+        raw = entry[key]
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw != raw or raw in (float("inf"), float("-inf")):
+            raise BadRequest(f"llms entry {entry.get('name')!r}: {key} must be a finite number, got {raw!r}")
+        return kind(raw)
 
     sampling = SamplingParams(
-        temperature=float(pick(query.temperature, "temperature", default=defaults.temperature)),
-        top_p=float(pick(query.top_p, "top_p", default=defaults.top_p)),
-        max_new_tokens=int(pick(query.max_new_tokens, "max_new_tokens", "max_tokens", default=defaults.max_new_tokens)),
+        temperature=pick(query.temperature, "temperature", default=defaults.temperature, kind=float),
+        top_p=pick(query.top_p, "top_p", default=defaults.top_p, kind=float),
+        max_new_tokens=pick(query.max_new_tokens, "max_new_tokens", "max_tokens", default=defaults.max_new_tokens,
+                            kind=int),
         stop=list(query.stop),
     )
-    if sampling.temperature < 0 or not 0 < sampling.top_p <= 1 or sampling.max_new_tokens < 1:
+    if not 0 <= sampling.temperature <= 2 or not 0 < sampling.top_p <= 1 or not 1 <= sampling.max_new_tokens <= 32768:
         raise BadRequest(
-            "llms entry has an out-of-range sampling value: temperature must be >= 0, top_p in (0, 1], "
-            f"max_tokens >= 1 (got {sampling.temperature}, {sampling.top_p}, {sampling.max_new_tokens})"
+            "llms entry has an out-of-range sampling value: temperature must be in [0, 2], top_p in (0, 1], "
+            f"max_tokens in [1, 32768] (got {sampling.temperature}, {sampling.top_p}, {sampling.max_new_tokens})"
         )
     return sampling

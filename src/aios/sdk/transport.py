@@ -37,23 +37,56 @@ def send_query(
     base_url: str | None = None,
     timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
 ) -> dict[str, Any]:
-    """POST one syscall and return the reply envelope; raise :class:`AIOSError` on any HTTP error."""
+    """POST one syscall and return the reply envelope; raise :class:`AIOSError` on any failure, so that an
+    agent needs one ``except`` whatever went wrong (bad URL, no kernel, or a reply that is no kernel's)."""
     url = kernel_url(base_url)
     body = {"agent_name": agent_name, "query_type": query_type, "query_data": query_data}
     try:
         reply = httpx.post(f"{url}/query", json=body, timeout=timeout)
+    except httpx.InvalidURL as exc:
+        raise AIOSError(0, f"invalid kernel URL {url!r}: {exc}") from None
     except httpx.TransportError as exc:
         raise AIOSError(0, f"cannot reach the kernel at {url} ({exc}); is `aios serve` running?") from None
+    except httpx.HTTPError as exc:
+        raise AIOSError(0, f"HTTP exchange with the kernel at {url} failed: {exc}") from None
+    except (TypeError, ValueError) as exc:  # httpx encodes the body as JSON: an object() or a NaN lands here
+        raise AIOSError(0, f"cannot send the {query_type} syscall: its data is not JSON-serialisable ({exc})") from None
     if reply.status_code != 200:
         raise AIOSError(reply.status_code, _detail(reply))
-    return reply.json()
+    try:
+        envelope = reply.json()
+    except ValueError:
+        raise not_an_envelope(reply.text, f"the reply from {url} is not a kernel envelope (not JSON)") from None
+    if not isinstance(envelope, dict):
+        raise not_an_envelope(envelope)
+    return envelope
+
+
+def not_an_envelope(payload: Any, why: str = "the reply is not a kernel envelope") -> AIOSError:
+    """The error for a reply that is not what a kernel sends (another server on the port, a proxy's page)."""
+    return AIOSError(0, f"{why}: {_excerpt(payload)}")
+
+
+def _excerpt(payload: Any, limit: int = 200) -> str:
+    text = repr(payload)  # repr keeps a multi-line page on one line and shows what kind of value it was
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _detail(reply: httpx.Response) -> str:
     try:
-        detail = reply.json().get("detail", reply.text)
+        body = reply.json()
     except ValueError:
         return reply.text or reply.reason_phrase
+    detail = body.get("detail", reply.text) if isinstance(body, dict) else body
     if isinstance(detail, list):  # validation errors: say which field and why
-        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail)
+        return "; ".join(_problem(d) for d in detail) or reply.reason_phrase
     return str(detail)
+
+
+def _problem(item: Any) -> str:
+    """One FastAPI validation error ``{"loc": [...], "msg": ...}``, or whatever else the list holds."""
+    if not isinstance(item, dict):
+        return str(item)
+    loc = item.get("loc")
+    path = ".".join(str(p) for p in loc) if isinstance(loc, (list, tuple)) else str(loc or "")
+    return f"{path}: {item.get('msg')}" if path else str(item.get("msg"))

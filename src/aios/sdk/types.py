@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from aios.sdk.transport import not_an_envelope
+
 
 @dataclass(frozen=True)
 class ToolCall:
@@ -50,7 +52,15 @@ class LLMResponse:
         return json.loads(self.response_message)
 
     @classmethod
-    def from_envelope(cls, envelope: dict[str, Any]) -> "LLMResponse":
+    def from_envelope(cls, envelope: Any) -> "LLMResponse":
+        """Parse a kernel reply; anything else raises :class:`AIOSError` (status 0), never a KeyError."""
+        try:
+            return cls._parse(envelope)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise not_an_envelope(envelope) from None
+
+    @classmethod
+    def _parse(cls, envelope: dict[str, Any]) -> "LLMResponse":
         response = envelope["response"]
         calls = response.get("tool_calls")
         return cls(

@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, Callable
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from aios import __version__
@@ -40,8 +40,14 @@ def create_app(kernel: Kernel) -> FastAPI:
     async def kernel_error(request: Request, exc: KernelError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)})
 
-    @app.post("/query")
-    async def query(body: QueryRequest, request: Request) -> dict[str, Any]:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Where and why, without echoing the input back: it may not even be valid JSON to send (NaN).
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.post("/query", response_model=None)
+    async def query(body: QueryRequest, request: Request) -> dict[str, Any] | Response:
         """Run one syscall for an agent and reply with the AIOS envelope (HTTP 200 whenever it ran)."""
         kind = SyscallKind(body.query_type)
         payload, priority = body.query_data, 0
@@ -49,6 +55,8 @@ def create_app(kernel: Kernel) -> FastAPI:
             llm_data = _llm_data(body.query_data)
             payload, priority = llm_data.to_query(), llm_data.priority
         syscall = await _until_done_or_disconnected(kernel.call(kind, body.agent_name, payload, priority), request)
+        if syscall is None:  # the client hung up; its syscall was cancelled and nobody reads this reply
+            return Response(status_code=499)
         return envelope(syscall)
 
     @app.get("/status")
@@ -89,17 +97,20 @@ def _llm_data(query_data: dict[str, Any]) -> LLMQueryData:
 
 
 async def _until_done_or_disconnected(call: Any, request: Request) -> Any:
-    """Await the syscall; if the client hangs up first, cancel it so it frees its place at once."""
+    """Await the syscall; if the client hangs up first, cancel it so it frees its place at once (None)."""
     call_task = asyncio.ensure_future(call)
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait([call_task, gone], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the request itself is cancelled (server shutting down)
+        call_task.cancel()
+        raise
     finally:
         gone.cancel()
     if not call_task.done():
         call_task.cancel()
         await asyncio.gather(call_task, return_exceptions=True)
-        raise asyncio.CancelledError("client disconnected")
+        return None
     return call_task.result()
 
 

@@ -61,13 +61,13 @@ class LLMQueryData(BaseModel):
     @classmethod
     def _tools_are_functions(cls, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
         if tools:
-            tools_for_model(tools)  # raises ValueError naming the bad tool
+            _nested_ok(tools_for_model, tools)  # raises ValueError naming the bad tool
         return tools
 
     @field_validator("response_format")
     @classmethod
     def _known_response_format(cls, response_format: dict[str, Any] | None) -> dict[str, Any] | None:
-        merge_messages_with_response_format([], response_format)  # raises ValueError naming the problem
+        _nested_ok(merge_messages_with_response_format, [], response_format)  # ValueError naming the problem
         return response_format
 
     @field_validator("stop")
@@ -91,6 +91,13 @@ class LLMQueryData(BaseModel):
             max_new_tokens=self.max_new_tokens,
             stop=self.stop,  # type: ignore[arg-type]  # normalised to a list by the validator
         )
+
+
+def _nested_ok(check: Any, *args: Any) -> None:
+    try:
+        check(*args)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def envelope(syscall: Syscall) -> dict[str, Any]:

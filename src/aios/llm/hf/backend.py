@@ -64,7 +64,8 @@ class HfLocalBackend:
     async def complete(self, request: GenerationRequest) -> Generation:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Generation] = loop.create_future()
-        self._submit(request, on_loop(loop, lambda outcome: _settle(future, outcome)))
+        prompt_ids = await asyncio.to_thread(self.prompt_ids, request)  # templating must not stall the loop
+        self._submit(request, prompt_ids, on_loop(loop, lambda outcome: _settle(future, outcome)))
         try:
             return await future
         except asyncio.CancelledError:
@@ -77,7 +78,8 @@ class HfLocalBackend:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | Generation | BaseException] = asyncio.Queue()
         request.on_text = on_loop(loop, pieces.put_nowait)
-        self._submit(request, on_loop(loop, pieces.put_nowait))
+        prompt_ids = await asyncio.to_thread(self.prompt_ids, request)
+        self._submit(request, prompt_ids, on_loop(loop, pieces.put_nowait))
         try:
             while not isinstance(piece := await pieces.get(), (Generation, BaseException)):
                 yield piece
@@ -91,14 +93,16 @@ class HfLocalBackend:
         """Generate a reply to ``request.messages`` (blocking; safe to call from any thread)."""
         done = threading.Event()
         outcome: list[Generation | BaseException] = []
-        self._submit(request, lambda result: (outcome.append(result), done.set()))
+        self._submit(request, self.prompt_ids(request), lambda result: (outcome.append(result), done.set()))
         done.wait()
         if isinstance(outcome[0], BaseException):
             raise outcome[0]
         return outcome[0]
 
-    def _submit(self, request: GenerationRequest, on_done: Any) -> None:
-        prompt_ids = self.render(request.messages, request.tools, request.reply_prefix)["input_ids"][0].tolist()
+    def prompt_ids(self, request: GenerationRequest) -> list[int]:
+        return self.render(request.messages, request.tools, request.reply_prefix)["input_ids"][0].tolist()
+
+    def _submit(self, request: GenerationRequest, prompt_ids: list[int], on_done: Any) -> None:
         room = self.max_positions - len(prompt_ids)
         if room < 1:
             raise BadRequest(f"the prompt is {len(prompt_ids)} tokens; {self.name} takes at most {self.max_positions}")

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from aios.context import ContextStore
+from aios.errors import CapacityExceeded
 from aios.llm.hf.kv import SlotKV
 from aios.llm.hf.prefix import PrefixCache
 from aios.llm.hf.sequence import Sequence
@@ -38,6 +39,7 @@ class EngineSettings:
     aging: float = 1.0  # priority points gained per second of waiting
     snapshot_ram_mb: int = 1024  # suspended generations' KV kept in RAM; the rest spills to disk
     prefix_cache_mb: int = 256  # 0 turns prefix reuse off
+    kv_budget_mb: int = 4096  # the batch's KV cache never grows past this; sequences are preempted instead
 
 
 class Engine:
@@ -67,8 +69,11 @@ class Engine:
 
     def submit(self, sequence: Sequence) -> None:
         with self._wake:
-            self._inbox.append(sequence)
-            self._wake.notify()
+            if not self._stopped:
+                self._inbox.append(sequence)
+                self._wake.notify()
+                return
+        sequence.report(RuntimeError("the model was shut down"))
 
     def poke(self) -> None:
         """Wake the loop (a sequence was cancelled), so it lets go of it now rather than at the next step."""
@@ -96,18 +101,68 @@ class Engine:
             try:
                 with torch.inference_mode():
                     self.step()
-            except Exception as exc:  # a failed forward pass fails the sequences in it, not the engine
+            except Exception as exc:  # a failed step fails the sequences in the batch, not the engine
                 log.exception("engine step failed")
-                self._fail_all(exc)
-        self._fail_all(RuntimeError("the model was shut down"))
+                self._fail(list(self.running), exc)
+        pending = [*self.running, *self.policy, *self._inbox]
+        self._inbox.clear()
+        self._fail(pending, RuntimeError("the model was shut down"))
 
     def step(self) -> None:
         self._drop_cancelled()
         self._preempt()
-        while len(self.policy) and len(self.running) < self.max_batch:
-            self._admit(self.policy.pop())
+        self._admit_waiting()
+        self._fit_memory()
         if self.running:
             self._decode()
+
+    def _admit_waiting(self) -> None:
+        """Admit waiting sequences, in policy order, while the batch has a free row and the memory for it."""
+        while len(self.policy) and len(self.running) < self.max_batch:
+            candidate = self.policy.peek()
+            need = max(self._longest(), candidate.length) + 2  # its cached tokens, the next input, one to grow
+            if not self._room(len(self.running) + 1, need):
+                if self.running:
+                    return  # it waits until running sequences finish and free memory
+                self.policy.pop()
+                self._refuse(candidate, need)
+                continue
+            self._admit(self.policy.pop())
+
+    def _reserve(self, rows: int, positions: int) -> None:
+        self.kv.reserve(rows, positions, budget=self.settings.kv_budget_mb * MB)
+
+    def _fit_memory(self) -> None:
+        """Before the KV cache would grow past the budget, preempt the longest sequences (their KV moves to the
+        context store) rather than fail."""
+        while self.running and not self._room(len(self.running), self._longest() + 2):
+            longest = max(self.running, key=lambda s: s.length)
+            if len(self.running) == 1:  # alone and out of room: like reaching the model's context length
+                self._finish(longest, "length")
+                return
+            self.suspend(longest)
+
+    def _room(self, rows: int, positions: int) -> bool:
+        return self.kv.bytes_for(rows, positions) <= self.settings.kv_budget_mb * MB
+
+    def _longest(self) -> int:
+        return max((s.length for s in self.running), default=0)
+
+    def _refuse(self, sequence: Sequence, positions: int) -> None:
+        """A sequence that cannot fit even alone: one that has generated ends with ``length`` (nothing it made is
+        lost); a prompt that is too big is refused."""
+        if sequence.snapshot is not None:
+            self.contexts.discard(sequence.snapshot)
+            sequence.snapshot = None
+        if sequence.output_ids:
+            text = self._text(sequence)
+            sequence.stream(text, final=True)
+            sequence.finish(text, "length")
+            return
+        sequence.report(CapacityExceeded(
+            f"this prompt needs {positions} tokens of KV cache "
+            f"({self.kv.bytes_for(1, positions) / MB:.0f} MB), more than the model's budget of "
+            f"{self.settings.kv_budget_mb} MB; raise llms.models[].kv_budget_mb or send a shorter prompt"))
 
     def _preempt(self) -> None:
         """Swap out running sequences that the policy says should yield to waiting ones."""
@@ -137,13 +192,14 @@ class Engine:
             sequence.admitted_at = time.perf_counter()
         sequence.running(True)
         if sequence.snapshot is not None:  # resume: its KV comes back as it was, nothing is recomputed
+            self._reserve(len(self.running), max(self._longest(), sequence.length) + 1)
             self.kv.write_row(sequence.row, self.contexts.restore(sequence.snapshot), sequence.length)
             sequence.snapshot = None
             return
         self._prefill(sequence)
 
     def _prefill(self, sequence: Sequence) -> None:
-        self.kv.reserve(len(sequence.prompt_ids))
+        self._reserve(len(self.running), max(self._longest(), len(sequence.prompt_ids)) + 1)
         start, reused = self.prefixes.lookup(sequence.prompt_ids) if self.prefixes else (0, None)
         if reused is not None:
             self.kv.write_row(sequence.row, reused, start)
@@ -163,7 +219,7 @@ class Engine:
         device = self.model.device
         ids = torch.tensor([[s.output_ids[-1]] for s in sequences], device=device)
         lengths = torch.tensor([s.length for s in sequences], device=device)
-        self.kv.reserve(max(s.length for s in sequences) + 1)  # grows (doubling) only as far as sequences get
+        self._reserve(len(sequences), self._longest() + 1)  # grows (doubling) only as far as sequences get
         view = self.kv.decode_view(lengths)
         mask = (torch.arange(view.span, device=device).unsqueeze(0) <= lengths.unsqueeze(1))
         logits = self._forward(ids, lengths.unsqueeze(1), mask.view(len(sequences), 1, 1, -1), view)
@@ -193,6 +249,10 @@ class Engine:
             if sequence.request.on_text is not None:
                 sequence.stream(self._text(sequence), final=False)
             return
+        self._finish(sequence, reason)
+
+    def _finish(self, sequence: Sequence, reason: str) -> None:
+        """Hand a running sequence its reply, keep its KV for prefix reuse, and free its row."""
         text = self._text(sequence)
         stop_at = _first_stop(text, sequence.sampling.stop, len(sequence.request.reply_prefix))
         text = text[:stop_at] if stop_at is not None else text
@@ -214,7 +274,9 @@ class Engine:
         if token in self.eos_ids:
             return "stop"
         if sequence.sampling.stop:
-            text = self.tokenizer.decode(sequence.output_ids, skip_special_tokens=True)
+            # A stop string can only end in the newest token: look at the last few tokens, not the whole reply.
+            window = max(len(stop) for stop in sequence.sampling.stop) + 2
+            text = self.tokenizer.decode(sequence.output_ids[-window:], skip_special_tokens=True)
             if _first_stop(text, sequence.sampling.stop, 0) is not None:
                 return "stop"
         if len(sequence.output_ids) >= sequence.sampling.max_new_tokens:
@@ -241,15 +303,16 @@ class Engine:
         self.running.pop()
         sequence.row = -1
 
-    def _fail_all(self, error: BaseException) -> None:
-        with self._wake:
-            pending, self._inbox = self._inbox, []
-        for sequence in [*self.running, *pending, *self.policy]:
+    def _fail(self, sequences: list[Sequence], error: BaseException) -> None:
+        for sequence in sequences:
+            if sequence.row >= 0:
+                self._release(sequence)
+            elif sequence in self.policy:
+                self.policy.remove(sequence)
             if sequence.snapshot is not None:
                 self.contexts.discard(sequence.snapshot)
+                sequence.snapshot = None
             sequence.report(error)
-        self.running.clear()
-        self.policy = make_policy(self.settings.policy, self.settings.quantum_tokens, self.settings.aging)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -261,6 +324,7 @@ class Engine:
             "snapshots_spilled": self.contexts.spilled,
             "prefix_entries": len(self.prefixes) if self.prefixes else 0,
             "prefix_hits": self.prefixes.hits if self.prefixes else 0,
+            "kv_cache_mb": round(self.kv.nbytes / MB, 1),
         }
 
 

@@ -2,7 +2,9 @@
 
 Row ``i`` of every layer holds the keys and values of running sequence ``i`` at positions ``0..length-1``.
 Rows are kept dense (``0..n-1``), so a step attends over plain slices of the buffers and nothing is gathered;
-when a sequence leaves, the last row moves into its place. Capacity (positions per row) grows by doubling.
+when a sequence leaves, the last row moves into its place. Rows and positions grow by doubling, only as far as
+the sequences need; ``bytes_for`` says what a size would cost, so the engine can keep within its memory budget,
+and the buffers are cut down again when they are over it.
 """
 
 from __future__ import annotations
@@ -11,38 +13,65 @@ from typing import Any
 
 import torch
 
+from aios.context import KV
+
 
 class SlotKV:
-    def __init__(self, layers: int, rows: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
-                 device: torch.device, capacity: int = 256) -> None:
-        shape = (rows, kv_heads, capacity, head_dim)
+    def __init__(self, layers: int, max_rows: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device, rows: int = 1, capacity: int = 64) -> None:
+        self.max_rows = max_rows
+        shape = (min(rows, max_rows), kv_heads, capacity, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.bytes_per_position = 2 * layers * kv_heads * head_dim * self.keys[0].element_size()
+
+    @property
+    def rows(self) -> int:
+        return self.keys[0].shape[0]
 
     @property
     def capacity(self) -> int:
         return self.keys[0].shape[2]
 
-    def reserve(self, positions: int) -> None:
-        """Make every row able to hold ``positions`` tokens (copies the buffers when they grow)."""
-        if positions <= self.capacity:
+    @property
+    def nbytes(self) -> int:
+        return self.rows * self.capacity * self.bytes_per_position
+
+    def bytes_for(self, rows: int, positions: int) -> int:
+        """What buffers sized for ``rows`` rows of ``positions`` tokens take (sizes round up to powers of two)."""
+        new_rows, new_capacity = self._shape(rows, positions)
+        return new_rows * new_capacity * self.bytes_per_position
+
+    def reserve(self, rows: int, positions: int, budget: int | None = None) -> None:
+        """Make room for ``rows`` rows of ``positions`` tokens. Buffers grow by doubling; when they are larger
+        than ``budget`` they are cut down to what is asked for (rows ``0..rows-1`` keep their contents)."""
+        need_rows, need_capacity = self._shape(rows, positions)
+        fits = need_rows <= self.rows and need_capacity <= self.capacity
+        if fits and (budget is None or self.nbytes <= budget):
             return
-        capacity = self.capacity
-        while capacity < positions:
-            capacity *= 2
+        new_rows, new_capacity = (need_rows, need_capacity) if budget is not None else (
+            max(need_rows, self.rows), max(need_capacity, self.capacity))
+        keep_rows, keep_positions = min(self.rows, new_rows), min(self.capacity, new_capacity)
         for buffers in (self.keys, self.values):
             for i, old in enumerate(buffers):
-                new = old.new_zeros((old.shape[0], old.shape[1], capacity, old.shape[3]))
-                new[:, :, : old.shape[2]] = old
+                new = old.new_zeros((new_rows, old.shape[1], new_capacity, old.shape[3]))
+                new[:keep_rows, :, :keep_positions] = old[:keep_rows, :, :keep_positions]
                 buffers[i] = new
 
-    def read_row(self, row: int, length: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def _shape(self, rows: int, positions: int) -> tuple[int, int]:
+        new_rows, new_capacity = 1, 64
+        while new_rows < min(rows, self.max_rows):
+            new_rows = min(new_rows * 2, self.max_rows)
+        while new_capacity < positions:
+            new_capacity *= 2
+        return new_rows, new_capacity
+
+    def read_row(self, row: int, length: int) -> KV:
         """A copy of the first ``length`` positions of a row, per layer ``[kv_heads, length, head_dim]``."""
         return ([k[row, :, :length].clone() for k in self.keys], [v[row, :, :length].clone() for v in self.values])
 
-    def write_row(self, row: int, kv: tuple[list[torch.Tensor], list[torch.Tensor]], length: int) -> None:
-        """Put the first ``length`` positions of ``kv`` (as from ``read_row``) into a row."""
-        self.reserve(length)
+    def write_row(self, row: int, kv: KV, length: int) -> None:
+        """Put the first ``length`` positions of ``kv`` (as from ``read_row``) into a row that has room."""
         for buffers, source in zip((self.keys, self.values), kv):
             for buffer, tensor in zip(buffers, source):
                 buffer[row, :, :length].copy_(tensor[:, :length])

@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -76,7 +77,12 @@ def load_model(source: ModelSource, data_dir: Path, **model_kwargs: Any) -> tupl
 
     location, local_only = source.location, source.local_files_only
     if source.gguf is not None:
-        location = str(converted_gguf(source.gguf, data_dir))
+        try:
+            location = str(converted_gguf(source.gguf, data_dir))
+        except ImportError as exc:  # transformers needs the gguf package to read GGUF files
+            raise ModelNotFound(f"cannot read {source.gguf}: {exc}") from None
+        except OSError as exc:
+            raise ModelNotFound(f"cannot convert {source.gguf} into {data_dir / 'models'}: {exc}") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(location, local_files_only=local_only, **model_kwargs)
@@ -98,8 +104,10 @@ def converted_gguf(gguf: Path, data_dir: Path) -> Path:
         _convert(gguf, scratch)
         try:
             os.rename(scratch, target)
-        except OSError:  # another process finished the same conversion first; theirs is as good
-            pass
+        except OSError:
+            if not (target / "model.safetensors").is_file():
+                raise
+            # another process finished the same conversion first; theirs is as good
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
@@ -136,13 +144,17 @@ def _embedded_gguf() -> Path | None:
 
 def _looks_like_hub_id(name: str) -> bool:
     parts = name.split("/")
-    return len(parts) <= 2 and all(parts) and not name.startswith((".", "~")) and not name.endswith(".gguf")
+    return (len(parts) <= 2 and all(re.fullmatch(r"[\w.-]+", p) for p in parts) and "--" not in name
+            and ".." not in name and not name.startswith((".", "~", "-")) and not name.endswith(".gguf"))
 
 
 def _in_hub_cache(name: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # HFValidationError: not a valid hub id at all
+        return False
 
 
 def _hub_offline() -> bool:
