@@ -1,5 +1,6 @@
 """Where a decode step's time goes: the engine's batched forward pass at several batch sizes, with the share
-spent in matrix products and their achieved GFLOP/s. Prints a table (markdown).
+spent in matrix products and their achieved GFLOP/s. Prints a markdown table and writes it to
+benchmarks/profile.md.
 
     .venv/bin/python benchmarks/profile_step.py [--batches 1 8 32] [--context 128]
 """
@@ -7,7 +8,10 @@ spent in matrix products and their achieved GFLOP/s. Prints a table (markdown).
 from __future__ import annotations
 
 import argparse
+import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -34,9 +38,15 @@ def main() -> None:
     model, _ = load_model(find_model(EMBEDDED_MODEL), load_config().data_dir, dtype=torch.float32, device_map="cpu")
     c = model.config
     flops_per_token = 2 * sum(p.numel() for n, p in model.named_parameters() if "embed" not in n or c.tie_word_embeddings)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; context {args.context} tokens\n")
-    print("| batch | ms / step | tokens / s | matmul share | matmul GFLOP/s |")
-    print("|---|---|---|---|---|")
+    lines = [
+        "# Decode-step profile",
+        "",
+        f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; embedded model, fp32, "
+        f"context {args.context} tokens; `{' '.join(['.venv/bin/python', 'benchmarks/profile_step.py', *sys.argv[1:]])}`",
+        "",
+        "| batch | ms / step | tokens / s | matmul share | matmul GFLOP/s |",
+        "|---|---|---|---|---|",
+    ]
     for batch in args.batches:
         kv = SlotKV(c.num_hidden_layers, batch, c.num_key_value_heads, c.hidden_size // c.num_attention_heads,
                     torch.float32, torch.device("cpu"))
@@ -53,7 +63,11 @@ def main() -> None:
         total = sum(e.self_cpu_time_total for e in prof.key_averages())
         mm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
         gflops = flops_per_token * batch / (mm / 1e6) / 1e9 if mm else float("nan")
-        print(f"| {batch} | {per_step * 1e3:.1f} | {batch / per_step:.1f} | {mm / total:.0%} | {gflops:.1f} |")
+        lines.append(f"| {batch} | {per_step * 1e3:.1f} | {batch / per_step:.1f} | {mm / total:.0%} | {gflops:.1f} |")
+        print(lines[-1], flush=True)
+    out = Path(__file__).with_name("profile.md")
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

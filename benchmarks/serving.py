@@ -39,6 +39,7 @@ FOLLOW_UPS = ["Tell me one more fact about it.", "Why does that matter?", "Summa
 
 @dataclass
 class Record:
+    turn: int
     ttft: float  # arrival → first token
     latency: float  # arrival → last token
     waiting: float  # arrival → start of work on it
@@ -56,9 +57,9 @@ class Result:
     def tokens_per_s(self) -> float:
         return sum(r.tokens for r in self.records) / self.wall
 
-    def pct(self, field: str, q: float) -> float:
-        values = sorted(getattr(r, field) for r in self.records)
-        return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    def pct(self, field: str, q: float, from_turn: int = 0) -> float:
+        values = sorted(getattr(r, field) for r in self.records if r.turn >= from_turn)
+        return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
 
 
 def first_question(agent: int) -> str:
@@ -97,7 +98,7 @@ def run_sequential(backend: HfLocalBackend, agents: int, turns: int, tokens: int
                                      pad_token_id=tok.eos_token_id)
             new = out[0, ids.shape[1]:]
             done = time.perf_counter()
-            records.append(Record(first.at - arrival, done - arrival, began - arrival, len(new)))
+            records.append(Record(turn, first.at - arrival, done - arrival, began - arrival, len(new)))
             histories[agent] = messages + [{"role": "assistant", "content": tok.decode(new, skip_special_tokens=True)}]
     return Result("(a) generate, one at a time", agents, time.perf_counter() - start, records)
 
@@ -118,7 +119,7 @@ def run_generate_batch(backend: HfLocalBackend, agents: int, turns: int, tokens:
                                            progress_bar=False, warmup=False)
         for agent, output in enumerate(outputs.values()):
             stamps = output.timestamps or [output.lifespan[1]]
-            records.append(Record(stamps[0] - output.created_time, stamps[-1] - output.created_time,
+            records.append(Record(turn, stamps[0] - output.created_time, stamps[-1] - output.created_time,
                                   max(0.0, output.lifespan[0] - output.created_time), len(output.generated_tokens)))
             reply = tok.decode(output.generated_tokens, skip_special_tokens=True)
             histories[agent] = messages[agent] + [{"role": "assistant", "content": reply}]
@@ -134,7 +135,7 @@ async def _agent(backend: HfLocalBackend, agent: int, turns: int, tokens: int, r
         began = time.perf_counter()
         generation = await backend.complete(GenerationRequest(messages, SamplingParams(temperature=0,
                                                                                         max_new_tokens=tokens)))
-        records.append(Record(generation.first_token_s, time.perf_counter() - began, generation.waited_s,
+        records.append(Record(turn, generation.first_token_s, time.perf_counter() - began, generation.waited_s,
                               generation.completion_tokens))
         history = messages + [{"role": "assistant", "content": generation.text}]
 
@@ -203,8 +204,8 @@ def report(results: list[Result], mixed: dict[str, list[float]], args: argparse.
         f"{args.max_batch}, rr quantum 8 tokens. All figures from one run of "
         f"`{' '.join(['.venv/bin/python', 'benchmarks/serving.py', *sys.argv[1:]])}` ({seconds / 60:.1f} min).",
         "",
-        "| N | configuration | decode tok/s | × (a) | × (b) | TTFT p50 / p95 s | latency p50 / p95 s | waiting p50 / p95 s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| N | configuration | decode tok/s | × (a) | × (b) | TTFT p50 / p95 s | TTFT p50, turn ≥ 3 | latency p50 / p95 s | waiting p50 / p95 s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for n in args.agents:
         group = [r for r in results if r.agents == n]
@@ -214,6 +215,7 @@ def report(results: list[Result], mixed: dict[str, list[float]], args: argparse.
             lines.append(
                 f"| {n} | {r.name} | {r.tokens_per_s:.1f} | {r.tokens_per_s / base_a:.2f} | "
                 f"{r.tokens_per_s / base_b:.2f} | {r.pct('ttft', .5):.2f} / {r.pct('ttft', .95):.2f} | "
+                f"{r.pct('ttft', .5, from_turn=2):.2f} | "
                 f"{r.pct('latency', .5):.2f} / {r.pct('latency', .95):.2f} | "
                 f"{r.pct('waiting', .5):.2f} / {r.pct('waiting', .95):.2f} |")
     fifo, rr = p95(mixed["fifo"]), p95(mixed["rr"])
@@ -232,6 +234,9 @@ def report(results: list[Result], mixed: dict[str, list[float]], args: argparse.
         f"rr / fifo short-request p95: {rr / fifo:.2f}",
         "",
         "![tokens per second by number of agents](benchmarks/serving.png)",
+        "",
+        "Where a decode step's time goes: [benchmarks/profile.md](benchmarks/profile.md) "
+        "(`.venv/bin/python benchmarks/profile_step.py`).",
         "",
     ]
     return "\n".join(lines)
@@ -267,6 +272,7 @@ def main() -> None:
     parser.add_argument("--long-tokens", type=int, default=160)
     parser.add_argument("--shorts", type=int, default=8)
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "serving.png")
     args = parser.parse_args()
     data_dir = load_config().data_dir
     began = time.perf_counter()
@@ -286,9 +292,9 @@ def main() -> None:
     baseline.close()
     mixed = {p: run_mixed(data_dir, p, args.max_batch_mixed, args.long_tokens, args.shorts) for p in ("fifo", "rr")}
     print(f"mixed: short p95 fifo {p95(mixed['fifo']):.2f} s, rr {p95(mixed['rr']):.2f} s", flush=True)
-    plot(results, ROOT / "benchmarks" / "serving.png")
+    plot(results, args.plot)
     args.out.write_text(report(results, mixed, args, time.perf_counter() - began))
-    print(f"wrote {args.out} and benchmarks/serving.png")
+    print(f"wrote {args.out} and {args.plot}")
 
 
 if __name__ == "__main__":
