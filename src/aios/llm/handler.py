@@ -82,9 +82,14 @@ class LLMHandler:
     async def __call__(self, syscall: Syscall) -> LLMResponse:
         query: LLMQuery = syscall.payload
         assert query.core is not None, "prepare() routes every query before it is submitted"
+        def record_slice(running: bool) -> None:
+            if running:
+                syscall.start_slice()
+            else:
+                syscall.suspend()
+
         # The engine says, from its thread, when the generation starts and stops running: the syscall's slices.
-        on_running = on_loop(asyncio.get_running_loop(), lambda running: (syscall.start_slice if running
-                                                                           else syscall.suspend)())
+        on_running = on_loop(asyncio.get_running_loop(), record_slice)
         request = GenerationRequest(query.messages, query.sampling, priority=syscall.priority, on_running=on_running)
         if query.tools:
             request.tools = tools_for_model(query.tools)
