@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench install model serve clean
+.PHONY: demo test bench bench-grammar install model serve clean
 
 install: $(STAMP)
 
@@ -31,10 +31,17 @@ serve: model
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Serving benchmark: writes BENCHMARKS.md and benchmarks/serving.png (takes a while; not part of the tests).
+# Benchmarks: serving (BENCHMARKS.md + benchmarks/serving.png, ~20 min) and structured output (~10 min).
+# They take a while and are not part of the tests.
 bench: model
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/structured_output.py
+
+# llguidance versus xgrammar on the embedded tokenizer (installs xgrammar, which pulls in triton).
+bench-grammar: model
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[grammar-bench]'
+	$(BIN)/python benchmarks/grammar_engines.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -24,6 +24,7 @@ def test_demo_runs_three_agents_concurrently_and_prints_their_results(backend, d
     for agent in ("example/chat", "example/extractor", "example/weather"):
         assert agent in out
     assert "Paris" in out and '"city": "Rome"' in out
+    assert 'call demo/get_weather({"city": "Paris"})' in out  # constrained decoding: the tool is called
     assert "waiting s" in out and "turnaround s" in out
     assert "all agents done" in out and "Traceback" not in result.stderr
 

@@ -73,7 +73,10 @@ BAD_CONFIGS = [
     ("top-level-list", "- a\n- b\n", "the top level must be a mapping"),
     ("unknown-section", "sever: {port: 1}\n", "sever: unknown field"),
     ("typo-in-model", "llms: {models: [{name: m, backnd: huggingface}]}\n", "llms.models.0.backnd: unknown field"),
-    ("unsupported-backend", "llms: {models: [{name: m, backend: openai}]}\n", "llms.models.0.backend: Input should be 'huggingface'"),
+    ("unsupported-backend", "llms: {models: [{name: m, backend: gemini}]}\n", "llms.models.0.backend: Input should be 'huggingface', 'openai', 'vllm', 'sglang' or 'ollama'"),
+    ("api-backend-without-hostname", "llms: {models: [{name: m, backend: vllm}]}\n", "llms.models.0: Value error, backend 'vllm' needs 'hostname'"),
+    ("hostname-not-url", "llms: {models: [{name: m, backend: ollama, hostname: 'localhost:11434'}]}\n", "llms.models.0.hostname: Value error, must be an http(s) URL"),
+    ("api-key-number", "llms: {models: [{name: m, backend: openai, api_key: 12}]}\n", "llms.models.0.api_key: Input should be a valid string"),
     ("empty-models", "llms: {models: []}\n", "llms.models: List should have at least 1 item"),
     ("model-without-name", "llms: {models: [{backend: huggingface}]}\n", "llms.models.0.name: Field required"),
     ("duplicate-names", "llms: {models: [{name: m}, {name: m}]}\n", "model names must be unique; repeated: m"),
@@ -108,6 +111,8 @@ BAD_CONFIGS = [
     ("gpu-key-negative", "llms: {models: [{name: m, max_gpu_memory: {-1: 24GB}}]}\n", "llms.models.0.max_gpu_memory: Value error, keys must be GPU indices"),
     ("gpu-size-no-unit", "llms: {models: [{name: m, max_gpu_memory: {0: 24}}]}\n", "llms.models.0.max_gpu_memory: Value error, limits must be sizes"),
     ("gpu-size-words", "llms: {models: [{name: m, max_gpu_memory: {0: lots}}]}\n", "llms.models.0.max_gpu_memory: Value error, limits must be sizes"),
+    ("unknown-structured-output", "llms: {models: [{name: m, structured_output: regex}]}\n", "llms.models.0.structured_output: Input should be 'grammar' or 'prompt'"),
+    ("structured-output-bool", "llms: {models: [{name: m, structured_output: true}]}\n", "llms.models.0.structured_output: Input should be 'grammar' or 'prompt'"),
     ("gpu-not-mapping", "llms: {models: [{name: m, max_gpu_memory: [24GB]}]}\n", "llms.models.0.max_gpu_memory: Input should be a valid dictionary"),
 ]
 

@@ -10,6 +10,7 @@ import sys
 from typing import Any, Callable
 
 import pytest
+from pydantic import BaseModel, field_validator
 
 from aios.sdk import (
     AIOSError,
@@ -54,13 +55,54 @@ def test_json_output_parses(kernel: KernelProcess) -> None:
     assert isinstance(reply.json(), dict)
 
 
-def test_tool_call_output_gives_typed_calls_or_prose(kernel: KernelProcess) -> None:
+def test_tool_call_output_gives_typed_calls_to_the_offered_tool(kernel: KernelProcess) -> None:
     reply = llm_chat_with_tool_call_output("sdk/tools", [{"role": "user", "content": "Weather in Paris?"}], [TOOL],
                                            kernel.url, temperature=0, max_new_tokens=32)
-    assert isinstance(reply.tool_calls, list)
-    assert reply.tool_calls or reply.response_message
+    assert reply.response_message is None and reply.tool_calls
     for call in reply.tool_calls:
         assert call.name == "demo/get_weather" and isinstance(call.parameters, dict) and call.id
+
+
+def test_tool_choice_auto_lets_the_model_answer_in_prose(kernel: KernelProcess) -> None:
+    reply = llm_chat_with_tool_call_output("sdk/tools", [{"role": "user", "content": "Hello! How are you?"}], [TOOL],
+                                           kernel.url, tool_choice="auto", temperature=0, max_new_tokens=24)
+    assert reply.tool_calls == [] and reply.response_message
+
+
+class Place(BaseModel):
+    city: str
+    country: str
+
+
+def test_a_pydantic_response_format_gives_an_instance(kernel: KernelProcess) -> None:
+    place = llm_chat_with_json_output("sdk/json", [{"role": "user", "content": "I spent a week in Rome, Italy."}],
+                                      kernel.url, response_format=Place, temperature=0, max_new_tokens=40)
+    assert isinstance(place, Place) and place.city == "Rome"
+
+
+class ShoutedPlace(BaseModel):
+    city: str
+
+    @field_validator("city")
+    @classmethod
+    def _upper(cls, city: str) -> str:
+        if not city.isupper():
+            raise ValueError("city must be in capitals")
+        return city
+
+
+def test_a_reply_that_fails_a_pydantic_validator_raises_naming_it(kernel: KernelProcess) -> None:
+    """A validator is more than the JSON Schema says, so the reply can match the schema and still not fit."""
+    with pytest.raises(AIOSError) as caught:
+        llm_chat_with_json_output("sdk/json", [{"role": "user", "content": "I spent a week in Rome, Italy."}],
+                                  kernel.url, response_format=ShoutedPlace, temperature=0, max_new_tokens=40)
+    assert caught.value.status_code == 502 and "does not fit ShoutedPlace" in caught.value.message
+    assert "city must be in capitals" in caught.value.message
+
+
+def test_a_response_format_class_that_is_not_pydantic_is_refused() -> None:
+    with pytest.raises(TypeError, match="pydantic model class, not dict"):
+        llm_chat_with_json_output("sdk/json", CAPITAL, "http://127.0.0.1:9", response_format=dict)
 
 
 def _free_port() -> int:
@@ -83,6 +125,13 @@ BAD_CALLS: list[tuple[str, Callable[[str], Any], int, str]] = [
     ("no-tools", lambda url: llm_chat_with_tool_call_output("a", CAPITAL, [], url), 400, "tools"),
     ("tool-without-name", lambda url: llm_chat_with_tool_call_output("a", CAPITAL, [{"description": "x"}], url),
      422, "name"),
+    ("bad-tool-choice", lambda url: llm_chat_with_tool_call_output("a", CAPITAL, [TOOL], url, tool_choice="maybe"),
+     422, "tool_choice"),
+    ("tool-choice-not-offered", lambda url: llm_chat_with_tool_call_output(
+        "a", CAPITAL, [TOOL], url, tool_choice={"type": "function", "function": {"name": "x/y"}}), 400, "'x/y'"),
+    ("invalid-schema", lambda url: llm_chat_with_json_output("a", CAPITAL, url, response_format={
+        "type": "object", "properties": {"n": {"type": "integer", "minimum": "zero"}}}), 400,
+     "not a valid JSON Schema at properties/n/minimum"),
 ]
 
 
@@ -98,12 +147,12 @@ def test_bad_sdk_calls_raise_one_error_type_with_status_and_message(
 
 
 def test_a_syscall_that_fails_inside_raises_with_the_reply_attached(kernel: KernelProcess) -> None:
-    """A JSON request whose reply cannot be JSON (cut after two tokens) fails with 502 and keeps the raw text."""
+    """A JSON request whose reply cannot be complete (cut after two tokens) fails with 502 and keeps the raw text."""
     schema = {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "string"}}}
     with pytest.raises(AIOSError) as caught:
         llm_chat_with_json_output("sdk/json", CAPITAL, kernel.url, response_format=schema, temperature=0,
                                   max_new_tokens=2)
-    assert caught.value.status_code == 502 and "not JSON" in caught.value.message
+    assert caught.value.status_code == 502 and "cut off at max_new_tokens=2" in caught.value.message
     assert caught.value.response.response_message is not None
 
 

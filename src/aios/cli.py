@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import sys
 from pathlib import Path
@@ -74,8 +75,13 @@ def prepare(config: Optional[Path] = ConfigOption) -> None:
         raise _fail(str(exc), code=1) from None
     for core in cores:
         facts = core.describe()
-        typer.echo(f"ready: {facts['name']} on {facts['device']} ({facts['dtype']}); cache in {settings.data_dir}")
-        core.close()
+        if "device" in facts:
+            typer.echo(f"ready: {facts['name']} on {facts['device']} ({facts['dtype']}); cache in {settings.data_dir}")
+        else:  # an API backend: nothing to prepare here
+            typer.echo(f"ready: {facts['name']} ({facts['backend']} at {facts['base_url']})")
+        closing = core.close()
+        if inspect.isawaitable(closing):
+            asyncio.run(closing)
 
 
 @app.command()

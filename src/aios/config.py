@@ -4,6 +4,7 @@ that run with no file at all (the embedded model on this machine's CPU).
 Environment:
   ``AIOS_CONFIG``    path of the YAML file (``--config`` on the command line wins over it)
   ``AIOS_DATA_DIR``  where the kernel keeps its data (model cache, ...); default: the platform's user data dir
+  ``OPENAI_API_KEY`` the key for ``openai`` models (overrides ``api_keys.openai``; a model's ``api_key`` wins)
 
 Sections of a real AIOS ``config.yaml`` that this kernel does not use yet (``api_keys``, ``memory``, ``storage``,
 ``agent_factory``) are accepted and kept, so an AIOS config loads unchanged; unknown keys are errors, so that
@@ -35,6 +36,8 @@ from aios.errors import ConfigError
 
 EMBEDDED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
+OPENAI_URL = "https://api.openai.com/v1"
+_URL = re.compile(r"https?://[^\s/]+(/\S*)?")
 _DEVICE = re.compile(r"cpu|cuda|auto|cuda:[0-9]+")
 _GPU_INDEX = re.compile(r"[0-9]+")
 # The sizes accelerate's ``max_memory`` understands: "24GB", "512MiB", "80GiB", "1.5GB".
@@ -83,16 +86,23 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     """One entry of ``llms.models``."""
 
-    name: str = Field(min_length=1, description="HF model id, local directory, or .gguf path")
-    backend: Literal["huggingface"] = "huggingface"
+    name: str = Field(min_length=1, description="HF model id, local directory, or .gguf path; for an API "
+                      "backend, the provider's model name")
+    backend: Literal["huggingface", "openai", "vllm", "sglang", "ollama"] = "huggingface"
+    api_key: str | None = Field(default=None, description="API backends; else api_keys.<backend>, else "
+                                "$OPENAI_API_KEY for openai")
     max_gpu_memory: dict[int, str] | None = Field(
         default=None, description='per-GPU limit, e.g. {0: "24GB"}; used only when CUDA is present'
     )
     eval_device: str | None = Field(default=None, description='"cpu", "cuda", "cuda:1"; default: automatic')
-    hostname: str | None = None
+    hostname: str | None = Field(default=None, description="API backends: the server's URL, e.g. "
+                                 "http://localhost:8000 (vllm), http://localhost:11434 (ollama)")
     max_batch: _Int = Field(default=16, ge=1, le=256, description="sequences decoded together in one step")
     prefix_cache_mb: _Int = Field(default=256, ge=0, description="KV of recent prompts kept for reuse; 0 = off")
     kv_budget_mb: _Int = Field(default=4096, ge=1, description="most memory the batch's KV cache may take")
+    structured_output: Literal["grammar", "prompt"] = Field(
+        default="grammar", description="JSON and tool-call replies: 'grammar' constrains decoding (valid by "
+        "construction); 'prompt' only asks in the prompt, then checks the reply and retries once")
 
     @field_validator("eval_device")
     @classmethod
@@ -100,6 +110,27 @@ class ModelConfig(_Section):
         if value is not None and not _DEVICE.fullmatch(value):
             raise ValueError(f"must be 'cpu', 'cuda', 'cuda:N' or 'auto', not {value!r}")
         return value
+
+    @field_validator("hostname")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not _URL.fullmatch(value):
+            raise ValueError(f"must be an http(s) URL such as http://localhost:8000, not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _api_backend_has_a_server(self) -> "ModelConfig":
+        if self.backend not in ("huggingface", "openai") and self.hostname is None:
+            raise ValueError(f"backend {self.backend!r} needs 'hostname', the URL of its server")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-compatible API root of an API backend (``.../v1``)."""
+        if self.hostname is None:
+            return OPENAI_URL
+        root = self.hostname.rstrip("/")
+        return root if root.endswith("/v1") else f"{root}/v1"
 
     @field_validator("max_gpu_memory", mode="before")
     @classmethod
@@ -202,6 +233,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     raw: dict[str, Any] = _read_yaml(Path(path)) if path else {}
     if env.get("AIOS_DATA_DIR"):
         raw["data_dir"] = env["AIOS_DATA_DIR"]
+    if env.get("OPENAI_API_KEY") and isinstance(raw.get("api_keys", {}), dict):
+        raw["api_keys"] = {**raw.get("api_keys", {}), "openai": env["OPENAI_API_KEY"]}
     where = str(path) if path else "config"
     try:
         config = Config.model_validate(raw)

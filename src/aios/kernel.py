@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from typing import Any, Protocol
@@ -41,6 +42,12 @@ def load_cores(config: Config) -> list[LLMCore]:
 
 
 def _load_core(model: ModelConfig, config: Config) -> LLMCore:
+    if model.backend != "huggingface":
+        from aios.llm.openai_compat import OpenAICompatBackend
+
+        key = model.api_key or config.api_keys.get(model.backend)
+        return OpenAICompatBackend(model.name, model.backend, model.base_url,
+                                   api_key=key if isinstance(key, str) and key else None)
     from aios.llm.hf import HfLocalBackend  # heavy import, kept off the SDK's path
     from aios.llm.hf.engine import EngineSettings
 
@@ -52,7 +59,7 @@ def _load_core(model: ModelConfig, config: Config) -> LLMCore:
         kv_budget_mb=model.kv_budget_mb,
     )
     return HfLocalBackend(model.name, model.max_gpu_memory, model.eval_device, data_dir=config.data_dir,
-                          settings=settings)
+                          settings=settings, structured_output=model.structured_output)
 
 
 class Kernel:
@@ -82,7 +89,9 @@ class Kernel:
     async def stop(self) -> None:
         await self.scheduler.stop()
         for core in self.router.cores:
-            core.close()
+            closing = core.close()
+            if inspect.isawaitable(closing):
+                await closing
 
     async def submit(self, kind: SyscallKind, agent_name: str, payload: Any, priority: int = 0) -> Syscall:
         """Queue a syscall; raises a KernelError at once if it cannot be served."""

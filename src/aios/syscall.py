@@ -108,6 +108,8 @@ class Syscall:
     async def wait(self) -> None:
         """Wait until the syscall ends, however it ends; cancelling the waiter leaves the syscall alone."""
         await asyncio.wait([self._future])
+        if not self._future.cancelled():
+            self._future.exception()  # the caller reads ``error``: the failure is seen, not to be logged as lost
 
     async def result(self) -> Any:
         """The handler's result; raises its error, or CancelledError when the syscall was cancelled."""

@@ -21,6 +21,6 @@ WEATHER_TOOL = {
 
 
 def run(request: str, base_url: str | None = None) -> LLMResponse:
-    """``tool_calls`` holds the calls the model made; ``response_message`` its prose when it made none."""
+    """``tool_calls`` holds the calls the model made (at least one: decoding is constrained to valid calls)."""
     return llm_chat_with_tool_call_output(AGENT_NAME, [{"role": "user", "content": request}], [WEATHER_TOOL],
                                           base_url, temperature=0, max_new_tokens=64)

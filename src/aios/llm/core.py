@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
+
+from aios.llm.structured import OutputSpec
 
 
 @dataclass
@@ -37,6 +39,9 @@ class GenerationRequest:
     # Text the assistant's reply starts with, written for the model (e.g. '{"' for a JSON object); it is part
     # of the returned text.
     reply_prefix: str = ""
+    # What the reply must be: enforced while decoding by backends whose ``constrains`` is true; passed on to an
+    # API's native fields by the others (the handler then checks the reply).
+    constraint: OutputSpec | None = None
     # Higher runs first under the priority policy.
     priority: int = 0
     # Set from another thread to stop generation at the next token.
@@ -52,6 +57,8 @@ class LLMCore(Protocol):
 
     name: str
     backend: str
+    # Whether ``GenerationRequest.constraint`` is enforced while decoding; if not, the kernel checks replies.
+    constrains: bool
 
     async def complete(self, request: GenerationRequest) -> Generation: ...
 
@@ -59,7 +66,9 @@ class LLMCore(Protocol):
         """Facts for status pages: name, backend, device, dtype."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> Awaitable[None] | None:
+        """Release the model (an API backend's connections: then it returns an awaitable)."""
+        ...
 
 
 def on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any]) -> Callable[..., None]:

@@ -8,26 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aios.errors import BadRequest, NotAvailable
-from aios.llm.core import GenerationRequest, LLMCore, SamplingParams, on_loop
+from aios.llm.core import Generation, GenerationRequest, LLMCore, SamplingParams, on_loop
 from aios.llm.prompting import (
-    decode_hf_tool_calls,
-    extract_json,
     json_reply_prefix,
     merge_messages_with_response_format,
+    requested_schema,
     tools_for_model,
     wants_json_output,
 )
 from aios.llm.router import Router
+from aios.llm.structured import InvalidReply, OutputSpec, Reply, json_spec, parse_reply, retry_message, tool_call_spec
 from aios.syscall import Syscall
 
-TOOL_ACTIONS = ("chat_with_tool_call_output", "tool_use")  # tool_use: the AIOS SDK's name for the same action
-ACTIONS = ("chat", "chat_with_json_output", *TOOL_ACTIONS, "call_tool", "operate_file")
+# tool_use: the AIOS SDK's name for chat_with_tool_call_output. call_tool returns the calls too: running them
+# is the tool manager's job, which this kernel does not have yet.
+TOOL_ACTIONS = ("chat_with_tool_call_output", "tool_use", "call_tool")
+ACTIONS = ("chat", "chat_with_json_output", *TOOL_ACTIONS, "operate_file")
 _NOT_BUILT = {
-    "call_tool": "action_type 'call_tool' needs the tool manager, which this kernel does not have yet",
     "operate_file": "action_type 'operate_file' needs the storage manager, which this kernel does not have yet",
 }
 
@@ -39,6 +40,7 @@ class LLMQuery:
     messages: list[dict[str, Any]]
     action_type: str = "chat"
     tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None  # OpenAI's: "auto" | "required" | "none" | {"type": "function", "function": {...}}
     llms: list[dict[str, Any]] | None = None
     message_return_type: str = "text"
     response_format: dict[str, Any] | None = None
@@ -49,6 +51,7 @@ class LLMQuery:
     # Filled by prepare():
     core: LLMCore | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    spec: OutputSpec | None = None  # what the reply must be; None for free text
 
     @property
     def wants_json(self) -> bool:
@@ -75,6 +78,12 @@ class LLMHandler:
             raise NotAvailable(_NOT_BUILT[query.action_type])
         if query.action_type in TOOL_ACTIONS and not query.tools:
             raise BadRequest(f"action_type {query.action_type!r} needs a non-empty 'tools' list")
+        if query.tool_choice is not None and not query.tools:
+            raise BadRequest("tool_choice was given without 'tools' to choose from")
+        try:
+            query.spec = _output_spec(query)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
         query.core, entry = self.router.pick(query.llms)
         query.sampling = _sampling(query, entry)
         return query
@@ -82,6 +91,7 @@ class LLMHandler:
     async def __call__(self, syscall: Syscall) -> LLMResponse:
         query: LLMQuery = syscall.payload
         assert query.core is not None, "prepare() routes every query before it is submitted"
+
         def record_slice(running: bool) -> None:
             if running:
                 syscall.start_slice()
@@ -90,28 +100,78 @@ class LLMHandler:
 
         # The engine says, from its thread, when the generation starts and stops running: the syscall's slices.
         on_running = on_loop(asyncio.get_running_loop(), record_slice)
-        request = GenerationRequest(query.messages, query.sampling, priority=syscall.priority, on_running=on_running)
-        if query.tools:
-            request.tools = tools_for_model(query.tools)
-        elif query.wants_json:
-            request.messages = merge_messages_with_response_format(query.messages, query.response_format)
-            request.reply_prefix = json_reply_prefix(query.response_format)
+        request = _request(query, GenerationRequest(query.messages, query.sampling, priority=syscall.priority,
+                                                    on_running=on_running))
         generation = await query.core.complete(request)
-        if request.tools:
-            calls = decode_hf_tool_calls(generation.text)
-            # A model that answers in prose instead of calling a tool is an answer, not an error.
-            return LLMResponse(response_message=None if calls else generation.text, tool_calls=calls, finished=True)
-        if query.wants_json:
-            return _json_reply(generation.text)
-        return LLMResponse(response_message=generation.text, finished=True)
+        if query.spec is None:
+            return LLMResponse(response_message=generation.text, finished=True)
+        return await _structured_reply(query, request, generation)
 
 
-def _json_reply(text: str) -> LLMResponse:
+async def _structured_reply(query: LLMQuery, request: GenerationRequest, generation: Generation) -> LLMResponse:
+    """The reply read against its spec, never an invalid one passed as valid. A constrained reply is invalid
+    only when cut off by the token limit, or where the schema asks what a grammar cannot say (``uniqueItems``,
+    ``not``, ...); an invalid reply gets one retry, with the problem shown to the model, unless it was cut off
+    under a constraint (then more tokens, not another try, is the fix)."""
+    spec, core = query.spec, query.core
+    assert spec is not None and core is not None
     try:
-        value = extract_json(text)
-    except ValueError as exc:
-        return LLMResponse(response_message=text, finished=True, status_code=502, error=f"model reply is not JSON: {exc}")
-    return LLMResponse(response_message=json.dumps(value, ensure_ascii=False), finished=True)
+        return _shaped(parse_reply(spec, generation.text))
+    except InvalidReply as exc:
+        problem = exc
+    if core.constrains and generation.finish_reason == "length":
+        return _invalid(f"the reply was cut off at max_new_tokens={query.sampling.max_new_tokens} before it "
+                        f"was complete ({problem}); raise max_new_tokens", generation)
+    retry = replace(request, messages=[*request.messages, {"role": "assistant", "content": generation.text},
+                                       retry_message(spec, str(problem))])
+    generation = await core.complete(retry)
+    try:
+        return _shaped(parse_reply(spec, generation.text))
+    except InvalidReply as exc:
+        cut = f" (cut off at max_new_tokens={query.sampling.max_new_tokens})" if generation.finish_reason == "length" \
+            else ""
+        return _invalid(f"the model's reply was invalid twice (it was shown the first problem and retried): "
+                        f"{exc}{cut}", generation)
+
+
+def _output_spec(query: LLMQuery) -> OutputSpec | None:
+    """What the reply must be: tool calls when tools are offered (``required`` by default for the tool actions,
+    ``auto`` for chat), else JSON when asked for, else free text."""
+    if query.tools:
+        default = "required" if query.action_type in TOOL_ACTIONS else "auto"
+        return tool_call_spec(tools_for_model(query.tools), query.tool_choice or default)
+    if query.wants_json:
+        return json_spec(requested_schema(query.response_format))
+    return None
+
+
+def _request(query: LLMQuery, request: GenerationRequest) -> GenerationRequest:
+    """The generation request for a query: the spec for the backend to enforce if it can (a grammar) or pass on
+    (an API's native fields), with the tools or the wanted JSON described in the prompt; where nothing enforces
+    the spec, JSON replies get a prefilled start, which is what makes prompt-only JSON work on small models."""
+    spec = query.spec
+    if spec is None:
+        return request
+    request.constraint = spec
+    if spec.tools is not None:
+        request.tools = tools_for_model(query.tools or [])
+    else:
+        request.messages = merge_messages_with_response_format(query.messages, query.response_format)
+        if not query.core.constrains:  # type: ignore[union-attr]
+            request.reply_prefix = json_reply_prefix(query.response_format)
+    return request
+
+
+def _shaped(reply: Reply) -> LLMResponse:
+    if reply.tool_calls is not None:
+        # With tool_choice auto, a model that answers in prose instead of calling a tool gives an answer.
+        return LLMResponse(response_message=None if reply.tool_calls else reply.text, tool_calls=reply.tool_calls,
+                           finished=True)
+    return LLMResponse(response_message=json.dumps(reply.value, ensure_ascii=False), finished=True)
+
+
+def _invalid(error: str, generation: Generation) -> LLMResponse:
+    return LLMResponse(response_message=generation.text, finished=True, status_code=502, error=error)
 
 
 def _sampling(query: LLMQuery, entry: dict[str, Any]) -> SamplingParams:

@@ -132,6 +132,11 @@ def wants_json_output(response_format: dict[str, Any] | None) -> bool:
     return _requested_output(response_format)[0] == "json"
 
 
+def requested_schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The JSON Schema a response format asks the reply to match; ``None`` for any JSON object (or text)."""
+    return _requested_output(response_format)[1]
+
+
 def json_reply_prefix(response_format: dict[str, Any] | None) -> str:
     """The start of a reply in this format, written for the model so that it begins the right JSON value.
 
@@ -289,7 +294,7 @@ def _as_call(item: Any) -> dict[str, Any] | None:
     parameters = _parameters_of(item)
     if parameters is None:
         return None
-    return {"name": double_underscore_to_slash(name.strip()), "parameters": parameters, "id": _new_call_id()}
+    return {"name": double_underscore_to_slash(name.strip()), "parameters": parameters, "id": new_call_id()}
 
 
 def _parameters_of(item: dict[str, Any]) -> dict[str, Any] | None:
@@ -317,7 +322,7 @@ def _decode_argument_string(arguments: str) -> Any:
         return None
 
 
-def _new_call_id() -> str:
+def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 

@@ -3,12 +3,13 @@ keywords (``priority``: higher runs first when the kernel uses the priority poli
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from aios.sdk.transport import AIOSError, send_query
 from aios.sdk.types import LLMResponse
 
 Messages = list[dict[str, Any]]
+Model = TypeVar("Model")  # a pydantic model class, used without importing pydantic
 
 
 def llm_chat(
@@ -26,6 +27,21 @@ def llm_chat(
                 temperature=temperature, max_new_tokens=max_new_tokens, priority=priority)
 
 
+@overload
+def llm_chat_with_json_output(
+    agent_name: str,
+    messages: Messages,
+    base_url: str | None = None,
+    llms: list[dict[str, Any]] | None = None,
+    response_format: type[Model] = ...,  # type: ignore[assignment]
+    *,
+    temperature: float | None = None,
+    max_new_tokens: int | None = None,
+    priority: int | None = None,
+) -> Model: ...
+
+
+@overload
 def llm_chat_with_json_output(
     agent_name: str,
     messages: Messages,
@@ -36,15 +52,42 @@ def llm_chat_with_json_output(
     temperature: float | None = None,
     max_new_tokens: int | None = None,
     priority: int | None = None,
-) -> LLMResponse:
-    """Chat with a JSON reply: ``response.json()`` gives the parsed value.
+) -> LLMResponse: ...
 
-    ``response_format`` is ``{"type": "json_object"}`` (the default) or
-    ``{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}``.
+
+def llm_chat_with_json_output(
+    agent_name: str,
+    messages: Messages,
+    base_url: str | None = None,
+    llms: list[dict[str, Any]] | None = None,
+    response_format: dict[str, Any] | type[Model] | None = None,
+    *,
+    temperature: float | None = None,
+    max_new_tokens: int | None = None,
+    priority: int | None = None,
+) -> LLMResponse | Model:
+    """Chat with a JSON reply. The kernel constrains decoding, so the reply always parses and matches the schema.
+
+    ``response_format`` is ``{"type": "json_object"}`` (the default: any JSON object),
+    ``{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}``, a bare JSON Schema — then the
+    result is an :class:`LLMResponse` whose ``json()`` gives the parsed value — or a pydantic model class, and
+    then the result is an instance of that class.
     """
-    return _llm(agent_name, base_url, messages=messages, llms=llms, action_type="chat_with_json_output",
-                message_return_type="json", response_format=response_format,
-                temperature=temperature, max_new_tokens=max_new_tokens, priority=priority)
+    model = response_format if isinstance(response_format, type) else None
+    if model is not None:
+        if not hasattr(model, "model_json_schema"):
+            raise TypeError(f"response_format must be a dict or a pydantic model class, not {model.__name__}")
+        response_format = {"type": "json_schema",
+                           "json_schema": {"name": model.__name__, "schema": model.model_json_schema()}}
+    response = _llm(agent_name, base_url, messages=messages, llms=llms, action_type="chat_with_json_output",
+                    message_return_type="json", response_format=response_format,
+                    temperature=temperature, max_new_tokens=max_new_tokens, priority=priority)
+    if model is None:
+        return response
+    try:
+        return model.model_validate_json(response.response_message or "")  # type: ignore[attr-defined]
+    except ValueError as exc:  # pydantic's ValidationError: checks the schema cannot express (validators)
+        raise AIOSError(502, f"the reply does not fit {model.__name__}: {exc}", response) from None
 
 
 def llm_chat_with_tool_call_output(
@@ -54,16 +97,19 @@ def llm_chat_with_tool_call_output(
     base_url: str | None = None,
     llms: list[dict[str, Any]] | None = None,
     *,
+    tool_choice: str | dict[str, Any] | None = None,
     temperature: float | None = None,
     max_new_tokens: int | None = None,
     priority: int | None = None,
 ) -> LLMResponse:
-    """Chat offering ``tools`` (OpenAI function tools; names may be ``author/name``).
+    """Chat offering ``tools`` (OpenAI function tools; names may be ``author/name``); ``tool_calls`` holds the
+    calls the model made, each naming an offered tool with parameters that match its schema.
 
-    ``tool_calls`` holds the calls the model made; when it answered in prose instead, ``tool_calls`` is empty
-    and the prose is in ``response_message``.
+    ``tool_choice`` as in the OpenAI API: ``"required"`` (the default: one or more calls), ``"auto"`` (the
+    model may answer in prose instead: then ``tool_calls`` is empty and the prose is in ``response_message``),
+    ``"none"`` (prose only), or ``{"type": "function", "function": {"name": "author/name"}}`` for that tool.
     """
-    return _llm(agent_name, base_url, messages=messages, tools=tools, llms=llms,
+    return _llm(agent_name, base_url, messages=messages, tools=tools, tool_choice=tool_choice, llms=llms,
                 action_type="chat_with_tool_call_output", temperature=temperature, max_new_tokens=max_new_tokens,
                 priority=priority)
 

@@ -80,7 +80,8 @@ def create_app(kernel: Kernel) -> FastAPI:
     async def llms_list() -> dict[str, Any]:
         return {
             "status": "success",
-            "llms": [m.model_dump(exclude_none=True) for m in kernel.config.llms.models],
+            # The configured models, never their API keys.
+            "llms": [m.model_dump(exclude_none=True, exclude={"api_key"}) for m in kernel.config.llms.models],
         }
 
     return app

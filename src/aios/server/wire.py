@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from aios.errors import KernelError
 from aios.llm.handler import ACTIONS, LLMQuery, LLMResponse
 from aios.llm.prompting import merge_messages_with_response_format, tools_for_model
+from aios.llm.structured import tool_choice_of
 from aios.syscall import Syscall, SyscallStatus
 
 
@@ -47,6 +48,9 @@ class LLMQueryData(BaseModel):
     query_class: Literal["llm"] | None = None  # sent by the AIOS SDK; carries no information
     messages: list[Message] = Field(min_length=1)
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = Field(
+        default=None, description="auto | required | none | {type: function, function: {name}}; "
+        "default: required for the tool actions, auto for chat")
     action_type: Literal[ACTIONS] = "chat"  # type: ignore[valid-type]
     llms: list[LLMChoice] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2, description="default 1.0; 0 = greedy")
@@ -63,6 +67,13 @@ class LLMQueryData(BaseModel):
         if tools:
             _nested_ok(tools_for_model, tools)  # raises ValueError naming the bad tool
         return tools
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _known_tool_choice(cls, tool_choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if tool_choice is not None:
+            tool_choice_of(tool_choice)  # raises ValueError naming the accepted forms
+        return tool_choice
 
     @field_validator("response_format")
     @classmethod
@@ -83,6 +94,7 @@ class LLMQueryData(BaseModel):
             messages=[m.model_dump(exclude_none=True) for m in self.messages],
             action_type=self.action_type,
             tools=self.tools,
+            tool_choice=self.tool_choice,
             llms=[c.model_dump(exclude_none=True) for c in self.llms] if self.llms else None,
             message_return_type=self.message_return_type,
             response_format=self.response_format,

@@ -22,6 +22,7 @@ import torch
 from aios.errors import BadRequest
 from aios.llm.core import Generation, GenerationRequest, on_loop
 from aios.llm.hf.engine import Engine, EngineSettings
+from aios.llm.hf.grammar import Grammars, TokenConstraint
 from aios.llm.hf.loader import find_model, load_model
 from aios.llm.hf.sequence import Sequence
 from aios.llm.prompting import merge_messages_with_tools
@@ -47,6 +48,7 @@ class HfLocalBackend:
         *,
         data_dir: Path,
         settings: EngineSettings = EngineSettings(),
+        structured_output: str = "grammar",
     ) -> None:
         self.name = model_name
         self.device = pick_device(eval_device)
@@ -59,13 +61,17 @@ class HfLocalBackend:
         self.template_accepts_tools = _template_uses(self.tokenizer.chat_template, "tools")
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None) or 2**31
         spill_dir = data_dir / "snapshots"
-        self.engine = Engine(self.model, self.tokenizer, _eos_ids(self.model, self.tokenizer), settings, spill_dir)
+        eos_ids = _eos_ids(self.model, self.tokenizer)
+        # "grammar": structured replies are constrained while decoding; "prompt": the kernel checks them.
+        self.constrains = structured_output == "grammar"
+        self.grammars = Grammars(self.tokenizer, self.model.config.vocab_size, eos_ids)
+        self.engine = Engine(self.model, self.tokenizer, eos_ids, settings, spill_dir, self.grammars)
 
     async def complete(self, request: GenerationRequest) -> Generation:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Generation] = loop.create_future()
-        prompt_ids = await asyncio.to_thread(self.prompt_ids, request)  # templating must not stall the loop
-        self._submit(request, prompt_ids, on_loop(loop, lambda outcome: _settle(future, outcome)))
+        prepared = await asyncio.to_thread(self._prepare, request)  # templating must not stall the loop
+        self._submit(request, prepared, on_loop(loop, lambda outcome: _settle(future, outcome)))
         try:
             return await future
         except asyncio.CancelledError:
@@ -78,8 +84,8 @@ class HfLocalBackend:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | Generation | BaseException] = asyncio.Queue()
         request.on_text = on_loop(loop, pieces.put_nowait)
-        prompt_ids = await asyncio.to_thread(self.prompt_ids, request)
-        self._submit(request, prompt_ids, on_loop(loop, pieces.put_nowait))
+        prepared = await asyncio.to_thread(self._prepare, request)
+        self._submit(request, prepared, on_loop(loop, pieces.put_nowait))
         try:
             while not isinstance(piece := await pieces.get(), (Generation, BaseException)):
                 yield piece
@@ -93,7 +99,7 @@ class HfLocalBackend:
         """Generate a reply to ``request.messages`` (blocking; safe to call from any thread)."""
         done = threading.Event()
         outcome: list[Generation | BaseException] = []
-        self._submit(request, self.prompt_ids(request), lambda result: (outcome.append(result), done.set()))
+        self._submit(request, self._prepare(request), lambda result: (outcome.append(result), done.set()))
         done.wait()
         if isinstance(outcome[0], BaseException):
             raise outcome[0]
@@ -102,7 +108,16 @@ class HfLocalBackend:
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
         return self.render(request.messages, request.tools, request.reply_prefix)["input_ids"][0].tolist()
 
-    def _submit(self, request: GenerationRequest, prompt_ids: list[int], on_done: Any) -> None:
+    def _prepare(self, request: GenerationRequest) -> tuple[list[int], TokenConstraint | None]:
+        """The prompt's token ids and, for a constrained request, its grammar state (compiled on first use)."""
+        constraint = None
+        if request.constraint is not None and self.constrains:
+            constraint = self.grammars.constraint(request.constraint)
+        return self.prompt_ids(request), constraint
+
+    def _submit(self, request: GenerationRequest, prepared: tuple[list[int], TokenConstraint | None],
+                on_done: Any) -> None:
+        prompt_ids, constraint = prepared
         room = self.max_positions - len(prompt_ids)
         if room < 1:
             raise BadRequest(f"the prompt is {len(prompt_ids)} tokens; {self.name} takes at most {self.max_positions}")
@@ -112,7 +127,7 @@ class HfLocalBackend:
         if request.sampling.temperature > 0:
             generator = torch.Generator(device=self.model.device)
             generator.manual_seed(secrets.randbits(63))
-        self.engine.submit(Sequence(request, prompt_ids, on_done, generator=generator))
+        self.engine.submit(Sequence(request, prompt_ids, on_done, generator=generator, constraint=constraint))
 
     def render(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, reply_prefix: str = ""
@@ -141,6 +156,8 @@ class HfLocalBackend:
             "dtype": str(self.dtype).removeprefix("torch."),
             "template_tools": self.template_accepts_tools,
             "max_batch": self.engine.max_batch,
+            "structured_output": "grammar" if self.constrains else "prompt",
+            "grammars_cached": self.grammars.cached,
             "engine": self.engine.stats(),
         }
 

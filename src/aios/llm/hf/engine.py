@@ -21,6 +21,7 @@ import torch
 
 from aios.context import ContextStore
 from aios.errors import CapacityExceeded
+from aios.llm.hf.grammar import Grammars
 from aios.llm.hf.kv import SlotKV
 from aios.llm.hf.prefix import PrefixCache
 from aios.llm.hf.sequence import Sequence
@@ -44,8 +45,9 @@ class EngineSettings:
 
 class Engine:
     def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], settings: EngineSettings,
-                 spill_dir: Path) -> None:
+                 spill_dir: Path, grammars: Grammars) -> None:
         self.model, self.tokenizer, self.eos_ids, self.settings = model, tokenizer, eos_ids, settings
+        self.grammars = grammars
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.kv = SlotKV(config.num_hidden_layers, settings.max_batch, config.num_key_value_heads, head_dim,
@@ -233,6 +235,9 @@ class Engine:
         return out.logits[:, -1, :].float()
 
     def _sample(self, sequences: list[Sequence], logits: torch.Tensor) -> list[int]:
+        constrained = [i for i, s in enumerate(sequences) if s.constraint is not None]
+        if constrained:
+            self.grammars.mask(logits, constrained, [sequences[i].constraint for i in constrained])
         tokens = logits.argmax(dim=-1).tolist()
         for i, sequence in enumerate(sequences):
             if sequence.sampling.temperature > 0:
@@ -242,6 +247,8 @@ class Engine:
     def _accept(self, sequence: Sequence, token: int) -> None:
         """Record a sequence's new token and let it go if that finished it."""
         sequence.output_ids.append(token)
+        if sequence.constraint is not None and not sequence.constraint.accept(token):
+            sequence.constraint = None  # cannot happen for a sampled token; the handler checks the reply anyway
         if sequence.first_token_at is None:
             sequence.first_token_at = time.perf_counter()
         reason = self._finish_reason(sequence, token)
@@ -271,7 +278,7 @@ class Engine:
     def _finish_reason(self, sequence: Sequence, token: int) -> str | None:
         if sequence.request.cancelled.is_set():
             return "cancelled"
-        if token in self.eos_ids:
+        if token in self.eos_ids or (sequence.constraint is not None and sequence.constraint.complete):
             return "stop"
         if sequence.sampling.stop:
             # A stop string can only end in the newest token: look at the last few tokens, not the whole reply.

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 
 from aios.llm.core import Generation, GenerationRequest, SamplingParams
+from aios.llm.hf.grammar import TokenConstraint
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ class Sequence:
     on_done: Callable[[Generation | BaseException], None]
     output_ids: list[int] = field(default_factory=list)
     generator: torch.Generator | None = None  # per-sequence RNG: sampling does not depend on batch mates
+    constraint: TokenConstraint | None = None  # grammar state of a constrained reply
     row: int = -1  # row in the batch's KV cache while running
     ready_at: float = field(default_factory=time.time)  # when it last became runnable (for the policy)
     slice_tokens: int = 0  # tokens produced since it last started running

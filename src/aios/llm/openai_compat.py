@@ -1,0 +1,129 @@
+"""API backends that speak the OpenAI chat-completions protocol: OpenAI itself, and the servers that copy it
+(vLLM, SGLang, Ollama). Structured output uses the provider's own ``tools`` / ``tool_choice`` /
+``response_format``; since the kernel cannot see inside the provider's decoding, it still checks every
+structured reply (and retries once), as for any backend that does not constrain.
+
+Tool calls come back from the provider as ``message.tool_calls``; they are written into the generation's text in
+the kernel's own form (a JSON array of ``{"name", "parameters"}``) so that one reader serves every backend.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from aios.errors import KernelError
+from aios.llm.core import Generation, GenerationRequest
+from aios.llm.structured import ANY_OBJECT, OutputSpec
+
+# Local inference can take minutes for a long reply; connecting should not.
+TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+
+
+class ProviderError(KernelError):
+    """The provider refused the request or could not be reached."""
+
+    status_code = 502
+
+
+class OpenAICompatBackend:
+    """A model behind an OpenAI-compatible ``/chat/completions`` endpoint at ``base_url``."""
+
+    constrains = False  # the provider's decoding is out of the kernel's sight: replies are checked
+
+    def __init__(self, model_name: str, backend: str, base_url: str, api_key: str | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.name, self.backend, self.base_url = model_name, backend, base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=TIMEOUT,
+                                         transport=transport)
+
+    async def complete(self, request: GenerationRequest) -> Generation:
+        body = chat_body(self.name, request)
+        try:
+            reply = await self._client.post("/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"cannot reach the {self.backend} backend at {self.base_url}: {exc}") from None
+        if reply.status_code != 200:
+            raise ProviderError(f"the {self.backend} backend answered {reply.status_code}: {_detail(reply)}")
+        try:
+            return generation_of(reply.json())
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ProviderError(f"the {self.backend} backend sent a reply that is not a chat completion: "
+                                f"{type(exc).__name__}: {exc}") from None
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "backend": self.backend, "base_url": self.base_url,
+                "structured_output": "provider"}
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def chat_body(model: str, request: GenerationRequest) -> dict[str, Any]:
+    """The ``/chat/completions`` request: messages, sampling, and the structured-output fields natively."""
+    sampling = request.sampling
+    body: dict[str, Any] = {"model": model, "messages": request.messages, "temperature": sampling.temperature,
+                            "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens}
+    if sampling.stop:
+        body["stop"] = sampling.stop
+    spec = request.constraint
+    if spec is not None and spec.tools is not None:
+        body["tools"] = request.tools
+        body["tool_choice"] = _tool_choice(spec)
+    elif spec is not None:
+        body["response_format"] = _response_format(spec)
+    return body
+
+
+def _tool_choice(spec: OutputSpec) -> Any:
+    if spec.allow_text:
+        return "auto"
+    if len(spec.tools or {}) == 1:
+        return {"type": "function", "function": {"name": next(iter(spec.tools or {}))}}
+    return "required"
+
+
+def _response_format(spec: OutputSpec) -> dict[str, Any]:
+    if spec.schema == ANY_OBJECT:
+        return {"type": "json_object"}
+    return {"type": "json_schema", "json_schema": {"name": "reply", "schema": spec.schema}}
+
+
+def generation_of(completion: dict[str, Any]) -> Generation:
+    """A chat completion as a generation; tool calls are written as the kernel's JSON array of calls."""
+    choice = completion["choices"][0]
+    message = choice["message"]
+    calls = message.get("tool_calls") or []
+    if calls:
+        text = json.dumps([{"name": c["function"]["name"], "parameters": _arguments(c["function"])} for c in calls])
+    else:
+        text = message.get("content") or ""
+    usage = completion.get("usage") or {}
+    return Generation(text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                      completion_tokens=int(usage.get("completion_tokens") or 0),
+                      finish_reason="length" if choice.get("finish_reason") == "length" else "stop")
+
+
+def _arguments(function: dict[str, Any]) -> Any:
+    """OpenAI sends arguments as a JSON string; a string that is not JSON is kept, for the check to report."""
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            return json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError:
+            return arguments
+    return arguments
+
+
+def _detail(reply: httpx.Response) -> str:
+    """The provider's own error message where it sends one, else the start of the body."""
+    try:
+        error = reply.json().get("error")
+    except ValueError:
+        return reply.text[:200] or reply.reason_phrase
+    if isinstance(error, dict):
+        return str(error.get("message") or error)[:300]
+    return str(error)[:300]

@@ -1,0 +1,200 @@
+"""Structured output: what a reply must be (JSON matching a schema, or tool calls), and checking that it is.
+
+An :class:`OutputSpec` is backend-neutral. A backend that can constrain decoding (the Hugging Face engine, with
+a grammar) makes the reply valid by construction; for any other, the LLM handler checks the reply with
+:func:`parse_reply`, retries once with the problem shown to the model, and otherwise returns a clear error.
+
+Tool calls are written as a compact JSON array, ``[{"name": "author__name", "parameters": {...}}]`` — the
+form ``merge_messages_with_tools`` asks for — so prompt-only and constrained decoding read the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, best_match
+
+from aios.llm.prompting import (
+    decode_hf_tool_calls,
+    double_underscore_to_slash,
+    extract_json,
+    new_call_id,
+    slash_to_double_underscore,
+)
+
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+TOOL_CHOICES = ("auto", "required", "none")
+
+
+class InvalidReply(ValueError):
+    """The reply does not have the required structure; the message says how, for the user and the model."""
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """The reply is JSON matching ``schema``; with ``allow_text`` it may instead be prose that does not start
+    like JSON (``tool_choice: auto``). For a list of tool calls, ``tools`` maps each callable tool's
+    model-safe name to its parameters schema, and ``aliases`` maps short names the calls may use to those."""
+
+    schema: dict[str, Any]
+    allow_text: bool = False
+    tools: dict[str, dict[str, Any]] | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """A stable text form, for caching compiled grammars."""
+        return json.dumps([self.schema, self.allow_text], sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply read against its spec: the JSON value, the tool calls, or the prose."""
+
+    text: str
+    value: Any = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+def json_spec(schema: dict[str, Any] | None) -> OutputSpec:
+    """A spec for a JSON reply: matching ``schema``, or any JSON object when it is ``None``.
+
+    Raises ValueError naming the problem when ``schema`` is not a valid JSON Schema."""
+    if schema is None:
+        return OutputSpec(ANY_OBJECT)
+    check_schema(schema, "response_format schema")
+    return OutputSpec(schema)
+
+
+def tool_call_spec(tools: list[dict[str, Any]], tool_choice: Any) -> OutputSpec | None:
+    """A spec for a reply of tool calls. ``tools`` are OpenAI function tools with model-safe names (from
+    ``tools_for_model``); ``tool_choice`` is ``required``, ``auto``, ``none`` (no spec: plain text) or
+    ``{"type": "function", "function": {"name": ...}}``. Raises ValueError naming a bad choice or schema."""
+    choice = tool_choice_of(tool_choice)
+    if choice == "none":
+        return None
+    offered = {tool["function"]["name"]: tool["function"]["parameters"] for tool in tools}
+    for name, parameters in offered.items():
+        check_schema(parameters, f"tool {double_underscore_to_slash(name)!r} parameters")
+    if choice not in TOOL_CHOICES:
+        name = slash_to_double_underscore(choice)
+        if name not in offered:
+            raise ValueError(f"tool_choice names {choice!r}, which is not one of the offered tools")
+        offered = {name: offered[name]}
+    aliases = _short_names(offered)
+    spellings = {name: [name, *(alias for alias, full in aliases.items() if full == name)] for name in offered}
+    calls = [_call_schema(spellings[name], parameters) for name, parameters in offered.items()]
+    items = calls[0] if len(calls) == 1 else {"anyOf": calls}
+    return OutputSpec({"type": "array", "items": items, "minItems": 1}, allow_text=choice == "auto", tools=offered,
+                      aliases=aliases)
+
+
+def _short_names(offered: dict[str, Any]) -> dict[str, str]:
+    """``get_weather`` for ``demo__get_weather`` where no other tool would have it: small models asked to call
+    ``demo__get_weather`` start writing ``get``, and a grammar that allowed only the full name would push them
+    to another tool. The call is read back under the full name."""
+    shorts: dict[str, list[str]] = {}
+    for name in offered:
+        if "__" in name:
+            shorts.setdefault(name.rsplit("__", 1)[1], []).append(name)
+    return {short: names[0] for short, names in shorts.items() if len(names) == 1 and short not in offered}
+
+
+def tool_choice_of(tool_choice: Any) -> str:
+    """``auto`` / ``required`` / ``none``, or the name of the one tool to call. Raises ValueError otherwise."""
+    if tool_choice in TOOL_CHOICES:
+        return tool_choice
+    if isinstance(tool_choice, dict) and tool_choice.get("type") == "function":
+        function = tool_choice.get("function")
+        if isinstance(function, dict) and isinstance(function.get("name"), str) and function["name"]:
+            return function["name"]
+    raise ValueError(
+        "tool_choice must be 'auto', 'required', 'none' or {\"type\": \"function\", \"function\": {\"name\": ...}}, "
+        f"got {tool_choice!r}"
+    )
+
+
+def _call_schema(names: list[str], parameters: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"name": {"enum": names}, "parameters": parameters},
+        "required": ["name", "parameters"],
+        "additionalProperties": False,
+    }
+
+
+def check_schema(schema: Any, what: str) -> None:
+    """Raise ValueError naming ``what`` when ``schema`` is not a usable JSON Schema."""
+    if not isinstance(schema, dict):
+        raise ValueError(f"{what} must be a JSON Schema object, got {type(schema).__name__}")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        raise ValueError(f"{what} is not a valid JSON Schema{f' at {where}' if where else ''}: {exc.message}") from None
+
+
+def parse_reply(spec: OutputSpec, text: str) -> Reply:
+    """Read a reply against its spec, as leniently as the seed's decoders (code fences, prose around the JSON,
+    other tool-call shapes) so that prompt-only output is judged fairly. Raises :class:`InvalidReply` saying
+    what is wrong with it."""
+    if spec.tools is not None:
+        return _tool_reply(spec, text)
+    try:
+        value = extract_json(text)
+    except ValueError as exc:
+        raise InvalidReply(f"the reply is not JSON: {exc}") from None
+    _validate(spec.schema, value)
+    return Reply(text=text, value=value)
+
+
+def _tool_reply(spec: OutputSpec, text: str) -> Reply:
+    stripped = text.strip()
+    if stripped.startswith("["):  # the constrained (and instructed) form: read it strictly
+        try:
+            found = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise InvalidReply(f"the tool-call array is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    else:
+        found = [{"name": slash_to_double_underscore(c["name"]), "parameters": c["parameters"]}
+                 for c in decode_hf_tool_calls(text)]
+        if not found:
+            if spec.allow_text:
+                return Reply(text=text, tool_calls=[])
+            raise InvalidReply("the reply calls no tool, and a tool call is required")
+    _check_calls(spec, found)
+    calls = [{"name": double_underscore_to_slash(spec.aliases.get(c["name"], c["name"])),
+              "parameters": c["parameters"], "id": new_call_id()} for c in found]
+    return Reply(text=text, value=found, tool_calls=calls)
+
+
+def _check_calls(spec: OutputSpec, calls: Any) -> None:
+    """Each call names an offered tool and has parameters that match its schema; the message says which not."""
+    if not isinstance(calls, list) or not calls:
+        raise InvalidReply("the reply must be a non-empty JSON array of tool calls")
+    for index, item in enumerate(calls):
+        if not isinstance(item, dict) or set(item) != {"name", "parameters"}:
+            raise InvalidReply(f'call {index} must be an object with exactly "name" and "parameters"')
+        name = spec.aliases.get(item["name"], item["name"])
+        if name not in spec.tools:
+            offered = ", ".join(double_underscore_to_slash(n) for n in spec.tools)
+            raise InvalidReply(f"call {index} names {name!r}, which is not one of the tools to call ({offered})")
+        _validate(spec.tools[name], item["parameters"],
+                  f"call {index} ({double_underscore_to_slash(name)}): the parameters do not match the schema")
+
+
+def _validate(schema: dict[str, Any], value: Any, mismatch: str = "the reply does not match the schema") -> None:
+    error = best_match(Draft202012Validator(schema).iter_errors(value))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path)
+        raise InvalidReply(f"{mismatch}{f' at {where}' if where else ''}: {error.message}")
+
+
+def retry_message(spec: OutputSpec, problem: str) -> dict[str, str]:
+    """The user turn that shows the model why its reply was refused, for one more try."""
+    wanted = "a JSON array of tool calls" if spec.tools is not None else "JSON"
+    return {"role": "user", "content": f"That reply was not valid: {problem}. Reply again with ONLY {wanted} "
+                                       f"that matches the required schema, and no other text."}

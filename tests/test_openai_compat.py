@@ -1,0 +1,197 @@
+"""API backends (OpenAI-compatible): structured output goes to the provider natively, and the kernel still
+checks what comes back, retrying once with the problem shown.
+
+The provider here is a MOCK: a scripted OpenAI-compatible server on loopback, because the real APIs are paid and
+unreachable from the test machine. Everything on our side is real: HTTP, the backend, the kernel, the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+
+from aios.config import load_config
+from aios.kernel import Kernel, load_cores
+from aios.llm.handler import LLMQuery, LLMResponse
+from aios.llm.openai_compat import OpenAICompatBackend
+from aios.syscall import Syscall, SyscallKind
+from conftest import start_kernel, stop_kernel
+
+WEATHER = {"type": "function", "function": {"name": "demo/get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+          "required": ["name", "age"]}
+ASK = [{"role": "user", "content": "What's the weather in Paris?"}]
+
+
+def completion(content: str | None = None, calls: list[tuple[str, str]] | None = None,
+               finish: str = "stop") -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = [{"id": f"call_{i}", "type": "function", "function": {"name": n, "arguments": a}}
+                                 for i, (n, a) in enumerate(calls)]
+    return {"id": "cmpl", "object": "chat.completion", "choices": [{"index": 0, "message": message,
+                                                                     "finish_reason": finish}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 7}}
+
+
+class Provider:
+    """The mock provider: answers each POST /v1/chat/completions with the next scripted (status, body) and
+    keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple[int, dict[str, Any]]] = []
+        self.received: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers["Content-Length"])
+                provider.received.append(json.loads(self.rfile.read(length)))
+                provider.headers.append(dict(self.headers))
+                status, body = provider.script.pop(0) if self.path == "/v1/chat/completions" else (404, {})
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def provider() -> Iterator[Provider]:
+    running = Provider()
+    yield running
+    running.server.shutdown()
+    running.server.server_close()
+
+
+def call(provider_url: str, query: LLMQuery, api_key: str | None = "sk-test") -> Syscall:
+    config = load_config(env={})
+
+    async def main() -> Syscall:
+        kernel = Kernel(config, [OpenAICompatBackend("gpt-test", "vllm", f"{provider_url}/v1", api_key=api_key)])
+        await kernel.start()
+        try:
+            return await kernel.call(SyscallKind.LLM, "test/api", query)
+        finally:
+            await kernel.stop()
+
+    return asyncio.run(main())
+
+
+def answer(provider_url: str, query: LLMQuery) -> LLMResponse:
+    syscall = call(provider_url, query)
+    assert syscall.error is None, syscall.error
+    return syscall.value
+
+
+def test_tool_calls_go_to_the_provider_natively_and_come_back_as_calls(provider: Provider) -> None:
+    provider.script = [(200, completion(calls=[("demo__get_weather", '{"city": "Paris"}')], finish="tool_calls"))]
+    response = answer(provider.url, LLMQuery(ASK, action_type="chat_with_tool_call_output", tools=[WEATHER]))
+    assert [(c["name"], c["parameters"]) for c in response.tool_calls] == [("demo/get_weather", {"city": "Paris"})]
+    sent = provider.received[0]
+    assert sent["model"] == "gpt-test" and sent["messages"] == ASK  # no tools folded into the prompt
+    assert [t["function"]["name"] for t in sent["tools"]] == ["demo__get_weather"]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "demo__get_weather"}}  # one tool
+    assert provider.headers[0]["Authorization"] == "Bearer sk-test"
+
+
+@pytest.mark.parametrize(("choice", "sent"), [(None, "required"), ("auto", "auto"), (
+    {"type": "function", "function": {"name": "clock"}}, {"type": "function", "function": {"name": "clock"}})])
+def test_tool_choice_reaches_the_provider(provider: Provider, choice: Any, sent: Any) -> None:
+    provider.script = [(200, completion(calls=[("clock", "{}")]))]
+    answer(provider.url, LLMQuery(ASK, action_type="chat_with_tool_call_output", tools=[WEATHER, {"name": "clock"}],
+                                  tool_choice=choice))
+    assert provider.received[0]["tool_choice"] == sent
+
+
+def test_json_goes_to_the_provider_as_its_response_format(provider: Provider) -> None:
+    provider.script = [(200, completion('{"name": "Ada", "age": 36}'))]
+    response = answer(provider.url, LLMQuery(ASK, action_type="chat_with_json_output", response_format={
+        "type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}))
+    assert json.loads(response.response_message) == {"name": "Ada", "age": 36}
+    assert provider.received[0]["response_format"] == {"type": "json_schema",
+                                                       "json_schema": {"name": "reply", "schema": PERSON}}
+
+
+def test_an_invalid_provider_reply_is_retried_once_with_the_problem_shown(provider: Provider) -> None:
+    provider.script = [(200, completion('{"name": "Ada"}')), (200, completion('{"name": "Ada", "age": 36}'))]
+    response = answer(provider.url, LLMQuery(ASK, action_type="chat_with_json_output", response_format=PERSON))
+    assert json.loads(response.response_message) == {"name": "Ada", "age": 36}
+    retry = provider.received[1]["messages"]
+    assert retry[-2] == {"role": "assistant", "content": '{"name": "Ada"}'}
+    assert "'age' is a required property" in retry[-1]["content"]
+
+
+def test_a_provider_reply_invalid_twice_is_a_clear_502(provider: Provider) -> None:
+    provider.script = [(200, completion(calls=[("demo__get_weather", '{"town": "Paris"}')]))] * 2
+    response = answer(provider.url, LLMQuery(ASK, action_type="chat_with_tool_call_output", tools=[WEATHER]))
+    assert response.status_code == 502 and len(provider.received) == 2
+    assert "invalid twice" in response.error and "'city' is a required property" in response.error
+
+
+@pytest.mark.parametrize(("status", "body", "message"), [
+    (401, {"error": {"message": "Incorrect API key provided"}}, "answered 401: Incorrect API key provided"),
+    (500, {"detail": "boom"}, "answered 500"),
+    (200, {"choices": []}, "not a chat completion"),
+], ids=["refused", "server-error", "not-a-completion"])
+def test_provider_failures_fail_the_syscall_with_what_the_provider_said(
+    provider: Provider, status: int, body: dict[str, Any], message: str
+) -> None:
+    provider.script = [(status, body)]
+    syscall = call(provider.url, LLMQuery(ASK))
+    assert syscall.error is not None and syscall.error.status_code == 502 and message in str(syscall.error)
+
+
+def test_an_unreachable_provider_is_named() -> None:
+    syscall = call("http://127.0.0.1:9", LLMQuery(ASK))
+    assert syscall.error is not None and "cannot reach the vllm backend at http://127.0.0.1:9/v1" in str(syscall.error)
+
+
+def test_a_kernel_serving_an_api_model_answers_over_http_and_never_shows_its_key(
+    provider: Provider, tmp_path: Any
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llms:\n  models:\n    - {{name: gpt-test, backend: vllm, hostname: '{provider.url}', "
+                      f"api_key: sk-secret-123}}\n")
+    kernel = start_kernel(["--config", str(config)], {**os.environ, "AIOS_DATA_DIR": str(tmp_path)},
+                          tmp_path / "kernel.log")
+    try:
+        provider.script = [(200, completion(calls=[("demo__get_weather", '{"city": "Oslo"}')]))]
+        reply = kernel.query({"agent_name": "t/api", "query_type": "llm", "query_data": {
+            "messages": ASK, "action_type": "chat_with_tool_call_output", "tools": [WEATHER]}})
+        assert reply.json()["response"]["tool_calls"][0]["parameters"] == {"city": "Oslo"}
+        assert provider.headers[0]["Authorization"] == "Bearer sk-secret-123"
+        for route in ("/core/llms/list", "/status"):
+            page = kernel.client.get(route)
+            assert page.status_code == 200 and "sk-secret-123" not in page.text and "gpt-test" in page.text
+    finally:
+        stop_kernel(kernel)
+
+
+def test_api_models_load_from_the_aios_config_layout(tmp_path: Any) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("llms:\n  models:\n    - {name: gpt-4o-mini, backend: openai}\n"
+                    "    - {name: qwen, backend: vllm, hostname: 'http://localhost:8091'}\n"
+                    "api_keys: {openai: from-file}\n")
+    openai, vllm = load_cores(load_config(path, env={}))
+    assert (openai.base_url, vllm.base_url) == ("https://api.openai.com/v1", "http://localhost:8091/v1")
+    assert openai._client.headers["Authorization"] == "Bearer from-file"
+    assert "Authorization" not in vllm._client.headers
+    (from_env, _) = load_cores(load_config(path, env={"OPENAI_API_KEY": "from-env"}))
+    assert from_env._client.headers["Authorization"] == "Bearer from-env"
