@@ -76,6 +76,7 @@ BAD_CONFIGS = [
     ("unsupported-backend", "llms: {models: [{name: m, backend: gemini}]}\n", "llms.models.0.backend: Input should be 'huggingface', 'openai', 'vllm', 'sglang' or 'ollama'"),
     ("api-backend-without-hostname", "llms: {models: [{name: m, backend: vllm}]}\n", "llms.models.0: Value error, backend 'vllm' needs 'hostname'"),
     ("hostname-not-url", "llms: {models: [{name: m, backend: ollama, hostname: 'localhost:11434'}]}\n", "llms.models.0.hostname: Value error, must be an http(s) URL"),
+    ("local-setting-on-api-model", "llms: {models: [{name: m, backend: openai, max_batch: 4}]}\n", "llms.models.0: Value error, backend 'openai' does not use max_batch (local models only)"),
     ("api-key-number", "llms: {models: [{name: m, backend: openai, api_key: 12}]}\n", "llms.models.0.api_key: Input should be a valid string"),
     ("empty-models", "llms: {models: []}\n", "llms.models: List should have at least 1 item"),
     ("model-without-name", "llms: {models: [{backend: huggingface}]}\n", "llms.models.0.name: Field required"),

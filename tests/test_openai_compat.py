@@ -145,17 +145,33 @@ def test_a_provider_reply_invalid_twice_is_a_clear_502(provider: Provider) -> No
     assert "invalid twice" in response.error and "'city' is a required property" in response.error
 
 
-@pytest.mark.parametrize(("status", "body", "message"), [
-    (401, {"error": {"message": "Incorrect API key provided"}}, "answered 401: Incorrect API key provided"),
-    (500, {"detail": "boom"}, "answered 500"),
-    (200, {"choices": []}, "not a chat completion"),
-], ids=["refused", "server-error", "not-a-completion"])
+@pytest.mark.parametrize(("status", "body", "code", "message"), [
+    (401, {"error": {"message": "Incorrect API key provided"}}, 502, "answered 401: Incorrect API key provided"),
+    (400, {"object": "error", "message": "This model's maximum context length is 4096 tokens"}, 400,
+     "answered 400: This model's maximum context length is 4096 tokens"),
+    (429, {"error": {"message": "Rate limit reached"}}, 429, "answered 429: Rate limit reached"),
+    (500, {"detail": "boom"}, 502, "answered 500: boom"),
+    (503, ["not", "an", "object"], 502, 'answered 503: ["not", "an", "object"]'),
+    (200, {"choices": []}, 502, "not a chat completion"),
+    (200, {"choices": [{"message": None}]}, 502, "not a chat completion"),
+], ids=["refused", "too-long", "rate-limited", "server-error", "odd-body", "no-choices", "null-message"])
 def test_provider_failures_fail_the_syscall_with_what_the_provider_said(
-    provider: Provider, status: int, body: dict[str, Any], message: str
+    provider: Provider, status: int, body: Any, code: int, message: str
 ) -> None:
     provider.script = [(status, body)]
     syscall = call(provider.url, LLMQuery(ASK))
-    assert syscall.error is not None and syscall.error.status_code == 502 and message in str(syscall.error)
+    assert syscall.error is not None and syscall.error.status_code == code and message in str(syscall.error)
+
+
+def test_calls_an_agent_feeds_back_reach_the_provider_in_its_own_shape(provider: Provider) -> None:
+    provider.script = [(200, completion("It is sunny in Paris."))]
+    history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [
+        {"name": "demo/get_weather", "parameters": {"city": "Paris"}, "id": "call_1"}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+    answer(provider.url, LLMQuery(history))
+    assert provider.received[0]["messages"][1]["tool_calls"] == [{"id": "call_1", "type": "function", "function": {
+        "name": "demo__get_weather", "arguments": '{"city": "Paris"}'}}]
+    assert provider.received[0]["max_tokens"] == 1000  # a vllm server: max_tokens (openai: max_completion_tokens)
 
 
 def test_an_unreachable_provider_is_named() -> None:
@@ -180,6 +196,8 @@ def test_a_kernel_serving_an_api_model_answers_over_http_and_never_shows_its_key
         for route in ("/core/llms/list", "/status"):
             page = kernel.client.get(route)
             assert page.status_code == 200 and "sk-secret-123" not in page.text and "gpt-test" in page.text
+        assert kernel.client.get("/core/llms/list").json()["llms"] == [
+            {"name": "gpt-test", "backend": "vllm", "hostname": provider.url}]
     finally:
         stop_kernel(kernel)
 

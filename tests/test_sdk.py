@@ -152,7 +152,7 @@ def test_a_syscall_that_fails_inside_raises_with_the_reply_attached(kernel: Kern
     with pytest.raises(AIOSError) as caught:
         llm_chat_with_json_output("sdk/json", CAPITAL, kernel.url, response_format=schema, temperature=0,
                                   max_new_tokens=2)
-    assert caught.value.status_code == 502 and "cut off at max_new_tokens=2" in caught.value.message
+    assert caught.value.status_code == 502 and "cut off after 2 tokens (max_new_tokens=2" in caught.value.message
     assert caught.value.response.response_message is not None
 
 

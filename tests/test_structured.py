@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator, ValidationError
 
 from aios.llm.hf.grammar import LARGEST_EXACT, closed
 from aios.llm.prompting import tools_for_model
@@ -16,6 +17,13 @@ WEATHER = {"type": "function", "function": {"name": "demo/get_weather", "paramet
     "type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}}, "required": ["city"]}}}
 CLOCK = {"name": "clock", "description": "the time"}  # AIOS's bare form, no parameters
 TOOLS = tools_for_model([WEATHER, CLOCK])
+def _nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
 PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
           "required": ["name"]}
 
@@ -34,14 +42,16 @@ def test_required_tool_calls_read_back_with_slash_names_and_ids() -> None:
 
 @pytest.mark.parametrize(("text", "problem"), [
     ("It is sunny.", "calls no tool"),
-    ("[]", "non-empty JSON array of tool calls"),
+    ("[]", "calls no tool"),
     ('[{"name": "demo__get_weather", "parameters": {}}]', "'city' is a required property"),
     ('[{"name": "demo__get_weather", "parameters": {"city": "Paris", "unit": "k"}}]', "'k' is not one of"),
     ('[{"name": "teleport", "parameters": {}}]', r"call 0 names 'teleport', which is not one of the tools to call "
                                                  r"\(demo/get_weather, clock\)"),
-    ('[{"name": "clock"}]', 'call 0 must be an object with exactly "name" and "parameters"'),
+    ('[{"name": "demo__get_weather"}]', "'city' is a required property"),  # the seed reads it as no arguments
+    ('[{"name": ["clock"], "parameters": {}}]', "calls no tool"),
     ('[{"name": "clock", "parameters": {}', "not valid JSON"),
-], ids=["prose", "empty", "missing-required", "bad-enum", "unknown-tool", "no-parameters", "truncated"])
+], ids=["prose", "empty", "missing-required", "bad-enum", "unknown-tool", "no-parameters", "name-not-text",
+                                   "truncated"])
 def test_a_required_tool_call_that_is_not_valid_says_why(text: str, problem: str) -> None:
     with pytest.raises(InvalidReply, match=problem):
         parse_reply(tool_call_spec(TOOLS, "required"), text)
@@ -54,6 +64,28 @@ def test_calls_may_use_a_tools_short_name_where_it_is_unambiguous() -> None:
     twins = tools_for_model([WEATHER, {"name": "other/get_weather"}])
     with pytest.raises(InvalidReply, match="not one of the tools"):
         parse_reply(tool_call_spec(twins, "required"), json.dumps([call("get_weather", city="Oslo")]))
+
+
+def test_calls_in_other_shapes_starting_with_a_bracket_are_still_read() -> None:
+    spec = tool_call_spec(TOOLS, "required")
+    for text in ('[{"name": "demo/get_weather", "parameters": {"city": "Oslo"}}]',  # the slash name
+                 '[{"name": "demo__get_weather", "arguments": "{\\"city\\": \\"Oslo\\"}"}]',  # OpenAI's arguments
+                 '[{"name": "demo__get_weather", "parameters": {"city": "Oslo"}}] I called it.'):  # prose after
+        assert parse_reply(spec, text).tool_calls[0]["parameters"] == {"city": "Oslo"}, text
+
+
+def test_tools_with_local_definitions_keep_them_inside_the_calls_schema() -> None:
+    """A pydantic model's nested model comes as ``$defs`` + ``$ref``: the refs must still resolve once the
+    parameters sit inside the array of calls (the grammar compiles that whole schema)."""
+    booking = {"name": "book", "parameters": {"type": "object", "$defs": {"Guest": {
+        "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}},
+        "properties": {"guest": {"$ref": "#/$defs/Guest"}}, "required": ["guest"]}}
+    spec = tool_call_spec(tools_for_model([booking, CLOCK]), "required")
+    assert spec.schema["$defs"] == {"book.Guest": booking["parameters"]["$defs"]["Guest"]}
+    Draft202012Validator(spec.schema).validate([call("book", guest={"name": "Ada"})])
+    with pytest.raises(ValidationError):
+        Draft202012Validator(spec.schema).validate([call("book", guest={})])
+    assert parse_reply(spec, json.dumps([call("book", guest={"name": "Ada"})])).tool_calls[0]["name"] == "book"
 
 
 def test_auto_accepts_prose_or_valid_calls_but_not_invalid_calls() -> None:
@@ -104,14 +136,25 @@ def test_bad_tool_choices_are_refused_with_the_accepted_forms(choice: Any, probl
     ({"type": "object", "required": "name"}, "at required"),
     ({"type": "object", "properties": {"a": {"type": 5}}}, "at properties/a/type"),
     ({"type": "integer", "minimum": "zero"}, "at minimum"),
-], ids=["bad-type", "required-not-list", "nested-bad-type", "bad-minimum"])
+    ({"properties": {"a": {"$ref": "#/$defs/missing"}}}, "$ref '#/$defs/missing' points at nothing"),
+    ({"properties": {"a": {"$ref": "https://example.com/a.json"}}}, "only local references"),
+    (_nested(150), "nested too deeply"),
+], ids=["bad-type", "required-not-list", "nested-bad-type", "bad-minimum", "dangling-ref", "remote-ref", "deep"])
 def test_an_invalid_schema_is_refused_naming_where(schema: dict[str, Any], problem: str) -> None:
-    with pytest.raises(ValueError, match="response_format schema is not a valid JSON Schema") as caught:
+    with pytest.raises(ValueError, match="response_format schema") as caught:
         json_spec(schema)
     assert problem in str(caught.value)
     bad_tool = {"type": "function", "function": {"name": "t", "parameters": schema}}
-    with pytest.raises(ValueError, match="tool 't' parameters is not a valid JSON Schema"):
+    with pytest.raises(ValueError, match="tool 't' parameters"):
         tool_call_spec(tools_for_model([bad_tool]), "required")
+
+
+def test_a_schema_that_names_an_older_draft_is_read_in_that_draft() -> None:
+    pair = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "array",
+            "items": [{"type": "string"}, {"type": "integer"}]}  # draft-07 tuple form
+    assert parse_reply(json_spec(pair), '["a", 1]').value == ["a", 1]
+    with pytest.raises(InvalidReply):
+        parse_reply(json_spec(pair), '[1, "a"]')
 
 
 def test_json_replies_are_checked_against_the_schema() -> None:
@@ -147,3 +190,28 @@ def test_grammars_close_objects_and_bound_numbers_without_touching_the_given_sch
         "type": "integer", "minimum": 1, "maximum": LARGEST_EXACT}
     assert tight["properties"]["free"]["additionalProperties"] is True
     assert "additionalProperties" not in schema  # the caller's schema is unchanged
+
+
+@pytest.mark.parametrize("schema", [
+    {"allOf": [{"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+               {"type": "object", "properties": {"b": {"type": "string"}}, "required": ["b"]}]},
+    {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a", "b"]},
+    {"type": "object", "$ref": "#/$defs/base", "properties": {"a": {"type": "string"}},
+     "$defs": {"base": {"type": "object", "properties": {"b": {"type": "string"}}}}},
+], ids=["all-of-parts", "required-beyond-properties", "ref-sibling"])
+def test_objects_whose_keys_come_from_elsewhere_stay_open(schema: dict[str, Any]) -> None:
+    tight = closed(schema)
+    assert "additionalProperties" not in tight
+    assert all("additionalProperties" not in part for part in tight.get("allOf", []))
+
+
+@pytest.mark.parametrize(("number", "expected"), [
+    ({"type": "integer", "minimum": 10**16}, {"type": "integer", "minimum": 10**16}),
+    ({"type": "number", "maximum": -(10**17)}, {"type": "number", "maximum": -(10**17)}),
+    ({"type": "integer", "exclusiveMinimum": 0}, {"type": "integer", "exclusiveMinimum": 0,
+                                                  "maximum": LARGEST_EXACT}),
+    ({"type": ["integer", "null"]}, {"type": ["integer", "null"], "minimum": -LARGEST_EXACT,
+                                     "maximum": LARGEST_EXACT}),
+], ids=["above-the-bound", "below-the-bound", "exclusive", "type-list"])
+def test_number_bounds_never_contradict_the_schemas_own(number: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert closed(number) == expected

@@ -83,13 +83,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Settings of the local backend (its device, engine and grammar), refused on an API backend's entry.
+_LOCAL_ONLY = frozenset({"max_gpu_memory", "eval_device", "max_batch", "prefix_cache_mb", "kv_budget_mb",
+                         "structured_output"})
+
+
 class ModelConfig(_Section):
     """One entry of ``llms.models``."""
 
     name: str = Field(min_length=1, description="HF model id, local directory, or .gguf path; for an API "
                       "backend, the provider's model name")
     backend: Literal["huggingface", "openai", "vllm", "sglang", "ollama"] = "huggingface"
-    api_key: str | None = Field(default=None, description="API backends; else api_keys.<backend>, else "
+    api_key: str | None = Field(default=None, repr=False, description="API backends; else api_keys.<backend>, else "
                                 "$OPENAI_API_KEY for openai")
     max_gpu_memory: dict[int, str] | None = Field(
         default=None, description='per-GPU limit, e.g. {0: "24GB"}; used only when CUDA is present'
@@ -119,10 +124,20 @@ class ModelConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _api_backend_has_a_server(self) -> "ModelConfig":
-        if self.backend not in ("huggingface", "openai") and self.hostname is None:
+    def _fields_fit_the_backend(self) -> "ModelConfig":
+        if self.backend == "huggingface":
+            return self
+        misplaced = sorted(_LOCAL_ONLY & self.model_fields_set)
+        if misplaced:
+            raise ValueError(f"backend {self.backend!r} does not use {', '.join(misplaced)} (local models only)")
+        if self.backend != "openai" and self.hostname is None:
             raise ValueError(f"backend {self.backend!r} needs 'hostname', the URL of its server")
         return self
+
+    def listing(self) -> dict[str, Any]:
+        """What ``/core/llms/list`` shows of this model: never its API key, nor settings its backend ignores."""
+        hidden = {"api_key"} | (set() if self.backend == "huggingface" else _LOCAL_ONLY)
+        return self.model_dump(exclude_none=True, exclude=hidden)
 
     @property
     def base_url(self) -> str:

@@ -84,6 +84,8 @@ class LLMHandler:
             query.spec = _output_spec(query)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
+        except RecursionError:
+            raise BadRequest("the tools or the response_format schema are nested too deeply") from None
         query.core, entry = self.router.pick(query.llms)
         query.sampling = _sampling(query, entry)
         return query
@@ -109,29 +111,30 @@ class LLMHandler:
 
 
 async def _structured_reply(query: LLMQuery, request: GenerationRequest, generation: Generation) -> LLMResponse:
-    """The reply read against its spec, never an invalid one passed as valid. A constrained reply is invalid
-    only when cut off by the token limit, or where the schema asks what a grammar cannot say (``uniqueItems``,
-    ``not``, ...); an invalid reply gets one retry, with the problem shown to the model, unless it was cut off
-    under a constraint (then more tokens, not another try, is the fix)."""
+    """The reply read against its spec, never an invalid one passed as valid. An invalid reply gets one retry,
+    with the problem shown to the model — unless it was cut off by the token limit (then more tokens, not
+    another try, is the fix). Under a grammar that happens only when cut off, or where the schema asks what a
+    grammar cannot say (``uniqueItems``, ``not``, ...)."""
     spec, core = query.spec, query.core
     assert spec is not None and core is not None
     try:
         return _shaped(parse_reply(spec, generation.text))
     except InvalidReply as exc:
         problem = exc
-    if core.constrains and generation.finish_reason == "length":
-        return _invalid(f"the reply was cut off at max_new_tokens={query.sampling.max_new_tokens} before it "
-                        f"was complete ({problem}); raise max_new_tokens", generation)
-    retry = replace(request, messages=[*request.messages, {"role": "assistant", "content": generation.text},
-                                       retry_message(spec, str(problem))])
-    generation = await core.complete(retry)
-    try:
-        return _shaped(parse_reply(spec, generation.text))
-    except InvalidReply as exc:
-        cut = f" (cut off at max_new_tokens={query.sampling.max_new_tokens})" if generation.finish_reason == "length" \
-            else ""
-        return _invalid(f"the model's reply was invalid twice (it was shown the first problem and retried): "
-                        f"{exc}{cut}", generation)
+    if generation.finish_reason != "length":
+        retry = replace(request, messages=[*request.messages, {"role": "assistant", "content": generation.text},
+                                           retry_message(spec, str(problem))])
+        generation = await core.complete(retry)
+        try:
+            return _shaped(parse_reply(spec, generation.text))
+        except InvalidReply as exc:
+            problem = exc
+        if generation.finish_reason != "length":
+            return _invalid(f"the model's reply was invalid twice (it was shown the first problem and retried): "
+                            f"{problem}", generation)
+    return _invalid(f"the reply was cut off after {generation.completion_tokens} tokens (max_new_tokens="
+                    f"{query.sampling.max_new_tokens}, or the model's context or KV budget) before it was "
+                    f"complete: {problem}", generation)
 
 
 def _output_spec(query: LLMQuery) -> OutputSpec | None:

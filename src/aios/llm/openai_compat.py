@@ -16,6 +16,7 @@ import httpx
 
 from aios.errors import KernelError
 from aios.llm.core import Generation, GenerationRequest
+from aios.llm.prompting import slash_to_double_underscore
 from aios.llm.structured import ANY_OBJECT, OutputSpec
 
 # Local inference can take minutes for a long reply; connecting should not.
@@ -23,9 +24,12 @@ TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 
 
 class ProviderError(KernelError):
-    """The provider refused the request or could not be reached."""
+    """The provider refused the request or could not be reached. A request the provider finds bad (too long,
+    a schema it does not take) is a 400, its rate limit a 429; anything else is the provider's fault: 502."""
 
-    status_code = 502
+    def __init__(self, message: str, provider_status: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = {400: 400, 413: 400, 422: 400, 429: 429}.get(provider_status or 0, 502)
 
 
 class OpenAICompatBackend:
@@ -41,16 +45,18 @@ class OpenAICompatBackend:
                                          transport=transport)
 
     async def complete(self, request: GenerationRequest) -> Generation:
-        body = chat_body(self.name, request)
+        body = chat_body(self.name, request, tokens_field="max_completion_tokens" if self.backend == "openai"
+                         else "max_tokens")
         try:
             reply = await self._client.post("/chat/completions", json=body)
         except httpx.HTTPError as exc:
             raise ProviderError(f"cannot reach the {self.backend} backend at {self.base_url}: {exc}") from None
         if reply.status_code != 200:
-            raise ProviderError(f"the {self.backend} backend answered {reply.status_code}: {_detail(reply)}")
+            raise ProviderError(f"the {self.backend} backend answered {reply.status_code}: {_detail(reply)}",
+                                reply.status_code)
         try:
             return generation_of(reply.json())
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ProviderError(f"the {self.backend} backend sent a reply that is not a chat completion: "
                                 f"{type(exc).__name__}: {exc}") from None
 
@@ -62,11 +68,13 @@ class OpenAICompatBackend:
         await self._client.aclose()
 
 
-def chat_body(model: str, request: GenerationRequest) -> dict[str, Any]:
-    """The ``/chat/completions`` request: messages, sampling, and the structured-output fields natively."""
+def chat_body(model: str, request: GenerationRequest, tokens_field: str = "max_tokens") -> dict[str, Any]:
+    """The ``/chat/completions`` request: messages, sampling, and the structured-output fields natively.
+    (OpenAI's newer models take only ``max_completion_tokens``; servers that copy the API know ``max_tokens``.)"""
     sampling = request.sampling
-    body: dict[str, Any] = {"model": model, "messages": request.messages, "temperature": sampling.temperature,
-                            "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens}
+    body: dict[str, Any] = {"model": model, "messages": [_openai_message(m) for m in request.messages],
+                            "temperature": sampling.temperature, "top_p": sampling.top_p,
+                            tokens_field: sampling.max_new_tokens}
     if sampling.stop:
         body["stop"] = sampling.stop
     spec = request.constraint
@@ -76,6 +84,18 @@ def chat_body(model: str, request: GenerationRequest) -> dict[str, Any]:
     elif spec is not None:
         body["response_format"] = _response_format(spec)
     return body
+
+
+def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as OpenAI takes it: tool calls the kernel returned earlier (``{"name": "author/name",
+    "parameters": {...}, "id"}``), fed back by an agent, become OpenAI's function calls."""
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list) or not all(isinstance(c, dict) and "parameters" in c for c in calls):
+        return message
+    return {**message, "tool_calls": [
+        {"id": c.get("id") or f"call_{i}", "type": "function",
+         "function": {"name": slash_to_double_underscore(str(c.get("name"))), "arguments": json.dumps(c["parameters"])}}
+        for i, c in enumerate(calls)]}
 
 
 def _tool_choice(spec: OutputSpec) -> Any:
@@ -96,6 +116,8 @@ def generation_of(completion: dict[str, Any]) -> Generation:
     """A chat completion as a generation; tool calls are written as the kernel's JSON array of calls."""
     choice = completion["choices"][0]
     message = choice["message"]
+    if not isinstance(message, dict):
+        raise TypeError(f"choices[0].message is {type(message).__name__}, not an object")
     calls = message.get("tool_calls") or []
     if calls:
         text = json.dumps([{"name": c["function"]["name"], "parameters": _arguments(c["function"])} for c in calls])
@@ -119,11 +141,17 @@ def _arguments(function: dict[str, Any]) -> Any:
 
 
 def _detail(reply: httpx.Response) -> str:
-    """The provider's own error message where it sends one, else the start of the body."""
+    """The provider's own error message where it sends one (OpenAI: ``error.message``; vLLM, SGLang: ``message``;
+    FastAPI servers: ``detail``), else the start of the body."""
     try:
-        error = reply.json().get("error")
+        body = reply.json()
     except ValueError:
-        return reply.text[:200] or reply.reason_phrase
-    if isinstance(error, dict):
-        return str(error.get("message") or error)[:300]
-    return str(error)[:300]
+        return reply.text[:300] or reply.reason_phrase
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:300]
+        for key in ("message", "detail", "error"):
+            if body.get(key):
+                return str(body[key])[:300]
+    return json.dumps(body)[:300]

@@ -84,9 +84,12 @@ def _tool_for_model(index: int, tool: Any) -> dict[str, Any]:
     }
 
 
-def merge_messages_with_tools(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def merge_messages_with_tools(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]], must_call: bool = False
+) -> list[dict[str, Any]]:
     """New messages with the tools and how to call them folded into the system prompt, for chat templates that
-    have no ``tools`` slot. An empty tool list adds nothing. The input is not modified."""
+    have no ``tools`` slot. ``must_call`` says a reply without a call will not do (``tool_choice`` required).
+    An empty tool list adds nothing. The input is not modified."""
     if not tools:
         return copy.deepcopy(messages)
     described = json.dumps(tools_for_model(tools), separators=(",", ":"), ensure_ascii=False)
@@ -94,7 +97,7 @@ def merge_messages_with_tools(messages: list[dict[str, Any]], tools: list[dict[s
         f"You can call these tools:\n{described}\n"
         "To call tools, reply with ONLY a JSON array of calls and no other text, using the exact tool names "
         'given above, like: [{"name": "tool_name", "parameters": {"argument": "value"}}]\n'
-        "If no tool fits the request, answer normally in plain text."
+        + ("Reply with a call." if must_call else "If no tool fits the request, answer normally in plain text.")
     )
     return _with_system_note(messages, instruction)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from jsonschema.validators import validator_for
 from jsonschema.exceptions import SchemaError, best_match
 
 from aios.llm.prompting import (
@@ -86,10 +87,33 @@ def tool_call_spec(tools: list[dict[str, Any]], tool_choice: Any) -> OutputSpec 
         offered = {name: offered[name]}
     aliases = _short_names(offered)
     spellings = {name: [name, *(alias for alias, full in aliases.items() if full == name)] for name in offered}
-    calls = [_call_schema(spellings[name], parameters) for name, parameters in offered.items()]
+    definitions: dict[str, Any] = {}
+    calls = [_call_schema(spellings[name], _hoisted(name, parameters, definitions))
+             for name, parameters in offered.items()]
     items = calls[0] if len(calls) == 1 else {"anyOf": calls}
-    return OutputSpec({"type": "array", "items": items, "minItems": 1}, allow_text=choice == "auto", tools=offered,
-                      aliases=aliases)
+    schema = {"type": "array", "items": items, "minItems": 1, **({"$defs": definitions} if definitions else {})}
+    return OutputSpec(schema, allow_text=choice == "auto", tools=offered, aliases=aliases)
+
+
+def _hoisted(tool: str, parameters: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
+    """A tool's parameters schema with its local definitions moved into ``definitions`` (the root ``$defs`` of
+    the calls schema, under names prefixed by the tool) and its ``#/$defs/X`` references pointed there, so that
+    they still resolve once the schema sits inside the array of calls."""
+    local = {**parameters.get("definitions", {}), **parameters.get("$defs", {})}
+    if not local:
+        return parameters
+    renamed = {f"#/{key}/{name}": f"#/$defs/{tool}.{name}" for key in ("$defs", "definitions") for name in local}
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, list):
+            return [rewrite(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        return {k: renamed.get(v, v) if k == "$ref" and isinstance(v, str) else rewrite(v) for k, v in node.items()}
+
+    for name, definition in local.items():
+        definitions[f"{tool}.{name}"] = rewrite(definition)
+    return rewrite({k: v for k, v in parameters.items() if k not in ("$defs", "definitions")})
 
 
 def _short_names(offered: dict[str, Any]) -> dict[str, str]:
@@ -100,7 +124,7 @@ def _short_names(offered: dict[str, Any]) -> dict[str, str]:
     for name in offered:
         if "__" in name:
             shorts.setdefault(name.rsplit("__", 1)[1], []).append(name)
-    return {short: names[0] for short, names in shorts.items() if len(names) == 1 and short not in offered}
+    return {short: names[0] for short, names in shorts.items() if short and len(names) == 1 and short not in offered}
 
 
 def tool_choice_of(tool_choice: Any) -> str:
@@ -131,10 +155,36 @@ def check_schema(schema: Any, what: str) -> None:
     if not isinstance(schema, dict):
         raise ValueError(f"{what} must be a JSON Schema object, got {type(schema).__name__}")
     try:
-        Draft202012Validator.check_schema(schema)
+        validator_for(schema, default=Draft202012Validator).check_schema(schema)
+        _check_references(schema, schema, what)
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.path)
         raise ValueError(f"{what} is not a valid JSON Schema{f' at {where}' if where else ''}: {exc.message}") from None
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply") from None
+
+
+def _check_references(node: Any, root: dict[str, Any], what: str) -> None:
+    """Every ``$ref`` points inside the schema (``#/...``) at something there: nothing is fetched, and a reply is
+    never checked against a schema that cannot be resolved."""
+    if isinstance(node, list):
+        for item in node:
+            _check_references(item, root, what)
+        return
+    if not isinstance(node, dict):
+        return
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        if not ref.startswith("#"):
+            raise ValueError(f"{what}: $ref {ref!r} points outside the schema; only local references (#/...) work")
+        target: Any = root
+        for part in filter(None, ref[1:].split("/")):
+            part = part.replace("~1", "/").replace("~0", "~")
+            target = target.get(part) if isinstance(target, dict) else None
+        if not isinstance(target, (dict, bool)):
+            raise ValueError(f"{what}: $ref {ref!r} points at nothing in the schema")
+    for value in node.values():
+        _check_references(value, root, what)
 
 
 def parse_reply(spec: OutputSpec, text: str) -> Reply:
@@ -153,22 +203,41 @@ def parse_reply(spec: OutputSpec, text: str) -> Reply:
 
 def _tool_reply(spec: OutputSpec, text: str) -> Reply:
     stripped = text.strip()
-    if stripped.startswith("["):  # the constrained (and instructed) form: read it strictly
-        try:
-            found = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise InvalidReply(f"the tool-call array is not valid JSON ({exc.msg} at character {exc.pos})") from None
-    else:
+    found = _instructed_calls(stripped)
+    if found is None:  # read as leniently as the seed: fences, tags, "arguments", prose around the calls
         found = [{"name": slash_to_double_underscore(c["name"]), "parameters": c["parameters"]}
                  for c in decode_hf_tool_calls(text)]
-        if not found:
-            if spec.allow_text:
-                return Reply(text=text, tool_calls=[])
-            raise InvalidReply("the reply calls no tool, and a tool call is required")
+    if not found:
+        if spec.allow_text and not stripped.startswith("["):
+            return Reply(text=text, tool_calls=[])
+        raise InvalidReply(_why_no_calls(stripped))
     _check_calls(spec, found)
-    calls = [{"name": double_underscore_to_slash(spec.aliases.get(c["name"], c["name"])),
+    calls = [{"name": double_underscore_to_slash(spec.aliases.get(c["name"], slash_to_double_underscore(c["name"]))),
               "parameters": c["parameters"], "id": new_call_id()} for c in found]
     return Reply(text=text, value=found, tool_calls=calls)
+
+
+def _instructed_calls(text: str) -> list[dict[str, Any]] | None:
+    """The calls when the text is exactly the instructed (and constrained) JSON array of {"name", "parameters"}."""
+    if not text.startswith("["):
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(value, list) and value and all(
+            isinstance(c, dict) and set(c) == {"name", "parameters"} and isinstance(c["name"], str) for c in value):
+        return value
+    return None
+
+
+def _why_no_calls(text: str) -> str:
+    if text.startswith("["):
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            return f"the tool-call array is not valid JSON ({exc.msg} at character {exc.pos})"
+    return "the reply calls no tool, and a tool call is required"
 
 
 def _check_calls(spec: OutputSpec, calls: Any) -> None:
@@ -178,7 +247,7 @@ def _check_calls(spec: OutputSpec, calls: Any) -> None:
     for index, item in enumerate(calls):
         if not isinstance(item, dict) or set(item) != {"name", "parameters"}:
             raise InvalidReply(f'call {index} must be an object with exactly "name" and "parameters"')
-        name = spec.aliases.get(item["name"], item["name"])
+        name = spec.aliases.get(item["name"], slash_to_double_underscore(item["name"]))
         if name not in spec.tools:
             offered = ", ".join(double_underscore_to_slash(n) for n in spec.tools)
             raise InvalidReply(f"call {index} names {name!r}, which is not one of the tools to call ({offered})")
@@ -187,7 +256,7 @@ def _check_calls(spec: OutputSpec, calls: Any) -> None:
 
 
 def _validate(schema: dict[str, Any], value: Any, mismatch: str = "the reply does not match the schema") -> None:
-    error = best_match(Draft202012Validator(schema).iter_errors(value))
+    error = best_match(validator_for(schema, default=Draft202012Validator)(schema).iter_errors(value))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path)
         raise InvalidReply(f"{mismatch}{f' at {where}' if where else ''}: {error.message}")

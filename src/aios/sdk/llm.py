@@ -66,7 +66,8 @@ def llm_chat_with_json_output(
     max_new_tokens: int | None = None,
     priority: int | None = None,
 ) -> LLMResponse | Model:
-    """Chat with a JSON reply. The kernel constrains decoding, so the reply always parses and matches the schema.
+    """Chat with a JSON reply that parses and matches the schema: a local model's decoding is constrained to it,
+    and the kernel checks every reply (a reply that does not fit raises :class:`AIOSError` with status 502).
 
     ``response_format`` is ``{"type": "json_object"}`` (the default: any JSON object),
     ``{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}``, a bare JSON Schema — then the

@@ -80,8 +80,7 @@ def create_app(kernel: Kernel) -> FastAPI:
     async def llms_list() -> dict[str, Any]:
         return {
             "status": "success",
-            # The configured models, never their API keys.
-            "llms": [m.model_dump(exclude_none=True, exclude={"api_key"}) for m in kernel.config.llms.models],
+            "llms": [model.listing() for model in kernel.config.llms.models],
         }
 
     return app

@@ -26,6 +26,7 @@ from aios.llm.hf.grammar import Grammars, TokenConstraint
 from aios.llm.hf.loader import find_model, load_model
 from aios.llm.hf.sequence import Sequence
 from aios.llm.prompting import merge_messages_with_tools
+from aios.llm.structured import OutputSpec
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ class HfLocalBackend:
         return outcome[0]
 
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
-        return self.render(request.messages, request.tools, request.reply_prefix)["input_ids"][0].tolist()
+        return self.render(request.messages, request.tools, request.reply_prefix,
+                           request.constraint)["input_ids"][0].tolist()
 
     def _prepare(self, request: GenerationRequest) -> tuple[list[int], TokenConstraint | None]:
         """The prompt's token ids and, for a constrained request, its grammar state (compiled on first use)."""
@@ -130,15 +132,20 @@ class HfLocalBackend:
         self.engine.submit(Sequence(request, prompt_ids, on_done, generator=generator, constraint=constraint))
 
     def render(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, reply_prefix: str = ""
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, reply_prefix: str = "",
+        spec: OutputSpec | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Token ids of the prompt, through the model's own chat template, followed by ``reply_prefix``."""
+        """Token ids of the prompt, through the model's own chat template, followed by ``reply_prefix``.
+
+        Tools go through the template when it takes them, unless the reply is constrained to the kernel's call
+        format: then the prompt must describe that same format (a template would ask for its own)."""
         messages = [_plain_message(m) for m in messages]
         template_kwargs: dict[str, Any] = {}
-        if tools and self.template_accepts_tools:
+        own_format = spec is not None and spec.tools is not None and self.constrains
+        if tools and self.template_accepts_tools and not own_format:
             template_kwargs["tools"] = tools
         elif tools:
-            messages = merge_messages_with_tools(messages, tools)
+            messages = merge_messages_with_tools(messages, tools, must_call=spec is not None and not spec.allow_text)
         try:
             prompt = self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, tokenize=False, **template_kwargs

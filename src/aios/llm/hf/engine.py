@@ -237,7 +237,8 @@ class Engine:
     def _sample(self, sequences: list[Sequence], logits: torch.Tensor) -> list[int]:
         constrained = [i for i, s in enumerate(sequences) if s.constraint is not None]
         if constrained:
-            self.grammars.mask(logits, constrained, [sequences[i].constraint for i in constrained])
+            self.grammars.mask(logits, constrained, [sequences[i].constraint for i in constrained],
+                               [_closing(sequences[i]) for i in constrained])
         tokens = logits.argmax(dim=-1).tolist()
         for i, sequence in enumerate(sequences):
             if sequence.sampling.temperature > 0:
@@ -261,7 +262,7 @@ class Engine:
     def _finish(self, sequence: Sequence, reason: str) -> None:
         """Hand a running sequence its reply, keep its KV for prefix reuse, and free its row."""
         text = self._text(sequence)
-        stop_at = _first_stop(text, sequence.sampling.stop, len(sequence.request.reply_prefix))
+        stop_at = _first_stop(text, _stops(sequence), len(sequence.request.reply_prefix))
         text = text[:stop_at] if stop_at is not None else text
         sequence.stream(text, final=True)
         if self.prefixes is not None:
@@ -278,13 +279,15 @@ class Engine:
     def _finish_reason(self, sequence: Sequence, token: int) -> str | None:
         if sequence.request.cancelled.is_set():
             return "cancelled"
-        if token in self.eos_ids or (sequence.constraint is not None and sequence.constraint.complete):
+        if token in self.eos_ids:
             return "stop"
-        if sequence.sampling.stop:
+        if sequence.constraint is not None and sequence.constraint.complete:
+            return "length" if _closing(sequence) else "stop"  # "length": it was brought to an end early
+        if stops := _stops(sequence):
             # A stop string can only end in the newest token: look at the last few tokens, not the whole reply.
-            window = max(len(stop) for stop in sequence.sampling.stop) + 2
+            window = max(len(stop) for stop in stops) + 2
             text = self.tokenizer.decode(sequence.output_ids[-window:], skip_special_tokens=True)
-            if _first_stop(text, sequence.sampling.stop, 0) is not None:
+            if _first_stop(text, stops, 0) is not None:
                 return "stop"
         if len(sequence.output_ids) >= sequence.sampling.max_new_tokens:
             return "length"
@@ -342,6 +345,19 @@ def _sample_one(logits: torch.Tensor, sequence: Sequence) -> int:
         keep = sorted_probs.cumsum(-1) - sorted_probs < sequence.sampling.top_p  # always keeps the top token
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
     return int(torch.multinomial(probs, 1, generator=sequence.generator))
+
+
+def _closing(sequence: Sequence) -> bool:
+    """Whether a constrained reply is close enough to its token limit to be brought to an end: the last
+    quarter of the budget, at most 32 tokens (a reply that will fit is never touched)."""
+    left = sequence.sampling.max_new_tokens - len(sequence.output_ids)
+    return left <= min(32, sequence.sampling.max_new_tokens // 4)
+
+
+def _stops(sequence: Sequence) -> list[str]:
+    """The stop strings that apply: none while a grammar shapes the reply, which ends when the grammar does (a
+    stop string inside the JSON would only cut it short)."""
+    return [] if sequence.constraint is not None else sequence.sampling.stop
 
 
 def _first_stop(text: str, stops: list[str], skip: int) -> int | None:

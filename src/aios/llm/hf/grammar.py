@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 # Compact JSON; keywords the grammar cannot express (uniqueItems, not, if/then, contains, dependentRequired) are
 # left out of the grammar rather than refused: the handler checks every reply against the full schema.
 COMPACT_JSON = {"whitespace_flexible": False, "lenient": True}
-# Prose, for tool_choice "auto": anything that does not start like JSON (or with blank space before it).
-PROSE = r"/[^\[{ \t\r\n][\s\S]*/"
+# Prose, for tool_choice "auto": anything that does not start like JSON, a tag such as <tool_call>, or blank
+# space before them.
+PROSE = r"/[^\[{< \t\r\n][\s\S]*/"
 LARGEST_EXACT = 2**53 - 1
 
 
@@ -65,6 +66,7 @@ class Grammars:
         self._compiled: OrderedDict[str, llguidance.LLMatcher] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._closing_tokens: torch.Tensor | None = None
 
     @property
     def cached(self) -> int:
@@ -95,8 +97,11 @@ class Grammars:
             log.info("grammar for a structured reply: %s (the reply is checked against it instead)", warning)
         return matcher
 
-    def mask(self, logits: torch.Tensor, rows: list[int], constraints: list[TokenConstraint]) -> None:
-        """Set to -inf the logits of every token that ``constraints[i]`` forbids in row ``rows[i]``."""
+    def mask(self, logits: torch.Tensor, rows: list[int], constraints: list[TokenConstraint],
+             closing: list[bool]) -> None:
+        """Set to -inf the logits of every token that ``constraints[i]`` forbids in row ``rows[i]``. Where
+        ``closing[i]`` (the reply is running out of tokens), allow only tokens that close strings, arrays and
+        objects whenever the grammar allows one, so that the reply ends whole instead of cut off."""
         bitmask = torch.empty((len(rows), (self.vocab_size + 31) // 32), dtype=torch.int32)
         row_bytes = bitmask.shape[1] * 4
         # One by one: on a few cores llguidance's thread pool (LLExecutor) only adds latency (BENCHMARKS.md).
@@ -105,8 +110,21 @@ class Grammars:
         bits = bitmask.to(logits.device)  # 32x smaller than the mask it unpacks into
         shifts = torch.arange(32, dtype=torch.int32, device=logits.device)
         allowed = ((bits.unsqueeze(-1) >> shifts) & 1).view(len(rows), -1)[:, : logits.shape[1]].bool()
+        for i in (i for i, close in enumerate(closing) if close):
+            closers = allowed[i] & self._closers(logits.shape[1], logits.device)
+            if closers.any():
+                allowed[i] = closers
         index = torch.tensor(rows, device=logits.device)
         logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
+
+    def _closers(self, vocab: int, device: torch.device) -> torch.Tensor:
+        """Tokens made only of the characters that end a JSON string, array or object (computed once)."""
+        if self._closing_tokens is None:
+            ends = set('"]}')
+            texts = self._hf_tokenizer.batch_decode([[i] for i in range(len(self._hf_tokenizer))])
+            self._closing_tokens = torch.zeros(vocab, dtype=torch.bool)
+            self._closing_tokens[[i for i, t in enumerate(texts[:vocab]) if t and set(t) <= ends]] = True
+        return self._closing_tokens.to(device)
 
 
 def grammar_of(spec: OutputSpec) -> str:
@@ -119,33 +137,51 @@ def grammar_of(spec: OutputSpec) -> str:
                                                    f"prose: {PROSE}\n")
 
 
-def closed(schema: Any) -> Any:
+def closed(schema: Any, closable: bool = True) -> Any:
     """A copy of the schema in which objects with listed ``properties`` take no others unless they say so, and
     numbers stay within what JSON carries exactly (±2**53).
 
     JSON Schema allows extra keys and endless digits, and a small model given that freedom invents keys or
     repeats a digit until it runs out of tokens; like OpenAI's strict mode, the grammar allows only the keys the
-    schema names. (Replies are still checked against the schema as given.)"""
+    schema names. An object is left open where closing could contradict the schema: combined with ``allOf``,
+    ``anyOf``, ``oneOf`` or ``$ref`` (whose parts name other keys), as a part of ``allOf``, or when ``required``
+    names a key that ``properties`` does not. (Replies are still checked against the schema as given.)"""
     if isinstance(schema, list):
-        return [closed(s) for s in schema]
+        return [closed(s, closable) for s in schema]
     if not isinstance(schema, dict):
         return schema
     out = dict(schema)
     for key in ("items", "additionalProperties", "not", "if", "then", "else", "contains"):
         if isinstance(out.get(key), (dict, list)):
             out[key] = closed(out[key])
-    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+    for key in ("anyOf", "oneOf", "prefixItems"):
         if isinstance(out.get(key), list):
             out[key] = closed(out[key])
+    if isinstance(out.get("allOf"), list):
+        out["allOf"] = closed(out["allOf"], closable=False)
     for key in ("properties", "$defs", "definitions", "patternProperties"):
         if isinstance(out.get(key), dict):
             out[key] = {name: closed(sub) for name, sub in out[key].items()}
-    if isinstance(out.get("properties"), dict) and "additionalProperties" not in out \
-            and "patternProperties" not in out:
+    properties = out.get("properties")
+    if closable and isinstance(properties, dict) and not _OPEN_KEYS.intersection(out) \
+            and set(out.get("required") or []) <= set(properties):
         out["additionalProperties"] = False
-    if out.get("type") in ("integer", "number"):
-        if "minimum" not in out and "exclusiveMinimum" not in out:
-            out["minimum"] = -LARGEST_EXACT
-        if "maximum" not in out and "exclusiveMaximum" not in out:
-            out["maximum"] = LARGEST_EXACT
+    types = out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]
+    if {"integer", "number"}.intersection(types):
+        _bound(out)
     return out
+
+
+# Keywords next to which an object is left open (see ``closed``).
+_OPEN_KEYS = frozenset({"additionalProperties", "patternProperties", "unevaluatedProperties", "allOf", "anyOf",
+                        "oneOf", "$ref"})
+
+
+def _bound(number: dict[str, Any]) -> None:
+    """Add ±2**53 bounds where the schema sets none and they do not contradict a bound it sets."""
+    low = number.get("minimum", number.get("exclusiveMinimum"))
+    high = number.get("maximum", number.get("exclusiveMaximum"))
+    if low is None and not (isinstance(high, (int, float)) and high < -LARGEST_EXACT):
+        number["minimum"] = -LARGEST_EXACT
+    if high is None and not (isinstance(low, (int, float)) and low > LARGEST_EXACT):
+        number["maximum"] = LARGEST_EXACT
