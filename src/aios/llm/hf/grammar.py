@@ -66,7 +66,7 @@ class Grammars:
         self._compiled: OrderedDict[str, llguidance.LLMatcher] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
-        self._closing_tokens: torch.Tensor | None = None
+        self._closing_groups: list[torch.Tensor] | None = None
 
     @property
     def cached(self) -> int:
@@ -101,7 +101,8 @@ class Grammars:
              closing: list[bool]) -> None:
         """Set to -inf the logits of every token that ``constraints[i]`` forbids in row ``rows[i]``. Where
         ``closing[i]`` (the reply is running out of tokens), allow only tokens that close strings, arrays and
-        objects whenever the grammar allows one, so that the reply ends whole instead of cut off."""
+        objects (or move on to a required key) whenever the grammar allows one, so that the reply ends whole
+        instead of cut off."""
         bitmask = torch.empty((len(rows), (self.vocab_size + 31) // 32), dtype=torch.int32)
         row_bytes = bitmask.shape[1] * 4
         # One by one: on a few cores llguidance's thread pool (LLExecutor) only adds latency (BENCHMARKS.md).
@@ -111,20 +112,26 @@ class Grammars:
         shifts = torch.arange(32, dtype=torch.int32, device=logits.device)
         allowed = ((bits.unsqueeze(-1) >> shifts) & 1).view(len(rows), -1)[:, : logits.shape[1]].bool()
         for i in (i for i, close in enumerate(closing) if close):
-            closers = allowed[i] & self._closers(logits.shape[1], logits.device)
-            if closers.any():
-                allowed[i] = closers
+            for group in self._closers(logits.shape[1], logits.device):
+                if (closers := allowed[i] & group).any():
+                    allowed[i] = closers
+                    break
         index = torch.tensor(rows, device=logits.device)
         logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
 
-    def _closers(self, vocab: int, device: torch.device) -> torch.Tensor:
-        """Tokens made only of the characters that end a JSON string, array or object (computed once)."""
-        if self._closing_tokens is None:
-            ends = set('"]}')
-            texts = self._hf_tokenizer.batch_decode([[i] for i in range(len(self._hf_tokenizer))])
-            self._closing_tokens = torch.zeros(vocab, dtype=torch.bool)
-            self._closing_tokens[[i for i, t in enumerate(texts[:vocab]) if t and set(t) <= ends]] = True
-        return self._closing_tokens.to(device)
+    def _closers(self, vocab: int, device: torch.device) -> list[torch.Tensor]:
+        """The tokens that bring JSON to an end, in the order to prefer them: those that end a string (and maybe
+        more), those that end arrays and objects, then the comma that moves on to a required key. Computed once."""
+        if self._closing_groups is None:
+            texts = self._hf_tokenizer.batch_decode([[i] for i in range(len(self._hf_tokenizer))])[:vocab]
+            tests = (lambda t: t.startswith('"') and set(t) <= set('"]}'), lambda t: set(t) <= set("]}"),
+                     lambda t: t == ",")
+            self._closing_groups = []
+            for test in tests:
+                group = torch.zeros(vocab, dtype=torch.bool)
+                group[[i for i, text in enumerate(texts) if text and test(text)]] = True
+                self._closing_groups.append(group)
+        return [group.to(device) for group in self._closing_groups]
 
 
 def grammar_of(spec: OutputSpec) -> str:
