@@ -30,6 +30,8 @@ from aios.llm.core import GenerationRequest, SamplingParams
 from aios.llm.hf import HfLocalBackend
 from aios.llm.hf.engine import EngineSettings
 
+from report import write_section  # benchmarks/, the script's own folder
+
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = ["the ocean", "volcanoes", "honey bees", "the moon", "bread", "chess", "rainforests", "trains",
           "glaciers", "owls", "coffee", "bridges", "deserts", "whales", "clocks", "mushrooms"]
@@ -194,8 +196,6 @@ def p95(values: list[float]) -> float:
 
 def report(results: list[Result], mixed: dict[str, list[float]], args: argparse.Namespace, seconds: float) -> str:
     lines = [
-        "# Benchmarks",
-        "",
         "## Serving: N agents, multi-turn conversations, embedded model",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
@@ -293,7 +293,7 @@ def main() -> None:
     mixed = {p: run_mixed(data_dir, p, args.max_batch_mixed, args.long_tokens, args.shorts) for p in ("fifo", "rr")}
     print(f"mixed: short p95 fifo {p95(mixed['fifo']):.2f} s, rr {p95(mixed['rr']):.2f} s", flush=True)
     plot(results, args.plot)
-    args.out.write_text(report(results, mixed, args, time.perf_counter() - began))
+    write_section(args.out, "serving", report(results, mixed, args, time.perf_counter() - began))
     print(f"wrote {args.out} and {args.plot}")
 
 
