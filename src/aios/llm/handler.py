@@ -113,8 +113,8 @@ class LLMHandler:
 async def _structured_reply(query: LLMQuery, request: GenerationRequest, generation: Generation) -> LLMResponse:
     """The reply read against its spec, never an invalid one passed as valid. An invalid reply gets one retry,
     with the problem shown to the model — unless it was cut off by the token limit (then more tokens, not
-    another try, is the fix). Under a grammar that happens only when cut off, or where the schema asks what a
-    grammar cannot say (``uniqueItems``, ``not``, ...)."""
+    another try, is the fix). Under a grammar a reply is invalid only when cut off, or where the schema asks
+    for what a grammar cannot say (``uniqueItems``, ``not``, ...)."""
     spec, core = query.spec, query.core
     assert spec is not None and core is not None
     try:
