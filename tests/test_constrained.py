@@ -166,6 +166,15 @@ def test_auto_answers_in_prose_or_with_valid_calls_and_none_in_prose(config: Any
     assert none.error is None and none.tool_calls is None and none.response_message
 
 
+def test_a_prose_answer_under_auto_is_left_as_it_is_near_the_token_limit(config: Any,
+                                                                         backend: HfLocalBackend) -> None:
+    """Only JSON is brought to an end early: prose that runs to the limit is cut there, not filled with quotes."""
+    (response,) = run(config, [backend], LLMQuery(user("Tell me a long story about the sea."), tools=TOOLS,
+                                                  temperature=0, max_new_tokens=40))
+    assert response.tool_calls == [] and response.response_message.startswith("The sea")
+    assert '""' not in response.response_message
+
+
 def test_the_grammar_allows_several_calls_in_one_reply(backend: HfLocalBackend) -> None:
     constraint = backend.grammars.constraint(tool_call_spec(tools_for_model(TOOLS), "required"))
     reply = ('[{"name":"demo__get_weather","parameters":{"city":"Paris"}},'

@@ -348,8 +348,10 @@ def _sample_one(logits: torch.Tensor, sequence: Sequence) -> int:
 
 
 def _closing(sequence: Sequence) -> bool:
-    """Whether a constrained reply is close enough to its token limit to be brought to an end: the last
-    quarter of the budget, at most 32 tokens (a reply that will fit is never touched)."""
+    """Whether a constrained JSON reply (not prose, which ``tool_choice: auto`` allows) is close enough to its
+    token limit to be brought to an end: the last quarter of the budget, at most 32 tokens."""
+    if sequence.constraint is None or sequence.constraint.prose:
+        return False
     left = sequence.sampling.max_new_tokens - len(sequence.output_ids)
     return left <= min(32, sequence.sampling.max_new_tokens // 4)
 

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 import llguidance
 import llguidance.hf
@@ -38,13 +38,17 @@ LARGEST_EXACT = 2**53 - 1
 
 
 class TokenConstraint:
-    """One sequence's grammar state."""
+    """One sequence's grammar state. ``json_start(token)`` says whether a first token begins JSON, which tells
+    apart, under ``tool_choice: auto``, a reply of calls from one of prose."""
 
-    def __init__(self, matcher: llguidance.LLMatcher) -> None:
-        self.matcher = matcher
+    def __init__(self, matcher: llguidance.LLMatcher, allows_prose: bool, json_start: Callable[[int], bool]) -> None:
+        self.matcher, self._allows_prose, self._json_start = matcher, allows_prose, json_start
+        self.prose: bool | None = None  # known from the first token
 
     def accept(self, token: int) -> bool:
         """Advance past a sampled token; False (and a log line) if the grammar refuses it."""
+        if self.prose is None:
+            self.prose = self._allows_prose and not self._json_start(token)
         if self.matcher.consume_token(token):
             return True
         log.warning("the grammar refused token %d: %s", token, self.matcher.get_error())
@@ -84,7 +88,10 @@ class Grammars:
                     self._compiled.popitem(last=False)
             else:
                 self._compiled.move_to_end(spec.key)
-            return TokenConstraint(compiled.deep_copy())
+            return TokenConstraint(compiled.deep_copy(), spec.allow_text, self._json_start)
+
+    def _json_start(self, token: int) -> bool:
+        return self._hf_tokenizer.decode([token]).startswith(("[", "{"))
 
     def _compile(self, spec: OutputSpec) -> llguidance.LLMatcher:
         if self._tokenizer is None:
