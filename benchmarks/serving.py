@@ -13,6 +13,7 @@ Writes BENCHMARKS.md and benchmarks/serving.png. Greedy decoding, CPU.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import asyncio
 import os
 import platform
@@ -274,6 +275,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "serving.png")
     args = parser.parse_args()
+    if importlib.util.find_spec("matplotlib") is None:  # found out now, not after a 20-minute run
+        parser.error("matplotlib is missing: run `make bench`, which installs the bench extra")
     data_dir = load_config().data_dir
     began = time.perf_counter()
     baseline = HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir)
@@ -292,8 +295,8 @@ def main() -> None:
     baseline.close()
     mixed = {p: run_mixed(data_dir, p, args.max_batch_mixed, args.long_tokens, args.shorts) for p in ("fifo", "rr")}
     print(f"mixed: short p95 fifo {p95(mixed['fifo']):.2f} s, rr {p95(mixed['rr']):.2f} s", flush=True)
-    plot(results, args.plot)
     write_section(args.out, "serving", report(results, mixed, args, time.perf_counter() - began))
+    plot(results, args.plot)
     print(f"wrote {args.out} and {args.plot}")
 
 

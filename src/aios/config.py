@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Mapping
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -75,8 +76,21 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _matching(pattern: re.Pattern[str], expected: str) -> AfterValidator:
+    """A string check: it must match ``pattern`` in full, else the error says what was ``expected``."""
+
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"must be {expected}, not {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
 _Int = Annotated[int, _uncoerced("a valid integer")]
 _Float = Annotated[float, _uncoerced("a valid number"), Field(allow_inf_nan=False)]
+_Device = Annotated[str, _matching(_DEVICE, "'cpu', 'cuda', 'cuda:N' or 'auto'")]
+_Url = Annotated[str, _matching(_URL, "an http(s) URL such as http://localhost:8000")]
 
 
 class _Section(BaseModel):
@@ -99,8 +113,8 @@ class ModelConfig(_Section):
     max_gpu_memory: dict[int, str] | None = Field(
         default=None, description='per-GPU limit, e.g. {0: "24GB"}; used only when CUDA is present'
     )
-    eval_device: str | None = Field(default=None, description='"cpu", "cuda", "cuda:1"; default: automatic')
-    hostname: str | None = Field(default=None, description="API backends: the server's URL, e.g. "
+    eval_device: _Device | None = Field(default=None, description='"cpu", "cuda", "cuda:1"; default: automatic')
+    hostname: _Url | None = Field(default=None, description="API backends: the server's URL, e.g. "
                                  "http://localhost:8000 (vllm), http://localhost:11434 (ollama)")
     max_batch: _Int = Field(default=16, ge=1, le=256, description="sequences decoded together in one step")
     prefix_cache_mb: _Int = Field(default=256, ge=0, description="KV of recent prompts kept for reuse; 0 = off")
@@ -108,20 +122,6 @@ class ModelConfig(_Section):
     structured_output: Literal["grammar", "prompt"] = Field(
         default="grammar", description="JSON and tool-call replies: 'grammar' constrains decoding (valid by "
         "construction); 'prompt' only asks in the prompt, then checks the reply and retries once")
-
-    @field_validator("eval_device")
-    @classmethod
-    def _known_device(cls, value: str | None) -> str | None:
-        if value is not None and not _DEVICE.fullmatch(value):
-            raise ValueError(f"must be 'cpu', 'cuda', 'cuda:N' or 'auto', not {value!r}")
-        return value
-
-    @field_validator("hostname")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not _URL.fullmatch(value):
-            raise ValueError(f"must be an http(s) URL such as http://localhost:8000, not {value!r}")
-        return value
 
     @model_validator(mode="after")
     def _fields_fit_the_backend(self) -> "ModelConfig":

@@ -52,6 +52,7 @@ class LLMQuery:
     core: LLMCore | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     spec: OutputSpec | None = None  # what the reply must be; None for free text
+    model_tools: list[dict[str, Any]] | None = None  # the tools as the model sees them (model-safe names)
 
     @property
     def wants_json(self) -> bool:
@@ -81,6 +82,7 @@ class LLMHandler:
         if query.tool_choice is not None and not query.tools:
             raise BadRequest("tool_choice was given without 'tools' to choose from")
         try:
+            query.model_tools = tools_for_model(query.tools) if query.tools else None
             query.spec = _output_spec(query)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
@@ -140,9 +142,9 @@ async def _structured_reply(query: LLMQuery, request: GenerationRequest, generat
 def _output_spec(query: LLMQuery) -> OutputSpec | None:
     """What the reply must be: tool calls when tools are offered (``required`` by default for the tool actions,
     ``auto`` for chat), else JSON when asked for, else free text."""
-    if query.tools:
+    if query.model_tools:
         default = "required" if query.action_type in TOOL_ACTIONS else "auto"
-        return tool_call_spec(tools_for_model(query.tools), query.tool_choice or default)
+        return tool_call_spec(query.model_tools, query.tool_choice or default)
     if query.wants_json:
         return json_spec(requested_schema(query.response_format))
     return None
@@ -157,7 +159,7 @@ def _request(query: LLMQuery, request: GenerationRequest) -> GenerationRequest:
         return request
     request.constraint = spec
     if spec.tools is not None:
-        request.tools = tools_for_model(query.tools or [])
+        request.tools = query.model_tools
     else:
         request.messages = merge_messages_with_response_format(query.messages, query.response_format)
         if not query.core.constrains:  # type: ignore[union-attr]

@@ -53,7 +53,7 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class Reply:
-    """A reply read against its spec: the JSON value, the tool calls, or the prose."""
+    """A reply read against its spec: the JSON value, or the tool calls (empty for prose under ``auto``)."""
 
     text: str
     value: Any = None
@@ -211,10 +211,11 @@ def _tool_reply(spec: OutputSpec, text: str) -> Reply:
         if spec.allow_text and not stripped.startswith("["):
             return Reply(text=text, tool_calls=[])
         raise InvalidReply(_why_no_calls(stripped))
-    _check_calls(spec, found)
-    calls = [{"name": double_underscore_to_slash(spec.aliases.get(c["name"], slash_to_double_underscore(c["name"]))),
-              "parameters": c["parameters"], "id": new_call_id()} for c in found]
-    return Reply(text=text, value=found, tool_calls=calls)
+    resolved = [(spec.aliases.get(c["name"], slash_to_double_underscore(c["name"])), c["parameters"]) for c in found]
+    _check_calls(spec, resolved)
+    calls = [{"name": double_underscore_to_slash(name), "parameters": parameters, "id": new_call_id()}
+             for name, parameters in resolved]
+    return Reply(text=text, tool_calls=calls)
 
 
 def _instructed_calls(text: str) -> list[dict[str, Any]] | None:
@@ -240,18 +241,15 @@ def _why_no_calls(text: str) -> str:
     return "the reply calls no tool, and a tool call is required"
 
 
-def _check_calls(spec: OutputSpec, calls: Any) -> None:
-    """Each call names an offered tool and has parameters that match its schema; the message says which not."""
-    if not isinstance(calls, list) or not calls:
-        raise InvalidReply("the reply must be a non-empty JSON array of tool calls")
-    for index, item in enumerate(calls):
-        if not isinstance(item, dict) or set(item) != {"name", "parameters"}:
-            raise InvalidReply(f'call {index} must be an object with exactly "name" and "parameters"')
-        name = spec.aliases.get(item["name"], slash_to_double_underscore(item["name"]))
+def _check_calls(spec: OutputSpec, calls: list[tuple[str, Any]]) -> None:
+    """Each call (model-safe name, parameters) names an offered tool and has parameters that match its schema;
+    the message says which does not."""
+    assert spec.tools is not None
+    for index, (name, parameters) in enumerate(calls):
         if name not in spec.tools:
             offered = ", ".join(double_underscore_to_slash(n) for n in spec.tools)
             raise InvalidReply(f"call {index} names {name!r}, which is not one of the tools to call ({offered})")
-        _validate(spec.tools[name], item["parameters"],
+        _validate(spec.tools[name], parameters,
                   f"call {index} ({double_underscore_to_slash(name)}): the parameters do not match the schema")
 
 

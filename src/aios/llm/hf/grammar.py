@@ -128,7 +128,8 @@ class Grammars:
 
     def _closers(self, vocab: int, device: torch.device) -> list[torch.Tensor]:
         """The tokens that bring JSON to an end, in the order to prefer them: those that end a string (and maybe
-        more), those that end arrays and objects, then the comma that moves on to a required key. Computed once."""
+        more), those that end arrays and objects, then the comma that moves on to a required key. Built once, on
+        the device the logits live on."""
         if self._closing_groups is None:
             texts = self._hf_tokenizer.batch_decode([[i] for i in range(len(self._hf_tokenizer))])[:vocab]
             tests = (lambda t: t.startswith('"') and set(t) <= set('"]}'), lambda t: set(t) <= set("]}"),
@@ -137,8 +138,8 @@ class Grammars:
             for test in tests:
                 group = torch.zeros(vocab, dtype=torch.bool)
                 group[[i for i, text in enumerate(texts) if text and test(text)]] = True
-                self._closing_groups.append(group)
-        return [group.to(device) for group in self._closing_groups]
+                self._closing_groups.append(group.to(device))
+        return self._closing_groups
 
 
 def grammar_of(spec: OutputSpec) -> str:
