@@ -4,10 +4,12 @@ Compares, in one run on one machine:
   (a) one request at a time through transformers ``generate`` (how the AIOS HF backend serves),
   (b) transformers' own continuous batching, ``generate_batch``, each turn's prompts together,
   (c) this kernel's engine under ``fifo`` and ``rr``, with prefix reuse on and off,
-and a mixed workload (short requests arriving while long generations hold every slot) under fifo and rr.
-Writes BENCHMARKS.md and benchmarks/serving.png. Greedy decoding, CPU.
+and a mixed workload (short requests arriving while long generations hold every slot) under fifo and rr;
+and what one long prompt's prefill costs everyone else (a short chat's latency and a running stream's longest
+pause while a ~4,000-token prompt is admitted). Writes BENCHMARKS.md and benchmarks/serving.png. Greedy, CPU.
 
     .venv/bin/python benchmarks/serving.py [--agents 1 4 16 32] [--turns 3] [--tokens 24]
+    .venv/bin/python benchmarks/serving.py --long-prefill-only [--prompt-tokens 4000]   (a few minutes)
 """
 
 from __future__ import annotations
@@ -188,6 +190,85 @@ def run_mixed(data_dir: Path, policy: str, slots: int, long_tokens: int, shorts:
         backend.close()
 
 
+@dataclass
+class LongPrefill:
+    prompt_tokens: int
+    short_alone: list[float]  # a 4-token chat's latency with the engine otherwise idle
+    short_during: list[float]  # the same chat, sent as the long prompt's prefill begins
+    gap_typical: list[float]  # a running stream's median pause between tokens, before the long prompt
+    gap_during: list[float]  # its longest pause while the long prompt is admitted
+
+
+def run_long_prefill(data_dir: Path, prompt_tokens: int, repeats: int) -> LongPrefill:
+    """Other agents' latency while one long prompt is prefilled (prefix reuse off: each repeat prefills all)."""
+    backend = HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir,
+                             settings=EngineSettings(max_batch=8, prefix_cache_mb=0))
+    short = lambda: GenerationRequest([{"role": "user", "content": "Say hi."}],  # noqa: E731
+                                      SamplingParams(temperature=0, max_new_tokens=4))
+    words = " ".join(f"item{i}" for i in range(prompt_tokens))
+    text = backend.tokenizer.decode(backend.tokenizer(words)["input_ids"][:prompt_tokens])
+    result = LongPrefill(prompt_tokens, [], [], [], [])
+    try:
+        async def timed(request: GenerationRequest) -> float:
+            began = time.perf_counter()
+            await backend.complete(request)
+            return time.perf_counter() - began
+
+        async def once() -> None:
+            result.short_alone.append(await timed(short()))
+            stamps: list[float] = []
+            stream = GenerationRequest([{"role": "user", "content": "Write a long story about a river."}],
+                                       SamplingParams(temperature=0, max_new_tokens=400))
+            stream.on_text = lambda _: stamps.append(time.perf_counter())
+            streaming = asyncio.create_task(backend.complete(stream))
+            while len(stamps) < 20:  # the stream is well under way
+                await asyncio.sleep(0.05)
+            before = len(stamps)
+            long = GenerationRequest([{"role": "user", "content": f"Summarise: {text}"}],
+                                     SamplingParams(temperature=0, max_new_tokens=1))
+            admitted, loop = asyncio.Event(), asyncio.get_running_loop()
+            long.on_running = lambda running: running and loop.call_soon_threadsafe(admitted.set)
+            prefill = asyncio.create_task(backend.complete(long))
+            await admitted.wait()
+            result.short_during.append(await timed(short()))
+            await prefill
+            gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+            result.gap_typical.append(statistics.median(gaps[: before - 1]))
+            result.gap_during.append(max(gaps[before - 1:]))
+            stream.cancelled.set()
+            backend.engine.poke()
+            await streaming
+
+        for _ in range(repeats):
+            asyncio.run(once())
+        return result
+    finally:
+        backend.close()
+
+
+def long_prefill_report(result: LongPrefill, seconds: float) -> str:
+    med = statistics.median
+    return "\n".join([
+        "## A long prompt's prefill: what it costs everyone else",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}. "
+        f"`{' '.join(['.venv/bin/python', 'benchmarks/serving.py', *sys.argv[1:]])}` ({seconds / 60:.1f} min): "
+        f"a {result.prompt_tokens}-token prompt is admitted while a story streams; a 4-token chat is sent as its "
+        f"prefill begins. Medians of {len(result.short_alone)} repeats (prefix reuse off).",
+        "",
+        "| | engine idle | during the long prefill | × |",
+        "|---|---|---|---|",
+        f"| 4-token chat, latency s | {med(result.short_alone):.2f} | {med(result.short_during):.2f} | "
+        f"{med(result.short_during) / med(result.short_alone):.0f} |",
+        f"| running stream, pause between tokens s | {med(result.gap_typical):.2f} (typical) | "
+        f"{med(result.gap_during):.2f} (longest) | {med(result.gap_during) / med(result.gap_typical):.0f} |",
+        "",
+        "The prompt is prefilled in one forward pass inside one engine step, so every other sequence waits for "
+        "all of it. Chunked prefill (the engine-speed issue) is the fix; this table is its baseline.",
+    ])
+
+
 # -- report -------------------------------------------------------------------------------------------------
 
 def p95(values: list[float]) -> float:
@@ -272,12 +353,21 @@ def main() -> None:
     parser.add_argument("--max-batch-mixed", type=int, default=4)
     parser.add_argument("--long-tokens", type=int, default=160)
     parser.add_argument("--shorts", type=int, default=8)
+    parser.add_argument("--prompt-tokens", type=int, default=4000, help="the long prompt's length")
+    parser.add_argument("--long-prefill-only", action="store_true", help="measure only the long prompt's cost")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "serving.png")
     args = parser.parse_args()
-    if importlib.util.find_spec("matplotlib") is None:  # found out now, not after a 20-minute run
+    if not args.long_prefill_only and importlib.util.find_spec("matplotlib") is None:  # now, not after 20 min
         parser.error("matplotlib is missing: run `make bench`, which installs the bench extra")
     data_dir = load_config().data_dir
+    began = time.perf_counter()
+    long_prefill = run_long_prefill(data_dir, args.prompt_tokens, repeats=3)
+    write_section(args.out, "serving-long-prefill", long_prefill_report(long_prefill, time.perf_counter() - began))
+    print(f"long prefill: chat {statistics.median(long_prefill.short_during):.2f} s during vs "
+          f"{statistics.median(long_prefill.short_alone):.2f} s alone; wrote {args.out}", flush=True)
+    if args.long_prefill_only:
+        return
     began = time.perf_counter()
     baseline = HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir)
     results: list[Result] = []

@@ -29,7 +29,6 @@ from aios.llm.core import GenerationRequest, SamplingParams
 from aios.llm.handler import LLMQuery
 from aios.llm.hf import HfLocalBackend
 from aios.llm.hf.grammar import Grammars
-from aios.llm.prompting import tools_for_model
 from aios.llm.structured import json_spec, retry_message, tool_call_spec
 from aios.syscall import SyscallKind
 
@@ -141,7 +140,7 @@ def compile_times(core: HfLocalBackend, cases: list[dict[str, Any]]) -> tuple[fl
     """Cold and cached compile (ms) of the tool-call grammar of the case with the most tools, after the
     one-time tokenizer setup."""
     case = max((c for c in cases if c["kind"] == "tool_call"), key=lambda c: len(c["tools"]))
-    spec = tool_call_spec(tools_for_model(case["tools"]), "required")
+    spec = tool_call_spec(case["tools"], "required")
     grammars = Grammars(core.tokenizer, core.model.config.vocab_size, core.engine.eos_ids)
     grammars.constraint(json_spec(None))  # builds the tokenizer wrapper
     times = []

@@ -18,7 +18,6 @@ from aios.kernel import Kernel
 from aios.llm.core import GenerationRequest, SamplingParams
 from aios.llm.handler import LLMQuery, LLMResponse
 from aios.llm.hf import HfLocalBackend
-from aios.llm.prompting import tools_for_model
 from aios.llm.structured import json_spec, tool_call_spec
 from aios.syscall import SyscallKind
 
@@ -176,12 +175,12 @@ def test_a_prose_answer_under_auto_is_left_as_it_is_near_the_token_limit(config:
 
 
 def test_the_grammar_allows_several_calls_in_one_reply(backend: HfLocalBackend) -> None:
-    constraint = backend.grammars.constraint(tool_call_spec(tools_for_model(TOOLS), "required"))
+    constraint = backend.grammars.constraint(tool_call_spec(TOOLS, "required"))
     reply = ('[{"name":"demo__get_weather","parameters":{"city":"Paris"}},'
              '{"name":"set_timer","parameters":{"minutes":5}}]')
     assert all(constraint.accept(token) for token in backend.tokenizer.encode(reply))
     assert constraint.complete
-    refused = backend.grammars.constraint(tool_call_spec(tools_for_model(TOOLS), "required"))
+    refused = backend.grammars.constraint(tool_call_spec(TOOLS, "required"))
     assert not all(refused.accept(t) for t in backend.tokenizer.encode('[{"name":"demo__get_weather", "p'))
 
 
@@ -264,6 +263,7 @@ class Recorder:
     def __init__(self, core: HfLocalBackend) -> None:
         self.core, self.prompts = core, []
         self.name, self.backend, self.constrains = core.name, core.backend, core.constrains
+        self.max_prompt_chars = core.max_prompt_chars
 
     async def complete(self, request: GenerationRequest) -> Any:
         self.prompts.append(request.messages)

@@ -121,15 +121,17 @@ def engine_backend(data_dir: Path, **settings: object) -> HfLocalBackend:
 
 
 def run_with_rival(backend: HfLocalBackend, target: GenerationRequest, rival: GenerationRequest) -> Generation:
-    """Run ``target`` while ``rival`` competes for the batch; cancel the rival once the target is done."""
+    """Run ``target`` while ``rival`` competes for the batch; once the target is done, cancel the rival and wait
+    until the engine has let go of it (its reply says so), so that nothing of it is left when this returns."""
     async def main() -> Generation:
         running = started(target)
         first = asyncio.create_task(backend.complete(target))
         await running.wait()  # the target runs first
         other = asyncio.create_task(backend.complete(rival))
         result = await first
-        other.cancel()
-        await asyncio.gather(other, return_exceptions=True)
+        rival.cancelled.set()
+        backend.engine.poke()
+        assert (await other).finish_reason == "cancelled"
         return result
 
     return asyncio.run(main())
@@ -260,7 +262,7 @@ def test_when_kv_memory_is_short_the_engine_preempts_instead_of_failing(backend:
         tight.close()
 
 
-def test_a_prompt_too_big_for_the_kv_budget_is_refused_and_a_lone_overflow_ends_with_length(
+def test_a_prompt_too_big_for_the_kv_budget_is_refused_and_a_lone_overflow_ends_with_kv_budget(
     data_dir: Path,
 ) -> None:
     from aios.errors import CapacityExceeded
@@ -270,6 +272,25 @@ def test_a_prompt_too_big_for_the_kv_budget_is_refused_and_a_lone_overflow_ends_
         with pytest.raises(CapacityExceeded, match="raise llms.models\\[\\].kv_budget_mb"):
             tight.generate(ask("word " * 200))
         overflow = tight.generate(ask(STORY, 200))
-        assert overflow.finish_reason == "length" and 0 < overflow.completion_tokens < 64
+        assert overflow.finish_reason == "kv_budget" and 0 < overflow.completion_tokens < 64
+    finally:
+        tight.close()
+
+
+def test_time_slices_apply_when_kv_memory_keeps_requests_waiting(backend: HfLocalBackend, data_dir: Path) -> None:
+    """A batch with rows to spare but KV memory for two sequences: under round-robin the running ones still
+    yield every quantum to those waiting for memory, so each of four generations gets many slices — and its
+    tokens are those it gets alone."""
+    questions = [STORY, RIVAL, "Describe a forest at night.", "Write about a city in the rain."]
+    alone = [backend.generate(ask(q, 24)).text for q in questions]
+    tight = engine_backend(data_dir, max_batch=16, policy="rr", quantum_tokens=4, kv_budget_mb=7)
+    try:
+        requests = [ask(q, 24) for q in questions]
+        slices: list[list[bool]] = [[] for _ in requests]
+        for request, record in zip(requests, slices):
+            request.on_running = record.append
+        results = asyncio.run(together(tight, requests))
+        assert [g.text for g in results] == alone
+        assert min(record.count(True) for record in slices) >= 3, slices  # 24 tokens in slices of 4
     finally:
         tight.close()

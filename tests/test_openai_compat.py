@@ -8,19 +8,23 @@ unreachable from the test machine. Everything on our side is real: HTTP, the bac
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
 from aios.config import load_config
+from aios.errors import ConfigError
 from aios.kernel import Kernel, load_cores
 from aios.llm.handler import LLMQuery, LLMResponse
 from aios.llm.openai_compat import OpenAICompatBackend
 from aios.syscall import Syscall, SyscallKind
+from aios.urls import parse_service_url
 from conftest import start_kernel, stop_kernel
 
 WEATHER = {"type": "function", "function": {"name": "demo/get_weather", "parameters": {
@@ -49,6 +53,7 @@ class Provider:
         self.script: list[tuple[int, dict[str, Any]]] = []
         self.received: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []  # with the query string
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,7 +61,9 @@ class Provider:
                 length = int(self.headers["Content-Length"])
                 provider.received.append(json.loads(self.rfile.read(length)))
                 provider.headers.append(dict(self.headers))
-                status, body = provider.script.pop(0) if self.path == "/v1/chat/completions" else (404, {})
+                provider.paths.append(self.path)
+                routed = urlsplit(self.path).path == "/v1/chat/completions"
+                status, body = provider.script.pop(0) if routed else (404, {})
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -84,7 +91,8 @@ def call(provider_url: str, query: LLMQuery, api_key: str | None = "sk-test") ->
     config = load_config(env={})
 
     async def main() -> Syscall:
-        kernel = Kernel(config, [OpenAICompatBackend("gpt-test", "vllm", f"{provider_url}/v1", api_key=api_key)])
+        url = parse_service_url(f"{provider_url}/v1")
+        kernel = Kernel(config, [OpenAICompatBackend("gpt-test", "vllm", url, api_key=api_key)])
         await kernel.start()
         try:
             return await kernel.call(SyscallKind.LLM, "test/api", query)
@@ -213,3 +221,83 @@ def test_api_models_load_from_the_aios_config_layout(tmp_path: Any) -> None:
     assert "Authorization" not in vllm._client.headers
     (from_env, _) = load_cores(load_config(path, env={"OPENAI_API_KEY": "from-env"}))
     assert from_env._client.headers["Authorization"] == "Bearer from-env"
+
+
+# One secret per place a credential can come from; each must be used and never shown.
+SECRETS = {"user": "alice-user-3b", "password": "hunter2-pw-4d", "token": "tok-query-8a6f",
+           "model_key": "sk-model-key-5f3a", "section_key": "sk-section-key-7c1d", "env_key": "sk-env-key-9e2b"}
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_credentials_from_every_source_are_used_and_never_shown(provider: Provider, tmp_path: Any) -> None:
+    """Secrets planted in a hostname's user info and query, a model's api_key, api_keys.<backend> and
+    $OPENAI_API_KEY: the provider receives them (basic auth, the query on the right path), and none appears in
+    /status, /core/llms/list, an error envelope, a refusal or the kernel's log."""
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    host = provider.url.removeprefix("http://")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "llms:\n  models:\n"
+        f"    - {{name: via-userinfo, backend: vllm, hostname: 'http://{SECRETS['user']}:{SECRETS['password']}@{host}"
+        f"/?token={SECRETS['token']}'}}\n"
+        f"    - {{name: via-model-key, backend: vllm, hostname: '{closed}', api_key: {SECRETS['model_key']}}}\n"
+        f"    - {{name: via-section, backend: sglang, hostname: '{closed}/v1?token={SECRETS['token']}'}}\n"
+        f"    - {{name: via-env, backend: openai, hostname: '{closed}'}}\n"
+        f"api_keys: {{sglang: {SECRETS['section_key']}}}\n")
+    env = {**os.environ, "AIOS_DATA_DIR": str(tmp_path), "OPENAI_API_KEY": SECRETS["env_key"]}
+    kernel = start_kernel(["--config", str(config)], env, tmp_path / "kernel.log")
+    shown: list[str] = []
+    try:
+        provider.script = [(200, completion("Sunny."))]
+        ask = lambda model: kernel.query({"agent_name": "t/keys", "query_type": "llm", "query_data": {  # noqa: E731
+            "messages": ASK, "llms": [{"name": model}]}})
+        assert ask("via-userinfo").json()["response"]["response_message"] == "Sunny."
+        credentials = base64.b64encode(f"{SECRETS['user']}:{SECRETS['password']}".encode()).decode()
+        assert provider.headers[0]["Authorization"] == f"Basic {credentials}"
+        assert provider.paths == [f"/v1/chat/completions?token={SECRETS['token']}"]
+        for model in ("via-model-key", "via-section", "via-env"):
+            failed = ask(model).json()["response"]
+            assert failed["status_code"] == 502 and "cannot reach" in failed["error"]
+            shown.append(failed["error"])
+        assert "?token=***" in shown[1]
+        shown.append(ask("no-such-model").text)
+        shown += [kernel.client.get(route).text for route in ("/status", "/core/llms/list", "/core/status")]
+        assert "http://***@" in kernel.client.get("/core/llms/list").text
+    finally:
+        stop_kernel(kernel)
+    shown.append(kernel.log.read_text())
+    for text in shown:
+        for secret in SECRETS.values():
+            assert secret not in text
+
+
+def test_a_config_error_about_a_hostname_never_shows_its_credentials(tmp_path: Any) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llms: {{models: [{{name: m, backend: vllm, hostname: "
+                      f"'ftp://{SECRETS['user']}:{SECRETS['password']}@example.org/?token={SECRETS['token']}'}}]}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, env={})
+    assert "must be an http(s) URL" in str(caught.value) and "ftp://***@example.org?token=***" in str(caught.value)
+    assert not any(secret in str(caught.value) for secret in SECRETS.values())
+
+
+@pytest.mark.parametrize(("hostname", "api_root"), [
+    ("http://h:8000", "http://h:8000/v1"),
+    ("http://h:8000/", "http://h:8000/v1"),
+    ("http://h:8000/v1", "http://h:8000/v1"),
+    ("http://h:8000/proxy/v1/", "http://h:8000/proxy/v1"),
+    ("http://h:8000?key=abc", "http://h:8000/v1"),
+    ("http://u:p@h:8000/base?key=abc", "http://h:8000/base/v1"),
+], ids=["bare", "slash", "v1", "path-v1", "query", "userinfo-path-query"])
+def test_the_api_root_is_the_hostname_path_plus_v1_never_after_the_query(tmp_path: Any, hostname: str,
+                                                                        api_root: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llms: {{models: [{{name: m, backend: vllm, hostname: '{hostname}'}}]}}\n")
+    assert load_config(config, env={}).llms.models[0].api_url.base == api_root

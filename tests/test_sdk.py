@@ -44,7 +44,7 @@ def test_llm_chat_returns_a_typed_reply_with_timings(kernel: KernelProcess) -> N
 def test_the_kernel_url_comes_from_the_environment(kernel: KernelProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIOS_KERNEL_URL", kernel.url + "/")
     assert kernel_url() == kernel.url
-    assert llm_chat("sdk/env", CAPITAL, temperature=0, max_new_tokens=4).finished
+    assert llm_chat("sdk/env", CAPITAL, temperature=0, max_new_tokens=4).status_code == 200
     monkeypatch.delenv("AIOS_KERNEL_URL")
     assert kernel_url() == "http://localhost:8000"
 
@@ -143,7 +143,7 @@ def test_bad_sdk_calls_raise_one_error_type_with_status_and_message(
         call(kernel.url)
     assert caught.value.status_code == status
     assert text in caught.value.message
-    assert llm_chat("sdk/after", CAPITAL, kernel.url, temperature=0, max_new_tokens=2).finished
+    assert llm_chat("sdk/after", CAPITAL, kernel.url, temperature=0, max_new_tokens=2).finish_reason == "length"
 
 
 def test_a_syscall_that_fails_inside_raises_with_the_reply_attached(kernel: KernelProcess) -> None:

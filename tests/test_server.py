@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +25,10 @@ def llm(query_data: dict[str, Any], agent: str = "test/agent") -> dict[str, Any]
 def assert_envelope(body: dict[str, Any], slices: int = 1) -> dict[str, Any]:
     """The documented envelope, field by field; returns its response."""
     assert set(body) == {"response", "start_times", "end_times", "waiting_times", "turnaround_times"}
-    assert set(body["response"]) == {"response_message", "tool_calls", "finished", "error", "status_code"}
+    assert set(body["response"]) == {"response_class", "response_message", "tool_calls", "finished", "error",
+                                     "status_code", "finish_reason"}
+    assert body["response"]["response_class"] == "llm"
+    assert body["response"]["finished"] == (body["response"]["finish_reason"] == "stop")
     for key in ("start_times", "end_times", "waiting_times", "turnaround_times"):
         assert len(body[key]) == slices and all(isinstance(t, float) for t in body[key]), key
     for start, end, waiting, turnaround in zip(body["start_times"], body["end_times"], body["waiting_times"],
@@ -117,10 +121,18 @@ def test_status_routes_have_the_aios_shapes(kernel: KernelProcess) -> None:
 
 
 def _nested(depth: int) -> dict[str, Any]:
+    """A schema of ``depth`` objects, each inside the last: 2 JSON levels per object."""
     schema: dict[str, Any] = {"type": "string"}
     for _ in range(depth):
         schema = {"type": "object", "properties": {"a": schema}}
     return schema
+
+
+def _nested_list(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 BAD_QUERIES = [
@@ -182,6 +194,34 @@ BAD_QUERIES = [
         "name": "x", "schema": {"type": "object", "properties": {"a": {"type": "text"}}}}}}), 400,
      "response_format schema is not a valid JSON Schema at properties/a/type"),
     ("operate-file-not-built", llm({"messages": CAPITAL, "action_type": "operate_file"}), 501, "operate_file"),
+    # Numbers must be JSON numbers of the right kind: nothing is coerced.
+    ("max-tokens-string", llm({"messages": CAPITAL, "max_new_tokens": "16"}), 422, "max_new_tokens"),
+    ("max-tokens-true", llm({"messages": CAPITAL, "max_new_tokens": True}), 422, "max_new_tokens"),
+    ("max-tokens-fraction", llm({"messages": CAPITAL, "max_new_tokens": 16.5}), 422, "max_new_tokens"),
+    ("temperature-true", llm({"messages": CAPITAL, "temperature": True}), 422, "temperature"),
+    ("temperature-numeric-string", llm({"messages": CAPITAL, "temperature": "0.5"}), 422, "temperature"),
+    ("priority-string", llm({"messages": CAPITAL, "priority": "5"}), 422, "priority"),
+    # Nesting is refused the same way at every depth past the limit, naming where.
+    ("schema-65-levels", llm({"messages": CAPITAL, "response_format": _nested(32)}), 422,
+     "query_data.response_format.properties.a: nested more than 64 levels deep"),
+    ("schema-100-levels", llm({"messages": CAPITAL, "response_format": _nested(50)}), 422, "nested more than 64"),
+    ("message-extra-deep", llm({"messages": [{"role": "user", "content": "hi", "x": _nested_list(200)}]}), 422,
+     "query_data.messages.0.x: nested more than 64"),
+    ("tools-deep", llm({"messages": CAPITAL, "tools": [{"name": "t", "parameters": _nested(40)}]}), 422,
+     "query_data.tools.0.parameters: nested more than 64"),
+    ("self-referential-schema", llm({"messages": CAPITAL, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"$ref": "#"}}}}), 400, "has no finite JSON value"),
+    ("required-property-refers-to-its-object", llm({"messages": CAPITAL, "response_format": {
+        "type": "object", "properties": {"self": {"$ref": "#"}}, "required": ["self"]}}), 400,
+     "has no finite JSON value"),
+    ("self-referential-tool", llm({"messages": CAPITAL, "tools": [{"name": "t", "parameters": {"$ref": "#"}}],
+                                   "action_type": "tool_use"}), 400, "tool 't' parameters has no finite JSON value"),
+    ("tool-names-clash", llm({"messages": CAPITAL, "tools": [{"name": "a/b"}, {"name": "a__b"}]}), 400,
+     "tools 'a/b' and 'a__b' would both reach the model as 'a__b'"),
+    ("tool-named-twice", llm({"messages": CAPITAL, "tools": [{"name": "clock"}, {"name": "clock"}]}), 400,
+     "two tools are named 'clock'"),
+    ("prompt-too-long", llm({"messages": [{"role": "user", "content": "a" * 700_000}]}), 400,
+     "the prompt is 700,000 characters, more than model HuggingFaceTB/SmolLM2-135M-Instruct can take"),
 ]
 
 
@@ -198,15 +238,97 @@ def test_bad_queries_get_a_clear_error_and_the_kernel_keeps_serving(
     assert good.status_code == 200 and good.json()["response"]["error"] is None
 
 
-@pytest.mark.parametrize(
-    "raw", [b"", b"not json", b'{"agent_name": "a", "query_type": "llm", "query_data": {', b"[1, 2]",
-            b'{"agent_name": "a", "query_type": "llm", "query_data": {"messages": [{"role": "user", '
-            b'"content": "hi"}], "temperature": NaN}}'],
-    ids=["empty", "not-json", "truncated", "json-array", "nan-temperature"],
-)
-def test_a_body_that_is_not_a_json_object_gets_422(kernel: KernelProcess, raw: bytes) -> None:
+def _raw_llm(query_data: str) -> bytes:
+    return ('{"agent_name": "a", "query_type": "llm", "query_data": ' + query_data + "}").encode()
+
+
+RAW_BODIES = [
+    # (id, body, text the 422 must contain)
+    ("empty", b"", ""),
+    ("not-json", b"not json", "JSON decode error"),
+    ("truncated", b'{"agent_name": "a", "query_type": "llm", "query_data": {', "JSON decode error"),
+    ("json-array", b"[1, 2]", ""),
+    ("nan-temperature", _raw_llm('{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}'),
+     "finite number"),
+    ("infinite-max-tokens", _raw_llm('{"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": Infinity}'),
+     "max_new_tokens"),
+    ("lone-surrogate", _raw_llm('{"messages": [{"role": "user", "content": "hi \\ud800 there"}]}'),
+     "query_data.messages.0.content: not valid Unicode text"),
+    ("lone-surrogate-in-tool", _raw_llm('{"messages": [{"role": "user", "content": "hi"}], '
+                                        '"tools": [{"name": "t", "description": "\\udfff"}]}'),
+     "query_data.tools.0.description: not valid Unicode"),
+    ("nested-1000", _raw_llm('{"messages": [{"role": "user", "content": "hi", "x": ' + "[" * 1000 + "]" * 1000 + "}]}"),
+     "nested more than 64 levels deep"),
+    ("nested-100000", _raw_llm('{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+     "nested more than 64 levels deep"),
+    ("not-utf8", _raw_llm('{"messages": [{"role": "user", "content": "cafe"}]}').replace(b"cafe", b"caf\xe9"),
+     "not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize(("raw", "text"), [b[1:] for b in RAW_BODIES], ids=[b[0] for b in RAW_BODIES])
+def test_a_body_that_is_no_json_object_a_kernel_can_take_gets_422_naming_why(
+        kernel: KernelProcess, raw: bytes, text: str) -> None:
     reply = kernel.client.post("/query", content=raw, headers={"content-type": "application/json"})
-    assert reply.status_code == 422
+    assert reply.status_code == 422, reply.text
+    assert text in json.dumps(reply.json()["detail"])
+    assert kernel.client.get("/status").json()["queues"]["llm"] == {"policy": "fifo", "queued": 0, "running": 0}
+
+
+def test_a_body_over_the_size_limit_is_refused_before_it_is_read(kernel: KernelProcess) -> None:
+    """9 MB and 100 MB against the default 8 MB limit, declared up front or sent in chunks: 413 naming the
+    limit, and the kernel goes on serving."""
+    hundred = kernel.client.post("/query", content=b"x" * (100 << 20), headers={"content-type": "application/json"})
+    assert hundred.status_code == 413 and "(100.0 MB)" in hundred.json()["detail"]
+    body = llm({"messages": [{"role": "user", "content": "a" * (9 << 20)}]})
+    declared = kernel.client.post("/query", json=body)
+    assert declared.status_code == 413 and "server.max_body_mb" in declared.json()["detail"]
+    encoded = json.dumps(body).encode()
+    chunked = kernel.client.post("/query", content=(encoded[i:i + (1 << 20)] for i in range(0, len(encoded), 1 << 20)),
+                                 headers={"content-type": "application/json"})
+    assert chunked.status_code == 413 and "at most 8 MB" in chunked.json()["detail"]
+    good = kernel.query(llm({"messages": CAPITAL, "temperature": 0, "max_new_tokens": 24}))
+    assert "Paris" in good.json()["response"]["response_message"]
+
+
+def _rss_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
+def test_memory_returns_to_its_level_after_large_requests(kernel: KernelProcess) -> None:
+    """Ten prompts of 4 MB (under the body limit, over what the model can take): each is refused by its length
+    before anything tokenizes it, and the kernel's resident memory ends within 10% of where it began."""
+    huge = llm({"messages": [{"role": "user", "content": "word " * (4 << 18)}]})
+    kernel.query(llm({"messages": CAPITAL, "temperature": 0, "max_new_tokens": 4}))
+    before = _rss_kb(kernel.process.pid)
+    for _ in range(10):
+        reply = kernel.query(huge)
+        assert reply.status_code == 400 and "characters, more than model" in reply.json()["detail"]
+    after = _rss_kb(kernel.process.pid)
+    assert after <= before * 1.1, (before, after)
+
+
+@pytest.mark.parametrize("name", ["get__weather", "demo/get_weather", "a__b/c", "weather"])
+def test_a_tool_call_comes_back_under_exactly_the_name_the_tool_was_offered_by(kernel: KernelProcess,
+                                                                               name: str) -> None:
+    tool = {"name": name, "description": "Get the current weather for a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+    reply = kernel.query(llm({"messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+                              "tools": [tool], "action_type": "tool_use", "temperature": 0, "max_new_tokens": 40}))
+    calls = assert_envelope(reply.json())["tool_calls"]
+    assert [call["name"] for call in calls] == [name] * len(calls) and calls
+
+
+def test_a_tiny_temperature_beside_another_generation_is_served_greedily(kernel: KernelProcess) -> None:
+    def ask(temperature: float) -> dict[str, Any]:
+        return kernel.query(llm({"messages": CAPITAL, "temperature": temperature, "max_new_tokens": 24})).json()
+
+    with ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(ask, [1e-300, 0.7, 0]))
+    assert all(assert_envelope(r)["error"] is None for r in replies)
+    assert replies[0]["response"]["response_message"] == replies[2]["response"]["response_message"]
+    assert "Paris" in ask(0)["response"]["response_message"]
 
 
 def test_messages_that_do_not_fit_the_chat_template_fail_inside_the_envelope(kernel: KernelProcess) -> None:
@@ -228,7 +350,8 @@ def test_sixteen_concurrent_agents_all_complete(kernel: KernelProcess) -> None:
     with ThreadPoolExecutor(16) as pool:
         bodies = list(pool.map(agent, range(16)))
     responses = [assert_envelope(body) for body in bodies]
-    assert all(r["finished"] and r["error"] is None and r["response_message"] for r in responses)
+    assert all(r["finish_reason"] in ("stop", "length") and r["error"] is None and r["response_message"]
+               for r in responses)
     # The model decodes them together (continuous batching): some ran at the same time.
     spans = sorted((b["start_times"][0], b["end_times"][0]) for b in bodies)
     assert any(next_start < prev_end for (_, prev_end), (next_start, _) in zip(spans, spans[1:]))

@@ -4,19 +4,19 @@ not that is reported."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator, ValidationError
 
 from aios.llm.hf.grammar import LARGEST_EXACT, closed
-from aios.llm.prompting import tools_for_model
 from aios.llm.structured import InvalidReply, json_spec, parse_reply, retry_message, tool_call_spec, tool_choice_of
 
 WEATHER = {"type": "function", "function": {"name": "demo/get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}}, "required": ["city"]}}}
 CLOCK = {"name": "clock", "description": "the time"}  # AIOS's bare form, no parameters
-TOOLS = tools_for_model([WEATHER, CLOCK])
+TOOLS = [WEATHER, CLOCK]  # as an agent offers them
 def _nested(depth: int) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     for _ in range(depth):
@@ -61,7 +61,7 @@ def test_calls_may_use_a_tools_short_name_where_it_is_unambiguous() -> None:
     spec = tool_call_spec(TOOLS, "required")
     reply = parse_reply(spec, json.dumps([call("get_weather", city="Oslo")]))
     assert reply.tool_calls[0]["name"] == "demo/get_weather"
-    twins = tools_for_model([WEATHER, {"name": "other/get_weather"}])
+    twins = [WEATHER, {"name": "other/get_weather"}]
     with pytest.raises(InvalidReply, match="not one of the tools"):
         parse_reply(tool_call_spec(twins, "required"), json.dumps([call("get_weather", city="Oslo")]))
 
@@ -80,7 +80,7 @@ def test_tools_with_local_definitions_keep_them_inside_the_calls_schema() -> Non
     booking = {"name": "book", "parameters": {"type": "object", "$defs": {"Guest": {
         "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}},
         "properties": {"guest": {"$ref": "#/$defs/Guest"}}, "required": ["guest"]}}
-    spec = tool_call_spec(tools_for_model([booking, CLOCK]), "required")
+    spec = tool_call_spec([booking, CLOCK], "required")
     assert spec.schema["$defs"] == {"book.Guest": booking["parameters"]["$defs"]["Guest"]}
     Draft202012Validator(spec.schema).validate([call("book", guest={"name": "Ada"})])
     with pytest.raises(ValidationError):
@@ -146,7 +146,7 @@ def test_an_invalid_schema_is_refused_naming_where(schema: dict[str, Any], probl
     assert problem in str(caught.value)
     bad_tool = {"type": "function", "function": {"name": "t", "parameters": schema}}
     with pytest.raises(ValueError, match="tool 't' parameters"):
-        tool_call_spec(tools_for_model([bad_tool]), "required")
+        tool_call_spec([bad_tool], "required")
 
 
 def test_a_schema_that_names_an_older_draft_is_read_in_that_draft() -> None:
@@ -215,3 +215,19 @@ def test_objects_whose_keys_come_from_elsewhere_stay_open(schema: dict[str, Any]
 ], ids=["above-the-bound", "below-the-bound", "exclusive", "type-list"])
 def test_number_bounds_never_contradict_the_schemas_own(number: dict[str, Any], expected: dict[str, Any]) -> None:
     assert closed(number) == expected
+
+
+@pytest.mark.parametrize("name", ["get__weather", "a/b", "a__b/c", "x___y", "plain"])
+def test_a_call_reads_back_under_exactly_the_name_its_tool_was_offered_by(name: str) -> None:
+    spec = tool_call_spec([{"name": name}], "required")
+    model_name = name.replace("/", "__")
+    assert parse_reply(spec, json.dumps([call(model_name)])).tool_calls[0]["name"] == name
+
+
+@pytest.mark.parametrize(("tools", "problem"), [
+    ([{"name": "a/b"}, {"name": "a__b"}], "tools 'a/b' and 'a__b' would both reach the model as 'a__b'"),
+    ([{"name": "clock"}, {"type": "function", "function": {"name": "clock"}}], "two tools are named 'clock'"),
+], ids=["slash-and-underscores", "same-name-twice"])
+def test_tools_whose_names_clash_are_refused_naming_both(tools: list[dict[str, Any]], problem: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        tool_call_spec(tools, "required")

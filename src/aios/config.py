@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping
 
 import yaml
 from pydantic import (
@@ -34,6 +34,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from aios.errors import ConfigError
+from aios.urls import ServiceURL, parse_service_url, redact_url
 
 EMBEDDED_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -76,12 +77,13 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _matching(pattern: re.Pattern[str], expected: str) -> AfterValidator:
-    """A string check: it must match ``pattern`` in full, else the error says what was ``expected``."""
+def _matching(pattern: re.Pattern[str], expected: str, shown: Callable[[str], str] = repr) -> AfterValidator:
+    """A string check: it must match ``pattern`` in full, else the error says what was ``expected`` and shows
+    the value as ``shown`` renders it (a URL with its credentials masked)."""
 
     def check(value: str) -> str:
         if not pattern.fullmatch(value):
-            raise ValueError(f"must be {expected}, not {value!r}")
+            raise ValueError(f"must be {expected}, not {shown(value)}")
         return value
 
     return AfterValidator(check)
@@ -90,7 +92,7 @@ def _matching(pattern: re.Pattern[str], expected: str) -> AfterValidator:
 _Int = Annotated[int, _uncoerced("a valid integer")]
 _Float = Annotated[float, _uncoerced("a valid number"), Field(allow_inf_nan=False)]
 _Device = Annotated[str, _matching(_DEVICE, "'cpu', 'cuda', 'cuda:N' or 'auto'")]
-_Url = Annotated[str, _matching(_URL, "an http(s) URL such as http://localhost:8000")]
+_Url = Annotated[str, _matching(_URL, "an http(s) URL such as http://localhost:8000", lambda url: repr(redact_url(url)))]
 
 
 class _Section(BaseModel):
@@ -114,8 +116,9 @@ class ModelConfig(_Section):
         default=None, description='per-GPU limit, e.g. {0: "24GB"}; used only when CUDA is present'
     )
     eval_device: _Device | None = Field(default=None, description='"cpu", "cuda", "cuda:1"; default: automatic')
-    hostname: _Url | None = Field(default=None, description="API backends: the server's URL, e.g. "
-                                 "http://localhost:8000 (vllm), http://localhost:11434 (ollama)")
+    hostname: _Url | None = Field(default=None, repr=False, description="API backends: the server's URL, e.g. "
+                                 "http://localhost:8000 (vllm), http://localhost:11434 (ollama); credentials in it "
+                                 "(user:pass@, ?token=) are used and never shown")
     max_batch: _Int = Field(default=16, ge=1, le=256, description="sequences decoded together in one step")
     prefix_cache_mb: _Int = Field(default=256, ge=0, description="KV of recent prompts kept for reuse; 0 = off")
     kv_budget_mb: _Int = Field(default=4096, ge=1, description="most memory the batch's KV cache may take")
@@ -135,17 +138,18 @@ class ModelConfig(_Section):
         return self
 
     def listing(self) -> dict[str, Any]:
-        """What ``/core/llms/list`` shows of this model: never its API key, nor settings its backend ignores."""
+        """What ``/core/llms/list`` shows of this model: never its API key or the credentials in its hostname,
+        nor settings its backend ignores."""
         hidden = {"api_key"} | (set() if self.backend == "huggingface" else _LOCAL_ONLY)
-        return self.model_dump(exclude_none=True, exclude=hidden)
+        shown = self.model_dump(exclude_none=True, exclude=hidden)
+        if self.hostname is not None:
+            shown["hostname"] = redact_url(self.hostname)
+        return shown
 
     @property
-    def base_url(self) -> str:
-        """The OpenAI-compatible API root of an API backend (``.../v1``)."""
-        if self.hostname is None:
-            return OPENAI_URL
-        root = self.hostname.rstrip("/")
-        return root if root.endswith("/v1") else f"{root}/v1"
+    def api_url(self) -> ServiceURL:
+        """The OpenAI-compatible API root of an API backend (``.../v1``), its credentials apart."""
+        return parse_service_url(self.hostname or OPENAI_URL, api_path="/v1")
 
     @field_validator("max_gpu_memory", mode="before")
     @classmethod
@@ -203,6 +207,8 @@ class SchedulerConfig(_Section):
 class ServerConfig(_Section):
     host: str = Field(default="127.0.0.1", min_length=1)
     port: _Int = Field(default=8000, ge=0, le=65535, description="0 picks a free port")
+    max_body_mb: _Float = Field(default=8.0, gt=0, le=1024, description="larger request bodies are refused (413) "
+                                "before they are read")
 
 
 class Config(_Section):

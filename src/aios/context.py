@@ -2,8 +2,11 @@
 
 A snapshot is the KV cache of one sequence (per layer: ``[kv_heads, length, head_dim]`` keys and values);
 token ids, partial text and the sampler's RNG stay with the sequence object itself. Snapshots live in RAM up to
-``ram_bytes``; beyond that the oldest are spilled to files under ``spill_dir`` and read back on restore. A
-snapshot is freed when it is restored or discarded (its generation was cancelled while suspended).
+``ram_bytes``; beyond that the oldest are spilled to files and read back on restore. A snapshot is freed when
+it is restored or discarded (its generation was cancelled while suspended).
+
+Spilled files go into a directory of this store's own under ``spill_root``, leased (see ``aios.leases``) so
+that a kernel starting after this one was killed removes them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from aios.leases import SNAPSHOTS, Lease
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +35,21 @@ class _Snapshot:
 
 
 class ContextStore:
-    def __init__(self, ram_bytes: int, spill_dir: Path) -> None:
-        self.ram_bytes, self.spill_dir = ram_bytes, spill_dir
+    def __init__(self, ram_bytes: int, spill_root: Path) -> None:
+        self.ram_bytes, self.spill_root = ram_bytes, spill_root
         self._snapshots: OrderedDict[int, _Snapshot] = OrderedDict()  # oldest first
         self._ids = itertools.count(1)
+        self._spill_lease: Lease | None = None  # taken at the first spill
         self.in_ram = 0
         self.spilled = 0  # snapshots ever written to disk (for status pages and tests)
+
+    def close(self) -> None:
+        """Free every snapshot and remove the spill directory."""
+        self._snapshots.clear()
+        self.in_ram = 0
+        if self._spill_lease is not None:
+            self._spill_lease.release()
+            self._spill_lease = None
 
     def save(self, kv: KV) -> int:
         """Keep a copy-free reference to ``kv`` (the caller hands over fresh tensors); returns its handle."""
@@ -79,8 +93,9 @@ class ContextStore:
                 return
             if snapshot.kv is None:
                 continue
-            self.spill_dir.mkdir(parents=True, exist_ok=True)
-            snapshot.path = self.spill_dir / f"snapshot-{id(self):x}-{handle}.safetensors"
+            if self._spill_lease is None:
+                self._spill_lease = Lease(self.spill_root, SNAPSHOTS[1])
+            snapshot.path = self._spill_lease.path / f"snapshot-{handle}.safetensors"
             keys, values = snapshot.kv
             tensors = {**{f"k{i}": t.cpu().contiguous() for i, t in enumerate(keys)},
                        **{f"v{i}": t.cpu().contiguous() for i, t in enumerate(values)}}

@@ -33,6 +33,12 @@ class NotAvailable(KernelError):
     status_code = 501
 
 
+class Unavailable(KernelError):
+    """A part of the kernel that should serve the request is down right now (a model whose engine failed)."""
+
+    status_code = 503
+
+
 class ConfigError(Exception):
     """A bad config file or environment value; the message names the field and the problem."""
 

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from aios.config import Config, ModelConfig
 from aios.errors import NotAvailable
+from aios.leases import sweep_leftovers
 from aios.llm.core import LLMCore
 from aios.llm.handler import LLMHandler
 from aios.llm.router import Router
@@ -37,7 +38,9 @@ class SyscallHandler(Protocol):
 
 
 def load_cores(config: Config) -> list[LLMCore]:
-    """Load every configured model (blocking: this is the slow part of start-up)."""
+    """Load every configured model (blocking: this is the slow part of start-up), after removing what a killed
+    kernel left in the data dir (a half-done model conversion, spilled KV snapshots)."""
+    sweep_leftovers(config.data_dir)
     return [_load_core(model, config) for model in config.llms.models]
 
 
@@ -46,7 +49,7 @@ def _load_core(model: ModelConfig, config: Config) -> LLMCore:
         from aios.llm.openai_compat import OpenAICompatBackend
 
         key = model.api_key or config.api_keys.get(model.backend)
-        return OpenAICompatBackend(model.name, model.backend, model.base_url,
+        return OpenAICompatBackend(model.name, model.backend, model.api_url,
                                    api_key=key if isinstance(key, str) and key else None)
     from aios.llm.hf import HfLocalBackend  # heavy import, kept off the SDK's path
     from aios.llm.hf.engine import EngineSettings
@@ -115,10 +118,14 @@ class Kernel:
     def components(self) -> dict[str, str]:
         served = {kind.value for kind in self.handlers}
         return {
-            "llms": "active" if self.router.cores else "inactive",
+            "llms": "active" if self.models_down() != [core.name for core in self.router.cores] else "inactive",
             **{name: "active" if name in served else "inactive" for name in ("memory", "storage", "tool")},
             "scheduler": "active",
         }
+
+    def models_down(self) -> list[str]:
+        """Models that cannot serve now (their engine failed and could not be restarted)."""
+        return [core.name for core in self.router.cores if getattr(core, "down", None)]
 
     def status(self) -> dict[str, Any]:
         return {

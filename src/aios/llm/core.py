@@ -10,14 +10,26 @@ from typing import Any, Awaitable, Callable, Protocol
 from aios.llm.structured import OutputSpec
 
 
+# Below this temperature sampling is greedy in all but name (a logit gap of 0.01 already weighs e^-100), and
+# dividing logits by it would overflow: such requests are decoded greedily.
+MIN_TEMPERATURE = 1e-4
+
+# Why a generation ended. Only "stop" is a natural end (end of turn, a stop string, a complete structured reply).
+FINISH_REASONS = ("stop", "length", "kv_budget", "cancelled")
+
+
 @dataclass
 class SamplingParams:
-    """How to pick tokens. ``temperature == 0`` means greedy decoding."""
+    """How to pick tokens. ``temperature == 0`` (or below ``MIN_TEMPERATURE``) means greedy decoding."""
 
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 1000
     stop: list[str] = field(default_factory=list)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < MIN_TEMPERATURE
 
 
 @dataclass
@@ -25,7 +37,9 @@ class Generation:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" (end of turn or a stop string), "length", "cancelled"
+    # "stop" (end of turn, a stop string), "length" (max_new_tokens or the model's context), "kv_budget" (the
+    # model's KV-cache budget could not hold it even alone), "cancelled"
+    finish_reason: str
     waited_s: float = 0.0  # from submission until it first entered the batch
     first_token_s: float = 0.0  # from submission until its first token
 
@@ -59,6 +73,9 @@ class LLMCore(Protocol):
     backend: str
     # Whether ``GenerationRequest.constraint`` is enforced while decoding; if not, the kernel checks replies.
     constrains: bool
+    # Prompts longer than this many characters cannot fit the model: refused before anything tokenizes them.
+    # None when the kernel cannot know (an API model: its server says).
+    max_prompt_chars: int | None
 
     async def complete(self, request: GenerationRequest) -> Generation: ...
 

@@ -17,6 +17,7 @@ from aios.llm.prompting import (
     json_reply_prefix,
     merge_messages_with_response_format,
     requested_schema,
+    tool_names,
     tools_for_model,
     wants_json_output,
 )
@@ -63,11 +64,20 @@ class LLMQuery:
 
 @dataclass
 class LLMResponse:
+    """The AIOS LLM response, plus ``finish_reason``: why the reply ended (``stop``, ``length``, ``kv_budget``,
+    ``cancelled``, or ``error`` when the syscall failed). ``finished`` is true only for a natural end."""
+
+    response_class: str = "llm"
     response_message: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     finished: bool = False
     error: str | None = None
     status_code: int = 200
+    finish_reason: str = "error"
+
+    @classmethod
+    def ended(cls, finish_reason: str, **fields: Any) -> "LLMResponse":
+        return cls(finished=finish_reason == "stop", finish_reason=finish_reason, **fields)
 
 
 class LLMHandler:
@@ -83,12 +93,14 @@ class LLMHandler:
             raise BadRequest("tool_choice was given without 'tools' to choose from")
         try:
             query.model_tools = tools_for_model(query.tools) if query.tools else None
+            tool_names(query.tools or [])  # two tools the model would not tell apart: refused whatever the choice
             query.spec = _output_spec(query)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         except RecursionError:
             raise BadRequest("the tools or the response_format schema are nested too deeply") from None
         query.core, entry = self.router.pick(query.llms)
+        _check_prompt_length(query)
         query.sampling = _sampling(query, entry)
         return query
 
@@ -108,8 +120,27 @@ class LLMHandler:
                                                     on_running=on_running))
         generation = await query.core.complete(request)
         if query.spec is None:
-            return LLMResponse(response_message=generation.text, finished=True)
+            return LLMResponse.ended(generation.finish_reason, response_message=generation.text)
         return await _structured_reply(query, request, generation)
+
+
+def _check_prompt_length(query: LLMQuery) -> None:
+    """Refuse a prompt that cannot fit the model by its length in characters alone, before anything tokenizes
+    it (a tokenizer's working memory grows with its input)."""
+    limit = query.core.max_prompt_chars  # type: ignore[union-attr]
+    if limit is None:
+        return
+    chars = sum(len(_text_of(m.get("content"))) for m in query.messages)
+    chars += len(json.dumps(query.tools)) if query.tools else 0
+    if chars > limit:
+        raise BadRequest(f"the prompt is {chars:,} characters, more than model {query.core.name} can take "  # type: ignore[union-attr]
+                         f"(at most {limit:,}); send a shorter one")
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, list):  # OpenAI content parts
+        return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return content if isinstance(content, str) else ""
 
 
 async def _structured_reply(query: LLMQuery, request: GenerationRequest, generation: Generation) -> LLMResponse:
@@ -120,23 +151,28 @@ async def _structured_reply(query: LLMQuery, request: GenerationRequest, generat
     spec, core = query.spec, query.core
     assert spec is not None and core is not None
     try:
-        return _shaped(parse_reply(spec, generation.text))
+        return _shaped(parse_reply(spec, generation.text), generation)
     except InvalidReply as exc:
         problem = exc
-    if generation.finish_reason != "length":
+    if generation.finish_reason == "stop":
         retry = replace(request, messages=[*request.messages, {"role": "assistant", "content": generation.text},
                                            retry_message(spec, str(problem))])
         generation = await core.complete(retry)
         try:
-            return _shaped(parse_reply(spec, generation.text))
+            return _shaped(parse_reply(spec, generation.text), generation)
         except InvalidReply as exc:
             problem = exc
-        if generation.finish_reason != "length":
+        if generation.finish_reason == "stop":
             return _invalid(f"the model's reply was invalid twice (it was shown the first problem and retried): "
                             f"{problem}", generation)
+    cut_by = _CUT_BY.get(generation.finish_reason, generation.finish_reason)
     return _invalid(f"the reply was cut off after {generation.completion_tokens} tokens (max_new_tokens="
-                    f"{query.sampling.max_new_tokens}, or the model's context or KV budget) before it was "
-                    f"complete: {problem}", generation)
+                    f"{query.sampling.max_new_tokens}; {cut_by}) before it was complete: {problem}", generation)
+
+
+_CUT_BY = {"length": "it reached that or the model's context length",
+           "kv_budget": "the model's KV-cache budget ran out (llms.models[].kv_budget_mb)",
+           "cancelled": "it was cancelled"}
 
 
 def _output_spec(query: LLMQuery) -> OutputSpec | None:
@@ -144,7 +180,7 @@ def _output_spec(query: LLMQuery) -> OutputSpec | None:
     ``auto`` for chat), else JSON when asked for, else free text."""
     if query.model_tools:
         default = "required" if query.action_type in TOOL_ACTIONS else "auto"
-        return tool_call_spec(query.model_tools, query.tool_choice or default)
+        return tool_call_spec(query.tools or [], query.tool_choice or default)
     if query.wants_json:
         return json_spec(requested_schema(query.response_format))
     return None
@@ -167,16 +203,17 @@ def _request(query: LLMQuery, request: GenerationRequest) -> GenerationRequest:
     return request
 
 
-def _shaped(reply: Reply) -> LLMResponse:
+def _shaped(reply: Reply, generation: Generation) -> LLMResponse:
     if reply.tool_calls is not None:
         # With tool_choice auto, a model that answers in prose instead of calling a tool gives an answer.
-        return LLMResponse(response_message=None if reply.tool_calls else reply.text, tool_calls=reply.tool_calls,
-                           finished=True)
-    return LLMResponse(response_message=json.dumps(reply.value, ensure_ascii=False), finished=True)
+        return LLMResponse.ended(generation.finish_reason, response_message=None if reply.tool_calls else reply.text,
+                                 tool_calls=reply.tool_calls)
+    return LLMResponse.ended(generation.finish_reason, response_message=json.dumps(reply.value, ensure_ascii=False))
 
 
 def _invalid(error: str, generation: Generation) -> LLMResponse:
-    return LLMResponse(response_message=generation.text, finished=True, status_code=502, error=error)
+    return LLMResponse(response_message=generation.text, finished=False, status_code=502, error=error,
+                       finish_reason=generation.finish_reason)
 
 
 def _sampling(query: LLMQuery, entry: dict[str, Any]) -> SamplingParams:

@@ -18,6 +18,7 @@ from aios.errors import KernelError
 from aios.llm.core import Generation, GenerationRequest
 from aios.llm.prompting import slash_to_double_underscore
 from aios.llm.structured import ANY_OBJECT, OutputSpec
+from aios.urls import ServiceURL, scrub
 
 # Local inference can take minutes for a long reply; connecting should not.
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)
@@ -36,13 +37,18 @@ class OpenAICompatBackend:
     """A model behind an OpenAI-compatible ``/chat/completions`` endpoint at ``base_url``."""
 
     constrains = False  # the provider's decoding is out of the kernel's sight: replies are checked
+    max_prompt_chars = None  # the provider knows its model's context; it refuses what does not fit
 
-    def __init__(self, model_name: str, backend: str, base_url: str, api_key: str | None = None,
+    def __init__(self, model_name: str, backend: str, url: ServiceURL, api_key: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.name, self.backend, self.base_url = model_name, backend, base_url.rstrip("/")
+        """``url`` is the API root (``.../v1``); its user info becomes basic auth and its query parameters go
+        with every request, but only ``base_url`` (credentials masked) is ever shown."""
+        self.name, self.backend, self.base_url = model_name, backend, url.shown
+        self._secrets = [*url.secrets, *([api_key] if api_key else [])]
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=TIMEOUT,
-                                         transport=transport)
+        auth = httpx.BasicAuth(url.username or "", url.password or "") if url.username or url.password else None
+        self._client = httpx.AsyncClient(base_url=url.base, headers=headers, auth=auth, params=url.params,
+                                         timeout=TIMEOUT, transport=transport)
 
     async def complete(self, request: GenerationRequest) -> Generation:
         body = chat_body(self.name, request, tokens_field="max_completion_tokens" if self.backend == "openai"
@@ -50,15 +56,19 @@ class OpenAICompatBackend:
         try:
             reply = await self._client.post("/chat/completions", json=body)
         except httpx.HTTPError as exc:
-            raise ProviderError(f"cannot reach the {self.backend} backend at {self.base_url}: {exc}") from None
+            raise self._error(f"cannot reach the {self.backend} backend at {self.base_url}: {exc}") from None
         if reply.status_code != 200:
-            raise ProviderError(f"the {self.backend} backend answered {reply.status_code}: {_detail(reply)}",
-                                reply.status_code)
+            raise self._error(f"the {self.backend} backend answered {reply.status_code}: {_detail(reply)}",
+                              reply.status_code)
         try:
             return generation_of(reply.json())
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise ProviderError(f"the {self.backend} backend sent a reply that is not a chat completion: "
-                                f"{type(exc).__name__}: {exc}") from None
+            raise self._error(f"the {self.backend} backend sent a reply that is not a chat completion: "
+                              f"{type(exc).__name__}: {exc}") from None
+
+    def _error(self, message: str, provider_status: int | None = None) -> ProviderError:
+        # What the HTTP layer or the provider says may quote the request's URL or headers: mask the secrets.
+        return ProviderError(scrub(message, self._secrets), provider_status)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "backend": self.backend, "base_url": self.base_url,

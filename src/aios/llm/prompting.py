@@ -59,6 +59,27 @@ def tools_for_model(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [_tool_for_model(index, tool) for index, tool in enumerate(tools)]
 
 
+def tool_names(tools: list[dict[str, Any]]) -> dict[str, str]:
+    """Each tool's model-safe name mapped to its name as offered, so a call reads back under exactly the name
+    it was offered by (``get__weather`` stays ``get__weather``). Raises ValueError naming both tools when two
+    would reach the model under one name (``a/b`` beside ``a__b``, or the same name twice)."""
+    names: dict[str, str] = {}
+    for tool in tools_for_model(tools):
+        model_name = tool["function"]["name"]
+        original = _offered_name(tools[len(names)])
+        if model_name in names:
+            if names[model_name] == original:
+                raise ValueError(f"two tools are named {original!r}; tool names must be unique")
+            raise ValueError(f"tools {names[model_name]!r} and {original!r} would both reach the model as "
+                             f"{model_name!r} ('/' is written '__'); rename one of them")
+        names[model_name] = original
+    return names
+
+
+def _offered_name(tool: dict[str, Any]) -> str:
+    return tool.get("function", tool)["name"]
+
+
 def _tool_for_model(index: int, tool: Any) -> dict[str, Any]:
     if not isinstance(tool, dict):
         raise ValueError(f"tool {index} must be an object, got {type(tool).__name__}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
@@ -20,10 +20,11 @@ from jsonschema.exceptions import SchemaError, best_match
 
 from aios.llm.prompting import (
     decode_hf_tool_calls,
-    double_underscore_to_slash,
     extract_json,
     new_call_id,
     slash_to_double_underscore,
+    tool_names,
+    tools_for_model,
 )
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
@@ -38,11 +39,13 @@ class InvalidReply(ValueError):
 class OutputSpec:
     """The reply is JSON matching ``schema``; with ``allow_text`` it may instead be prose that does not start
     like JSON (``tool_choice: auto``). For a list of tool calls, ``tools`` maps each callable tool's
-    model-safe name to its parameters schema, and ``aliases`` maps short names the calls may use to those."""
+    model-safe name to its parameters schema, ``names`` maps it to the name the tool was offered by, and
+    ``aliases`` maps short names the calls may use to model-safe names."""
 
     schema: dict[str, Any]
     allow_text: bool = False
     tools: dict[str, dict[str, Any]] | None = None
+    names: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -71,17 +74,19 @@ def json_spec(schema: dict[str, Any] | None) -> OutputSpec:
 
 
 def tool_call_spec(tools: list[dict[str, Any]], tool_choice: Any) -> OutputSpec | None:
-    """A spec for a reply of tool calls. ``tools`` are OpenAI function tools with model-safe names (from
-    ``tools_for_model``); ``tool_choice`` is ``required``, ``auto``, ``none`` (no spec: plain text) or
-    ``{"type": "function", "function": {"name": ...}}``. Raises ValueError naming a bad choice or schema."""
+    """A spec for a reply of tool calls. ``tools`` are the tools as offered (OpenAI function tools or AIOS's
+    bare form); ``tool_choice`` is ``required``, ``auto``, ``none`` (no spec: plain text) or
+    ``{"type": "function", "function": {"name": ...}}``. Raises ValueError naming a bad choice, a bad schema
+    or two tools whose names clash."""
+    names = tool_names(tools)
     choice = tool_choice_of(tool_choice)
     if choice == "none":
         return None
-    offered = {tool["function"]["name"]: tool["function"]["parameters"] for tool in tools}
+    offered = {tool["function"]["name"]: tool["function"]["parameters"] for tool in tools_for_model(tools)}
     for name, parameters in offered.items():
-        check_schema(parameters, f"tool {double_underscore_to_slash(name)!r} parameters")
+        check_schema(parameters, f"tool {names[name]!r} parameters")
     if choice not in TOOL_CHOICES:
-        name = slash_to_double_underscore(choice)
+        name = next((n for n, original in names.items() if original == choice), choice)
         if name not in offered:
             raise ValueError(f"tool_choice names {choice!r}, which is not one of the offered tools")
         offered = {name: offered[name]}
@@ -92,7 +97,7 @@ def tool_call_spec(tools: list[dict[str, Any]], tool_choice: Any) -> OutputSpec 
              for name, parameters in offered.items()]
     items = calls[0] if len(calls) == 1 else {"anyOf": calls}
     schema = {"type": "array", "items": items, "minItems": 1, **({"$defs": definitions} if definitions else {})}
-    return OutputSpec(schema, allow_text=choice == "auto", tools=offered, aliases=aliases)
+    return OutputSpec(schema, allow_text=choice == "auto", tools=offered, names=names, aliases=aliases)
 
 
 def _hoisted(tool: str, parameters: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +162,9 @@ def check_schema(schema: Any, what: str) -> None:
     try:
         validator_for(schema, default=Draft202012Validator).check_schema(schema)
         _check_references(schema, schema, what)
+        if not _has_finite_value(schema):
+            raise ValueError(f"{what} has no finite JSON value: it only refers to itself ($ref) without anything "
+                             "to stop at, so no reply could ever match it")
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.path)
         raise ValueError(f"{what} is not a valid JSON Schema{f' at {where}' if where else ''}: {exc.message}") from None
@@ -177,14 +185,78 @@ def _check_references(node: Any, root: dict[str, Any], what: str) -> None:
     if isinstance(ref, str):
         if not ref.startswith("#"):
             raise ValueError(f"{what}: $ref {ref!r} points outside the schema; only local references (#/...) work")
-        target: Any = root
-        for part in filter(None, ref[1:].split("/")):
-            part = part.replace("~1", "/").replace("~0", "~")
-            target = target.get(part) if isinstance(target, dict) else None
+        target = _resolve(root, ref)
         if not isinstance(target, (dict, bool)):
             raise ValueError(f"{what}: $ref {ref!r} points at nothing in the schema")
     for value in node.values():
         _check_references(value, root, what)
+
+
+def _has_finite_value(root: dict[str, Any]) -> bool:
+    """Whether some finite JSON value matches the schema. A ``$ref`` cycle with no way out (``{"$ref": "#"}``,
+    or a required property that refers back to its object) matches nothing, yet a grammar for it would let a
+    model generate until its token limit. Computed as a least fixed point: every subschema starts out as
+    matching nothing, and passes over all of them mark those that match something, until nothing changes."""
+    nodes = list(_subschemas(root))
+    finite: dict[int, bool] = {id(node): False for node in nodes}
+
+    def ok(node: Any) -> bool:
+        return node is not False if isinstance(node, bool) else finite.get(id(node), True)
+
+    changed = True
+    while changed:
+        changed = False
+        for node in nodes:
+            if not finite[id(node)] and _finite_with(node, root, ok):
+                finite[id(node)] = changed = True
+    return finite[id(root)]
+
+
+def _finite_with(node: dict[str, Any], root: dict[str, Any], ok: Any) -> bool:
+    """Whether ``node`` has a finite value, given ``ok`` for its subschemas."""
+    ref = node.get("$ref")
+    if isinstance(ref, str) and not ok(_resolve(root, ref)):
+        return False
+    if not all(ok(sub) for sub in node.get("allOf", [])):
+        return False
+    if any(isinstance(node.get(key), list) and not any(ok(sub) for sub in node[key]) for key in ("anyOf", "oneOf")):
+        return False
+    kinds = node.get("type")
+    kinds = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else None
+    if kinds is None or any(kind not in ("object", "array") for kind in kinds):
+        return True  # a scalar (or, with no type, any value that ignores the object and array keywords)
+    return any(_container_finite(node, kind, ok) for kind in kinds)
+
+
+def _container_finite(node: dict[str, Any], kind: str, ok: Any) -> bool:
+    if kind == "array":
+        if not isinstance(node.get("minItems"), int) or node["minItems"] < 1:
+            return True  # [] will do
+        prefix = node.get("prefixItems", [])
+        return all(ok(sub) for sub in prefix[: node["minItems"]]) and ok(node.get("items", True))
+    properties = node.get("properties", {})
+    extra = node.get("additionalProperties", True)
+    return all(ok(properties.get(name, extra)) for name in node.get("required", []))
+
+
+def _subschemas(node: Any) -> Iterator[dict[str, Any]]:
+    """Every object in the schema that could be a subschema (visited without recursion: a schema may be deep)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _resolve(root: dict[str, Any], ref: str) -> Any:
+    target: Any = root
+    for part in filter(None, ref[1:].split("/")):
+        part = part.replace("~1", "/").replace("~0", "~")
+        target = target.get(part) if isinstance(target, dict) else None
+    return target
 
 
 def parse_reply(spec: OutputSpec, text: str) -> Reply:
@@ -213,8 +285,7 @@ def _tool_reply(spec: OutputSpec, text: str) -> Reply:
         raise InvalidReply(_why_no_calls(stripped))
     resolved = [(spec.aliases.get(c["name"], slash_to_double_underscore(c["name"])), c["parameters"]) for c in found]
     _check_calls(spec, resolved)
-    calls = [{"name": double_underscore_to_slash(name), "parameters": parameters, "id": new_call_id()}
-             for name, parameters in resolved]
+    calls = [{"name": spec.names[name], "parameters": parameters, "id": new_call_id()} for name, parameters in resolved]
     return Reply(text=text, tool_calls=calls)
 
 
@@ -247,10 +318,10 @@ def _check_calls(spec: OutputSpec, calls: list[tuple[str, Any]]) -> None:
     assert spec.tools is not None
     for index, (name, parameters) in enumerate(calls):
         if name not in spec.tools:
-            offered = ", ".join(double_underscore_to_slash(n) for n in spec.tools)
+            offered = ", ".join(spec.names[n] for n in spec.tools)
             raise InvalidReply(f"call {index} names {name!r}, which is not one of the tools to call ({offered})")
         _validate(spec.tools[name], parameters,
-                  f"call {index} ({double_underscore_to_slash(name)}): the parameters do not match the schema")
+                  f"call {index} ({spec.names[name]}): the parameters do not match the schema")
 
 
 def _validate(schema: dict[str, Any], value: Any, mismatch: str = "the reply does not match the schema") -> None:

@@ -38,12 +38,17 @@ class Timings:
 
 @dataclass(frozen=True)
 class LLMResponse:
+    """An LLM syscall's reply. ``finish_reason`` says why it ended: ``stop`` (a natural end: then ``finished``
+    is true), ``length`` (``max_new_tokens`` or the model's context), ``kv_budget`` (the model's KV-cache budget
+    could not hold it), ``cancelled``, or ``error``; None from a kernel that does not say."""
+
     response_message: str | None
     tool_calls: list[ToolCall] | None
     finished: bool
     error: str | None
     status_code: int
     timings: Timings
+    finish_reason: str | None = None
 
     def json(self) -> Any:
         """The reply parsed as JSON (for ``llm_chat_with_json_output``)."""
@@ -70,4 +75,5 @@ class LLMResponse:
             error=response.get("error"),
             status_code=int(response.get("status_code", 200)),
             timings=Timings(**{k: list(envelope.get(k) or []) for k in Timings.__dataclass_fields__}),
+            finish_reason=response.get("finish_reason"),
         )

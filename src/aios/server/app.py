@@ -12,11 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 
 from aios import __version__
 from aios.errors import KernelError
 from aios.kernel import Kernel
-from aios.server.wire import LLMQueryData, QueryRequest, envelope
+from aios.server.limits import MB, BodyLimit
+from aios.server.wire import MAX_JSON_DEPTH, LLMQueryData, QueryRequest, envelope
 from aios.syscall import SyscallKind
 
 log = logging.getLogger(__name__)
@@ -35,10 +37,21 @@ def create_app(kernel: Kernel) -> FastAPI:
 
     app = FastAPI(title="AIOS kernel", version=__version__, lifespan=lifespan)
     app.state.kernel = kernel
+    app.add_middleware(BodyLimit, max_bytes=int(kernel.config.server.max_body_mb * MB))
 
     @app.exception_handler(KernelError)
     async def kernel_error(request: Request, exc: KernelError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)})
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # A body that parses as no JSON a kernel can take is the client's to fix, like any other invalid body:
+        # 422 naming the problem (FastAPI answers a vague 400 for what its JSON decoder raises beyond syntax).
+        why = _unparsable(exc.__cause__)
+        if why is not None:
+            return JSONResponse(status_code=422, content={"detail": [{"loc": ["body"], "msg": why,
+                                                                      "type": "json_invalid"}]})
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -62,13 +75,17 @@ def create_app(kernel: Kernel) -> FastAPI:
     @app.get("/status")
     async def status() -> dict[str, Any]:
         inactive = [name for name, state in kernel.components().items() if state != "active"]
+        down = kernel.models_down()
         base = {"version": __version__, **kernel.status()}
-        if not inactive:
+        if not inactive and not down:
             return {"status": "ok", "message": "All core components are active.", **base}
+        problems = [f"some components are inactive: {', '.join(inactive)}"] if inactive else []
+        problems += [f"models down: {', '.join(down)}"] if down else []
         return {
             "status": "warning",
-            "message": f"Server is running, but some components are inactive: {', '.join(inactive)}",
+            "message": f"Server is running, but {'; '.join(problems)}",
             "inactive_components": inactive,
+            **({"models_down": down} if down else {}),
             **base,
         }
 
@@ -84,6 +101,14 @@ def create_app(kernel: Kernel) -> FastAPI:
         }
 
     return app
+
+
+def _unparsable(cause: BaseException | None) -> str | None:
+    if isinstance(cause, RecursionError):
+        return f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not UTF-8 text (bad byte at offset {cause.start})"
+    return None
 
 
 def _llm_data(query_data: dict[str, Any]) -> LLMQueryData:

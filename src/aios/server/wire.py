@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from aios.errors import KernelError
 from aios.llm.handler import ACTIONS, LLMQuery, LLMResponse
 from aios.llm.prompting import merge_messages_with_response_format, tools_for_model
 from aios.llm.structured import tool_choice_of
 from aios.syscall import Syscall, SyscallStatus
+
+
+# JSON nested deeper than this is refused before anything walks it: real schemas and messages stay far below,
+# and every check after this one can then recurse safely.
+MAX_JSON_DEPTH = 64
+
+# Numbers as JSON numbers only: "16", true and 16.5 are mistakes to report, not to coerce; NaN is no number.
+StrictInt = Annotated[int, Field(strict=True)]
+StrictFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class QueryRequest(BaseModel):
@@ -22,6 +32,51 @@ class QueryRequest(BaseModel):
     agent_name: str = Field(min_length=1, max_length=256, examples=["example/demo"])
     query_type: Literal["llm", "memory", "storage", "tool"]
     query_data: dict[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_json(cls, body: Any) -> Any:
+        """Refuse, naming where, what no later step can handle: nesting deeper than ``MAX_JSON_DEPTH`` and
+        strings that are not valid Unicode (a lone surrogate such as ``\\ud800`` cannot be encoded)."""
+        problem = json_problem(body)
+        if problem is not None:
+            where, what = problem
+            raise PydanticCustomError("invalid_json_value", "{where}: {what}", {"where": where, "what": what})
+        return body
+
+
+def json_problem(value: Any) -> tuple[str, str] | None:
+    """``(where, what)`` for the first part of a parsed JSON value that is nested too deeply or is a string
+    with a lone surrogate; None when there is none. Iterative, so any depth is safe to walk."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if len(path) > MAX_JSON_DEPTH:
+            return _where(path[:4]), f"nested more than {MAX_JSON_DEPTH} levels deep"
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not _encodable(key):
+                    return _where(path), "a key is not valid Unicode (it holds a lone surrogate)"
+                stack.append((child, (*path, key)))
+        elif isinstance(item, list):
+            stack.extend((child, (*path, index)) for index, child in enumerate(item))
+        elif isinstance(item, str) and not _encodable(item):
+            return _where(path), "not valid Unicode text (it holds a lone surrogate such as \\ud800)"
+    return None
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _where(path: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in path) or "body"
 
 
 class Message(BaseModel):
@@ -53,13 +108,13 @@ class LLMQueryData(BaseModel):
         "default: required for the tool actions, auto for chat")
     action_type: Literal[ACTIONS] = "chat"  # type: ignore[valid-type]
     llms: list[LLMChoice] | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2, description="default 1.0; 0 = greedy")
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    max_new_tokens: int | None = Field(default=None, ge=1, le=32768, description="default 1000")
+    temperature: StrictFloat | None = Field(default=None, ge=0, le=2, description="default 1.0; 0 = greedy")
+    top_p: StrictFloat | None = Field(default=None, gt=0, le=1)
+    max_new_tokens: StrictInt | None = Field(default=None, ge=1, le=32768, description="default 1000")
     stop: str | list[str] = Field(default_factory=list, description="stop strings; not returned")
     message_return_type: Literal["text", "json"] = "text"
     response_format: dict[str, Any] | None = None
-    priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first under the priority policy")
+    priority: StrictInt = Field(default=0, ge=-1000, le=1000, description="higher runs first under the priority policy")
 
     @field_validator("tools")
     @classmethod
@@ -128,7 +183,8 @@ def _response(syscall: Syscall) -> LLMResponse:
         return syscall.value
     error = syscall.error
     if syscall.status is SyscallStatus.CANCELLED:
-        return LLMResponse(error="the syscall was cancelled before it finished", status_code=499)
+        return LLMResponse(error="the syscall was cancelled before it finished", status_code=499,
+                           finish_reason="cancelled")
     if isinstance(error, KernelError):
         return LLMResponse(error=str(error), status_code=error.status_code)
     return LLMResponse(error=f"internal error: {type(error).__name__}: {error}", status_code=500)

@@ -13,13 +13,15 @@ import json
 import logging
 import secrets
 import threading
+import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import torch
 
-from aios.errors import BadRequest
+from aios.errors import BadRequest, Unavailable
 from aios.llm.core import Generation, GenerationRequest, on_loop
 from aios.llm.hf.engine import Engine, EngineSettings
 from aios.llm.hf.grammar import Grammars, TokenConstraint
@@ -29,6 +31,11 @@ from aios.llm.prompting import merge_messages_with_tools
 from aios.llm.structured import OutputSpec
 
 log = logging.getLogger(__name__)
+
+# An engine whose step loop ended is replaced at once, up to this many times in RESTART_WINDOW_S seconds; a
+# model that keeps failing faster stays down (and says why) rather than restarting in a loop.
+MAX_RESTARTS = 3
+RESTART_WINDOW_S = 300.0
 
 
 class HfLocalBackend:
@@ -61,12 +68,39 @@ class HfLocalBackend:
             raise BadRequest(f"model {model_name!r} has no chat template; use an instruction-tuned (chat) model")
         self.template_accepts_tools = _template_uses(self.tokenizer.chat_template, "tools")
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None) or 2**31
-        spill_dir = data_dir / "snapshots"
-        eos_ids = _eos_ids(self.model, self.tokenizer)
+        # No token is longer than the longest vocabulary entry, so no longer prompt can fit the context.
+        self.max_prompt_chars = self.max_positions * max(map(len, self.tokenizer.get_vocab()))
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.settings, self.spill_dir = settings, data_dir / "snapshots"
         # "grammar": structured replies are constrained while decoding; "prompt": the kernel checks them.
         self.constrains = structured_output == "grammar"
-        self.grammars = Grammars(self.tokenizer, self.model.config.vocab_size, eos_ids)
-        self.engine = Engine(self.model, self.tokenizer, eos_ids, settings, spill_dir, self.grammars)
+        self.grammars = Grammars(self.tokenizer, self.model.config.vocab_size, self.eos_ids)
+        self.restarts: deque[float] = deque()  # when the engine was restarted, within the window
+        self.max_restarts = MAX_RESTARTS
+        self.engine_restarts = 0
+        self.down: str | None = None  # why the model is down, while it is
+        self.engine = self._start_engine()
+
+    def _start_engine(self) -> Engine:
+        return Engine(self.model, self.tokenizer, self.eos_ids, self.settings, self.spill_dir, self.grammars,
+                      on_exit=self._engine_ended)
+
+    def _engine_ended(self, failure: BaseException) -> None:
+        """The engine's step loop ended on an error (its waiting requests have failed): start a new one, unless
+        it keeps failing."""
+        now = time.monotonic()
+        while self.restarts and now - self.restarts[0] > RESTART_WINDOW_S:
+            self.restarts.popleft()
+        why = f"{type(failure).__name__}: {failure}"
+        if len(self.restarts) >= self.max_restarts:
+            self.down = (f"its engine failed {len(self.restarts) + 1} times within {RESTART_WINDOW_S:.0f} s, last "
+                         f"with {why}; restart the kernel")
+            log.critical("model %s is down: %s", self.name, self.down)
+            return
+        self.restarts.append(now)
+        self.engine_restarts += 1
+        log.error("model %s: the engine failed (%s); starting a new one", self.name, why)
+        self.engine = self._start_engine()
 
     async def complete(self, request: GenerationRequest) -> Generation:
         loop = asyncio.get_running_loop()
@@ -119,6 +153,8 @@ class HfLocalBackend:
 
     def _submit(self, request: GenerationRequest, prepared: tuple[list[int], TokenConstraint | None],
                 on_done: Any) -> None:
+        if self.down is not None:
+            raise Unavailable(f"model {self.name} is down: {self.down}")
         prompt_ids, constraint = prepared
         room = self.max_positions - len(prompt_ids)
         if room < 1:
@@ -126,7 +162,7 @@ class HfLocalBackend:
         if request.sampling.max_new_tokens > room:
             request.sampling = replace(request.sampling, max_new_tokens=room)
         generator = None
-        if request.sampling.temperature > 0:
+        if not request.sampling.greedy:
             generator = torch.Generator(device=self.model.device)
             generator.manual_seed(secrets.randbits(63))
         self.engine.submit(Sequence(request, prompt_ids, on_done, generator=generator, constraint=constraint))
@@ -162,6 +198,9 @@ class HfLocalBackend:
             "device": str(self.model.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "template_tools": self.template_accepts_tools,
+            "state": "down" if self.down else "up",
+            **({"down_because": self.down} if self.down else {}),
+            "engine_restarts": self.engine_restarts,
             "max_batch": self.engine.max_batch,
             "structured_output": "grammar" if self.constrains else "prompt",
             "grammars_cached": self.grammars.cached,

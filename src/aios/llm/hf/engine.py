@@ -6,6 +6,11 @@ batch, restoring a snapshot or prefilling (reusing a cached prefix when one matc
 for all running sequences together, each sampled with its own parameters. A sequence leaves the batch as soon as
 it is finished or cancelled, at a token boundary. Callers hand sequences over with ``submit``; the loop sleeps
 on a condition variable while there is nothing to do (no polling).
+
+The loop must outlive anything a step can throw, since every agent on the model depends on it: a failed step
+fails the sequences in the batch and the loop goes on; if even that recovery fails, the batch is reset; and if
+the loop ends all the same, every waiting sequence fails at once and ``on_exit`` tells the owner, who may start
+a new engine.
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from aios.context import ContextStore
-from aios.errors import CapacityExceeded
+from aios.errors import CapacityExceeded, KernelError, Unavailable
 from aios.llm.hf.grammar import Grammars
 from aios.llm.hf.kv import SlotKV
 from aios.llm.hf.prefix import PrefixCache
@@ -30,6 +35,12 @@ from aios.scheduler.policy import Policy, make_policy
 log = logging.getLogger(__name__)
 
 MB = 1 << 20
+
+
+class StepFailed(KernelError):
+    """The engine could not produce this sequence's next token; the message says why."""
+
+    status_code = 500
 
 
 @dataclass(frozen=True)
@@ -45,23 +56,31 @@ class EngineSettings:
 
 class Engine:
     def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], settings: EngineSettings,
-                 spill_dir: Path, grammars: Grammars) -> None:
+                 spill_root: Path, grammars: Grammars,
+                 on_exit: Callable[[BaseException], None] | None = None) -> None:
+        """``on_exit`` is called (on the engine's thread) with the error that ended the step loop, if one does."""
         self.model, self.tokenizer, self.eos_ids, self.settings = model, tokenizer, eos_ids, settings
         self.grammars = grammars
-        config = model.config
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        self.kv = SlotKV(config.num_hidden_layers, settings.max_batch, config.num_key_value_heads, head_dim,
-                         model.dtype, model.device)
+        self.kv = self._new_kv()
         self.policy: Policy[Sequence] = make_policy(settings.policy, settings.quantum_tokens, settings.aging)
-        self.contexts = ContextStore(settings.snapshot_ram_mb * MB, spill_dir)
+        self.contexts = ContextStore(settings.snapshot_ram_mb * MB, spill_root)
         self.prefixes = PrefixCache(settings.prefix_cache_mb * MB) if settings.prefix_cache_mb else None
         self.running: list[Sequence] = []
         self.preemptions = 0
+        self.failed_steps = 0
+        self.failure: BaseException | None = None  # what ended the step loop, if anything did
+        self._on_exit = on_exit
         self._inbox: list[Sequence] = []
         self._wake = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="hf-engine", daemon=True)
         self._thread.start()
+
+    def _new_kv(self) -> SlotKV:
+        config = self.model.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return SlotKV(config.num_hidden_layers, self.settings.max_batch, config.num_key_value_heads, head_dim,
+                      self.model.dtype, self.model.device)
 
     @property
     def max_batch(self) -> int:
@@ -75,7 +94,7 @@ class Engine:
                 self._inbox.append(sequence)
                 self._wake.notify()
                 return
-        sequence.report(RuntimeError("the model was shut down"))
+        sequence.report(self._ended())
 
     def poke(self) -> None:
         """Wake the loop (a sequence was cancelled), so it lets go of it now rather than at the next step."""
@@ -91,24 +110,70 @@ class Engine:
     # -- the step loop ---------------------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        while True:
-            with self._wake:
-                while not (self._inbox or self.running or len(self.policy) or self._stopped):
-                    self._wake.wait()
-                if self._stopped:
-                    break
-                for sequence in self._inbox:
-                    self.policy.push(sequence)
-                self._inbox.clear()
-            try:
+        try:
+            while self._take_inbox():
+                # Recovery writes KV buffers too, so it runs in inference mode like the step itself.
                 with torch.inference_mode():
-                    self.step()
-            except Exception as exc:  # a failed step fails the sequences in the batch, not the engine
-                log.exception("engine step failed")
-                self._fail(list(self.running), exc)
-        pending = [*self.running, *self.policy, *self._inbox]
-        self._inbox.clear()
-        self._fail(pending, RuntimeError("the model was shut down"))
+                    try:
+                        self.step()
+                    except Exception as exc:  # a failed step fails the sequences in the batch, not the engine
+                        log.exception("engine step failed")
+                        self._recover(exc)
+        except BaseException as exc:  # even the recovery failed: end, and say so to everyone waiting
+            log.critical("the engine's step loop ended: %s: %s", type(exc).__name__, exc, exc_info=True)
+            self.failure = exc
+        with self._wake:
+            self._stopped = True
+            pending = [*self.running, *self.policy, *self._inbox]
+            self._inbox.clear()
+        self.running.clear()
+        self.contexts.close()
+        if self.failure is not None and self._on_exit is not None:
+            # First, so that whoever hears of the failure finds the model replaced (or marked down) already.
+            try:
+                self._on_exit(self.failure)
+            except Exception:
+                log.exception("the engine's on_exit callback failed")
+        for sequence in pending:
+            sequence.report(self._ended())
+
+    def _take_inbox(self) -> bool:
+        """Wait for work; move new sequences into the policy's queue. False once the engine is stopped."""
+        with self._wake:
+            while not (self._inbox or self.running or len(self.policy) or self._stopped):
+                self._wake.wait()
+            if self._stopped:
+                return False
+            for sequence in self._inbox:
+                self.policy.push(sequence)
+            self._inbox.clear()
+            return True
+
+    def _ended(self) -> KernelError:
+        if self.failure is None:
+            return Unavailable("the model was shut down")
+        return Unavailable(f"the model's engine failed ({type(self.failure).__name__}: {self.failure}) before "
+                           "this request completed; send it again")
+
+    def _recover(self, exc: Exception) -> None:
+        """Fail the sequences of the failed step; if that fails too, drop the whole batch and start from empty
+        KV buffers (the waiting sequences are untouched and go on)."""
+        self.failed_steps += 1
+        error = StepFailed(f"the model failed while generating this reply ({type(exc).__name__}: {exc}); the "
+                           "kernel goes on serving, so sending it again may work")
+        batch = list(self.running)
+        try:
+            self._fail(batch, error)
+        except Exception:
+            log.exception("failing the batch of a failed step failed; resetting the batch")
+            self.running.clear()
+            self.kv = self._new_kv()
+            for sequence in batch:
+                sequence.row = -1
+                if sequence.snapshot is not None:
+                    self.contexts.discard(sequence.snapshot)
+                    sequence.snapshot = None
+                sequence.report(error)
 
     def step(self) -> None:
         self._drop_cancelled()
@@ -122,14 +187,21 @@ class Engine:
         """Admit waiting sequences, in policy order, while the batch has a free row and the memory for it."""
         while len(self.policy) and len(self.running) < self.max_batch:
             candidate = self.policy.peek()
-            need = max(self._longest(), candidate.length) + 2  # its cached tokens, the next input, one to grow
-            if not self._room(len(self.running) + 1, need):
+            if not self._fits(candidate):
                 if self.running:
-                    return  # it waits until running sequences finish and free memory
+                    return  # it waits until running sequences finish or yield, and free memory
                 self.policy.pop()
-                self._refuse(candidate, need)
+                self._refuse(candidate, self._positions_with(candidate))
                 continue
             self._admit(self.policy.pop())
+
+    def _fits(self, candidate: Sequence) -> bool:
+        """Whether ``candidate`` can join the batch now: a free row, and KV memory for it beside the others."""
+        return (len(self.running) < self.max_batch
+                and self._room(len(self.running) + 1, self._positions_with(candidate)))
+
+    def _positions_with(self, candidate: Sequence) -> int:
+        return max(self._longest(), candidate.length) + 2  # its cached tokens, the next input, one to grow
 
     def _reserve(self, rows: int, positions: int) -> None:
         self.kv.reserve(rows, positions, budget=self.settings.kv_budget_mb * MB)
@@ -139,8 +211,8 @@ class Engine:
         context store) rather than fail."""
         while self.running and not self._room(len(self.running), self._longest() + 2):
             longest = max(self.running, key=lambda s: s.length)
-            if len(self.running) == 1:  # alone and out of room: like reaching the model's context length
-                self._finish(longest, "length")
+            if len(self.running) == 1:  # alone and out of room: it ends, keeping what it made
+                self._finish(longest, "kv_budget")
                 return
             self.suspend(longest)
 
@@ -151,15 +223,15 @@ class Engine:
         return max((s.length for s in self.running), default=0)
 
     def _refuse(self, sequence: Sequence, positions: int) -> None:
-        """A sequence that cannot fit even alone: one that has generated ends with ``length`` (nothing it made is
-        lost); a prompt that is too big is refused."""
+        """A sequence that cannot fit even alone: one that has generated ends with ``kv_budget`` (nothing it
+        made is lost); a prompt that is too big is refused."""
         if sequence.snapshot is not None:
             self.contexts.discard(sequence.snapshot)
             sequence.snapshot = None
         if sequence.output_ids:
             text = self._text(sequence)
             sequence.stream(text, final=True)
-            sequence.finish(text, "length")
+            sequence.finish(text, "kv_budget")
             return
         sequence.report(CapacityExceeded(
             f"this prompt needs {positions} tokens of KV cache "
@@ -167,15 +239,13 @@ class Engine:
             f"{self.settings.kv_budget_mb} MB; raise llms.models[].kv_budget_mb or send a shorter prompt"))
 
     def _preempt(self) -> None:
-        """Swap out running sequences that the policy says should yield to waiting ones."""
-        waiting = len(self.policy)
-        candidates = sorted(self.running, key=lambda s: -s.slice_tokens)
-        for sequence in candidates:
-            if waiting == 0 or len(self.running) < self.max_batch:
+        """Swap out running sequences that the policy says should yield, while the next waiting sequence cannot
+        join the batch — for want of a row or of KV memory, either way it is waiting on the running ones."""
+        for sequence in sorted(self.running, key=lambda s: -s.slice_tokens):
+            if not len(self.policy) or self._fits(self.policy.peek()):
                 return
             if self.policy.preempts(sequence, sequence.slice_tokens, self.policy.peek()):
                 self.suspend(sequence)
-                waiting -= 1
 
     def suspend(self, sequence: Sequence) -> None:
         """Save a running sequence's KV and send it back to the waiting queue."""
@@ -213,8 +283,7 @@ class Engine:
         # New token i sees every cached position and the new tokens up to itself.
         mask = (torch.arange(start + n, device=device).unsqueeze(0) <= positions.unsqueeze(1)).view(1, 1, n, -1)
         logits = self._forward(ids, positions.unsqueeze(0), mask, self.kv.prefill_view(sequence.row, start))
-        sequence.slice_tokens += 1
-        self._accept(sequence, self._sample([sequence], logits)[0])
+        self._take(sequence, self._sample([sequence], logits)[0])
 
     def _decode(self) -> None:
         sequences = list(self.running)
@@ -226,24 +295,35 @@ class Engine:
         mask = (torch.arange(view.span, device=device).unsqueeze(0) <= lengths.unsqueeze(1))
         logits = self._forward(ids, lengths.unsqueeze(1), mask.view(len(sequences), 1, 1, -1), view)
         for sequence, token in zip(sequences, self._sample(sequences, logits)):
-            sequence.slice_tokens += 1
-            self._accept(sequence, token)
+            self._take(sequence, token)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Any) -> torch.Tensor:
         out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=cache,
                          use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :].float()
 
-    def _sample(self, sequences: list[Sequence], logits: torch.Tensor) -> list[int]:
+    def _sample(self, sequences: list[Sequence], logits: torch.Tensor) -> list[int | Exception]:
+        """The next token of each sequence, or the error that sampling it raised (which fails that one alone)."""
         constrained = [i for i, s in enumerate(sequences) if s.constraint is not None]
         if constrained:
             self.grammars.mask(logits, constrained, [sequences[i].constraint for i in constrained],
                                [_closing(sequences[i]) for i in constrained])
-        tokens = logits.argmax(dim=-1).tolist()
+        tokens: list[int | Exception] = list(logits.argmax(dim=-1).tolist())
         for i, sequence in enumerate(sequences):
-            if sequence.sampling.temperature > 0:
-                tokens[i] = _sample_one(logits[i], sequence)
+            if not sequence.sampling.greedy:
+                try:
+                    tokens[i] = _sample_one(logits[i], sequence)
+                except Exception as exc:  # e.g. the model's logits were NaN for this row
+                    tokens[i] = exc
         return tokens
+
+    def _take(self, sequence: Sequence, token: int | Exception) -> None:
+        sequence.slice_tokens += 1
+        if isinstance(token, Exception):
+            log.warning("sampling failed for one sequence: %s", token)
+            self._fail([sequence], StepFailed(f"sampling the next token failed ({type(token).__name__}: {token})"))
+            return
+        self._accept(sequence, token)
 
     def _accept(self, sequence: Sequence, token: int) -> None:
         """Record a sequence's new token and let it go if that finished it."""
@@ -330,6 +410,7 @@ class Engine:
             "running": len(self.running),
             "waiting": len(self.policy),
             "preemptions": self.preemptions,
+            "failed_steps": self.failed_steps,
             "snapshots": len(self.contexts),
             "snapshots_spilled": self.contexts.spilled,
             "prefix_entries": len(self.prefixes) if self.prefixes else 0,
@@ -339,10 +420,13 @@ class Engine:
 
 
 def _sample_one(logits: torch.Tensor, sequence: Sequence) -> int:
-    probs = torch.softmax(logits / sequence.sampling.temperature, dim=-1)
+    # Shifted so the largest logit is 0: dividing by a small temperature then underflows to 0 probability
+    # instead of overflowing to inf.
+    probs = torch.softmax((logits - logits.max()) / sequence.sampling.temperature, dim=-1)
     if sequence.sampling.top_p < 1:
         sorted_probs, order = probs.sort(descending=True)
-        keep = sorted_probs.cumsum(-1) - sorted_probs < sequence.sampling.top_p  # always keeps the top token
+        keep = sorted_probs.cumsum(-1) - sorted_probs < sequence.sampling.top_p
+        keep[0] = True  # the top token stays, however small top_p is (1e-300 is 0 in float32)
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
     return int(torch.multinomial(probs, 1, generator=sequence.generator))
 

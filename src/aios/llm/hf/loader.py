@@ -12,14 +12,13 @@ import importlib.util
 import logging
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aios.config import EMBEDDED_MODEL
 from aios.errors import ModelNotFound
+from aios.leases import CONVERSIONS, Lease
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +97,18 @@ def converted_gguf(gguf: Path, data_dir: Path) -> Path:
     if (target / "model.safetensors").is_file():
         return target
     log.warning("Converting %s to a safetensors cache at %s (once; later loads take about a second)", gguf, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    # Leased, so that if this process is killed mid-way the next kernel to start removes the half-written copy.
+    scratch = Lease(target.parent, CONVERSIONS[1])
     try:
-        _convert(gguf, scratch)
+        _convert(gguf, scratch.path)
         try:
-            os.rename(scratch, target)
+            os.rename(scratch.path, target)
         except OSError:
             if not (target / "model.safetensors").is_file():
                 raise
             # another process finished the same conversion first; theirs is as good
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.release()
     return target
 
 

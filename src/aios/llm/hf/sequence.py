@@ -33,6 +33,7 @@ class Sequence:
     submitted_at: float = field(default_factory=time.perf_counter)
     admitted_at: float | None = None
     first_token_at: float | None = None
+    reported: bool = False  # its end was reported: a sequence ends once, however many paths lead there
 
     @property
     def priority(self) -> int:
@@ -78,6 +79,9 @@ class Sequence:
 
     def report(self, outcome: Generation | BaseException) -> None:
         """Report the end (a generation, or the error that ended it) to whoever submitted the sequence."""
+        if self.reported:
+            return
+        self.reported = True
         _safely(self.on_done, outcome)
 
 
