@@ -16,6 +16,8 @@ from pydantic import ValidationError
 from aios import __version__
 from aios.errors import KernelError
 from aios.kernel import Kernel
+from aios.server.storage_routes import router as storage_router
+from aios.server.storage_routes import storage_request
 from aios.server.wire import LLMQueryData, QueryRequest, envelope
 from aios.syscall import SyscallKind
 
@@ -35,6 +37,7 @@ def create_app(kernel: Kernel) -> FastAPI:
 
     app = FastAPI(title="AIOS kernel", version=__version__, lifespan=lifespan)
     app.state.kernel = kernel
+    app.include_router(storage_router)
 
     @app.exception_handler(KernelError)
     async def kernel_error(request: Request, exc: KernelError) -> JSONResponse:
@@ -54,6 +57,8 @@ def create_app(kernel: Kernel) -> FastAPI:
         if kind is SyscallKind.LLM:
             llm_data = _llm_data(body.query_data)
             payload, priority = llm_data.to_query(), llm_data.priority
+        elif kind is SyscallKind.STORAGE:
+            payload = storage_request(body.query_data, request)
         syscall = await _until_done_or_disconnected(kernel.call(kind, body.agent_name, payload, priority), request)
         if syscall is None:  # the client hung up; its syscall was cancelled and nobody reads this reply
             return Response(status_code=499)
@@ -142,7 +147,12 @@ async def serve(
     """Serve until interrupted or ``shutdown`` is set; ``on_ready(url)`` is called once the socket is bound and
     the kernel started."""
     config = uvicorn.Config(create_app(kernel), host=host, port=port, log_level="warning", access_log=False)
-    server = _Server(config, on_ready)
+
+    def ready(url: str) -> None:
+        kernel.storage.shares.served_url = url  # share links name this URL when no other is known
+        on_ready(url)
+
+    server = _Server(config, ready)
     if shutdown is None:
         await server.serve()
         return

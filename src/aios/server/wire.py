@@ -11,7 +11,8 @@ from aios.errors import KernelError
 from aios.llm.handler import ACTIONS, LLMQuery, LLMResponse
 from aios.llm.prompting import merge_messages_with_response_format, tools_for_model
 from aios.llm.structured import tool_choice_of
-from aios.syscall import Syscall, SyscallStatus
+from aios.storage.handler import StorageResponse
+from aios.syscall import Syscall, SyscallKind, SyscallStatus
 
 
 class QueryRequest(BaseModel):
@@ -123,12 +124,13 @@ def envelope(syscall: Syscall) -> dict[str, Any]:
     }
 
 
-def _response(syscall: Syscall) -> LLMResponse:
+def _response(syscall: Syscall) -> LLMResponse | StorageResponse:
     if syscall.status is SyscallStatus.DONE:
         return syscall.value
     error = syscall.error
+    failed = StorageResponse if syscall.kind is SyscallKind.STORAGE else LLMResponse  # the reply shape of its kind
     if syscall.status is SyscallStatus.CANCELLED:
-        return LLMResponse(error="the syscall was cancelled before it finished", status_code=499)
+        return failed(error="the syscall was cancelled before it finished", status_code=499)
     if isinstance(error, KernelError):
-        return LLMResponse(error=str(error), status_code=error.status_code)
-    return LLMResponse(error=f"internal error: {type(error).__name__}: {error}", status_code=500)
+        return failed(error=str(error), status_code=error.status_code)
+    return failed(error=f"internal error: {type(error).__name__}: {error}", status_code=500)

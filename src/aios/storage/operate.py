@@ -15,33 +15,33 @@ from aios.llm.handler import LLMResponse
 from aios.storage.requests import InvalidRequest, parse_request
 from aios.syscall import Syscall, SyscallKind, SyscallStatus
 
-SYSTEM_PROMPT = ("You operate on the user's files by calling the file tools. Call the tool that does what the "
-                 "user asks, with the file path and text exactly as the user gives them.")
+SYSTEM_PROMPT = "You operate on the user's files by calling the file tools."
 
 Call = Callable[[SyscallKind, str, Any], Awaitable[Syscall]]
 
 
 def _tool(name: str, description: str, **properties: tuple[str, str]) -> dict[str, Any]:
-    """A function tool whose parameters are all required strings or integers: ``name=(type, description)``."""
+    """A function tool whose parameters are all required: ``name=(type, description)``. Strings may not be
+    empty: a small model under a grammar otherwise closes a path's quotes at once."""
+    schemas = {key: {"type": kind, "description": text, **({"minLength": 1} if kind == "string" else {"minimum": 1})}
+               for key, (kind, text) in properties.items()}
     return {"type": "function", "function": {"name": name, "description": description, "parameters": {
-        "type": "object", "properties": {key: {"type": kind, "description": text}
-                                         for key, (kind, text) in properties.items()},
-        "required": list(properties), "additionalProperties": False}}}
+        "type": "object", "properties": schemas, "required": list(properties), "additionalProperties": False}}}
 
 
-_PATH = ("string", "path of the file, relative to the agent's mount")
+_PATH = ("string", "the file name or path")
+_DIR = ("string", "the directory name or path; . for the agent's whole mount")
+# Named as the SDK functions are (the storage requests accept these names too); the most common first.
 FILE_TOOLS = [
-    _tool("create_file", "Create a new, empty file.", file_path=_PATH),
-    _tool("create_dir", "Create a directory.", dir_path=("string", "path of the directory")),
-    _tool("write", "Write text into a file (creating or replacing it).", file_path=_PATH,
-          content=("string", "the text to write")),
-    _tool("read", "Read a file and return its text.", file_path=_PATH),
-    _tool("list", "List the files in a directory.", dir_path=("string", "path of the directory; '' for the mount")),
-    _tool("delete", "Delete a file.", file_path=_PATH),
-    _tool("rollback", "Undo the last n changes of a file.", file_path=_PATH,
-          n=("integer", "how many versions back")),
-    _tool("share", "Make a read-only link to a file.", file_path=_PATH),
-    _tool("retrieve", "Find files whose content is about something.", query_text=("string", "what to look for"),
+    _tool("create_file", "Create a new empty file.", file_path=_PATH),
+    _tool("write_file", "Write text into a file.", file_path=_PATH, content=("string", "the text to write")),
+    _tool("read_file", "Read a file.", file_path=_PATH),
+    _tool("create_dir", "Create a directory (folder).", dir_path=_DIR),
+    _tool("list_dir", "List the files in a directory.", dir_path=_DIR),
+    _tool("delete_file", "Delete a file.", file_path=_PATH),
+    _tool("rollback_file", "Undo the last n changes of a file.", file_path=_PATH, n=("integer", "how many versions")),
+    _tool("share_file", "Make a read-only link to a file.", file_path=_PATH),
+    _tool("retrieve_file", "Find the files whose content is about something.", query_text=("string", "the topic"),
           n=("integer", "how many files")),
 ]
 

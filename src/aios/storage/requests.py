@@ -126,7 +126,9 @@ OPERATIONS: dict[str, dict[str, tuple[Check, bool]]] = {
 }
 # Other names for operations and parameters that AIOS kernels and SDK versions use.
 OPERATION_ALIASES = {"read_file": "read", "list_dir": "list", "delete_file": "delete", "delete_dir": "delete",
-                     "roll_back": "rollback", "link": "share"}
+                     "roll_back": "rollback", "link": "share", "write_file": "write", "rollback_file": "rollback",
+                     "share_file": "share", "retrieve_file": "retrieve", "unshare_file": "unshare",
+                     "file_history": "history"}
 PARAM_ALIASES = {"root": "root_dir", "k": "n", "url": "link", "token": "link"}
 # Exactly one of these must be given.
 _ONE_OF = {"delete": ("file_path", "dir_path"), "unshare": ("link", "file_path")}
