@@ -103,13 +103,13 @@ def test_tool_choice_none_answers_in_prose(kernel: KernelProcess) -> None:
 
 def test_status_routes_have_the_aios_shapes(kernel: KernelProcess) -> None:
     status = kernel.client.get("/status").json()
-    assert status["status"] == "warning"  # memory, storage and tool managers are not built yet
-    assert set(status["inactive_components"]) == {"memory", "storage", "tool"}
+    assert status["status"] == "warning"  # memory and tool managers are not built yet
+    assert set(status["inactive_components"]) == {"memory", "tool"}
     assert status["llms"][0]["name"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert status["queues"]["llm"]["policy"] == "fifo"
     assert status["llms"][0]["max_batch"] == 16
     assert kernel.client.get("/core/status").json() == {
-        "llms": "active", "memory": "inactive", "storage": "inactive", "tool": "inactive", "scheduler": "active"}
+        "llms": "active", "memory": "inactive", "storage": "active", "tool": "inactive", "scheduler": "active"}
     listed = kernel.client.get("/core/llms/list").json()
     assert listed == {"status": "success", "llms": [
         {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "backend": "huggingface", "max_batch": 16,
@@ -162,7 +162,8 @@ BAD_QUERIES = [
      "response_format"),
     ("memory-not-built", {"agent_name": "a", "query_type": "memory", "query_data": {"operation_type": "add_memory"}},
      501, "memory manager"),
-    ("storage-not-built", {"agent_name": "a", "query_type": "storage", "query_data": {}}, 501, "storage manager"),
+    ("storage-without-operation", {"agent_name": "a", "query_type": "storage", "query_data": {}}, 422,
+     "operation_type"),
     ("tool-not-built", {"agent_name": "a", "query_type": "tool", "query_data": {"tool_calls": []}}, 501,
      "tool manager"),
     ("call-tool-without-tools", llm({"messages": CAPITAL, "action_type": "call_tool"}), 400, "'tools' list"),
@@ -181,7 +182,6 @@ BAD_QUERIES = [
     ("response-schema-invalid", llm({"messages": CAPITAL, "response_format": {"type": "json_schema", "json_schema": {
         "name": "x", "schema": {"type": "object", "properties": {"a": {"type": "text"}}}}}}), 400,
      "response_format schema is not a valid JSON Schema at properties/a/type"),
-    ("operate-file-not-built", llm({"messages": CAPITAL, "action_type": "operate_file"}), 501, "operate_file"),
 ]
 
 
