@@ -39,6 +39,17 @@ def test_chat_keeps_the_conversation_and_exits_on_eof(kernel: KernelProcess, dat
     assert len(replies) == 2 and "Paris" in replies[0]
 
 
+def test_serve_with_a_storage_database_it_cannot_open_stops_with_one_line(backend, data_dir: Path,  # noqa: ANN001
+                                                                         tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("storage: {backend: postgres, dsn: 'postgresql://nobody@127.0.0.1:9/none?connect_timeout=5'}\n")
+    result = aios("serve", "--config", str(config), "--port", "0", data_dir=data_dir, timeout=300)
+    assert result.returncode == 1 and result.stdout == ""
+    line = result.stderr.strip().splitlines()[-1]  # after the model's loading progress
+    assert line.startswith("aios: storage: cannot open the postgres store: ") and "127.0.0.1" in line
+    assert "Traceback" not in result.stderr
+
+
 def test_chat_reports_an_unreachable_kernel_and_exits(data_dir: Path) -> None:
     result = aios("chat", "--url", "http://127.0.0.1:9", data_dir=data_dir, stdin="hello\n")
     assert result.returncode == 1

@@ -56,7 +56,8 @@ def open_store(config: Config) -> Store:
 
         return SQLiteStore(storage.metadata_dir(config.data_dir) / "lsfs.db", vectors=storage.use_vector_db)
     except Exception as exc:  # a database that cannot be opened stops start-up with one line saying why
-        raise NotAvailable(f"storage: cannot open the {storage.backend} store: {exc}".strip()) from exc
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        raise NotAvailable(f"storage: cannot open the {storage.backend} store: {why}") from exc
 
 
 class StorageHandler:
