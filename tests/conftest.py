@@ -75,3 +75,37 @@ def kernel(backend, data_dir: Path) -> Iterator[KernelProcess]:  # noqa: ANN001
     running = start_kernel([], {**os.environ, "AIOS_DATA_DIR": str(data_dir)}, data_dir / "kernel.log")
     yield running
     stop_kernel(running)
+
+
+@pytest.fixture(scope="session")
+def embedder():  # noqa: ANN201
+    """The shared embedding model (all-MiniLM-L6-v2), loaded once for every test that embeds in this process."""
+    from aios.embeddings import Embedder
+
+    model = Embedder()
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A real PostgreSQL (with pgvector) from the pgserver package, on a socket in a temp dir; yields a function
+    that makes a fresh database and returns its DSN. Skipped, with the reason shown, if it cannot start."""
+    import uuid
+
+    try:
+        import pgserver
+        import psycopg
+
+        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    except Exception as exc:  # noqa: BLE001 - whatever stops it, the PostgreSQL tests say so and skip
+        pytest.skip(f"PostgreSQL (pgserver) could not start here: {type(exc).__name__}: {exc}")
+
+    def fresh_database() -> str:
+        name = f"t{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(server.get_uri(), autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        return server.get_uri(name)
+
+    yield fresh_database
+    server.cleanup()

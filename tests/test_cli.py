@@ -17,12 +17,14 @@ def aios(*args: str, data_dir: Path, stdin: str | None = None, extra_env: dict[s
                           timeout=timeout, env=env)
 
 
-def test_demo_runs_three_agents_concurrently_and_prints_their_results(backend, data_dir: Path) -> None:  # noqa: ANN001
+def test_demo_runs_four_agents_concurrently_and_prints_their_results(backend, data_dir: Path) -> None:  # noqa: ANN001
     result = aios("demo", data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for agent in ("example/chat", "example/extractor", "example/weather"):
+    for agent in ("example/chat", "example/extractor", "example/weather", "example/archivist"):
         assert agent in out
+    flat = " ".join(out.replace("│", " ").split())  # the table folds long cells over lines
+    assert "retrieved trips/kyoto.txt" in flat and "it reads again: Kyoto in April" in flat
     assert "Paris" in out and '"city": "Rome"' in out
     assert 'call demo/get_weather({"city": "Paris"})' in out  # constrained decoding: the tool is called
     assert "waiting s" in out and "turnaround s" in out
@@ -35,6 +37,17 @@ def test_chat_keeps_the_conversation_and_exits_on_eof(kernel: KernelProcess, dat
     assert result.returncode == 0, result.stderr
     replies = [line for line in result.stdout.splitlines() if "aios> " in line]
     assert len(replies) == 2 and "Paris" in replies[0]
+
+
+def test_serve_with_a_storage_database_it_cannot_open_stops_with_one_line(backend, data_dir: Path,  # noqa: ANN001
+                                                                         tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("storage: {backend: postgres, dsn: 'postgresql://nobody@127.0.0.1:9/none?connect_timeout=5'}\n")
+    result = aios("serve", "--config", str(config), "--port", "0", data_dir=data_dir, timeout=300)
+    assert result.returncode == 1 and result.stdout == ""
+    line = result.stderr.strip().splitlines()[-1]  # after the model's loading progress
+    assert line.startswith("aios: storage: cannot open the postgres store: ") and "127.0.0.1" in line
+    assert "Traceback" not in result.stderr
 
 
 def test_chat_reports_an_unreachable_kernel_and_exits(data_dir: Path) -> None:

@@ -48,7 +48,8 @@ server: {host: 0.0.0.0, port: 9001}
     model = config.llms.models[0]
     assert model.max_gpu_memory == {0: "24GB"} and model.eval_device == "cuda:0"
     assert (config.server.host, config.server.port) == ("0.0.0.0", 9001)
-    assert config.storage["root_dir"] == "root"
+    assert config.storage.root_dir == "root" and config.storage.use_vector_db is True
+    assert config.storage.root(config.data_dir) == (config.data_dir / "root").resolve()
 
 
 def test_aios_config_and_data_dir_come_from_the_environment(tmp_path: Path) -> None:
@@ -121,6 +122,28 @@ BAD_CONFIGS = [
     ("unknown-structured-output", "llms: {models: [{name: m, structured_output: regex}]}\n", "llms.models.0.structured_output: Input should be 'grammar' or 'prompt'"),
     ("structured-output-bool", "llms: {models: [{name: m, structured_output: true}]}\n", "llms.models.0.structured_output: Input should be 'grammar' or 'prompt'"),
     ("gpu-not-mapping", "llms: {models: [{name: m, max_gpu_memory: [24GB]}]}\n", "llms.models.0.max_gpu_memory: Input should be a valid dictionary"),
+    ("storage-not-mapping", "storage: root\n", "storage: Input should be a valid dictionary"),
+    ("storage-unknown-field", "storage: {root_dri: x}\n", "storage.root_dri: unknown field"),
+    ("storage-empty-root", "storage: {root_dir: ''}\n", "storage.root_dir: String should have at least 1 character"),
+    ("storage-root-number", "storage: {root_dir: 5}\n", "storage.root_dir: Input should be a valid string"),
+    ("storage-vector-db-string", "storage: {use_vector_db: 'yes'}\n", "storage.use_vector_db: Input should be a valid boolean"),
+    ("storage-unknown-backend", "storage: {backend: redis}\n", "storage.backend: Input should be 'sqlite' or 'postgres'"),
+    ("storage-postgres-without-dsn", "storage: {backend: postgres}\n", "storage: Value error, backend 'postgres' needs 'dsn'"),
+    ("storage-dsn-with-sqlite", "storage: {dsn: 'postgresql://x/y'}\n", "storage: Value error, 'dsn' is used only with backend: postgres"),
+    ("storage-empty-dsn", "storage: {backend: postgres, dsn: ''}\n", "storage.dsn: String should have at least 1 character"),
+    ("storage-zero-file-size", "storage: {max_file_mb: 0}\n", "storage.max_file_mb: Input should be greater than 0"),
+    ("storage-huge-file-size", "storage: {max_file_mb: 5000}\n", "storage.max_file_mb: Input should be less than or equal to 1024"),
+    ("storage-file-size-quoted", 'storage: {max_file_mb: "16"}\n', "storage.max_file_mb: Input should be a valid number, not the quoted string '16'"),
+    ("storage-negative-expiry", "storage: {share_expiry_days: -1}\n", "storage.share_expiry_days: Input should be greater than 0"),
+    ("storage-expiry-over-max", "storage: {share_expiry_days: 30, share_max_expiry_days: 7}\n", "storage: Value error, share_expiry_days (30.0) is longer than share_max_expiry_days (7.0)"),
+    ("storage-expiry-bool", "storage: {share_expiry_days: true}\n", "storage.share_expiry_days: Input should be a valid number, not a boolean"),
+    ("storage-public-url-not-url", "storage: {public_url: 'kernel.example'}\n", "storage.public_url: Value error, must be an http(s) URL"),
+    ("storage-mount-roots-empty", "storage: {mount_roots: []}\n", "storage.mount_roots: List should have at least 1 item"),
+    ("storage-mount-roots-string", "storage: {mount_roots: /srv}\n", "storage.mount_roots: Input should be a valid list"),
+    ("storage-mount-root-empty", "storage: {mount_roots: ['']}\n", "storage.mount_roots.0: String should have at least 1 character"),
+    ("storage-blob-dir-empty", "storage: {blob_dir: ''}\n", "storage.blob_dir: String should have at least 1 character"),
+    ("storage-max-calls-zero", "storage: {operate_file_max_calls: 0}\n", "storage.operate_file_max_calls: Input should be greater than or equal to 1"),
+    ("storage-max-calls-float", "storage: {operate_file_max_calls: 2.0}\n", "storage.operate_file_max_calls: Input should be a valid integer, not 2.0"),
 ]
 
 
@@ -149,6 +172,21 @@ def test_numbers_and_booleans_written_plainly_still_load(tmp_path: Path) -> None
     assert config.llms.use_context_manager is True and config.llms.models[0].max_batch == 4
     assert config.llms.models[0].eval_device == "cuda:12"
     assert (config.scheduler.quantum_tokens, config.scheduler.aging, config.server.port) == (8, 2.0, 0)
+
+
+def test_storage_settings_load_and_relative_paths_start_at_the_data_dir(tmp_path: Path) -> None:
+    path = write(tmp_path, "storage: {root_dir: agents, backend: postgres, dsn: 'postgresql://u@h/db', "
+                           "blob_dir: /srv/blobs, mount_roots: [agents, /srv/projects], max_file_mb: 2.5, "
+                           "share_expiry_days: 1, public_url: 'https://kernel.example', use_vector_db: false, "
+                           "vector_db_config: {persist: true}, operate_file_max_calls: 3}\n")
+    config = load_config(path, env={"AIOS_DATA_DIR": str(tmp_path / "data")})
+    storage, data = config.storage, (tmp_path / "data").resolve()
+    assert storage.root(config.data_dir) == data / "agents" and storage.blobs(config.data_dir) == Path("/srv/blobs")
+    assert storage.mountable(config.data_dir) == [data / "agents", Path("/srv/projects")]
+    assert (storage.backend, storage.max_file_mb, storage.use_vector_db) == ("postgres", 2.5, False)
+    assert "postgresql" not in repr(storage)  # the DSN may hold a password
+    defaults = load_config(env={"AIOS_DATA_DIR": str(tmp_path)}).storage
+    assert defaults.root(tmp_path) == (tmp_path / "storage").resolve() and defaults.share_expiry_days == 7
 
 
 def test_aios_serve_with_a_bad_config_stops_with_one_line(tmp_path: Path) -> None:

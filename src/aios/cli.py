@@ -120,7 +120,7 @@ def chat(
 
 @app.command()
 def demo(config: Optional[Path] = ConfigOption) -> None:
-    """Start a kernel and run three agents at once (chat, JSON, tool call) through the SDK."""
+    """Start a kernel and run four agents at once (chat, JSON, tool call, versioned files) through the SDK."""
     from aios.demo import run_demo
 
     settings = _load(config, host="127.0.0.1", port=0)

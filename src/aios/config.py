@@ -6,7 +6,7 @@ Environment:
   ``AIOS_DATA_DIR``  where the kernel keeps its data (model cache, ...); default: the platform's user data dir
   ``OPENAI_API_KEY`` the key for ``openai`` models (overrides ``api_keys.openai``; a model's ``api_key`` wins)
 
-Sections of a real AIOS ``config.yaml`` that this kernel does not use yet (``api_keys``, ``memory``, ``storage``,
+Sections of a real AIOS ``config.yaml`` that this kernel does not use yet (``api_keys``, ``memory``,
 ``agent_factory``) are accepted and kept, so an AIOS config loads unchanged; unknown keys are errors, so that
 a typo never silently falls back to a default.
 """
@@ -211,14 +211,68 @@ class ServerConfig(_Section):
                                 "before they are read")
 
 
+class StorageConfig(_Section):
+    """The AIOS ``storage`` section (``root_dir``, ``use_vector_db``, ``vector_db_config``) and ours beside it.
+    Relative paths are taken from the data dir."""
+
+    root_dir: str = Field(default="storage", min_length=1, description="where agents' default mounts live")
+    use_vector_db: StrictBool = Field(default=True, description="false: retrieve by keywords only (no embedding "
+                                      "model is loaded)")
+    vector_db_config: dict[str, Any] | None = Field(default=None, description="AIOS's ChromaDB settings; accepted, "
+                                                    "unused")
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    dsn: str | None = Field(default=None, min_length=1, repr=False, description="postgres: the connection string")
+    blob_dir: str | None = Field(default=None, min_length=1, description="content-addressed versions; default "
+                                 "<data_dir>/lsfs/blobs (postgres: a directory every kernel mounts)")
+    mount_roots: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None, min_length=1, description="directories inside which agents may mount; default: root_dir")
+    max_file_mb: _Float = Field(default=4.0, gt=0, le=1024, description="largest file content an agent may write "
+                                "(over HTTP, server.max_body_mb bounds it too: keep this below it)")
+    share_expiry_days: _Float = Field(default=7.0, gt=0, description="how long a share link works by default")
+    share_max_expiry_days: _Float = Field(default=365.0, gt=0, description="the longest expires_in allowed")
+    public_url: _Url | None = Field(default=None, description="the kernel's URL as others reach it, for share "
+                                    "links; default: the URL the agent used")
+    operate_file_max_calls: _Int = Field(default=1, ge=1, le=32, description="file operations one operate_file "
+                                         "request may make; raise it for models that plan several steps well")
+    log_mode: str = "console"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "StorageConfig":
+        if self.backend == "postgres" and not self.dsn:
+            raise ValueError("backend 'postgres' needs 'dsn', e.g. postgresql://user@host/db")
+        if self.backend == "sqlite" and self.dsn is not None:
+            raise ValueError("'dsn' is used only with backend: postgres")
+        if self.share_expiry_days > self.share_max_expiry_days:
+            raise ValueError(f"share_expiry_days ({self.share_expiry_days}) is longer than share_max_expiry_days "
+                             f"({self.share_max_expiry_days})")
+        return self
+
+    def root(self, data_dir: Path) -> Path:
+        return _under(data_dir, self.root_dir)
+
+    def metadata_dir(self, data_dir: Path) -> Path:
+        return data_dir / "lsfs"
+
+    def blobs(self, data_dir: Path) -> Path:
+        return _under(data_dir, self.blob_dir) if self.blob_dir else self.metadata_dir(data_dir) / "blobs"
+
+    def mountable(self, data_dir: Path) -> list[Path]:
+        return [_under(data_dir, path) for path in self.mount_roots or [self.root_dir]]
+
+
+def _under(data_dir: Path, path: str) -> Path:
+    """``path`` (``~`` expanded) resolved, taken from ``data_dir`` when relative."""
+    return Path(os.path.realpath(data_dir / Path(path).expanduser()))
+
+
 class Config(_Section):
     llms: LLMsConfig = LLMsConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
     # AIOS sections kept for compatibility; their subsystems read them when they exist.
     api_keys: dict[str, Any] = Field(default_factory=dict)
     memory: dict[str, Any] = Field(default_factory=dict)
-    storage: dict[str, Any] = Field(default_factory=dict)
     agent_factory: dict[str, Any] = Field(default_factory=dict)
     data_dir: Path = Field(default_factory=lambda: default_data_dir())
 

@@ -1,4 +1,5 @@
-"""``aios demo``: a kernel on the embedded model, three agents running at once through the SDK, a report."""
+"""``aios demo``: a kernel on the embedded model, four agents running at once through the SDK (chat, JSON, a
+tool call, and one keeping versioned files), and a report."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table
 
-from aios.agents import chat, extractor, weather
+from aios.agents import archivist, chat, extractor, weather
 from aios.kernel import Kernel
-from aios.sdk import AIOSError, LLMResponse
+from aios.sdk import AIOSError, LLMResponse, StorageResponse
 from aios.server import serve
 
 
@@ -21,13 +22,14 @@ from aios.server import serve
 class DemoTask:
     agent: str
     task: str
-    run: Callable[[str, str], LLMResponse]
+    run: Callable[[str, str], Any]  # an LLMResponse, or a StorageResponse for the file-keeping agent
 
 
 TASKS = [
     DemoTask(chat.AGENT_NAME, "What is the capital of France?", chat.run),
     DemoTask(extractor.AGENT_NAME, "I spent a wonderful week in Rome, the capital of Italy.", extractor.run),
     DemoTask(weather.AGENT_NAME, "What is the weather like in Paris right now?", weather.run),
+    DemoTask(archivist.AGENT_NAME, "Where did I want to see cherry blossoms?", archivist.run),
 ]
 
 
@@ -49,7 +51,7 @@ async def run_demo(kernel: Kernel, console: Console | None = None) -> int:
     return 1 if any(isinstance(r, BaseException) for r in replies) else 0
 
 
-def _report(replies: list[LLMResponse | BaseException]) -> Table:
+def _report(replies: list[LLMResponse | StorageResponse | BaseException]) -> Table:
     table = Table(title="agents", show_lines=True)
     for column in ("agent", "task", "result", "waiting s", "turnaround s"):
         table.add_column(column, overflow="fold")
@@ -62,7 +64,9 @@ def _report(replies: list[LLMResponse | BaseException]) -> Table:
     return table
 
 
-def _result(reply: LLMResponse) -> str:
+def _result(reply: LLMResponse | StorageResponse) -> str:
+    if isinstance(reply, StorageResponse):
+        return reply.message or ""
     if reply.tool_calls:
         return "\n".join(f"call {c.name}({json.dumps(c.parameters)})" for c in reply.tool_calls)
     return reply.response_message or ""

@@ -21,6 +21,36 @@ class NotFound(KernelError):
     status_code = 404
 
 
+class Forbidden(KernelError):
+    """The caller may not do this (e.g. a path outside its mount); the message names what and why."""
+
+    status_code = 403
+
+
+class Conflict(KernelError):
+    """The request clashes with what exists (a file that already exists, a directory where a file is wanted)."""
+
+    status_code = 409
+
+
+class Gone(KernelError):
+    """Something that existed is no longer available (an expired or revoked share link)."""
+
+    status_code = 410
+
+
+class TooLarge(KernelError):
+    """The request carries more than a configured limit allows (file content over ``storage.max_file_mb``)."""
+
+    status_code = 413
+
+
+class NotText(KernelError):
+    """The content is not UTF-8 text, so it cannot be returned as a string."""
+
+    status_code = 415
+
+
 class CapacityExceeded(KernelError):
     """A generation needs more KV-cache memory than the model's budget allows, even running alone."""
 

@@ -9,19 +9,21 @@ import time
 from typing import Any, Protocol
 
 from aios.config import Config, ModelConfig
+from aios.embeddings import Embedder
 from aios.errors import NotAvailable
 from aios.leases import sweep_leftovers
 from aios.llm.core import LLMCore
-from aios.llm.handler import LLMHandler
+from aios.llm.handler import FileOperator, LLMHandler
 from aios.llm.router import Router
 from aios.scheduler import Scheduler, make_policy
+from aios.storage.handler import StorageHandler
+from aios.storage.operate import FILE_TOOLS, operate_files, with_instructions
 from aios.syscall import Syscall, SyscallKind
 
 log = logging.getLogger(__name__)
 
 _MISSING = {
     SyscallKind.MEMORY: "memory syscalls need the memory manager, which this kernel does not have yet",
-    SyscallKind.STORAGE: "storage syscalls need the storage manager, which this kernel does not have yet",
     SyscallKind.TOOL: "tool syscalls need the tool manager, which this kernel does not have yet",
 }
 
@@ -68,18 +70,26 @@ def _load_core(model: ModelConfig, config: Config) -> LLMCore:
 class Kernel:
     """Build with loaded cores, ``await start()`` inside the event loop, then ``submit``/``call`` syscalls."""
 
-    def __init__(self, config: Config, cores: list[LLMCore]) -> None:
+    def __init__(self, config: Config, cores: list[LLMCore], embedder: Embedder | None = None) -> None:
+        """``embedder``: an embedding model to use instead of the kernel's own (its owner closes it)."""
         self.config = config
         self.router = Router(cores)
-        self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: LLMHandler(self.router)}
+        self._owns_embedder = embedder is None
+        self.embedder = embedder or Embedder()  # loads on first use
+        self.storage = StorageHandler.from_config(config, self.embedder)
+        files = FileOperator(FILE_TOOLS, with_instructions, lambda agent, reply: operate_files(self.call, agent, reply),
+                             max_calls=config.storage.operate_file_max_calls)
+        self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: LLMHandler(self.router, files),
+                                                            SyscallKind.STORAGE: self.storage}
         self.scheduler = Scheduler()
         policy = config.scheduler
         for kind, handler in self.handlers.items():
             llm = kind is SyscallKind.LLM
             # LLM syscalls go on to their core's engine, which batches, preempts and orders them by the same
             # policy and records their slices; the kernel queue only holds what exceeds LLM_IN_FLIGHT.
+            workers = LLM_IN_FLIGHT * len(cores) if llm else getattr(handler, "workers", 1)
             self.scheduler.add_queue(kind, make_policy(policy.policy, policy.quantum_tokens, policy.aging), handler,
-                                     workers=LLM_IN_FLIGHT * len(cores) if llm else 1, handler_times_slices=llm)
+                                     workers=workers, handler_times_slices=llm)
         self.started_at = time.time()
 
     @classmethod
@@ -88,9 +98,13 @@ class Kernel:
 
     async def start(self) -> None:
         await self.scheduler.start()
+        await self.storage.start()
 
     async def stop(self) -> None:
         await self.scheduler.stop()
+        await self.storage.close()
+        if self._owns_embedder:
+            await asyncio.to_thread(self.embedder.close)
         for core in self.router.cores:
             closing = core.close()
             if inspect.isawaitable(closing):

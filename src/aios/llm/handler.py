@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from aios.errors import BadRequest, NotAvailable
 from aios.llm.core import Generation, GenerationRequest, LLMCore, SamplingParams, on_loop
@@ -29,9 +29,6 @@ from aios.syscall import Syscall
 # is the tool manager's job, which this kernel does not have yet.
 TOOL_ACTIONS = ("chat_with_tool_call_output", "tool_use", "call_tool")
 ACTIONS = ("chat", "chat_with_json_output", *TOOL_ACTIONS, "operate_file")
-_NOT_BUILT = {
-    "operate_file": "action_type 'operate_file' needs the storage manager, which this kernel does not have yet",
-}
 
 
 @dataclass
@@ -80,13 +77,25 @@ class LLMResponse:
         return cls(finished=finish_reason == "stop", finish_reason=finish_reason, **fields)
 
 
+@dataclass(frozen=True)
+class FileOperator:
+    """How ``operate_file`` reaches the storage subsystem: the file tools offered to the model, the prompt that
+    goes with them, and ``run(agent, reply)``, which runs the calls in the reply and reports each outcome."""
+
+    tools: list[dict[str, Any]]
+    instruct: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+    run: Callable[[str, "LLMResponse"], Awaitable["LLMResponse"]]
+    max_calls: int = 1  # operations one request may make (small models go on calling tools nobody asked for)
+
+
 class LLMHandler:
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, file_operator: FileOperator | None = None) -> None:
         self.router = router
+        self.file_operator = file_operator
 
     def prepare(self, query: LLMQuery) -> LLMQuery:
-        if query.action_type in _NOT_BUILT:
-            raise NotAvailable(_NOT_BUILT[query.action_type])
+        if query.action_type == "operate_file":
+            _offer_file_tools(query, self.file_operator)
         if query.action_type in TOOL_ACTIONS and not query.tools:
             raise BadRequest(f"action_type {query.action_type!r} needs a non-empty 'tools' list")
         if query.tool_choice is not None and not query.tools:
@@ -95,12 +104,16 @@ class LLMHandler:
             query.model_tools = tools_for_model(query.tools) if query.tools else None
             tool_names(query.tools or [])  # two tools the model would not tell apart: refused whatever the choice
             query.spec = _output_spec(query)
+            if query.action_type == "operate_file" and query.spec is not None and self.file_operator is not None:
+                query.spec = replace(query.spec, schema={**query.spec.schema, "maxItems": self.file_operator.max_calls})
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         except RecursionError:
             raise BadRequest("the tools or the response_format schema are nested too deeply") from None
         query.core, entry = self.router.pick(query.llms)
         _check_prompt_length(query)
+        if query.action_type == "operate_file" and query.temperature is None and entry.get("temperature") is None:
+            query.temperature = 0.0  # file operations are decoded greedily unless the caller asks otherwise
         query.sampling = _sampling(query, entry)
         return query
 
@@ -121,7 +134,19 @@ class LLMHandler:
         generation = await query.core.complete(request)
         if query.spec is None:
             return LLMResponse.ended(generation.finish_reason, response_message=generation.text)
-        return await _structured_reply(query, request, generation)
+        reply = await _structured_reply(query, request, generation)
+        if query.action_type == "operate_file":
+            assert self.file_operator is not None, "prepare() refuses operate_file without a file operator"
+            return await self.file_operator.run(syscall.agent_name, reply)
+        return reply
+
+
+def _offer_file_tools(query: LLMQuery, operator: FileOperator | None) -> None:
+    """operate_file offers the storage operations as tools (whatever tools the caller sent) and requires calls."""
+    if operator is None:
+        raise NotAvailable("action_type 'operate_file' needs the storage manager, which this kernel has not enabled")
+    query.tools, query.tool_choice = operator.tools, "required"
+    query.messages = operator.instruct(query.messages)
 
 
 def _check_prompt_length(query: LLMQuery) -> None:

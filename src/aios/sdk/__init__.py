@@ -5,6 +5,30 @@ The kernel URL is ``base_url`` when given, else ``$AIOS_KERNEL_URL``, else ``htt
 """
 
 from aios.sdk.llm import llm_chat, llm_chat_with_json_output, llm_chat_with_tool_call_output
+from aios.sdk.storage import (
+    DirEntry,
+    FileOperation,
+    FileOperationsResponse,
+    FileVersion,
+    RetrievedFile,
+    StorageResponse,
+    create_dir,
+    create_file,
+    delete_dir,
+    delete_file,
+    file_history,
+    list_dir,
+    llm_operate_file,
+    mount,
+    read_file,
+    retrieve,
+    retrieve_file,
+    roll_back,
+    rollback_file,
+    share_file,
+    unshare_file,
+    write_file,
+)
 from aios.sdk.transport import AIOSError, kernel_url
 from aios.sdk.types import LLMResponse, Timings, ToolCall
 
@@ -17,4 +41,27 @@ __all__ = [
     "llm_chat",
     "llm_chat_with_json_output",
     "llm_chat_with_tool_call_output",
+    # storage
+    "DirEntry",
+    "FileOperation",
+    "FileOperationsResponse",
+    "FileVersion",
+    "RetrievedFile",
+    "StorageResponse",
+    "create_dir",
+    "create_file",
+    "delete_dir",
+    "delete_file",
+    "file_history",
+    "list_dir",
+    "llm_operate_file",
+    "mount",
+    "read_file",
+    "retrieve",
+    "retrieve_file",
+    "roll_back",
+    "rollback_file",
+    "share_file",
+    "unshare_file",
+    "write_file",
 ]

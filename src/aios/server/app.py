@@ -18,7 +18,9 @@ from aios import __version__
 from aios.errors import KernelError
 from aios.kernel import Kernel
 from aios.server.limits import MB, BodyLimit
-from aios.server.wire import MAX_JSON_DEPTH, LLMQueryData, QueryRequest, envelope
+from aios.server.storage_routes import router as storage_router
+from aios.server.storage_routes import storage_request
+from aios.server.wire import JSON_VALUE_ERROR, MAX_JSON_DEPTH, LLMQueryData, QueryRequest, envelope
 from aios.syscall import SyscallKind
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ def create_app(kernel: Kernel) -> FastAPI:
     app = FastAPI(title="AIOS kernel", version=__version__, lifespan=lifespan)
     app.state.kernel = kernel
     app.add_middleware(BodyLimit, max_bytes=int(kernel.config.server.max_body_mb * MB))
+    app.include_router(storage_router)
 
     @app.exception_handler(KernelError)
     async def kernel_error(request: Request, exc: KernelError) -> JSONResponse:
@@ -56,8 +59,7 @@ def create_app(kernel: Kernel) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Where and why, without echoing the input back: it may not even be valid JSON to send (NaN).
-        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
-        return JSONResponse(status_code=422, content={"detail": detail})
+        return JSONResponse(status_code=422, content={"detail": [_located(e) for e in exc.errors()]})
 
     @app.post("/query", response_model=None)
     async def query(body: QueryRequest, request: Request) -> dict[str, Any] | Response:
@@ -67,6 +69,8 @@ def create_app(kernel: Kernel) -> FastAPI:
         if kind is SyscallKind.LLM:
             llm_data = _llm_data(body.query_data)
             payload, priority = llm_data.to_query(), llm_data.priority
+        elif kind is SyscallKind.STORAGE:
+            payload = storage_request(body.query_data, request)
         syscall = await _until_done_or_disconnected(kernel.call(kind, body.agent_name, payload, priority), request)
         if syscall is None:  # the client hung up; its syscall was cancelled and nobody reads this reply
             return Response(status_code=499)
@@ -101,6 +105,15 @@ def create_app(kernel: Kernel) -> FastAPI:
         }
 
     return app
+
+
+def _located(error: dict[str, Any]) -> dict[str, Any]:
+    """A validation error as ``{loc, msg, type}``; one found while walking the raw body (too deep, not Unicode)
+    is located where it was found, not at the body as a whole."""
+    loc, msg = list(error.get("loc", ())), error.get("msg")
+    if error.get("type") == JSON_VALUE_ERROR:
+        loc, msg = [*loc, *error["ctx"]["path"]], error["ctx"]["what"]
+    return {"loc": loc, "msg": msg, "type": error.get("type")}
 
 
 def _unparsable(cause: BaseException | None) -> str | None:
@@ -167,7 +180,12 @@ async def serve(
     """Serve until interrupted or ``shutdown`` is set; ``on_ready(url)`` is called once the socket is bound and
     the kernel started."""
     config = uvicorn.Config(create_app(kernel), host=host, port=port, log_level="warning", access_log=False)
-    server = _Server(config, on_ready)
+
+    def ready(url: str) -> None:
+        kernel.storage.shares.served_url = url  # share links name this URL when no other is known
+        on_ready(url)
+
+    server = _Server(config, ready)
     if shutdown is None:
         await server.serve()
         return

@@ -12,7 +12,8 @@ from aios.errors import KernelError
 from aios.llm.handler import ACTIONS, LLMQuery, LLMResponse
 from aios.llm.prompting import merge_messages_with_response_format, tools_for_model
 from aios.llm.structured import tool_choice_of
-from aios.syscall import Syscall, SyscallStatus
+from aios.storage.handler import StorageResponse
+from aios.syscall import Syscall, SyscallKind, SyscallStatus
 
 
 # JSON nested deeper than this is refused before anything walks it: real schemas and messages stay far below,
@@ -40,28 +41,33 @@ class QueryRequest(BaseModel):
         strings that are not valid Unicode (a lone surrogate such as ``\\ud800`` cannot be encoded)."""
         problem = json_problem(body)
         if problem is not None:
-            where, what = problem
-            raise PydanticCustomError("invalid_json_value", "{where}: {what}", {"where": where, "what": what})
+            path, what = problem
+            # The server reports it located at ``path`` (ctx), like any other validation error.
+            raise PydanticCustomError(JSON_VALUE_ERROR, "{where}: {what}",
+                                      {"where": ".".join(map(str, path)), "path": path, "what": what})
         return body
 
 
-def json_problem(value: Any) -> tuple[str, str] | None:
-    """``(where, what)`` for the first part of a parsed JSON value that is nested too deeply or is a string
+JSON_VALUE_ERROR = "invalid_json_value"
+
+
+def json_problem(value: Any) -> tuple[list[Any], str] | None:
+    """``(path, what)`` for the first part of a parsed JSON value that is nested too deeply or is a string
     with a lone surrogate; None when there is none. Iterative, so any depth is safe to walk."""
     stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
     while stack:
         item, path = stack.pop()
         if len(path) > MAX_JSON_DEPTH:
-            return _where(path[:4]), f"nested more than {MAX_JSON_DEPTH} levels deep"
+            return list(path[:4]), f"nested more than {MAX_JSON_DEPTH} levels deep"
         if isinstance(item, dict):
             for key, child in item.items():
                 if not _encodable(key):
-                    return _where(path), "a key is not valid Unicode (it holds a lone surrogate)"
+                    return list(path), "a key is not valid Unicode (it holds a lone surrogate)"
                 stack.append((child, (*path, key)))
         elif isinstance(item, list):
             stack.extend((child, (*path, index)) for index, child in enumerate(item))
         elif isinstance(item, str) and not _encodable(item):
-            return _where(path), "not valid Unicode text (it holds a lone surrogate such as \\ud800)"
+            return list(path), "not valid Unicode text (it holds a lone surrogate such as \\ud800)"
     return None
 
 
@@ -75,8 +81,6 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _where(path: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in path) or "body"
 
 
 class Message(BaseModel):
@@ -178,13 +182,14 @@ def envelope(syscall: Syscall) -> dict[str, Any]:
     }
 
 
-def _response(syscall: Syscall) -> LLMResponse:
+def _response(syscall: Syscall) -> LLMResponse | StorageResponse:
     if syscall.status is SyscallStatus.DONE:
         return syscall.value
     error = syscall.error
+    failed = StorageResponse if syscall.kind is SyscallKind.STORAGE else LLMResponse  # the reply shape of its kind
     if syscall.status is SyscallStatus.CANCELLED:
-        return LLMResponse(error="the syscall was cancelled before it finished", status_code=499,
-                           finish_reason="cancelled")
+        cancelled = {"finish_reason": "cancelled"} if failed is LLMResponse else {}
+        return failed(error="the syscall was cancelled before it finished", status_code=499, **cancelled)
     if isinstance(error, KernelError):
-        return LLMResponse(error=str(error), status_code=error.status_code)
-    return LLMResponse(error=f"internal error: {type(error).__name__}: {error}", status_code=500)
+        return failed(error=str(error), status_code=error.status_code)
+    return failed(error=f"internal error: {type(error).__name__}: {error}", status_code=500)

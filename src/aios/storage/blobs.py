@@ -1,0 +1,42 @@
+"""Content-addressed blobs: every version's bytes, stored once under their SHA-256 (``ab/abcdef...``).
+
+A blob is written atomically and never changed, so a version's content cannot be torn or altered after the
+fact, and identical contents (a rollback, a file written twice) take the space once. Several kernels may share
+one blob directory (the PostgreSQL setup): a blob's name is its content, so concurrent writers agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from aios.storage.atomic import replace_file
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class BlobStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        return self.directory / digest[:2] / digest
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` (if not already there) and return its hash."""
+        digest = content_hash(data)
+        path = self.path(digest)
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            replace_file(path, data)
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        """The bytes stored under ``digest``; raises FileNotFoundError if missing, ValueError if damaged."""
+        data = self.path(digest).read_bytes()
+        if content_hash(data) != digest:
+            raise ValueError(f"blob {digest} is damaged (its content no longer matches its hash)")
+        return data

@@ -1,0 +1,84 @@
+"""Path confinement: every path an agent names resolves inside its mount, or is refused naming the path.
+
+Two layers. ``check_path_text`` looks at the text alone (it runs when a request is parsed): no NUL, no line
+breaks or other control characters, not too long. ``resolve`` then places the path inside a mount root: a
+relative path is taken from the root, an absolute one must already be inside it, and the result is resolved
+with symlinks followed, so ``..``, an absolute path elsewhere, and a symlink that leads out are all refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from aios.errors import BadRequest, Forbidden
+
+MAX_PATH_CHARS = 4096
+MAX_NAME_BYTES = 255  # one path component, as Linux file systems allow
+
+
+def check_path_text(text: str) -> None:
+    """Raise ValueError saying what is wrong with a path's text (the caller names the field)."""
+    if len(text) > MAX_PATH_CHARS:
+        raise ValueError(f"is {len(text)} characters long; the limit is {MAX_PATH_CHARS}")
+    if "\x00" in text:
+        raise ValueError("contains a NUL character, which no file name can hold")
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ValueError(f"contains the control character {bad!r} (line breaks and control characters are "
+                         "refused in file names)")
+    for part in text.split("/"):
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise ValueError(f"has a component longer than {MAX_NAME_BYTES} bytes: {part[:40]!r}...")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid Unicode (it holds a lone surrogate)") from None
+
+
+@dataclass(frozen=True)
+class Place:
+    """A path inside a mount: ``absolute`` (symlinks resolved) and ``relative`` to the root ("" is the root)."""
+
+    absolute: Path
+    relative: str
+
+
+def resolve(root: Path, text: str) -> Place:
+    """Where ``text`` points inside the mount ``root`` (an already resolved directory). Raises Forbidden when it
+    points outside, naming both."""
+    check_or_bad_request(text)
+    path = Path(text)
+    target = path if path.is_absolute() else root / path
+    real = Path(os.path.realpath(target))  # follows every symlink, also in the parents
+    if real != root and root not in real.parents:
+        raise Forbidden(f"path {text!r} resolves to {real}, outside the mount {root}; an agent reaches only "
+                        "its own mount")
+    return Place(real, real.relative_to(root).as_posix() if real != root else "")
+
+
+def check_or_bad_request(text: str) -> None:
+    try:
+        check_path_text(text)
+    except ValueError as exc:
+        raise BadRequest(f"path {text[:200]!r} {exc}") from None
+
+
+def default_mount(storage_root: Path, agent_name: str) -> Path:
+    """``<storage_root>/<agent>``: the agent's name as one directory name, with anything that is not a plain
+    name character percent-encoded, so ``a/b`` and ``a`` never share (or nest) a directory."""
+    name = quote(agent_name, safe="-_.@+")
+    if name in (".", ".."):
+        name = name.replace(".", "%2E")
+    if len(name) > 200:  # still one valid, distinct name when escaping made it too long
+        name = f"{name[:150]}-{hashlib.sha256(agent_name.encode()).hexdigest()[:16]}"
+    return storage_root / name
+
+
+def overlaps(a: Path, b: Path) -> bool:
+    """Whether one directory is the other or contains it."""
+    return a == b or a in b.parents or b in a.parents

@@ -1,0 +1,130 @@
+"""The embedded store: one SQLite database (WAL) in the data dir, through apsw (the standard library's sqlite3
+here cannot load extensions), with sqlite-vec for chunk vectors and FTS5 for keywords.
+
+Vectors sit in a ``vec0`` table partitioned by mount root, so a search scans only the agent's own chunks.
+One kernel per database: several kernels sharing a file system use the PostgreSQL store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import apsw
+import numpy as np
+import sqlite_vec
+
+from aios.embeddings import DIMENSION
+from aios.storage.sql_store import COMMON_SCHEMA, SQLStore
+from aios.storage.store import Chunk, ChunkHit, FileRecord
+
+_INDEX_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL, root_id INTEGER NOT NULL, number INTEGER NOT NULL,
+    start INTEGER NOT NULL, text TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_by_file ON chunks (file_id);
+CREATE INDEX IF NOT EXISTS chunks_by_root ON chunks (root_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunk_vectors USING vec0(
+    root_id INTEGER PARTITION KEY, embedding FLOAT[{DIMENSION}] distance_metric=cosine);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunk_words USING fts5(
+    text, tokenize='porter unicode61', content='', contentless_delete=1);
+"""
+
+
+class SQLiteStore(SQLStore):
+    def __init__(self, path: Path, vectors: bool = True) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.vectors = vectors
+        self._db = apsw.Connection(str(path))
+        self._db.enable_load_extension(True)
+        self._db.load_extension(sqlite_vec.loadable_path())
+        self._db.enable_load_extension(False)
+        self._db.set_busy_timeout(30_000)
+        # WAL: readers do not block the writer; FULL: a committed version survives a power cut, not only a crash.
+        self._db.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL")
+        self._db.create_scalar_function("contains_folded", _contains_folded, 2, deterministic=True)
+        with self._db:
+            self._db.execute(COMMON_SCHEMA.format(id="INTEGER PRIMARY KEY") + _INDEX_SCHEMA)
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self._db.execute(sql, tuple(params)))
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._db.execute(sql, tuple(params))
+        return self._db.changes()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._db:
+            yield
+
+    @contextlib.contextmanager
+    def file_lock(self, root_id: int, path: str) -> Iterator[None]:
+        yield  # one kernel, one I/O thread: operations on the database are already one at a time
+
+    def replace_chunks(self, file: FileRecord, chunks: list[Chunk], vectors: np.ndarray | None) -> bool:
+        with self._db:
+            if self._one("SELECT hash IS ? FROM files WHERE id = ?", (file.hash, file.id)) != (1,):
+                return False  # written again meanwhile: that head will be indexed instead
+            for (chunk_id,) in self._rows("SELECT id FROM chunks WHERE file_id = ?", (file.id,)):
+                self._db.execute("DELETE FROM chunk_words WHERE rowid = ?", (chunk_id,))
+                self._db.execute("DELETE FROM chunk_vectors WHERE rowid = ?", (chunk_id,))
+            self._db.execute("DELETE FROM chunks WHERE file_id = ?", (file.id,))
+            for i, chunk in enumerate(chunks):
+                (chunk_id,) = self._one("INSERT INTO chunks (file_id, root_id, number, start, text) "
+                                        "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                                        (file.id, file.root_id, chunk.number, chunk.start, chunk.text))  # type: ignore[misc]
+                self._db.execute("INSERT INTO chunk_words (rowid, text) VALUES (?, ?)", (chunk_id, chunk.text))
+                if vectors is not None:
+                    self._db.execute("INSERT INTO chunk_vectors (rowid, root_id, embedding) VALUES (?, ?, ?)",
+                                     (chunk_id, file.root_id, _blob(vectors[i])))
+            self._db.execute("UPDATE files SET indexed_hash = hash WHERE id = ?", (file.id,))
+        return True
+
+    def nearest_chunks(self, root_id: int, vector: np.ndarray, k: int) -> list[ChunkHit]:
+        rows = self._rows("SELECT v.rowid, c.file_id, v.distance FROM chunk_vectors v JOIN chunks c ON c.id = v.rowid "
+                          "WHERE v.embedding MATCH ? AND v.k = ? AND v.root_id = ? ORDER BY v.distance",
+                          (_blob(vector), k, root_id))
+        return [ChunkHit(*row) for row in rows]
+
+    def matching_chunks(self, root_id: int, words: list[str], k: int) -> list[ChunkHit]:
+        if not words:
+            return []
+        query = " OR ".join(f'"{word}"' for word in words)  # words are \w+ runs: nothing to escape
+        rows = self._rows("SELECT w.rowid, c.file_id, w.rank FROM chunk_words w JOIN chunks c ON c.id = w.rowid "
+                          "WHERE chunk_words MATCH ? AND c.root_id = ? ORDER BY w.rank LIMIT ?", (query, root_id, k))
+        return [ChunkHit(*row) for row in rows]
+
+    def files_containing(self, root_id: int, keyword: str) -> set[int]:
+        rows = self._rows("SELECT DISTINCT file_id FROM chunks WHERE root_id = ? AND contains_folded(text, ?)",
+                          (root_id, keyword.casefold()))
+        return {file_id for (file_id,) in rows}
+
+    def chunk_distances(self, file_ids: list[int], vector: np.ndarray | None) -> list[ChunkHit]:
+        ids = json.dumps(file_ids)
+        if vector is None or not self.vectors:
+            rows = self._rows("SELECT id, file_id, 0.0 FROM chunks WHERE file_id IN (SELECT value FROM json_each(?))",
+                              (ids,))
+        else:
+            rows = self._rows("SELECT c.id, c.file_id, vec_distance_cosine(v.embedding, ?) FROM chunks c "
+                              "JOIN chunk_vectors v ON v.rowid = c.id "
+                              "WHERE c.file_id IN (SELECT value FROM json_each(?))", (_blob(vector), ids))
+        return [ChunkHit(*row) for row in rows]
+
+    def chunk_texts(self, chunk_ids: list[int]) -> dict[int, str]:
+        rows = self._rows("SELECT id, text FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
+                          (json.dumps(chunk_ids),))
+        return dict(rows)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=np.float32).tobytes()
+
+
+def _contains_folded(text: str, folded_keyword: str) -> bool:
+    return folded_keyword in text.casefold()

@@ -1,0 +1,62 @@
+"""The shared embedding model: real all-MiniLM-L6-v2 vectors, unit length, meaning-preserving, and concurrent
+requests coalesced into fewer forward passes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from aios.embeddings import DIMENSION, Embedder
+
+
+def test_vectors_are_unit_length_in_the_callers_order_and_capture_meaning(embedder: Embedder) -> None:
+    texts = ["A kitten is sleeping on the sofa.", "The stock market fell sharply today.", "A young cat naps on a couch."]
+    vectors = embedder.embed(texts)
+    assert vectors.shape == (3, DIMENSION) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    similar, unrelated = float(vectors[0] @ vectors[2]), float(vectors[0] @ vectors[1])
+    assert similar > 0.6 > unrelated
+    again = embedder.embed([texts[2], texts[0]])  # batch-independent: the same text, the same vector
+    assert np.allclose(again, vectors[[2, 0]], atol=1e-5)
+
+
+def test_edge_inputs(embedder: Embedder) -> None:
+    assert embedder.embed([]).shape == (0, DIMENSION)
+    long = embedder.embed(["word " * 5000, ""])  # truncated to the model's 256 tokens; empty text still a vector
+    assert long.shape == (2, DIMENSION) and np.isfinite(long).all()
+    with pytest.raises(TypeError, match="not one string"):
+        embedder.embed("one string")  # type: ignore[arg-type]
+
+
+def test_concurrent_requests_share_forward_passes_and_run_off_the_event_loop() -> None:
+    """A fresh model: its first pass waits for the load, and every request made meanwhile joins one batch."""
+    model = Embedder()
+    try:
+        async def many() -> list[np.ndarray]:
+            ticks = 0
+
+            async def ticker() -> None:  # the event loop keeps running while the model works
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            task = asyncio.create_task(ticker())
+            results = await asyncio.gather(*(model.aembed([f"request number {i}"]) for i in range(16)))
+            task.cancel()
+            assert ticks > 16
+            return results
+
+        results = asyncio.run(many())
+        assert all(r.shape == (1, DIMENSION) for r in results)
+        assert model.forward_passes < 16  # coalesced: at most a few passes for 16 requests
+        threads = [threading.Thread(target=model.embed, args=([f"thread {i}"],)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        model.close()

@@ -1,0 +1,375 @@
+"""The versioned file system on both stores (SQLite and a real PostgreSQL): versions, rollback by count and by
+time, history, changes made outside the kernel, deletion, confinement, mounts, share links, and retrieval."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from aios.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, NotText, TooLarge
+from aios.storage.files import FileSystem
+from aios.storage.index import Indexer, chunk_text
+from aios.storage.shares import ShareLinks
+from storage_support import FakeClock, make_fs, open_store, run, run_here
+
+AGENT = "team/writer"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def fs(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> FileSystem:
+    postgres = request.getfixturevalue("postgres") if kind == "postgres" else None
+    store = open_store(kind, tmp_path, postgres)
+    yield make_fs(store, tmp_path)
+    store.close()
+
+
+def contents(fs: FileSystem, path: str) -> list[str]:
+    """Every version's text, oldest first (a deletion is None)."""
+    versions = fs.history(AGENT, path)["versions"]
+    return [fs.read(AGENT, path, v["version"])["content"] if v["hash"] else None for v in reversed(versions)]
+
+
+def test_each_write_and_rollback_is_exactly_one_version_and_a_rollback_is_undoable(fs: FileSystem) -> None:
+    assert fs.create_file(AGENT, "notes/todo.txt")["version"] == 1
+    assert fs.write(AGENT, "notes/todo.txt", "milk")["version"] == 2
+    assert fs.write(AGENT, "notes/todo.txt", "milk, eggs")["version"] == 3
+    back = fs.rollback(AGENT, "notes/todo.txt", 1)
+    assert (back["version"], back["restored"]) == (4, 2)
+    assert fs.read(AGENT, "notes/todo.txt")["content"] == "milk"
+    undo = fs.rollback(AGENT, "notes/todo.txt", 1)  # the rollback itself is one version back
+    assert (undo["version"], undo["restored"]) == (5, 3)
+    assert fs.read(AGENT, "notes/todo.txt")["content"] == "milk, eggs"
+    assert contents(fs, "notes/todo.txt") == ["", "milk", "milk, eggs", "milk", "milk, eggs"]
+    on_disk = Path(fs.history(AGENT, "notes/todo.txt")["path"]).read_text()
+    assert on_disk == "milk, eggs"
+
+
+def test_history_says_version_time_size_hash_agent_and_kind(fs: FileSystem) -> None:
+    clock: FakeClock = fs.clock  # type: ignore[assignment]
+    fs.write(AGENT, "a.txt", "one")
+    clock.advance(10)
+    fs.write(AGENT, "a.txt", "three")
+    fs.rollback(AGENT, "a.txt")
+    history = fs.history(AGENT, "a.txt")["versions"]
+    assert [(v["version"], v["size"], v["kind"], v["agent"], v["restored_from"]) for v in history] == [
+        (3, 3, "rollback", AGENT, 1), (2, 5, "write", AGENT, None), (1, 3, "write", AGENT, None)]
+    assert history[1]["time"] == clock.now and history[2]["time"] == clock.now - 10
+    assert history[0]["hash"] == history[2]["hash"] and history[0]["hash"] != history[1]["hash"]
+    assert history[1]["iso_time"].startswith("2027-01-15T")
+    assert [v["version"] for v in fs.history(AGENT, "a.txt", limit=2)["versions"]] == [3, 2]
+
+
+def test_a_hundred_writes_then_rollbacks_by_count_and_by_time(fs: FileSystem) -> None:
+    clock: FakeClock = fs.clock  # type: ignore[assignment]
+    start = clock.now
+    for i in range(1, 101):
+        fs.write(AGENT, "log.txt", f"entry {i}")
+        clock.advance(60)
+    assert fs.history(AGENT, "log.txt", limit=1)["versions"][0]["version"] == 100
+    assert fs.rollback(AGENT, "log.txt", 10)["restored"] == 90
+    assert fs.read(AGENT, "log.txt")["content"] == "entry 90"
+    assert fs.rollback(AGENT, "log.txt", 100)["restored"] == 1  # 101 versions now: 100 back is the first
+    assert fs.read(AGENT, "log.txt")["content"] == "entry 1"
+    # By time: version i was written at start + 60 (i - 1); half a minute later it was still the content.
+    at = fs.rollback(AGENT, "log.txt", at=start + 60 * 41 + 30)
+    assert at["restored"] == 42 and fs.read(AGENT, "log.txt")["content"] == "entry 42"
+    assert fs.rollback(AGENT, "log.txt", at=start)["restored"] == 1  # exactly at a version's time: that one
+    with pytest.raises(NotFound, match="no version at or before"):
+        fs.rollback(AGENT, "log.txt", at=start - 1)
+    with pytest.raises(NotFound, match="it has 104, so it can go back at most 103"):
+        fs.rollback(AGENT, "log.txt", 104)
+    assert fs.history(AGENT, "log.txt", limit=1)["versions"][0]["version"] == 104  # refusals made no version
+
+
+def test_a_change_made_outside_the_kernel_is_recorded_when_the_file_is_next_touched(fs: FileSystem) -> None:
+    path = Path(fs.write(AGENT, "shared.txt", "from the agent")["path"])
+    path.write_text("edited by hand")
+    assert fs.read(AGENT, "shared.txt")["content"] == "edited by hand"
+    history = fs.history(AGENT, "shared.txt")["versions"]
+    assert [(v["version"], v["kind"], v["agent"]) for v in history] == [(2, "external", None), (1, "write", AGENT)]
+    path.unlink()
+    assert fs.history(AGENT, "shared.txt")["versions"][0]["kind"] == "external"
+    with pytest.raises(NotFound, match="no file shared.txt"):
+        fs.read(AGENT, "shared.txt")
+    assert fs.rollback(AGENT, "shared.txt")["restored"] == 2  # brings the hand edit back
+    assert path.read_text() == "edited by hand"
+
+
+def test_delete_is_a_version_and_rollback_restores_the_file(fs: FileSystem) -> None:
+    path = Path(fs.write(AGENT, "docs/plan.md", "# Plan")["path"])
+    deleted = fs.delete(AGENT, "docs/plan.md")
+    assert deleted["version"] == 2 and deleted["hash"] is None and not path.exists()
+    with pytest.raises(NotFound):
+        fs.delete(AGENT, "docs/plan.md")
+    fs.rollback(AGENT, "docs/plan.md")
+    assert path.read_text() == "# Plan"
+    fs.write(AGENT, "docs/sub/x.txt", "x")
+    with pytest.raises(Conflict, match="not empty"):
+        fs.delete(AGENT, "docs")
+    gone = fs.delete(AGENT, "docs", recursive=True)
+    assert sorted(gone["deleted"]) == ["docs/plan.md", "docs/sub/x.txt"] and not path.parent.exists()
+    assert fs.read(AGENT, "docs/sub/x.txt", 1)["content"] == "x"  # history keeps every version
+
+
+def test_create_file_refuses_an_existing_file_and_create_dir_makes_parents(fs: FileSystem) -> None:
+    fs.write(AGENT, "a.txt", "keep me")
+    with pytest.raises(Conflict, match="already exists"):
+        fs.create_file(AGENT, "a.txt")
+    assert fs.read(AGENT, "a.txt")["content"] == "keep me"
+    made = fs.create_dir(AGENT, "x/y/z")
+    assert made["created"] and Path(made["path"]).is_dir()
+    assert not fs.create_dir(AGENT, "x/y/z")["created"]
+    with pytest.raises(Conflict):
+        fs.create_dir(AGENT, "a.txt/sub")
+    with pytest.raises(Conflict, match="is a directory"):
+        fs.write(AGENT, "x", "text")
+    entries = fs.listing(AGENT, "", recursive=True)["entries"]
+    assert [(e["file_path"], e["type"], e["version"]) for e in entries] == [
+        ("a.txt", "file", 1), ("x", "dir", None), ("x/y", "dir", None), ("x/y/z", "dir", None)]
+
+
+def test_limits_and_non_text(fs: FileSystem) -> None:
+    with pytest.raises(TooLarge, match="limit is 1048576"):
+        fs.write(AGENT, "big.txt", "x" * ((1 << 20) + 1))
+    path = Path(fs.write(AGENT, "blob.bin", "")["path"])
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(NotText, match="not UTF-8"):
+        fs.read(AGENT, "blob.bin")
+    assert fs.history(AGENT, "blob.bin")["versions"][0]["size"] == 9  # still versioned
+    with pytest.raises(BadRequest, match="names the mount root"):
+        fs.write(AGENT, ".", "x")
+
+
+ESCAPES = [
+    # (id, path, why it must be refused)
+    ("parent", "../other/secret.txt", "outside the mount"),
+    ("deep-parent", "a/b/../../../x.txt", "outside the mount"),
+    ("absolute-elsewhere", "/etc/passwd", "outside the mount"),
+    ("absolute-sibling", "{root}/../other-agent/x.txt", "outside the mount"),
+    ("symlink-out", "escape/passwd", "outside the mount"),
+    ("symlink-file-out", "secret-link", "outside the mount"),
+]
+
+
+@pytest.mark.parametrize(("path", "why"), [(p, w) for _, p, w in ESCAPES], ids=[i for i, _, _ in ESCAPES])
+def test_paths_that_leave_the_mount_are_refused_naming_the_path(fs: FileSystem, path: str, why: str) -> None:
+    root = Path(fs.root_of(AGENT).path)
+    (root / "escape").symlink_to("/etc") if not (root / "escape").exists() else None
+    (root / "secret-link").symlink_to("/etc/hostname") if not (root / "secret-link").exists() else None
+    path = path.format(root=root)
+    for operation in (lambda: fs.write(AGENT, path, "x"), lambda: fs.read(AGENT, path),
+                      lambda: fs.delete(AGENT, path), lambda: fs.create_dir(AGENT, path)):
+        with pytest.raises(Forbidden) as refused:
+            operation()
+        assert path in str(refused.value) and why in str(refused.value)
+    assert not (root.parent / "other").exists() and not (root.parent.parent / "x.txt").exists()
+
+
+def test_an_absolute_path_inside_the_mount_and_a_symlink_inside_it_are_fine(fs: FileSystem) -> None:
+    root = Path(fs.root_of(AGENT).path)
+    assert fs.write(AGENT, str(root / "abs.txt"), "ok")["file_path"] == "abs.txt"
+    (root / "alias.txt").symlink_to(root / "abs.txt")
+    assert fs.read(AGENT, "alias.txt")["file_path"] == "abs.txt"
+
+
+def test_mounts_are_honoured_owned_and_never_overlap(fs: FileSystem) -> None:
+    storage = fs.settings.storage_root
+    (storage / "project").mkdir()
+    (storage / "project" / "readme.md").write_text("already here")
+    mounted = fs.mount(AGENT, "project")
+    assert mounted["root"] == str(storage / "project") and mounted["files"] == 1 and mounted["recorded_versions"] == 1
+    assert fs.read(AGENT, "readme.md")["content"] == "already here"  # the requested directory, not a default
+    assert Path(fs.write(AGENT, "new.txt", "n")["path"]).parent == storage / "project"
+    for other_root, whose in (("project", "another agent"), ("project/sub", "another agent"), (".", "another agent")):
+        with pytest.raises(Forbidden, match=whose):
+            fs.mount("someone/else", other_root)
+    with pytest.raises(Forbidden, match="outside the directories agents may mount"):
+        fs.mount("someone/else", "/tmp")
+    fs.mount("someone/else", "theirs")
+    with pytest.raises(Forbidden, match="outside the mount"):
+        fs.read("someone/else", str(storage / "project" / "readme.md"))
+    assert fs.mount(AGENT, "project")["recorded_versions"] == 0  # mounting again finds nothing new
+
+
+def test_the_default_mount_is_per_agent_and_names_never_collide(fs: FileSystem) -> None:
+    a = Path(fs.write("a", "x.txt", "a")["path"]).parent
+    ab = Path(fs.write("a/b", "x.txt", "a/b")["path"]).parent
+    dots = Path(fs.write("..", "x.txt", "dots")["path"]).parent
+    assert a.parent == ab.parent == dots.parent == fs.settings.storage_root
+    assert len({a, ab, dots}) == 3
+    assert fs.read("a", "x.txt")["content"] == "a" and fs.read("a/b", "x.txt")["content"] == "a/b"
+
+
+def test_share_links_pin_a_version_expire_and_are_revocable(fs: FileSystem) -> None:
+    clock: FakeClock = fs.clock  # type: ignore[assignment]
+    links = ShareLinks(fs, default_expiry_s=7 * 86400, max_expiry_s=30 * 86400, public_url=None)
+    fs.write(AGENT, "report.txt", "v1")
+    shared = links.share(AGENT, "report.txt", base_url="http://kernel:8000")
+    assert shared["url"].startswith("http://kernel:8000/share/") and shared["version"] == 1
+    fs.write(AGENT, "report.txt", "v2")
+    assert links.open(shared["token"]).data == b"v1"  # the version that was shared
+    clock.advance(7 * 86400 - 1)
+    assert links.open(shared["token"]).name == "report.txt"
+    clock.advance(1)
+    with pytest.raises(Gone, match="expired"):
+        links.open(shared["token"])
+    short = links.share(AGENT, "report.txt", expires_in=60)
+    with pytest.raises(NotFound):
+        links.unshare("someone/else", short["url"])  # only its owner may revoke it
+    assert links.unshare(AGENT, short["url"])["revoked"] == 1
+    with pytest.raises(Gone, match="revoked"):
+        links.open(short["token"])
+    with pytest.raises(NotFound):
+        links.open("x" * 43)
+    with pytest.raises(BadRequest, match="longer than the limit"):
+        links.share(AGENT, "report.txt", expires_in=31 * 86400)
+    assert links.unshare(AGENT, file_path="report.txt")["revoked"] == 0  # nothing live left
+
+
+# -- retrieval ----------------------------------------------------------------------------------------------------------
+LIBRARY = {
+    "recipes/banana_bread.txt": "Mash three ripe bananas, stir in melted butter, sugar, an egg and flour, then bake "
+                                "the loaf for an hour at 175 degrees.",
+    "recipes/tomato_soup.txt": "Roast tomatoes with garlic and onion, blend with stock and simmer; season with basil.",
+    "travel/kyoto.txt": "Kyoto has hundreds of Buddhist temples and Shinto shrines; visit Fushimi Inari early.",
+    "travel/iceland.txt": "Drive the ring road around the island to see glaciers, geysers and black sand beaches.",
+    "finance/budget_2024.txt": "The quarterly budget allocates funds to marketing, salaries and office rent.",
+    "finance/taxes.txt": "File the annual income tax return before April; keep receipts for deductible expenses.",
+    "code/sorting.py": "def quicksort(items):\n    # pick a pivot and partition the list recursively\n    ...",
+    "code/http_server.py": "from http.server import HTTPServer\n# serve requests on port 8080 and answer GET",
+    "health/running.txt": "Start with short jogs three times a week and slowly increase your distance.",
+    "health/sleep.txt": "Adults need seven to nine hours of rest each night; avoid screens before bed.",
+    "pets/cat_care.txt": "Cats need fresh water, a clean litter box and regular visits to the veterinarian.",
+    "pets/dog_training.txt": "Reward your puppy with treats when it sits on command; keep lessons short.",
+    "garden/roses.txt": "Prune rose bushes in late winter and feed them with compost in spring.",
+    "garden/vegetables.txt": "Plant carrots and lettuce in raised beds; water the seedlings every morning.",
+    "music/guitar.txt": "Practice chord changes slowly: G, C and D cover many folk songs.",
+    "music/piano.txt": "Play scales with both hands on the keyboard to build finger independence.",
+    "space/mars.txt": "The red planet has the tallest volcano in the solar system, Olympus Mons.",
+    "space/telescope.txt": "A reflecting telescope gathers starlight with a curved mirror instead of a lens.",
+    "history/rome.txt": "Julius Caesar crossed the Rubicon in 49 BC, starting a civil war in the Republic.",
+    "history/egypt.txt": "The pyramids of Giza were built as tombs for the pharaohs of the Old Kingdom.",
+    "cars/maintenance.txt": "Change the engine oil every ten thousand kilometres and check tyre pressure monthly.",
+    "weather/storms.txt": "Thunderstorms form when warm moist air rises quickly and cools into tall clouds.",
+    "work/meeting_notes.txt": "Minutes: the team agreed to ship the release on Friday after the final review.",
+    "language/spanish.txt": "Hola means hello and gracias means thank you; practise verbs every day.",
+}
+# A labelled query set: each query paraphrases one file without quoting it.
+QUERIES = [
+    ("how do I make a loaf with fruit in the oven", "recipes/banana_bread.txt"),
+    ("a warm blended dish for a cold evening", "recipes/tomato_soup.txt"),
+    ("sightseeing among religious sites in Japan", "travel/kyoto.txt"),
+    ("a road trip past volcanic hot springs and ice", "travel/iceland.txt"),
+    ("how much money each department gets this quarter", "finance/budget_2024.txt"),
+    ("paying the government what I owe on my salary", "finance/taxes.txt"),
+    ("an algorithm to order an array", "code/sorting.py"),
+    ("web service listening for requests", "code/http_server.py"),
+    ("getting into jogging as a beginner", "health/running.txt"),
+    ("how long should I sleep at night", "health/sleep.txt"),
+    ("looking after a kitten", "pets/cat_care.txt"),
+    ("teaching a young dog to obey", "pets/dog_training.txt"),
+    ("when to trim flowering shrubs", "garden/roses.txt"),
+    ("growing food in my backyard", "garden/vegetables.txt"),
+    ("learning chords on a stringed instrument", "music/guitar.txt"),
+    ("keyboard exercises for both hands", "music/piano.txt"),
+    ("the fourth planet from the sun", "space/mars.txt"),
+    ("optics for watching stars", "space/telescope.txt"),
+    ("the end of the Roman republic", "history/rome.txt"),
+    ("ancient monuments built for kings in Africa", "history/egypt.txt"),
+    ("servicing my vehicle", "cars/maintenance.txt"),
+    ("why lightning storms happen", "weather/storms.txt"),
+    ("what did we decide at the meeting about the launch", "work/meeting_notes.txt"),
+    ("basic words in a foreign language", "language/spanish.txt"),
+]
+
+
+def _indexed(fs: FileSystem, embedder) -> Indexer:  # noqa: ANN001
+    for path, text in LIBRARY.items():
+        fs.write(AGENT, path, text)
+    return Indexer(fs, run_here, embedder)
+
+
+def test_retrieval_finds_the_right_file_for_nine_in_ten_labelled_queries(fs: FileSystem, embedder) -> None:  # noqa: ANN001
+    indexer = _indexed(fs, embedder)
+    root = fs.root_of(AGENT)
+    misses = []
+    for query, expected in QUERIES:
+        top = run(indexer.search(root, query, 1, None))
+        if not top or top[0]["file_path"] != expected:
+            misses.append((query, expected, top[0]["file_path"] if top else None))
+    hit_rate = 1 - len(misses) / len(QUERIES)
+    assert hit_rate >= 0.9, f"top-1 hit rate {hit_rate:.0%}; misses: {misses}"
+
+
+def test_results_carry_path_score_and_snippet_and_keywords_filter(fs: FileSystem, embedder) -> None:  # noqa: ANN001
+    indexer = _indexed(fs, embedder)
+    root = fs.root_of(AGENT)
+    results = run(indexer.search(root, "pets and animals", 3, None))
+    assert len(results) == 3 and results[0]["score"] >= results[1]["score"] >= results[2]["score"]
+    first = results[0]
+    assert first["path"] == f"{root.path}/{first['file_path']}" and first["snippet"] in LIBRARY[first["file_path"]]
+    assert -1 <= first["similarity"] <= 1 and first["version"] == 1
+    only = run(indexer.search(root, "pets and animals", 5, ["VETERINARIAN"]))  # case-insensitive
+    assert [r["file_path"] for r in only] == ["pets/cat_care.txt"]
+    both = run(indexer.search(root, "anything", 5, ["the", "rest"]))
+    assert {r["file_path"] for r in both} == {p for p, t in LIBRARY.items() if "the" in t.lower() and "rest" in t.lower()}
+    assert run(indexer.search(root, "pets", 5, ["no-such-word-anywhere"])) == []
+
+
+def test_the_index_follows_writes_rollbacks_and_deletes(fs: FileSystem, embedder) -> None:  # noqa: ANN001
+    indexer = Indexer(fs, run_here, embedder)
+    root = fs.root_of(AGENT)
+    fs.write(AGENT, "fact.txt", "Penguins live in Antarctica and eat fish.")
+    fs.write(AGENT, "other.txt", "Bicycles have two wheels and pedals.")
+    top = lambda: run(indexer.search(root, "birds of the south pole", 1, None))[0]  # noqa: E731
+    assert top()["file_path"] == "fact.txt"
+    fs.write(AGENT, "fact.txt", "The stock market fell sharply on Monday.")
+    assert top()["file_path"] == "other.txt" or "Penguins" not in top()["snippet"]
+    fs.rollback(AGENT, "fact.txt")
+    assert top()["file_path"] == "fact.txt" and "Penguins" in top()["snippet"] and top()["version"] == 3
+    fs.delete(AGENT, "fact.txt")
+    assert all(r["file_path"] != "fact.txt" for r in run(indexer.search(root, "penguins", 5, None)))
+
+
+def test_without_vectors_retrieval_ranks_by_keywords(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    postgres = request.getfixturevalue("postgres") if kind == "postgres" else None
+    store = open_store(kind, tmp_path, postgres, vectors=False)
+    fs = make_fs(store, tmp_path)
+    indexer = _indexed(fs, None)
+    results = run(indexer.search(fs.root_of(AGENT), "veterinarian visits", 2, None))
+    assert results[0]["file_path"] == "pets/cat_care.txt" and results[0]["similarity"] is None
+    store.close()
+
+
+def test_chunks_cover_the_text_and_cut_at_boundaries() -> None:
+    text = "\n\n".join(f"Paragraph {i}. " + "word " * 150 for i in range(6))
+    chunks = chunk_text(text)
+    assert "".join(c.text for c in chunks) == text and all(len(c.text) <= 1000 for c in chunks)
+    assert all(c.text.endswith((" ", "\n")) for c in chunks[:-1])
+    assert [c.start for c in chunks] == [sum(len(p.text) for p in chunks[:i]) for i in range(len(chunks))]
+    assert chunk_text("") == [] and chunk_text("   ") == []
+
+
+# -- several kernels on one PostgreSQL --------------------------------------------------------------------------------
+def test_two_kernels_share_one_file_system_through_postgres(tmp_path: Path, postgres: Callable[[], str]) -> None:
+    from aios.storage.postgres_store import PostgresStore
+
+    dsn = postgres()
+    first, second = PostgresStore(dsn), PostgresStore(dsn)
+    one, two = make_fs(first, tmp_path), make_fs(second, tmp_path)
+    one.write(AGENT, "shared.txt", "from kernel one")
+    assert two.read(AGENT, "shared.txt")["content"] == "from kernel one"
+    assert two.write(AGENT, "shared.txt", "from kernel two")["version"] == 2
+    assert one.rollback(AGENT, "shared.txt")["version"] == 3
+    assert [v["kind"] for v in two.history(AGENT, "shared.txt")["versions"]] == ["rollback", "write", "write"]
+    assert os.path.exists(one.history(AGENT, "shared.txt")["path"])
+    first.close()
+    second.close()

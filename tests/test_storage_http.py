@@ -1,0 +1,333 @@
+"""Storage over real HTTP: every operation with the exact bodies the AIOS SDK sends, the reply shape, the bad
+inputs (and that nothing was lost), share links expiring and revoked, and the SDK's typed functions.
+
+The kernel runs in this process (no LLM cores: storage needs none) and serves on loopback from a thread, so a
+test can move its storage clock: share links last days, and no test waits that long."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+
+from aios import sdk
+from aios.config import load_config
+from aios.kernel import Kernel
+from aios.sdk import AIOSError
+from aios.server import serve
+from storage_support import FakeClock
+
+ENVELOPE = {"response", "start_times", "end_times", "waiting_times", "turnaround_times"}
+STORAGE_REPLY = {"response_class", "response_message", "finished", "error", "status_code"}
+
+
+@dataclass
+class StorageServer:
+    url: str
+    client: httpx.Client
+    clock: FakeClock
+    kernel: Kernel
+    data: Path
+
+    def query(self, agent: str, operation: str, params: Any) -> dict[str, Any]:
+        """POST what the AIOS SDK posts (StorageQuery.model_dump(): query_class, params, operation_type)."""
+        body = {"query_type": "storage", "agent_name": agent,
+                "query_data": {"query_class": "storage", "params": params, "operation_type": operation}}
+        reply = self.client.post("/query", json=body)
+        assert reply.status_code == 200, reply.text
+        envelope = reply.json()
+        assert set(envelope) == ENVELOPE and set(envelope["response"]) == STORAGE_REPLY
+        assert envelope["response"]["response_class"] == "storage" and len(envelope["start_times"]) == 1
+        return envelope["response"]
+
+    def ok(self, agent: str, operation: str, params: Any) -> dict[str, Any]:
+        response = self.query(agent, operation, params)
+        assert response["error"] is None and response["status_code"] == 200 and response["finished"], response
+        return json.loads(response["response_message"])
+
+
+@pytest.fixture(scope="module")
+def lsfs(tmp_path_factory: pytest.TempPathFactory, embedder) -> Iterator[StorageServer]:  # noqa: ANN001
+    data = tmp_path_factory.mktemp("lsfs-http")
+    (data / "config.yaml").write_text("storage: {max_file_mb: 1}\n")
+    kernel = Kernel(load_config(data / "config.yaml", env={"AIOS_DATA_DIR": str(data)}), [], embedder=embedder)
+    clock = FakeClock(time.time())
+    kernel.storage.fs.clock = clock  # the one stand-in: days passing
+    ready, box = threading.Event(), {}
+
+    async def main() -> None:
+        box["stop"], box["loop"] = asyncio.Event(), asyncio.get_running_loop()
+        await serve(kernel, "127.0.0.1", 0, lambda url: (box.__setitem__("url", url), ready.set()), box["stop"])
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(60), "the kernel did not start"
+    client = httpx.Client(base_url=box["url"], timeout=120)
+    yield StorageServer(box["url"], client, clock, kernel, data)
+    client.close()
+    box["loop"].call_soon_threadsafe(box["stop"].set)
+    thread.join(60)
+
+
+def test_the_seven_aios_operations_do_what_they_say(lsfs: StorageServer) -> None:
+    agent = "aios/classic"
+    mounted = lsfs.ok(agent, "mount", {"root_dir": "classic"})
+    root = Path(mounted["root"])
+    assert root == (lsfs.data / "storage" / "classic").resolve() and root.is_dir()  # the requested directory
+    assert lsfs.ok(agent, "create_dir", {"dir_path": "docs"})["created"] and (root / "docs").is_dir()
+    created = lsfs.ok(agent, "create_file", {"file_path": "docs/todo.txt"})
+    assert (created["path"], created["version"]) == (str(root / "docs" / "todo.txt"), 1)
+    written = lsfs.ok(agent, "write", {"file_path": "docs/todo.txt", "content": "water the plants"})
+    assert written["version"] == 2 and (root / "docs" / "todo.txt").read_text() == "water the plants"
+    lsfs.ok(agent, "write", {"file_path": "docs/todo.txt", "content": "buy a new laptop"})
+    lsfs.ok(agent, "write", {"file_path": "docs/cake.txt", "content": "Whisk eggs and sugar, fold in flour, bake."})
+    found = lsfs.ok(agent, "retrieve", {"query_text": "a dessert recipe", "n": 1, "keywords": None})
+    assert [f["file_path"] for f in found["files"]] == ["docs/cake.txt"] and "Whisk" in found["files"][0]["snippet"]
+    rolled = lsfs.ok(agent, "rollback", {"file_path": "docs/todo.txt", "n": 1})
+    assert (rolled["version"], rolled["restored"]) == (4, 2)
+    assert (root / "docs" / "todo.txt").read_text() == "water the plants"
+    found = lsfs.ok(agent, "retrieve", {"query_text": "gardening chores", "n": 5, "keywords": ["plants"]})
+    assert [f["file_path"] for f in found["files"]] == ["docs/todo.txt"]  # the index followed the rollback
+    shared = lsfs.ok(agent, "share", {"file_path": "docs/todo.txt"})
+    assert shared["url"].startswith(lsfs.url + "/share/") and shared["version"] == 4
+    assert httpx.get(shared["url"]).text == "water the plants"
+
+
+def test_read_list_delete_history_and_unshare(lsfs: StorageServer) -> None:
+    agent = "aios/extras"
+    for text in ("first", "second"):
+        lsfs.ok(agent, "write", {"file_path": "a.txt", "content": text})
+    assert lsfs.ok(agent, "read", {"file_path": "a.txt"})["content"] == "second"
+    assert lsfs.ok(agent, "read_file", {"file_path": "a.txt", "version": 1})["content"] == "first"
+    listed = lsfs.ok(agent, "list", {"dir_path": "", "recursive": True})
+    assert [(e["file_path"], e["type"], e["version"]) for e in listed["entries"]] == [("a.txt", "file", 2)]
+    deleted = lsfs.ok(agent, "delete", {"file_path": "a.txt"})
+    assert deleted["version"] == 3 and not Path(deleted["path"]).exists()
+    history = lsfs.ok(agent, "history", {"file_path": "a.txt"})["versions"]
+    assert [(v["version"], v["kind"], v["agent"]) for v in history] == [
+        (3, "delete", agent), (2, "write", agent), (1, "write", agent)]
+    lsfs.ok(agent, "rollback", {"file_path": "a.txt", "n": 1})
+    link = lsfs.ok(agent, "share", {"file_path": "a.txt", "expires_in": 60})["url"]
+    assert lsfs.ok(agent, "unshare", {"link": link})["revoked"] == 1
+    assert httpx.get(link).status_code == 410
+
+
+def test_a_rollback_by_time_takes_an_iso_time_or_unix_seconds(lsfs: StorageServer) -> None:
+    agent = "aios/timely"
+    lsfs.ok(agent, "write", {"file_path": "t.txt", "content": "morning"})
+    lsfs.clock.advance(3600)
+    noon = lsfs.clock.now
+    lsfs.ok(agent, "write", {"file_path": "t.txt", "content": "noon"})
+    lsfs.clock.advance(3600)
+    lsfs.ok(agent, "write", {"file_path": "t.txt", "content": "evening"})
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(noon + 60))  # naive: the kernel's local time
+    assert lsfs.ok(agent, "rollback", {"file_path": "t.txt", "time": iso})["restored"] == 2
+    assert lsfs.ok(agent, "rollback", {"file_path": "t.txt", "time": noon - 1})["restored"] == 1
+    assert lsfs.ok(agent, "read", {"file_path": "t.txt"})["content"] == "morning"
+
+
+KEEP = "guarded/agent"
+# (id, operation, params, text the 422 must contain: the field and the problem)
+MALFORMED = [
+    ("write-without-content", "write", {"file_path": "keep.txt"}, "content: is required"),
+    ("write-without-path", "write", {"content": "x"}, "file_path: is required"),
+    ("mount-without-root", "mount", {}, "root_dir: is required"),
+    ("retrieve-without-query", "retrieve", {"n": 3}, "query_text: is required"),
+    ("params-not-object", "write", "keep.txt", "params: must be an object"),
+    ("path-number", "write", {"file_path": 5, "content": "x"}, "file_path: must be a string"),
+    ("content-list", "write", {"file_path": "keep.txt", "content": ["x"]}, "content: must be a string"),
+    ("content-bytes-as-numbers", "write", {"file_path": "keep.txt", "content": [104, 105]}, "content: must be a string"),
+    ("content-lone-surrogate", "write", {"file_path": "keep.txt", "content": "\ud800"}, "body.query_data.params.content: not valid Unicode text"),
+    ("path-nul", "write", {"file_path": "keep\x00.txt", "content": "x"}, "file_path: contains a NUL"),
+    ("path-newline", "write", {"file_path": "keep\n.txt", "content": "x"}, "file_path: contains the control character"),
+    ("path-carriage-return", "read", {"file_path": "keep.txt\r"}, "file_path: contains the control character"),
+    ("path-component-too-long", "write", {"file_path": "a" * 300, "content": "x"}, "longer than 255 bytes"),
+    ("path-too-long", "read", {"file_path": "a/" * 2100}, "the limit is 4096"),
+    ("n-string", "retrieve", {"query_text": "q", "n": "3"}, "n: must be an integer"),
+    ("n-bool", "rollback", {"file_path": "keep.txt", "n": True}, "n: must be an integer"),
+    ("n-zero", "rollback", {"file_path": "keep.txt", "n": 0}, "n: must be at least 1"),
+    ("n-too-many", "retrieve", {"query_text": "q", "n": 101}, "n: must be between 1 and 100"),
+    ("empty-query", "retrieve", {"query_text": "  ", "n": 1}, "query_text: must not be empty"),
+    ("keywords-number", "retrieve", {"query_text": "q", "n": 1, "keywords": 5}, "keywords: must be a list of strings"),
+    ("keywords-empty-word", "retrieve", {"query_text": "q", "n": 1, "keywords": [""]}, "must not hold empty"),
+    ("recursive-string", "list", {"dir_path": "", "recursive": "yes"}, "recursive: must be true or false"),
+    ("version-zero", "read", {"file_path": "keep.txt", "version": 0}, "version: must be at least 1"),
+    ("time-words", "rollback", {"file_path": "keep.txt", "time": "yesterday"}, "time: must be Unix seconds or an ISO"),
+    ("n-and-time", "rollback", {"file_path": "keep.txt", "n": 1, "time": 5}, "give n (versions back) or time"),
+    ("expires-negative", "share", {"file_path": "keep.txt", "expires_in": -1}, "expires_in: must be at least 1"),
+    ("delete-both", "delete", {"file_path": "keep.txt", "dir_path": "d"}, "exactly one of file_path and dir_path"),
+    ("unknown-param", "write", {"file_path": "keep.txt", "content": "x", "mode": "a"}, "mode: is not a parameter"),
+    ("unknown-operation", "format_disk", {}, "operation_type: must be one of"),
+    ("operation-not-string", 7, {}, "operation_type: must be one of"),
+]
+
+
+def _kept(lsfs: StorageServer) -> tuple[str, int]:
+    read = lsfs.ok(KEEP, "read", {"file_path": "keep.txt"})
+    return read["content"], read["version"]
+
+
+@pytest.mark.parametrize(("operation", "params", "expected"), [(o, p, e) for _, o, p, e in MALFORMED],
+                         ids=[i for i, *_ in MALFORMED])
+def test_a_malformed_storage_request_is_422_naming_the_field_and_loses_nothing(
+        lsfs: StorageServer, operation: Any, params: Any, expected: str) -> None:
+    lsfs.ok(KEEP, "write", {"file_path": "keep.txt", "content": "precious"}) if not _exists(lsfs) else None
+    before = _kept(lsfs)
+    body = {"agent_name": KEEP, "query_type": "storage",
+            "query_data": {"query_class": "storage", "operation_type": operation, "params": params}}
+    # Sent as ASCII JSON (escapes), which is how a lone surrogate can travel at all.
+    reply = lsfs.client.post("/query", content=json.dumps(body), headers={"content-type": "application/json"})
+    assert reply.status_code == 422
+    problems = [f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in reply.json()["detail"]]
+    assert any(expected in p for p in problems), problems
+    assert all(p.startswith("body.query_data.") for p in problems)
+    assert _kept(lsfs) == before
+
+
+def _exists(lsfs: StorageServer) -> bool:
+    return lsfs.query(KEEP, "read", {"file_path": "keep.txt"})["error"] is None
+
+
+def test_a_body_that_is_not_utf8_json_or_has_unknown_fields_is_refused(lsfs: StorageServer) -> None:
+    raw = b'{"agent_name": "raw", "query_type": "storage", "query_data": {"operation_type": "write", "params": ' \
+          b'{"file_path": "a.txt", "content": "\xff\xfe"}}}'
+    reply = lsfs.client.post("/query", content=raw, headers={"content-type": "application/json"})
+    assert reply.status_code == 422 and "not UTF-8 text" in json.dumps(reply.json()["detail"])
+    assert lsfs.query("raw", "read", {"file_path": "a.txt"})["status_code"] == 404  # nothing was written
+    extra = {"agent_name": "x", "query_type": "storage", "query_data": {"operation_type": "list", "params": {},
+                                                                          "tools": []}}
+    detail = lsfs.client.post("/query", json=extra).json()["detail"]
+    assert detail[0]["loc"] == ["body", "query_data", "tools"]
+
+
+# (id, operation, params, status in the envelope, text the error must contain)
+REFUSED = [
+    ("escape-parent", "write", {"file_path": "../other/x.txt", "content": "x"}, 403, "'../other/x.txt'"),
+    ("escape-absolute", "read", {"file_path": "/etc/hostname"}, 403, "'/etc/hostname' resolves to /etc/hostname"),
+    ("escape-symlink", "read", {"file_path": "out/hostname"}, 403, "outside the mount"),
+    ("mount-outside", "mount", {"root_dir": "/etc"}, 403, "outside the directories agents may mount"),
+    ("mount-data-dir", "mount", {"root_dir": ".."}, 403, "outside the directories agents may mount"),
+    ("missing-file", "read", {"file_path": "nope.txt"}, 404, "no file nope.txt"),
+    ("missing-version", "read", {"file_path": "keep.txt", "version": 99}, 404, "has no version 99"),
+    ("rollback-too-far", "rollback", {"file_path": "keep.txt", "n": 50}, 404, "cannot roll keep.txt back 50"),
+    ("create-existing", "create_file", {"file_path": "keep.txt"}, 409, "already exists"),
+    ("write-into-directory", "write", {"file_path": "folder", "content": "x"}, 409, "is a directory"),
+    ("content-too-large", "write", {"file_path": "keep.txt", "content": "x" * (2**20 + 1)}, 413, "the limit is 1048576"),
+    ("not-text", "read", {"file_path": "binary.bin"}, 415, "is not UTF-8 text"),
+    ("share-missing", "share", {"file_path": "nope.txt"}, 404, "no file nope.txt"),
+    ("share-too-long", "share", {"file_path": "keep.txt", "expires_in": 10**9}, 400, "longer than the limit"),
+    ("unshare-unknown", "unshare", {"link": "http://x/share/" + "a" * 43}, 404, "no share link of yours"),
+    ("delete-root", "delete", {"dir_path": "."}, 403, "mount root itself"),
+    ("list-missing-dir", "list", {"dir_path": "nowhere"}, 404, "no directory nowhere"),
+]
+
+
+@pytest.mark.parametrize(("operation", "params", "status", "expected"), [(o, p, s, e) for _, o, p, s, e in REFUSED],
+                         ids=[i for i, *_ in REFUSED])
+def test_a_refused_operation_answers_200_with_the_error_in_the_envelope_and_loses_nothing(
+        lsfs: StorageServer, operation: str, params: dict[str, Any], status: int, expected: str) -> None:
+    if not _exists(lsfs):
+        lsfs.ok(KEEP, "write", {"file_path": "keep.txt", "content": "precious"})
+    root = Path(lsfs.ok(KEEP, "list", {"dir_path": ""})["path"])
+    if not (root / "out").is_symlink():
+        (root / "folder").mkdir()
+        (root / "binary.bin").write_bytes(b"\x00\xff\xfe")
+        (root / "out").symlink_to("/etc")
+    before = _kept(lsfs)
+    response = lsfs.query(KEEP, operation, params)
+    assert response["status_code"] == status and expected in response["error"], response
+    assert response["response_message"] is None and response["response_class"] == "storage"
+    assert _kept(lsfs) == before
+
+
+def test_share_links_over_http_expire_and_are_revoked(lsfs: StorageServer) -> None:
+    agent = "aios/sharer"
+    lsfs.ok(agent, "write", {"file_path": "page.html", "content": "<script>alert(1)</script>"})
+    shared = lsfs.ok(agent, "share", {"file_path": "page.html", "expires_in": 3600})
+    page = httpx.get(shared["url"])
+    assert page.status_code == 200 and page.text == "<script>alert(1)</script>"
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert page.headers["content-security-policy"] == "sandbox"  # never runs as the kernel's origin
+    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["cache-control"] == "no-store"
+    lsfs.clock.advance(3599)
+    assert httpx.get(shared["url"]).status_code == 200
+    lsfs.clock.advance(1)
+    expired = httpx.get(shared["url"])
+    assert expired.status_code == 410 and "expired" in expired.json()["detail"]
+    default = lsfs.ok(agent, "share", {"file_path": "page.html"})  # 7 days unless told otherwise
+    lsfs.clock.advance(7 * 86400 - 1)
+    assert httpx.get(default["url"]).status_code == 200
+    assert lsfs.ok(agent, "unshare", {"file_path": "page.html"})["revoked"] == 1
+    revoked = httpx.get(default["url"])
+    assert revoked.status_code == 410 and "revoked" in revoked.json()["detail"]
+
+
+@pytest.mark.parametrize("token", ["", "short", "a" * 43, "a" * 200, "..%2F..%2Fetc", "x" * 42 + "!"])
+def test_a_share_url_that_is_no_link_is_404(lsfs: StorageServer, token: str) -> None:
+    reply = httpx.get(f"{lsfs.url}/share/{token}")
+    assert reply.status_code == 404
+
+
+def test_an_agent_reaches_only_its_own_mount(lsfs: StorageServer) -> None:
+    mine = Path(lsfs.ok("aios/alice", "write", {"file_path": "diary.txt", "content": "secret"})["path"])
+    response = lsfs.query("aios/mallory", "read", {"file_path": str(mine)})
+    assert response["status_code"] == 403 and str(mine) in response["error"]
+    response = lsfs.query("aios/mallory", "mount", {"root_dir": str(mine.parent)})
+    assert response["status_code"] == 403 and "mount of another agent" in response["error"]
+    nothing = lsfs.ok("aios/mallory", "retrieve", {"query_text": "secret diary", "n": 5})
+    assert nothing["files"] == []
+
+
+# -- the SDK ------------------------------------------------------------------------------------------------------------
+def test_the_sdk_functions_return_typed_replies(lsfs: StorageServer) -> None:
+    agent, url = "sdk/files", lsfs.url
+    assert sdk.mount(agent, "sdk-files", url).root == str((lsfs.data / "storage" / "sdk-files").resolve())
+    assert sdk.create_file(agent, "n.txt", url).version == 1
+    written = sdk.write_file(agent, "n.txt", "alpha", url)
+    assert (written.version, written.file_path, written.status_code) == (2, "n.txt", 200)
+    assert written.message.startswith("wrote 5 bytes") and written.timings.turnaround >= 0
+    sdk.write_file(agent, "n.txt", "beta", url)
+    assert sdk.rollback_file(agent, "n.txt", 1, url).result["restored"] == 2
+    assert sdk.read_file(agent, "n.txt", url).content == "alpha"
+    assert sdk.read_file(agent, "n.txt", url, version=3).content == "beta"
+    assert [v.kind for v in sdk.file_history(agent, "n.txt", url).versions] == ["rollback", "write", "write", "create"]
+    assert [e.name for e in sdk.list_dir(agent, "", False, url).entries] == ["n.txt"]
+    files = sdk.retrieve_file(agent, "the first letter of the greek alphabet", 1, None, url).files
+    assert files[0].file_path == "n.txt" and files[0].snippet == "alpha"
+    link = sdk.share_file(agent, "n.txt", url, expires_in=60)
+    assert httpx.get(link.url).text == "alpha" and link.expires_at
+    assert sdk.unshare_file(agent, link.url, url).result["revoked"] == 1
+    assert sdk.delete_file(agent, "n.txt", url).version == 5
+    sdk.create_dir(agent, "d/e", url)
+    assert sdk.delete_dir(agent, "d", True, url).result["deleted"] == []
+
+
+SDK_BAD: list[tuple[str, Callable[[str], Any], int, str]] = [
+    ("escape", lambda url: sdk.write_file("sdk/bad", "../x.txt", "x", url), 403, "outside the mount"),
+    ("missing", lambda url: sdk.read_file("sdk/bad", "absent.txt", url), 404, "no file absent.txt"),
+    ("bad-version", lambda url: sdk.read_file("sdk/bad", "absent.txt", url, version=0), 422, "version"),
+    ("path-not-string", lambda url: sdk.write_file("sdk/bad", 5, "x", url), 422, "file_path: must be a string"),  # type: ignore[arg-type]
+    ("empty-query", lambda url: sdk.retrieve_file("sdk/bad", "", 3, None, url), 422, "query_text"),
+    ("zero-rollback", lambda url: sdk.rollback_file("sdk/bad", "a.txt", 0, url), 422, "n: must be at least 1"),
+    ("zero-expiry", lambda url: sdk.share_file("sdk/bad", "a.txt", url, expires_in=0), 422, "expires_in"),
+    ("mount-outside", lambda url: sdk.mount("sdk/bad", "/etc", url), 403, "may mount"),
+    ("no-kernel", lambda url: sdk.read_file("sdk/bad", "a.txt", "http://127.0.0.1:9"), 0, "cannot reach the kernel"),
+]
+
+
+@pytest.mark.parametrize(("call", "status", "expected"), [(c, s, e) for _, c, s, e in SDK_BAD],
+                         ids=[i for i, *_ in SDK_BAD])
+def test_the_sdk_raises_one_error_type_with_the_status_and_why(
+        lsfs: StorageServer, call: Callable[[str], Any], status: int, expected: str) -> None:
+    with pytest.raises(AIOSError) as caught:
+        call(lsfs.url)
+    assert caught.value.status_code == status and expected in caught.value.message
+    if status not in (0, 422):  # a refusal after parsing carries the typed reply too
+        assert isinstance(caught.value.response, sdk.StorageResponse) and caught.value.response.error
