@@ -17,16 +17,17 @@ def aios(*args: str, data_dir: Path, stdin: str | None = None, extra_env: dict[s
                           timeout=timeout, env=env)
 
 
-def test_demo_runs_four_agents_concurrently_and_prints_their_results(backend, data_dir: Path) -> None:  # noqa: ANN001
+def test_demo_runs_five_agents_concurrently_and_prints_their_results(backend, data_dir: Path) -> None:  # noqa: ANN001
     result = aios("demo", data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for agent in ("example/chat", "example/extractor", "example/weather", "example/archivist"):
+    for agent in ("example/chat", "example/extractor", "example/weather", "example/calculator", "example/archivist"):
         assert agent in out
     flat = " ".join(out.replace("│", " ").split())  # the table folds long cells over lines
     assert "retrieved trips/kyoto.txt" in flat and "it reads again: Kyoto in April" in flat
     assert "Paris" in out and '"city": "Rome"' in out
     assert 'call demo/get_weather({"city": "Paris"})' in out  # constrained decoding: the tool is called
+    assert '"result": 84' in flat and "ran aios/calculator" in flat  # the kernel ran the model's call
     assert "waiting s" in out and "turnaround s" in out
     assert "all agents done" in out and "Traceback" not in result.stderr
 
@@ -79,3 +80,17 @@ def test_prepare_reports_the_model_ready_from_the_cache(backend, data_dir: Path)
     assert result.returncode == 0, result.stderr
     assert "ready: HuggingFaceTB/SmolLM2-135M-Instruct on cpu (float32)" in result.stdout
     assert "Converting" not in result.stderr  # the cache made by the first load is reused
+
+
+def test_serve_with_a_tool_folder_that_cannot_load_stops_with_one_line(backend, data_dir: Path,  # noqa: ANN001
+                                                                       tmp_path: Path) -> None:
+    folder = tmp_path / "broken_tool"
+    folder.mkdir()
+    (folder / "config.json").write_text("{not json")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"tools: {{folders: ['{folder}']}}\n")
+    result = aios("serve", "--config", str(config), "--port", "0", data_dir=data_dir, timeout=300)
+    assert result.returncode == 1 and result.stdout == ""
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("aios: tools: ") and "config.json cannot be read as JSON" in line
+    assert "Traceback" not in result.stderr

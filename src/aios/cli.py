@@ -53,6 +53,11 @@ def serve(
 ) -> None:
     """Start the kernel and its HTTP API; prints the URL when ready."""
     settings = _load(config, host, port)
+    from aios.server.auth import exposure_problem
+
+    problem = exposure_problem(settings.access.auth, settings.server.host)
+    if problem is not None:
+        raise _fail(problem)
     kernel = _kernel(settings)
     from aios.server import serve as run_server
 
@@ -120,11 +125,93 @@ def chat(
 
 @app.command()
 def demo(config: Optional[Path] = ConfigOption) -> None:
-    """Start a kernel and run four agents at once (chat, JSON, tool call, versioned files) through the SDK."""
+    """Start a kernel and run five agents at once (chat, JSON, tool calls, versioned files) through the SDK."""
     from aios.demo import run_demo
 
     settings = _load(config, host="127.0.0.1", port=0)
     sys.exit(asyncio.run(run_demo(_kernel(settings))))
+
+
+token_app = typer.Typer(help="Agents' tokens, for a kernel that requires them (the administrator's commands).",
+                        no_args_is_help=True)
+app.add_typer(token_app, name="token")
+UrlOption = typer.Option(None, "--url", help="kernel URL (default: $AIOS_KERNEL_URL or localhost:8000)")
+AdminTokenOption = typer.Option(None, "--admin-token", envvar="AIOS_ADMIN_TOKEN",
+                                help="default: <data_dir>/access/admin.token")
+
+
+def _admin(url: Optional[str], admin_token: Optional[str], config: Optional[Path]):  # noqa: ANN202
+    """An HTTP client to the kernel, as its administrator."""
+    import httpx
+
+    from aios.sdk import kernel_url
+
+    if admin_token is None:
+        path = _load(config).data_dir / "access" / "admin.token"
+        try:
+            admin_token = path.read_text().strip()
+        except OSError:
+            raise _fail(f"no administrator's token at {path}: start the kernel once, or give --admin-token") from None
+    return httpx.Client(base_url=kernel_url(url), headers={"Authorization": f"Bearer {admin_token}"},
+                        timeout=httpx.Timeout(90.0, connect=10.0))
+
+
+def _answer(reply) -> dict:  # noqa: ANN001
+    body = reply.json() if reply.headers.get("content-type", "").startswith("application/json") else {}
+    if reply.status_code != 200:
+        raise _fail(f"the kernel answered {reply.status_code}: {body.get('detail', reply.text)}", code=1)
+    return body
+
+
+@token_app.command("create")
+def token_create(agent_name: str, url: Optional[str] = UrlOption, admin_token: Optional[str] = AdminTokenOption,
+                 config: Optional[Path] = ConfigOption) -> None:
+    """Issue a token for an agent (it replaces any earlier one); printed once, only its hash is kept."""
+    with _admin(url, admin_token, config) as client:
+        typer.echo(_answer(client.post("/access/agents", json={"agent_name": agent_name}))["token"])
+
+
+@token_app.command("revoke")
+def token_revoke(agent_name: str, url: Optional[str] = UrlOption, admin_token: Optional[str] = AdminTokenOption,
+                 config: Optional[Path] = ConfigOption) -> None:
+    """Revoke an agent's token."""
+    with _admin(url, admin_token, config) as client:
+        _answer(client.delete(f"/access/agents/{agent_name}"))
+    typer.echo(f"revoked the token of {agent_name}")
+
+
+@token_app.command("list")
+def token_list(url: Optional[str] = UrlOption, admin_token: Optional[str] = AdminTokenOption,
+               config: Optional[Path] = ConfigOption) -> None:
+    """The agents that have a token."""
+    with _admin(url, admin_token, config) as client:
+        for agent in _answer(client.get("/access/agents"))["agents"]:
+            typer.echo(agent["agent_name"])
+
+
+@app.command()
+def approvals(url: Optional[str] = UrlOption, admin_token: Optional[str] = AdminTokenOption,
+              config: Optional[Path] = ConfigOption) -> None:
+    """Answer the kernel's requests for approval (access.confirm.mode: ask) as they arrive; Ctrl-D ends it."""
+    import json
+
+    with _admin(url, admin_token, config) as client:
+        typer.echo("waiting for operations that need your approval (Ctrl-D to stop)…")
+        while True:
+            for approval in _answer(client.get("/access/approvals", params={"wait": 30}))["approvals"]:
+                typer.echo(f"[{approval['id']}] {approval['agent']} wants to {approval['action']}: "
+                           f"{json.dumps(approval['detail'], ensure_ascii=False)}")
+                try:
+                    answer = input("approve? [y/N] ").strip().lower()
+                except (EOFError, KeyboardInterrupt):
+                    typer.echo()
+                    return
+                approve = answer in ("y", "yes")
+                reply = client.post(f"/access/approvals/{approval['id']}", json={"approve": approve})
+                if reply.status_code == 200:
+                    typer.echo("approved" if approve else "denied")
+                else:
+                    typer.echo(f"too late: {reply.json().get('detail')}")
 
 
 def main() -> None:

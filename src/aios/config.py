@@ -160,6 +160,12 @@ class ModelConfig(_Section):
         return {_gpu_index(key): _memory_size(size) for key, size in value.items()}
 
 
+def _unique(names: list[str], what: str) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{what} must be unique; repeated: {', '.join(repeated)}")
+
+
 def _gpu_index(key: Any) -> int:
     if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
         return key
@@ -188,10 +194,7 @@ class LLMsConfig(_Section):
     @field_validator("models")
     @classmethod
     def _unique_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
-        names = [m.name for m in models]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"model names must be unique; repeated: {', '.join(duplicates)}")
+        _unique([m.name for m in models], "model names")
         return models
 
 
@@ -265,11 +268,66 @@ def _under(data_dir: Path, path: str) -> Path:
     return Path(os.path.realpath(data_dir / Path(path).expanduser()))
 
 
+_McpName = Annotated[str, _matching(re.compile(r"[A-Za-z0-9_.-]+"), "letters, digits, _ . - (it names the "
+                                     "server's tools: <name>/<tool>)")]
+
+
+class McpServerConfig(_Section):
+    """An MCP server the kernel starts (over stdio) and whose tools it offers as ``<name>/<tool>``."""
+
+    name: _McpName
+    command: str = Field(min_length=1, description="the program, e.g. python or npx")
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict, description="added to the kernel's environment")
+    timeout_s: _Float = Field(default=30.0, gt=0, description="each call of its tools")
+
+
+class ToolsConfig(_Section):
+    builtins: StrictBool = Field(default=True, description="calculator, clocks, units, text statistics, files")
+    folders: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="tool folders (AIOS layout), or folders holding them; relative paths "
+        "start at the current directory")
+    entry_points: StrictBool = Field(default=True, description="tools of installed packages (group aios.tools)")
+    mcp_servers: list[McpServerConfig] = Field(default_factory=list)
+    default_timeout_s: _Float = Field(default=30.0, gt=0, description="a call of a tool that sets none")
+    max_threads: _Int = Field(default=16, ge=1, le=1024, description="tool calls running on threads at once")
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _unique_servers(cls, servers: list[McpServerConfig]) -> list[McpServerConfig]:
+        _unique([server.name for server in servers], "MCP server names")
+        return servers
+
+
+class ConfirmConfig(_Section):
+    """Which irreversible operations wait for a person's approval, and how it is given."""
+
+    mode: Literal["off", "ask", "auto_approve", "auto_deny"] = Field(
+        default="off", description="ask: wait for `aios approvals` or POST /access/approvals/{id}")
+    timeout_s: _Float = Field(default=60.0, gt=0, description="an unanswered request is denied after this")
+    operations: list[Literal["rollback", "delete", "share"]] = Field(
+        default_factory=lambda: ["rollback", "delete", "share"], description="storage operations asked about; tools "
+        "marked requires_confirmation always are")
+
+
+class AccessConfig(_Section):
+    auth: Literal["auto", "required", "off"] = Field(
+        default="auto", description="bearer tokens on the HTTP API: auto = required unless bound to loopback "
+        "(and a non-loopback host then needs auth set explicitly)")
+    groups: dict[Annotated[str, Field(min_length=1)], list[Annotated[str, Field(min_length=1)]]] = Field(
+        default_factory=dict, description="privilege groups: {group: [agent, ...]}")
+    restricted_tools: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="tools only agents or groups granted `call` on tool:<name> may call")
+    confirm: ConfirmConfig = ConfirmConfig()
+
+
 class Config(_Section):
     llms: LLMsConfig = LLMsConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
+    tools: ToolsConfig = ToolsConfig()
+    access: AccessConfig = AccessConfig()
     # AIOS sections kept for compatibility; their subsystems read them when they exist.
     api_keys: dict[str, Any] = Field(default_factory=dict)
     memory: dict[str, Any] = Field(default_factory=dict)

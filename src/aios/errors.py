@@ -69,6 +69,12 @@ class Unavailable(KernelError):
     status_code = 503
 
 
+class Cancelled(KernelError):
+    """The syscall was cancelled before it finished (its caller went away, or the kernel is stopping)."""
+
+    status_code = 499
+
+
 class ConfigError(Exception):
     """A bad config file or environment value; the message names the field and the problem."""
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
 from typing import Any, Protocol
 
+from aios.access.manager import AccessManager
 from aios.config import Config, ModelConfig
 from aios.embeddings import Embedder
 from aios.errors import NotAvailable
@@ -19,12 +21,12 @@ from aios.scheduler import Scheduler, make_policy
 from aios.storage.handler import StorageHandler
 from aios.storage.operate import FILE_TOOLS, operate_files, with_instructions
 from aios.syscall import Syscall, SyscallKind
+from aios.tools.handler import ToolHandler, run_model_calls
 
 log = logging.getLogger(__name__)
 
 _MISSING = {
     SyscallKind.MEMORY: "memory syscalls need the memory manager, which this kernel does not have yet",
-    SyscallKind.TOOL: "tool syscalls need the tool manager, which this kernel does not have yet",
 }
 
 
@@ -76,11 +78,15 @@ class Kernel:
         self.router = Router(cores)
         self._owns_embedder = embedder is None
         self.embedder = embedder or Embedder()  # loads on first use
-        self.storage = StorageHandler.from_config(config, self.embedder)
+        self.access = AccessManager(config.access, config.data_dir)
+        self.storage = StorageHandler.from_config(config, self.embedder, self.access)
         files = FileOperator(FILE_TOOLS, with_instructions, lambda agent, reply: operate_files(self.call, agent, reply),
                              max_calls=config.storage.operate_file_max_calls)
-        self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: LLMHandler(self.router, files),
-                                                            SyscallKind.STORAGE: self.storage}
+        self.tools = ToolHandler(config, self.call, self.access)
+        run_calls = functools.partial(run_model_calls, self.call)
+        self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: LLMHandler(self.router, files, run_calls),
+                                                            SyscallKind.STORAGE: self.storage,
+                                                            SyscallKind.TOOL: self.tools}
         self.scheduler = Scheduler()
         policy = config.scheduler
         for kind, handler in self.handlers.items():
@@ -99,10 +105,13 @@ class Kernel:
     async def start(self) -> None:
         await self.scheduler.start()
         await self.storage.start()
+        await self.tools.start()
 
     async def stop(self) -> None:
         await self.scheduler.stop()
+        await self.tools.close()
         await self.storage.close()
+        await self.access.close()
         if self._owns_embedder:
             await asyncio.to_thread(self.embedder.close)
         for core in self.router.cores:
@@ -146,5 +155,6 @@ class Kernel:
             "uptime_s": round(time.time() - self.started_at, 3),
             "llms": [core.describe() for core in self.router.cores],
             "queues": self.scheduler.stats(),
+            "tools": self.tools.status(),
         }
 

@@ -25,8 +25,7 @@ from aios.llm.router import Router
 from aios.llm.structured import InvalidReply, OutputSpec, Reply, json_spec, parse_reply, retry_message, tool_call_spec
 from aios.syscall import Syscall
 
-# tool_use: the AIOS SDK's name for chat_with_tool_call_output. call_tool returns the calls too: running them
-# is the tool manager's job, which this kernel does not have yet.
+# tool_use: the AIOS SDK's name for chat_with_tool_call_output. call_tool also runs the calls (the tool manager).
 TOOL_ACTIONS = ("chat_with_tool_call_output", "tool_use", "call_tool")
 ACTIONS = ("chat", "chat_with_json_output", *TOOL_ACTIONS, "operate_file")
 
@@ -88,10 +87,16 @@ class FileOperator:
     max_calls: int = 1  # operations one request may make (small models go on calling tools nobody asked for)
 
 
+# call_tool: runs the calls in a reply as the agent and returns the reply with their results.
+ToolCaller = Callable[[str, "LLMResponse"], Awaitable["LLMResponse"]]
+
+
 class LLMHandler:
-    def __init__(self, router: Router, file_operator: FileOperator | None = None) -> None:
+    def __init__(self, router: Router, file_operator: FileOperator | None = None,
+                 tool_caller: ToolCaller | None = None) -> None:
         self.router = router
         self.file_operator = file_operator
+        self.tool_caller = tool_caller
 
     def prepare(self, query: LLMQuery) -> LLMQuery:
         if query.action_type == "operate_file":
@@ -138,6 +143,8 @@ class LLMHandler:
         if query.action_type == "operate_file":
             assert self.file_operator is not None, "prepare() refuses operate_file without a file operator"
             return await self.file_operator.run(syscall.agent_name, reply)
+        if query.action_type == "call_tool" and self.tool_caller is not None:
+            return await self.tool_caller(syscall.agent_name, reply)
         return reply
 
 

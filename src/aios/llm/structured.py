@@ -336,3 +336,15 @@ def retry_message(spec: OutputSpec, problem: str) -> dict[str, str]:
     wanted = "a JSON array of tool calls" if spec.tools is not None else "JSON"
     return {"role": "user", "content": f"That reply was not valid: {problem}. Reply again with ONLY {wanted} "
                                        f"that matches the required schema, and no other text."}
+
+
+def distinct_calls(tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls, each distinct one (name and parameters) once, in order: small models repeat a call, and
+    running it again would be an action nobody asked for (a second write, a second message sent)."""
+    seen, distinct = set(), []
+    for call in tool_calls:
+        key = json.dumps([call["name"], call["parameters"]], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(call)
+    return distinct

@@ -4,6 +4,14 @@ Light by design: it imports httpx and the standard library only, never torch or 
 The kernel URL is ``base_url`` when given, else ``$AIOS_KERNEL_URL``, else ``http://localhost:8000``.
 """
 
+from aios.sdk.access import (
+    answer_request,
+    audit_log,
+    grant_permission,
+    list_permissions,
+    request_permission,
+    revoke_permission,
+)
 from aios.sdk.llm import llm_chat, llm_chat_with_json_output, llm_chat_with_tool_call_output
 from aios.sdk.storage import (
     DirEntry,
@@ -29,6 +37,7 @@ from aios.sdk.storage import (
     unshare_file,
     write_file,
 )
+from aios.sdk.tools import ToolInfo, ToolResponse, ToolResult, call_tool, get_tool, list_tools, llm_call_tool
 from aios.sdk.transport import AIOSError, kernel_url
 from aios.sdk.types import LLMResponse, Timings, ToolCall
 
@@ -64,4 +73,19 @@ __all__ = [
     "share_file",
     "unshare_file",
     "write_file",
+    # tools
+    "ToolInfo",
+    "ToolResponse",
+    "ToolResult",
+    "call_tool",
+    "get_tool",
+    "list_tools",
+    "llm_call_tool",
+    # access
+    "answer_request",
+    "audit_log",
+    "grant_permission",
+    "list_permissions",
+    "request_permission",
+    "revoke_permission",
 ]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from aios.sdk.tools import ToolResponse, ToolResult
 from aios.sdk.transport import AIOSError, not_an_envelope, send_query
 from aios.sdk.types import Timings
 
@@ -87,45 +88,23 @@ class StorageResponse:
             response = envelope["response"]
             message = response.get("response_message")
             return cls(response_message=message, finished=bool(response.get("finished")), error=response.get("error"),
-                       status_code=int(response.get("status_code", 200)), timings=_timings(envelope),
+                       status_code=int(response.get("status_code", 200)), timings=Timings.of(envelope),
                        result=json.loads(message) if message else {})
         except (KeyError, TypeError, ValueError, AttributeError):
             raise not_an_envelope(envelope) from None
 
 
-@dataclass(frozen=True)
-class FileOperation:
-    name: str  # the storage operation the model called
-    parameters: dict[str, Any]
-    id: str
-    status_code: int
-    error: str | None
-    result: dict[str, Any] | None  # what the operation reported (as in StorageResponse.result)
+# llm_operate_file's reply: each storage operation the model called, run as the agent, with its real result
+# (what StorageResponse.result would hold) or error — the shape of a tool call's reply.
+FileOperation = ToolResult
 
 
-@dataclass(frozen=True)
-class FileOperationsResponse:
-    response_message: str | None  # one line per operation: what it did, or why it failed
-    operations: list[FileOperation]
-    finished: bool
-    error: str | None
-    status_code: int
-    timings: Timings
+class FileOperationsResponse(ToolResponse):
+    """``response_message`` has one line per operation: what it did, or why it failed."""
 
-    @classmethod
-    def from_envelope(cls, envelope: Any) -> "FileOperationsResponse":
-        try:
-            response = envelope["response"]
-            operations = [FileOperation(c["name"], c.get("parameters") or {}, c.get("id", ""), int(c["status_code"]),
-                                        c.get("error"), c.get("result")) for c in response.get("tool_calls") or []]
-            return cls(response.get("response_message"), operations, bool(response.get("finished")),
-                       response.get("error"), int(response.get("status_code", 200)), _timings(envelope))
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise not_an_envelope(envelope) from None
-
-
-def _timings(envelope: dict[str, Any]) -> Timings:
-    return Timings(**{k: list(envelope.get(k) or []) for k in Timings.__dataclass_fields__})
+    @property
+    def operations(self) -> list[ToolResult]:
+        return self.results
 
 
 def _storage(agent_name: str, operation: str, base_url: str | None, **params: Any) -> StorageResponse:
@@ -151,16 +130,18 @@ def create_dir(agent_name: str, dir_path: str, base_url: str | None = None) -> S
     return _storage(agent_name, "create_dir", base_url, dir_path=dir_path)
 
 
-def write_file(agent_name: str, file_path: str, content: str, base_url: str | None = None) -> StorageResponse:
-    """Write ``content`` as the file's next version (the file and its directories are created if needed)."""
-    return _storage(agent_name, "write", base_url, file_path=file_path, content=content)
+def write_file(agent_name: str, file_path: str, content: str, base_url: str | None = None, *,
+               owner: str | None = None) -> StorageResponse:
+    """Write ``content`` as the file's next version (the file and its directories are created if needed).
+    ``owner``: another agent's file, with its write grant (every function here takes it)."""
+    return _storage(agent_name, "write", base_url, file_path=file_path, content=content, owner=owner)
 
 
 def retrieve_file(agent_name: str, query_text: str, n: int, keywords: list[str] | None = None,
-                  base_url: str | None = None) -> StorageResponse:
+                  base_url: str | None = None, *, owner: str | None = None) -> StorageResponse:
     """The ``n`` files of the mount that best match ``query_text`` (by meaning and words), each with its best
     snippet, in ``.files``; with ``keywords``, only files containing every one of them."""
-    return _storage(agent_name, "retrieve", base_url, query_text=query_text, n=n, keywords=keywords)
+    return _storage(agent_name, "retrieve", base_url, query_text=query_text, n=n, keywords=keywords, owner=owner)
 
 
 def rollback_file(agent_name: str, file_path: str, n: int = 1, base_url: str | None = None, *,
@@ -185,19 +166,20 @@ roll_back = rollback_file
 
 # -- beyond the AIOS API ------------------------------------------------------------------------------------------------
 def read_file(agent_name: str, file_path: str, base_url: str | None = None, *,
-              version: int | None = None) -> StorageResponse:
+              version: int | None = None, owner: str | None = None) -> StorageResponse:
     """The file's text (``.content``), now or at ``version``."""
-    return _storage(agent_name, "read", base_url, file_path=file_path, version=version)
+    return _storage(agent_name, "read", base_url, file_path=file_path, version=version, owner=owner)
 
 
 def list_dir(agent_name: str, dir_path: str = "", recursive: bool = False,
-             base_url: str | None = None) -> StorageResponse:
-    return _storage(agent_name, "list", base_url, dir_path=dir_path, recursive=recursive)
+             base_url: str | None = None, *, owner: str | None = None) -> StorageResponse:
+    return _storage(agent_name, "list", base_url, dir_path=dir_path, recursive=recursive, owner=owner)
 
 
-def delete_file(agent_name: str, file_path: str, base_url: str | None = None) -> StorageResponse:
+def delete_file(agent_name: str, file_path: str, base_url: str | None = None, *,
+                owner: str | None = None) -> StorageResponse:
     """Delete a file; its history keeps every version, and ``rollback_file`` brings it back."""
-    return _storage(agent_name, "delete", base_url, file_path=file_path)
+    return _storage(agent_name, "delete", base_url, file_path=file_path, owner=owner)
 
 
 def delete_dir(agent_name: str, dir_path: str, recursive: bool = False,

@@ -30,6 +30,13 @@ def kernel_url(base_url: str | None = None) -> str:
     return (base_url or os.environ.get("AIOS_KERNEL_URL") or DEFAULT_KERNEL_URL).rstrip("/")
 
 
+def _headers(agent_name: str | None) -> dict[str, str]:
+    """The agent's bearer token (``$AIOS_TOKEN``) when it has one; its name for routes that ask who calls."""
+    headers = {"X-AIOS-Agent": agent_name} if agent_name else {}
+    token = os.environ.get("AIOS_TOKEN")
+    return {**headers, "Authorization": f"Bearer {token}"} if token else headers
+
+
 def send_query(
     agent_name: str,
     query_type: str,
@@ -39,10 +46,29 @@ def send_query(
 ) -> dict[str, Any]:
     """POST one syscall and return the reply envelope; raise :class:`AIOSError` on any failure, so that an
     agent needs one ``except`` whatever went wrong (bad URL, no kernel, or a reply that is no kernel's)."""
-    url = kernel_url(base_url)
     body = {"agent_name": agent_name, "query_type": query_type, "query_data": query_data}
+    return _exchange("POST", "/query", base_url, timeout, f"the {query_type} syscall", json=body,
+                     headers=_headers(None))
+
+
+def get_json(path: str, base_url: str | None = None, timeout: float | httpx.Timeout | None = 30.0,
+             agent_name: str | None = None) -> dict[str, Any]:
+    """GET one of the kernel's JSON routes (``/tools``, ``/status``, ...); errors as for :func:`send_query`."""
+    return _exchange("GET", path, base_url, timeout, f"GET {path}", headers=_headers(agent_name))
+
+
+def call_route(method: str, path: str, agent_name: str, base_url: str | None = None,
+               body: dict[str, Any] | None = None, timeout: float | httpx.Timeout | None = 30.0) -> dict[str, Any]:
+    """Any other JSON route, as ``agent_name``; errors as for :func:`send_query`."""
+    return _exchange(method, path, base_url, timeout, f"{method} {path}", headers=_headers(agent_name),
+                     **({"json": body} if body is not None else {}))
+
+
+def _exchange(method: str, path: str, base_url: str | None, timeout: float | httpx.Timeout | None, what: str,
+              **request: Any) -> dict[str, Any]:
+    url = kernel_url(base_url)
     try:
-        reply = httpx.post(f"{url}/query", json=body, timeout=timeout)
+        reply = httpx.request(method, f"{url}{path}", timeout=timeout, **request)
     except httpx.InvalidURL as exc:
         raise AIOSError(0, f"invalid kernel URL {url!r}: {exc}") from None
     except httpx.TransportError as exc:
@@ -50,16 +76,16 @@ def send_query(
     except httpx.HTTPError as exc:
         raise AIOSError(0, f"HTTP exchange with the kernel at {url} failed: {exc}") from None
     except (TypeError, ValueError) as exc:  # httpx encodes the body as JSON: an object() or a NaN lands here
-        raise AIOSError(0, f"cannot send the {query_type} syscall: its data is not JSON-serialisable ({exc})") from None
+        raise AIOSError(0, f"cannot send {what}: its data is not JSON-serialisable ({exc})") from None
     if reply.status_code != 200:
         raise AIOSError(reply.status_code, _detail(reply))
     try:
-        envelope = reply.json()
+        body = reply.json()
     except ValueError:
         raise not_an_envelope(reply.text, f"the reply from {url} is not a kernel envelope (not JSON)") from None
-    if not isinstance(envelope, dict):
-        raise not_an_envelope(envelope)
-    return envelope
+    if not isinstance(body, dict):
+        raise not_an_envelope(body)
+    return body
 
 
 def not_an_envelope(payload: Any, why: str = "the reply is not a kernel envelope") -> AIOSError:

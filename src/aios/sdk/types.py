@@ -25,6 +25,11 @@ class Timings:
     waiting_times: list[float] = field(default_factory=list)
     turnaround_times: list[float] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, envelope: dict[str, Any]) -> "Timings":
+        """The timing lists of a reply envelope."""
+        return cls(**{k: list(envelope.get(k) or []) for k in cls.__dataclass_fields__})
+
     @property
     def waiting(self) -> float:
         """Total time the syscall spent queued."""
@@ -74,6 +79,6 @@ class LLMResponse:
             finished=bool(response.get("finished")),
             error=response.get("error"),
             status_code=int(response.get("status_code", 200)),
-            timings=Timings(**{k: list(envelope.get(k) or []) for k in Timings.__dataclass_fields__}),
+            timings=Timings.of(envelope),
             finish_reason=response.get("finish_reason"),
         )

@@ -11,23 +11,36 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from aios import __version__
-from aios.errors import KernelError
+from aios.server.auth import BearerAuth, auth_required as needs_auth
+from aios.access.manager import ADMIN
+from aios.errors import Forbidden, KernelError
 from aios.kernel import Kernel
 from aios.server.limits import MB, BodyLimit
+from aios.server.access_routes import router as access_router
 from aios.server.storage_routes import router as storage_router
 from aios.server.storage_routes import storage_request
-from aios.server.wire import JSON_VALUE_ERROR, MAX_JSON_DEPTH, LLMQueryData, QueryRequest, envelope
+from aios.server.tool_routes import router as tool_router
+from aios.server.tool_routes import tool_calls_of
+from aios.server.wire import (
+    JSON_VALUE_ERROR,
+    MAX_JSON_DEPTH,
+    LLMQueryData,
+    QueryRequest,
+    envelope,
+    query_data_as,
+    refusal,
+)
 from aios.syscall import SyscallKind
 
 log = logging.getLogger(__name__)
 
 
-def create_app(kernel: Kernel) -> FastAPI:
-    """The HTTP app; its lifespan starts and stops the kernel's scheduler."""
+def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
+    """The HTTP app; its lifespan starts and stops the kernel's scheduler. With ``auth_required`` every route but
+    the share links needs a bearer token."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,7 +53,10 @@ def create_app(kernel: Kernel) -> FastAPI:
     app = FastAPI(title="AIOS kernel", version=__version__, lifespan=lifespan)
     app.state.kernel = kernel
     app.add_middleware(BodyLimit, max_bytes=int(kernel.config.server.max_body_mb * MB))
+    app.add_middleware(BearerAuth, access=kernel.access, required=auth_required)
     app.include_router(storage_router)
+    app.include_router(tool_router)
+    app.include_router(access_router)
 
     @app.exception_handler(KernelError)
     async def kernel_error(request: Request, exc: KernelError) -> JSONResponse:
@@ -63,15 +79,23 @@ def create_app(kernel: Kernel) -> FastAPI:
 
     @app.post("/query", response_model=None)
     async def query(body: QueryRequest, request: Request) -> dict[str, Any] | Response:
-        """Run one syscall for an agent and reply with the AIOS envelope (HTTP 200 whenever it ran)."""
+        """Run one syscall for an agent and reply with the AIOS envelope: HTTP 200 whenever the body parsed,
+        with the envelope's ``error`` and ``status_code`` saying why a syscall was refused or failed (the AIOS SDK
+        raises on any other HTTP status before reading the body, so this is how an agent learns why)."""
         kind = SyscallKind(body.query_type)
         payload, priority = body.query_data, 0
         if kind is SyscallKind.LLM:
-            llm_data = _llm_data(body.query_data)
+            llm_data = query_data_as(LLMQueryData, body.query_data)
             payload, priority = llm_data.to_query(), llm_data.priority
         elif kind is SyscallKind.STORAGE:
             payload = storage_request(body.query_data, request)
-        syscall = await _until_done_or_disconnected(kernel.call(kind, body.agent_name, payload, priority), request)
+        elif kind is SyscallKind.TOOL:
+            payload = tool_calls_of(body.query_data)
+        try:
+            _acting_as(body.agent_name, request)
+            syscall = await _until_done_or_disconnected(kernel.call(kind, body.agent_name, payload, priority), request)
+        except KernelError as exc:  # refused at submission: unknown model or tool, bad parameters, ...
+            return refusal(kind, exc)
         if syscall is None:  # the client hung up; its syscall was cancelled and nobody reads this reply
             return Response(status_code=499)
         return envelope(syscall)
@@ -107,6 +131,13 @@ def create_app(kernel: Kernel) -> FastAPI:
     return app
 
 
+def _acting_as(agent_name: str, request: Request) -> None:
+    """A token makes syscalls only as its own agent (the administrator's, as any)."""
+    identity = request.scope.get("state", {}).get("identity")
+    if identity not in (None, ADMIN, agent_name):
+        raise Forbidden(f"this bearer token is agent {identity!r}'s: it cannot make syscalls as {agent_name!r}")
+
+
 def _located(error: dict[str, Any]) -> dict[str, Any]:
     """A validation error as ``{loc, msg, type}``; one found while walking the raw body (too deep, not Unicode)
     is located where it was found, not at the body as a whole."""
@@ -122,16 +153,6 @@ def _unparsable(cause: BaseException | None) -> str | None:
     if isinstance(cause, UnicodeDecodeError):
         return f"the body is not UTF-8 text (bad byte at offset {cause.start})"
     return None
-
-
-def _llm_data(query_data: dict[str, Any]) -> LLMQueryData:
-    try:
-        return LLMQueryData.model_validate(query_data)
-    except ValidationError as exc:  # report it like FastAPI's own body errors, located inside query_data
-        errors = exc.errors(include_url=False, include_context=False)
-        for error in errors:
-            error["loc"] = ("body", "query_data", *error["loc"])
-        raise RequestValidationError(errors) from None
 
 
 async def _until_done_or_disconnected(call: Any, request: Request) -> Any:
@@ -179,7 +200,8 @@ async def serve(
 ) -> None:
     """Serve until interrupted or ``shutdown`` is set; ``on_ready(url)`` is called once the socket is bound and
     the kernel started."""
-    config = uvicorn.Config(create_app(kernel), host=host, port=port, log_level="warning", access_log=False)
+    app = create_app(kernel, auth_required=needs_auth(kernel.config.access.auth, host))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
 
     def ready(url: str) -> None:
         kernel.storage.shares.served_url = url  # share links name this URL when no other is known

@@ -7,10 +7,11 @@ the limit, before the route parses anything.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Awaitable, Callable
 
 from starlette.exceptions import HTTPException
+
+from aios.server.asgi import send_error
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -31,7 +32,7 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await _answer_413(send, self._too_large(f"{declared / MB:.1f} MB"))
+            await send_error(send, 413, self._too_large(f"{declared / MB:.1f} MB"))
             return
         received = 0
 
@@ -50,14 +51,6 @@ class BodyLimit:
     def _too_large(self, sent: str) -> str:
         return (f"the request body is too large ({sent}); this kernel takes at most {self.max_bytes / MB:g} MB "
                 "(server.max_body_mb): send less, or raise the limit")
-
-
-async def _answer_413(send: Send, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _content_length(scope: Scope) -> int | None:

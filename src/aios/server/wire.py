@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from aios.errors import KernelError
+from aios.errors import Cancelled, KernelError
 from aios.llm.handler import ACTIONS, LLMQuery, LLMResponse
 from aios.llm.prompting import merge_messages_with_response_format, tools_for_model
 from aios.llm.structured import tool_choice_of
 from aios.storage.handler import StorageResponse
 from aios.syscall import Syscall, SyscallKind, SyscallStatus
+from aios.tools.handler import ToolResponse
 
 
 # JSON nested deeper than this is refused before anything walks it: real schemas and messages stay far below,
@@ -164,11 +166,30 @@ class LLMQueryData(BaseModel):
         )
 
 
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def query_data_as(model: type[Model], query_data: dict[str, Any]) -> Model:
+    """``query_data`` read as ``model``; malformed, it is a 422 located inside query_data, like FastAPI's own."""
+    try:
+        return model.model_validate(query_data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False)
+        for error in errors:
+            error["loc"] = ("body", "query_data", *error["loc"])
+        raise RequestValidationError(errors) from None
+
+
 def _nested_ok(check: Any, *args: Any) -> None:
     try:
         check(*args)
     except RecursionError:
         raise ValueError("nested too deeply") from None
+
+
+# The reply shape of each kind of syscall, for failures too: an agent reads the fields of the kind it asked.
+RESPONSES: dict[SyscallKind, type] = {SyscallKind.LLM: LLMResponse, SyscallKind.STORAGE: StorageResponse,
+                                      SyscallKind.TOOL: ToolResponse}
 
 
 def envelope(syscall: Syscall) -> dict[str, Any]:
@@ -182,14 +203,27 @@ def envelope(syscall: Syscall) -> dict[str, Any]:
     }
 
 
-def _response(syscall: Syscall) -> LLMResponse | StorageResponse:
+def refusal(kind: SyscallKind, error: KernelError) -> dict[str, Any]:
+    """The envelope of a syscall the kernel refused before it ran (no slices): ``error`` and ``status_code``
+    say why, under HTTP 200, which is what lets the AIOS SDK hand the reason to the agent."""
+    return {"response": asdict(_failed(kind, error)), "start_times": [], "end_times": [], "waiting_times": [],
+            "turnaround_times": []}
+
+
+def _response(syscall: Syscall) -> Any:
     if syscall.status is SyscallStatus.DONE:
         return syscall.value
-    error = syscall.error
-    failed = StorageResponse if syscall.kind is SyscallKind.STORAGE else LLMResponse  # the reply shape of its kind
     if syscall.status is SyscallStatus.CANCELLED:
-        cancelled = {"finish_reason": "cancelled"} if failed is LLMResponse else {}
-        return failed(error="the syscall was cancelled before it finished", status_code=499, **cancelled)
+        return _failed(syscall.kind, Cancelled("the syscall was cancelled before it finished"))
+    error = syscall.error
     if isinstance(error, KernelError):
-        return failed(error=str(error), status_code=error.status_code)
-    return failed(error=f"internal error: {type(error).__name__}: {error}", status_code=500)
+        return _failed(syscall.kind, error)
+    return _failed(syscall.kind, KernelError(f"internal error: {type(error).__name__}: {error}"))
+
+
+def _failed(kind: SyscallKind, error: KernelError) -> Any:
+    if kind not in RESPONSES:  # a kind this kernel lacks: the LLM shape, named for the kind asked
+        return LLMResponse(response_class=kind.value, error=str(error), status_code=error.status_code)
+    shape = RESPONSES[kind]
+    ended = {"finish_reason": "cancelled" if isinstance(error, Cancelled) else "error"} if shape is LLMResponse else {}
+    return shape(error=str(error), status_code=error.status_code, **ended)

@@ -17,13 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from aios.access.manager import AccessManager
+from aios.access.resources import Resource
 from aios.config import Config
 from aios.embeddings import Embedder
 from aios.errors import BadRequest, NotAvailable
 from aios.storage.blobs import BlobStore
 from aios.storage.files import FileSystem, Result, Settings
 from aios.storage.index import Indexer
-from aios.storage.requests import InvalidRequest, StorageRequest, parse_request
+from aios.storage.requests import NEEDS, InvalidRequest, StorageRequest, parse_request
 from aios.storage.shares import ShareLinks, SharedFile
 from aios.storage.store import Store
 from aios.syscall import Syscall
@@ -63,8 +65,10 @@ def open_store(config: Config) -> Store:
 class StorageHandler:
     workers = 4  # syscalls in flight: a search waiting on the embedding model does not hold up a write
 
-    def __init__(self, fs: FileSystem, shares: ShareLinks, embedder: Embedder | None) -> None:
-        self.fs, self.shares = fs, shares
+    def __init__(self, fs: FileSystem, shares: ShareLinks, embedder: Embedder | None, access: AccessManager,
+                 confirm: frozenset[str] = frozenset()) -> None:
+        """``confirm``: the operations a person must approve first (``access.confirm``)."""
+        self.fs, self.shares, self.access, self.confirm = fs, shares, access, confirm
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage-io")
         self.indexer = Indexer(fs, self.run_io, embedder)
         self._operations: dict[str, Callable[..., Result]] = {
@@ -79,7 +83,7 @@ class StorageHandler:
         self._background: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, config: Config, embedder: Embedder | None) -> "StorageHandler":
+    def from_config(cls, config: Config, embedder: Embedder | None, access: AccessManager) -> "StorageHandler":
         storage = config.storage
         settings = Settings(storage_root=storage.root(config.data_dir),
                             mount_roots=tuple(storage.mountable(config.data_dir)),
@@ -89,7 +93,8 @@ class StorageHandler:
         fs = FileSystem(open_store(config), BlobStore(storage.blobs(config.data_dir)), settings)
         shares = ShareLinks(fs, int(storage.share_expiry_days * 86400), int(storage.share_max_expiry_days * 86400),
                             storage.public_url)
-        return cls(fs, shares, embedder if storage.use_vector_db else None)
+        confirm = frozenset(config.access.confirm.operations) if config.access.confirm.mode != "off" else frozenset()
+        return cls(fs, shares, embedder if storage.use_vector_db else None, access, confirm)
 
     # -- the syscall ----------------------------------------------------------------------------------------------
     def prepare(self, payload: Any) -> StorageRequest:
@@ -104,7 +109,12 @@ class StorageHandler:
 
     async def __call__(self, syscall: Syscall) -> StorageResponse:
         request: StorageRequest = syscall.payload
-        agent, params = syscall.agent_name, dict(request.params)
+        caller, params = syscall.agent_name, dict(request.params)
+        agent = params.pop("owner", caller)  # whose files: another agent's need its grant
+        if agent != caller:
+            await self.access.authorize(caller, NEEDS[request.operation], Resource("files", agent))
+        if request.operation in self.confirm:
+            await self.access.confirm(caller, f"storage {request.operation}", {"owner": agent, **params})
         if request.operation == "retrieve":
             result = await self._retrieve(agent, params)
         else:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable
 
-from aios.errors import KernelError
+from aios.errors import BadRequest, Cancelled, KernelError
 from aios.llm.handler import LLMResponse
+from aios.llm.structured import distinct_calls
 from aios.storage.requests import InvalidRequest, parse_request
 from aios.syscall import Syscall, SyscallKind, SyscallStatus
 
@@ -54,7 +55,7 @@ async def operate_files(call: Call, agent: str, reply: LLMResponse) -> LLMRespon
     """Run the calls in ``reply`` (the model's tool calls) and report each one's real outcome."""
     if reply.error is not None or not reply.tool_calls:
         return reply  # the model gave no usable calls: its error (or prose) says so, and nothing ran
-    operations = [await _run(call, agent, tool_call) for tool_call in _distinct(reply.tool_calls)]
+    operations = [await _run(call, agent, tool_call) for tool_call in distinct_calls(reply.tool_calls)]
     failed = [op for op in operations if op["error"] is not None]
     lines = [_line(op) for op in operations]
     error = None
@@ -65,36 +66,30 @@ async def operate_files(call: Call, agent: str, reply: LLMResponse) -> LLMRespon
                        status_code=failed[0]["status_code"] if failed else 200)
 
 
-def _distinct(tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The calls, each distinct one once: small models repeat a call, and a repeated write would be a version
-    nobody asked for."""
-    seen, distinct = set(), []
-    for tool_call in tool_calls:
-        key = json.dumps([tool_call["name"], tool_call["parameters"]], sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            distinct.append(tool_call)
-    return distinct
-
-
 async def _run(call: Call, agent: str, tool_call: dict[str, Any]) -> dict[str, Any]:
     operation = {**tool_call, "status_code": 200, "error": None, "result": None}
     try:
-        request = parse_request(tool_call["name"], tool_call["parameters"])
-    except InvalidRequest as exc:
-        return {**operation, "status_code": 400, "error": str(exc)}
-    try:
-        syscall = await call(SyscallKind.STORAGE, agent, request)
+        return {**operation, "result": await file_operation(call, agent, tool_call["name"], tool_call["parameters"])}
     except KernelError as exc:
         return {**operation, "status_code": exc.status_code, "error": str(exc)}
+
+
+async def file_operation(call: Call, agent: str, name: str, parameters: Any) -> dict[str, Any]:
+    """Run one file operation (by its tool or SDK name) as a storage syscall of ``agent``: what happened (the
+    reply's JSON object), or a KernelError saying why it did not."""
+    try:
+        request = parse_request(name, parameters)
+    except InvalidRequest as exc:
+        raise BadRequest(str(exc)) from None
+    syscall = await call(SyscallKind.STORAGE, agent, request)
     if syscall.status is SyscallStatus.DONE:
-        return {**operation, "result": json.loads(syscall.value.response_message)}
+        return json.loads(syscall.value.response_message)
     if syscall.status is SyscallStatus.CANCELLED:
-        return {**operation, "status_code": 499, "error": "cancelled before it finished"}
+        raise Cancelled("cancelled before it finished")
     error = syscall.error
     if isinstance(error, KernelError):
-        return {**operation, "status_code": error.status_code, "error": str(error)}
-    return {**operation, "status_code": 500, "error": f"internal error: {type(error).__name__}: {error}"}
+        raise error
+    raise KernelError(f"internal error: {type(error).__name__}: {error}")
 
 
 def _line(operation: dict[str, Any]) -> str:

@@ -108,22 +108,34 @@ def _link(value: Any) -> str:
     return value.strip()
 
 
+def _agent(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 256:
+        raise ValueError(f"must be an agent's name, not {_kind(value) if not isinstance(value, str) else repr(value[:60])}")
+    return value
+
+
 Check = Callable[[Any], Any]
+# Another agent's files, reached with a grant from it (the access manager checks).
+_OWNER = {"owner": (_agent, False)}
 # Per operation: each parameter's check and whether it is required. Optional ones may be null.
 OPERATIONS: dict[str, dict[str, tuple[Check, bool]]] = {
     "mount": {"root_dir": (_path, True)},
-    "create_file": {"file_path": (_path, True)},
-    "create_dir": {"dir_path": (_path, True)},
-    "write": {"file_path": (_path, True), "content": (_text, True)},
-    "read": {"file_path": (_path, True), "version": (_positive(), False)},
-    "list": {"dir_path": (_path, False), "recursive": (_flag, False)},
-    "delete": {"file_path": (_path, False), "dir_path": (_path, False), "recursive": (_flag, False)},
-    "history": {"file_path": (_path, True), "limit": (_positive(), False)},
-    "retrieve": {"query_text": (_query, True), "n": (_positive(MAX_RESULTS), False), "keywords": (_keywords, False)},
-    "rollback": {"file_path": (_path, True), "n": (_positive(), False), "time": (_time, False)},
+    "create_file": {"file_path": (_path, True), **_OWNER},
+    "create_dir": {"dir_path": (_path, True), **_OWNER},
+    "write": {"file_path": (_path, True), "content": (_text, True), **_OWNER},
+    "read": {"file_path": (_path, True), "version": (_positive(), False), **_OWNER},
+    "list": {"dir_path": (_path, False), "recursive": (_flag, False), **_OWNER},
+    "delete": {"file_path": (_path, False), "dir_path": (_path, False), "recursive": (_flag, False), **_OWNER},
+    "history": {"file_path": (_path, True), "limit": (_positive(), False), **_OWNER},
+    "retrieve": {"query_text": (_query, True), "n": (_positive(MAX_RESULTS), False), "keywords": (_keywords, False),
+                 **_OWNER},
+    "rollback": {"file_path": (_path, True), "n": (_positive(), False), "time": (_time, False), **_OWNER},
     "share": {"file_path": (_path, True), "expires_in": (_positive(), False)},
     "unshare": {"link": (_link, False), "file_path": (_path, False)},
 }
+# What reaching another agent's files takes, per operation (the others work on the caller's own only).
+NEEDS = {"read": "read", "list": "read", "history": "read", "retrieve": "read", "create_file": "write",
+         "create_dir": "write", "write": "write", "delete": "write", "rollback": "write"}
 # Other names for operations and parameters that AIOS kernels and SDK versions use.
 OPERATION_ALIASES = {"read_file": "read", "list_dir": "list", "delete_file": "delete", "delete_dir": "delete",
                      "roll_back": "rollback", "link": "share", "write_file": "write", "rollback_file": "rollback",

@@ -1,0 +1,47 @@
+"""The tool side of the HTTP API: a tool ``query_data`` read into calls (422 naming the field when malformed),
+``GET /tools`` (every tool with its schema) and ``GET /tools/{author}/{name}``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from aios.server.wire import query_data_as
+from aios.tools.handler import MAX_CALLS
+
+router = APIRouter()
+
+
+class ToolCallData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=256, examples=["aios/calculator"])
+    parameters: dict[str, Any] | None = Field(default=None, description="as the tool's JSON Schema says")
+    id: str | None = Field(default=None, max_length=128, description="kept on the call's result")
+
+
+class ToolQueryData(BaseModel):
+    """``{query_class: "tool", tool_calls: [{name, parameters}]}``, as the AIOS SDK sends it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query_class: Literal["tool"] | None = None
+    tool_calls: list[ToolCallData] = Field(min_length=1, max_length=MAX_CALLS)
+
+
+def tool_calls_of(query_data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [call.model_dump(exclude_none=True) for call in query_data_as(ToolQueryData, query_data).tool_calls]
+
+
+@router.get("/tools")
+async def list_tools(request: Request) -> dict[str, Any]:
+    """Every tool this kernel offers: name, description, parameters schema, limits and where it came from."""
+    return {"status": "success", "tools": [tool.describe() for tool in request.app.state.kernel.tools.registry]}
+
+
+@router.get("/tools/{author}/{name}")
+async def get_tool(author: str, name: str, request: Request) -> dict[str, Any]:
+    """One tool; 404 naming close matches for a name this kernel does not have."""
+    return {"status": "success", "tool": request.app.state.kernel.tools.registry.get(f"{author}/{name}").describe()}

@@ -1,0 +1,133 @@
+"""Running tool calls: parameters checked against the tool's schema before anything runs, each call within the
+tool's timeout and concurrency limit, blocking tools on threads of their own so the kernel never stalls, and a
+failing or hanging call failing alone — its limit is always given back.
+
+A plain-function tool that times out cannot be stopped (Python threads cannot be killed): its thread is left to
+finish and its result is dropped, while the call has already failed and its concurrency slot is free again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema.exceptions import best_match
+
+from aios.errors import BadRequest, KernelError
+from aios.llm.prompting import new_call_id
+from aios.tools.registry import ToolRegistry
+from aios.tools.tool import Tool, ToolContext, ToolError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ToolCall:
+    tool: Tool
+    parameters: dict[str, Any]
+    id: str = field(default_factory=new_call_id)
+
+
+@dataclass
+class CallOutcome:
+    name: str
+    parameters: dict[str, Any]
+    id: str
+    result: Any = None
+    error: str | None = None
+    status_code: int = 200
+
+    @property
+    def text(self) -> str:
+        """The result as an agent reads it: text stays text, anything else is JSON."""
+        if self.error is not None:
+            return f"error: {self.error}"
+        return self.result if isinstance(self.result, str) else json.dumps(self.result, ensure_ascii=False)
+
+
+class ToolRunner:
+    def __init__(self, registry: ToolRegistry, default_timeout_s: float, max_threads: int) -> None:
+        self.registry, self.default_timeout_s = registry, default_timeout_s
+        self._threads = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="tool")
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self.running: dict[str, int] = {}  # calls in progress per tool, for status pages and tests
+
+    def check(self, calls: list[dict[str, Any]]) -> list[ToolCall]:
+        """Each ``{name, parameters, id?}`` resolved to its tool and checked against its schema; raises a
+        KernelError naming the call and the field before anything runs."""
+        checked = []
+        for index, call in enumerate(calls):
+            tool = self.registry.get(call["name"])
+            parameters = call.get("parameters") or {}
+            error = best_match(tool.validator.iter_errors(parameters))
+            if error is not None:
+                where = "/".join(str(p) for p in error.absolute_path) or "(the parameters object)"
+                raise BadRequest(f"tool call {index} ({tool.name}): parameter {where}: {error.message}")
+            checked.append(ToolCall(tool, parameters, call.get("id") or new_call_id()))
+        return checked
+
+    async def run(self, call: ToolCall, context: ToolContext) -> CallOutcome:
+        outcome = CallOutcome(call.tool.name, call.parameters, call.id)
+        timeout = call.tool.timeout_s or self.default_timeout_s
+        limit = self._limit(call.tool)
+        try:
+            async with limit:
+                self.running[call.tool.name] = self.running.get(call.tool.name, 0) + 1
+                try:
+                    outcome.result = await asyncio.wait_for(self._invoke(call, context), timeout)
+                finally:
+                    self.running[call.tool.name] -= 1
+        except TimeoutError:
+            outcome.error, outcome.status_code = f"timed out after {timeout:g} s", 504
+        except ToolError as exc:
+            outcome.error, outcome.status_code = str(exc), 422
+        except KernelError as exc:  # a syscall the tool made was refused
+            outcome.error, outcome.status_code = str(exc), exc.status_code
+        except Exception as exc:  # the tool's own bug: its call fails, nothing else
+            log.warning("tool %s failed: %s", call.tool.name, exc, exc_info=True)
+            outcome.error, outcome.status_code = f"the tool failed: {type(exc).__name__}: {exc}", 500
+        problem = _json_problem(outcome.result) if outcome.error is None else None
+        if problem is not None:
+            outcome.result, outcome.error, outcome.status_code = None, f"the tool's result is not JSON: {problem}", 500
+        return outcome
+
+    async def _invoke(self, call: ToolCall, context: ToolContext) -> Any:
+        if inspect.iscoroutinefunction(call.tool.run):
+            return await call.tool.run(call.parameters, context)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, functools.partial(call.tool.run, call.parameters, context))
+
+    def _limit(self, tool: Tool) -> asyncio.Semaphore | _NoLimit:
+        if tool.max_concurrency is None:
+            return _NO_LIMIT
+        if tool.name not in self._limits:
+            self._limits[tool.name] = asyncio.Semaphore(tool.max_concurrency)
+        return self._limits[tool.name]
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class _NoLimit:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LIMIT = _NoLimit()
+
+
+def _json_problem(value: Any) -> str | None:
+    try:
+        json.dumps(value, allow_nan=False)  # NaN and infinities are not JSON: no client could read them
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None

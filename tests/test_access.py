@@ -1,0 +1,310 @@
+"""The access manager over real HTTP, on a kernel that requires tokens: who may call at all, who may touch whose
+files and which tools, grants to agents and groups and their revocation, permission requests, the audit log,
+and a person's approval of irreversible operations (approve, deny, time out)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from conftest import KernelProcess, start_kernel, stop_kernel
+
+CONFIG = {"access": {"auth": "required", "groups": {"team": ["carol"]}, "restricted_tools": ["aios/text_stats"],
+                     "confirm": {"mode": "ask", "timeout_s": 3, "operations": ["delete"]}}}
+
+
+class Secured:
+    """A kernel that requires tokens, with the administrator's token and one token per agent."""
+
+    def __init__(self, kernel: KernelProcess, data_dir: Path) -> None:
+        self.kernel, self.data_dir = kernel, data_dir
+        self.admin_token = (data_dir / "access" / "admin.token").read_text().strip()
+        self.tokens = {name: self.register(name) for name in ("alice", "bob", "carol")}
+
+    def client(self, who: str | None) -> httpx.Client:
+        token = self.admin_token if who == "admin" else self.tokens.get(who or "", None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.kernel.url, headers=headers, timeout=httpx.Timeout(120.0, connect=10.0))
+
+    def register(self, name: str) -> str:
+        with self.client("admin") as admin:
+            reply = admin.post("/access/agents", json={"agent_name": name})
+        assert reply.status_code == 200, reply.text
+        return reply.json()["token"]
+
+    def storage(self, who: str, operation: str, **params: Any) -> dict[str, Any]:
+        return self.query(who, "storage", {"operation_type": operation, "params": params})
+
+    def query(self, who: str, query_type: str, query_data: dict[str, Any], agent: str | None = None) -> dict[str, Any]:
+        with self.client(who) as client:
+            reply = client.post("/query", json={"agent_name": agent or who, "query_type": query_type,
+                                                "query_data": query_data})
+        assert reply.status_code == 200, reply.text
+        return reply.json()["response"]
+
+    def route(self, who: str | None, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with self.client(who) as client:
+            return client.request(method, path, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def secured(backend: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    """A kernel with a data dir of its own (its access records and files), sharing the converted model."""
+    home = tmp_path_factory.mktemp("secured")
+    own_data = home / "data"
+    own_data.mkdir()
+    (own_data / "models").symlink_to(data_dir / "models")  # the embedded model's cache, converted once
+    config = home / "config.yaml"
+    config.write_text(json.dumps(CONFIG))
+    kernel = start_kernel(["--config", str(config)], {**os.environ, "AIOS_DATA_DIR": str(own_data)},
+                          home / "kernel.log")
+    yield Secured(kernel, own_data)
+    stop_kernel(kernel)
+
+
+# --- authentication ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("route", ["/status", "/tools", "/core/llms/list", "/access/permissions"])
+def test_without_a_token_every_route_is_refused_with_401(secured: Secured, route: str) -> None:
+    reply = secured.route(None, "GET", route)
+    assert reply.status_code == 401 and "requires a bearer token" in reply.json()["detail"]
+    assert reply.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_token_the_kernel_never_issued_is_refused_with_401(secured: Secured) -> None:
+    reply = httpx.get(f"{secured.kernel.url}/status", headers={"Authorization": "Bearer aios_forged"})
+    assert reply.status_code == 401 and "not valid" in reply.json()["detail"]
+
+
+def test_share_links_need_no_token(secured: Secured) -> None:
+    assert secured.route(None, "GET", "/share/no-such-link").status_code == 404
+
+
+def test_a_token_makes_syscalls_only_as_its_own_agent(secured: Secured) -> None:
+    refused = secured.query("alice", "storage", {"operation_type": "list", "params": {}}, agent="bob")
+    assert refused["status_code"] == 403 and "agent 'alice''s: it cannot make syscalls as 'bob'" in refused["error"]
+    as_admin = secured.query("admin", "storage", {"operation_type": "list", "params": {}}, agent="bob")
+    assert as_admin["status_code"] == 200
+
+
+def test_an_aios_sdk_agent_puts_its_token_in_the_kernel_url(secured: Secured) -> None:
+    """The AIOS SDK posts to ``{CEREBRUM_KERNEL_URL}/query`` and cannot add headers."""
+    url = f"{secured.kernel.url}/as/{secured.tokens['alice']}"
+    reply = httpx.post(f"{url}/query", json={"agent_name": "alice", "query_type": "tool", "query_data": {
+        "query_class": "tool", "tool_calls": [{"name": "aios/calculator", "parameters": {"expression": "1+1"}}]}})
+    assert reply.status_code == 200 and json.loads(reply.json()["response"]["response_message"])["result"] == 2
+
+
+def test_tokens_are_kept_only_as_hashes_and_shown_nowhere(secured: Secured) -> None:
+    listed = secured.route("admin", "GET", "/access/agents").text
+    database = (secured.data_dir / "access" / "access.db").read_bytes()
+    with sqlite3.connect(secured.data_dir / "access" / "access.db") as db:
+        hashes = [row[0] for row in db.execute("SELECT token_hash FROM agents")]
+    assert len(hashes) >= 3 and all(len(h) == 64 for h in hashes)
+    for token in secured.tokens.values():
+        assert token not in listed and token.encode() not in database
+        assert token not in secured.kernel.log.read_text()
+
+
+@pytest.mark.parametrize(("who", "method", "path", "body"), [
+    ("alice", "POST", "/access/agents", {"agent_name": "mallory"}),
+    ("alice", "GET", "/access/agents", None),
+    ("alice", "GET", "/access/approvals", None),
+    ("alice", "POST", "/access/groups/team/members", {"agent_name": "alice"}),
+], ids=["register", "list-agents", "approvals", "join-group"])
+def test_administrator_routes_refuse_an_agent_s_token(secured: Secured, who: str, method: str, path: str,
+                                                      body: Any) -> None:
+    reply = secured.route(who, method, path, **({"json": body} if body else {}))
+    assert reply.status_code == 403 and "administrator's token" in reply.json()["detail"]
+
+
+# --- whose files, which tools -----------------------------------------------------------------------------------
+
+def test_another_agent_s_files_need_its_grant_and_a_revoked_grant_stops_working(secured: Secured) -> None:
+    assert secured.storage("alice", "write", file_path="plan.txt", content="Kyoto in April")["status_code"] == 200
+    denied = {operation: secured.storage("bob", operation, owner="alice", **params) for operation, params in [
+        ("read", {"file_path": "plan.txt"}), ("list", {}), ("history", {"file_path": "plan.txt"}),
+        ("write", {"file_path": "plan.txt", "content": "mine now"}), ("create_file", {"file_path": "new.txt"}),
+        ("rollback", {"file_path": "plan.txt"})]}
+    for operation, reply in denied.items():
+        needed = "read" if operation in ("read", "list", "history") else "write"
+        assert reply["status_code"] == 403, operation
+        assert f"agent 'bob' has no {needed} permission on files:alice" in reply["error"]
+    grant = secured.route("alice", "POST", "/access/grants", json={
+        "resource": "files:alice", "grantee": "bob", "permission": "read"}).json()["grant"]
+    read = json.loads(secured.storage("bob", "read", owner="alice", file_path="plan.txt")["response_message"])
+    assert read["content"] == "Kyoto in April"
+    assert secured.storage("bob", "write", owner="alice", file_path="plan.txt", content="x")["status_code"] == 403
+    assert secured.route("alice", "DELETE", f"/access/grants/{grant['id']}").status_code == 200
+    assert secured.storage("bob", "read", owner="alice", file_path="plan.txt")["status_code"] == 403
+
+
+def test_a_grant_to_a_group_reaches_its_members_only(secured: Secured) -> None:
+    secured.storage("alice", "write", file_path="team.txt", content="v1")
+    secured.route("alice", "POST", "/access/grants", json={"resource": "files:alice", "grantee": "group:team",
+                                                           "permission": "write"})
+    assert secured.storage("carol", "write", owner="alice", file_path="team.txt", content="v2")["status_code"] == 200
+    assert secured.storage("bob", "write", owner="alice", file_path="team.txt", content="v3")["status_code"] == 403
+    assert json.loads(secured.storage("alice", "read", file_path="team.txt")["response_message"])["content"] == "v2"
+
+
+def test_a_restricted_tool_needs_a_grant_from_the_administrator(secured: Secured) -> None:
+    call = {"query_class": "tool", "tool_calls": [{"name": "aios/text_stats", "parameters": {"text": "a b"}}]}
+    refused = secured.query("bob", "tool", call)
+    assert refused["status_code"] == 403 and "has no call permission on tool:aios/text_stats" in refused["error"]
+    by_alice = secured.route("alice", "POST", "/access/grants", json={"resource": "tool:aios/text_stats",
+                                                                      "grantee": "bob", "permission": "call"})
+    assert by_alice.status_code == 403
+    secured.route("admin", "POST", "/access/grants", json={"resource": "tool:aios/text_stats", "grantee": "bob",
+                                                           "permission": "call"})
+    assert json.loads(secured.query("bob", "tool", call)["response_message"])["words"] == 2
+    open_tool = {"query_class": "tool", "tool_calls": [{"name": "aios/calculator", "parameters": {"expression": "2"}}]}
+    assert secured.query("carol", "tool", open_tool)["status_code"] == 200  # tools not restricted: anyone
+
+
+def test_a_permission_request_becomes_a_grant_when_the_owner_approves(secured: Secured) -> None:
+    secured.storage("alice", "write", file_path="notes.txt", content="secret-ish")
+    asked = secured.route("carol", "POST", "/access/requests", json={
+        "resource": "files:alice", "permission": "read", "note": "for the weekly report"}).json()["request"]
+    inbox = secured.route("alice", "GET", "/access/permissions").json()["requests"]
+    assert any(r["id"] == asked["id"] and r["requester"] == "carol" and r["status"] == "pending" for r in inbox)
+    answered = secured.route("alice", "POST", f"/access/requests/{asked['id']}", json={"approve": True}).json()
+    assert answered["request"]["status"] == "granted"
+    assert secured.storage("carol", "read", owner="alice", file_path="notes.txt")["status_code"] == 200
+    again = secured.route("alice", "POST", f"/access/requests/{asked['id']}", json={"approve": True})
+    assert again.status_code == 404
+
+
+def test_the_audit_log_records_denials_and_grants_and_each_agent_sees_its_own(secured: Secured) -> None:
+    secured.storage("bob", "read", owner="alice", file_path="plan.txt")
+    everyone = secured.route("admin", "GET", "/access/audit", params={"decision": "denied"}).json()["entries"]
+    assert any(e["agent"] == "bob" and e["resource"] == "files:alice" for e in everyone)
+    grants = secured.route("admin", "GET", "/access/audit", params={"agent": "alice"}).json()["entries"]
+    assert any(e["action"] == "grant" and e["decision"] == "granted" for e in grants)
+    own = secured.route("bob", "GET", "/access/audit").json()["entries"]
+    assert own and all(e["agent"] == "bob" for e in own)
+    assert secured.route("bob", "GET", "/access/audit", params={"agent": "alice"}).status_code == 403
+
+
+BAD_ACCESS_REQUESTS = [
+    # (id, who, method, path, body, status, text)
+    ("unknown-resource-kind", "alice", "POST", "/access/grants", {"resource": "disk:alice", "grantee": "bob",
+                                                                  "permission": "read"}, 400, "must be files:<agent>"),
+    ("permission-for-kind", "alice", "POST", "/access/grants", {"resource": "files:alice", "grantee": "bob",
+                                                                "permission": "call"}, 400, "must be read or write"),
+    ("not-the-owner", "bob", "POST", "/access/grants", {"resource": "files:alice", "grantee": "bob",
+                                                        "permission": "write"}, 403, "only 'alice' can grant"),
+    ("bad-permission", "alice", "POST", "/access/grants", {"resource": "files:alice", "grantee": "bob",
+                                                           "permission": "own"}, 422, "permission"),
+    ("empty-grantee", "alice", "POST", "/access/grants", {"resource": "files:alice", "grantee": "",
+                                                          "permission": "read"}, 422, "grantee"),
+    ("empty-group", "alice", "POST", "/access/grants", {"resource": "files:alice", "grantee": "group:",
+                                                        "permission": "read"}, 400, "must be an agent name or group"),
+    ("unknown-field", "alice", "POST", "/access/grants", {"resource": "files:alice", "grantee": "bob",
+                                                          "permission": "read", "forever": True}, 422, "forever"),
+    ("revoke-unknown", "alice", "DELETE", "/access/grants/999999", None, 404, "no grant 999999 made by 'alice'"),
+    ("revoke-not-a-number", "alice", "DELETE", "/access/grants/first", None, 422, "grant_id"),
+    ("answer-unknown", "alice", "POST", "/access/requests/999999", {"approve": True}, 404, "no pending permission"),
+    ("answer-not-bool", "alice", "POST", "/access/requests/1", {"approve": "yes please"}, 422, "approve"),
+    ("approve-unknown", "admin", "POST", "/access/approvals/999999", {"approve": True}, 404, "no pending approval"),
+    ("register-admin-name", "admin", "POST", "/access/agents", {"agent_name": "kernel/admin"}, 400,
+     "the administrator's identity"),
+    ("audit-bad-limit", "alice", "GET", "/access/audit?limit=0", None, 422, "limit"),
+]
+
+
+@pytest.mark.parametrize(("who", "method", "path", "body", "status", "text"), [b[1:] for b in BAD_ACCESS_REQUESTS],
+                         ids=[b[0] for b in BAD_ACCESS_REQUESTS])
+def test_bad_access_requests_get_a_clear_error_and_change_nothing(secured: Secured, who: str, method: str, path: str,
+                                                                  body: Any, status: int, text: str) -> None:
+    before = secured.route("alice", "GET", "/access/permissions").json()["grants"]
+    reply = secured.route(who, method, path, **({"json": body} if body is not None else {}))
+    assert reply.status_code == status, reply.text
+    assert text in json.dumps(reply.json()["detail"])
+    assert secured.route("alice", "GET", "/access/permissions").json()["grants"] == before
+
+
+# --- a person's approval ----------------------------------------------------------------------------------------
+
+def delete_in_background(secured: Secured, file_path: str) -> tuple[threading.Thread, list[dict[str, Any]]]:
+    secured.storage("alice", "write", file_path=file_path, content="precious")
+    result: list[dict[str, Any]] = []
+    thread = threading.Thread(target=lambda: result.append(secured.storage("alice", "delete", file_path=file_path)))
+    thread.start()
+    return thread, result
+
+
+def pending_for(secured: Secured, file_path: str) -> dict[str, Any]:
+    """The approval the delete is waiting on (the kernel holds this request until one arrives)."""
+    while True:
+        for approval in secured.route("admin", "GET", "/access/approvals", params={"wait": 20}).json()["approvals"]:
+            if approval["detail"].get("file_path") == file_path:
+                return approval
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approved", "denied"])
+def test_a_delete_waits_for_a_person_and_happens_only_if_approved(secured: Secured, approve: bool) -> None:
+    name = f"approve-{approve}.txt"
+    thread, result = delete_in_background(secured, name)
+    approval = pending_for(secured, name)
+    assert approval["agent"] == "alice" and approval["action"] == "storage delete"
+    secured.route("admin", "POST", f"/access/approvals/{approval['id']}", json={"approve": approve})
+    thread.join(60)
+    (reply,) = result
+    if approve:
+        assert reply["status_code"] == 200
+        assert secured.storage("alice", "read", file_path=name)["status_code"] == 404
+    else:
+        assert reply["status_code"] == 403 and "was not approved: denied by the administrator" in reply["error"]
+        assert secured.storage("alice", "read", file_path=name)["status_code"] == 200
+
+
+def test_an_unanswered_approval_times_out_to_deny(secured: Secured) -> None:
+    thread, result = delete_in_background(secured, "unanswered.txt")
+    thread.join(60)
+    (reply,) = result
+    assert reply["status_code"] == 403 and "nobody answered within 3 s" in reply["error"]
+    assert secured.storage("alice", "read", file_path="unanswered.txt")["status_code"] == 200
+
+
+def test_the_approvals_prompt_answers_from_the_terminal(secured: Secured) -> None:
+    thread, result = delete_in_background(secured, "prompted.txt")
+    prompt = subprocess.Popen([sys.executable, "-m", "aios", "approvals", "--url", secured.kernel.url,
+                               "--admin-token", secured.admin_token], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        prompt.stdin.write("y\n")  # type: ignore[union-attr]
+        prompt.stdin.flush()  # type: ignore[union-attr]
+        thread.join(60)
+    finally:
+        prompt.terminate()
+        output = prompt.communicate(timeout=30)[0]
+    assert result[0]["status_code"] == 200
+    assert "alice wants to storage delete" in output and "approved" in output
+
+
+def test_an_agent_token_from_the_cli_works_for_syscalls(secured: Secured) -> None:
+    made = subprocess.run([sys.executable, "-m", "aios", "token", "create", "dave", "--url", secured.kernel.url,
+                           "--admin-token", secured.admin_token], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    reply = httpx.post(f"{secured.kernel.url}/query", headers={"Authorization": f"Bearer {token}"}, json={
+        "agent_name": "dave", "query_type": "storage", "query_data": {"operation_type": "list", "params": {}}})
+    assert reply.json()["response"]["status_code"] == 200
+
+
+def test_serving_beyond_loopback_without_choosing_auth_is_refused(data_dir: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "aios", "serve", "--host", "0.0.0.0", "--port", "0"],
+                            capture_output=True, text=True, timeout=120, env={**os.environ,
+                                                                             "AIOS_DATA_DIR": str(data_dir)})
+    assert result.returncode == 2 and result.stdout == ""
+    assert "serving on 0.0.0.0 exposes the kernel beyond this machine, and access.auth is not set" in result.stderr

@@ -1,0 +1,302 @@
+"""The tool manager in this process: the built-in tools, loading tools from the AIOS folder layout, and running
+calls — schema checks before anything runs, timeouts, concurrency limits, failures that stay with their call,
+and blocking tools that never stall the event loop. Real tools and real threads throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aios.errors import BadRequest, NotFound
+from aios.tools.builtin.calculator import calculate
+from aios.tools.builtin.clock import TOOLS as CLOCK_TOOLS
+from aios.tools.builtin.text import text_stats
+from aios.tools.builtin.units import convert
+from aios.tools.folder import load_tool_folder, load_tool_folders
+from aios.tools.registry import ToolRegistry
+from aios.tools.runner import CallOutcome, ToolRunner
+from aios.tools.tool import InvalidTool, Tool, ToolContext, ToolError
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_TOOLS = ROOT / "docs" / "examples" / "tools"
+NUMBER = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+
+
+async def _no_syscalls(*args: Any) -> None:
+    raise AssertionError("these tools make no syscalls")
+
+
+CONTEXT = ToolContext("test/agent", _no_syscalls)
+
+
+# --- built-in tools ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("expression", "value"), [
+    ("2 + 3 * 4", 14), ("(2 + 3) * 4", 20), ("2^10 + sqrt(16)", 1028.0), ("2**3**2", 512), ("-3^2", -9),
+    ("7 // 2", 3), ("7 % 4", 3), ("10 / 4", 2.5), ("max(1, 5, 3)", 5), ("round(pi, 3)", 3.142), ("factorial(6)", 720),
+    ("1e3 * 2", 2000.0),
+])
+def test_the_calculator_computes_arithmetic(expression: str, value: float) -> None:
+    assert calculate(expression) == value
+
+
+@pytest.mark.parametrize(("expression", "problem"), [
+    ("__import__('os').system('true')", "is not allowed"),
+    ("open('/etc/passwd')", "is not allowed"),
+    ("(1).real", "is not allowed"),
+    ("[x for x in range(9)]", "is not allowed"),
+    ("x + 1", "'x' is not allowed"),
+    ("9 ** 9 ** 9", "more than 10000 digits"),
+    ("10 ** 100000", "more than 10000 digits"),
+    ("factorial(100000)", "factorial takes a whole number from 0 to 3000"),
+    ("1 / 0", "division by zero"),
+    ("1e308 * 10", "not a finite number"),
+    ("2 +", "not an arithmetic expression"),
+    ("1" * 1001, "at most 1000"),
+    ("sqrt(-1)", "cannot compute it"),
+], ids=["import", "open", "attribute", "comprehension", "name", "tower", "huge-power", "huge-factorial",
+        "zero-division", "infinite", "syntax", "too-long", "domain"])
+def test_the_calculator_refuses_what_is_not_safe_arithmetic_saying_why(expression: str, problem: str) -> None:
+    with pytest.raises(ToolError, match=problem.replace("(", r"\(")):
+        calculate(expression)
+
+
+@pytest.mark.parametrize(("value", "source", "target", "expected"), [
+    (1, "km", "m", 1000), (1, "mile", "km", 1.609344), (100, "F", "C", 37.7777777778), (0, "celsius", "K", 273.15),
+    (1, "GiB", "MB", 1073.741824), (2, "hours", "min", 120), (1, "gal", "l", 3.785411784), (1, "knot", "km/h", 1.852),
+    (1, "acre", "m2", 4046.8564224), (16, "oz", "lb", 1.0),
+])
+def test_units_convert_within_their_kind(value: float, source: str, target: str, expected: float) -> None:
+    assert convert(value, source, target) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("source", "target", "problem"), [
+    ("km", "kg", "cannot convert length (km) to mass (kg)"),
+    ("parsec", "m", "unknown unit 'parsec'"),
+    ("C", "m", "cannot convert temperature"),
+])
+def test_units_of_different_kinds_or_unknown_units_are_refused(source: str, target: str, problem: str) -> None:
+    with pytest.raises(ToolError, match=re.escape(problem)):
+        convert(1, source, target)
+
+
+def test_below_absolute_zero_is_refused() -> None:
+    with pytest.raises(ToolError, match="below absolute zero"):
+        convert(-300, "C", "K")
+
+
+def test_times_convert_between_zones_with_daylight_saving() -> None:
+    convert_time = next(t for t in CLOCK_TOOLS if t.name == "aios/convert_time")
+    summer = convert_time.run({"time": "2026-07-01T12:00", "from_timezone": "Europe/Paris",
+                               "to_timezone": "America/New_York"}, CONTEXT)
+    winter = convert_time.run({"time": "2026-01-15T12:00", "from_timezone": "Europe/Paris",
+                               "to_timezone": "America/New_York"}, CONTEXT)
+    assert summer["iso"] == "2026-07-01T06:00:00-04:00" and winter["iso"] == "2026-01-15T06:00:00-05:00"
+    with pytest.raises(ToolError, match="unknown time zone 'Mars/Olympus'"):
+        convert_time.run({"time": "2026-01-15T12:00", "to_timezone": "Mars/Olympus"}, CONTEXT)
+    with pytest.raises(ToolError, match="not ISO 8601"):
+        convert_time.run({"time": "next Tuesday", "to_timezone": "UTC"}, CONTEXT)
+
+
+def test_the_current_time_is_in_the_zone_asked_for() -> None:
+    now = next(t for t in CLOCK_TOOLS if t.name == "aios/current_time")
+    tokyo = now.run({"timezone": "Asia/Tokyo"}, CONTEXT)
+    assert tokyo["utc_offset"] == "+0900" and abs(tokyo["unix"] - time.time()) < 60
+
+
+def test_text_statistics_count_what_a_reader_sees() -> None:
+    stats = text_stats("The cat sat. The cat ran!\n\nIt's over.")
+    assert (stats["words"], stats["sentences"], stats["paragraphs"], stats["lines"]) == (8, 3, 2, 3)
+    assert stats["most_common_words"][0] == {"word": "the", "count": 2}
+    assert text_stats("")["words"] == 0
+
+
+# --- tool definitions and folders -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({"name": "calculator"}, "must be author/name"),
+    ({"name": "a/b c"}, "must be author/name"),
+    ({"parameters": {"type": "objekt"}}, "not a valid JSON Schema"),
+    ({"parameters": "a string"}, "must be a JSON Schema object"),
+    ({"timeout_s": 0}, "timeout_s must be a positive"),
+    ({"max_concurrency": 0}, "max_concurrency must be 1 or more"),
+    ({"max_concurrency": True}, "max_concurrency must be 1 or more"),
+], ids=["no-author", "space", "bad-schema", "schema-not-object", "zero-timeout", "zero-concurrency",
+        "bool-concurrency"])
+def test_a_tool_definition_the_kernel_cannot_use_is_refused_naming_the_problem(fields: dict[str, Any],
+                                                                               problem: str) -> None:
+    with pytest.raises(InvalidTool, match=problem):
+        Tool(**{"name": "test/tool", "description": "", "parameters": NUMBER, "run": lambda p, c: 1, **fields})
+
+
+def test_the_documented_example_tool_folder_loads_and_runs() -> None:
+    tool = load_tool_folder(EXAMPLE_TOOLS / "bmi")
+    assert tool.name == "example/bmi" and tool.timeout_s == 5 and tool.source.startswith("folder ")
+    assert tool.parameters["required"] == ["weight_kg", "height_m"]
+    assert tool.run({"weight_kg": 70, "height_m": 1.75}, CONTEXT) == {"bmi": 22.9, "band": "normal"}
+    assert [t.name for t in load_tool_folders([EXAMPLE_TOOLS])] == ["example/bmi"]
+
+
+def _folder(tmp_path: Path, config: Any, source: str | None = "class Tool:\n    def run(self, params):\n"
+            "        return 'ok'\n") -> Path:
+    folder = tmp_path / "tool"
+    folder.mkdir()
+    (folder / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    if source is not None:
+        (folder / "tool.py").write_text(source)
+    return folder
+
+
+GOOD_CONFIG = {"name": "t", "meta": {"author": "me"}, "build": {"entry": "tool.py", "module": "Tool"}}
+
+
+@pytest.mark.parametrize(("config", "source", "problem"), [
+    ("{not json", None, "cannot be read as JSON"),
+    ([1, 2], None, "must hold a JSON object"),
+    ({"name": "t", "build": GOOD_CONFIG["build"]}, None, "needs a string 'name' and 'meta'"),
+    ({"name": "t", "meta": {"author": "me"}}, None, "needs 'build'"),
+    ({**GOOD_CONFIG, "build": {"entry": "../outside.py", "module": "Tool"}}, None, "is not a file inside"),
+    ({**GOOD_CONFIG, "build": {"entry": "tool.py", "module": "Missing"}}, None, "has no class 'Missing'"),
+    (GOOD_CONFIG, "from cerebrum.tool.base import BaseTool\n", "imports 'cerebrum', which is not installed"),
+    (GOOD_CONFIG, "raise RuntimeError('boom')\n", "loading tool.py failed: RuntimeError: boom"),
+    (GOOD_CONFIG, "class Tool:\n    pass\n", "has no run(params) method"),
+    (GOOD_CONFIG, "class Tool:\n    def run(self, params): ...\n    def get_tool_call_format(self): return 3\n",
+     "must return an OpenAI function tool"),
+    ({**GOOD_CONFIG, "timeout_s": -1}, None, "timeout_s must be a positive"),
+], ids=["bad-json", "not-object", "no-author", "no-build", "entry-escapes", "no-class", "needs-cerebrum",
+        "import-fails", "no-run", "bad-call-format", "bad-timeout"])
+def test_a_broken_tool_folder_is_refused_saying_what_is_wrong(tmp_path: Path, config: Any, source: str | None,
+                                                             problem: str) -> None:
+    kwargs = {} if source is None else {"source": source}
+    with pytest.raises(InvalidTool, match=re.escape(problem)):
+        load_tool_folder(_folder(tmp_path, config, **kwargs))
+
+
+def test_a_folder_without_config_json_is_named(tmp_path: Path) -> None:
+    with pytest.raises(InvalidTool, match="has no config.json"):
+        load_tool_folder(tmp_path)
+
+
+def test_two_tools_of_one_name_are_refused_naming_both_sources() -> None:
+    registry = ToolRegistry()
+    registry.add(Tool("a/t", "", NUMBER, lambda p, c: 1, source="folder one"))
+    with pytest.raises(InvalidTool, match="two tools are named a/t: from folder one and from folder two"):
+        registry.add(Tool("a/t", "", NUMBER, lambda p, c: 2, source="folder two"))
+
+
+def test_an_unknown_tool_is_not_found_with_close_names() -> None:
+    registry = ToolRegistry()
+    registry.add(Tool("aios/calculator", "", NUMBER, lambda p, c: 1))
+    with pytest.raises(NotFound, match="did you mean aios/calculator"):
+        registry.get("aios/calculater")
+
+
+# --- running calls ----------------------------------------------------------------------------------------------
+
+def runner_with(*tools: Tool, default_timeout_s: float = 30.0) -> ToolRunner:
+    registry = ToolRegistry()
+    registry.add_all(tools)
+    return ToolRunner(registry, default_timeout_s, max_threads=16)
+
+
+def run_calls(runner: ToolRunner, calls: list[dict[str, Any]]) -> list[CallOutcome]:
+    async def main() -> list[CallOutcome]:
+        return list(await asyncio.gather(*(runner.run(call, CONTEXT) for call in runner.check(calls))))
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize(("parameters", "problem"), [
+    ({}, "parameter (the parameters object): 'n' is a required property"),
+    ({"n": "seven"}, "parameter n: 'seven' is not of type 'integer'"),
+    ({"n": 1.5}, "parameter n: 1.5 is not of type 'integer'"),
+])
+def test_parameters_the_schema_does_not_take_are_refused_before_anything_runs(parameters: dict[str, Any],
+                                                                              problem: str) -> None:
+    ran = []
+    runner = runner_with(Tool("t/counter", "", NUMBER, lambda p, c: ran.append(p)))
+    with pytest.raises(BadRequest, match=re.escape(f"tool call 1 (t/counter): {problem}")):
+        runner.check([{"name": "t/counter", "parameters": {"n": 1}}, {"name": "t/counter", "parameters": parameters}])
+    assert ran == []
+
+
+def test_a_call_past_its_timeout_fails_alone_and_the_tool_is_not_left_locked() -> None:
+    release = threading.Event()
+
+    def slow(params: dict[str, Any], context: ToolContext) -> str:
+        if params["n"] == 0:
+            release.wait(30)  # the first call hangs until the test lets it go
+        return f"done {params['n']}"
+
+    runner = runner_with(Tool("t/slow", "", NUMBER, slow, timeout_s=0.2, max_concurrency=1))
+    try:
+        hung, = run_calls(runner, [{"name": "t/slow", "parameters": {"n": 0}}])
+        after, = run_calls(runner, [{"name": "t/slow", "parameters": {"n": 1}}])
+    finally:
+        release.set()
+    assert (hung.status_code, hung.error, hung.result) == (504, "timed out after 0.2 s", None)
+    assert (after.status_code, after.result) == (200, "done 1")
+
+
+def test_a_tool_that_raises_fails_its_own_call_and_runs_again_next_time() -> None:
+    def flaky(params: dict[str, Any], context: ToolContext) -> str:
+        if params["n"] < 0:
+            raise ValueError("negative")
+        if params["n"] == 0:
+            raise ToolError("zero is not allowed here")
+        return str(params["n"])
+
+    runner = runner_with(Tool("t/flaky", "", NUMBER, flaky, max_concurrency=1))
+    failed, plain, fine = run_calls(runner, [{"name": "t/flaky", "parameters": {"n": n}} for n in (-1, 0, 3)])
+    assert (failed.status_code, failed.error) == (500, "the tool failed: ValueError: negative")
+    assert (plain.status_code, plain.error) == (422, "zero is not allowed here")
+    assert (fine.status_code, fine.result, fine.error) == (200, "3", None)
+
+
+def test_fifty_concurrent_calls_never_run_more_than_the_limit_at_once_and_none_is_lost() -> None:
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def counted(params: dict[str, Any], context: ToolContext) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01)  # the tool's own work, long enough for calls to overlap
+        with lock:
+            running[0] -= 1
+        return params["n"]
+
+    runner = runner_with(Tool("t/limited", "", NUMBER, counted, max_concurrency=2))
+    outcomes = run_calls(runner, [{"name": "t/limited", "parameters": {"n": n}} for n in range(50)])
+    assert sorted(o.result for o in outcomes) == list(range(50)) and all(o.error is None for o in outcomes)
+    assert most[0] == 2
+
+
+def test_a_blocking_tool_never_stalls_the_event_loop() -> None:
+    release = threading.Event()
+    runner = runner_with(Tool("t/blocking", "", NUMBER, lambda p, c: release.wait(30) and "released"))
+
+    async def main() -> tuple[CallOutcome, bool]:
+        (call,) = runner.check([{"name": "t/blocking", "parameters": {"n": 1}}])
+        blocked = asyncio.create_task(runner.run(call, CONTEXT))
+        await asyncio.sleep(0)  # the loop goes on while the tool blocks its thread
+        still_running = not blocked.done()
+        release.set()
+        return await blocked, still_running
+
+    outcome, still_running = asyncio.run(main())
+    assert still_running and outcome.result == "released"
+
+
+def test_a_result_that_is_not_json_is_an_error_not_a_crash() -> None:
+    runner = runner_with(Tool("t/odd", "", NUMBER, lambda p, c: object()),
+                         Tool("t/nan", "", NUMBER, lambda p, c: {"x": float("nan")}))
+    odd, nan = run_calls(runner, [{"name": "t/odd", "parameters": {"n": 1}}, {"name": "t/nan", "parameters": {"n": 1}}])
+    assert odd.status_code == 500 and "not JSON" in odd.error
+    assert nan.status_code == 500 and "not JSON" in nan.error
