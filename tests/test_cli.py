@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import KernelProcess
+from conftest import KernelProcess, data_dir_of_its_own
 
 
 def aios(*args: str, data_dir: Path, stdin: str | None = None, extra_env: dict[str, str] | None = None,
@@ -17,8 +17,9 @@ def aios(*args: str, data_dir: Path, stdin: str | None = None, extra_env: dict[s
                           timeout=timeout, env=env)
 
 
-def test_demo_runs_four_agents_concurrently_and_prints_their_results(backend, data_dir: Path) -> None:  # noqa: ANN001
-    result = aios("demo", data_dir=data_dir)
+def test_demo_runs_four_agents_concurrently_and_prints_their_results(backend, data_dir: Path,  # noqa: ANN001
+                                                                    tmp_path: Path) -> None:
+    result = aios("demo", data_dir=data_dir_of_its_own(data_dir, tmp_path / "data"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for agent in ("example/chat", "example/extractor", "example/weather", "example/archivist"):

@@ -4,6 +4,8 @@ time, history, changes made outside the kernel, deletion, confinement, mounts, s
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -13,6 +15,7 @@ from aios.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, NotText
 from aios.storage.files import FileSystem
 from aios.storage.index import Indexer, chunk_text
 from aios.storage.shares import ShareLinks
+from aios.storage.store import Version
 from storage_support import FakeClock, make_fs, open_store, run, run_here
 
 AGENT = "team/writer"
@@ -373,3 +376,50 @@ def test_two_kernels_share_one_file_system_through_postgres(tmp_path: Path, post
     assert os.path.exists(one.history(AGENT, "shared.txt")["path"])
     first.close()
     second.close()
+
+
+# -- one kernel per SQLite data dir ----------------------------------------------------------------------------------
+HOLD_STORE = """
+import sys
+from pathlib import Path
+from aios.storage.sqlite_store import SQLiteStore
+store = SQLiteStore(Path(sys.argv[1]), vectors=False)
+print("open", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+store.close()
+"""
+
+
+def test_a_second_process_on_the_same_sqlite_data_dir_is_refused_naming_it(tmp_path: Path) -> None:
+    from aios.config import load_config
+    from aios.errors import NotAvailable
+    from aios.storage.handler import StorageHandler
+
+    database = tmp_path / "lsfs" / "lsfs.db"
+    other = subprocess.Popen([sys.executable, "-c", HOLD_STORE, str(database)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "open\n"  # type: ignore[union-attr]
+        with pytest.raises(NotAvailable) as refused:
+            open_store("sqlite", tmp_path, None)
+        assert f"another kernel (process {other.pid}) uses this data dir" in str(refused.value)
+        assert str(database) in str(refused.value) and "use backend postgres to share storage" in str(refused.value)
+        with pytest.raises(NotAvailable, match=f"storage: .*another kernel .*{tmp_path}.*use backend postgres"):
+            StorageHandler.from_config(load_config(env={"AIOS_DATA_DIR": str(tmp_path)}), None)
+    finally:
+        other.communicate("", timeout=60)
+    store = open_store("sqlite", tmp_path, None)  # the other process has ended: its lock went with it
+    store.close()
+
+
+def test_settling_a_version_that_is_no_longer_pending_is_refused(fs: FileSystem) -> None:
+    """What a second process settling this file's pending version meanwhile would leave: no head may point at it."""
+    fs.write(AGENT, "a.txt", "one")
+    record = fs.store.file(fs.root_of(AGENT).id, "a.txt")
+    fs.store.add_version(Version(record.id, 2, 0.0, 3, record.hash, AGENT, "write", pending=True))
+    fs.store.settle(record.id, 2, keep=False)  # the other process decided the write had crashed
+    with pytest.raises(Conflict, match="version 2 of this file is no longer pending"):
+        fs.store.settle(record.id, 2, keep=True)
+    with pytest.raises(Conflict):
+        fs.store.settle(record.id, 1, keep=True)  # committed long ago
+    assert fs.history(AGENT, "a.txt")["versions"][0]["version"] == 1 and fs.read(AGENT, "a.txt")["content"] == "one"

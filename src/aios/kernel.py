@@ -100,11 +100,15 @@ class Kernel:
         await self.scheduler.start()
         await self.storage.start()
 
-    async def stop(self) -> None:
+    async def stop(self, close_cores: bool = True) -> None:
+        """Stop serving and let go of what the kernel holds (its storage database among them, so another kernel
+        may use the data dir). ``close_cores=False`` leaves the cores running for whoever shares them."""
         await self.scheduler.stop()
         await self.storage.close()
         if self._owns_embedder:
             await asyncio.to_thread(self.embedder.close)
+        if not close_cores:
+            return
         for core in self.router.cores:
             closing = core.close()
             if inspect.isawaitable(closing):

@@ -118,7 +118,7 @@ class Store(Protocol):
 
     def pending(self, file_id: int) -> Version | None: ...
     def settle(self, file_id: int, number: int, keep: bool) -> None:
-        """Commit a pending version (``keep``) or drop it."""
+        """Commit a pending version (``keep``) or drop it; Conflict if it is not pending (any more)."""
         ...
 
     # -- the search index ---------------------------------------------------------------------------------------
