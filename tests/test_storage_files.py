@@ -16,7 +16,7 @@ from aios.storage.files import FileSystem
 from aios.storage.index import Indexer, chunk_text
 from aios.storage.shares import ShareLinks
 from aios.storage.store import Version
-from storage_support import FakeClock, make_fs, open_store, run, run_here
+from storage_support import FakeClock, file_permissions_bind, make_fs, open_store, run, run_here
 
 AGENT = "team/writer"
 
@@ -200,6 +200,26 @@ def test_mounts_are_honoured_owned_and_never_overlap(fs: FileSystem) -> None:
     with pytest.raises(Forbidden, match="outside the mount"):
         fs.read("someone/else", str(storage / "project" / "readme.md"))
     assert fs.mount(AGENT, "project")["recorded_versions"] == 0  # mounting again finds nothing new
+
+
+def test_a_mount_that_cannot_be_a_directory_is_refused_and_leaves_the_agent_working(fs: FileSystem) -> None:
+    home = fs.settings.storage_root / "refused"
+    home.mkdir()
+    (home / "a-file").write_text("not a directory")
+    locked = home / "locked"
+    locked.mkdir(mode=0o555)
+    refusals = [(home / "a-file", Conflict, "it is a file, not a directory"),
+                (home / "a-file" / "below", Conflict, "a parent of it is a file"),
+                (locked, Forbidden, "may not write in it"),
+                (locked / "below", Forbidden, "may not create")]
+    with file_permissions_bind():
+        for root_dir, error, why in refusals:
+            with pytest.raises(error) as refused:
+                fs.mount(AGENT, str(root_dir))
+            assert str(root_dir) in str(refused.value) and why in str(refused.value)
+    assert fs.store.mount_of(AGENT) is None  # nothing was recorded
+    assert fs.write(AGENT, "still.txt", "works")["version"] == 1
+    assert fs.mount(AGENT, str(home / "fine"))["files"] == 0
 
 
 def test_the_default_mount_is_per_agent_and_names_never_collide(fs: FileSystem) -> None:

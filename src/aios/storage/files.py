@@ -77,13 +77,14 @@ class FileSystem:
         root = self.store.mount_of(agent)
         if root is None:
             return self._attach(agent, Path(os.path.realpath(default_mount(self.settings.storage_root, agent))))
-        Path(root.path).mkdir(parents=True, exist_ok=True)
+        _make_mount_directory(Path(root.path))
         return root
 
     def _attach(self, agent: str, path: Path) -> Root:
         for kept in self.settings.protected:
             if overlaps(path, kept):
                 raise Forbidden(f"{path} cannot be mounted: it overlaps the kernel's own data ({kept})")
+        _make_mount_directory(path)  # before anything is recorded: a mount that cannot work is never made
         with self.store.transaction():
             for other in self.store.roots():
                 if Path(other.path) == path and other.owner == agent:
@@ -93,7 +94,6 @@ class FileSystem:
                     raise Forbidden(f"{path} cannot be mounted: it overlaps {whose} {other.path}")
             root = self.store.add_root(str(path), agent)
             self.store.set_mount(agent, root.id)
-        path.mkdir(parents=True, exist_ok=True)
         return root
 
     def _scan(self, root: Root) -> list[FileRecord]:
@@ -336,6 +336,21 @@ class FileSystem:
             known = f"its versions are 1 to {record.head}" if record.head else "it has no versions"
             raise NotFound(f"{place.relative} has no version {number}: {known}")
         return version
+
+
+def _make_mount_directory(path: Path) -> None:
+    """Make sure ``path`` is a directory the kernel can keep files in (creating it and its parents), or refuse
+    naming it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise Conflict(f"{path} cannot be mounted: it is a file, not a directory") from None
+    except NotADirectoryError:
+        raise Conflict(f"{path} cannot be mounted: a parent of it is a file, not a directory") from None
+    except PermissionError as exc:
+        raise Forbidden(f"{path} cannot be mounted: the kernel may not create {exc.filename} ({exc.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK, effective_ids=True):
+        raise Forbidden(f"{path} cannot be mounted: the kernel may not write in it (its permissions)")
 
 
 def _file_result(operation: str, place: Place, version: Version, message: str) -> Result:
