@@ -39,10 +39,10 @@ def open_store(kind: str, tmp_path: Path, postgres: Callable[[], str] | None, ve
 
 
 def make_fs(store: Store, data: Path, clock: Callable[[], float] | None = None,
-            max_file_bytes: int = 1 << 20) -> FileSystem:
+            max_file_bytes: int = 1 << 20, more_mount_roots: tuple[Path, ...] = ()) -> FileSystem:
     root = data / "storage"
     root.mkdir(parents=True, exist_ok=True)
-    settings = Settings(storage_root=root, mount_roots=(root,), protected=(data / "lsfs",),
+    settings = Settings(storage_root=root, mount_roots=(root, *more_mount_roots), protected=(data / "lsfs",),
                         max_file_bytes=max_file_bytes)
     return FileSystem(store, BlobStore(data / "lsfs" / "blobs"), settings, clock or FakeClock())
 

@@ -183,27 +183,56 @@ def test_an_absolute_path_inside_the_mount_and_a_symlink_inside_it_are_fine(fs: 
     assert fs.read(AGENT, "alias.txt")["file_path"] == "abs.txt"
 
 
-def test_mounts_are_honoured_owned_and_never_overlap(fs: FileSystem) -> None:
-    storage = fs.settings.storage_root
-    (storage / "project").mkdir()
-    (storage / "project" / "readme.md").write_text("already here")
-    mounted = fs.mount(AGENT, "project")
-    assert mounted["root"] == str(storage / "project") and mounted["files"] == 1 and mounted["recorded_versions"] == 1
+def test_mounts_are_honoured_owned_and_never_overlap(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    postgres = request.getfixturevalue("postgres") if kind == "postgres" else None
+    store = open_store(kind, tmp_path, postgres)
+    projects = tmp_path / "projects"  # a mount root besides the storage root, shared by every agent
+    fs = make_fs(store, tmp_path, more_mount_roots=(projects,))
+    (projects / "alpha").mkdir(parents=True)
+    (projects / "alpha" / "readme.md").write_text("already here")
+    mounted = fs.mount(AGENT, str(projects / "alpha"))
+    assert mounted["root"] == str(projects / "alpha") and mounted["files"] == 1 and mounted["recorded_versions"] == 1
     assert fs.read(AGENT, "readme.md")["content"] == "already here"  # the requested directory, not a default
-    assert Path(fs.write(AGENT, "new.txt", "n")["path"]).parent == storage / "project"
-    for other_root, whose in (("project", "another agent"), ("project/sub", "another agent"), (".", "another agent")):
-        with pytest.raises(Forbidden, match=whose):
-            fs.mount("someone/else", other_root)
+    assert Path(fs.write(AGENT, "new.txt", "n")["path"]).parent == projects / "alpha"
+    for other_root in ("alpha", "alpha/sub", "."):
+        with pytest.raises(Forbidden, match="overlaps the mount of another agent"):
+            fs.mount("someone/else", str(projects / other_root))
     with pytest.raises(Forbidden, match="outside the directories agents may mount"):
         fs.mount("someone/else", "/tmp")
-    fs.mount("someone/else", "theirs")
+    fs.mount("someone/else", str(projects / "beta"))
     with pytest.raises(Forbidden, match="outside the mount"):
-        fs.read("someone/else", str(storage / "project" / "readme.md"))
-    assert fs.mount(AGENT, "project")["recorded_versions"] == 0  # mounting again finds nothing new
+        fs.read("someone/else", str(projects / "alpha" / "readme.md"))
+    assert fs.mount(AGENT, str(projects / "alpha"))["recorded_versions"] == 0  # mounting again finds nothing new
+    store.close()
+
+
+def test_a_relative_mount_is_inside_the_agents_own_directory_and_nobody_squats_another(fs: FileSystem) -> None:
+    storage = fs.settings.storage_root
+    mine, theirs = fs.home(AGENT), fs.home("someone/else")
+    assert (mine, theirs) == (storage / "team%2Fwriter", storage / "someone%2Felse")
+    assert fs.mount(AGENT, "workspace")["root"] == str(mine / "workspace")
+    assert fs.mount("someone/else", "workspace")["root"] == str(theirs / "workspace")  # no collision
+    fs.write(AGENT, "notes.txt", "mine")
+    fs.write("someone/else", "notes.txt", "theirs")
+    assert (mine / "workspace" / "notes.txt").read_text() == "mine"
+    assert fs.mount(AGENT, ".")["root"] == str(mine)  # its own directory: mounts inside it may nest
+    # The storage root, what holds it, and any other directory in it (an agent that has not come yet owns it all the
+    # same) are refused, relative or absolute.
+    refused = {"..": "holds the storage root", str(storage): "holds the storage root",
+               str(storage.parent): "outside the directories agents may mount",
+               "../someone%2Felse": "mounts only within its own",
+               str(theirs / "workspace"): "mounts only within its own",
+               str(storage / "late%2Fcomer"): "mounts only within its own"}
+    for root_dir, why in refused.items():
+        with pytest.raises(Forbidden, match=why) as refusal:
+            fs.mount(AGENT, root_dir)
+        assert repr(root_dir) in str(refusal.value)
+    assert fs.write("late/comer", "mine.txt", "arrived")["path"] == str(storage / "late%2Fcomer" / "mine.txt")
+    assert fs.read("someone/else", "notes.txt")["content"] == "theirs"
 
 
 def test_a_mount_that_cannot_be_a_directory_is_refused_and_leaves_the_agent_working(fs: FileSystem) -> None:
-    home = fs.settings.storage_root / "refused"
+    home = fs.home(AGENT)
     home.mkdir()
     (home / "a-file").write_text("not a directory")
     locked = home / "locked"
@@ -215,7 +244,7 @@ def test_a_mount_that_cannot_be_a_directory_is_refused_and_leaves_the_agent_work
     with file_permissions_bind():
         for root_dir, error, why in refusals:
             with pytest.raises(error) as refused:
-                fs.mount(AGENT, str(root_dir))
+                fs.mount(AGENT, str(root_dir.relative_to(home)))
             assert str(root_dir) in str(refused.value) and why in str(refused.value)
     assert fs.store.mount_of(AGENT) is None  # nothing was recorded
     assert fs.write(AGENT, "still.txt", "works")["version"] == 1

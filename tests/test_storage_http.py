@@ -79,8 +79,8 @@ def lsfs(tmp_path_factory: pytest.TempPathFactory, embedder) -> Iterator[Storage
 def test_the_seven_aios_operations_do_what_they_say(lsfs: StorageServer) -> None:
     agent = "aios/classic"
     mounted = lsfs.ok(agent, "mount", {"root_dir": "classic"})
-    root = Path(mounted["root"])
-    assert root == (lsfs.data / "storage" / "classic").resolve() and root.is_dir()  # the requested directory
+    root = Path(mounted["root"])  # the requested directory, inside the agent's own
+    assert root == (lsfs.data / "storage" / "aios%2Fclassic" / "classic").resolve() and root.is_dir()
     assert lsfs.ok(agent, "create_dir", {"dir_path": "docs"})["created"] and (root / "docs").is_dir()
     created = lsfs.ok(agent, "create_file", {"file_path": "docs/todo.txt"})
     assert (created["path"], created["version"]) == (str(root / "docs" / "todo.txt"), 1)
@@ -213,7 +213,9 @@ REFUSED = [
     ("escape-absolute", "read", {"file_path": "/etc/hostname"}, 403, "'/etc/hostname' resolves to /etc/hostname"),
     ("escape-symlink", "read", {"file_path": "out/hostname"}, 403, "outside the mount"),
     ("mount-outside", "mount", {"root_dir": "/etc"}, 403, "outside the directories agents may mount"),
-    ("mount-data-dir", "mount", {"root_dir": ".."}, 403, "outside the directories agents may mount"),
+    ("mount-storage-root", "mount", {"root_dir": ".."}, 403, "holds the storage root"),
+    ("mount-data-dir", "mount", {"root_dir": "../.."}, 403, "outside the directories agents may mount"),
+    ("mount-another-agents", "mount", {"root_dir": "../aios%2Fclassic"}, 403, "mounts only within its own"),
     ("missing-file", "read", {"file_path": "nope.txt"}, 404, "no file nope.txt"),
     ("missing-version", "read", {"file_path": "keep.txt", "version": 99}, 404, "has no version 99"),
     ("rollback-too-far", "rollback", {"file_path": "keep.txt", "n": 50}, 404, "cannot roll keep.txt back 50"),
@@ -280,7 +282,7 @@ def test_an_agent_reaches_only_its_own_mount(lsfs: StorageServer) -> None:
     response = lsfs.query("aios/mallory", "read", {"file_path": str(mine)})
     assert response["status_code"] == 403 and str(mine) in response["error"]
     response = lsfs.query("aios/mallory", "mount", {"root_dir": str(mine.parent)})
-    assert response["status_code"] == 403 and "mount of another agent" in response["error"]
+    assert response["status_code"] == 403 and "mounts only within its own" in response["error"]
     nothing = lsfs.ok("aios/mallory", "retrieve", {"query_text": "secret diary", "n": 5})
     assert nothing["files"] == []
 
@@ -288,7 +290,7 @@ def test_an_agent_reaches_only_its_own_mount(lsfs: StorageServer) -> None:
 # -- the SDK ------------------------------------------------------------------------------------------------------------
 def test_the_sdk_functions_return_typed_replies(lsfs: StorageServer) -> None:
     agent, url = "sdk/files", lsfs.url
-    assert sdk.mount(agent, "sdk-files", url).root == str((lsfs.data / "storage" / "sdk-files").resolve())
+    assert sdk.mount(agent, "sdk-files", url).root == str((lsfs.data / "storage" / "sdk%2Ffiles" / "sdk-files").resolve())
     assert sdk.create_file(agent, "n.txt", url).version == 1
     written = sdk.write_file(agent, "n.txt", "alpha", url)
     assert (written.version, written.file_path, written.status_code) == (2, "n.txt", 200)

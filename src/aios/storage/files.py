@@ -26,7 +26,7 @@ from typing import Any, Callable
 from aios.errors import BadRequest, Conflict, Forbidden, NotFound, NotText, TooLarge
 from aios.storage.atomic import is_partial, remove_file, replace_file
 from aios.storage.blobs import BlobStore, content_hash
-from aios.storage.paths import Place, default_mount, overlaps, resolve
+from aios.storage.paths import Place, default_mount, inside, overlaps, resolve
 from aios.storage.store import FileRecord, Root, Store, Version
 
 Result = dict[str, Any]  # what an operation reports: JSON-ready facts plus a one-line "message"
@@ -37,8 +37,8 @@ Decide = Callable[[FileRecord], tuple[bytes | None, int | None]]
 
 @dataclass(frozen=True)
 class Settings:
-    storage_root: Path  # agents' default mounts live here; relative mount paths start here
-    mount_roots: tuple[Path, ...]  # directories inside which agents may mount
+    storage_root: Path  # every agent's own directory (its default mount) lives here
+    mount_roots: tuple[Path, ...]  # directories inside which agents may mount, besides their own directories
     protected: tuple[Path, ...]  # the kernel's own data (database, blobs): no mount may hold it
     max_file_bytes: int
 
@@ -55,14 +55,9 @@ class FileSystem:
 
     # -- mounts -------------------------------------------------------------------------------------------------
     def mount(self, agent: str, root_dir: str) -> Result:
-        """Make ``root_dir`` the agent's mount (relative paths start at the storage root), then record every
-        file in it that the kernel has not seen as it is, so that history and search cover it."""
-        wanted = Path(root_dir)
-        path = Path(os.path.realpath(wanted if wanted.is_absolute() else self.settings.storage_root / wanted))
-        if not any(path == allowed or allowed in path.parents for allowed in self.settings.mount_roots):
-            allowed = ", ".join(str(p) for p in self.settings.mount_roots)
-            raise Forbidden(f"root_dir {root_dir!r} ({path}) is outside the directories agents may mount ({allowed}; "
-                            "see storage.mount_roots)")
+        """Make ``root_dir`` the agent's mount (a relative one is taken inside the agent's own directory), then
+        record every file in it that the kernel has not seen as it is, so that history and search cover it."""
+        path = self._mount_path(agent, root_dir)
         root = self._attach(agent, path)
         before = {record.id: record.head for record in self.store.files(root.id)}
         tracked = self._scan(root)
@@ -73,12 +68,38 @@ class FileSystem:
                            "the kernel recorded"}
 
     def root_of(self, agent: str) -> Root:
-        """The agent's mount: its last ``mount``, else ``<storage_root>/<agent>`` (made on first use)."""
+        """The agent's mount: its last ``mount``, else its own directory (made on first use)."""
         root = self.store.mount_of(agent)
         if root is None:
-            return self._attach(agent, Path(os.path.realpath(default_mount(self.settings.storage_root, agent))))
+            return self._attach(agent, self.home(agent))
         _make_mount_directory(Path(root.path))
         return root
+
+    def home(self, agent: str) -> Path:
+        """The agent's own directory, ``<storage_root>/<agent>``: its mount until it mounts another, and where a
+        relative ``root_dir`` points."""
+        return Path(os.path.realpath(default_mount(self.settings.storage_root, agent)))
+
+    def _mount_path(self, agent: str, root_dir: str) -> Path:
+        """Where ``root_dir`` points, if the agent may mount it. Every directory in the storage root is some
+        agent's own (for a name that has not been used yet, too), so there an agent mounts only inside its own."""
+        home, storage = self.home(agent), self.settings.storage_root
+        wanted = Path(root_dir)
+        path = Path(os.path.realpath(wanted if wanted.is_absolute() else home / wanted))
+        if inside(path, home):
+            return path
+        said = f"root_dir {root_dir!r} ({path})"
+        if not any(inside(path, allowed) for allowed in self.settings.mount_roots):
+            allowed = ", ".join(str(p) for p in self.settings.mount_roots)
+            raise Forbidden(f"{said} is outside the directories agents may mount (its own directory {home}, and "
+                            f"{allowed}; see storage.mount_roots)")
+        if inside(storage, path):
+            raise Forbidden(f"{said} cannot be mounted: it holds the storage root {storage}, where every agent "
+                            "has its own directory")
+        if inside(path, storage):
+            raise Forbidden(f"{said} cannot be mounted: in the storage root {storage} every directory is an agent's "
+                            f"own, and an agent mounts only within its own ({home})")
+        return path
 
     def _attach(self, agent: str, path: Path) -> Root:
         for kept in self.settings.protected:
@@ -87,11 +108,9 @@ class FileSystem:
         _make_mount_directory(path)  # before anything is recorded: a mount that cannot work is never made
         with self.store.transaction():
             for other in self.store.roots():
-                if Path(other.path) == path and other.owner == agent:
-                    continue
-                if overlaps(Path(other.path), path):
-                    whose = "your mount" if other.owner == agent else "the mount of another agent"
-                    raise Forbidden(f"{path} cannot be mounted: it overlaps {whose} {other.path}")
+                # An agent's own mounts may nest (a folder of its own directory); each keeps its own history.
+                if other.owner != agent and overlaps(Path(other.path), path):
+                    raise Forbidden(f"{path} cannot be mounted: it overlaps the mount of another agent {other.path}")
             root = self.store.add_root(str(path), agent)
             self.store.set_mount(agent, root.id)
         return root

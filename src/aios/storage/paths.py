@@ -55,7 +55,7 @@ def resolve(root: Path, text: str) -> Place:
     path = Path(text)
     target = path if path.is_absolute() else root / path
     real = Path(os.path.realpath(target))  # follows every symlink, also in the parents
-    if real != root and root not in real.parents:
+    if not inside(real, root):
         raise Forbidden(f"path {text!r} resolves to {real}, outside the mount {root}; an agent reaches only "
                         "its own mount")
     return Place(real, real.relative_to(root).as_posix() if real != root else "")
@@ -77,6 +77,11 @@ def default_mount(storage_root: Path, agent_name: str) -> Path:
     if len(name) > 200:  # still one valid, distinct name when escaping made it too long
         name = f"{name[:150]}-{hashlib.sha256(agent_name.encode()).hexdigest()[:16]}"
     return storage_root / name
+
+
+def inside(path: Path, directory: Path) -> bool:
+    """Whether ``path`` is ``directory`` or somewhere below it."""
+    return path == directory or directory in path.parents
 
 
 def overlaps(a: Path, b: Path) -> bool:
