@@ -3,6 +3,7 @@ time, history, changes made outside the kernel, deletion, confinement, mounts, s
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from aios.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, NotText, TooLarge
 from aios.storage.files import FileSystem
 from aios.storage.index import Indexer, chunk_text
+from aios.storage.os_errors import refusal
 from aios.storage.shares import ShareLinks
 from aios.storage.store import Version
 from storage_support import FakeClock, file_permissions_bind, make_fs, open_store, run, run_here
@@ -472,3 +474,20 @@ def test_settling_a_version_that_is_no_longer_pending_is_refused(fs: FileSystem)
     with pytest.raises(Conflict):
         fs.store.settle(record.id, 1, keep=True)  # committed long ago
     assert fs.history(AGENT, "a.txt")["versions"][0]["version"] == 1 and fs.read(AGENT, "a.txt")["content"] == "one"
+
+
+# -- operating-system errors ----------------------------------------------------------------------------------------
+OS_ERRORS = [  # (errno, the refusal's status); the ones a test can cause for real are in test_storage_http's table
+    (errno.EACCES, 403), (errno.EPERM, 403), (errno.EROFS, 403), (errno.ENAMETOOLONG, 400), (errno.ELOOP, 400),
+    (errno.ENOSPC, 507), (errno.EDQUOT, 507), (errno.ENOTDIR, 409), (errno.EISDIR, 409), (errno.EEXIST, 409),
+]
+
+
+@pytest.mark.parametrize(("number", "status"), OS_ERRORS, ids=[errno.errorcode[n] for n, _ in OS_ERRORS])
+def test_an_os_error_a_request_can_cause_is_a_refusal_naming_the_path(number: int, status: int) -> None:
+    """A full disk, a quota or a read-only file system cannot be made here without privileges the tests do not
+    assume, so the mapping is checked on the errors themselves."""
+    refused = refusal(OSError(number, os.strerror(number), "/srv/agents/a/notes.txt"))
+    assert refused is not None and refused.status_code == status
+    assert str(refused).startswith("/srv/agents/a/notes.txt: ")
+    assert refusal(OSError(errno.EIO, "Input/output error", "/x")) is None  # the disk failing is no refusal

@@ -13,6 +13,10 @@ from pathlib import Path
 from aios.storage.atomic import replace_file
 
 
+class DamagedBlob(ValueError):
+    """A blob whose content no longer matches its hash."""
+
+
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -35,8 +39,8 @@ class BlobStore:
         return digest
 
     def get(self, digest: str) -> bytes:
-        """The bytes stored under ``digest``; raises FileNotFoundError if missing, ValueError if damaged."""
+        """The bytes stored under ``digest``; raises FileNotFoundError if missing, DamagedBlob if damaged."""
         data = self.path(digest).read_bytes()
         if content_hash(data) != digest:
-            raise ValueError(f"blob {digest} is damaged (its content no longer matches its hash)")
+            raise DamagedBlob(f"its stored content ({self.path(digest)}) is damaged: it no longer matches its hash")
         return data

@@ -23,9 +23,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from aios.errors import BadRequest, Conflict, Forbidden, NotFound, NotText, TooLarge
+from aios.errors import BadRequest, Conflict, Forbidden, Gone, KernelError, NotFound, NotText, TooLarge
 from aios.storage.atomic import is_partial, remove_file, replace_file
-from aios.storage.blobs import BlobStore, content_hash
+from aios.storage.blobs import BlobStore, DamagedBlob, content_hash
+from aios.storage.os_errors import refusal
 from aios.storage.paths import Place, default_mount, inside, overlaps, resolve
 from aios.storage.store import FileRecord, Root, Store, Version
 
@@ -60,12 +61,14 @@ class FileSystem:
         path = self._mount_path(agent, root_dir)
         root = self._attach(agent, path)
         before = {record.id: record.head for record in self.store.files(root.id)}
-        tracked = self._scan(root)
+        tracked, skipped = self._scan(root)
         recorded = sum(record.head - before.get(record.id, 0) for record in tracked)
         files = sum(record.hash is not None for record in tracked)
+        unread = f"; {len(skipped)} skipped, as they cannot be read (see skipped)" if skipped else ""
         return {"operation": "mount", "root": root.path, "files": files, "recorded_versions": recorded,
+                "skipped": skipped,
                 "message": f"mounted {root.path} for {agent}: {files} files, {recorded} changes made outside "
-                           "the kernel recorded"}
+                           f"the kernel recorded{unread}"}
 
     def root_of(self, agent: str) -> Root:
         """The agent's mount: its last ``mount``, else its own directory (made on first use)."""
@@ -115,18 +118,24 @@ class FileSystem:
             self.store.set_mount(agent, root.id)
         return root
 
-    def _scan(self, root: Root) -> list[FileRecord]:
-        """Touch every file on disk under ``root`` and every file the history knows there."""
+    def _scan(self, root: Root) -> tuple[list[FileRecord], list[dict[str, str]]]:
+        """Touch every file on disk under ``root`` and every file the history knows there. One that cannot be
+        read is skipped, with nothing recorded for it, and reported with why: it does not fail the others."""
         seen = {place.relative for place in self._disk_files(Path(root.path), root)}
         known = {record.path for record in self.store.files(root.id) if record.head}
-        tracked = []
+        tracked, skipped = [], []
         for relative in sorted(seen | known):
             try:
                 place = resolve(Path(root.path), relative)
             except Forbidden:  # a parent was replaced by a link that leads out: not this mount's file any more
                 continue
-            tracked.append(self.touch(root, place))
-        return tracked
+            try:
+                tracked.append(self.touch(root, place))
+            except KernelError as exc:
+                skipped.append({"file_path": relative, "why": str(exc)})
+            except OSError as exc:
+                skipped.append({"file_path": relative, "why": str(refusal(exc) or exc)})
+        return tracked, skipped
 
     def _disk_files(self, directory: Path, root: Root) -> list[Place]:
         places = []
@@ -145,8 +154,8 @@ class FileSystem:
             return self._reconcile(root, place)
 
     def _reconcile(self, root: Root, place: Place) -> FileRecord:
+        disk = self._disk_state(place)  # first: a file that cannot be read leaves no record behind
         record = self.store.add_file(root.id, place.relative)
-        disk = self._disk_state(place)
         pending = self.store.pending(record.id)
         if pending is not None:
             keep = pending.hash == disk.hash  # the rename (or removal) happened before the crash
@@ -245,7 +254,7 @@ class FileSystem:
         version = self._version(record, place, number if number is not None else record.head)
         if version.hash is None:
             raise NotFound(f"{place.relative} did not exist in version {version.number} (it was deleted)")
-        data = self.blobs.get(version.hash)
+        data = self.content(place.relative, version)
         try:
             content = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -272,7 +281,7 @@ class FileSystem:
 
         def target_of(record: FileRecord) -> tuple[bytes | None, int | None]:
             target = self._rollback_target(record, place, n, at)
-            return (self.blobs.get(target.hash) if target.hash else None), target.number
+            return (self.content(place.relative, target) if target.hash else None), target.number
 
         version = self._change(agent, root, place, "rollback", target_of)
         state = "removed (that version was a deletion)" if version.hash is None else f"{version.size} bytes"
@@ -348,6 +357,17 @@ class FileSystem:
         if place.relative == "":
             raise BadRequest(f"path {file_path!r} names the mount root, not a file")
         return root, place
+
+    def content(self, file_path: str, version: Version) -> bytes:
+        """A version's bytes, from the blob store; Gone when they are missing or damaged there."""
+        assert version.hash is not None, "a deletion has no content"
+        try:
+            return self.blobs.get(version.hash)
+        except FileNotFoundError:
+            raise Gone(f"{file_path} version {version.number} is no longer available: its stored content "
+                       f"({self.blobs.path(version.hash)}) is missing") from None
+        except DamagedBlob as exc:
+            raise Gone(f"{file_path} version {version.number} is no longer available: {exc}") from None
 
     def _version(self, record: FileRecord, place: Place, number: int) -> Version:
         version = self.store.version(record.id, number) if number >= 1 else None

@@ -4,7 +4,8 @@ versioned file system, as that agent, inside its mount.
 ``prepare`` checks a request when it is submitted. ``__call__`` runs it: file work happens on one I/O thread
 (the database connection and the disk), so the event loop never blocks and operations on the store never
 interleave; embeddings run on the shared embedding model's thread. A refused operation raises a KernelError,
-which the reply carries as ``error`` and ``status_code`` (HTTP 200, as upstream).
+which the reply carries as ``error`` and ``status_code`` (HTTP 200, as upstream); so does an operating-system
+error a request can cause (a permission, a name too long, a full disk: see ``os_errors``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aios.errors import BadRequest, NotAvailable
 from aios.storage.blobs import BlobStore
 from aios.storage.files import FileSystem, Result, Settings
 from aios.storage.index import Indexer
+from aios.storage.os_errors import refusal
 from aios.storage.requests import InvalidRequest, StorageRequest, parse_request
 from aios.storage.shares import ShareLinks, SharedFile
 from aios.storage.store import Store
@@ -133,7 +135,15 @@ class StorageHandler:
 
     # -- life cycle, and the background index -------------------------------------------------------------------
     async def run_io(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._io, functools.partial(function, *args, **kwargs))
+        """Run blocking file work on the I/O thread; an OS error a request can cause becomes its refusal."""
+        work = functools.partial(function, *args, **kwargs)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._io, work)
+        except OSError as exc:
+            refused = refusal(exc)
+            if refused is None:
+                raise
+            raise refused from exc
 
     async def start(self) -> None:
         self._background = asyncio.create_task(self._index_in_background(), name="storage-index")

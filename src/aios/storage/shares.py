@@ -84,7 +84,11 @@ class ShareLinks:
         version = self.fs.store.version(record.id, share.version)
         if version is None or version.hash is None:
             raise Forbidden("the shared version is no longer available")
-        return SharedFile(record.path.rsplit("/", 1)[-1], self.fs.blobs.get(version.hash), version.number)
+        try:
+            data = self.fs.content(record.path, version)
+        except Gone:  # the details (where the kernel keeps versions) are not for whoever holds the link
+            raise Gone("the shared version is no longer available") from None
+        return SharedFile(record.path.rsplit("/", 1)[-1], data, version.number)
 
     def _base(self, base_url: str | None) -> str:
         base = self.public_url or base_url or self.served_url or "http://localhost:8000"
