@@ -7,6 +7,7 @@ import errno
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -491,3 +492,44 @@ def test_an_os_error_a_request_can_cause_is_a_refusal_naming_the_path(number: in
     assert refused is not None and refused.status_code == status
     assert str(refused).startswith("/srv/agents/a/notes.txt: ")
     assert refusal(OSError(errno.EIO, "Input/output error", "/x")) is None  # the disk failing is no refusal
+
+
+# -- what else may be on the disk ------------------------------------------------------------------------------------
+def test_a_fifo_in_the_mount_is_refused_without_blocking(fs: FileSystem) -> None:
+    root = Path(fs.root_of(AGENT).path)
+    os.mkfifo(root / "pipe")
+    fs.write(AGENT, "plain.txt", "plain")
+    outcome: dict[str, Exception] = {}
+    finished = threading.Event()
+
+    def read_the_fifo() -> None:
+        try:
+            fs.read(AGENT, "pipe")
+        except Exception as exc:  # noqa: BLE001 - the test looks at what it was
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=read_the_fifo, daemon=True).start()
+    if not finished.wait(60):
+        with open(root / "pipe", "wb"):  # a writer lets the stuck reader go, so the failure does not hang the run
+            pass
+        finished.wait(60)
+        pytest.fail("reading a FIFO blocked the storage thread")
+    assert isinstance(outcome.get("error"), Conflict) and "pipe is a FIFO (named pipe), not a regular file" in str(
+        outcome["error"])
+    with pytest.raises(Conflict, match="not a regular file"):
+        fs.write(AGENT, "pipe", "into the pipe")
+    assert (root / "pipe").is_fifo() and fs.mount(AGENT, ".")["files"] == 1  # a mount passes it by
+
+
+def test_a_file_grown_past_the_limit_outside_the_kernel_is_refused_naming_it(fs: FileSystem) -> None:
+    path = Path(fs.write(AGENT, "log.txt", "small")["path"])
+    path.write_bytes(b"x" * ((1 << 20) + 1))  # the limit (storage.max_file_mb) is 1 MiB here
+    with pytest.raises(TooLarge, match=r"log.txt is 1048577 bytes on disk .* the limit is 1048576"):
+        fs.read(AGENT, "log.txt")
+    mounted = fs.mount(AGENT, ".")
+    assert [s["file_path"] for s in mounted["skipped"]] == ["log.txt"] and "1048577 bytes" in mounted["skipped"][0]["why"]
+    path.write_text("small again")
+    assert fs.read(AGENT, "log.txt")["content"] == "small again"
+    assert [v["kind"] for v in fs.history(AGENT, "log.txt")["versions"]] == ["external", "write"]

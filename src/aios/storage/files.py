@@ -28,6 +28,7 @@ from aios.storage.atomic import is_partial, remove_file, replace_file
 from aios.storage.blobs import BlobStore, DamagedBlob, content_hash
 from aios.storage.os_errors import refusal
 from aios.storage.paths import Place, default_mount, inside, overlaps, resolve
+from aios.storage.reading import read_regular_file
 from aios.storage.store import FileRecord, Root, Store, Version
 
 Result = dict[str, Any]  # what an operation reports: JSON-ready facts plus a one-line "message"
@@ -174,16 +175,8 @@ class FileSystem:
         return self.store.file_by_id(record.id)
 
     def _disk_state(self, place: Place) -> DiskState:
-        path = place.absolute
-        if path.is_dir():
-            raise Conflict(f"{place.relative or '(the mount root)'} is a directory, not a file")
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return DiskState(None, None)
-        except NotADirectoryError:
-            raise Conflict(f"{place.relative}: a parent of this path is a file, not a directory") from None
-        return DiskState(content_hash(data), data)
+        data = read_regular_file(place.absolute, place.relative, self.settings.max_file_bytes)
+        return DiskState(None, None) if data is None else DiskState(content_hash(data), data)
 
     # -- changing a file: one new version ---------------------------------------------------------------------
     def _change(self, agent: str, root: Root, place: Place, kind: str, decide: Decide) -> Version:
