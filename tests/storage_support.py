@@ -43,7 +43,7 @@ def make_fs(store: Store, data: Path, clock: Callable[[], float] | None = None,
     root = data / "storage"
     root.mkdir(parents=True, exist_ok=True)
     settings = Settings(storage_root=root, mount_roots=(root, *more_mount_roots), protected=(data / "lsfs",),
-                        max_file_bytes=max_file_bytes)
+                        max_file_bytes=max_file_bytes, data_dir=data)
     return FileSystem(store, BlobStore(data / "lsfs" / "blobs"), settings, clock or FakeClock())
 
 

@@ -186,12 +186,13 @@ def test_an_absolute_path_inside_the_mount_and_a_symlink_inside_it_are_fine(fs: 
     assert fs.read(AGENT, "alias.txt")["file_path"] == "abs.txt"
 
 
-def test_mounts_are_honoured_owned_and_never_overlap(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_mounts_are_honoured_owned_and_never_overlap(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
+                                                     tmp_path_factory: pytest.TempPathFactory) -> None:
     postgres = request.getfixturevalue("postgres") if kind == "postgres" else None
     store = open_store(kind, tmp_path, postgres)
-    projects = tmp_path / "projects"  # a mount root besides the storage root, shared by every agent
+    projects = tmp_path_factory.mktemp("projects")  # a mount root outside the data dir, shared by every agent
     fs = make_fs(store, tmp_path, more_mount_roots=(projects,))
-    (projects / "alpha").mkdir(parents=True)
+    (projects / "alpha").mkdir()
     (projects / "alpha" / "readme.md").write_text("already here")
     mounted = fs.mount(AGENT, str(projects / "alpha"))
     assert mounted["root"] == str(projects / "alpha") and mounted["files"] == 1 and mounted["recorded_versions"] == 1
@@ -252,6 +253,30 @@ def test_a_mount_that_cannot_be_a_directory_is_refused_and_leaves_the_agent_work
     assert fs.store.mount_of(AGENT) is None  # nothing was recorded
     assert fs.write(AGENT, "still.txt", "works")["version"] == 1
     assert fs.mount(AGENT, str(home / "fine"))["files"] == 0
+
+
+def test_the_kernels_data_cannot_be_mounted_also_through_a_symlinked_data_dir(tmp_path: Path) -> None:
+    """The data dir as the config names it is a link; mount paths are resolved: the kernel's data is protected in
+    both spellings. Here agents may mount anywhere in the data dir (mount_roots: ["."]), except the kernel's own."""
+    import asyncio
+
+    from aios.config import load_config
+    from aios.storage.handler import StorageHandler
+
+    real, link = tmp_path / "data", tmp_path / "data-link"
+    real.mkdir()
+    link.symlink_to(real)
+    (real / "config.yaml").write_text("storage: {mount_roots: ['.']}\n")
+    handler = StorageHandler.from_config(load_config(real / "config.yaml", env={"AIOS_DATA_DIR": str(link)}), None)
+    try:
+        for data_dir in (link, real):
+            for kernels in ("lsfs", "lsfs/blobs", "models", "snapshots"):
+                with pytest.raises(Forbidden, match="cannot be mounted: it overlaps the kernel's (own data|data dir)"):
+                    handler.fs.mount(AGENT, str(data_dir / kernels))
+        assert not (real / "models").exists()  # nothing was made for a refused mount
+        assert handler.fs.mount(AGENT, "work")["root"] == str(real / "storage" / "team%2Fwriter" / "work")
+    finally:
+        asyncio.run(handler.close())
 
 
 def test_the_default_mount_is_per_agent_and_names_never_collide(fs: FileSystem) -> None:

@@ -253,7 +253,7 @@ class StorageConfig(_Section):
         return _under(data_dir, self.root_dir)
 
     def metadata_dir(self, data_dir: Path) -> Path:
-        return data_dir / "lsfs"
+        return _under(data_dir, "lsfs")  # resolved, as mount paths are, so that comparing them means something
 
     def blobs(self, data_dir: Path) -> Path:
         return _under(data_dir, self.blob_dir) if self.blob_dir else self.metadata_dir(data_dir) / "blobs"

@@ -43,6 +43,7 @@ class Settings:
     mount_roots: tuple[Path, ...]  # directories inside which agents may mount, besides their own directories
     protected: tuple[Path, ...]  # the kernel's own data (database, blobs): no mount may hold it
     max_file_bytes: int
+    data_dir: Path  # the kernel's (models, snapshots, ...): no mount may overlap it, but for the storage root in it
 
 
 @dataclass(frozen=True)
@@ -106,9 +107,7 @@ class FileSystem:
         return path
 
     def _attach(self, agent: str, path: Path) -> Root:
-        for kept in self.settings.protected:
-            if overlaps(path, kept):
-                raise Forbidden(f"{path} cannot be mounted: it overlaps the kernel's own data ({kept})")
+        self._refuse_kernel_data(path)
         _make_mount_directory(path)  # before anything is recorded: a mount that cannot work is never made
         with self.store.transaction():
             for other in self.store.roots():
@@ -118,6 +117,15 @@ class FileSystem:
             root = self.store.add_root(str(path), agent)
             self.store.set_mount(agent, root.id)
         return root
+
+    def _refuse_kernel_data(self, path: Path) -> None:
+        for kept in self.settings.protected:
+            if overlaps(path, kept):
+                raise Forbidden(f"{path} cannot be mounted: it overlaps the kernel's own data ({kept})")
+        data_dir, storage = self.settings.data_dir, self.settings.storage_root
+        if overlaps(path, data_dir) and not inside(path, storage):
+            raise Forbidden(f"{path} cannot be mounted: it overlaps the kernel's data dir {data_dir}, of which only "
+                            f"the storage root {storage} is for agents")
 
     def _scan(self, root: Root) -> tuple[list[FileRecord], list[dict[str, str]]]:
         """Touch every file on disk under ``root`` and every file the history knows there. One that cannot be

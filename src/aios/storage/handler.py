@@ -14,8 +14,10 @@ import asyncio
 import functools
 import json
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from aios.config import Config
@@ -86,7 +88,8 @@ class StorageHandler:
         settings = Settings(storage_root=storage.root(config.data_dir),
                             mount_roots=tuple(storage.mountable(config.data_dir)),
                             protected=(storage.metadata_dir(config.data_dir), storage.blobs(config.data_dir)),
-                            max_file_bytes=int(storage.max_file_mb * 2**20))
+                            max_file_bytes=int(storage.max_file_mb * 2**20),
+                            data_dir=Path(os.path.realpath(config.data_dir)))
         settings.storage_root.mkdir(parents=True, exist_ok=True)
         fs = FileSystem(open_store(config), BlobStore(storage.blobs(config.data_dir)), settings)
         shares = ShareLinks(fs, int(storage.share_expiry_days * 86400), int(storage.share_max_expiry_days * 86400),
