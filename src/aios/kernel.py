@@ -77,8 +77,9 @@ class Kernel:
         self._owns_embedder = embedder is None
         self.embedder = embedder or Embedder()  # loads on first use
         self.storage = StorageHandler.from_config(config, self.embedder)
-        files = FileOperator(FILE_TOOLS, with_instructions, lambda agent, reply: operate_files(self.call, agent, reply),
-                             max_calls=config.storage.operate_file_max_calls)
+        max_calls = config.storage.operate_file_max_calls
+        run_file_calls = lambda agent, reply: operate_files(self.call, agent, reply, max_calls)  # noqa: E731
+        files = FileOperator(FILE_TOOLS, with_instructions, run_file_calls, max_calls=max_calls)
         self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: LLMHandler(self.router, files),
                                                             SyscallKind.STORAGE: self.storage}
         self.scheduler = Scheduler()

@@ -50,11 +50,16 @@ def with_instructions(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, *messages]
 
 
-async def operate_files(call: Call, agent: str, reply: LLMResponse) -> LLMResponse:
-    """Run the calls in ``reply`` (the model's tool calls) and report each one's real outcome."""
+async def operate_files(call: Call, agent: str, reply: LLMResponse, max_calls: int) -> LLMResponse:
+    """Run the calls in ``reply`` (the model's tool calls), at most ``max_calls`` of them, and report each one's
+    real outcome; calls past the limit are reported as failed, and do not run."""
     if reply.error is not None or not reply.tool_calls:
         return reply  # the model gave no usable calls: its error (or prose) says so, and nothing ran
-    operations = [await _run(call, agent, tool_call) for tool_call in _distinct(reply.tool_calls)]
+    calls = _distinct(reply.tool_calls)
+    # A grammar caps the calls only where the model decodes under one (not an API model, nor structured_output:
+    # prompt), so the limit is kept here, for every model.
+    operations = [await _run(call, agent, tool_call) for tool_call in calls[:max_calls]]
+    operations += [_over_the_limit(tool_call, max_calls) for tool_call in calls[max_calls:]]
     failed = [op for op in operations if op["error"] is not None]
     lines = [_line(op) for op in operations]
     error = None
@@ -75,6 +80,12 @@ def _distinct(tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
             seen.add(key)
             distinct.append(tool_call)
     return distinct
+
+
+def _over_the_limit(tool_call: dict[str, Any], max_calls: int) -> dict[str, Any]:
+    return {**tool_call, "status_code": 400, "result": None,
+            "error": f"not run: one operate_file request makes at most {max_calls} file operation(s) "
+                     "(storage.operate_file_max_calls)"}
 
 
 async def _run(call: Call, agent: str, tool_call: dict[str, Any]) -> dict[str, Any]:
