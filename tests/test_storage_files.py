@@ -314,6 +314,27 @@ def test_share_links_pin_a_version_expire_and_are_revocable(fs: FileSystem) -> N
     assert links.unshare(AGENT, file_path="report.txt")["revoked"] == 0  # nothing live left
 
 
+def test_a_share_link_is_gone_once_its_file_is_deleted_or_its_version_lost(fs: FileSystem) -> None:
+    clock: FakeClock = fs.clock  # type: ignore[assignment]
+    links = ShareLinks(fs, default_expiry_s=7 * 86400, max_expiry_s=30 * 86400, public_url=None)
+    fs.write(AGENT, "plan.txt", "the plan")
+    shared = links.share(AGENT, "plan.txt")
+    fs.write(AGENT, "plan.txt", "a later plan")
+    assert links.open(shared["token"]).data == b"the plan"  # a later version leaves the link alone
+    clock.advance(60)
+    fs.delete(AGENT, "plan.txt")
+    with pytest.raises(Gone, match="the shared file was deleted at 2027-"):
+        links.open(shared["token"])
+    fs.rollback(AGENT, "plan.txt")  # the file is back; the link that its deletion ended stays ended
+    with pytest.raises(Gone, match="deleted"):
+        links.open(shared["token"])
+    again = links.share(AGENT, "plan.txt")
+    assert links.open(again["token"]).data == b"a later plan"
+    fs.blobs.path(fs.history(AGENT, "plan.txt")["versions"][0]["hash"]).unlink()  # its stored content is lost
+    with pytest.raises(Gone, match="^the shared version is no longer available$"):  # naming no path of the kernel
+        links.open(again["token"])
+
+
 # -- retrieval ----------------------------------------------------------------------------------------------------------
 LIBRARY = {
     "recipes/banana_bread.txt": "Mash three ripe bananas, stir in melted butter, sugar, an egg and flour, then bake "

@@ -87,6 +87,11 @@ class SQLStore:
                         "ORDER BY number DESC LIMIT 1", (file_id, time))
         return _version(row) if row else None
 
+    def deleted_after(self, file_id: int, number: int) -> Version | None:
+        row = self._one(f"SELECT {_VERSION} FROM versions WHERE file_id = ? AND number > ? AND hash IS NULL "
+                        "AND pending = 0 ORDER BY number LIMIT 1", (file_id, number))
+        return _version(row) if row else None
+
     def pending(self, file_id: int) -> Version | None:
         row = self._one(f"SELECT {_VERSION} FROM versions WHERE file_id = ? AND pending = 1", (file_id,))
         return _version(row) if row else None
