@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -579,3 +580,38 @@ def test_a_file_grown_past_the_limit_outside_the_kernel_is_refused_naming_it(fs:
     path.write_text("small again")
     assert fs.read(AGENT, "log.txt")["content"] == "small again"
     assert [v["kind"] for v in fs.history(AGENT, "log.txt")["versions"]] == ["external", "write"]
+
+
+# -- files unchanged since they were hashed are not read again -------------------------------------------------------
+def test_an_unchanged_file_is_not_read_again_by_a_mount_or_a_read(fs: FileSystem) -> None:
+    home = fs.home(AGENT)
+    home.mkdir(parents=True)
+    long_ago = time.time_ns() - 3600 * 10**9
+    for name in ("a.txt", "b.txt"):
+        (home / name).write_text(f"settled {name}")
+        os.utime(home / name, ns=(long_ago, long_ago))
+    assert fs.mount(AGENT, ".")["recorded_versions"] == 2
+    with file_permissions_bind():
+        for name in ("a.txt", "b.txt"):
+            (home / name).chmod(0)  # a read of either would now fail: nothing may read them
+        again = fs.mount(AGENT, ".")
+        assert (again["files"], again["recorded_versions"], again["skipped"]) == (2, 0, [])
+        assert fs.read(AGENT, "a.txt")["content"] == "settled a.txt"  # the version's stored copy
+        (home / "b.txt").chmod(0o644)
+        (home / "b.txt").write_text("changed b.txt")  # same size, a new modification time
+        (home / "b.txt").chmod(0)
+        with pytest.raises(PermissionError):  # changed, so it must be read (the handler makes this a 403)
+            fs.read(AGENT, "b.txt")
+
+
+def test_a_file_changed_right_after_it_was_hashed_is_read_again_whatever_its_fingerprint(fs: FileSystem) -> None:
+    """Within the clock's granularity a change can keep size, modification time and inode: a file hashed that soon
+    after its last change is not trusted by its fingerprint."""
+    path = Path(fs.write(AGENT, "fresh.txt", "first")["path"])
+    before = path.stat()
+    fs.read(AGENT, "fresh.txt")  # hashed now, moments after its change
+    with path.open("r+") as handle:  # the same size, in place: the same inode
+        handle.write("FIRST")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the same modification time
+    assert fs.read(AGENT, "fresh.txt")["content"] == "FIRST"
+    assert [v["kind"] for v in fs.history(AGENT, "fresh.txt")["versions"]] == ["external", "write"]

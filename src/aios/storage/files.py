@@ -26,9 +26,10 @@ from typing import Any, Callable
 from aios.errors import BadRequest, Conflict, Forbidden, Gone, KernelError, NotFound, NotText, TooLarge
 from aios.storage.atomic import is_partial, remove_file, replace_file
 from aios.storage.blobs import BlobStore, DamagedBlob, content_hash
+from aios.storage.fingerprints import KnownHashes
 from aios.storage.os_errors import refusal
 from aios.storage.paths import Place, default_mount, inside, overlaps, resolve
-from aios.storage.reading import read_regular_file
+from aios.storage.reading import read_regular_file, regular_file_facts
 from aios.storage.store import FileRecord, Root, Store, Version
 
 Result = dict[str, Any]  # what an operation reports: JSON-ready facts plus a one-line "message"
@@ -49,12 +50,13 @@ class Settings:
 @dataclass(frozen=True)
 class DiskState:
     hash: str | None  # None: no file there
-    data: bytes | None
+    data: bytes | None  # None also for a file known unchanged, which was not read
 
 
 class FileSystem:
     def __init__(self, store: Store, blobs: BlobStore, settings: Settings, clock: Callable[[], float] = time.time):
         self.store, self.blobs, self.settings, self.clock = store, blobs, settings, clock
+        self._disk_hashes = KnownHashes()  # so an unchanged file is not read and hashed at each touch
 
     # -- mounts -------------------------------------------------------------------------------------------------
     def mount(self, agent: str, root_dir: str) -> Result:
@@ -163,8 +165,10 @@ class FileSystem:
             return self._reconcile(root, place)
 
     def _reconcile(self, root: Root, place: Place) -> FileRecord:
-        disk = self._disk_state(place)  # first: a file that cannot be read leaves no record behind
-        record = self.store.add_file(root.id, place.relative)
+        known = self.store.file(root.id, place.relative)
+        # The disk first: a file that cannot be read leaves no record behind.
+        disk = self._disk_state(place, known.hash if known else None)
+        record = known or self.store.add_file(root.id, place.relative)
         pending = self.store.pending(record.id)
         if pending is not None:
             keep = pending.hash == disk.hash  # the rename (or removal) happened before the crash
@@ -175,6 +179,7 @@ class FileSystem:
             record = self.store.file_by_id(record.id)
         if disk.hash == record.hash or (disk.hash is None and record.head == 0):
             return record
+        assert disk.hash is None or disk.data is not None, "a file is left unread only when it is what history says"
         digest = self.blobs.put(disk.data) if disk.data is not None else None
         version = Version(record.id, record.head + 1, self.clock(), len(disk.data or b""), digest, "", "external")
         with self.store.transaction():
@@ -182,9 +187,22 @@ class FileSystem:
             self.store.set_head(record.id, version.number, digest, version.size)
         return self.store.file_by_id(record.id)
 
-    def _disk_state(self, place: Place) -> DiskState:
-        data = read_regular_file(place.absolute, place.relative, self.settings.max_file_bytes)
-        return DiskState(None, None) if data is None else DiskState(content_hash(data), data)
+    def _disk_state(self, place: Place, known_hash: str | None) -> DiskState:
+        """What is on disk at ``place``. A file whose fingerprint says it is still the content ``known_hash``
+        (what history says) is not read again: its ``data`` is None."""
+        path, limit = place.absolute, self.settings.max_file_bytes
+        facts = regular_file_facts(path, place.relative, limit)
+        if facts is None:
+            return DiskState(None, None)
+        if known_hash is not None and self._disk_hashes.get(str(path), facts) == known_hash:
+            return DiskState(known_hash, None)
+        read = read_regular_file(path, place.relative, limit)
+        if read is None:  # removed in the meantime
+            return DiskState(None, None)
+        data, facts = read
+        digest = content_hash(data)
+        self._disk_hashes.remember(str(path), facts, digest)
+        return DiskState(digest, data)
 
     # -- changing a file: one new version ---------------------------------------------------------------------
     def _change(self, agent: str, root: Root, place: Place, kind: str, decide: Decide) -> Version:
