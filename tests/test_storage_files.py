@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 
+from aios.embeddings import Embedder
 from aios.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, NotText, TooLarge
 from aios.storage.files import FileSystem
 from aios.storage.index import Indexer, chunk_text
@@ -449,6 +451,35 @@ def test_without_vectors_retrieval_ranks_by_keywords(kind: str, tmp_path: Path, 
     results = run(indexer.search(fs.root_of(AGENT), "veterinarian visits", 2, None))
     assert results[0]["file_path"] == "pets/cat_care.txt" and results[0]["similarity"] is None
     store.close()
+
+
+class BatchRecordingEmbedder(Embedder):
+    """The real model, noting how many texts each of its forward passes took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        self.batches.append(len(texts))
+        return super()._vectors(texts)
+
+
+def test_indexing_embeds_at_most_256_chunks_at_a_time_so_a_query_never_waits_behind_more(tmp_path: Path) -> None:
+    store = open_store("sqlite", tmp_path, None)
+    fs = make_fs(store, tmp_path, max_file_bytes=1 << 22)
+    # 260 paragraphs of about 900 characters, each a chunk; words over 100 characters are one token each, so the
+    # model's passes stay short.
+    text = "\n\n".join(f"part {i} " + f"{i:03d}{'y' * 110} " * 8 for i in range(260))
+    fs.write(AGENT, "big.txt", text)
+    model = BatchRecordingEmbedder()
+    try:
+        assert run(Indexer(fs, run_here, model).refresh(fs.root_of(AGENT).id)) == 1
+        chunks = len(chunk_text(text))
+        assert chunks > 256 and sum(model.batches) == chunks and max(model.batches) <= 256, model.batches
+    finally:
+        model.close()
+        store.close()
 
 
 def test_chunks_cover_the_text_and_cut_at_boundaries() -> None:
