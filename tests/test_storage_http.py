@@ -366,7 +366,9 @@ def test_an_agent_reaches_only_its_own_mount(lsfs: StorageServer) -> None:
 # -- the SDK ------------------------------------------------------------------------------------------------------------
 def test_the_sdk_functions_return_typed_replies(lsfs: StorageServer) -> None:
     agent, url = "sdk/files", lsfs.url
-    assert sdk.mount(agent, "sdk-files", url).root == str((lsfs.data / "storage" / "sdk%2Ffiles" / "sdk-files").resolve())
+    mounted = sdk.mount(agent, "sdk-files", url)
+    assert mounted.root == str((lsfs.data / "storage" / "sdk%2Ffiles" / "sdk-files").resolve())
+    assert mounted.files == [] and mounted.result["files"] == 0  # a mount's files is a count, not retrieved files
     assert sdk.create_file(agent, "n.txt", url).version == 1
     written = sdk.write_file(agent, "n.txt", "alpha", url)
     assert (written.version, written.file_path, written.status_code) == (2, "n.txt", 200)
