@@ -646,3 +646,32 @@ def test_a_file_changed_right_after_it_was_hashed_is_read_again_whatever_its_fin
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the same modification time
     assert fs.read(AGENT, "fresh.txt")["content"] == "FIRST"
     assert [v["kind"] for v in fs.history(AGENT, "fresh.txt")["versions"]] == ["external", "write"]
+
+
+# -- the handler's life cycle -----------------------------------------------------------------------------------------
+def test_closing_the_storage_handler_never_blocks_the_event_loop(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Work still queued on the storage I/O thread when the handler closes (here a job that takes a second, as slow
+    disk work would) is waited for off the event loop. asyncio's debug mode reports any step of the loop that
+    takes longer than slow_callback_duration."""
+    import asyncio
+    import logging
+
+    from aios.config import load_config
+    from aios.storage.handler import StorageHandler
+
+    handler = StorageHandler.from_config(load_config(env={"AIOS_DATA_DIR": str(tmp_path)}), None)
+    never = threading.Event()  # nobody sets it: the job waits its full second
+
+    async def close_with_work_queued() -> None:
+        asyncio.get_running_loop().slow_callback_duration = 0.5
+        closing = asyncio.create_task(handler.close())
+        await asyncio.sleep(0)  # close() has handed the store's closing to the I/O thread
+        late = asyncio.create_task(handler.run_io(never.wait, 1.0))
+        await asyncio.sleep(0)  # and the slow job is queued behind it
+        await closing
+        await late
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        asyncio.run(close_with_work_queued(), debug=True)
+    assert not [r.getMessage() for r in caplog.records if "took" in r.getMessage()]

@@ -156,7 +156,7 @@ class StorageHandler:
             self._background.cancel()
             await asyncio.gather(self._background, return_exceptions=True)
         await self.run_io(self.fs.store.close)
-        self._io.shutdown(wait=True)
+        await asyncio.to_thread(self._io.shutdown, wait=True)  # work still queued may take a while: not on the loop
 
     async def _index_soon(self, agent: str) -> None:
         root = await self.run_io(self.fs.root_of, agent)
