@@ -89,7 +89,7 @@ class ShareLinks:
             raise Gone("the shared version is no longer available")
         try:
             data = self.fs.content(record.path, version)
-        except Gone:  # the details (where the kernel keeps versions) are not for whoever holds the link
+        except (Gone, OSError):  # the details (where the kernel keeps versions) are not for whoever holds the link
             raise Gone("the shared version is no longer available") from None
         return SharedFile(record.path.rsplit("/", 1)[-1], data, version.number)
 
