@@ -77,7 +77,7 @@ async def evaluate(config: Any, core: HfLocalBackend, cases: list[dict[str, Any]
         queries = [query_of(case) for case in cases]
         syscalls = await asyncio.gather(*(kernel.call(SyscallKind.LLM, "bench/structured", q) for q in queries))
     finally:
-        await kernel.scheduler.stop()
+        await kernel.stop(close_cores=False)  # the cores serve the next kernel too
     return [outcome(case, syscall.value, case["messages"][-1]["content"] in counting.retried)
             for case, syscall in zip(cases, syscalls)]
 
@@ -101,7 +101,7 @@ async def batch_throughput(config: Any, core: HfLocalBackend, cases: list[dict[s
         await asyncio.gather(*(kernel.call(SyscallKind.LLM, "bench/batch", query_of(c)) for c in cases))
         return counting.tokens / (time.perf_counter() - start)
     finally:
-        await kernel.scheduler.stop()
+        await kernel.stop(close_cores=False)  # the cores serve the next kernel too
 
 
 class StepClock:

@@ -4,6 +4,7 @@ server (``aios serve`` in a subprocess on a loopback port)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,17 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One data dir per test run: the embedded model is converted into it once and reused by every test."""
     path = tmp_path_factory.mktemp("aios-data")
     os.environ["AIOS_DATA_DIR"] = str(path)
+    return path
+
+
+def data_dir_of_its_own(shared: Path, path: Path) -> Path:
+    """A data dir at ``path`` for one more kernel: a kernel's storage database is its data dir's alone, so a second
+    kernel next to the shared test kernel needs its own. The converted model is shared by hard links (nothing
+    copied, nothing converted again); a conversion in progress is left out."""
+    path.mkdir(parents=True, exist_ok=True)
+    if (shared / "models").is_dir():
+        shutil.copytree(shared / "models", path / "models", copy_function=os.link,
+                        ignore=shutil.ignore_patterns(".converting-*", "*.lock"))
     return path
 
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from conftest import KernelProcess, start_kernel, stop_kernel
+from conftest import KernelProcess, data_dir_of_its_own, start_kernel, stop_kernel
 
 CONFIG = {"access": {"auth": "required", "groups": {"team": ["carol"]}, "restricted_tools": ["aios/text_stats"],
                      "confirm": {"mode": "ask", "timeout_s": 3, "operations": ["delete"]}}}
@@ -60,9 +60,7 @@ class Secured:
 def secured(backend: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     """A kernel with a data dir of its own (its access records and files), sharing the converted model."""
     home = tmp_path_factory.mktemp("secured")
-    own_data = home / "data"
-    own_data.mkdir()
-    (own_data / "models").symlink_to(data_dir / "models")  # the embedded model's cache, converted once
+    own_data = data_dir_of_its_own(data_dir, home / "data")
     config = home / "config.yaml"
     config.write_text(json.dumps(CONFIG))
     kernel = start_kernel(["--config", str(config)], {**os.environ, "AIOS_DATA_DIR": str(own_data)},

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import KernelProcess
+from conftest import KernelProcess, data_dir_of_its_own
 
 
 def aios(*args: str, data_dir: Path, stdin: str | None = None, extra_env: dict[str, str] | None = None,
@@ -17,8 +17,9 @@ def aios(*args: str, data_dir: Path, stdin: str | None = None, extra_env: dict[s
                           timeout=timeout, env=env)
 
 
-def test_demo_runs_five_agents_concurrently_and_prints_their_results(backend, data_dir: Path) -> None:  # noqa: ANN001
-    result = aios("demo", data_dir=data_dir)
+def test_demo_runs_five_agents_concurrently_and_prints_their_results(backend, data_dir: Path,  # noqa: ANN001
+                                                                     tmp_path: Path) -> None:
+    result = aios("demo", data_dir=data_dir_of_its_own(data_dir, tmp_path / "data"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for agent in ("example/chat", "example/extractor", "example/weather", "example/calculator", "example/archivist"):
@@ -89,7 +90,8 @@ def test_serve_with_a_tool_folder_that_cannot_load_stops_with_one_line(backend, 
     (folder / "config.json").write_text("{not json")
     config = tmp_path / "config.yaml"
     config.write_text(f"tools: {{folders: ['{folder}']}}\n")
-    result = aios("serve", "--config", str(config), "--port", "0", data_dir=data_dir, timeout=300)
+    result = aios("serve", "--config", str(config), "--port", "0",
+                  data_dir=data_dir_of_its_own(data_dir, tmp_path / "data"), timeout=300)
     assert result.returncode == 1 and result.stdout == ""
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("aios: tools: ") and "config.json cannot be read as JSON" in line

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -67,17 +68,19 @@ def tool_query(messages: list[dict[str, Any]], tools: list[dict[str, Any]] = TOO
 
 
 def run(config: Any, cores: list[Any], *queries: LLMQuery) -> list[LLMResponse]:
-    """The queries through a kernel over ``cores`` (left open: they are shared by the module)."""
-    async def main() -> list[LLMResponse]:
-        kernel = Kernel(config, cores)
+    """The queries through a kernel over ``cores`` (left open: they are shared by the module), with a data dir of
+    its own (the shared one is the test kernel's)."""
+    async def main(data_dir: str) -> list[LLMResponse]:
+        kernel = Kernel(config.model_copy(update={"data_dir": Path(data_dir)}), cores)
         await kernel.start()
         try:
             syscalls = await asyncio.gather(*(kernel.call(SyscallKind.LLM, "test/structured", q) for q in queries))
         finally:
-            await kernel.scheduler.stop()
+            await kernel.stop(close_cores=False)
         return [s.value for s in syscalls]
 
-    return asyncio.run(main())
+    with tempfile.TemporaryDirectory() as data_dir:
+        return asyncio.run(main(data_dir))
 
 
 def assert_valid_calls(response: LLMResponse, tools: list[dict[str, Any]]) -> None:

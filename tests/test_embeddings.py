@@ -60,3 +60,39 @@ def test_concurrent_requests_share_forward_passes_and_run_off_the_event_loop() -
             thread.join()
     finally:
         model.close()
+
+
+class HeldEmbedder(Embedder):
+    """The real model, whose first batch waits at a gate the test opens: so a request can be cancelled while its
+    batch is in the forward pass, and another while it is still queued behind that batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_pass, self.gate = threading.Event(), threading.Event()
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        if not self.gate.is_set():
+            self.in_pass.set()
+            assert self.gate.wait(120), "the test never opened the gate"
+        return super()._vectors(texts)
+
+
+def test_a_cancelled_request_does_not_stop_the_model_for_everyone_after_it() -> None:
+    model = HeldEmbedder()
+    try:
+        async def cancel_two_then_embed() -> np.ndarray:
+            in_pass = asyncio.create_task(model.aembed(["cancelled while its batch runs"]))
+            assert await asyncio.to_thread(model.in_pass.wait, 120)
+            queued = asyncio.create_task(model.aembed(["cancelled while it waits in the queue"]))
+            await asyncio.sleep(0)  # one turn of the loop: the queued request is submitted
+            for task in (in_pass, queued):
+                task.cancel()
+            await asyncio.gather(in_pass, queued, return_exceptions=True)
+            model.gate.set()
+            return await asyncio.wait_for(model.aembed(["asked after both were cancelled"]), 60)
+
+        vectors = asyncio.run(cancel_two_then_embed())
+        assert vectors.shape == (1, DIMENSION) and np.isfinite(vectors).all()
+        assert model.embed(["and from a thread"]).shape == (1, DIMENSION)
+    finally:
+        model.close()

@@ -123,7 +123,7 @@ def test_an_engine_whose_loop_ends_fails_every_waiting_request_at_once_and_is_re
 
 
 def test_a_model_whose_engine_keeps_failing_is_reported_down_and_refuses_requests_at_once(
-        own_backend: HfLocalBackend) -> None:
+        own_backend: HfLocalBackend, tmp_path: Path) -> None:
     own_backend.max_restarts = 0
     engine = own_backend.engine
     engine._recover = failing(1, engine._recover)  # type: ignore[method-assign]
@@ -136,8 +136,11 @@ def test_a_model_whose_engine_keeps_failing_is_reported_down_and_refuses_request
         own_backend.generate(request(CAPITAL))
 
     async def kernel_view() -> tuple[dict[str, str], list[str]]:
-        kernel = Kernel(load_config(env={}), [own_backend])
-        return kernel.components(), kernel.models_down()
+        kernel = Kernel(load_config(env={"AIOS_DATA_DIR": str(tmp_path)}), [own_backend])
+        try:
+            return kernel.components(), kernel.models_down()
+        finally:
+            await kernel.storage.close()
 
     components, down = asyncio.run(kernel_view())
     assert components["llms"] == "inactive" and down == [EMBEDDED_MODEL]

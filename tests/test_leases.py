@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 from aios.leases import CONVERSIONS, SNAPSHOTS, Lease, sweep_leftovers
-from conftest import start_kernel, stop_kernel
+from conftest import data_dir_of_its_own, start_kernel, stop_kernel
 
 SPILL_AND_DIE = """
     import os, signal, sys, torch
@@ -66,18 +66,18 @@ def test_start_up_removes_what_killed_kernels_left_and_keeps_what_live_ones_use(
 
 
 def test_a_starting_kernel_says_how_much_it_freed(data_dir: Path, tmp_path: Path) -> None:
-    """Planted in the shared data dir, beside the live kernels of other tests: the new kernel removes the dead
-    leftovers, reports it in its log, and leaves a live lease alone."""
-    die_leaving(SPILL_AND_DIE, data_dir)
-    die_leaving(CONVERT_AND_DIE, data_dir)
-    dead = leased(data_dir, SNAPSHOTS) + leased(data_dir, CONVERSIONS)
-    alive = Lease(data_dir / SNAPSHOTS[0], SNAPSHOTS[1])
+    """Planted in a data dir of its own (one kernel per data dir; the converted model is shared), beside a live
+    lease: the new kernel removes the dead leftovers, reports it in its log, and leaves the live lease alone."""
+    own = data_dir_of_its_own(data_dir, tmp_path / "data")
+    die_leaving(SPILL_AND_DIE, own)
+    die_leaving(CONVERT_AND_DIE, own)
+    dead = leased(own, SNAPSHOTS) + leased(own, CONVERSIONS)
+    alive = Lease(own / SNAPSHOTS[0], SNAPSHOTS[1])
     try:
-        kernel = start_kernel([], {**os.environ, "AIOS_DATA_DIR": str(data_dir)}, tmp_path / "kernel.log")
+        kernel = start_kernel([], {**os.environ, "AIOS_DATA_DIR": str(own)}, tmp_path / "kernel.log")
         stop_kernel(kernel)
         log = kernel.log.read_text()
-        # At least these two (another test's kernel might have been killed too).
-        assert re.search(r"removed \d+ leftovers of kernels that did not shut down cleanly .* MB freed", log), log
+        assert re.search(r"removed 2 leftovers of kernels that did not shut down cleanly .* MB freed", log), log
         assert not any(path.exists() for path in dead) and alive.path.is_dir()
     finally:
         alive.release()

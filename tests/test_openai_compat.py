@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import os
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
@@ -88,10 +89,9 @@ def provider() -> Iterator[Provider]:
 
 
 def call(provider_url: str, query: LLMQuery, api_key: str | None = "sk-test") -> Syscall:
-    config = load_config(env={})
-
-    async def main() -> Syscall:
+    async def main(data_dir: str) -> Syscall:
         url = parse_service_url(f"{provider_url}/v1")
+        config = load_config(env={"AIOS_DATA_DIR": data_dir})
         kernel = Kernel(config, [OpenAICompatBackend("gpt-test", "vllm", url, api_key=api_key)])
         await kernel.start()
         try:
@@ -99,7 +99,8 @@ def call(provider_url: str, query: LLMQuery, api_key: str | None = "sk-test") ->
         finally:
             await kernel.stop()
 
-    return asyncio.run(main())
+    with tempfile.TemporaryDirectory() as data_dir:  # a kernel of its own: never the user's data dir
+        return asyncio.run(main(data_dir))
 
 
 def answer(provider_url: str, query: LLMQuery) -> LLMResponse:

@@ -1,4 +1,5 @@
-"""Every SDK failure is an AIOSError: replies that are no kernel's, from a tiny real HTTP server, and bad input.
+"""Every SDK failure is an AIOSError: replies that are no kernel's, from a tiny real HTTP server, and bad input;
+and a newer kernel's reply (fields this SDK does not know) still reads.
 
 No kernel and no model: the server answers each path with one canned shape, so these run in well under a second.
 """
@@ -13,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from aios.sdk import AIOSError, LLMResponse, llm_chat
+from aios.sdk import AIOSError, LLMResponse, file_history, list_dir, llm_chat, read_file, retrieve_file
 
 HI = [{"role": "user", "content": "hi"}]
 GOOD = {"response": {"response_message": "hello", "finished": True, "status_code": 200}}
@@ -53,6 +54,17 @@ BAD_REPLIES: list[tuple[str, int, str, bytes, int, str]] = [
 ]
 ROUTES = {f"/{case}/query": (status, ctype, body) for case, status, ctype, body, _, _ in BAD_REPLIES}
 ROUTES["/good/query"] = (200, "application/json", _json(GOOD))
+# A storage reply from a kernel newer than this SDK: each listed item carries a field the SDK does not know.
+NEWER_KERNEL = {
+    "files": [{"file_path": "a.txt", "path": "/m/a.txt", "score": 0.5, "similarity": 0.9, "snippet": "alpha",
+               "version": 2, "language": "en"}],
+    "versions": [{"version": 2, "time": 1.0, "iso_time": "1970-01-01T00:00:01+00:00", "size": 5, "hash": "ab",
+                  "agent": "x", "kind": "write", "restored_from": None, "encoding": "utf-8"}],
+    "entries": [{"name": "a.txt", "file_path": "a.txt", "type": "file", "size": 5, "version": 2, "mode": "0644"}],
+    "message": "a newer kernel's reply"}
+ROUTES["/newer-kernel/query"] = (200, "application/json", _json({"response": {
+    "response_class": "storage", "response_message": json.dumps(NEWER_KERNEL), "finished": True, "error": None,
+    "status_code": 200}}))
 
 
 class _Canned(BaseHTTPRequestHandler):
@@ -135,3 +147,14 @@ def test_a_call_that_cannot_be_sent_is_an_aios_error_with_status_0(
         llm_chat("a", messages, base_url=base_url or f"http://127.0.0.1:{_closed_port()}")
     assert caught.value.status_code == 0
     assert fragment in caught.value.message, caught.value.message
+
+
+def test_storage_replies_with_fields_this_sdk_does_not_know_still_give_typed_items(server_url: str) -> None:
+    url = f"{server_url}/newer-kernel"
+    (found,) = retrieve_file("sdk/newer", "alpha", 1, None, url).files
+    assert (found.file_path, found.snippet, found.version) == ("a.txt", "alpha", 2)
+    (version,) = file_history("sdk/newer", "a.txt", url).versions
+    assert (version.version, version.kind, version.hash) == (2, "write", "ab")
+    (entry,) = list_dir("sdk/newer", "", False, url).entries
+    assert (entry.name, entry.type, entry.size) == ("a.txt", "file", 5)
+    assert read_file("sdk/newer", "a.txt", url).result["versions"][0]["encoding"] == "utf-8"  # all of it is kept

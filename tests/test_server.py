@@ -403,12 +403,13 @@ def test_round_robin_records_one_envelope_slice_per_turn_on_the_model(data_dir, 
     """A kernel with one slot and rr: two generations take turns, and the envelope lists every slice."""
     import os
 
-    from conftest import start_kernel, stop_kernel
+    from conftest import data_dir_of_its_own, start_kernel, stop_kernel
 
     config = tmp_path / "rr.yaml"
     config.write_text("llms: {models: [{name: HuggingFaceTB/SmolLM2-135M-Instruct, max_batch: 1}]}\n"
                       "scheduler: {policy: rr, quantum_tokens: 4}\n")
-    rr = start_kernel(["--config", str(config)], {**os.environ, "AIOS_DATA_DIR": str(data_dir)}, tmp_path / "rr.log")
+    own = data_dir_of_its_own(data_dir, tmp_path / "data")
+    rr = start_kernel(["--config", str(config)], {**os.environ, "AIOS_DATA_DIR": str(own)}, tmp_path / "rr.log")
     try:
         def ask(content: str) -> dict[str, Any]:
             return rr.query(llm({"messages": [{"role": "user", "content": content}], "temperature": 0,

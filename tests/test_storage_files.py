@@ -3,17 +3,26 @@ time, history, changes made outside the kernel, deletion, confinement, mounts, s
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 
+from aios.embeddings import Embedder
 from aios.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, NotText, TooLarge
 from aios.storage.files import FileSystem
 from aios.storage.index import Indexer, chunk_text
+from aios.storage.os_errors import refusal
 from aios.storage.shares import ShareLinks
-from storage_support import FakeClock, make_fs, open_store, run, run_here
+from aios.storage.store import Version
+from storage_support import FakeClock, file_permissions_bind, make_fs, open_store, run, run_here
 
 AGENT = "team/writer"
 
@@ -180,23 +189,97 @@ def test_an_absolute_path_inside_the_mount_and_a_symlink_inside_it_are_fine(fs: 
     assert fs.read(AGENT, "alias.txt")["file_path"] == "abs.txt"
 
 
-def test_mounts_are_honoured_owned_and_never_overlap(fs: FileSystem) -> None:
-    storage = fs.settings.storage_root
-    (storage / "project").mkdir()
-    (storage / "project" / "readme.md").write_text("already here")
-    mounted = fs.mount(AGENT, "project")
-    assert mounted["root"] == str(storage / "project") and mounted["files"] == 1 and mounted["recorded_versions"] == 1
+def test_mounts_are_honoured_owned_and_never_overlap(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
+                                                     tmp_path_factory: pytest.TempPathFactory) -> None:
+    postgres = request.getfixturevalue("postgres") if kind == "postgres" else None
+    store = open_store(kind, tmp_path, postgres)
+    projects = tmp_path_factory.mktemp("projects")  # a mount root outside the data dir, shared by every agent
+    fs = make_fs(store, tmp_path, more_mount_roots=(projects,))
+    (projects / "alpha").mkdir()
+    (projects / "alpha" / "readme.md").write_text("already here")
+    mounted = fs.mount(AGENT, str(projects / "alpha"))
+    assert mounted["root"] == str(projects / "alpha") and mounted["files"] == 1 and mounted["recorded_versions"] == 1
     assert fs.read(AGENT, "readme.md")["content"] == "already here"  # the requested directory, not a default
-    assert Path(fs.write(AGENT, "new.txt", "n")["path"]).parent == storage / "project"
-    for other_root, whose in (("project", "another agent"), ("project/sub", "another agent"), (".", "another agent")):
-        with pytest.raises(Forbidden, match=whose):
-            fs.mount("someone/else", other_root)
+    assert Path(fs.write(AGENT, "new.txt", "n")["path"]).parent == projects / "alpha"
+    for other_root in ("alpha", "alpha/sub", "."):
+        with pytest.raises(Forbidden, match="overlaps the mount of another agent"):
+            fs.mount("someone/else", str(projects / other_root))
     with pytest.raises(Forbidden, match="outside the directories agents may mount"):
         fs.mount("someone/else", "/tmp")
-    fs.mount("someone/else", "theirs")
+    fs.mount("someone/else", str(projects / "beta"))
     with pytest.raises(Forbidden, match="outside the mount"):
-        fs.read("someone/else", str(storage / "project" / "readme.md"))
-    assert fs.mount(AGENT, "project")["recorded_versions"] == 0  # mounting again finds nothing new
+        fs.read("someone/else", str(projects / "alpha" / "readme.md"))
+    assert fs.mount(AGENT, str(projects / "alpha"))["recorded_versions"] == 0  # mounting again finds nothing new
+    store.close()
+
+
+def test_a_relative_mount_is_inside_the_agents_own_directory_and_nobody_squats_another(fs: FileSystem) -> None:
+    storage = fs.settings.storage_root
+    mine, theirs = fs.home(AGENT), fs.home("someone/else")
+    assert (mine, theirs) == (storage / "team%2Fwriter", storage / "someone%2Felse")
+    assert fs.mount(AGENT, "workspace")["root"] == str(mine / "workspace")
+    assert fs.mount("someone/else", "workspace")["root"] == str(theirs / "workspace")  # no collision
+    fs.write(AGENT, "notes.txt", "mine")
+    fs.write("someone/else", "notes.txt", "theirs")
+    assert (mine / "workspace" / "notes.txt").read_text() == "mine"
+    assert fs.mount(AGENT, ".")["root"] == str(mine)  # its own directory: mounts inside it may nest
+    # The storage root, what holds it, and any other directory in it (an agent that has not come yet owns it all the
+    # same) are refused, relative or absolute.
+    refused = {"..": "holds the storage root", str(storage): "holds the storage root",
+               str(storage.parent): "outside the directories agents may mount",
+               "../someone%2Felse": "mounts only within its own",
+               str(theirs / "workspace"): "mounts only within its own",
+               str(storage / "late%2Fcomer"): "mounts only within its own"}
+    for root_dir, why in refused.items():
+        with pytest.raises(Forbidden, match=why) as refusal:
+            fs.mount(AGENT, root_dir)
+        assert repr(root_dir) in str(refusal.value)
+    assert fs.write("late/comer", "mine.txt", "arrived")["path"] == str(storage / "late%2Fcomer" / "mine.txt")
+    assert fs.read("someone/else", "notes.txt")["content"] == "theirs"
+
+
+def test_a_mount_that_cannot_be_a_directory_is_refused_and_leaves_the_agent_working(fs: FileSystem) -> None:
+    home = fs.home(AGENT)
+    home.mkdir()
+    (home / "a-file").write_text("not a directory")
+    locked = home / "locked"
+    locked.mkdir(mode=0o555)
+    refusals = [(home / "a-file", Conflict, "it is a file, not a directory"),
+                (home / "a-file" / "below", Conflict, "a parent of it is a file"),
+                (locked, Forbidden, "may not write in it"),
+                (locked / "below", Forbidden, "may not create")]
+    with file_permissions_bind():
+        for root_dir, error, why in refusals:
+            with pytest.raises(error) as refused:
+                fs.mount(AGENT, str(root_dir.relative_to(home)))
+            assert str(root_dir) in str(refused.value) and why in str(refused.value)
+    assert fs.store.mount_of(AGENT) is None  # nothing was recorded
+    assert fs.write(AGENT, "still.txt", "works")["version"] == 1
+    assert fs.mount(AGENT, str(home / "fine"))["files"] == 0
+
+
+def test_the_kernels_data_cannot_be_mounted_also_through_a_symlinked_data_dir(tmp_path: Path) -> None:
+    """The data dir as the config names it is a link; mount paths are resolved: the kernel's data is protected in
+    both spellings. Here agents may mount anywhere in the data dir (mount_roots: ["."]), except the kernel's own."""
+    import asyncio
+
+    from aios.config import load_config
+    from aios.storage.handler import StorageHandler
+
+    real, link = tmp_path / "data", tmp_path / "data-link"
+    real.mkdir()
+    link.symlink_to(real)
+    (real / "config.yaml").write_text("storage: {mount_roots: ['.']}\n")
+    handler = StorageHandler.from_config(load_config(real / "config.yaml", env={"AIOS_DATA_DIR": str(link)}), None)
+    try:
+        for data_dir in (link, real):
+            for kernels in ("lsfs", "lsfs/blobs", "models", "snapshots"):
+                with pytest.raises(Forbidden, match="cannot be mounted: it overlaps the kernel's (own data|data dir)"):
+                    handler.fs.mount(AGENT, str(data_dir / kernels))
+        assert not (real / "models").exists()  # nothing was made for a refused mount
+        assert handler.fs.mount(AGENT, "work")["root"] == str(real / "storage" / "team%2Fwriter" / "work")
+    finally:
+        asyncio.run(handler.close())
 
 
 def test_the_default_mount_is_per_agent_and_names_never_collide(fs: FileSystem) -> None:
@@ -232,6 +315,31 @@ def test_share_links_pin_a_version_expire_and_are_revocable(fs: FileSystem) -> N
     with pytest.raises(BadRequest, match="longer than the limit"):
         links.share(AGENT, "report.txt", expires_in=31 * 86400)
     assert links.unshare(AGENT, file_path="report.txt")["revoked"] == 0  # nothing live left
+
+
+def test_a_share_link_is_gone_once_its_file_is_deleted_or_its_version_lost(fs: FileSystem) -> None:
+    clock: FakeClock = fs.clock  # type: ignore[assignment]
+    links = ShareLinks(fs, default_expiry_s=7 * 86400, max_expiry_s=30 * 86400, public_url=None)
+    fs.write(AGENT, "plan.txt", "the plan")
+    shared = links.share(AGENT, "plan.txt")
+    fs.write(AGENT, "plan.txt", "a later plan")
+    assert links.open(shared["token"]).data == b"the plan"  # a later version leaves the link alone
+    clock.advance(60)
+    fs.delete(AGENT, "plan.txt")
+    with pytest.raises(Gone, match="the shared file was deleted at 2027-"):
+        links.open(shared["token"])
+    fs.rollback(AGENT, "plan.txt")  # the file is back; the link that its deletion ended stays ended
+    with pytest.raises(Gone, match="deleted"):
+        links.open(shared["token"])
+    again = links.share(AGENT, "plan.txt")
+    assert links.open(again["token"]).data == b"a later plan"
+    blob = fs.blobs.path(fs.history(AGENT, "plan.txt")["versions"][0]["hash"])
+    with file_permissions_bind():
+        blob.chmod(0)  # its stored content cannot be read, then is lost
+        for lose in (lambda: None, blob.unlink):
+            lose()
+            with pytest.raises(Gone, match="^the shared version is no longer available$"):  # naming no kernel path
+                links.open(again["token"])
 
 
 # -- retrieval ----------------------------------------------------------------------------------------------------------
@@ -349,6 +457,35 @@ def test_without_vectors_retrieval_ranks_by_keywords(kind: str, tmp_path: Path, 
     store.close()
 
 
+class BatchRecordingEmbedder(Embedder):
+    """The real model, noting how many texts each of its forward passes took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        self.batches.append(len(texts))
+        return super()._vectors(texts)
+
+
+def test_indexing_embeds_at_most_256_chunks_at_a_time_so_a_query_never_waits_behind_more(tmp_path: Path) -> None:
+    store = open_store("sqlite", tmp_path, None)
+    fs = make_fs(store, tmp_path, max_file_bytes=1 << 22)
+    # 260 paragraphs of about 900 characters, each a chunk; words over 100 characters are one token each, so the
+    # model's passes stay short.
+    text = "\n\n".join(f"part {i} " + f"{i:03d}{'y' * 110} " * 8 for i in range(260))
+    fs.write(AGENT, "big.txt", text)
+    model = BatchRecordingEmbedder()
+    try:
+        assert run(Indexer(fs, run_here, model).refresh(fs.root_of(AGENT).id)) == 1
+        chunks = len(chunk_text(text))
+        assert chunks > 256 and sum(model.batches) == chunks and max(model.batches) <= 256, model.batches
+    finally:
+        model.close()
+        store.close()
+
+
 def test_chunks_cover_the_text_and_cut_at_boundaries() -> None:
     text = "\n\n".join(f"Paragraph {i}. " + "word " * 150 for i in range(6))
     chunks = chunk_text(text)
@@ -373,3 +510,172 @@ def test_two_kernels_share_one_file_system_through_postgres(tmp_path: Path, post
     assert os.path.exists(one.history(AGENT, "shared.txt")["path"])
     first.close()
     second.close()
+
+
+# -- one kernel per SQLite data dir ----------------------------------------------------------------------------------
+HOLD_STORE = """
+import sys
+from pathlib import Path
+from aios.storage.sqlite_store import SQLiteStore
+store = SQLiteStore(Path(sys.argv[1]), vectors=False)
+print("open", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+store.close()
+"""
+
+
+def test_a_second_process_on_the_same_sqlite_data_dir_is_refused_naming_it(tmp_path: Path) -> None:
+    from aios.config import load_config
+    from aios.errors import NotAvailable
+    from aios.storage.handler import StorageHandler
+
+    database = tmp_path / "lsfs" / "lsfs.db"
+    other = subprocess.Popen([sys.executable, "-c", HOLD_STORE, str(database)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "open\n"  # type: ignore[union-attr]
+        with pytest.raises(NotAvailable) as refused:
+            open_store("sqlite", tmp_path, None)
+        assert f"another kernel (process {other.pid}) uses this data dir" in str(refused.value)
+        assert str(database) in str(refused.value) and "use backend postgres to share storage" in str(refused.value)
+        with pytest.raises(NotAvailable, match=f"storage: .*another kernel .*{tmp_path}.*use backend postgres"):
+            StorageHandler.from_config(load_config(env={"AIOS_DATA_DIR": str(tmp_path)}), None)
+    finally:
+        other.communicate("", timeout=60)
+    store = open_store("sqlite", tmp_path, None)  # the other process has ended: its lock went with it
+    store.close()
+
+
+def test_settling_a_version_that_is_no_longer_pending_is_refused(fs: FileSystem) -> None:
+    """What a second process settling this file's pending version meanwhile would leave: no head may point at it."""
+    fs.write(AGENT, "a.txt", "one")
+    record = fs.store.file(fs.root_of(AGENT).id, "a.txt")
+    fs.store.add_version(Version(record.id, 2, 0.0, 3, record.hash, AGENT, "write", pending=True))
+    fs.store.settle(record.id, 2, keep=False)  # the other process decided the write had crashed
+    with pytest.raises(Conflict, match="version 2 of this file is no longer pending"):
+        fs.store.settle(record.id, 2, keep=True)
+    with pytest.raises(Conflict):
+        fs.store.settle(record.id, 1, keep=True)  # committed long ago
+    assert fs.history(AGENT, "a.txt")["versions"][0]["version"] == 1 and fs.read(AGENT, "a.txt")["content"] == "one"
+
+
+# -- operating-system errors ----------------------------------------------------------------------------------------
+OS_ERRORS = [  # (errno, the refusal's status); the ones a test can cause for real are in test_storage_http's table
+    (errno.EACCES, 403), (errno.EPERM, 403), (errno.EROFS, 403), (errno.ENAMETOOLONG, 400), (errno.ELOOP, 400),
+    (errno.ENOSPC, 507), (errno.EDQUOT, 507), (errno.ENOTDIR, 409), (errno.EISDIR, 409), (errno.EEXIST, 409),
+]
+
+
+@pytest.mark.parametrize(("number", "status"), OS_ERRORS, ids=[errno.errorcode[n] for n, _ in OS_ERRORS])
+def test_an_os_error_a_request_can_cause_is_a_refusal_naming_the_path(number: int, status: int) -> None:
+    """A full disk, a quota or a read-only file system cannot be made here without privileges the tests do not
+    assume, so the mapping is checked on the errors themselves."""
+    refused = refusal(OSError(number, os.strerror(number), "/srv/agents/a/notes.txt"))
+    assert refused is not None and refused.status_code == status
+    assert str(refused).startswith("/srv/agents/a/notes.txt: ")
+    assert refusal(OSError(errno.EIO, "Input/output error", "/x")) is None  # the disk failing is no refusal
+
+
+# -- what else may be on the disk ------------------------------------------------------------------------------------
+def test_a_fifo_in_the_mount_is_refused_without_blocking(fs: FileSystem) -> None:
+    root = Path(fs.root_of(AGENT).path)
+    os.mkfifo(root / "pipe")
+    fs.write(AGENT, "plain.txt", "plain")
+    outcome: dict[str, Exception] = {}
+    finished = threading.Event()
+
+    def read_the_fifo() -> None:
+        try:
+            fs.read(AGENT, "pipe")
+        except Exception as exc:  # noqa: BLE001 - the test looks at what it was
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=read_the_fifo, daemon=True).start()
+    if not finished.wait(60):
+        with open(root / "pipe", "wb"):  # a writer lets the stuck reader go, so the failure does not hang the run
+            pass
+        finished.wait(60)
+        pytest.fail("reading a FIFO blocked the storage thread")
+    assert isinstance(outcome.get("error"), Conflict) and "pipe is a FIFO (named pipe), not a regular file" in str(
+        outcome["error"])
+    with pytest.raises(Conflict, match="not a regular file"):
+        fs.write(AGENT, "pipe", "into the pipe")
+    assert (root / "pipe").is_fifo() and fs.mount(AGENT, ".")["files"] == 1  # a mount passes it by
+
+
+def test_a_file_grown_past_the_limit_outside_the_kernel_is_refused_naming_it(fs: FileSystem) -> None:
+    path = Path(fs.write(AGENT, "log.txt", "small")["path"])
+    path.write_bytes(b"x" * ((1 << 20) + 1))  # the limit (storage.max_file_mb) is 1 MiB here
+    with pytest.raises(TooLarge, match=r"log.txt is 1048577 bytes on disk .* the limit is 1048576"):
+        fs.read(AGENT, "log.txt")
+    mounted = fs.mount(AGENT, ".")
+    assert [s["file_path"] for s in mounted["skipped"]] == ["log.txt"] and "1048577 bytes" in mounted["skipped"][0]["why"]
+    path.write_text("small again")
+    assert fs.read(AGENT, "log.txt")["content"] == "small again"
+    assert [v["kind"] for v in fs.history(AGENT, "log.txt")["versions"]] == ["external", "write"]
+
+
+# -- files unchanged since they were hashed are not read again -------------------------------------------------------
+def test_an_unchanged_file_is_not_read_again_by_a_mount_or_a_read(fs: FileSystem) -> None:
+    home = fs.home(AGENT)
+    home.mkdir(parents=True)
+    long_ago = time.time_ns() - 3600 * 10**9
+    for name in ("a.txt", "b.txt"):
+        (home / name).write_text(f"settled {name}")
+        os.utime(home / name, ns=(long_ago, long_ago))
+    assert fs.mount(AGENT, ".")["recorded_versions"] == 2
+    with file_permissions_bind():
+        for name in ("a.txt", "b.txt"):
+            (home / name).chmod(0)  # a read of either would now fail: nothing may read them
+        again = fs.mount(AGENT, ".")
+        assert (again["files"], again["recorded_versions"], again["skipped"]) == (2, 0, [])
+        assert fs.read(AGENT, "a.txt")["content"] == "settled a.txt"  # the version's stored copy
+        (home / "b.txt").chmod(0o644)
+        (home / "b.txt").write_text("changed b.txt")  # same size, a new modification time
+        (home / "b.txt").chmod(0)
+        with pytest.raises(PermissionError):  # changed, so it must be read (the handler makes this a 403)
+            fs.read(AGENT, "b.txt")
+
+
+def test_a_file_changed_right_after_it_was_hashed_is_read_again_whatever_its_fingerprint(fs: FileSystem) -> None:
+    """Within the clock's granularity a change can keep size, modification time and inode: a file hashed that soon
+    after its last change is not trusted by its fingerprint."""
+    path = Path(fs.write(AGENT, "fresh.txt", "first")["path"])
+    before = path.stat()
+    fs.read(AGENT, "fresh.txt")  # hashed now, moments after its change
+    with path.open("r+") as handle:  # the same size, in place: the same inode
+        handle.write("FIRST")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the same modification time
+    assert fs.read(AGENT, "fresh.txt")["content"] == "FIRST"
+    assert [v["kind"] for v in fs.history(AGENT, "fresh.txt")["versions"]] == ["external", "write"]
+
+
+# -- the handler's life cycle -----------------------------------------------------------------------------------------
+def test_closing_the_storage_handler_never_blocks_the_event_loop(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Work still queued on the storage I/O thread when the handler closes (here a job that takes a second, as slow
+    disk work would) is waited for off the event loop. asyncio's debug mode reports any step of the loop that
+    takes longer than slow_callback_duration."""
+    import asyncio
+    import logging
+
+    from aios.config import load_config
+    from aios.storage.handler import StorageHandler
+
+    handler = StorageHandler.from_config(load_config(env={"AIOS_DATA_DIR": str(tmp_path)}), None)
+    never = threading.Event()  # nobody sets it: the job waits its full second
+
+    async def close_with_work_queued() -> None:
+        asyncio.get_running_loop().slow_callback_duration = 0.5
+        closing = asyncio.create_task(handler.close())
+        await asyncio.sleep(0)  # close() has handed the store's closing to the I/O thread
+        late = asyncio.create_task(handler.run_io(never.wait, 1.0))
+        await asyncio.sleep(0)  # and the slow job is queued behind it
+        await closing
+        await late
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        asyncio.run(close_with_work_queued(), debug=True)
+    assert not [r.getMessage() for r in caplog.records if "took" in r.getMessage()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from aios.config import load_config
 from aios.kernel import Kernel
 from aios.sdk import AIOSError
 from aios.server import serve
-from storage_support import FakeClock
+from storage_support import FakeClock, file_permissions_bind
 
 ENVELOPE = {"response", "start_times", "end_times", "waiting_times", "turnaround_times"}
 STORAGE_REPLY = {"response_class", "response_message", "finished", "error", "status_code"}
@@ -67,7 +68,8 @@ def lsfs(tmp_path_factory: pytest.TempPathFactory, embedder) -> Iterator[Storage
         await serve(kernel, "127.0.0.1", 0, lambda url: (box.__setitem__("url", url), ready.set()), box["stop"])
 
     thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
-    thread.start()
+    with file_permissions_bind():  # the kernel meets file permissions as a user would, even when tests run as root
+        thread.start()
     assert ready.wait(60), "the kernel did not start"
     client = httpx.Client(base_url=box["url"], timeout=120)
     yield StorageServer(box["url"], client, clock, kernel, data)
@@ -79,8 +81,8 @@ def lsfs(tmp_path_factory: pytest.TempPathFactory, embedder) -> Iterator[Storage
 def test_the_seven_aios_operations_do_what_they_say(lsfs: StorageServer) -> None:
     agent = "aios/classic"
     mounted = lsfs.ok(agent, "mount", {"root_dir": "classic"})
-    root = Path(mounted["root"])
-    assert root == (lsfs.data / "storage" / "classic").resolve() and root.is_dir()  # the requested directory
+    root = Path(mounted["root"])  # the requested directory, inside the agent's own
+    assert root == (lsfs.data / "storage" / "aios%2Fclassic" / "classic").resolve() and root.is_dir()
     assert lsfs.ok(agent, "create_dir", {"dir_path": "docs"})["created"] and (root / "docs").is_dir()
     created = lsfs.ok(agent, "create_file", {"file_path": "docs/todo.txt"})
     assert (created["path"], created["version"]) == (str(root / "docs" / "todo.txt"), 1)
@@ -150,6 +152,7 @@ MALFORMED = [
     ("path-carriage-return", "read", {"file_path": "keep.txt\r"}, "file_path: contains the control character"),
     ("path-component-too-long", "write", {"file_path": "a" * 300, "content": "x"}, "longer than 255 bytes"),
     ("path-too-long", "read", {"file_path": "a/" * 2100}, "the limit is 4096"),
+    ("path-too-long-in-bytes", "read", {"file_path": "é/" * 1400}, "4200 bytes long in UTF-8; the limit is 4096"),
     ("n-string", "retrieve", {"query_text": "q", "n": "3"}, "n: must be an integer"),
     ("n-bool", "rollback", {"file_path": "keep.txt", "n": True}, "n: must be an integer"),
     ("n-zero", "rollback", {"file_path": "keep.txt", "n": 0}, "n: must be at least 1"),
@@ -213,7 +216,9 @@ REFUSED = [
     ("escape-absolute", "read", {"file_path": "/etc/hostname"}, 403, "'/etc/hostname' resolves to /etc/hostname"),
     ("escape-symlink", "read", {"file_path": "out/hostname"}, 403, "outside the mount"),
     ("mount-outside", "mount", {"root_dir": "/etc"}, 403, "outside the directories agents may mount"),
-    ("mount-data-dir", "mount", {"root_dir": ".."}, 403, "outside the directories agents may mount"),
+    ("mount-storage-root", "mount", {"root_dir": ".."}, 403, "holds the storage root"),
+    ("mount-data-dir", "mount", {"root_dir": "../.."}, 403, "outside the directories agents may mount"),
+    ("mount-another-agents", "mount", {"root_dir": "../aios%2Fclassic"}, 403, "mounts only within its own"),
     ("missing-file", "read", {"file_path": "nope.txt"}, 404, "no file nope.txt"),
     ("missing-version", "read", {"file_path": "keep.txt", "version": 99}, 404, "has no version 99"),
     ("rollback-too-far", "rollback", {"file_path": "keep.txt", "n": 50}, 404, "cannot roll keep.txt back 50"),
@@ -245,6 +250,79 @@ def test_a_refused_operation_answers_200_with_the_error_in_the_envelope_and_lose
     assert response["status_code"] == status and expected in response["error"], response
     assert response["response_message"] is None and response["response_class"] == "storage"
     assert _kept(lsfs) == before
+
+
+OS_AGENT = "os/refused"
+
+
+def _unreadable(lsfs: StorageServer, root: Path) -> None:
+    lsfs.ok(OS_AGENT, "write", {"file_path": "secret.txt", "content": "for nobody"})
+    (root / "secret.txt").chmod(0)
+
+
+def _unwritable_directory(lsfs: StorageServer, root: Path) -> None:
+    (root / "frozen").mkdir(mode=0o555)
+
+
+def _without_its_blob(lsfs: StorageServer, file_path: str, damage: bytes | None) -> None:
+    """Version 1 of ``file_path`` loses its stored content (removed, or changed to ``damage``); version 2 is fine."""
+    written = lsfs.ok(OS_AGENT, "write", {"file_path": file_path, "content": f"only here: {file_path}"})
+    blob = lsfs.kernel.storage.fs.blobs.path(written["hash"])
+    blob.write_bytes(damage) if damage is not None else blob.unlink()
+    lsfs.ok(OS_AGENT, "write", {"file_path": file_path, "content": "the next version"})
+
+
+# (id, what the test does to the mount first, operation, params, status in the envelope, text the error must contain)
+OS_REFUSED: list[tuple[str, Callable[[StorageServer, Path], None], str, dict[str, Any], int, str]] = [
+    ("unreadable-file", _unreadable, "read", {"file_path": "secret.txt"}, 403, "secret.txt: permission denied"),
+    ("write-over-unreadable", _unreadable, "write", {"file_path": "secret.txt", "content": "x"}, 403,
+     "secret.txt: permission denied"),
+    ("unwritable-directory", _unwritable_directory, "write", {"file_path": "frozen/new.txt", "content": "x"}, 403,
+     "frozen/new.txt: permission denied"),
+    ("symlink-loop", lambda lsfs, root: (root / "loop").symlink_to("loop"), "read", {"file_path": "loop"}, 400,
+     "loop: too many levels of symbolic links"),
+    # 4095 bytes (16 names of 255): a path the request may hold, too long once it is placed in the mount.
+    ("name-too-long-for-the-file-system", lambda lsfs, root: None, "write",
+     {"file_path": "/".join(["ü" * 127 + "a"] * 16), "content": "x"}, 400, "the name is too long for the file system"),
+    ("missing-version-content", lambda lsfs, root: _without_its_blob(lsfs, "gone.txt", None), "read",
+     {"file_path": "gone.txt", "version": 1}, 410, "gone.txt version 1 is no longer available: its stored content"),
+    ("damaged-version-content", lambda lsfs, root: _without_its_blob(lsfs, "damaged.txt", b"changed"), "rollback",
+     {"file_path": "damaged.txt", "n": 1}, 410, "damaged.txt version 1 is no longer available: its stored"),
+]
+
+
+@pytest.mark.parametrize(("prepare", "operation", "params", "status", "expected"),
+                         [case[1:] for case in OS_REFUSED], ids=[case[0] for case in OS_REFUSED])
+def test_what_the_operating_system_refuses_is_a_clear_refusal_naming_the_path(
+        lsfs: StorageServer, prepare: Callable[[StorageServer, Path], None], operation: str, params: dict[str, Any],
+        status: int, expected: str) -> None:
+    root = lsfs.kernel.storage.fs.home(OS_AGENT)
+    lsfs.ok(OS_AGENT, "mount", {"root_dir": "."})
+    for leftover in [p for p in root.iterdir()]:  # each case starts from an empty mount
+        leftover.chmod(0o755) if not leftover.is_symlink() else None
+        shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
+    prepare(lsfs, root)
+    response = lsfs.query(OS_AGENT, operation, params)
+    assert response["status_code"] == status and expected in response["error"], response
+    assert lsfs.ok(OS_AGENT, "write", {"file_path": "still.txt", "content": "working"})["version"] >= 1
+
+
+def test_a_mount_skips_a_file_it_cannot_read_and_records_the_rest(lsfs: StorageServer) -> None:
+    agent = "os/scanner"
+    shelf = lsfs.kernel.storage.fs.home(agent) / "shelf"
+    shelf.mkdir(parents=True)
+    (shelf / "open.txt").write_text("anyone may read this")
+    (shelf / "closed.txt").write_text("nobody may read this")
+    (shelf / "closed.txt").chmod(0)
+    mounted = lsfs.ok(agent, "mount", {"root_dir": "shelf"})
+    assert (mounted["files"], mounted["recorded_versions"]) == (1, 1)
+    (skipped,) = mounted["skipped"]
+    assert skipped["file_path"] == "closed.txt" and "permission denied" in skipped["why"]
+    assert "1 skipped, as they cannot be read" in mounted["message"]
+    listed = {e["file_path"]: e["version"] for e in lsfs.ok(agent, "list", {"dir_path": ""})["entries"]}
+    assert listed == {"open.txt": 1, "closed.txt": None}  # nothing recorded for the unreadable file
+    (shelf / "closed.txt").chmod(0o644)
+    assert lsfs.ok(agent, "read", {"file_path": "closed.txt"})["content"] == "nobody may read this"
 
 
 def test_share_links_over_http_expire_and_are_revoked(lsfs: StorageServer) -> None:
@@ -280,7 +358,7 @@ def test_an_agent_reaches_only_its_own_mount(lsfs: StorageServer) -> None:
     response = lsfs.query("aios/mallory", "read", {"file_path": str(mine)})
     assert response["status_code"] == 403 and str(mine) in response["error"]
     response = lsfs.query("aios/mallory", "mount", {"root_dir": str(mine.parent)})
-    assert response["status_code"] == 403 and "mount of another agent" in response["error"]
+    assert response["status_code"] == 403 and "mounts only within its own" in response["error"]
     nothing = lsfs.ok("aios/mallory", "retrieve", {"query_text": "secret diary", "n": 5})
     assert nothing["files"] == []
 
@@ -288,7 +366,9 @@ def test_an_agent_reaches_only_its_own_mount(lsfs: StorageServer) -> None:
 # -- the SDK ------------------------------------------------------------------------------------------------------------
 def test_the_sdk_functions_return_typed_replies(lsfs: StorageServer) -> None:
     agent, url = "sdk/files", lsfs.url
-    assert sdk.mount(agent, "sdk-files", url).root == str((lsfs.data / "storage" / "sdk-files").resolve())
+    mounted = sdk.mount(agent, "sdk-files", url)
+    assert mounted.root == str((lsfs.data / "storage" / "sdk%2Ffiles" / "sdk-files").resolve())
+    assert mounted.files == [] and mounted.result["files"] == 0  # a mount's files is a count, not retrieved files
     assert sdk.create_file(agent, "n.txt", url).version == 1
     written = sdk.write_file(agent, "n.txt", "alpha", url)
     assert (written.version, written.file_path, written.status_code) == (2, "n.txt", 200)

@@ -6,10 +6,19 @@ operate_file)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from aios import sdk
+from aios.config import load_config
+from aios.kernel import Kernel
+from aios.llm.handler import LLMResponse
 from aios.sdk import AIOSError
+from aios.syscall import SyscallKind
 from conftest import KernelProcess
 
 AGENT = "ops/agent"
@@ -60,3 +69,35 @@ def test_a_failed_operation_is_reported_as_failed(kernel: KernelProcess) -> None
         "max_new_tokens": 48}}).json()["response"]
     assert body["status_code"] == 404 and body["error"].startswith("1 of 1 file operations failed")
     assert body["tool_calls"][0]["error"] and body["tool_calls"][0]["result"] is None
+
+
+def test_calls_past_operate_file_max_calls_are_reported_failed_and_do_not_run(tmp_path: Path) -> None:
+    """Whatever decoded the reply (an API model, structured_output: prompt, no grammar's maxItems), the kernel
+    runs at most storage.operate_file_max_calls of its calls. The reply is built here, as such a model gives it."""
+    (tmp_path / "config.yaml").write_text("storage: {operate_file_max_calls: 2}\n")
+    config = load_config(tmp_path / "config.yaml", env={"AIOS_DATA_DIR": str(tmp_path)})
+    calls = [{"name": "write_file", "parameters": {"file_path": "a.txt", "content": "first"}, "id": "1"},
+             {"name": "write_file", "parameters": {"file_path": "a.txt", "content": "first"}, "id": "2"},  # a repeat
+             {"name": "create_file", "parameters": {"file_path": "b.txt"}, "id": "3"},
+             {"name": "delete_file", "parameters": {"file_path": "a.txt"}, "id": "4"},
+             {"name": "share_file", "parameters": {"file_path": "b.txt"}, "id": "5"}]
+    reply = LLMResponse(tool_calls=calls, finished=True, finish_reason="stop")
+
+    async def operate() -> tuple[LLMResponse, dict[str, Any]]:
+        kernel = Kernel(config, [])
+        await kernel.start()
+        try:
+            operated = await kernel.handlers[SyscallKind.LLM].file_operator.run("ops/limited", reply)
+            listing = await kernel.call(SyscallKind.STORAGE, "ops/limited", {"operation_type": "list", "params": {}})
+            return operated, json.loads(listing.value.response_message)
+        finally:
+            await kernel.stop()
+
+    operated, listing = asyncio.run(operate())
+    ran, refused = operated.tool_calls[:2], operated.tool_calls[2:]
+    assert [(op["id"], op["status_code"]) for op in ran] == [("1", 200), ("3", 200)]
+    assert [(op["id"], op["status_code"], op["result"]) for op in refused] == [("4", 400, None), ("5", 400, None)]
+    assert all("not run: one operate_file request makes at most 2" in op["error"] for op in refused)
+    assert operated.error.startswith("2 of 4 file operations failed") and operated.status_code == 400
+    assert "delete_file" in operated.response_message.splitlines()[2] and "FAILED (400)" in operated.response_message
+    assert {e["file_path"]: e["version"] for e in listing["entries"]} == {"a.txt": 1, "b.txt": 1}  # a.txt kept

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import pytest
 
 from aios import sdk
-from conftest import KernelProcess, start_kernel, stop_kernel
+from conftest import KernelProcess, data_dir_of_its_own, start_kernel, stop_kernel
 
 ROOT = Path(__file__).resolve().parents[1]
 MCP_SERVER = ROOT / "tests" / "fixtures" / "mcp_server.py"
@@ -40,7 +40,7 @@ def install_entry_point_package(site: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tooled(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelProcess]:
+def tooled(backend: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelProcess]:
     """A kernel with tools from every source."""
     home = tmp_path_factory.mktemp("tooled")
     install_entry_point_package(home / "site")
@@ -48,7 +48,8 @@ def tooled(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     config.write_text(json.dumps({"tools": {
         "folders": [str(ROOT / "docs" / "examples" / "tools")],
         "mcp_servers": [{"name": "testmcp", "command": sys.executable, "args": [str(MCP_SERVER)], "timeout_s": 20}]}}))
-    env = {**os.environ, "AIOS_DATA_DIR": str(data_dir), "PYTHONPATH": str(home / "site")}
+    env = {**os.environ, "AIOS_DATA_DIR": str(data_dir_of_its_own(data_dir, home / "data")),
+           "PYTHONPATH": str(home / "site")}
     kernel = start_kernel(["--config", str(config)], env, home / "kernel.log")
     yield kernel
     stop_kernel(kernel)

@@ -218,7 +218,8 @@ class StorageConfig(_Section):
     """The AIOS ``storage`` section (``root_dir``, ``use_vector_db``, ``vector_db_config``) and ours beside it.
     Relative paths are taken from the data dir."""
 
-    root_dir: str = Field(default="storage", min_length=1, description="where agents' default mounts live")
+    root_dir: str = Field(default="storage", min_length=1, description="where each agent's own directory (its "
+                          "default mount) lives")
     use_vector_db: StrictBool = Field(default=True, description="false: retrieve by keywords only (no embedding "
                                       "model is loaded)")
     vector_db_config: dict[str, Any] | None = Field(default=None, description="AIOS's ChromaDB settings; accepted, "
@@ -228,7 +229,8 @@ class StorageConfig(_Section):
     blob_dir: str | None = Field(default=None, min_length=1, description="content-addressed versions; default "
                                  "<data_dir>/lsfs/blobs (postgres: a directory every kernel mounts)")
     mount_roots: list[Annotated[str, Field(min_length=1)]] | None = Field(
-        default=None, min_length=1, description="directories inside which agents may mount; default: root_dir")
+        default=None, min_length=1, description="directories inside which agents may mount besides their own "
+        "directory; default: root_dir")
     max_file_mb: _Float = Field(default=4.0, gt=0, le=1024, description="largest file content an agent may write "
                                 "(over HTTP, server.max_body_mb bounds it too: keep this below it)")
     share_expiry_days: _Float = Field(default=7.0, gt=0, description="how long a share link works by default")
@@ -254,7 +256,7 @@ class StorageConfig(_Section):
         return _under(data_dir, self.root_dir)
 
     def metadata_dir(self, data_dir: Path) -> Path:
-        return data_dir / "lsfs"
+        return _under(data_dir, "lsfs")  # resolved, as mount paths are, so that comparing them means something
 
     def blobs(self, data_dir: Path) -> Path:
         return _under(data_dir, self.blob_dir) if self.blob_dir else self.metadata_dir(data_dir) / "blobs"

@@ -10,10 +10,11 @@ Nothing is downloaded: the weights and tokenizer are the package's files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -88,33 +89,50 @@ class Embedder:
 
     def _serve(self) -> None:
         while True:
-            first = self._jobs.get()  # blocks until there is work
-            if first is _STOP:
+            jobs = self._next_batch()
+            if jobs is None:
                 return
-            jobs = [first]
-            while True:  # everything queued meanwhile joins this batch
-                try:
-                    more = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if more is _STOP:
-                    self._jobs.put(_STOP)
-                    break
-                jobs.append(more)
-            self._run(jobs)
+            try:
+                self._run(jobs)
+            except BaseException as exc:  # this thread serves every later request: nothing may end it
+                log.exception("the embedding thread failed on a batch; it goes on with the next")
+                for job in jobs:
+                    _fail(job.future, exc)
+
+    def _next_batch(self) -> list[_Job] | None:
+        """The next job and everything queued meanwhile (one batch); None once ``close`` asked to stop."""
+        first = self._jobs.get()  # blocks until there is work
+        if first is _STOP:
+            return None
+        jobs = [first]
+        while True:  # everything queued meanwhile joins this batch
+            try:
+                more = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if more is _STOP:
+                self._jobs.put(_STOP)
+                break
+            jobs.append(more)
+        return jobs
 
     def _run(self, jobs: list[_Job]) -> None:
+        # A request whose caller stopped waiting (a cancelled ``aembed``) is dropped before the pass; the rest
+        # are marked running, so a cancellation from now on no longer touches their futures.
+        jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+        if not jobs:
+            return
         texts = [text for job in jobs for text in job.texts]
         try:
             vectors = self._vectors(texts)
         except BaseException as exc:  # a failed load or pass fails these requests only; the next ones retry
             log.warning("embedding failed: %r", exc)
             for job in jobs:
-                job.future.set_exception(exc)
+                _fail(job.future, exc)
             return
         start = 0
         for job in jobs:
-            job.future.set_result(vectors[start:start + len(job.texts)])
+            _succeed(job.future, vectors[start:start + len(job.texts)])
             start += len(job.texts)
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
@@ -157,3 +175,13 @@ class Embedder:
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
+
+
+def _succeed(future: Future[np.ndarray], vectors: np.ndarray) -> None:
+    with contextlib.suppress(InvalidStateError):  # its caller stopped waiting: nobody takes the result
+        future.set_result(vectors)
+
+
+def _fail(future: Future[np.ndarray], exc: BaseException) -> None:
+    with contextlib.suppress(InvalidStateError):  # cancelled, or already given its outcome
+        future.set_exception(exc)

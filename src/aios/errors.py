@@ -51,6 +51,12 @@ class NotText(KernelError):
     status_code = 415
 
 
+class InsufficientStorage(KernelError):
+    """The disk (or the user's quota) is full, so the kernel cannot keep what was asked."""
+
+    status_code = 507
+
+
 class CapacityExceeded(KernelError):
     """A generation needs more KV-cache memory than the model's budget allows, even running alone."""
 

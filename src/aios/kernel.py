@@ -80,8 +80,9 @@ class Kernel:
         self.embedder = embedder or Embedder()  # loads on first use
         self.access = AccessManager(config.access, config.data_dir)
         self.storage = StorageHandler.from_config(config, self.embedder, self.access)
-        files = FileOperator(FILE_TOOLS, with_instructions, lambda agent, reply: operate_files(self.call, agent, reply),
-                             max_calls=config.storage.operate_file_max_calls)
+        max_calls = config.storage.operate_file_max_calls
+        run_file_calls = lambda agent, reply: operate_files(self.call, agent, reply, max_calls)  # noqa: E731
+        files = FileOperator(FILE_TOOLS, with_instructions, run_file_calls, max_calls=max_calls)
         self.tools = ToolHandler(config, self.call, self.access)
         run_calls = functools.partial(run_model_calls, self.call)
         self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: LLMHandler(self.router, files, run_calls),
@@ -107,13 +108,17 @@ class Kernel:
         await self.storage.start()
         await self.tools.start()
 
-    async def stop(self) -> None:
+    async def stop(self, close_cores: bool = True) -> None:
+        """Stop serving and let go of what the kernel holds (its storage database among them, so another kernel
+        may use the data dir). ``close_cores=False`` leaves the cores running for whoever shares them."""
         await self.scheduler.stop()
         await self.tools.close()
         await self.storage.close()
         await self.access.close()
         if self._owns_embedder:
             await asyncio.to_thread(self.embedder.close)
+        if not close_cores:
+            return
         for core in self.router.cores:
             closing = core.close()
             if inspect.isawaitable(closing):

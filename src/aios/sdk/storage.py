@@ -6,9 +6,9 @@ file or version, 409 a clash, 413 too large, ...)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aios.sdk.tools import ToolResponse, ToolResult
 from aios.sdk.transport import AIOSError, not_an_envelope, send_query
@@ -72,15 +72,16 @@ class StorageResponse:
 
     @property
     def files(self) -> list[RetrievedFile]:
-        return [RetrievedFile(**item) for item in self.result.get("files", [])]
+        """retrieve: the files found (a mount's ``files`` is a count: see ``result``)."""
+        return _records(RetrievedFile, self.result.get("files"))
 
     @property
     def versions(self) -> list[FileVersion]:
-        return [FileVersion(**item) for item in self.result.get("versions", [])]
+        return _records(FileVersion, self.result.get("versions"))
 
     @property
     def entries(self) -> list[DirEntry]:
-        return [DirEntry(**item) for item in self.result.get("entries", [])]
+        return _records(DirEntry, self.result.get("entries"))
 
     @classmethod
     def from_envelope(cls, envelope: Any) -> "StorageResponse":
@@ -105,6 +106,18 @@ class FileOperationsResponse(ToolResponse):
     @property
     def operations(self) -> list[ToolResult]:
         return self.results
+
+
+_Record = TypeVar("_Record")
+
+
+def _records(kind: type[_Record], items: Any) -> list[_Record]:
+    """``kind`` from each item's fields that this SDK knows: a newer kernel may send more (ignored here), an
+    older one fewer (None)."""
+    if not isinstance(items, list):
+        return []
+    names = [f.name for f in fields(kind)]  # type: ignore[arg-type]
+    return [kind(**{name: item.get(name) for name in names}) for item in items if isinstance(item, dict)]
 
 
 def _storage(agent_name: str, operation: str, base_url: str | None, **params: Any) -> StorageResponse:

@@ -20,17 +20,23 @@ def is_partial(name: str) -> bool:
 
 def replace_file(path: Path, data: bytes) -> None:
     temporary = path.parent / f"{PARTIAL_PREFIX}{secrets.token_hex(8)}"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_durably(temporary, data)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as exc:
         temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # name the file being replaced, not its temporary
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     sync_directory(path.parent)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def remove_file(path: Path) -> None:

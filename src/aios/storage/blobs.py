@@ -8,9 +8,15 @@ one blob directory (the PostgreSQL setup): a blob's name is its content, so conc
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from aios.storage.atomic import replace_file
+from aios.storage.fingerprints import KnownHashes
+
+
+class DamagedBlob(ValueError):
+    """A blob whose content no longer matches its hash."""
 
 
 def content_hash(data: bytes) -> str:
@@ -21,6 +27,7 @@ class BlobStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        self._checked = KnownHashes()
 
     def path(self, digest: str) -> Path:
         return self.directory / digest[:2] / digest
@@ -35,8 +42,15 @@ class BlobStore:
         return digest
 
     def get(self, digest: str) -> bytes:
-        """The bytes stored under ``digest``; raises FileNotFoundError if missing, ValueError if damaged."""
-        data = self.path(digest).read_bytes()
+        """The bytes stored under ``digest``; raises FileNotFoundError if missing, DamagedBlob if damaged. A blob is
+        checked against its hash once, and again only if its fingerprint changes."""
+        path = self.path(digest)
+        with path.open("rb") as handle:
+            facts = os.fstat(handle.fileno())
+            data = handle.read()
+        if self._checked.get(str(path), facts) == digest:
+            return data
         if content_hash(data) != digest:
-            raise ValueError(f"blob {digest} is damaged (its content no longer matches its hash)")
+            raise DamagedBlob(f"its stored content ({path}) is damaged: it no longer matches its hash")
+        self._checked.remember(str(path), facts, digest)
         return data

@@ -23,10 +23,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from aios.errors import BadRequest, Conflict, Forbidden, NotFound, NotText, TooLarge
+from aios.errors import BadRequest, Conflict, Forbidden, Gone, KernelError, NotFound, NotText, TooLarge
 from aios.storage.atomic import is_partial, remove_file, replace_file
-from aios.storage.blobs import BlobStore, content_hash
-from aios.storage.paths import Place, default_mount, overlaps, resolve
+from aios.storage.blobs import BlobStore, DamagedBlob, content_hash
+from aios.storage.fingerprints import KnownHashes
+from aios.storage.os_errors import refusal
+from aios.storage.paths import Place, default_mount, inside, overlaps, resolve
+from aios.storage.reading import read_regular_file, regular_file_facts
 from aios.storage.store import FileRecord, Root, Store, Version
 
 Result = dict[str, Any]  # what an operation reports: JSON-ready facts plus a one-line "message"
@@ -37,77 +40,113 @@ Decide = Callable[[FileRecord], tuple[bytes | None, int | None]]
 
 @dataclass(frozen=True)
 class Settings:
-    storage_root: Path  # agents' default mounts live here; relative mount paths start here
-    mount_roots: tuple[Path, ...]  # directories inside which agents may mount
+    storage_root: Path  # every agent's own directory (its default mount) lives here
+    mount_roots: tuple[Path, ...]  # directories inside which agents may mount, besides their own directories
     protected: tuple[Path, ...]  # the kernel's own data (database, blobs): no mount may hold it
     max_file_bytes: int
+    data_dir: Path  # the kernel's (models, snapshots, ...): no mount may overlap it, but for the storage root in it
 
 
 @dataclass(frozen=True)
 class DiskState:
     hash: str | None  # None: no file there
-    data: bytes | None
+    data: bytes | None  # None also for a file known unchanged, which was not read
 
 
 class FileSystem:
     def __init__(self, store: Store, blobs: BlobStore, settings: Settings, clock: Callable[[], float] = time.time):
         self.store, self.blobs, self.settings, self.clock = store, blobs, settings, clock
+        self._disk_hashes = KnownHashes()  # so an unchanged file is not read and hashed at each touch
 
     # -- mounts -------------------------------------------------------------------------------------------------
     def mount(self, agent: str, root_dir: str) -> Result:
-        """Make ``root_dir`` the agent's mount (relative paths start at the storage root), then record every
-        file in it that the kernel has not seen as it is, so that history and search cover it."""
-        wanted = Path(root_dir)
-        path = Path(os.path.realpath(wanted if wanted.is_absolute() else self.settings.storage_root / wanted))
-        if not any(path == allowed or allowed in path.parents for allowed in self.settings.mount_roots):
-            allowed = ", ".join(str(p) for p in self.settings.mount_roots)
-            raise Forbidden(f"root_dir {root_dir!r} ({path}) is outside the directories agents may mount ({allowed}; "
-                            "see storage.mount_roots)")
+        """Make ``root_dir`` the agent's mount (a relative one is taken inside the agent's own directory), then
+        record every file in it that the kernel has not seen as it is, so that history and search cover it."""
+        path = self._mount_path(agent, root_dir)
         root = self._attach(agent, path)
         before = {record.id: record.head for record in self.store.files(root.id)}
-        tracked = self._scan(root)
+        tracked, skipped = self._scan(root)
         recorded = sum(record.head - before.get(record.id, 0) for record in tracked)
         files = sum(record.hash is not None for record in tracked)
+        unread = f"; {len(skipped)} skipped, as they cannot be read (see skipped)" if skipped else ""
         return {"operation": "mount", "root": root.path, "files": files, "recorded_versions": recorded,
+                "skipped": skipped,
                 "message": f"mounted {root.path} for {agent}: {files} files, {recorded} changes made outside "
-                           "the kernel recorded"}
+                           f"the kernel recorded{unread}"}
 
     def root_of(self, agent: str) -> Root:
-        """The agent's mount: its last ``mount``, else ``<storage_root>/<agent>`` (made on first use)."""
+        """The agent's mount: its last ``mount``, else its own directory (made on first use)."""
         root = self.store.mount_of(agent)
         if root is None:
-            return self._attach(agent, Path(os.path.realpath(default_mount(self.settings.storage_root, agent))))
-        Path(root.path).mkdir(parents=True, exist_ok=True)
+            return self._attach(agent, self.home(agent))
+        _make_mount_directory(Path(root.path))
         return root
 
+    def home(self, agent: str) -> Path:
+        """The agent's own directory, ``<storage_root>/<agent>``: its mount until it mounts another, and where a
+        relative ``root_dir`` points."""
+        return Path(os.path.realpath(default_mount(self.settings.storage_root, agent)))
+
+    def _mount_path(self, agent: str, root_dir: str) -> Path:
+        """Where ``root_dir`` points, if the agent may mount it. Every directory in the storage root is some
+        agent's own (for a name that has not been used yet, too), so there an agent mounts only inside its own."""
+        home, storage = self.home(agent), self.settings.storage_root
+        wanted = Path(root_dir)
+        path = Path(os.path.realpath(wanted if wanted.is_absolute() else home / wanted))
+        if inside(path, home):
+            return path
+        said = f"root_dir {root_dir!r} ({path})"
+        if not any(inside(path, allowed) for allowed in self.settings.mount_roots):
+            allowed = ", ".join(str(p) for p in self.settings.mount_roots)
+            raise Forbidden(f"{said} is outside the directories agents may mount (its own directory {home}, and "
+                            f"{allowed}; see storage.mount_roots)")
+        if inside(storage, path):
+            raise Forbidden(f"{said} cannot be mounted: it holds the storage root {storage}, where every agent "
+                            "has its own directory")
+        if inside(path, storage):
+            raise Forbidden(f"{said} cannot be mounted: in the storage root {storage} every directory is an agent's "
+                            f"own, and an agent mounts only within its own ({home})")
+        return path
+
     def _attach(self, agent: str, path: Path) -> Root:
+        self._refuse_kernel_data(path)
+        _make_mount_directory(path)  # before anything is recorded: a mount that cannot work is never made
+        with self.store.transaction():
+            for other in self.store.roots():
+                # An agent's own mounts may nest (a folder of its own directory); each keeps its own history.
+                if other.owner != agent and overlaps(Path(other.path), path):
+                    raise Forbidden(f"{path} cannot be mounted: it overlaps the mount of another agent {other.path}")
+            root = self.store.add_root(str(path), agent)
+            self.store.set_mount(agent, root.id)
+        return root
+
+    def _refuse_kernel_data(self, path: Path) -> None:
         for kept in self.settings.protected:
             if overlaps(path, kept):
                 raise Forbidden(f"{path} cannot be mounted: it overlaps the kernel's own data ({kept})")
-        with self.store.transaction():
-            for other in self.store.roots():
-                if Path(other.path) == path and other.owner == agent:
-                    continue
-                if overlaps(Path(other.path), path):
-                    whose = "your mount" if other.owner == agent else "the mount of another agent"
-                    raise Forbidden(f"{path} cannot be mounted: it overlaps {whose} {other.path}")
-            root = self.store.add_root(str(path), agent)
-            self.store.set_mount(agent, root.id)
-        path.mkdir(parents=True, exist_ok=True)
-        return root
+        data_dir, storage = self.settings.data_dir, self.settings.storage_root
+        if overlaps(path, data_dir) and not inside(path, storage):
+            raise Forbidden(f"{path} cannot be mounted: it overlaps the kernel's data dir {data_dir}, of which only "
+                            f"the storage root {storage} is for agents")
 
-    def _scan(self, root: Root) -> list[FileRecord]:
-        """Touch every file on disk under ``root`` and every file the history knows there."""
+    def _scan(self, root: Root) -> tuple[list[FileRecord], list[dict[str, str]]]:
+        """Touch every file on disk under ``root`` and every file the history knows there. One that cannot be
+        read is skipped, with nothing recorded for it, and reported with why: it does not fail the others."""
         seen = {place.relative for place in self._disk_files(Path(root.path), root)}
         known = {record.path for record in self.store.files(root.id) if record.head}
-        tracked = []
+        tracked, skipped = [], []
         for relative in sorted(seen | known):
             try:
                 place = resolve(Path(root.path), relative)
             except Forbidden:  # a parent was replaced by a link that leads out: not this mount's file any more
                 continue
-            tracked.append(self.touch(root, place))
-        return tracked
+            try:
+                tracked.append(self.touch(root, place))
+            except KernelError as exc:
+                skipped.append({"file_path": relative, "why": str(exc)})
+            except OSError as exc:
+                skipped.append({"file_path": relative, "why": str(refusal(exc) or exc)})
+        return tracked, skipped
 
     def _disk_files(self, directory: Path, root: Root) -> list[Place]:
         places = []
@@ -126,8 +165,10 @@ class FileSystem:
             return self._reconcile(root, place)
 
     def _reconcile(self, root: Root, place: Place) -> FileRecord:
-        record = self.store.add_file(root.id, place.relative)
-        disk = self._disk_state(place)
+        known = self.store.file(root.id, place.relative)
+        # The disk first: a file that cannot be read leaves no record behind.
+        disk = self._disk_state(place, known.hash if known else None)
+        record = known or self.store.add_file(root.id, place.relative)
         pending = self.store.pending(record.id)
         if pending is not None:
             keep = pending.hash == disk.hash  # the rename (or removal) happened before the crash
@@ -138,6 +179,7 @@ class FileSystem:
             record = self.store.file_by_id(record.id)
         if disk.hash == record.hash or (disk.hash is None and record.head == 0):
             return record
+        assert disk.hash is None or disk.data is not None, "a file is left unread only when it is what history says"
         digest = self.blobs.put(disk.data) if disk.data is not None else None
         version = Version(record.id, record.head + 1, self.clock(), len(disk.data or b""), digest, "", "external")
         with self.store.transaction():
@@ -145,17 +187,22 @@ class FileSystem:
             self.store.set_head(record.id, version.number, digest, version.size)
         return self.store.file_by_id(record.id)
 
-    def _disk_state(self, place: Place) -> DiskState:
-        path = place.absolute
-        if path.is_dir():
-            raise Conflict(f"{place.relative or '(the mount root)'} is a directory, not a file")
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+    def _disk_state(self, place: Place, known_hash: str | None) -> DiskState:
+        """What is on disk at ``place``. A file whose fingerprint says it is still the content ``known_hash``
+        (what history says) is not read again: its ``data`` is None."""
+        path, limit = place.absolute, self.settings.max_file_bytes
+        facts = regular_file_facts(path, place.relative, limit)
+        if facts is None:
             return DiskState(None, None)
-        except NotADirectoryError:
-            raise Conflict(f"{place.relative}: a parent of this path is a file, not a directory") from None
-        return DiskState(content_hash(data), data)
+        if known_hash is not None and self._disk_hashes.get(str(path), facts) == known_hash:
+            return DiskState(known_hash, None)
+        read = read_regular_file(path, place.relative, limit)
+        if read is None:  # removed in the meantime
+            return DiskState(None, None)
+        data, facts = read
+        digest = content_hash(data)
+        self._disk_hashes.remember(str(path), facts, digest)
+        return DiskState(digest, data)
 
     # -- changing a file: one new version ---------------------------------------------------------------------
     def _change(self, agent: str, root: Root, place: Place, kind: str, decide: Decide) -> Version:
@@ -226,7 +273,7 @@ class FileSystem:
         version = self._version(record, place, number if number is not None else record.head)
         if version.hash is None:
             raise NotFound(f"{place.relative} did not exist in version {version.number} (it was deleted)")
-        data = self.blobs.get(version.hash)
+        data = self.content(place.relative, version)
         try:
             content = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -253,7 +300,7 @@ class FileSystem:
 
         def target_of(record: FileRecord) -> tuple[bytes | None, int | None]:
             target = self._rollback_target(record, place, n, at)
-            return (self.blobs.get(target.hash) if target.hash else None), target.number
+            return (self.content(place.relative, target) if target.hash else None), target.number
 
         version = self._change(agent, root, place, "rollback", target_of)
         state = "removed (that version was a deletion)" if version.hash is None else f"{version.size} bytes"
@@ -330,12 +377,38 @@ class FileSystem:
             raise BadRequest(f"path {file_path!r} names the mount root, not a file")
         return root, place
 
+    def content(self, file_path: str, version: Version) -> bytes:
+        """A version's bytes, from the blob store; Gone when they are missing or damaged there."""
+        assert version.hash is not None, "a deletion has no content"
+        try:
+            return self.blobs.get(version.hash)
+        except FileNotFoundError:
+            raise Gone(f"{file_path} version {version.number} is no longer available: its stored content "
+                       f"({self.blobs.path(version.hash)}) is missing") from None
+        except DamagedBlob as exc:
+            raise Gone(f"{file_path} version {version.number} is no longer available: {exc}") from None
+
     def _version(self, record: FileRecord, place: Place, number: int) -> Version:
         version = self.store.version(record.id, number) if number >= 1 else None
         if version is None:
             known = f"its versions are 1 to {record.head}" if record.head else "it has no versions"
             raise NotFound(f"{place.relative} has no version {number}: {known}")
         return version
+
+
+def _make_mount_directory(path: Path) -> None:
+    """Make sure ``path`` is a directory the kernel can keep files in (creating it and its parents), or refuse
+    naming it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise Conflict(f"{path} cannot be mounted: it is a file, not a directory") from None
+    except NotADirectoryError:
+        raise Conflict(f"{path} cannot be mounted: a parent of it is a file, not a directory") from None
+    except PermissionError as exc:
+        raise Forbidden(f"{path} cannot be mounted: the kernel may not create {exc.filename} ({exc.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK, effective_ids=True):
+        raise Forbidden(f"{path} cannot be mounted: the kernel may not write in it (its permissions)")
 
 
 def _file_result(operation: str, place: Place, version: Version, message: str) -> Result:

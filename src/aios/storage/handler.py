@@ -4,7 +4,8 @@ versioned file system, as that agent, inside its mount.
 ``prepare`` checks a request when it is submitted. ``__call__`` runs it: file work happens on one I/O thread
 (the database connection and the disk), so the event loop never blocks and operations on the store never
 interleave; embeddings run on the shared embedding model's thread. A refused operation raises a KernelError,
-which the reply carries as ``error`` and ``status_code`` (HTTP 200, as upstream).
+which the reply carries as ``error`` and ``status_code`` (HTTP 200, as upstream); so does an operating-system
+error a request can cause (a permission, a name too long, a full disk: see ``os_errors``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import asyncio
 import functools
 import json
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from aios.access.manager import AccessManager
@@ -25,6 +28,7 @@ from aios.errors import BadRequest, NotAvailable
 from aios.storage.blobs import BlobStore
 from aios.storage.files import FileSystem, Result, Settings
 from aios.storage.index import Indexer
+from aios.storage.os_errors import refusal
 from aios.storage.requests import NEEDS, InvalidRequest, StorageRequest, parse_request
 from aios.storage.shares import ShareLinks, SharedFile
 from aios.storage.store import Store
@@ -88,7 +92,8 @@ class StorageHandler:
         settings = Settings(storage_root=storage.root(config.data_dir),
                             mount_roots=tuple(storage.mountable(config.data_dir)),
                             protected=(storage.metadata_dir(config.data_dir), storage.blobs(config.data_dir)),
-                            max_file_bytes=int(storage.max_file_mb * 2**20))
+                            max_file_bytes=int(storage.max_file_mb * 2**20),
+                            data_dir=Path(os.path.realpath(config.data_dir)))
         settings.storage_root.mkdir(parents=True, exist_ok=True)
         fs = FileSystem(open_store(config), BlobStore(storage.blobs(config.data_dir)), settings)
         shares = ShareLinks(fs, int(storage.share_expiry_days * 86400), int(storage.share_max_expiry_days * 86400),
@@ -143,7 +148,15 @@ class StorageHandler:
 
     # -- life cycle, and the background index -------------------------------------------------------------------
     async def run_io(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._io, functools.partial(function, *args, **kwargs))
+        """Run blocking file work on the I/O thread; an OS error a request can cause becomes its refusal."""
+        work = functools.partial(function, *args, **kwargs)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._io, work)
+        except OSError as exc:
+            refused = refusal(exc)
+            if refused is None:
+                raise
+            raise refused from exc
 
     async def start(self) -> None:
         self._background = asyncio.create_task(self._index_in_background(), name="storage-index")
@@ -153,7 +166,7 @@ class StorageHandler:
             self._background.cancel()
             await asyncio.gather(self._background, return_exceptions=True)
         await self.run_io(self.fs.store.close)
-        self._io.shutdown(wait=True)
+        await asyncio.to_thread(self._io.shutdown, wait=True)  # work still queued may take a while: not on the loop
 
     async def _index_soon(self, agent: str) -> None:
         root = await self.run_io(self.fs.root_of, agent)

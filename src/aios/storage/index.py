@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 CHUNK_CHARS = 1000  # about 250 tokens: what the embedding model reads in full
 FILES_PER_BATCH = 32
+# Chunks per call of the shared embedding model: a search's query, from any mount, waits behind at most one
+# such pass of the indexing, not behind a whole mount's (32 files of up to 4 MB are thousands of chunks).
+CHUNKS_PER_EMBEDDING = 256
 SNIPPET_CHARS = 300
 RRF_K = 60  # the usual constant of reciprocal rank fusion
 WORDS_WEIGHT = 0.5  # keyword ranks count half as much as meaning
@@ -84,10 +87,16 @@ class Indexer:
         async with self._locks[root_id]:  # the background pass and a search never index the same files twice
             while work := await self.run_io(self._stale, root_id):
                 texts = [f"{item.record.path}\n{chunk.text}" for item in work for chunk in item.chunks]
-                vectors = await self.embedder.aembed(texts) if self.embedder and texts else None
+                vectors = await self._embed(texts) if self.embedder and texts else None
                 await self.run_io(self._store, work, vectors)
                 done += len(work)
         return done
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        assert self.embedder is not None
+        parts = [await self.embedder.aembed(texts[start:start + CHUNKS_PER_EMBEDDING])
+                 for start in range(0, len(texts), CHUNKS_PER_EMBEDDING)]
+        return np.concatenate(parts)
 
     def _stale(self, root_id: int) -> list[_Pending]:
         return [_Pending(record, self._chunks(record)) for record in self.fs.store.stale_files(root_id, FILES_PER_BATCH)]

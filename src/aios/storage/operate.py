@@ -8,6 +8,7 @@ as a success.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, Awaitable, Callable
 
 from aios.errors import BadRequest, Cancelled, KernelError
@@ -51,19 +52,30 @@ def with_instructions(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, *messages]
 
 
-async def operate_files(call: Call, agent: str, reply: LLMResponse) -> LLMResponse:
-    """Run the calls in ``reply`` (the model's tool calls) and report each one's real outcome."""
+async def operate_files(call: Call, agent: str, reply: LLMResponse, max_calls: int) -> LLMResponse:
+    """Run the calls in ``reply`` (the model's tool calls), at most ``max_calls`` of them, and report each one's
+    real outcome; calls past the limit are reported as failed, and do not run."""
     if reply.error is not None or not reply.tool_calls:
         return reply  # the model gave no usable calls: its error (or prose) says so, and nothing ran
-    operations = [await _run(call, agent, tool_call) for tool_call in distinct_calls(reply.tool_calls)]
+    calls = distinct_calls(reply.tool_calls)
+    # A grammar caps the calls only where the model decodes under one (not an API model, nor structured_output:
+    # prompt), so the limit is kept here, for every model.
+    operations = [await _run(call, agent, tool_call) for tool_call in calls[:max_calls]]
+    operations += [_over_the_limit(tool_call, max_calls) for tool_call in calls[max_calls:]]
     failed = [op for op in operations if op["error"] is not None]
     lines = [_line(op) for op in operations]
     error = None
     if failed:
         error = f"{len(failed)} of {len(operations)} file operations failed: " + "; ".join(
             f"{op['name']}: {op['error']}" for op in failed)
-    return LLMResponse(response_message="\n".join(lines), tool_calls=operations, finished=True, error=error,
-                       status_code=failed[0]["status_code"] if failed else 200)
+    return replace(reply, response_message="\n".join(lines), tool_calls=operations, error=error,
+                   status_code=failed[0]["status_code"] if failed else 200, finished=reply.finished and not failed)
+
+
+def _over_the_limit(tool_call: dict[str, Any], max_calls: int) -> dict[str, Any]:
+    return {**tool_call, "status_code": 400, "result": None,
+            "error": f"not run: one operate_file request makes at most {max_calls} file operation(s) "
+                     "(storage.operate_file_max_calls)"}
 
 
 async def _run(call: Call, agent: str, tool_call: dict[str, Any]) -> dict[str, Any]:

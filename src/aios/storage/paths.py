@@ -1,9 +1,10 @@
 """Path confinement: every path an agent names resolves inside its mount, or is refused naming the path.
 
 Two layers. ``check_path_text`` looks at the text alone (it runs when a request is parsed): no NUL, no line
-breaks or other control characters, not too long. ``resolve`` then places the path inside a mount root: a
-relative path is taken from the root, an absolute one must already be inside it, and the result is resolved
-with symlinks followed, so ``..``, an absolute path elsewhere, and a symlink that leads out are all refused.
+breaks or other control characters, not too long (in UTF-8 bytes, as file systems count). ``resolve`` then
+places the path inside a mount root: a relative path is taken from the root, an absolute one must already be
+inside it, and the result is resolved with symlinks followed, so ``..``, an absolute path elsewhere, and a
+symlink that leads out are all refused.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from urllib.parse import quote
 
 from aios.errors import BadRequest, Forbidden
 
-MAX_PATH_CHARS = 4096
+MAX_PATH_BYTES = 4096  # a whole path, as Linux allows (PATH_MAX); file systems count bytes, not characters
 MAX_NAME_BYTES = 255  # one path component, as Linux file systems allow
 
 
 def check_path_text(text: str) -> None:
     """Raise ValueError saying what is wrong with a path's text (the caller names the field)."""
-    if len(text) > MAX_PATH_CHARS:
-        raise ValueError(f"is {len(text)} characters long; the limit is {MAX_PATH_CHARS}")
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_PATH_BYTES:
+        raise ValueError(f"is {size} bytes long in UTF-8; the limit is {MAX_PATH_BYTES}")
     if "\x00" in text:
         raise ValueError("contains a NUL character, which no file name can hold")
     bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
@@ -55,7 +57,7 @@ def resolve(root: Path, text: str) -> Place:
     path = Path(text)
     target = path if path.is_absolute() else root / path
     real = Path(os.path.realpath(target))  # follows every symlink, also in the parents
-    if real != root and root not in real.parents:
+    if not inside(real, root):
         raise Forbidden(f"path {text!r} resolves to {real}, outside the mount {root}; an agent reaches only "
                         "its own mount")
     return Place(real, real.relative_to(root).as_posix() if real != root else "")
@@ -77,6 +79,11 @@ def default_mount(storage_root: Path, agent_name: str) -> Path:
     if len(name) > 200:  # still one valid, distinct name when escaping made it too long
         name = f"{name[:150]}-{hashlib.sha256(agent_name.encode()).hexdigest()[:16]}"
     return storage_root / name
+
+
+def inside(path: Path, directory: Path) -> bool:
+    """Whether ``path`` is ``directory`` or somewhere below it."""
+    return path == directory or directory in path.parents
 
 
 def overlaps(a: Path, b: Path) -> bool:

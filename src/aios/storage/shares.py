@@ -1,5 +1,5 @@
 """Share links: a URL served by this kernel (``GET /share/{token}``) that gives one version of a file, read-only,
-until it expires or its owner revokes it. Nothing is uploaded anywhere.
+until it expires, its owner revokes it, or the file is deleted. Nothing is uploaded anywhere.
 
 The token is 256 random bits (unguessable); the store keeps only its SHA-256, so the database alone opens no
 link. A link pins the version that was current when it was made: later writes do not change what it shows.
@@ -12,7 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from aios.errors import BadRequest, Forbidden, Gone, NotFound
+from aios.errors import BadRequest, Gone, NotFound
 from aios.storage.files import FileSystem, Result, iso_time
 from aios.storage.store import Share
 
@@ -81,10 +81,17 @@ class ShareLinks:
         if self.fs.clock() >= share.expires:
             raise Gone(f"this share link expired at {iso_time(share.expires)}")
         record = self.fs.store.file_by_id(share.file_id)
+        deletion = self.fs.store.deleted_after(record.id, share.version)
+        if deletion is not None:  # for good: bringing the file back does not bring its old links back
+            raise Gone(f"the shared file was deleted at {iso_time(deletion.time)}")
         version = self.fs.store.version(record.id, share.version)
         if version is None or version.hash is None:
-            raise Forbidden("the shared version is no longer available")
-        return SharedFile(record.path.rsplit("/", 1)[-1], self.fs.blobs.get(version.hash), version.number)
+            raise Gone("the shared version is no longer available")
+        try:
+            data = self.fs.content(record.path, version)
+        except (Gone, OSError):  # the details (where the kernel keeps versions) are not for whoever holds the link
+            raise Gone("the shared version is no longer available") from None
+        return SharedFile(record.path.rsplit("/", 1)[-1], data, version.number)
 
     def _base(self, base_url: str | None) -> str:
         base = self.public_url or base_url or self.served_url or "http://localhost:8000"

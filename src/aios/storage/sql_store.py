@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from aios.errors import Conflict
 from aios.storage.store import FileRecord, Root, Share, Version
 
 # Columns, in the order the dataclasses take them.
@@ -86,15 +87,22 @@ class SQLStore:
                         "ORDER BY number DESC LIMIT 1", (file_id, time))
         return _version(row) if row else None
 
+    def deleted_after(self, file_id: int, number: int) -> Version | None:
+        row = self._one(f"SELECT {_VERSION} FROM versions WHERE file_id = ? AND number > ? AND hash IS NULL "
+                        "AND pending = 0 ORDER BY number LIMIT 1", (file_id, number))
+        return _version(row) if row else None
+
     def pending(self, file_id: int) -> Version | None:
         row = self._one(f"SELECT {_VERSION} FROM versions WHERE file_id = ? AND pending = 1", (file_id,))
         return _version(row) if row else None
 
     def settle(self, file_id: int, number: int, keep: bool) -> None:
-        if keep:
-            self._run("UPDATE versions SET pending = 0 WHERE file_id = ? AND number = ?", (file_id, number))
-        else:
-            self._run("DELETE FROM versions WHERE file_id = ? AND number = ? AND pending = 1", (file_id, number))
+        where = "WHERE file_id = ? AND number = ? AND pending = 1"
+        changed = self._run(f"UPDATE versions SET pending = 0 {where}" if keep else f"DELETE FROM versions {where}",
+                            (file_id, number))
+        if changed != 1:  # settled by someone else meanwhile: making it the head would point at nothing
+            raise Conflict(f"version {number} of this file is no longer pending: another process changed its "
+                           "history meanwhile; nothing was recorded, try again")
 
     def stale_files(self, root_id: int, limit: int) -> list[FileRecord]:
         # IS NOT: true when exactly one side is NULL too (a deleted file whose chunks are still indexed).

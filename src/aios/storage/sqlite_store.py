@@ -2,21 +2,26 @@
 here cannot load extensions), with sqlite-vec for chunk vectors and FTS5 for keywords.
 
 Vectors sit in a ``vec0`` table partitioned by mount root, so a search scans only the agent's own chunks.
-One kernel per database: several kernels sharing a file system use the PostgreSQL store.
+One kernel per database, enforced: the store holds a lock beside the database while it is open, and a second
+kernel on the same data dir is refused at start-up. Several kernels sharing a file system use the PostgreSQL
+store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import IO, Any, Iterator, Sequence
 
 import apsw
 import numpy as np
 import sqlite_vec
 
 from aios.embeddings import DIMENSION
+from aios.errors import NotAvailable
 from aios.storage.sql_store import COMMON_SCHEMA, SQLStore
 from aios.storage.store import Chunk, ChunkHit, FileRecord
 
@@ -37,16 +42,12 @@ class SQLiteStore(SQLStore):
     def __init__(self, path: Path, vectors: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.vectors = vectors
-        self._db = apsw.Connection(str(path))
-        self._db.enable_load_extension(True)
-        self._db.load_extension(sqlite_vec.loadable_path())
-        self._db.enable_load_extension(False)
-        self._db.set_busy_timeout(30_000)
-        # WAL: readers do not block the writer; FULL: a committed version survives a power cut, not only a crash.
-        self._db.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL")
-        self._db.create_scalar_function("contains_folded", _contains_folded, 2, deterministic=True)
-        with self._db:
-            self._db.execute(COMMON_SCHEMA.format(id="INTEGER PRIMARY KEY") + _INDEX_SCHEMA)
+        self._lock = _hold_database(path)  # before the database is touched: a refused kernel changes nothing
+        try:
+            self._db = _connect(path)
+        except BaseException:
+            self._lock.close()
+            raise
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self._db.execute(sql, tuple(params)))
@@ -120,6 +121,42 @@ class SQLiteStore(SQLStore):
 
     def close(self) -> None:
         self._db.close()
+        self._lock.close()  # closing the descriptor lets go of the lock
+
+
+def _connect(path: Path) -> apsw.Connection:
+    db = apsw.Connection(str(path))
+    db.enable_load_extension(True)
+    db.load_extension(sqlite_vec.loadable_path())
+    db.enable_load_extension(False)
+    db.set_busy_timeout(30_000)
+    # WAL: readers do not block the writer; FULL: a committed version survives a power cut, not only a crash.
+    db.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL")
+    db.create_scalar_function("contains_folded", _contains_folded, 2, deterministic=True)
+    with db:
+        db.execute(COMMON_SCHEMA.format(id="INTEGER PRIMARY KEY") + _INDEX_SCHEMA)
+    return db
+
+
+def _hold_database(path: Path) -> IO[str]:
+    """An exclusive lock on ``<database>.lock``, held while the returned file is open. A second kernel on the same
+    database would take the first one's pending versions for crash leftovers and drop them, and both would number
+    new versions alike; so it is refused. The operating system lets go of the lock when the process ends, however
+    it ends, so a killed kernel never locks out the next one."""
+    lock = open(path.with_name(f"{path.name}.lock"), "a+", encoding="utf-8")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip()
+        lock.close()
+        who = f" (process {holder})" if holder.isdigit() else ""
+        raise NotAvailable(f"another kernel{who} uses this data dir: its storage database {path} is in use; "
+                           "use backend postgres to share storage") from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")  # for the message a refused kernel shows
+    lock.flush()
+    return lock
 
 
 def _blob(vector: np.ndarray) -> bytes:

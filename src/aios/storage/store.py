@@ -116,9 +116,13 @@ class Store(Protocol):
         """The newest committed version made at or before ``time``."""
         ...
 
+    def deleted_after(self, file_id: int, number: int) -> Version | None:
+        """The first committed deletion of the file after version ``number``, if there is one."""
+        ...
+
     def pending(self, file_id: int) -> Version | None: ...
     def settle(self, file_id: int, number: int, keep: bool) -> None:
-        """Commit a pending version (``keep``) or drop it."""
+        """Commit a pending version (``keep``) or drop it; Conflict if it is not pending (any more)."""
         ...
 
     # -- the search index ---------------------------------------------------------------------------------------
