@@ -10,12 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator
 
-import apsw
 import numpy as np
-import sqlite_vec
 
+from aios.database import SQLiteDatabase, vector_blob
 from aios.embeddings import DIMENSION
 from aios.storage.sql_store import COMMON_SCHEMA, SQLStore
 from aios.storage.store import Chunk, ChunkHit, FileRecord
@@ -33,32 +32,11 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunk_words USING fts5(
 """
 
 
-class SQLiteStore(SQLStore):
+class SQLiteStore(SQLiteDatabase, SQLStore):
     def __init__(self, path: Path, vectors: bool = True) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.vectors = vectors
-        self._db = apsw.Connection(str(path))
-        self._db.enable_load_extension(True)
-        self._db.load_extension(sqlite_vec.loadable_path())
-        self._db.enable_load_extension(False)
-        self._db.set_busy_timeout(30_000)
-        # WAL: readers do not block the writer; FULL: a committed version survives a power cut, not only a crash.
-        self._db.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL")
-        self._db.create_scalar_function("contains_folded", _contains_folded, 2, deterministic=True)
-        with self._db:
-            self._db.execute(COMMON_SCHEMA.format(id="INTEGER PRIMARY KEY") + _INDEX_SCHEMA)
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return list(self._db.execute(sql, tuple(params)))
-
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        self._db.execute(sql, tuple(params))
-        return self._db.changes()
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self._db:
-            yield
+        super().__init__(path, COMMON_SCHEMA.format(id="INTEGER PRIMARY KEY") + _INDEX_SCHEMA,
+                         functions={"contains_folded": _contains_folded})
 
     @contextlib.contextmanager
     def file_lock(self, root_id: int, path: str) -> Iterator[None]:
@@ -79,14 +57,14 @@ class SQLiteStore(SQLStore):
                 self._db.execute("INSERT INTO chunk_words (rowid, text) VALUES (?, ?)", (chunk_id, chunk.text))
                 if vectors is not None:
                     self._db.execute("INSERT INTO chunk_vectors (rowid, root_id, embedding) VALUES (?, ?, ?)",
-                                     (chunk_id, file.root_id, _blob(vectors[i])))
+                                     (chunk_id, file.root_id, vector_blob(vectors[i])))
             self._db.execute("UPDATE files SET indexed_hash = hash WHERE id = ?", (file.id,))
         return True
 
     def nearest_chunks(self, root_id: int, vector: np.ndarray, k: int) -> list[ChunkHit]:
         rows = self._rows("SELECT v.rowid, c.file_id, v.distance FROM chunk_vectors v JOIN chunks c ON c.id = v.rowid "
                           "WHERE v.embedding MATCH ? AND v.k = ? AND v.root_id = ? ORDER BY v.distance",
-                          (_blob(vector), k, root_id))
+                          (vector_blob(vector), k, root_id))
         return [ChunkHit(*row) for row in rows]
 
     def matching_chunks(self, root_id: int, words: list[str], k: int) -> list[ChunkHit]:
@@ -110,7 +88,7 @@ class SQLiteStore(SQLStore):
         else:
             rows = self._rows("SELECT c.id, c.file_id, vec_distance_cosine(v.embedding, ?) FROM chunks c "
                               "JOIN chunk_vectors v ON v.rowid = c.id "
-                              "WHERE c.file_id IN (SELECT value FROM json_each(?))", (_blob(vector), ids))
+                              "WHERE c.file_id IN (SELECT value FROM json_each(?))", (vector_blob(vector), ids))
         return [ChunkHit(*row) for row in rows]
 
     def chunk_texts(self, chunk_ids: list[int]) -> dict[int, str]:
@@ -118,12 +96,6 @@ class SQLiteStore(SQLStore):
                           (json.dumps(chunk_ids),))
         return dict(rows)  # type: ignore[arg-type]
 
-    def close(self) -> None:
-        self._db.close()
-
-
-def _blob(vector: np.ndarray) -> bytes:
-    return np.asarray(vector, dtype=np.float32).tobytes()
 
 
 def _contains_folded(text: str, folded_keyword: str) -> bool:
