@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -30,6 +31,13 @@ class SQLDatabase:
     def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         rows = self._rows(sql, params)
         return rows[0] if rows else None
+
+    def _in(self, column: str) -> str:
+        """A condition that ``column`` is one of a list, given as one parameter made by ``_list``."""
+        raise NotImplementedError
+
+    def _list(self, values: Sequence[Any]) -> Any:
+        raise NotImplementedError
 
 
 class SQLiteDatabase(SQLDatabase):
@@ -56,6 +64,12 @@ class SQLiteDatabase(SQLDatabase):
     def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
         self._db.execute(sql, tuple(params))
         return self._db.changes()
+
+    def _in(self, column: str) -> str:
+        return f"{column} IN (SELECT value FROM json_each(?))"
+
+    def _list(self, values: Sequence[Any]) -> Any:
+        return json.dumps(list(values))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -86,6 +100,12 @@ class PostgresDatabase(SQLDatabase):
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._db.execute(sql.replace("?", "%s"), tuple(params)).rowcount
+
+    def _in(self, column: str) -> str:
+        return f"{column} = ANY(?)"
+
+    def _list(self, values: Sequence[Any]) -> Any:
+        return list(values)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

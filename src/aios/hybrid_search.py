@@ -31,10 +31,11 @@ def query_words(text: str) -> list[str]:
     return list(seen)[:MAX_QUERY_WORDS]
 
 
-def fuse_ranks(by_meaning: Iterable[Key], by_words: Iterable[Key]) -> dict[Key, float]:
-    """Each key's reciprocal-rank score over the two lists (best first in each); higher is better."""
+def fuse_ranks(by_meaning: Iterable[Key], by_words: Iterable[Key], k: int = RRF_K) -> dict[Key, float]:
+    """Each key's reciprocal-rank score over the two lists (best first in each); higher is better. A smaller
+    ``k`` gives the top ranks more weight against the ones below."""
     scores: dict[Key, float] = defaultdict(float)
     for weight, ranked in ((1.0, by_meaning), (WORDS_WEIGHT, by_words)):
         for rank, key in enumerate(ranked):
-            scores[key] += weight / (RRF_K + rank + 1)
+            scores[key] += weight / (k + rank + 1)
     return dict(scores)

@@ -15,6 +15,8 @@ from aios.leases import sweep_leftovers
 from aios.llm.core import LLMCore
 from aios.llm.handler import FileOperator, LLMHandler
 from aios.llm.router import Router
+from aios.memory.handler import MemoryHandler
+from aios.memory.personalization import Personalization
 from aios.scheduler import Scheduler, make_policy
 from aios.storage.handler import StorageHandler
 from aios.storage.operate import FILE_TOOLS, operate_files, with_instructions
@@ -23,7 +25,6 @@ from aios.syscall import Syscall, SyscallKind
 log = logging.getLogger(__name__)
 
 _MISSING = {
-    SyscallKind.MEMORY: "memory syscalls need the memory manager, which this kernel does not have yet",
     SyscallKind.TOOL: "tool syscalls need the tool manager, which this kernel does not have yet",
 }
 
@@ -77,10 +78,12 @@ class Kernel:
         self._owns_embedder = embedder is None
         self.embedder = embedder or Embedder()  # loads on first use
         self.storage = StorageHandler.from_config(config, self.embedder)
+        self.memory = MemoryHandler.from_config(config, self.embedder, self.call)
         files = FileOperator(FILE_TOOLS, with_instructions, lambda agent, reply: operate_files(self.call, agent, reply),
                              max_calls=config.storage.operate_file_max_calls)
-        self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: LLMHandler(self.router, files),
-                                                            SyscallKind.STORAGE: self.storage}
+        llm = LLMHandler(self.router, files, Personalization.from_config(self.call, config.memory))
+        self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: llm, SyscallKind.STORAGE: self.storage,
+                                                            SyscallKind.MEMORY: self.memory}
         self.scheduler = Scheduler()
         policy = config.scheduler
         for kind, handler in self.handlers.items():
@@ -103,6 +106,7 @@ class Kernel:
     async def stop(self) -> None:
         await self.scheduler.stop()
         await self.storage.close()
+        await self.memory.close()
         if self._owns_embedder:
             await asyncio.to_thread(self.embedder.close)
         for core in self.router.cores:

@@ -8,8 +8,11 @@ wrong with it; the HTTP layer answers it as 422 located at that field, a syscall
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
+
+from aios.errors import BadRequest
 
 MAX_QUERY_CHARS = 10_000
 
@@ -21,6 +24,28 @@ class InvalidRequest(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field, self.message = field, message
+
+
+@dataclass(frozen=True)
+class OperationRequest:
+    operation: str  # one of the subsystem's operations
+    params: dict[str, Any] = field(default_factory=dict)  # checked; absent (and null) ones are left out
+
+
+Request = TypeVar("Request", bound=OperationRequest)
+
+
+def syscall_request(payload: Any, kind: type[Request], parse: Callable[[Any, Any], Request], what: str) -> Request:
+    """A syscall's payload as a request of ``kind``: one already checked, or ``{operation_type, params}`` to
+    check; a problem is a BadRequest naming it."""
+    if isinstance(payload, kind):
+        return payload
+    if isinstance(payload, dict):
+        try:
+            return parse(payload.get("operation_type"), payload.get("params"))
+        except InvalidRequest as exc:
+            raise BadRequest(f"{what} request: {exc}") from None
+    raise BadRequest(f"a {what} syscall takes a {kind.__name__}, not {type(payload).__name__}")
 
 
 def operation_of(operation_type: Any, operations: dict[str, Spec], aliases: dict[str, str]) -> str:
@@ -67,14 +92,21 @@ def text(value: Any) -> str:
     return value
 
 
-def query_text(value: Any) -> str:
-    """Search text: a non-empty string of at most ``MAX_QUERY_CHARS``."""
-    found = text(value)
-    if not found.strip():
-        raise ValueError("must not be empty")
-    if len(found) > MAX_QUERY_CHARS:
-        raise ValueError(f"is {len(found)} characters long; the limit is {MAX_QUERY_CHARS}")
-    return found
+def non_empty_text(limit: int) -> Check:
+    """A string that is not only white space, of at most ``limit`` characters."""
+
+    def check(value: Any) -> str:
+        found = text(value)
+        if not found.strip():
+            raise ValueError("must not be empty")
+        if len(found) > limit:
+            raise ValueError(f"is {len(found)} characters long; the limit is {limit}")
+        return found
+
+    return check
+
+
+query_text = non_empty_text(MAX_QUERY_CHARS)  # search text
 
 
 def positive(limit: int | None = None) -> Check:

@@ -5,6 +5,17 @@ The kernel URL is ``base_url`` when given, else ``$AIOS_KERNEL_URL``, else ``htt
 """
 
 from aios.sdk.llm import llm_chat, llm_chat_with_json_output, llm_chat_with_tool_call_output
+from aios.sdk.memory import (
+    MemoryNote,
+    MemoryResponse,
+    SearchResult,
+    create_agentic_memory,
+    create_memory,
+    delete_memory,
+    get_memory,
+    search_memories,
+    update_memory,
+)
 from aios.sdk.storage import (
     DirEntry,
     FileOperation,
@@ -41,6 +52,16 @@ __all__ = [
     "llm_chat",
     "llm_chat_with_json_output",
     "llm_chat_with_tool_call_output",
+    # memory
+    "MemoryNote",
+    "MemoryResponse",
+    "SearchResult",
+    "create_agentic_memory",
+    "create_memory",
+    "delete_memory",
+    "get_memory",
+    "search_memories",
+    "update_memory",
     # storage
     "DirEntry",
     "FileOperation",

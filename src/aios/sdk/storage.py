@@ -87,7 +87,7 @@ class StorageResponse:
             response = envelope["response"]
             message = response.get("response_message")
             return cls(response_message=message, finished=bool(response.get("finished")), error=response.get("error"),
-                       status_code=int(response.get("status_code", 200)), timings=_timings(envelope),
+                       status_code=int(response.get("status_code", 200)), timings=Timings.from_envelope(envelope),
                        result=json.loads(message) if message else {})
         except (KeyError, TypeError, ValueError, AttributeError):
             raise not_an_envelope(envelope) from None
@@ -119,13 +119,9 @@ class FileOperationsResponse:
             operations = [FileOperation(c["name"], c.get("parameters") or {}, c.get("id", ""), int(c["status_code"]),
                                         c.get("error"), c.get("result")) for c in response.get("tool_calls") or []]
             return cls(response.get("response_message"), operations, bool(response.get("finished")),
-                       response.get("error"), int(response.get("status_code", 200)), _timings(envelope))
+                       response.get("error"), int(response.get("status_code", 200)), Timings.from_envelope(envelope))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise not_an_envelope(envelope) from None
-
-
-def _timings(envelope: dict[str, Any]) -> Timings:
-    return Timings(**{k: list(envelope.get(k) or []) for k in Timings.__dataclass_fields__})
 
 
 def _storage(agent_name: str, operation: str, base_url: str | None, **params: Any) -> StorageResponse:

@@ -35,6 +35,10 @@ class Timings:
         """From submission to the end of the last slice."""
         return self.turnaround_times[-1] if self.turnaround_times else 0.0
 
+    @classmethod
+    def from_envelope(cls, envelope: dict[str, Any]) -> "Timings":
+        return cls(**{k: list(envelope.get(k) or []) for k in cls.__dataclass_fields__})
+
 
 @dataclass(frozen=True)
 class LLMResponse:
@@ -74,6 +78,6 @@ class LLMResponse:
             finished=bool(response.get("finished")),
             error=response.get("error"),
             status_code=int(response.get("status_code", 200)),
-            timings=Timings(**{k: list(envelope.get(k) or []) for k in Timings.__dataclass_fields__}),
+            timings=Timings.from_envelope(envelope),
             finish_reason=response.get("finish_reason"),
         )

@@ -18,6 +18,7 @@ from aios import __version__
 from aios.errors import KernelError
 from aios.kernel import Kernel
 from aios.server.limits import MB, BodyLimit
+from aios.server.memory_routes import memory_request
 from aios.server.storage_routes import router as storage_router
 from aios.server.storage_routes import storage_request
 from aios.server.wire import JSON_VALUE_ERROR, MAX_JSON_DEPTH, LLMQueryData, QueryRequest, envelope
@@ -71,6 +72,8 @@ def create_app(kernel: Kernel) -> FastAPI:
             payload, priority = llm_data.to_query(), llm_data.priority
         elif kind is SyscallKind.STORAGE:
             payload = storage_request(body.query_data, request)
+        elif kind is SyscallKind.MEMORY:
+            payload = memory_request(body.query_data)
         syscall = await _until_done_or_disconnected(kernel.call(kind, body.agent_name, payload, priority), request)
         if syscall is None:  # the client hung up; its syscall was cancelled and nobody reads this reply
             return Response(status_code=499)

@@ -12,6 +12,7 @@ from aios.errors import KernelError
 from aios.llm.handler import ACTIONS, LLMQuery, LLMResponse
 from aios.llm.prompting import merge_messages_with_response_format, tools_for_model
 from aios.llm.structured import tool_choice_of
+from aios.memory.handler import MemoryResponse
 from aios.storage.handler import StorageResponse
 from aios.syscall import Syscall, SyscallKind, SyscallStatus
 
@@ -182,11 +183,15 @@ def envelope(syscall: Syscall) -> dict[str, Any]:
     }
 
 
-def _response(syscall: Syscall) -> LLMResponse | StorageResponse:
+# The reply shape of each kind of syscall; the others answer in the LLM's.
+_RESPONSES: dict[SyscallKind, type] = {SyscallKind.STORAGE: StorageResponse, SyscallKind.MEMORY: MemoryResponse}
+
+
+def _response(syscall: Syscall) -> LLMResponse | StorageResponse | MemoryResponse:
     if syscall.status is SyscallStatus.DONE:
         return syscall.value
     error = syscall.error
-    failed = StorageResponse if syscall.kind is SyscallKind.STORAGE else LLMResponse  # the reply shape of its kind
+    failed = _RESPONSES.get(syscall.kind, LLMResponse)
     if syscall.status is SyscallStatus.CANCELLED:
         cancelled = {"finish_reason": "cancelled"} if failed is LLMResponse else {}
         return failed(error="the syscall was cancelled before it finished", status_code=499, **cancelled)

@@ -19,11 +19,12 @@ from typing import Any, Callable
 
 from aios.config import Config
 from aios.embeddings import Embedder
-from aios.errors import BadRequest, NotAvailable
+from aios.errors import NotAvailable
+from aios.params import syscall_request
 from aios.storage.blobs import BlobStore
 from aios.storage.files import FileSystem, Result, Settings
 from aios.storage.index import Indexer
-from aios.storage.requests import InvalidRequest, StorageRequest, parse_request
+from aios.storage.requests import StorageRequest, parse_request
 from aios.storage.shares import ShareLinks, SharedFile
 from aios.storage.store import Store
 from aios.syscall import Syscall
@@ -93,14 +94,7 @@ class StorageHandler:
 
     # -- the syscall ----------------------------------------------------------------------------------------------
     def prepare(self, payload: Any) -> StorageRequest:
-        if isinstance(payload, StorageRequest):
-            return payload
-        if isinstance(payload, dict):
-            try:
-                return parse_request(payload.get("operation_type"), payload.get("params"))
-            except InvalidRequest as exc:
-                raise BadRequest(f"storage request: {exc}") from None
-        raise BadRequest(f"a storage syscall takes a StorageRequest, not {type(payload).__name__}")
+        return syscall_request(payload, StorageRequest, parse_request, "storage")
 
     async def __call__(self, syscall: Syscall) -> StorageResponse:
         request: StorageRequest = syscall.payload

@@ -7,11 +7,12 @@ One parser serves every caller: the HTTP layer (which reports a problem as 422 n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aios.params import (
     InvalidRequest,
+    OperationRequest,
     Spec,
     checked_params,
     flag,
@@ -31,9 +32,7 @@ __all__ = ["InvalidRequest", "StorageRequest", "parse_request", "OPERATIONS"]
 
 
 @dataclass(frozen=True)
-class StorageRequest:
-    operation: str  # one of OPERATIONS
-    params: dict[str, Any] = field(default_factory=dict)  # checked; absent optional ones are left out
+class StorageRequest(OperationRequest):
     base_url: str | None = None  # the URL the caller reached the kernel at (for share links)
 
 

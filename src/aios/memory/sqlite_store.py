@@ -1,0 +1,87 @@
+"""The embedded memory store: one SQLite file (WAL) in the data dir, with sqlite-vec for vectors and FTS5 for
+words. One kernel per file: several kernels sharing memories use the PostgreSQL store.
+
+Vectors sit in a ``vec0`` table partitioned by agent, so a search scans only the agent's own notes, exactly
+(no approximate index: results are the true nearest). Category and creation time are columns of that table,
+so those filters apply inside the scan; tag and metadata filters select the allowed notes first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aios.database import SQLiteDatabase, vector_blob
+from aios.embeddings import DIMENSION
+from aios.memory.notes import Note
+from aios.memory.sql_store import NOTES_SCHEMA, SQLMemoryStore
+from aios.memory.store import Filters, Hit
+
+_INDEX_SCHEMA = f"""
+CREATE VIRTUAL TABLE IF NOT EXISTS memory_vectors USING vec0(
+    agent TEXT PARTITION KEY, category TEXT, created FLOAT, embedding FLOAT[{DIMENSION}] distance_metric=cosine);
+CREATE VIRTUAL TABLE IF NOT EXISTS memory_words USING fts5(
+    text, tokenize='porter unicode61', content='', contentless_delete=1);
+"""
+
+
+class SQLiteMemoryStore(SQLiteDatabase, SQLMemoryStore):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, NOTES_SCHEMA.format(id="INTEGER PRIMARY KEY") + _INDEX_SCHEMA)
+
+    def _index(self, note: Note, vector: np.ndarray) -> None:
+        self._run("INSERT INTO memory_vectors (rowid, agent, category, created, embedding) VALUES (?, ?, ?, ?, ?)",
+                  (note.row, note.agent, note.category, note.created, vector_blob(vector)))
+        self._run("INSERT INTO memory_words (rowid, text) VALUES (?, ?)", (note.row, note.search_text()))
+
+    def _unindex(self, row: int) -> None:
+        self._run("DELETE FROM memory_vectors WHERE rowid = ?", (row,))
+        self._run("DELETE FROM memory_words WHERE rowid = ?", (row,))
+
+    def save(self, note: Note, vector: np.ndarray | None) -> None:
+        with self.transaction():
+            super().save(note, vector)
+            if vector is None:  # the category is a column of the vector table too
+                self._run("UPDATE memory_vectors SET category = ? WHERE rowid = ?", (note.category, note.row))
+
+    def _metadata_value(self, key: str) -> tuple[str, Any]:
+        return "json_extract(m.metadata, ?)", "$." + json.dumps(key)
+
+    def nearest(self, agent: str, vector: np.ndarray, k: int, filters: Filters) -> list[Hit]:
+        sql = ("SELECT rowid, distance FROM memory_vectors WHERE embedding MATCH ? AND k = ? AND agent = ?")
+        params: list[Any] = [vector_blob(vector), k, agent]
+        if filters.tags or filters.metadata:
+            where, where_params = self._where(filters)
+            allowed = [row for (row,) in self._rows(f"SELECT m.id FROM memories m WHERE m.agent = ?{where}",
+                                                    (agent, *where_params))]
+            if not allowed:
+                return []
+            sql += f" AND {self._in('rowid')}"
+            params.append(self._list(allowed))
+        else:
+            if filters.category is not None:
+                sql += " AND category = ?"
+                params.append(filters.category)
+            for bound, operator in ((filters.created_after, ">="), (filters.created_before, "<=")):
+                if bound is not None:
+                    sql += f" AND created {operator} ?"
+                    params.append(bound)
+        return [Hit(*row) for row in self._rows(sql + " ORDER BY distance", params)]
+
+    def matching(self, agent: str, words: list[str], k: int, filters: Filters) -> list[Hit]:
+        if not words:
+            return []
+        query = " OR ".join(f'"{word}"' for word in words)  # words are \w+ runs: nothing to escape
+        where, params = self._where(filters)
+        rows = self._rows("SELECT w.rowid, w.rank FROM memory_words w JOIN memories m ON m.id = w.rowid "
+                          f"WHERE memory_words MATCH ? AND m.agent = ?{where} ORDER BY w.rank LIMIT ?",
+                          (query, agent, *params, k))
+        return [Hit(*row) for row in rows]
+
+    def distances(self, rows: list[int], vector: np.ndarray) -> dict[int, float]:
+        found = self._rows(f"SELECT rowid, vec_distance_cosine(embedding, ?) FROM memory_vectors "
+                           f"WHERE {self._in('rowid')}", (vector_blob(vector), self._list(rows)))
+        return dict(found)  # type: ignore[arg-type]
