@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -107,3 +109,14 @@ def test_two_kernels_on_one_postgres_database_share_every_memory(tmp_path: Path,
         for kernel in (one, two):
             found = sdk.search_memories(agent, "locker code fact", 100, kernel.url).search_results
             assert {(r.memory_id, r.content) for r in found} == notes
+
+
+def test_serve_with_a_memory_database_it_cannot_open_stops_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(
+        DOWN_MODEL + "memory: {backend: postgres, dsn: 'postgresql://nobody@127.0.0.1:9/none?connect_timeout=5'}\n")
+    result = subprocess.run([sys.executable, "-m", "aios", "serve", "--config", str(tmp_path / "config.yaml"),
+                             "--port", "0"], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "AIOS_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().startswith("aios: memory: cannot open the postgres store: ")
+    assert "127.0.0.1" in result.stderr and "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
