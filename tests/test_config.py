@@ -161,6 +161,7 @@ BAD_CONFIGS = [
     ("memory-neighbours-zero", "memory: {agentic_neighbors: 0}\n", "memory.agentic_neighbors: Input should be greater than or equal to 1"),
     ("memory-neighbours-many", "memory: {agentic_neighbors: 50}\n", "memory.agentic_neighbors: Input should be less than or equal to 10"),
     ("memory-similarity-bool", "memory: {agentic_min_similarity: true}\n", "memory.agentic_min_similarity: Input should be a valid number, not a boolean"),
+    ("memory-cache-negative", "memory: {vector_cache_mb: -1}\n", "memory.vector_cache_mb: Input should be greater than or equal to 0"),
     ("memory-write-barrier-list", "memory: {write_barrier: [on]}\n", "memory.write_barrier: Input should be a valid dictionary"),
 ]
 

@@ -17,6 +17,7 @@ from aios.embeddings import Embedder
 from aios.memory.notes import Note
 from aios.memory.search import Found, nearest_notes, search
 from aios.memory.store import Filters, MemoryStore
+from aios.memory.vector_cache import VectorCache
 from memory_corpus import TARGETS, corpus
 
 AGENT = "tests/recall"
@@ -29,8 +30,10 @@ def labelled(embedder: Embedder) -> tuple[list[str], np.ndarray, np.ndarray]:
     return memories, embedder.embed(memories), embedder.embed([question for _, question in TARGETS])
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "sqlite-cached", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MemoryStore]:
+    """Each store; ``sqlite-cached`` holds every agent's vectors in RAM from its first note on (by default only
+    agents with 4,096 notes or more are), so the same tests cover searches served by the vector cache."""
     if request.param == "postgres":
         from aios.memory.postgres_store import PostgresMemoryStore
 
@@ -38,7 +41,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MemoryStor
     else:
         from aios.memory.sqlite_store import SQLiteMemoryStore
 
-        opened = SQLiteMemoryStore(tmp_path / "memory.db")
+        cache = VectorCache(min_notes=1) if request.param == "sqlite-cached" else VectorCache(max_bytes=0)
+        opened = SQLiteMemoryStore(tmp_path / "memory.db", cache)
     yield opened
     opened.close()
 

@@ -277,6 +277,8 @@ class MemoryConfig(_Section):
                                     "link candidates")
     agentic_min_similarity: _Float = Field(default=0.3, ge=-1, le=1, description="the least cosine similarity a "
                                            "link candidate needs")
+    vector_cache_mb: _Int = Field(default=1024, ge=0, description="sqlite: RAM for copies of large agents' vectors "
+                                  "(4,096 notes or more; 1.5 KB each), which make their searches fast; 0 = off")
     # AIOS settings with nothing to do here, accepted so that an AIOS config loads unchanged: writes are committed
     # before their reply (what write_barrier waits for), and the providers they configure are not this kernel's.
     write_barrier: dict[str, Any] | None = None

@@ -71,8 +71,9 @@ def open_store(config: Config) -> MemoryStore:
 
             return PostgresMemoryStore(memory.dsn or "")
         from aios.memory.sqlite_store import SQLiteMemoryStore
+        from aios.memory.vector_cache import VectorCache
 
-        return SQLiteMemoryStore(memory.database(config.data_dir))
+        return SQLiteMemoryStore(memory.database(config.data_dir), VectorCache(max_bytes=memory.vector_cache_mb << 20))
     except Exception as exc:  # a database that cannot be opened stops start-up with one line saying why
         why = " ".join(str(exc).split()) or type(exc).__name__
         raise NotAvailable(f"memory: cannot open the {memory.backend} store: {why}") from exc

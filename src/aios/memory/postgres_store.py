@@ -36,8 +36,15 @@ class PostgresMemoryStore(PostgresDatabase, SQLMemoryStore):
         self._run("INSERT INTO memory_index (memory, embedding, words) VALUES (?, ?::vector, to_tsvector('english', ?))",
                   (note.row, vector_literal(vector), note.search_text()))
 
-    def _unindex(self, row: int) -> None:
-        self._run("DELETE FROM memory_index WHERE memory = ?", (row,))
+    def _unindex(self, note: Note) -> None:
+        self._run("DELETE FROM memory_index WHERE memory = ?", (note.row,))
+
+    def touch(self, rows: list[int], when: float) -> None:
+        """Retrieval counts are bookkeeping: their commit does not wait for the WAL flush (a crash may lose the
+        last counts, never a note)."""
+        with self.transaction():
+            self._run("SET LOCAL synchronous_commit = off")
+            super().touch(rows, when)
 
     def _metadata_value(self, key: str) -> tuple[str, Any]:
         return "(m.metadata::jsonb ->> ?)", key

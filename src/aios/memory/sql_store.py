@@ -41,7 +41,7 @@ class SQLMemoryStore(SQLDatabase):
     def _index(self, note: Note, vector: np.ndarray) -> None:
         raise NotImplementedError
 
-    def _unindex(self, row: int) -> None:
+    def _unindex(self, note: Note) -> None:
         raise NotImplementedError
 
     def _metadata_value(self, key: str) -> tuple[str, Any]:
@@ -64,9 +64,10 @@ class SQLMemoryStore(SQLDatabase):
         return _note(row) if row else None
 
     def notes(self, agent: str, rows: list[int]) -> dict[int, Note]:
-        found = self._rows(f"SELECT {_NOTE}, id FROM memories WHERE agent = ? AND {self._in('id')}",
-                           (agent, self._list(rows)))
-        return {note.row: note for note in map(_note, found)}
+        # By row first, the agent checked after: a condition on the agent in SQL would make SQLite walk every
+        # note of the agent through its index instead of looking up the few rows.
+        found = self._rows(f"SELECT {_NOTE}, id FROM memories WHERE {self._in('id')}", (self._list(rows),))
+        return {note.row: note for note in map(_note, found) if note.agent == agent}
 
     def save(self, note: Note, vector: np.ndarray | None) -> None:
         with self.transaction():
@@ -76,12 +77,12 @@ class SQLMemoryStore(SQLDatabase):
             self._run("DELETE FROM memory_tags WHERE memory = ?", (note.row,))
             self._tag(note)
             if vector is not None:
-                self._unindex(note.row)
+                self._unindex(note)
                 self._index(note, vector)
 
     def delete(self, note: Note) -> None:
         with self.transaction():
-            self._unindex(note.row)
+            self._unindex(note)
             self._run("DELETE FROM memory_tags WHERE memory = ?", (note.row,))
             self._run("DELETE FROM memories WHERE id = ?", (note.row,))
 
