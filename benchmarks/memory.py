@@ -42,7 +42,8 @@ from aios.memory.notes import Note  # noqa: E402
 from aios.memory.requests import MemoryRequest  # noqa: E402
 from aios.syscall import SyscallKind  # noqa: E402
 from memory_corpus import TARGETS, distractors  # noqa: E402  (the tests' labelled set)
-from report import write_section  # noqa: E402  (benchmarks/, the script's own folder)
+from local_postgres import start_postgres  # noqa: E402  (benchmarks/, the script's own folder)
+from report import write_section  # noqa: E402
 
 AGENT = "bench/agent"
 BATCH = 1000  # notes per transaction while filling
@@ -128,19 +129,6 @@ async def bench(backend: str, dsn: str | None, embedder: Embedder, pool: list[st
     return results
 
 
-def start_postgres() -> tuple[Callable[[], str] | None, Any, str]:
-    try:
-        import pgserver
-        import psycopg
-
-        server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="memory-bench-pg-")), cleanup_mode="delete")
-        with psycopg.connect(server.get_uri(), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE bench")
-        return (lambda: server.get_uri("bench")), server, ""
-    except Exception as exc:  # noqa: BLE001 - reported in the table instead
-        return None, None, f"{type(exc).__name__}: {exc}"
-
-
 def machine() -> str:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor() or platform.machine())
@@ -199,7 +187,7 @@ async def main() -> None:
     vectors, target_vectors = embedder.embed(pool), embedder.embed([text for text, _ in TARGETS])
     print(f"embedded {len(pool)} memories in {time.perf_counter() - start:.0f} s", flush=True)
     results = {"sqlite": await bench("sqlite", None, embedder, pool, vectors, target_vectors, args.sizes, args.ops)}
-    postgres, server, problem = start_postgres()
+    postgres, server, problem = start_postgres("memory-bench-pg-")
     if postgres is not None:
         results["postgres"] = await bench("postgres", postgres(), embedder, pool, vectors, target_vectors,
                                           args.sizes, args.ops)
