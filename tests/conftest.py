@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a model hub
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `aios` sets it (see cli.main), for models loaded here
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
-"""``aios demo``: a kernel on the embedded model, four agents running at once through the SDK (chat, JSON, a
-tool call, and one keeping versioned files), and a report."""
+"""``aios demo``: a kernel on the embedded model, five agents running at once through the SDK (chat, JSON, a
+tool call, one keeping versioned files, one remembering across runs), and a report."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.table import Table
 
-from aios.agents import archivist, chat, extractor, weather
+from aios.agents import archivist, chat, extractor, rememberer, weather
 from aios.kernel import Kernel
-from aios.sdk import AIOSError, LLMResponse, StorageResponse
+from aios.sdk import AIOSError, LLMResponse, MemoryResponse, StorageResponse
 from aios.server import serve
 
 
@@ -22,7 +22,7 @@ from aios.server import serve
 class DemoTask:
     agent: str
     task: str
-    run: Callable[[str, str], Any]  # an LLMResponse, or a StorageResponse for the file-keeping agent
+    run: Callable[[str, str], Any]  # an LLMResponse, a StorageResponse (files) or a MemoryResponse (memory)
 
 
 TASKS = [
@@ -30,6 +30,7 @@ TASKS = [
     DemoTask(extractor.AGENT_NAME, "I spent a wonderful week in Rome, the capital of Italy.", extractor.run),
     DemoTask(weather.AGENT_NAME, "What is the weather like in Paris right now?", weather.run),
     DemoTask(archivist.AGENT_NAME, "Where did I want to see cherry blossoms?", archivist.run),
+    DemoTask(rememberer.AGENT_NAME, "What did I learn in earlier runs?", rememberer.run),
 ]
 
 
@@ -51,7 +52,7 @@ async def run_demo(kernel: Kernel, console: Console | None = None) -> int:
     return 1 if any(isinstance(r, BaseException) for r in replies) else 0
 
 
-def _report(replies: list[LLMResponse | StorageResponse | BaseException]) -> Table:
+def _report(replies: list[LLMResponse | StorageResponse | MemoryResponse | BaseException]) -> Table:
     table = Table(title="agents", show_lines=True)
     for column in ("agent", "task", "result", "waiting s", "turnaround s"):
         table.add_column(column, overflow="fold")
@@ -64,9 +65,11 @@ def _report(replies: list[LLMResponse | StorageResponse | BaseException]) -> Tab
     return table
 
 
-def _result(reply: LLMResponse | StorageResponse) -> str:
+def _result(reply: LLMResponse | StorageResponse | MemoryResponse) -> str:
     if isinstance(reply, StorageResponse):
         return reply.message or ""
+    if isinstance(reply, MemoryResponse):
+        return reply.content or ""
     if reply.tool_calls:
         return "\n".join(f"call {c.name}({json.dumps(c.parameters)})" for c in reply.tool_calls)
     return reply.response_message or ""
