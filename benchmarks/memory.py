@@ -86,7 +86,7 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-async def measure(kernel: Kernel, ops: int, size: int) -> dict[str, float]:
+async def measure(kernel: Kernel, ops: int, size: int, pool: list[str]) -> dict[str, float]:
     questions = [question for _, question in TARGETS]
     await timed(kernel, MemoryRequest("retrieve_memory", {"content": "warm up", "k": 5}))
     hits, search_wall, search_cpu = 0, [], []
@@ -98,8 +98,9 @@ async def measure(kernel: Kernel, ops: int, size: int) -> dict[str, float]:
             hits += TARGETS[n][0] in [r["content"] for r in reply.search_results]
     add_wall, add_cpu = [], []
     for n in range(ops):
+        # New text (not a labelled question, which would then answer itself at the next size).
         wall, cpu, _ = await timed(kernel, MemoryRequest("add_memory", {
-            "content": f"Benchmark note {size}-{n}: {questions[n % 40]} Answered on day {n}.", "metadata": {}}))
+            "content": f"Added at {size:,}, number {n}: {pool[(7 * n) % len(pool)]}", "metadata": {}}))
         add_wall.append(wall)
         add_cpu.append(cpu)
     return {"search_p50": pct(search_wall, 50), "search_p95": pct(search_wall, 95),
@@ -123,7 +124,7 @@ async def bench(backend: str, dsn: str | None, embedder: Embedder, pool: list[st
         await kernel.memory.run_io(fill, kernel.memory.store, stored, size, pool, vectors, rng)
         results[f"fill_{size}"] = (size - stored) / (time.perf_counter() - start)
         stored = size
-        results[size] = await measure(kernel, ops, size)
+        results[size] = await measure(kernel, ops, size, pool)
         stored += ops  # the adds
         print(f"{backend} at {size:,}: {results[size]}", flush=True)
     await kernel.stop()

@@ -178,13 +178,15 @@ class MemoryHandler:
             report.problems.append(f"link generation: {exc}")
             return [], {}
         evolutions = await agentic.evolve_all(self._ask, agent, note, linked, report)
-        evolved: dict[str, tuple[Note, np.ndarray | None]] = {}
-        for neighbour in linked:
-            after = copy.deepcopy(neighbour)
-            agentic.apply_evolution(after, note, evolutions[neighbour.memory_id], self.clock())
-            text = after.search_text()
-            evolved[neighbour.memory_id] = (after, await self._vector(text) if text != neighbour.search_text() else None)
-        return linked, evolved
+        afters = [copy.deepcopy(neighbour) for neighbour in linked]
+        for after in afters:
+            agentic.apply_evolution(after, note, evolutions[after.memory_id], self.clock())
+        # Those whose words changed get new vectors, computed together.
+        changed = [i for i, (before, after) in enumerate(zip(linked, afters))
+                   if after.search_text() != before.search_text()]
+        vectors = await self.embedder.aembed([afters[i].search_text() for i in changed]) if changed else []
+        new_vectors: dict[int, np.ndarray] = dict(zip(changed, vectors))
+        return linked, {after.memory_id: (after, new_vectors.get(i)) for i, after in enumerate(afters)}
 
     def _commit_agentic(self, note: Note, vector: np.ndarray, linked: list[Note],
                         evolved: dict[str, tuple[Note, np.ndarray | None]], report: Report) -> None:

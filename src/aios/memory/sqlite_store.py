@@ -55,7 +55,7 @@ class SQLiteMemoryStore(SQLiteDatabase, SQLMemoryStore):
 
     def _index(self, note: Note, vector: np.ndarray) -> None:
         self._run("INSERT INTO memory_vectors (rowid, agent, category, created, embedding) VALUES (?, ?, ?, ?, ?)",
-                  (note.row, note.agent, note.category, note.created, vector_blob(vector)))
+                  (note.row, note.agent, note.category, float(note.created), vector_blob(vector)))
         self._run("INSERT INTO memory_words (rowid, text) VALUES (?, ?)", (note.row, note.search_text()))
         self.cache.stage(note.agent, note.row, np.asarray(vector, dtype=np.float32))
 
@@ -128,7 +128,11 @@ class SQLiteMemoryStore(SQLiteDatabase, SQLMemoryStore):
                           (query, agent, *params, k))
         return [Hit(*row) for row in rows]
 
+    def notes_with_word(self, word: str) -> int:
+        return self._one("SELECT COUNT(*) FROM memory_words WHERE memory_words MATCH ?", (f'"{word}"',))[0]  # type: ignore[index]
+
     def distances(self, rows: list[int], vector: np.ndarray) -> dict[int, float]:
-        found = self._rows(f"SELECT rowid, vec_distance_cosine(embedding, ?) FROM memory_vectors "
-                           f"WHERE {self._in('rowid')}", (vector_blob(vector), self._list(rows)))
+        # Joined row by row: vec0 looks up one rowid at a time, but scans its whole table for an IN list.
+        found = self._rows("SELECT v.rowid, vec_distance_cosine(v.embedding, ?) FROM json_each(?) j "
+                           "JOIN memory_vectors v ON v.rowid = j.value", (vector_blob(vector), self._list(rows)))
         return dict(found)  # type: ignore[arg-type]

@@ -69,6 +69,10 @@ class MemoryStore(Protocol):
         """The agent's notes holding any of ``words``, best keyword match first."""
         ...
 
+    def notes_with_word(self, word: str) -> int:
+        """How many notes (of any agent) hold ``word``."""
+        ...
+
     def distances(self, rows: list[int], vector: np.ndarray) -> dict[int, float]: ...
 
     def touch(self, rows: list[int], when: float) -> None:
