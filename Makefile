@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-storage bench-grammar install model serve clean
+.PHONY: demo test bench bench-storage bench-memory bench-grammar install model serve clean
 
 install: $(STAMP)
 
@@ -32,16 +32,21 @@ serve: model
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Benchmarks: serving (BENCHMARKS.md + benchmarks/serving.png, ~20 min), structured output (~10 min) and
-# storage (writes and retrieval on SQLite and PostgreSQL, ~10 min). They take a while and are not part of the tests.
+# Benchmarks: serving (BENCHMARKS.md + benchmarks/serving.png, ~20 min), structured output (~10 min),
+# storage (writes and retrieval on SQLite and PostgreSQL, ~10 min) and memory (add and search at 10k and 100k
+# memories on SQLite and PostgreSQL, ~10 min). They take a while and are not part of the tests.
 bench: model
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/structured_output.py
 	$(BIN)/python benchmarks/storage.py
+	$(BIN)/python benchmarks/memory.py
 
 bench-storage: $(STAMP)
 	$(BIN)/python benchmarks/storage.py
+
+bench-memory: $(STAMP)
+	$(BIN)/python benchmarks/memory.py
 
 # llguidance versus xgrammar on the embedded tokenizer (installs xgrammar, which pulls in triton).
 bench-grammar: model

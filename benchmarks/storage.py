@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from aios.embeddings import Embedder  # noqa: E402
 from aios.storage.index import Indexer  # noqa: E402
-from report import write_section  # noqa: E402  (benchmarks/, the script's own folder)
+from local_postgres import start_postgres  # noqa: E402  (benchmarks/, the script's own folder)
+from report import write_section  # noqa: E402
 from storage_support import make_fs, open_store  # noqa: E402  (the tests' helpers: a file system on a store)
 
 AGENT = "bench/agent"
@@ -112,19 +113,6 @@ async def bench_store(kind: str, postgres: Callable[[], str] | None, embedder: C
     return result
 
 
-def start_postgres() -> tuple[Callable[[], str] | None, Any, str]:
-    try:
-        import pgserver
-        import psycopg
-
-        server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="lsfs-bench-pg-")), cleanup_mode="delete")
-        with psycopg.connect(server.get_uri(), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE bench")
-        return (lambda: server.get_uri("bench")), server, ""
-    except Exception as exc:  # noqa: BLE001 - reported in the table instead
-        return None, None, f"{type(exc).__name__}: {exc}"
-
-
 def markdown(results: dict[str, dict[str, Any]], files: int, queries: int, command: str, note_text: str) -> str:
     rows = [("versions written per second (1 KB, fsync'd)", "writes_per_s", "{:.0f}"),
             ("index 1,000 files (s)", "index_s_1000", "{:.1f}"), ("retrieve p50 at 1,000 files (ms)", "p50_1000", "{:.1f}"),
@@ -161,7 +149,7 @@ async def main() -> None:
     model = Embedder()
     embedder = CachedEmbedder(model)
     results = {"sqlite": await bench_store("sqlite", None, embedder, args.files, queries)}
-    postgres, server, problem = start_postgres()
+    postgres, server, problem = start_postgres("lsfs-bench-pg-")
     if postgres is not None:
         results["postgres"] = await bench_store("postgres", postgres, embedder, args.files, queries)
         server.cleanup()

@@ -3,17 +3,22 @@ server (``aios serve`` in a subprocess on a loopback port)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import contextlib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a model hub
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `aios` sets it (see cli.main), for models loaded here
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +84,30 @@ def stop_kernel(kernel: KernelProcess) -> None:
     kernel.client.close()
     kernel.process.terminate()
     kernel.process.wait(timeout=30)
+
+
+@contextmanager
+def served_in_thread(kernel: Any, starting: contextlib.AbstractContextManager[Any] | None = None) -> Iterator[str]:
+    """Serve an in-process Kernel on a free loopback port from a thread (so a test can reach into it, e.g. move
+    a clock); yields its URL and stops it afterwards. ``starting``: a context the thread is started in (one that
+    sets what the thread inherits)."""
+    from aios.server import serve
+
+    ready, box = threading.Event(), {}
+
+    async def main() -> None:
+        box["stop"], box["loop"] = asyncio.Event(), asyncio.get_running_loop()
+        await serve(kernel, "127.0.0.1", 0, lambda url: (box.__setitem__("url", url), ready.set()), box["stop"])
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    with starting or contextlib.nullcontext():
+        thread.start()
+    assert ready.wait(60), "the kernel did not start"
+    try:
+        yield box["url"]
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(60)
 
 
 @pytest.fixture(scope="session")

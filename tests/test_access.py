@@ -1,6 +1,6 @@
 """The access manager over real HTTP, on a kernel that requires tokens: who may call at all, who may touch whose
 files and which tools, grants to agents and groups and their revocation, permission requests, the audit log,
-and a person's approval of irreversible operations (approve, deny, time out)."""
+and a person's approval of irreversible operations (approve, deny, time out); memories the same way."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 from conftest import KernelProcess, data_dir_of_its_own, start_kernel, stop_kernel
 
 CONFIG = {"access": {"auth": "required", "groups": {"team": ["carol"]}, "restricted_tools": ["aios/text_stats"],
-                     "confirm": {"mode": "ask", "timeout_s": 3, "operations": ["delete"]}}}
+                     "confirm": {"mode": "ask", "timeout_s": 3, "operations": ["delete", "remove_memory"]}}}
 
 
 class Secured:
@@ -43,6 +43,9 @@ class Secured:
 
     def storage(self, who: str, operation: str, **params: Any) -> dict[str, Any]:
         return self.query(who, "storage", {"operation_type": operation, "params": params})
+
+    def memory(self, who: str, operation: str, **params: Any) -> dict[str, Any]:
+        return self.query(who, "memory", {"query_class": "memory", "operation_type": operation, "params": params})
 
     def query(self, who: str, query_type: str, query_data: dict[str, Any], agent: str | None = None) -> dict[str, Any]:
         with self.client(who) as client:
@@ -146,6 +149,32 @@ def test_another_agent_s_files_need_its_grant_and_a_revoked_grant_stops_working(
     assert secured.storage("bob", "read", owner="alice", file_path="plan.txt")["status_code"] == 403
 
 
+def test_another_agent_s_memories_need_its_grant_and_a_revoked_grant_stops_working(secured: Secured) -> None:
+    memory_id = secured.memory("alice", "add_memory", content="The spare key is under the blue pot.")["memory_id"]
+    needs = {"get_memory": ("read", {"memory_id": memory_id}), "retrieve_memory": ("read", {"content": "spare key"}),
+             "retrieve_memory_raw": ("read", {"content": "spare key"}),
+             "update_memory": ("write", {"memory_id": memory_id, "content": "mine now"}),
+             "remove_memory": ("write", {"memory_id": memory_id}), "add_memory": ("write", {"content": "planted"})}
+    for operation, (needed, params) in needs.items():
+        reply = secured.memory("bob", operation, owner="alice", **params)
+        assert (reply["status_code"], reply["success"]) == (403, False), operation
+        assert f"agent 'bob' has no {needed} permission on memory:alice" in reply["error"]
+    unknown = secured.memory("bob", "get_memory", memory_id=memory_id)  # without owner: bob's own, where it is not
+    assert unknown["status_code"] == 404 and unknown["content"] is None
+    grant = secured.route("alice", "POST", "/access/grants", json={
+        "resource": "memory:alice", "grantee": "bob", "permission": "read"}).json()["grant"]
+    assert secured.memory("bob", "get_memory", owner="alice", memory_id=memory_id)["content"] == (
+        "The spare key is under the blue pot.")
+    found = secured.memory("bob", "retrieve_memory", owner="alice", content="where is the spare key?", k=1)
+    assert [hit["memory_id"] for hit in found["search_results"]] == [memory_id]
+    assert secured.memory("bob", "update_memory", owner="alice", memory_id=memory_id,
+                          content="mine now")["status_code"] == 403
+    assert secured.route("alice", "DELETE", f"/access/grants/{grant['id']}").status_code == 200
+    assert secured.memory("bob", "get_memory", owner="alice", memory_id=memory_id)["status_code"] == 403
+    kept = secured.memory("alice", "get_memory", memory_id=memory_id)
+    assert kept["content"] == "The spare key is under the blue pot."  # no denied write reached it
+
+
 def test_a_grant_to_a_group_reaches_its_members_only(secured: Secured) -> None:
     secured.storage("alice", "write", file_path="team.txt", content="v1")
     secured.route("alice", "POST", "/access/grants", json={"resource": "files:alice", "grantee": "group:team",
@@ -241,11 +270,12 @@ def delete_in_background(secured: Secured, file_path: str) -> tuple[threading.Th
     return thread, result
 
 
-def pending_for(secured: Secured, file_path: str) -> dict[str, Any]:
-    """The approval the delete is waiting on (the kernel holds this request until one arrives)."""
+def pending_for(secured: Secured, key: str, value: str) -> dict[str, Any]:
+    """The approval an operation whose ``key`` is ``value`` is waiting on (the kernel holds this request until
+    one arrives)."""
     while True:
         for approval in secured.route("admin", "GET", "/access/approvals", params={"wait": 20}).json()["approvals"]:
-            if approval["detail"].get("file_path") == file_path:
+            if approval["detail"].get(key) == value:
                 return approval
 
 
@@ -253,7 +283,7 @@ def pending_for(secured: Secured, file_path: str) -> dict[str, Any]:
 def test_a_delete_waits_for_a_person_and_happens_only_if_approved(secured: Secured, approve: bool) -> None:
     name = f"approve-{approve}.txt"
     thread, result = delete_in_background(secured, name)
-    approval = pending_for(secured, name)
+    approval = pending_for(secured, "file_path", name)
     assert approval["agent"] == "alice" and approval["action"] == "storage delete"
     secured.route("admin", "POST", f"/access/approvals/{approval['id']}", json={"approve": approve})
     thread.join(60)
@@ -264,6 +294,20 @@ def test_a_delete_waits_for_a_person_and_happens_only_if_approved(secured: Secur
     else:
         assert reply["status_code"] == 403 and "was not approved: denied by the administrator" in reply["error"]
         assert secured.storage("alice", "read", file_path=name)["status_code"] == 200
+
+
+def test_removing_a_memory_waits_for_a_person_too(secured: Secured) -> None:
+    memory_id = secured.memory("alice", "add_memory", content="Grandma's recipe: two eggs, a cup of flour.")["memory_id"]
+    result: list[dict[str, Any]] = []
+    thread = threading.Thread(target=lambda: result.append(secured.memory("alice", "remove_memory",
+                                                                          memory_id=memory_id)))
+    thread.start()
+    approval = pending_for(secured, "memory_id", memory_id)
+    assert approval["agent"] == "alice" and approval["action"] == "memory remove_memory"
+    secured.route("admin", "POST", f"/access/approvals/{approval['id']}", json={"approve": False})
+    thread.join(60)
+    assert result[0]["status_code"] == 403 and "was not approved" in result[0]["error"]
+    assert secured.memory("alice", "get_memory", memory_id=memory_id)["success"]
 
 
 def test_an_unanswered_approval_times_out_to_deny(secured: Secured) -> None:

@@ -17,15 +17,17 @@ def aios(*args: str, data_dir: Path, stdin: str | None = None, extra_env: dict[s
                           timeout=timeout, env=env)
 
 
-def test_demo_runs_five_agents_concurrently_and_prints_their_results(backend, data_dir: Path,  # noqa: ANN001
-                                                                     tmp_path: Path) -> None:
+def test_demo_runs_six_agents_concurrently_and_prints_their_results(backend, data_dir: Path,  # noqa: ANN001
+                                                                    tmp_path: Path) -> None:
     result = aios("demo", data_dir=data_dir_of_its_own(data_dir, tmp_path / "data"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for agent in ("example/chat", "example/extractor", "example/weather", "example/calculator", "example/archivist"):
+    for agent in ("example/chat", "example/extractor", "example/weather", "example/calculator", "example/archivist",
+                  "example/rememberer"):
         assert agent in out
     flat = " ".join(out.replace("│", " ").split())  # the table folds long cells over lines
     assert "retrieved trips/kyoto.txt" in flat and "it reads again: Kyoto in April" in flat
+    assert "run 2 recalls: The kettle in the office kitchen is broken" in flat  # what run 1 kept
     assert "Paris" in out and '"city": "Rome"' in out
     assert 'call demo/get_weather({"city": "Paris"})' in out  # constrained decoding: the tool is called
     assert '"result": 84' in flat and "ran aios/calculator" in flat  # the kernel ran the model's call

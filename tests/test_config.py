@@ -110,7 +110,7 @@ BAD_CONFIGS = [
      "access.confirm.mode: Input should be 'off', 'ask', 'auto_approve' or 'auto_deny'"),
     ("confirm-zero-timeout", "access: {confirm: {timeout_s: 0}}\n", "access.confirm.timeout_s: Input should be greater than 0"),
     ("confirm-unknown-operation", "access: {confirm: {operations: [format]}}\n",
-     "access.confirm.operations.0: Input should be 'rollback', 'delete' or 'share'"),
+     "access.confirm.operations.0: Input should be 'rollback', 'delete', 'share' or 'remove_memory'"),
     ("access-typo", "access: {authentication: off}\n", "access.authentication: unknown field"),
     ("max-body-zero", "server: {max_body_mb: 0}\n", "server.max_body_mb: Input should be greater than 0"),
     ("max-body-negative", "server: {max_body_mb: -8}\n", "server.max_body_mb: Input should be greater than 0"),
@@ -170,6 +170,25 @@ BAD_CONFIGS = [
     ("storage-blob-dir-empty", "storage: {blob_dir: ''}\n", "storage.blob_dir: String should have at least 1 character"),
     ("storage-max-calls-zero", "storage: {operate_file_max_calls: 0}\n", "storage.operate_file_max_calls: Input should be greater than or equal to 1"),
     ("storage-max-calls-float", "storage: {operate_file_max_calls: 2.0}\n", "storage.operate_file_max_calls: Input should be a valid integer, not 2.0"),
+    ("memory-not-mapping", "memory: sqlite\n", "memory: Input should be a valid dictionary"),
+    ("memory-unknown-field", "memory: {auto_injct: true}\n", "memory.auto_injct: unknown field"),
+    ("memory-provider-mem0", "memory: {provider: mem0}\n", "memory.provider: Value error, 'mem0' is not available in this kernel; its memory is 'in-house'"),
+    ("memory-provider-zep", "memory: {provider: zep}\n", "memory.provider: Value error, 'zep' is not available"),
+    ("memory-unknown-backend", "memory: {backend: chroma}\n", "memory.backend: Input should be 'sqlite' or 'postgres'"),
+    ("memory-postgres-without-dsn", "memory: {backend: postgres}\n", "memory: Value error, backend 'postgres' needs 'dsn'"),
+    ("memory-dsn-with-sqlite", "memory: {dsn: 'postgresql://x/y'}\n", "memory: Value error, 'dsn' is used only with backend: postgres"),
+    ("memory-inject-string", "memory: {auto_inject: 'yes'}\n", "memory.auto_inject: Input should be a valid boolean"),
+    ("memory-extract-number", "memory: {auto_extract: 1}\n", "memory.auto_extract: Input should be a valid boolean"),
+    ("memory-threshold-too-high", "memory: {relevance_threshold: 1.5}\n", "memory.relevance_threshold: Input should be less than or equal to 1"),
+    ("memory-threshold-quoted", 'memory: {relevance_threshold: "0.5"}\n', "memory.relevance_threshold: Input should be a valid number, not the quoted string '0.5'"),
+    ("memory-injected-zero", "memory: {max_injected_memories: 0}\n", "memory.max_injected_memories: Input should be greater than or equal to 1"),
+    ("memory-tokens-float", "memory: {max_memory_tokens: 1500.5}\n", "memory.max_memory_tokens: Input should be a valid integer"),
+    ("memory-agentic-model-unknown", "memory: {agentic_model: gpt-9}\n", "memory.agentic_model 'gpt-9' is not in llms.models (HuggingFaceTB/SmolLM2-135M-Instruct)"),
+    ("memory-neighbours-zero", "memory: {agentic_neighbors: 0}\n", "memory.agentic_neighbors: Input should be greater than or equal to 1"),
+    ("memory-neighbours-many", "memory: {agentic_neighbors: 50}\n", "memory.agentic_neighbors: Input should be less than or equal to 10"),
+    ("memory-similarity-bool", "memory: {agentic_min_similarity: true}\n", "memory.agentic_min_similarity: Input should be a valid number, not a boolean"),
+    ("memory-cache-negative", "memory: {vector_cache_mb: -1}\n", "memory.vector_cache_mb: Input should be greater than or equal to 0"),
+    ("memory-write-barrier-list", "memory: {write_barrier: [on]}\n", "memory.write_barrier: Input should be a valid dictionary"),
 ]
 
 
@@ -213,6 +232,32 @@ def test_storage_settings_load_and_relative_paths_start_at_the_data_dir(tmp_path
     assert "postgresql" not in repr(storage)  # the DSN may hold a password
     defaults = load_config(env={"AIOS_DATA_DIR": str(tmp_path)}).storage
     assert defaults.root(tmp_path) == (tmp_path / "storage").resolve() and defaults.share_expiry_days == 7
+
+
+def test_an_aios_memory_section_loads_unchanged_and_ours_beside_it(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+memory:
+  provider: in-house
+  auto_extract: true
+  auto_inject: true
+  relevance_threshold: 0.4
+  max_injected_memories: 10
+  max_memory_tokens: 2000
+  write_barrier: {enabled: true, timeout_ms: 5000}
+  mem0: {user_id: default, llm: {provider: ollama}}
+  log_mode: console
+""")
+    memory = load_config(path, env={"AIOS_DATA_DIR": str(tmp_path)}).memory
+    assert (memory.auto_extract, memory.auto_inject, memory.relevance_threshold) == (True, True, 0.4)
+    assert (memory.max_injected_memories, memory.max_memory_tokens, memory.backend) == (10, 2000, "sqlite")
+    assert memory.database(tmp_path) == tmp_path / "memory" / "memory.db"
+    ours = write(tmp_path, "memory: {backend: postgres, dsn: 'postgresql://u:secret@h/db', agentic_neighbors: 5, "
+                           "agentic_model: m, agentic_min_similarity: 0.2}\nllms: {models: [{name: m}]}\n")
+    memory = load_config(ours, env={}).memory
+    assert (memory.backend, memory.agentic_neighbors, memory.agentic_model) == ("postgres", 5, "m")
+    assert "secret" not in repr(memory)
+    defaults = load_config(env={}).memory
+    assert (defaults.auto_inject, defaults.auto_extract, defaults.agentic_neighbors) == (False, False, 3)
 
 
 def test_aios_serve_with_a_bad_config_stops_with_one_line(tmp_path: Path) -> None:

@@ -108,13 +108,13 @@ def test_tool_choice_none_answers_in_prose(kernel: KernelProcess) -> None:
 
 def test_status_routes_have_the_aios_shapes(kernel: KernelProcess) -> None:
     status = kernel.client.get("/status").json()
-    assert status["status"] == "warning"  # the memory manager is not built yet
-    assert set(status["inactive_components"]) == {"memory"}
+    assert status["status"] == "ok" and status["message"] == "All core components are active."
+    assert "inactive_components" not in status
     assert status["llms"][0]["name"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert status["queues"]["llm"]["policy"] == "fifo"
     assert status["llms"][0]["max_batch"] == 16
     assert kernel.client.get("/core/status").json() == {
-        "llms": "active", "memory": "inactive", "storage": "active", "tool": "active", "scheduler": "active"}
+        "llms": "active", "memory": "active", "storage": "active", "tool": "active", "scheduler": "active"}
     listed = kernel.client.get("/core/llms/list").json()
     assert listed == {"status": "success", "llms": [
         {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "backend": "huggingface", "max_batch": 16,
@@ -180,8 +180,8 @@ BAD_QUERIES = [
         {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "temperature": 99}]}), 400, "out-of-range"),
     ("deeply-nested-response-format", llm({"messages": CAPITAL, "response_format": _nested(400)}), 422,
      "response_format"),
-    ("memory-not-built", {"agent_name": "a", "query_type": "memory", "query_data": {"operation_type": "add_memory"}},
-     501, "memory manager"),
+    ("memory-without-content", {"agent_name": "a", "query_type": "memory", "query_data": {
+        "operation_type": "add_memory"}}, 422, "query_data.params.content: is required for 'add_memory'"),
     ("storage-without-operation", {"agent_name": "a", "query_type": "storage", "query_data": {}}, 422,
      "operation_type"),
     ("tool-calls-empty", {"agent_name": "a", "query_type": "tool", "query_data": {"tool_calls": []}}, 422,

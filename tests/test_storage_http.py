@@ -6,10 +6,8 @@ test can move its storage clock: share links last days, and no test waits that l
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ from aios import sdk
 from aios.config import load_config
 from aios.kernel import Kernel
 from aios.sdk import AIOSError
-from aios.server import serve
+from conftest import served_in_thread
 from storage_support import FakeClock, file_permissions_bind
 
 ENVELOPE = {"response", "start_times", "end_times", "waiting_times", "turnaround_times"}
@@ -61,21 +59,9 @@ def lsfs(tmp_path_factory: pytest.TempPathFactory, embedder) -> Iterator[Storage
     kernel = Kernel(load_config(data / "config.yaml", env={"AIOS_DATA_DIR": str(data)}), [], embedder=embedder)
     clock = FakeClock(time.time())
     kernel.storage.fs.clock = clock  # the one stand-in: days passing
-    ready, box = threading.Event(), {}
-
-    async def main() -> None:
-        box["stop"], box["loop"] = asyncio.Event(), asyncio.get_running_loop()
-        await serve(kernel, "127.0.0.1", 0, lambda url: (box.__setitem__("url", url), ready.set()), box["stop"])
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
-    with file_permissions_bind():  # the kernel meets file permissions as a user would, even when tests run as root
-        thread.start()
-    assert ready.wait(60), "the kernel did not start"
-    client = httpx.Client(base_url=box["url"], timeout=120)
-    yield StorageServer(box["url"], client, clock, kernel, data)
-    client.close()
-    box["loop"].call_soon_threadsafe(box["stop"].set)
-    thread.join(60)
+    with served_in_thread(kernel, file_permissions_bind()) as url, httpx.Client(base_url=url, timeout=120) as client:
+        # (started with file permissions as a user meets them, even when the tests run as root)
+        yield StorageServer(url, client, clock, kernel, data)
 
 
 def test_the_seven_aios_operations_do_what_they_say(lsfs: StorageServer) -> None:

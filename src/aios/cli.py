@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -125,7 +126,7 @@ def chat(
 
 @app.command()
 def demo(config: Optional[Path] = ConfigOption) -> None:
-    """Start a kernel and run five agents at once (chat, JSON, tool calls, versioned files) through the SDK."""
+    """Start a kernel and run six agents at once (chat, JSON, tool calls, versioned files, memory) through the SDK."""
     from aios.demo import run_demo
 
     settings = _load(config, host="127.0.0.1", port=0)
@@ -215,5 +216,10 @@ def approvals(url: Optional[str] = UrlOption, admin_token: Optional[str] = Admin
 
 
 def main() -> None:
+    # torch's OpenMP threads otherwise spin for a while after each parallel section, holding cores that the
+    # kernel's other work needs (another model's step, the embedding model, SQLite, a local PostgreSQL): on 2
+    # busy cores that made a memory search 20x slower and decoding 5x slower (BENCHMARKS.md, memory section).
+    # Read when torch loads, which is after this; an explicit setting in the environment wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

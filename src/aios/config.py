@@ -6,8 +6,7 @@ Environment:
   ``AIOS_DATA_DIR``  where the kernel keeps its data (model cache, ...); default: the platform's user data dir
   ``OPENAI_API_KEY`` the key for ``openai`` models (overrides ``api_keys.openai``; a model's ``api_key`` wins)
 
-Sections of a real AIOS ``config.yaml`` that this kernel does not use yet (``api_keys``, ``memory``,
-``agent_factory``) are accepted and kept, so an AIOS config loads unchanged; unknown keys are errors, so that
+Sections of a real AIOS ``config.yaml`` that this kernel does not use yet (``api_keys``, ``agent_factory``) are accepted and kept, so an AIOS config loads unchanged; unknown keys are errors, so that
 a typo never silently falls back to a default.
 """
 
@@ -243,10 +242,7 @@ class StorageConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "StorageConfig":
-        if self.backend == "postgres" and not self.dsn:
-            raise ValueError("backend 'postgres' needs 'dsn', e.g. postgresql://user@host/db")
-        if self.backend == "sqlite" and self.dsn is not None:
-            raise ValueError("'dsn' is used only with backend: postgres")
+        _check_backend(self.backend, self.dsn)
         if self.share_expiry_days > self.share_max_expiry_days:
             raise ValueError(f"share_expiry_days ({self.share_expiry_days}) is longer than share_max_expiry_days "
                              f"({self.share_max_expiry_days})")
@@ -263,6 +259,62 @@ class StorageConfig(_Section):
 
     def mountable(self, data_dir: Path) -> list[Path]:
         return [_under(data_dir, path) for path in self.mount_roots or [self.root_dir]]
+
+
+class MemoryConfig(_Section):
+    """The AIOS ``memory`` section (``provider``, ``auto_inject``, ``auto_extract``, ``relevance_threshold``,
+    ``max_injected_memories``, ``max_memory_tokens``, and the settings of providers this kernel does not have)
+    and ours beside it."""
+
+    provider: str = Field(default="in-house", description="AIOS's memory provider; this kernel's is in-house "
+                          "(SQLite, or PostgreSQL with backend: postgres)")
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    dsn: str | None = Field(default=None, min_length=1, repr=False, description="postgres: the connection string")
+    auto_inject: StrictBool = Field(default=False, description="add an agent's relevant memories to its chat calls")
+    auto_extract: StrictBool = Field(default=False, description="keep each chat exchange as a memory of its agent")
+    relevance_threshold: _Float = Field(default=0.3, ge=-1, le=1, description="auto_inject: the least cosine "
+                                        "similarity to the last user message a memory needs")
+    max_injected_memories: _Int = Field(default=5, ge=1, le=100, description="auto_inject: memories per call")
+    max_memory_tokens: _Int = Field(default=1500, ge=1, description="auto_inject: about how many tokens they may take")
+    agentic_model: str | None = Field(default=None, min_length=1, description="the model agentic memory asks "
+                                      "(a name in llms.models); default: the first")
+    agentic_neighbors: _Int = Field(default=3, ge=1, le=10, description="nearest memories shown to the model as "
+                                    "link candidates")
+    agentic_min_similarity: _Float = Field(default=0.3, ge=-1, le=1, description="the least cosine similarity a "
+                                           "link candidate needs")
+    vector_cache_mb: _Int = Field(default=1024, ge=0, description="sqlite: RAM for copies of large agents' vectors "
+                                  "(4,096 notes or more; 1.5 KB each), which make their searches fast; 0 = off")
+    # AIOS settings with nothing to do here, accepted so that an AIOS config loads unchanged: writes are committed
+    # before their reply (what write_barrier waits for), and the providers they configure are not this kernel's.
+    write_barrier: dict[str, Any] | None = None
+    mem0: dict[str, Any] | None = None
+    zep: dict[str, Any] | None = None
+    memory_limit: _Int | None = None
+    eviction_k: _Int | None = None
+    log_mode: str = "console"
+
+    @field_validator("provider")
+    @classmethod
+    def _in_house(cls, provider: str) -> str:
+        if provider != "in-house":
+            raise ValueError(f"{provider!r} is not available in this kernel; its memory is 'in-house' (SQLite, or "
+                             "PostgreSQL with memory.backend: postgres)")
+        return provider
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "MemoryConfig":
+        _check_backend(self.backend, self.dsn)
+        return self
+
+    def database(self, data_dir: Path) -> Path:
+        return data_dir / "memory" / "memory.db"
+
+
+def _check_backend(backend: str, dsn: str | None) -> None:
+    if backend == "postgres" and not dsn:
+        raise ValueError("backend 'postgres' needs 'dsn', e.g. postgresql://user@host/db")
+    if backend == "sqlite" and dsn is not None:
+        raise ValueError("'dsn' is used only with backend: postgres")
 
 
 def _under(data_dir: Path, path: str) -> Path:
@@ -307,9 +359,13 @@ class ConfirmConfig(_Section):
     mode: Literal["off", "ask", "auto_approve", "auto_deny"] = Field(
         default="off", description="ask: wait for `aios approvals` or POST /access/approvals/{id}")
     timeout_s: _Float = Field(default=60.0, gt=0, description="an unanswered request is denied after this")
-    operations: list[Literal["rollback", "delete", "share"]] = Field(
-        default_factory=lambda: ["rollback", "delete", "share"], description="storage operations asked about; tools "
-        "marked requires_confirmation always are")
+    operations: list[Literal["rollback", "delete", "share", "remove_memory"]] = Field(
+        default_factory=lambda: ["rollback", "delete", "share", "remove_memory"], description="storage and memory "
+        "operations asked about; tools marked requires_confirmation always are")
+
+    def asking(self) -> frozenset[str]:
+        """The operations that wait for a person's approval: none while ``mode`` is off."""
+        return frozenset(self.operations) if self.mode != "off" else frozenset()
 
 
 class AccessConfig(_Section):
@@ -330,9 +386,9 @@ class Config(_Section):
     storage: StorageConfig = StorageConfig()
     tools: ToolsConfig = ToolsConfig()
     access: AccessConfig = AccessConfig()
+    memory: MemoryConfig = MemoryConfig()
     # AIOS sections kept for compatibility; their subsystems read them when they exist.
     api_keys: dict[str, Any] = Field(default_factory=dict)
-    memory: dict[str, Any] = Field(default_factory=dict)
     agent_factory: dict[str, Any] = Field(default_factory=dict)
     data_dir: Path = Field(default_factory=lambda: default_data_dir())
 
@@ -341,6 +397,14 @@ class Config(_Section):
         # AIOS's switch for preemptive scheduling; an explicit scheduler.policy wins over it.
         if self.llms.use_context_manager and "policy" not in self.scheduler.model_fields_set:
             object.__setattr__(self, "scheduler", self.scheduler.model_copy(update={"policy": "rr"}))
+        return self
+
+    @model_validator(mode="after")
+    def _agentic_model_is_configured(self) -> "Config":
+        names = [model.name for model in self.llms.models]
+        if self.memory.agentic_model is not None and self.memory.agentic_model not in names:
+            raise ValueError(f"memory.agentic_model {self.memory.agentic_model!r} is not in llms.models "
+                             f"({', '.join(names)})")
         return self
 
     @field_validator("data_dir", mode="before")

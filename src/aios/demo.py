@@ -1,5 +1,5 @@
-"""``aios demo``: a kernel on the embedded model, five agents running at once through the SDK (chat, JSON, a
-tool call, a tool the kernel runs, and one keeping versioned files), and a report."""
+"""``aios demo``: a kernel on the embedded model, six agents running at once through the SDK (chat, JSON, a
+tool call, a tool the kernel runs, one keeping versioned files, one remembering across runs), and a report."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.table import Table
 
-from aios.agents import archivist, calculator, chat, extractor, weather
+from aios.agents import archivist, calculator, chat, extractor, rememberer, weather
 from aios.kernel import Kernel
-from aios.sdk import AIOSError, LLMResponse, StorageResponse, ToolResponse
+from aios.sdk import AIOSError, LLMResponse, MemoryResponse, StorageResponse, ToolResponse
 from aios.server import serve
 
 
@@ -22,7 +22,7 @@ from aios.server import serve
 class DemoTask:
     agent: str
     task: str
-    run: Callable[[str, str], Any]  # an LLMResponse, StorageResponse or ToolResponse
+    run: Callable[[str, str], Any]  # an LLMResponse, StorageResponse, ToolResponse or MemoryResponse
 
 
 TASKS = [
@@ -31,6 +31,7 @@ TASKS = [
     DemoTask(weather.AGENT_NAME, "What is the weather like in Paris right now?", weather.run),
     DemoTask(calculator.AGENT_NAME, "What is 12 times 7?", calculator.run),
     DemoTask(archivist.AGENT_NAME, "Where did I want to see cherry blossoms?", archivist.run),
+    DemoTask(rememberer.AGENT_NAME, "What did I learn in earlier runs?", rememberer.run),
 ]
 
 
@@ -52,7 +53,7 @@ async def run_demo(kernel: Kernel, console: Console | None = None) -> int:
     return 1 if any(isinstance(r, BaseException) for r in replies) else 0
 
 
-def _report(replies: list[LLMResponse | StorageResponse | ToolResponse | BaseException]) -> Table:
+def _report(replies: list[LLMResponse | StorageResponse | ToolResponse | MemoryResponse | BaseException]) -> Table:
     table = Table(title="agents", show_lines=True)
     for column in ("agent", "task", "result", "waiting s", "turnaround s"):
         table.add_column(column, overflow="fold")
@@ -65,11 +66,13 @@ def _report(replies: list[LLMResponse | StorageResponse | ToolResponse | BaseExc
     return table
 
 
-def _result(reply: LLMResponse | StorageResponse | ToolResponse) -> str:
+def _result(reply: LLMResponse | StorageResponse | ToolResponse | MemoryResponse) -> str:
     if isinstance(reply, StorageResponse):
         return reply.message or ""
     if isinstance(reply, ToolResponse):
         return "\n".join(f"ran {r.name}({json.dumps(r.parameters)}) = {json.dumps(r.result)}" for r in reply.results)
+    if isinstance(reply, MemoryResponse):
+        return reply.content or ""
     if reply.tool_calls:
         return "\n".join(f"call {c.name}({json.dumps(c.parameters)})" for c in reply.tool_calls)
     return reply.response_message or ""

@@ -12,11 +12,12 @@ from typing import Any, Protocol
 from aios.access.manager import AccessManager
 from aios.config import Config, ModelConfig
 from aios.embeddings import Embedder
-from aios.errors import NotAvailable
 from aios.leases import sweep_leftovers
 from aios.llm.core import LLMCore
 from aios.llm.handler import FileOperator, LLMHandler
 from aios.llm.router import Router
+from aios.memory.handler import MemoryHandler
+from aios.memory.personalization import Personalization
 from aios.scheduler import Scheduler, make_policy
 from aios.storage.handler import StorageHandler
 from aios.storage.operate import FILE_TOOLS, operate_files, with_instructions
@@ -24,11 +25,6 @@ from aios.syscall import Syscall, SyscallKind
 from aios.tools.handler import ToolHandler, run_model_calls
 
 log = logging.getLogger(__name__)
-
-_MISSING = {
-    SyscallKind.MEMORY: "memory syscalls need the memory manager, which this kernel does not have yet",
-}
-
 
 LLM_IN_FLIGHT = 512  # LLM syscalls handed to each core's engine at once
 
@@ -80,13 +76,15 @@ class Kernel:
         self.embedder = embedder or Embedder()  # loads on first use
         self.access = AccessManager(config.access, config.data_dir)
         self.storage = StorageHandler.from_config(config, self.embedder, self.access)
+        self.memory = MemoryHandler.from_config(config, self.embedder, self.call, self.access)
         max_calls = config.storage.operate_file_max_calls
         run_file_calls = lambda agent, reply: operate_files(self.call, agent, reply, max_calls)  # noqa: E731
         files = FileOperator(FILE_TOOLS, with_instructions, run_file_calls, max_calls=max_calls)
         self.tools = ToolHandler(config, self.call, self.access)
         run_calls = functools.partial(run_model_calls, self.call)
-        self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: LLMHandler(self.router, files, run_calls),
-                                                            SyscallKind.STORAGE: self.storage,
+        llm = LLMHandler(self.router, files, run_calls, Personalization.from_config(self.call, config.memory))
+        self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: llm, SyscallKind.STORAGE: self.storage,
+                                                            SyscallKind.MEMORY: self.memory,
                                                             SyscallKind.TOOL: self.tools}
         self.scheduler = Scheduler()
         policy = config.scheduler
@@ -114,6 +112,7 @@ class Kernel:
         await self.scheduler.stop()
         await self.tools.close()
         await self.storage.close()
+        await self.memory.close()
         await self.access.close()
         if self._owns_embedder:
             await asyncio.to_thread(self.embedder.close)
@@ -126,9 +125,7 @@ class Kernel:
 
     async def submit(self, kind: SyscallKind, agent_name: str, payload: Any, priority: int = 0) -> Syscall:
         """Queue a syscall; raises a KernelError at once if it cannot be served."""
-        handler = self.handlers.get(kind)
-        if handler is None:
-            raise NotAvailable(_MISSING[kind])
+        handler = self.handlers[kind]
         syscall = Syscall(kind, agent_name, handler.prepare(payload), priority)
         return await self.scheduler.submit(syscall)
 

@@ -83,6 +83,20 @@ class AccessManager:
         who = "the kernel's administrator" if resource.owner is None else f"its owner, {resource.owner!r},"
         raise Forbidden(f"{reason}; {who} can grant it (ask with request_permission)")
 
+    async def admit(self, caller: str, kind: str, operation: str, params: dict[str, Any], needs: dict[str, str],
+                    asking: frozenset[str]) -> tuple[str, dict[str, Any]]:
+        """Whose ``kind`` resource (files, memory) an operation works on — ``params["owner"]``, else the caller's
+        own — and its other params, once allowed: another agent's needs the permission ``needs[operation]`` on
+        it, and an operation in ``asking`` a person's approval. Raises Forbidden otherwise."""
+        params = dict(params)
+        owner = params.pop("owner", caller)
+        if owner != caller:
+            await self.authorize(caller, needs[operation], Resource(kind, owner))
+        if operation in asking:
+            action = "storage" if kind == "files" else kind
+            await self.confirm(caller, f"{action} {operation}", {"owner": owner, **params})
+        return owner, params
+
     async def groups_of(self, agent: str) -> set[str]:
         configured = {group for group, members in self.config.groups.items() if agent in members}
         return configured | await self._db(self.store.groups_of, agent)

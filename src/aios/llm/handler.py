@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 from aios.errors import BadRequest, NotAvailable
 from aios.llm.core import Generation, GenerationRequest, LLMCore, SamplingParams, on_loop
@@ -91,12 +91,21 @@ class FileOperator:
 ToolCaller = Callable[[str, "LLMResponse"], Awaitable["LLMResponse"]]
 
 
+class ChatHook(Protocol):
+    """Runs around each LLM syscall (memory personalization): ``before`` may change the query's messages,
+    ``after`` sees a free-text reply. Each decides which queries it applies to."""
+
+    async def before(self, agent: str, query: LLMQuery) -> None: ...
+    async def after(self, agent: str, query: LLMQuery, reply: "LLMResponse") -> None: ...
+
+
 class LLMHandler:
     def __init__(self, router: Router, file_operator: FileOperator | None = None,
-                 tool_caller: ToolCaller | None = None) -> None:
+                 tool_caller: ToolCaller | None = None, chat_hook: ChatHook | None = None) -> None:
         self.router = router
         self.file_operator = file_operator
         self.tool_caller = tool_caller
+        self.chat_hook = chat_hook
 
     def prepare(self, query: LLMQuery) -> LLMQuery:
         if query.action_type == "operate_file":
@@ -132,13 +141,18 @@ class LLMHandler:
             else:
                 syscall.suspend()
 
+        if self.chat_hook is not None:
+            await self.chat_hook.before(syscall.agent_name, query)
         # The engine says, from its thread, when the generation starts and stops running: the syscall's slices.
         on_running = on_loop(asyncio.get_running_loop(), record_slice)
         request = _request(query, GenerationRequest(query.messages, query.sampling, priority=syscall.priority,
                                                     on_running=on_running))
         generation = await query.core.complete(request)
         if query.spec is None:
-            return LLMResponse.ended(generation.finish_reason, response_message=generation.text)
+            reply = LLMResponse.ended(generation.finish_reason, response_message=generation.text)
+            if self.chat_hook is not None:
+                await self.chat_hook.after(syscall.agent_name, query, reply)
+            return reply
         reply = await _structured_reply(query, request, generation)
         if query.action_type == "operate_file":
             assert self.file_operator is not None, "prepare() refuses operate_file without a file operator"

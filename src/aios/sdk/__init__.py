@@ -13,6 +13,17 @@ from aios.sdk.access import (
     revoke_permission,
 )
 from aios.sdk.llm import llm_chat, llm_chat_with_json_output, llm_chat_with_tool_call_output
+from aios.sdk.memory import (
+    MemoryNote,
+    MemoryResponse,
+    SearchResult,
+    create_agentic_memory,
+    create_memory,
+    delete_memory,
+    get_memory,
+    search_memories,
+    update_memory,
+)
 from aios.sdk.storage import (
     DirEntry,
     FileOperation,
@@ -50,6 +61,16 @@ __all__ = [
     "llm_chat",
     "llm_chat_with_json_output",
     "llm_chat_with_tool_call_output",
+    # memory
+    "MemoryNote",
+    "MemoryResponse",
+    "SearchResult",
+    "create_agentic_memory",
+    "create_memory",
+    "delete_memory",
+    "get_memory",
+    "search_memories",
+    "update_memory",
     # storage
     "DirEntry",
     "FileOperation",

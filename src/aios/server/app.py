@@ -20,6 +20,7 @@ from aios.errors import Forbidden, KernelError
 from aios.kernel import Kernel
 from aios.server.limits import MB, BodyLimit
 from aios.server.access_routes import router as access_router
+from aios.server.memory_routes import memory_request
 from aios.server.storage_routes import router as storage_router
 from aios.server.storage_routes import storage_request
 from aios.server.tool_routes import router as tool_router
@@ -89,6 +90,8 @@ def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
             payload, priority = llm_data.to_query(), llm_data.priority
         elif kind is SyscallKind.STORAGE:
             payload = storage_request(body.query_data, request)
+        elif kind is SyscallKind.MEMORY:
+            payload = memory_request(body.query_data)
         elif kind is SyscallKind.TOOL:
             payload = tool_calls_of(body.query_data)
         try:

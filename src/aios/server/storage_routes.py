@@ -8,33 +8,18 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from aios.storage.requests import InvalidRequest, StorageRequest, parse_request
+from aios.server.operation_data import read_operation
+from aios.storage.requests import StorageRequest, parse_request
 
 router = APIRouter()
-_QUERY_DATA_KEYS = {"query_class", "operation_type", "params"}
 
 
 def storage_request(query_data: dict[str, Any], request: Request) -> StorageRequest:
     """``{query_class: "storage", operation_type, params}`` as the AIOS SDK sends it, checked."""
-    problems = [("query_data", key, "unknown field (a storage query has query_class, operation_type, params)")
-                for key in query_data if key not in _QUERY_DATA_KEYS]
-    if query_data.get("query_class", "storage") not in ("storage", None):
-        problems.append(("query_data", "query_class", "must be 'storage' for query_type storage"))
-    if problems:
-        raise _invalid([(*where, message) for *where, message in problems])
-    try:
-        return parse_request(query_data.get("operation_type"), query_data.get("params"),
-                             base_url=str(request.base_url).rstrip("/"))
-    except InvalidRequest as exc:
-        raise _invalid([("query_data", *exc.field.split("."), exc.message)]) from None
-
-
-def _invalid(problems: list[tuple[str, ...]]) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body", *where), "msg": message, "type": "value_error"}
-                                   for *where, message in problems])
+    base_url = str(request.base_url).rstrip("/")
+    return read_operation("storage", query_data, lambda operation, params: parse_request(operation, params, base_url))
 
 
 @router.get("/share/{token}")

@@ -13,6 +13,7 @@ from aios.errors import Cancelled, KernelError
 from aios.llm.handler import ACTIONS, LLMQuery, LLMResponse
 from aios.llm.prompting import merge_messages_with_response_format, tools_for_model
 from aios.llm.structured import tool_choice_of
+from aios.memory.handler import MemoryResponse
 from aios.storage.handler import StorageResponse
 from aios.syscall import Syscall, SyscallKind, SyscallStatus
 from aios.tools.handler import ToolResponse
@@ -188,8 +189,8 @@ def _nested_ok(check: Any, *args: Any) -> None:
 
 
 # The reply shape of each kind of syscall, for failures too: an agent reads the fields of the kind it asked.
-RESPONSES: dict[SyscallKind, type] = {SyscallKind.LLM: LLMResponse, SyscallKind.STORAGE: StorageResponse,
-                                      SyscallKind.TOOL: ToolResponse}
+RESPONSES: dict[SyscallKind, type] = {SyscallKind.LLM: LLMResponse, SyscallKind.MEMORY: MemoryResponse,
+                                      SyscallKind.STORAGE: StorageResponse, SyscallKind.TOOL: ToolResponse}
 
 
 def envelope(syscall: Syscall) -> dict[str, Any]:
@@ -222,8 +223,6 @@ def _response(syscall: Syscall) -> Any:
 
 
 def _failed(kind: SyscallKind, error: KernelError) -> Any:
-    if kind not in RESPONSES:  # a kind this kernel lacks: the LLM shape, named for the kind asked
-        return LLMResponse(response_class=kind.value, error=str(error), status_code=error.status_code)
     shape = RESPONSES[kind]
     ended = {"finish_reason": "cancelled" if isinstance(error, Cancelled) else "error"} if shape is LLMResponse else {}
     return shape(error=str(error), status_code=error.status_code, **ended)

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from aios.access.manager import AccessManager
-from aios.access.resources import Resource
 from aios.config import Config
 from aios.embeddings import Embedder
-from aios.errors import BadRequest, NotAvailable
+from aios.errors import NotAvailable
+from aios.params import syscall_request
 from aios.storage.blobs import BlobStore
 from aios.storage.files import FileSystem, Result, Settings
 from aios.storage.index import Indexer
 from aios.storage.os_errors import refusal
-from aios.storage.requests import NEEDS, InvalidRequest, StorageRequest, parse_request
+from aios.storage.requests import NEEDS, StorageRequest, parse_request
 from aios.storage.shares import ShareLinks, SharedFile
 from aios.storage.store import Store
 from aios.syscall import Syscall
@@ -98,28 +98,16 @@ class StorageHandler:
         fs = FileSystem(open_store(config), BlobStore(storage.blobs(config.data_dir)), settings)
         shares = ShareLinks(fs, int(storage.share_expiry_days * 86400), int(storage.share_max_expiry_days * 86400),
                             storage.public_url)
-        confirm = frozenset(config.access.confirm.operations) if config.access.confirm.mode != "off" else frozenset()
-        return cls(fs, shares, embedder if storage.use_vector_db else None, access, confirm)
+        return cls(fs, shares, embedder if storage.use_vector_db else None, access, config.access.confirm.asking())
 
     # -- the syscall ----------------------------------------------------------------------------------------------
     def prepare(self, payload: Any) -> StorageRequest:
-        if isinstance(payload, StorageRequest):
-            return payload
-        if isinstance(payload, dict):
-            try:
-                return parse_request(payload.get("operation_type"), payload.get("params"))
-            except InvalidRequest as exc:
-                raise BadRequest(f"storage request: {exc}") from None
-        raise BadRequest(f"a storage syscall takes a StorageRequest, not {type(payload).__name__}")
+        return syscall_request(payload, StorageRequest, parse_request, "storage")
 
     async def __call__(self, syscall: Syscall) -> StorageResponse:
         request: StorageRequest = syscall.payload
-        caller, params = syscall.agent_name, dict(request.params)
-        agent = params.pop("owner", caller)  # whose files: another agent's need its grant
-        if agent != caller:
-            await self.access.authorize(caller, NEEDS[request.operation], Resource("files", agent))
-        if request.operation in self.confirm:
-            await self.access.confirm(caller, f"storage {request.operation}", {"owner": agent, **params})
+        agent, params = await self.access.admit(syscall.agent_name, "files", request.operation, request.params, NEEDS,
+                                                self.confirm)
         if request.operation == "retrieve":
             result = await self._retrieve(agent, params)
         else:

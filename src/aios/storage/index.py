@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -21,6 +20,7 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 
 from aios.embeddings import Embedder
+from aios.hybrid_search import fuse_ranks, query_words
 from aios.storage.files import FileSystem
 from aios.storage.store import Chunk, ChunkHit, FileRecord, Root
 
@@ -32,16 +32,6 @@ FILES_PER_BATCH = 32
 # such pass of the indexing, not behind a whole mount's (32 files of up to 4 MB are thousands of chunks).
 CHUNKS_PER_EMBEDDING = 256
 SNIPPET_CHARS = 300
-RRF_K = 60  # the usual constant of reciprocal rank fusion
-WORDS_WEIGHT = 0.5  # keyword ranks count half as much as meaning
-_WORD = re.compile(r"\w+")
-# Function words match everywhere and only add noise to the keyword ranking.
-_STOPWORDS = frozenset("""a about above after again against all am an and any are as at be because been before being
-below between both but by can could did do does doing down during each few for from further get gets got had has have
-having he her here hers herself him himself his how i if in into is it its itself just let me more most much my myself no
-nor not now of off on once only or other our ours ourselves out over own same she should so some such than that the their
-theirs them themselves then there these they this those through to too under until up very was we were what when where
-which while who whom why will with would you your yours yourself yourselves""".split())
 
 RunIO = Callable[..., Awaitable[Any]]  # runs a blocking function on the storage I/O thread
 
@@ -60,14 +50,6 @@ def chunk_text(text: str) -> list[Chunk]:
             chunks.append(Chunk(len(chunks), start, text[start:end]))
         start = end
     return chunks
-
-
-def query_words(text: str) -> list[str]:
-    seen: dict[str, None] = {}
-    for word in _WORD.findall(text.lower()):
-        if word not in _STOPWORDS:
-            seen.setdefault(word)
-    return list(seen)[:32]
 
 
 @dataclass
@@ -167,12 +149,8 @@ class _Best:
 
 def _fuse(by_meaning: list[ChunkHit], by_words: list[ChunkHit]) -> dict[int, _Best]:
     """Reciprocal rank fusion of the two chunk lists, then each file's best chunk."""
-    scores: dict[int, float] = defaultdict(float)
-    files: dict[int, int] = {}
-    for weight, hits in ((1.0, by_meaning), (WORDS_WEIGHT, by_words)):
-        for rank, hit in enumerate(hits):
-            scores[hit.chunk_id] += weight / (RRF_K + rank + 1)
-            files[hit.chunk_id] = hit.file_id
+    files = {hit.chunk_id: hit.file_id for hit in (*by_meaning, *by_words)}
+    scores = fuse_ranks((hit.chunk_id for hit in by_meaning), (hit.chunk_id for hit in by_words))
     best: dict[int, _Best] = {}
     for chunk_id, score in scores.items():
         file_id = files[chunk_id]

@@ -9,11 +9,11 @@ an exact scan keeps results identical to the SQLite store's.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-from typing import Any, Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 
+from aios.database import PostgresDatabase, vector_literal
 from aios.embeddings import DIMENSION
 from aios.storage.sql_store import COMMON_SCHEMA, SQLStore
 from aios.storage.store import Chunk, ChunkHit, FileRecord
@@ -29,42 +29,17 @@ CREATE INDEX IF NOT EXISTS chunks_words ON chunks USING gin (words);
 """
 
 
-class PostgresStore(SQLStore):
+class PostgresStore(PostgresDatabase, SQLStore):
     _DISTINCT = "IS DISTINCT FROM"
 
     def __init__(self, dsn: str, vectors: bool = True) -> None:
-        import psycopg  # imported here: only this store needs the driver
-
         self.vectors = vectors
-        self._db = psycopg.connect(dsn, autocommit=True)
-        with self._db.transaction():
-            # Several kernels may start at once: one creates the schema, the others wait for it.
-            self._db.execute("SELECT pg_advisory_xact_lock(7243001)")
-            self._db.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            for statement in (COMMON_SCHEMA.format(id="BIGSERIAL PRIMARY KEY") + _INDEX_SCHEMA).split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cursor = self._db.execute(sql.replace("?", "%s"), tuple(params))
-        return cursor.fetchall() if cursor.description else []
-
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self._db.execute(sql.replace("?", "%s"), tuple(params)).rowcount
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self._db.transaction():
-            yield
+        super().__init__(dsn, COMMON_SCHEMA.format(id="BIGSERIAL PRIMARY KEY") + _INDEX_SCHEMA, schema_lock=7243001)
 
     @contextlib.contextmanager
     def file_lock(self, root_id: int, path: str) -> Iterator[None]:
-        key = int.from_bytes(hashlib.sha256(f"{root_id}/{path}".encode()).digest()[:8], "big", signed=True)
-        self._db.execute("SELECT pg_advisory_lock(%s)", (key,))
-        try:
+        with self.advisory_lock(f"{root_id}/{path}"):
             yield
-        finally:
-            self._db.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def replace_chunks(self, file: FileRecord, chunks: list[Chunk], vectors: np.ndarray | None) -> bool:
         with self._db.transaction():
@@ -73,7 +48,7 @@ class PostgresStore(SQLStore):
                 return False  # written again meanwhile: that head will be indexed instead
             self._run("DELETE FROM chunks WHERE file_id = ?", (file.id,))
             for i, chunk in enumerate(chunks):
-                vector = _literal(vectors[i]) if vectors is not None else None
+                vector = vector_literal(vectors[i]) if vectors is not None else None
                 self._run("INSERT INTO chunks (file_id, root_id, number, start, text, embedding) "
                           "VALUES (?, ?, ?, ?, ?, ?::vector)",
                           (file.id, file.root_id, chunk.number, chunk.start, chunk.text, vector))
@@ -83,7 +58,7 @@ class PostgresStore(SQLStore):
     def nearest_chunks(self, root_id: int, vector: np.ndarray, k: int) -> list[ChunkHit]:
         rows = self._rows("SELECT id, file_id, embedding <=> ?::vector AS distance FROM chunks "
                           "WHERE root_id = ? AND embedding IS NOT NULL ORDER BY distance LIMIT ?",
-                          (_literal(vector), root_id, k))
+                          (vector_literal(vector), root_id, k))
         return [ChunkHit(*row) for row in rows]
 
     def matching_chunks(self, root_id: int, words: list[str], k: int) -> list[ChunkHit]:
@@ -104,16 +79,9 @@ class PostgresStore(SQLStore):
             rows = self._rows("SELECT id, file_id, 0.0 FROM chunks WHERE file_id = ANY(?)", (file_ids,))
         else:
             rows = self._rows("SELECT id, file_id, embedding <=> ?::vector FROM chunks WHERE file_id = ANY(?) "
-                              "AND embedding IS NOT NULL", (_literal(vector), file_ids))
+                              "AND embedding IS NOT NULL", (vector_literal(vector), file_ids))
         return [ChunkHit(*row) for row in rows]
 
     def chunk_texts(self, chunk_ids: list[int]) -> dict[int, str]:
         return dict(self._rows("SELECT id, text FROM chunks WHERE id = ANY(?)", (chunk_ids,)))  # type: ignore[arg-type]
 
-    def close(self) -> None:
-        self._db.close()
-
-
-def _literal(vector: np.ndarray) -> str:
-    """pgvector's text form, ``[0.1,0.2,...]`` (no client-side adapter needed)."""
-    return "[" + ",".join(f"{x:.7g}" for x in np.asarray(vector, dtype=np.float32)) + "]"

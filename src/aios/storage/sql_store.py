@@ -4,8 +4,9 @@ turns them into its own). Each subclass brings its connection, transactions, loc
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
+from aios.database import SQLDatabase
 from aios.errors import Conflict
 from aios.storage.store import FileRecord, Root, Share, Version
 
@@ -15,20 +16,8 @@ _VERSION = "file_id, number, time, size, hash, agent, kind, restored_from, pendi
 _SHARE = "token_hash, file_id, version, agent, created, expires, revoked"
 
 
-class SQLStore:
+class SQLStore(SQLDatabase):
     vectors: bool
-
-    # -- provided by each backend -------------------------------------------------------------------------------
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Execute; returns the number of rows changed."""
-        raise NotImplementedError
-
-    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        rows = self._rows(sql, params)
-        return rows[0] if rows else None
 
     # -- mounts -------------------------------------------------------------------------------------------------
     def roots(self) -> list[Root]:

@@ -14,12 +14,11 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Iterator
 
-import apsw
 import numpy as np
-import sqlite_vec
 
+from aios.database import SQLiteDatabase, vector_blob
 from aios.embeddings import DIMENSION
 from aios.errors import NotAvailable
 from aios.storage.sql_store import COMMON_SCHEMA, SQLStore
@@ -38,28 +37,17 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunk_words USING fts5(
 """
 
 
-class SQLiteStore(SQLStore):
+class SQLiteStore(SQLiteDatabase, SQLStore):
     def __init__(self, path: Path, vectors: bool = True) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.vectors = vectors
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = _hold_database(path)  # before the database is touched: a refused kernel changes nothing
         try:
-            self._db = _connect(path)
+            super().__init__(path, COMMON_SCHEMA.format(id="INTEGER PRIMARY KEY") + _INDEX_SCHEMA,
+                             functions={"contains_folded": _contains_folded})
         except BaseException:
             self._lock.close()
             raise
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return list(self._db.execute(sql, tuple(params)))
-
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        self._db.execute(sql, tuple(params))
-        return self._db.changes()
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self._db:
-            yield
 
     @contextlib.contextmanager
     def file_lock(self, root_id: int, path: str) -> Iterator[None]:
@@ -80,14 +68,14 @@ class SQLiteStore(SQLStore):
                 self._db.execute("INSERT INTO chunk_words (rowid, text) VALUES (?, ?)", (chunk_id, chunk.text))
                 if vectors is not None:
                     self._db.execute("INSERT INTO chunk_vectors (rowid, root_id, embedding) VALUES (?, ?, ?)",
-                                     (chunk_id, file.root_id, _blob(vectors[i])))
+                                     (chunk_id, file.root_id, vector_blob(vectors[i])))
             self._db.execute("UPDATE files SET indexed_hash = hash WHERE id = ?", (file.id,))
         return True
 
     def nearest_chunks(self, root_id: int, vector: np.ndarray, k: int) -> list[ChunkHit]:
         rows = self._rows("SELECT v.rowid, c.file_id, v.distance FROM chunk_vectors v JOIN chunks c ON c.id = v.rowid "
                           "WHERE v.embedding MATCH ? AND v.k = ? AND v.root_id = ? ORDER BY v.distance",
-                          (_blob(vector), k, root_id))
+                          (vector_blob(vector), k, root_id))
         return [ChunkHit(*row) for row in rows]
 
     def matching_chunks(self, root_id: int, words: list[str], k: int) -> list[ChunkHit]:
@@ -111,7 +99,7 @@ class SQLiteStore(SQLStore):
         else:
             rows = self._rows("SELECT c.id, c.file_id, vec_distance_cosine(v.embedding, ?) FROM chunks c "
                               "JOIN chunk_vectors v ON v.rowid = c.id "
-                              "WHERE c.file_id IN (SELECT value FROM json_each(?))", (_blob(vector), ids))
+                              "WHERE c.file_id IN (SELECT value FROM json_each(?))", (vector_blob(vector), ids))
         return [ChunkHit(*row) for row in rows]
 
     def chunk_texts(self, chunk_ids: list[int]) -> dict[int, str]:
@@ -120,22 +108,8 @@ class SQLiteStore(SQLStore):
         return dict(rows)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        self._db.close()
+        super().close()
         self._lock.close()  # closing the descriptor lets go of the lock
-
-
-def _connect(path: Path) -> apsw.Connection:
-    db = apsw.Connection(str(path))
-    db.enable_load_extension(True)
-    db.load_extension(sqlite_vec.loadable_path())
-    db.enable_load_extension(False)
-    db.set_busy_timeout(30_000)
-    # WAL: readers do not block the writer; FULL: a committed version survives a power cut, not only a crash.
-    db.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL")
-    db.create_scalar_function("contains_folded", _contains_folded, 2, deterministic=True)
-    with db:
-        db.execute(COMMON_SCHEMA.format(id="INTEGER PRIMARY KEY") + _INDEX_SCHEMA)
-    return db
 
 
 def _hold_database(path: Path) -> IO[str]:
@@ -157,10 +131,6 @@ def _hold_database(path: Path) -> IO[str]:
     lock.write(f"{os.getpid()}\n")  # for the message a refused kernel shows
     lock.flush()
     return lock
-
-
-def _blob(vector: np.ndarray) -> bytes:
-    return np.asarray(vector, dtype=np.float32).tobytes()
 
 
 def _contains_folded(text: str, folded_keyword: str) -> bool:

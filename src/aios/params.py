@@ -1,0 +1,152 @@
+"""Checking the requests of the operation-style subsystems (storage, memory): ``{operation_type, params}`` as
+the AIOS SDK sends them, read against a table of each operation's parameters.
+
+A problem raises :class:`InvalidRequest` naming the field (``operation_type`` or ``params.<name>``) and what is
+wrong with it; the HTTP layer answers it as 422 located at that field, a syscall made inside the kernel as 400.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, TypeVar
+
+from aios.errors import BadRequest
+
+MAX_QUERY_CHARS = 10_000
+
+Check = Callable[[Any], Any]  # returns the value as the operation takes it; raises ValueError saying why not
+Spec = dict[str, tuple[Check, bool]]  # per parameter: its check, and whether it is required
+
+
+class InvalidRequest(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+@dataclass(frozen=True)
+class OperationRequest:
+    operation: str  # one of the subsystem's operations
+    params: dict[str, Any] = field(default_factory=dict)  # checked; absent (and null) ones are left out
+
+
+Request = TypeVar("Request", bound=OperationRequest)
+
+
+def syscall_request(payload: Any, kind: type[Request], parse: Callable[[Any, Any], Request], what: str) -> Request:
+    """A syscall's payload as a request of ``kind``: one already checked, or ``{operation_type, params}`` to
+    check; a problem is a BadRequest naming it."""
+    if isinstance(payload, kind):
+        return payload
+    if isinstance(payload, dict):
+        try:
+            return parse(payload.get("operation_type"), payload.get("params"))
+        except InvalidRequest as exc:
+            raise BadRequest(f"{what} request: {exc}") from None
+    raise BadRequest(f"a {what} syscall takes a {kind.__name__}, not {type(payload).__name__}")
+
+
+def operation_of(operation_type: Any, operations: dict[str, Spec], aliases: dict[str, str]) -> str:
+    """The operation ``operation_type`` names (directly or by an alias)."""
+    name = aliases.get(operation_type, operation_type) if isinstance(operation_type, str) else None
+    if name not in operations:
+        raise InvalidRequest("operation_type", f"must be one of {', '.join(operations)}, not {operation_type!r}"[:300])
+    return name  # type: ignore[return-value]
+
+
+def checked_params(operation: str, spec: Spec, params: Any, aliases: dict[str, str] | None = None) -> dict[str, Any]:
+    """``params`` checked against ``spec``: every value as its check returns it, null ones (and absent optional
+    ones) left out. ``aliases``: other names a parameter may be sent under."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise InvalidRequest("params", f"must be an object, not {kind_of(params)}")
+    aliases = aliases or {}
+    checked: dict[str, Any] = {}
+    for raw_name, value in params.items():
+        name = aliases.get(raw_name, raw_name) if raw_name not in spec else raw_name
+        if name not in spec:
+            raise InvalidRequest(f"params.{raw_name}"[:120], f"is not a parameter of {operation!r} (it takes "
+                                 f"{', '.join(spec)})")
+        if value is not None:
+            try:
+                checked[name] = spec[name][0](value)
+            except ValueError as exc:
+                raise InvalidRequest(f"params.{raw_name}", str(exc)) from None
+    missing = [name for name, (_, required) in spec.items() if required and name not in checked]
+    if missing:
+        raise InvalidRequest(f"params.{missing[0]}", f"is required for {operation!r}")
+    return checked
+
+
+# -- checks shared by the subsystems -------------------------------------------------------------------------------
+def text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {kind_of(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid Unicode (it holds a lone surrogate)") from None
+    return value
+
+
+def non_empty_text(limit: int) -> Check:
+    """A string that is not only white space, of at most ``limit`` characters."""
+
+    def check(value: Any) -> str:
+        found = text(value)
+        if not found.strip():
+            raise ValueError("must not be empty")
+        if len(found) > limit:
+            raise ValueError(f"is {len(found)} characters long; the limit is {limit}")
+        return found
+
+    return check
+
+
+query_text = non_empty_text(MAX_QUERY_CHARS)  # search text
+
+
+def positive(limit: int | None = None) -> Check:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be an integer, not {kind_of(value)}")
+        if value < 1 or (limit is not None and value > limit):
+            raise ValueError(f"must be between 1 and {limit}, not {value}" if limit else f"must be at least 1, not {value}")
+        return value
+
+    return check
+
+
+def flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {kind_of(value)}")
+    return value
+
+
+def point_in_time(value: Any) -> float:
+    """Unix seconds, or an ISO 8601 date-time (one without a time zone is the kernel's local time)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of Unix seconds")
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            raise ValueError(f"must be Unix seconds or an ISO 8601 date-time such as 2025-01-31T12:00:00, "
+                             f"not {value[:60]!r}") from None
+    raise ValueError(f"must be Unix seconds or an ISO 8601 date-time, not {kind_of(value)}")
+
+
+def agent_name(value: Any) -> str:
+    """Another agent's name (``owner``: whose files or memories to reach; the access manager checks the grant)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 256:
+        raise ValueError(f"must be an agent's name, not {kind_of(value) if not isinstance(value, str) else repr(value[:60])}")
+    return value
+
+
+def kind_of(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
