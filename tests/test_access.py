@@ -182,6 +182,8 @@ def test_a_grant_to_a_group_reaches_its_members_only(secured: Secured) -> None:
     assert secured.storage("carol", "write", owner="alice", file_path="team.txt", content="v2")["status_code"] == 200
     assert secured.storage("bob", "write", owner="alice", file_path="team.txt", content="v3")["status_code"] == 403
     assert json.loads(secured.storage("alice", "read", file_path="team.txt")["response_message"])["content"] == "v2"
+    versions = json.loads(secured.storage("alice", "history", file_path="team.txt")["response_message"])["versions"]
+    assert [(v["version"], v["agent"]) for v in versions] == [(2, "carol"), (1, "alice")]  # who made each
 
 
 def test_a_restricted_tool_needs_a_grant_from_the_administrator(secured: Secured) -> None:

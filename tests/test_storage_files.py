@@ -3,6 +3,7 @@ time, history, changes made outside the kernel, deletion, confinement, mounts, s
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -30,6 +31,23 @@ AGENT = "team/writer"
 @pytest.fixture(params=["sqlite", "postgres"])
 def kind(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+@pytest.fixture
+def storage_handler() -> Iterator[Callable[[Any], Any]]:
+    """Builds the kernel's storage handler from a config, with the access manager it needs (closed afterwards)."""
+    from aios.access.manager import AccessManager
+    from aios.storage.handler import StorageHandler
+
+    managers: list[AccessManager] = []
+
+    def build(config: Any) -> StorageHandler:
+        managers.append(AccessManager(config.access, config.data_dir))
+        return StorageHandler.from_config(config, None, managers[-1])
+
+    yield build
+    for manager in managers:
+        asyncio.run(manager.close())
 
 
 @pytest.fixture
@@ -258,19 +276,17 @@ def test_a_mount_that_cannot_be_a_directory_is_refused_and_leaves_the_agent_work
     assert fs.mount(AGENT, str(home / "fine"))["files"] == 0
 
 
-def test_the_kernels_data_cannot_be_mounted_also_through_a_symlinked_data_dir(tmp_path: Path) -> None:
+def test_the_kernels_data_cannot_be_mounted_also_through_a_symlinked_data_dir(
+        tmp_path: Path, storage_handler: Callable[[Any], Any]) -> None:
     """The data dir as the config names it is a link; mount paths are resolved: the kernel's data is protected in
     both spellings. Here agents may mount anywhere in the data dir (mount_roots: ["."]), except the kernel's own."""
-    import asyncio
-
     from aios.config import load_config
-    from aios.storage.handler import StorageHandler
 
     real, link = tmp_path / "data", tmp_path / "data-link"
     real.mkdir()
     link.symlink_to(real)
     (real / "config.yaml").write_text("storage: {mount_roots: ['.']}\n")
-    handler = StorageHandler.from_config(load_config(real / "config.yaml", env={"AIOS_DATA_DIR": str(link)}), None)
+    handler = storage_handler(load_config(real / "config.yaml", env={"AIOS_DATA_DIR": str(link)}))
     try:
         for data_dir in (link, real):
             for kernels in ("lsfs", "lsfs/blobs", "models", "snapshots"):
@@ -524,10 +540,10 @@ store.close()
 """
 
 
-def test_a_second_process_on_the_same_sqlite_data_dir_is_refused_naming_it(tmp_path: Path) -> None:
+def test_a_second_process_on_the_same_sqlite_data_dir_is_refused_naming_it(
+        tmp_path: Path, storage_handler: Callable[[Any], Any]) -> None:
     from aios.config import load_config
     from aios.errors import NotAvailable
-    from aios.storage.handler import StorageHandler
 
     database = tmp_path / "lsfs" / "lsfs.db"
     other = subprocess.Popen([sys.executable, "-c", HOLD_STORE, str(database)], stdin=subprocess.PIPE,
@@ -539,7 +555,7 @@ def test_a_second_process_on_the_same_sqlite_data_dir_is_refused_naming_it(tmp_p
         assert f"another kernel (process {other.pid}) uses this data dir" in str(refused.value)
         assert str(database) in str(refused.value) and "use backend postgres to share storage" in str(refused.value)
         with pytest.raises(NotAvailable, match=f"storage: .*another kernel .*{tmp_path}.*use backend postgres"):
-            StorageHandler.from_config(load_config(env={"AIOS_DATA_DIR": str(tmp_path)}), None)
+            storage_handler(load_config(env={"AIOS_DATA_DIR": str(tmp_path)}))
     finally:
         other.communicate("", timeout=60)
     store = open_store("sqlite", tmp_path, None)  # the other process has ended: its lock went with it
@@ -653,18 +669,16 @@ def test_a_file_changed_right_after_it_was_hashed_is_read_again_whatever_its_fin
 
 
 # -- the handler's life cycle -----------------------------------------------------------------------------------------
-def test_closing_the_storage_handler_never_blocks_the_event_loop(tmp_path: Path,
+def test_closing_the_storage_handler_never_blocks_the_event_loop(tmp_path: Path, storage_handler: Callable[[Any], Any],
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     """Work still queued on the storage I/O thread when the handler closes (here a job that takes a second, as slow
     disk work would) is waited for off the event loop. asyncio's debug mode reports any step of the loop that
     takes longer than slow_callback_duration."""
-    import asyncio
     import logging
 
     from aios.config import load_config
-    from aios.storage.handler import StorageHandler
 
-    handler = StorageHandler.from_config(load_config(env={"AIOS_DATA_DIR": str(tmp_path)}), None)
+    handler = storage_handler(load_config(env={"AIOS_DATA_DIR": str(tmp_path)}))
     never = threading.Event()  # nobody sets it: the job waits its full second
 
     async def close_with_work_queued() -> None:

@@ -206,6 +206,7 @@ class FileSystem:
 
     # -- changing a file: one new version ---------------------------------------------------------------------
     def _change(self, agent: str, root: Root, place: Place, kind: str, decide: Decide) -> Version:
+        """One new version of ``place``, made by ``agent`` (the one acting: the owner, or an agent it granted write)."""
         with self.store.file_lock(root.id, place.relative):
             record = self._reconcile(root, place)
             data, restored_from = decide(record)
@@ -230,7 +231,8 @@ class FileSystem:
             raise Conflict(f"{place.relative}: a parent of this path is a file, not a directory") from None
 
     # -- the operations -----------------------------------------------------------------------------------------
-    def create_file(self, agent: str, file_path: str) -> Result:
+    def create_file(self, agent: str, file_path: str, by: str | None = None) -> Result:
+        """``by``: the agent acting on ``agent``'s files, when it is another one (its history says who did it)."""
         root, place = self.file_place(agent, file_path)
 
         def new_only(record: FileRecord) -> tuple[bytes | None, int | None]:
@@ -238,7 +240,7 @@ class FileSystem:
                 raise Conflict(f"{place.relative} already exists (version {record.head}); use write to change it")
             return b"", None
 
-        version = self._change(agent, root, place, "create", new_only)
+        version = self._change(by or agent, root, place, "create", new_only)
         return _file_result("create_file", place, version, f"created empty file {place.relative} "
                             f"(version {version.number}) at {place.absolute}")
 
@@ -255,13 +257,13 @@ class FileSystem:
         return {"operation": "create_dir", "path": str(place.absolute), "dir_path": place.relative,
                 "created": not existed, "message": f"directory {place.relative or '.'} {said} at {place.absolute}"}
 
-    def write(self, agent: str, file_path: str, content: str) -> Result:
+    def write(self, agent: str, file_path: str, content: str, by: str | None = None) -> Result:
         data = content.encode("utf-8")
         if len(data) > self.settings.max_file_bytes:
             raise TooLarge(f"content for {file_path!r} is {len(data)} bytes; the limit is "
                            f"{self.settings.max_file_bytes} (storage.max_file_mb)")
         root, place = self.file_place(agent, file_path)
-        version = self._change(agent, root, place, "write", lambda record: (data, None))
+        version = self._change(by or agent, root, place, "write", lambda record: (data, None))
         return _file_result("write", place, version, f"wrote {len(data)} bytes to {place.relative} "
                             f"(version {version.number}) at {place.absolute}")
 
@@ -293,7 +295,8 @@ class FileSystem:
                 "versions": [_version_facts(v) for v in versions],
                 "message": f"{place.relative} has {record.head} versions; the current one is {record.head}"}
 
-    def rollback(self, agent: str, file_path: str, n: int | None = None, at: float | None = None) -> Result:
+    def rollback(self, agent: str, file_path: str, n: int | None = None, at: float | None = None,
+                 by: str | None = None) -> Result:
         """Bring back the content of ``n`` versions ago, or as it was at time ``at``, as one new version (so a
         rollback is itself undone by the next ``rollback`` of 1)."""
         root, place = self.file_place(agent, file_path)
@@ -302,7 +305,7 @@ class FileSystem:
             target = self._rollback_target(record, place, n, at)
             return (self.content(place.relative, target) if target.hash else None), target.number
 
-        version = self._change(agent, root, place, "rollback", target_of)
+        version = self._change(by or agent, root, place, "rollback", target_of)
         state = "removed (that version was a deletion)" if version.hash is None else f"{version.size} bytes"
         result = _file_result("rollback", place, version, f"rolled {place.relative} back to the content of version "
                               f"{version.restored_from} as version {version.number}: {state}")
@@ -324,14 +327,14 @@ class FileSystem:
                            f"go back at most {record.head - 1}")
         return self._version(record, place, record.head - steps)
 
-    def delete(self, agent: str, file_path: str, recursive: bool = False) -> Result:
+    def delete(self, agent: str, file_path: str, recursive: bool = False, by: str | None = None) -> Result:
         root = self.root_of(agent)
         place = resolve(Path(root.path), file_path)
         if place.relative == "":
             raise Forbidden("the mount root itself cannot be deleted")
         if place.absolute.is_dir():
-            return self._delete_dir(agent, root, place, recursive)
-        version = self._change(agent, root, place, "delete", self._must_exist(place))
+            return self._delete_dir(by or agent, root, place, recursive)
+        version = self._change(by or agent, root, place, "delete", self._must_exist(place))
         result = _file_result("delete", place, version, f"deleted {place.relative} (version {version.number} "
                               "records the deletion; rollback brings it back)")
         return {**result, "deleted": [place.relative]}

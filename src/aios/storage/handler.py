@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 # Operations after which the agent's mount has content to (re)index.
 _CHANGES = frozenset({"mount", "create_file", "write", "rollback", "delete"})
+_VERSIONED = frozenset({"create_file", "write", "rollback", "delete"})  # each change is a version, saying who made it
 
 
 @dataclass
@@ -79,7 +80,7 @@ class StorageHandler:
             "mount": fs.mount, "create_file": fs.create_file, "create_dir": fs.create_dir, "write": fs.write,
             "read": lambda agent, file_path, version=None: fs.read(agent, file_path, version),
             "list": fs.listing, "delete": self._delete, "history": fs.history,
-            "rollback": lambda agent, file_path, n=None, time=None: fs.rollback(agent, file_path, n, time),
+            "rollback": lambda agent, file_path, n=None, time=None, by=None: fs.rollback(agent, file_path, n, time, by),
             "share": shares.share, "unshare": shares.unshare,
         }
         self._dirty: set[int] = set()
@@ -108,6 +109,8 @@ class StorageHandler:
         request: StorageRequest = syscall.payload
         agent, params = await self.access.admit(syscall.agent_name, "files", request.operation, request.params, NEEDS,
                                                 self.confirm)
+        if request.operation in _VERSIONED and agent != syscall.agent_name:
+            params["by"] = syscall.agent_name
         if request.operation == "retrieve":
             result = await self._retrieve(agent, params)
         else:
@@ -127,8 +130,8 @@ class StorageHandler:
                 "message": f"{len(files)} of the files in {root.path} match {query[:80]!r}: {found}"}
 
     def _delete(self, agent: str, file_path: str | None = None, dir_path: str | None = None,
-                recursive: bool = False) -> Result:
-        return self.fs.delete(agent, file_path if file_path is not None else dir_path or "", recursive)
+                recursive: bool = False, by: str | None = None) -> Result:
+        return self.fs.delete(agent, file_path if file_path is not None else dir_path or "", recursive, by)
 
     # -- share links (GET /share/{token}) -------------------------------------------------------------------------
     async def shared_file(self, token: str) -> SharedFile:
