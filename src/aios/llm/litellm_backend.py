@@ -88,6 +88,9 @@ class LiteLLMBackend:
     def _error(self, exc: BaseException) -> ProviderError:
         status = getattr(exc, "status_code", None)
         why = scrub(f"{type(exc).__name__}: {exc}", self._secrets)[:600]
+        where = f" at {redact_url(self._api_base)}" if self._api_base else ""
+        if self._unreachable(exc):
+            return ProviderError(f"provider {self.backend}, model {self.name}: cannot connect{where}: {why}")
         return ProviderError(f"provider {self.backend}, model {self.name}: {why}",
                              status if isinstance(status, int) else None)
 
@@ -96,9 +99,19 @@ class LiteLLMBackend:
         connection (the host is not there), a bad key or a bad request."""
         if isinstance(exc, self._litellm.Timeout):
             return True
-        if isinstance(exc, self._litellm.APIConnectionError):
+        if self._unreachable(exc):
             return False
         return getattr(exc, "status_code", None) in RETRIED_STATUS
+
+    def _unreachable(self, exc: BaseException) -> bool:
+        """No connection could be made (LiteLLM reports some providers' refused connections as a 500)."""
+        seen: BaseException | None = exc
+        while seen is not None:
+            if isinstance(seen, (OSError, self._litellm.APIConnectionError)) and not isinstance(
+                    seen, (TimeoutError, self._litellm.Timeout)):
+                return True
+            seen = seen.__cause__ or seen.__context__
+        return False
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "backend": self.backend, "via": "litellm",
