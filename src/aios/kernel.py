@@ -95,7 +95,8 @@ def _load_core(model: ModelConfig, config: Config) -> LLMCore:
 
 
 # Config sections /core/refresh compares (llms.models it applies; the others take effect at the next start).
-_SECTIONS = ("llms.models", "llms.router", "scheduler", "server", "storage", "tools", "access", "memory", "api_keys")
+# api_keys is left out: keys set with /core/config/update stand until the kernel stops.
+_SECTIONS = ("llms.models", "llms.router", "scheduler", "server", "storage", "tools", "access", "memory")
 
 
 def _section(config: Config, dotted: str) -> Any:
@@ -115,7 +116,9 @@ class Kernel:
         self.router = Router(cores, make_strategy(routing.strategy, routing.smart_threshold, routing.smart_min_samples),
                              routing.sticky, {m.name: model_cost(m, c) for m, c in zip(config.llms.models, cores)})
         self._loading: set[str] = set()  # models being added
-        self.config_path: str | None = None  # the file the config came from: what /core/refresh reads again
+        # The config file and what it said at start (before command-line overrides): /core/refresh reads the file
+        # again and compares with it.
+        self.config_file: tuple[str, Config] | None = None
         self._owns_embedder = embedder is None
         self.embedder = embedder or Embedder()  # loads on first use
         self.access = AccessManager(config.access, config.data_dir)
@@ -235,10 +238,11 @@ class Kernel:
     async def refresh(self) -> dict[str, list[str]]:
         """Read the config file again and apply its ``llms.models`` while serving: added, removed (after
         draining) and changed models (restarted). Other sections changed are named in ``needs_restart``."""
-        if self.config_path is None:
+        if self.config_file is None:
             raise NotAvailable("this kernel was started without a config file: there is nothing to read again")
+        path, at_start = self.config_file
         try:
-            fresh = await asyncio.to_thread(load_config, self.config_path)
+            fresh = await asyncio.to_thread(load_config, path)
         except ConfigError as exc:
             raise BadRequest(f"the config file was not applied: {exc}") from None
         current = {model.name: model for model in self.config.llms.models}
@@ -255,7 +259,7 @@ class Kernel:
             await self.remove_model(name)
             changes["removed"].append(name)
         changes["needs_restart"] = [section for section in _SECTIONS if section != "llms.models"
-                                    and _section(fresh, section) != _section(self.config, section)]
+                                    and _section(fresh, section) != _section(at_start, section)]
         return changes
 
     async def _restart(self, model: ModelConfig) -> None:
