@@ -64,6 +64,15 @@ def test_use_context_manager_selects_round_robin_unless_a_policy_is_given(tmp_pa
     assert load_config(write(tmp_path, both), env={}).scheduler.policy == "priority"
 
 
+def test_routing_settings_and_litellm_providers_load(tmp_path: Path) -> None:
+    text = ("llms:\n  models: [{name: claude-x, backend: anthropic, cost: 3}, {name: m}]\n"
+            "  router: {strategy: smart, sticky: true, smart_threshold: 0.6, smart_min_samples: 2}\n")
+    llms = load_config(write(tmp_path, text), env={}).llms
+    assert (llms.models[0].backend, llms.models[0].cost, llms.models[1].cost) == ("anthropic", 3.0, None)
+    assert llms.router.model_dump(exclude_none=True) == {"strategy": "smart", "sticky": True, "smart_threshold": 0.6,
+                                                         "smart_min_samples": 2}
+
+
 def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, ""), env={}).server.port == 8000
 

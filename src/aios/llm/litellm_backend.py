@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 from aios.errors import BadRequest, KernelError
 from aios.llm.core import Generation, GenerationRequest
 from aios.llm.openai_compat import ProviderError, chat_body, generation_of
-from aios.urls import redact_url, scrub
+from aios.urls import parse_service_url, redact_url, scrub
 
 RETRIES = 3  # tries after the first, for what retrying can help
 BACKOFF_S = 0.5  # the first wait; it doubles with each retry
@@ -50,7 +50,7 @@ class LiteLLMBackend:
                              "mistral); see https://docs.litellm.ai/docs/providers")
         self.name, self.backend = model_name, provider
         self._api_key, self._api_base = api_key, api_base
-        self._secrets = [api_key] if api_key else []
+        self._secrets = [*([api_key] if api_key else []), *(parse_service_url(api_base).secrets if api_base else [])]
         self.retries, self.backoff_s = retries, backoff_s
 
     @property
