@@ -230,7 +230,8 @@ class Kernel:
         """Use ``key`` as ``api_keys.<provider>`` from now on: the models that take their key from there are
         restarted with it (each after its syscalls in flight finish). Returns their names."""
         self.config = self.config.model_copy(update={"api_keys": {**self.config.api_keys, provider: key}})
-        users = [m for m in self.config.llms.models if m.backend == provider and m.api_key is None]
+        users = [m for m in self.config.llms.models
+                 if m.backend == provider != "huggingface" and m.api_key is None]
         for model in users:
             await self._restart(model)
         return [model.name for model in users]
@@ -267,6 +268,9 @@ class Kernel:
         old = self.router.named(model.name)
         assert old is not None, "only served models are restarted"
         new = await self._load(model)
+        if self.router.named(model.name) is not old:  # removed or restarted by another request meanwhile
+            await close_core(new)
+            raise Conflict(f"model {model.name!r} changed while it was restarting; try again")
         self.router.replace(old, new, model_cost(model, new))
         self._set_models([model if m.name == model.name else m for m in self.config.llms.models])
         await self.router.drain(old)
