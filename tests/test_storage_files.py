@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -264,13 +264,12 @@ def test_the_kernels_data_cannot_be_mounted_also_through_a_symlinked_data_dir(tm
     import asyncio
 
     from aios.config import load_config
-    from aios.storage.handler import StorageHandler
 
     real, link = tmp_path / "data", tmp_path / "data-link"
     real.mkdir()
     link.symlink_to(real)
     (real / "config.yaml").write_text("storage: {mount_roots: ['.']}\n")
-    handler = StorageHandler.from_config(load_config(real / "config.yaml", env={"AIOS_DATA_DIR": str(link)}), None)
+    handler = storage_handler(load_config(real / "config.yaml", env={"AIOS_DATA_DIR": str(link)}))
     try:
         for data_dir in (link, real):
             for kernels in ("lsfs", "lsfs/blobs", "models", "snapshots"):
@@ -539,7 +538,7 @@ def test_a_second_process_on_the_same_sqlite_data_dir_is_refused_naming_it(tmp_p
         assert f"another kernel (process {other.pid}) uses this data dir" in str(refused.value)
         assert str(database) in str(refused.value) and "use backend postgres to share storage" in str(refused.value)
         with pytest.raises(NotAvailable, match=f"storage: .*another kernel .*{tmp_path}.*use backend postgres"):
-            StorageHandler.from_config(load_config(env={"AIOS_DATA_DIR": str(tmp_path)}), None)
+            storage_handler(load_config(env={"AIOS_DATA_DIR": str(tmp_path)}))
     finally:
         other.communicate("", timeout=60)
     store = open_store("sqlite", tmp_path, None)  # the other process has ended: its lock went with it
@@ -662,9 +661,8 @@ def test_closing_the_storage_handler_never_blocks_the_event_loop(tmp_path: Path,
     import logging
 
     from aios.config import load_config
-    from aios.storage.handler import StorageHandler
 
-    handler = StorageHandler.from_config(load_config(env={"AIOS_DATA_DIR": str(tmp_path)}), None)
+    handler = storage_handler(load_config(env={"AIOS_DATA_DIR": str(tmp_path)}))
     never = threading.Event()  # nobody sets it: the job waits its full second
 
     async def close_with_work_queued() -> None:
@@ -679,3 +677,11 @@ def test_closing_the_storage_handler_never_blocks_the_event_loop(tmp_path: Path,
     with caplog.at_level(logging.WARNING, logger="asyncio"):
         asyncio.run(close_with_work_queued(), debug=True)
     assert not [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
+
+
+def storage_handler(config: Any) -> Any:
+    """The kernel's storage handler for ``config``, without an embedding model, with its own access manager."""
+    from aios.access.manager import AccessManager
+    from aios.storage.handler import StorageHandler
+
+    return StorageHandler.from_config(config, None, AccessManager(config.access, config.data_dir))
