@@ -201,15 +201,16 @@ def test_cleanup_stops_the_kernel(served: Served) -> None:
 # -- in process: draining, and what may not be removed ---------------------------------------------------------
 
 
-def test_a_removed_model_finishes_its_syscalls_in_flight_then_closes(config: Any, backend: Any) -> None:
-    async def main(data_dir: str) -> None:
-        kernel = Kernel(config.model_copy(update={"data_dir": Path(data_dir)}), [backend])
+def test_a_removed_model_finishes_its_syscalls_in_flight_then_closes(config: Any, backend: Any, data_dir: Path) -> None:
+    async def main(own: str) -> None:
+        # A data dir of its own that shares the converted model: the second model loads from it.
+        kernel = Kernel(config.model_copy(update={"data_dir": data_dir_of_its_own(data_dir, Path(own))}), [backend])
         await kernel.start()
         try:
             await kernel.add_model(ModelConfig(name=SECOND))
             second = kernel.router.named(SECOND)
             in_flight = await kernel.submit(SyscallKind.LLM, "test/drain", LLMQuery(
-                ASK, llms=[{"name": SECOND}], temperature=0, max_new_tokens=24))
+                ASK, llms=[{"name": SECOND}], temperature=0, max_new_tokens=12))
             removed = await kernel.remove_model(SECOND)
             assert removed == {"name": SECOND, "drained": 1}
             assert in_flight.status is SyscallStatus.DONE and "Paris" in in_flight.value.response_message
@@ -221,5 +222,5 @@ def test_a_removed_model_finishes_its_syscalls_in_flight_then_closes(config: Any
         finally:
             await kernel.stop(close_cores=False)
 
-    with tempfile.TemporaryDirectory() as data_dir:
-        asyncio.run(main(data_dir))
+    with tempfile.TemporaryDirectory() as own:
+        asyncio.run(main(own))
