@@ -64,6 +64,15 @@ def test_use_context_manager_selects_round_robin_unless_a_policy_is_given(tmp_pa
     assert load_config(write(tmp_path, both), env={}).scheduler.policy == "priority"
 
 
+def test_routing_settings_and_litellm_providers_load(tmp_path: Path) -> None:
+    text = ("llms:\n  models: [{name: claude-x, backend: anthropic, cost: 3}, {name: m}]\n"
+            "  router: {strategy: smart, sticky: true, smart_threshold: 0.6, smart_min_samples: 2}\n")
+    llms = load_config(write(tmp_path, text), env={}).llms
+    assert (llms.models[0].backend, llms.models[0].cost, llms.models[1].cost) == ("anthropic", 3.0, None)
+    assert llms.router.model_dump(exclude_none=True) == {"strategy": "smart", "sticky": True, "smart_threshold": 0.6,
+                                                         "smart_min_samples": 2}
+
+
 def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, ""), env={}).server.port == 8000
 
@@ -74,7 +83,14 @@ BAD_CONFIGS = [
     ("top-level-list", "- a\n- b\n", "the top level must be a mapping"),
     ("unknown-section", "sever: {port: 1}\n", "sever: unknown field"),
     ("typo-in-model", "llms: {models: [{name: m, backnd: huggingface}]}\n", "llms.models.0.backnd: unknown field"),
-    ("unsupported-backend", "llms: {models: [{name: m, backend: gemini}]}\n", "llms.models.0.backend: Input should be 'huggingface', 'openai', 'vllm', 'sglang' or 'ollama'"),
+    ("backend-not-a-provider-name", "llms: {models: [{name: m, backend: Gemini Pro}]}\n", "llms.models.0.backend: Value error, must be huggingface, openai, vllm, sglang, ollama or a LiteLLM provider name such as anthropic (lowercase letters, digits, _), not 'Gemini Pro'"),
+    ("negative-cost", "llms: {models: [{name: m, cost: -1}]}\n", "llms.models.0.cost: Input should be greater than or equal to 0"),
+    ("cost-as-text", "llms: {models: [{name: m, cost: cheap}]}\n", "llms.models.0.cost: Input should be a valid number"),
+    ("unknown-strategy", "llms: {router: {strategy: random}}\n", "llms.router.strategy: Input should be 'sequential', 'least_loaded' or 'smart'"),
+    ("sticky-not-bool", "llms: {router: {sticky: 'yes'}}\n", "llms.router.sticky: Input should be a valid boolean"),
+    ("threshold-above-one", "llms: {router: {smart_threshold: 1.5}}\n", "llms.router.smart_threshold: Input should be less than or equal to 1"),
+    ("min-samples-zero", "llms: {router: {smart_min_samples: 0}}\n", "llms.router.smart_min_samples: Input should be greater than or equal to 1"),
+    ("router-typo", "llms: {router: {stratgy: smart}}\n", "llms.router.stratgy: unknown field"),
     ("api-backend-without-hostname", "llms: {models: [{name: m, backend: vllm}]}\n", "llms.models.0: Value error, backend 'vllm' needs 'hostname'"),
     ("hostname-not-url", "llms: {models: [{name: m, backend: ollama, hostname: 'localhost:11434'}]}\n", "llms.models.0.hostname: Value error, must be an http(s) URL"),
     ("local-setting-on-api-model", "llms: {models: [{name: m, backend: openai, max_batch: 4}]}\n", "llms.models.0: Value error, backend 'openai' does not use max_batch (local models only)"),

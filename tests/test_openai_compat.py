@@ -55,6 +55,7 @@ class Provider:
         self.received: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.paths: list[str] = []  # with the query string
+        self.stream: list[str] | None = None  # pieces of a reply to stream as server-sent events, when asked to
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -64,6 +65,9 @@ class Provider:
                 provider.headers.append(dict(self.headers))
                 provider.paths.append(self.path)
                 routed = urlsplit(self.path).path == "/v1/chat/completions"
+                if routed and provider.stream is not None and provider.received[-1].get("stream"):
+                    self._stream(provider.stream)
+                    return
                 status, body = provider.script.pop(0) if routed else (404, {})
                 data = json.dumps(body).encode()
                 self.send_response(status)
@@ -71,6 +75,17 @@ class Provider:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _stream(self, pieces: list[str]) -> None:
+                chunks = [{"choices": [{"index": 0, "delta": {"content": piece}}]} for piece in pieces]
+                chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                events = "".join(f"data: {json.dumps({'id': 'c', 'object': 'chat.completion.chunk', **chunk})}\n\n"
+                                 for chunk in chunks) + "data: [DONE]\n\n"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Content-Length", str(len(events.encode())))
+                self.end_headers()
+                self.wfile.write(events.encode())
 
             def log_message(self, *args: Any) -> None:
                 pass

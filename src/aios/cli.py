@@ -60,6 +60,8 @@ def serve(
     if problem is not None:
         raise _fail(problem)
     kernel = _kernel(settings)
+    path = str(config) if config else os.environ.get("AIOS_CONFIG") or None
+    kernel.config_file = (path, _load(config)) if path else None
     from aios.server import serve as run_server
 
     ready = lambda url: print(f"AIOS kernel ready at {url}", flush=True)  # noqa: E731
@@ -141,8 +143,9 @@ AdminTokenOption = typer.Option(None, "--admin-token", envvar="AIOS_ADMIN_TOKEN"
                                 help="default: <data_dir>/access/admin.token")
 
 
-def _admin(url: Optional[str], admin_token: Optional[str], config: Optional[Path]):  # noqa: ANN202
-    """An HTTP client to the kernel, as its administrator."""
+def _admin(url: Optional[str], admin_token: Optional[str], config: Optional[Path],  # noqa: ANN202
+           read_timeout: Optional[float] = 90.0):
+    """An HTTP client to the kernel, as its administrator (``read_timeout`` None: wait as long as it takes)."""
     import httpx
 
     from aios.sdk import kernel_url
@@ -154,7 +157,7 @@ def _admin(url: Optional[str], admin_token: Optional[str], config: Optional[Path
         except OSError:
             raise _fail(f"no administrator's token at {path}: start the kernel once, or give --admin-token") from None
     return httpx.Client(base_url=kernel_url(url), headers={"Authorization": f"Bearer {admin_token}"},
-                        timeout=httpx.Timeout(90.0, connect=10.0))
+                        timeout=httpx.Timeout(read_timeout, connect=10.0))
 
 
 def _answer(reply) -> dict:  # noqa: ANN001
@@ -213,6 +216,46 @@ def approvals(url: Optional[str] = UrlOption, admin_token: Optional[str] = Admin
                     typer.echo("approved" if approve else "denied")
                 else:
                     typer.echo(f"too late: {reply.json().get('detail')}")
+
+
+models_app = typer.Typer(help="The running kernel's models: list, add and remove them without a restart (the "
+                         "administrator's commands).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(url: Optional[str] = UrlOption, admin_token: Optional[str] = AdminTokenOption,
+                config: Optional[Path] = ConfigOption) -> None:
+    """The models served now: name, backend, state and syscalls in flight."""
+    with _admin(url, admin_token, config) as client:
+        for llm in _answer(client.get("/core/llms/check"))["llms"]:
+            typer.echo(f"{llm['name']}\t{llm['backend']}\t{llm['state']}\t{llm['in_flight']} in flight")
+
+
+@models_app.command("add")
+def models_add(
+    name: str = typer.Argument(..., help="HF model id, local directory or .gguf path; an API provider's model name"),
+    backend: str = typer.Option("huggingface", "--backend", help="huggingface, openai, vllm, sglang, ollama, or "
+                                "any LiteLLM provider (anthropic, gemini, groq, deepseek, ...)"),
+    hostname: Optional[str] = typer.Option(None, "--hostname", help="an API backend's server URL"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="default: api_keys.<backend> or the environment"),
+    cost: Optional[float] = typer.Option(None, "--cost", min=0, help="smart routing's relative cost"),
+    url: Optional[str] = UrlOption, admin_token: Optional[str] = AdminTokenOption, config: Optional[Path] = ConfigOption,
+) -> None:
+    """Load a model into the running kernel (other models keep serving) and route to it."""
+    entry = {"name": name, "backend": backend, "hostname": hostname, "api_key": api_key, "cost": cost}
+    with _admin(url, admin_token, config, read_timeout=None) as client:
+        reply = _answer(client.post("/core/llms/add", json={k: v for k, v in entry.items() if v is not None}))
+    typer.echo(reply["message"])
+
+
+@models_app.command("remove")
+def models_remove(name: str, url: Optional[str] = UrlOption, admin_token: Optional[str] = AdminTokenOption,
+                  config: Optional[Path] = ConfigOption) -> None:
+    """Stop routing to a model, wait for its syscalls in flight to finish, then unload it."""
+    with _admin(url, admin_token, config, read_timeout=None) as client:
+        reply = _answer(client.post("/core/llms/remove", json={"name": name}))
+    typer.echo(f"{reply['message']} ({reply['drained']} syscalls in flight finished first)")
 
 
 def main() -> None:

@@ -98,6 +98,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# API backends served by the kernel's own OpenAI-compatible client; any other API provider goes through LiteLLM.
+OPENAI_COMPATIBLE = frozenset({"openai", "vllm", "sglang", "ollama"})
+_Backend = Annotated[str, _matching(re.compile(r"[a-z0-9_]+"), "huggingface, openai, vllm, sglang, ollama or a "
+                                   "LiteLLM provider name such as anthropic (lowercase letters, digits, _)")]
+
 # Settings of the local backend (its device, engine and grammar), refused on an API backend's entry.
 _LOCAL_ONLY = frozenset({"max_gpu_memory", "eval_device", "max_batch", "prefix_cache_mb", "kv_budget_mb",
                          "structured_output"})
@@ -108,9 +113,11 @@ class ModelConfig(_Section):
 
     name: str = Field(min_length=1, description="HF model id, local directory, or .gguf path; for an API "
                       "backend, the provider's model name")
-    backend: Literal["huggingface", "openai", "vllm", "sglang", "ollama"] = "huggingface"
+    backend: _Backend = Field(default="huggingface", description="huggingface (local); openai, vllm, sglang, ollama "
+                              "(OpenAI-compatible HTTP); any other LiteLLM provider: anthropic, gemini, groq, ...")
     api_key: str | None = Field(default=None, repr=False, description="API backends; else api_keys.<backend>, else "
-                                "$OPENAI_API_KEY for openai")
+                                "$OPENAI_API_KEY for openai, the provider's own variable (ANTHROPIC_API_KEY, ...) "
+                                "for LiteLLM providers")
     max_gpu_memory: dict[int, str] | None = Field(
         default=None, description='per-GPU limit, e.g. {0: "24GB"}; used only when CUDA is present'
     )
@@ -121,6 +128,8 @@ class ModelConfig(_Section):
     max_batch: _Int = Field(default=16, ge=1, le=256, description="sequences decoded together in one step")
     prefix_cache_mb: _Int = Field(default=256, ge=0, description="KV of recent prompts kept for reuse; 0 = off")
     kv_budget_mb: _Int = Field(default=4096, ge=1, description="most memory the batch's KV cache may take")
+    cost: _Float | None = Field(default=None, ge=0, description="smart routing: the relative price of a query; "
+                                "default: a local model's size in billions of parameters, 1000 for an API model")
     structured_output: Literal["grammar", "prompt"] = Field(
         default="grammar", description="JSON and tool-call replies: 'grammar' constrains decoding (valid by "
         "construction); 'prompt' only asks in the prompt, then checks the reply and retries once")
@@ -132,7 +141,7 @@ class ModelConfig(_Section):
         misplaced = sorted(_LOCAL_ONLY & self.model_fields_set)
         if misplaced:
             raise ValueError(f"backend {self.backend!r} does not use {', '.join(misplaced)} (local models only)")
-        if self.backend != "openai" and self.hostname is None:
+        if self.backend in OPENAI_COMPATIBLE - {"openai"} and self.hostname is None:
             raise ValueError(f"backend {self.backend!r} needs 'hostname', the URL of its server")
         return self
 
@@ -180,7 +189,17 @@ def _memory_size(size: Any) -> str:
 
 
 class RouterConfig(_Section):
-    strategy: Literal["sequential"] = "sequential"
+    """How each LLM syscall is given a model (see docs/config.md, "Routing")."""
+
+    strategy: Literal["sequential", "least_loaded", "smart"] = Field(
+        default="sequential", description="sequential: round-robin over the allowed models; least_loaded: the "
+        "fewest syscalls in flight, then the fewest running tokens; smart: the cheapest model that succeeds on "
+        "similar queries")
+    sticky: StrictBool = Field(default=False, description="an agent keeps its model while that model stays allowed "
+                               "(its prefix cache stays warm)")
+    smart_threshold: _Float = Field(default=0.8, ge=0, le=1, description="smart: the least observed success rate "
+                                    "on similar queries for a cheaper model to keep serving them")
+    smart_min_samples: _Int = Field(default=5, ge=1, description="smart: outcomes seen before a model's rate counts")
     bootstrap_url: str | None = None
 
 

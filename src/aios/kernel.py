@@ -10,12 +10,23 @@ import time
 from typing import Any, Protocol
 
 from aios.access.manager import AccessManager
-from aios.config import Config, ModelConfig
+from aios.config import OPENAI_COMPATIBLE, Config, ModelConfig, load_config
+from aios.errors import (
+    BadRequest,
+    ConfigError,
+    Conflict,
+    KernelError,
+    ModelNotFound,
+    NotAvailable,
+    NotFound,
+    Unavailable,
+)
 from aios.embeddings import Embedder
 from aios.leases import sweep_leftovers
 from aios.llm.core import LLMCore
 from aios.llm.handler import FileOperator, LLMHandler
 from aios.llm.router import Router
+from aios.llm.routing import make_strategy
 from aios.memory.handler import MemoryHandler
 from aios.memory.personalization import Personalization
 from aios.scheduler import Scheduler, make_policy
@@ -27,6 +38,7 @@ from aios.tools.handler import ToolHandler, run_model_calls
 log = logging.getLogger(__name__)
 
 LLM_IN_FLIGHT = 512  # LLM syscalls handed to each core's engine at once
+API_COST = 1000.0  # smart routing's cost of an API model that sets none: dearer than any local model
 
 
 class SyscallHandler(Protocol):
@@ -44,13 +56,30 @@ def load_cores(config: Config) -> list[LLMCore]:
     return [_load_core(model, config) for model in config.llms.models]
 
 
+def model_cost(model: ModelConfig, core: LLMCore) -> float:
+    """The model's cost for smart routing: as configured, else its size in billions of parameters (API: API_COST)."""
+    if model.cost is not None:
+        return model.cost
+    return float(getattr(core, "parameters_b", API_COST))
+
+
+async def close_core(core: LLMCore) -> None:
+    closing = core.close()
+    if inspect.isawaitable(closing):
+        await closing
+
+
 def _load_core(model: ModelConfig, config: Config) -> LLMCore:
-    if model.backend != "huggingface":
+    key = model.api_key or config.api_keys.get(model.backend)
+    key = key if isinstance(key, str) and key else None
+    if model.backend in OPENAI_COMPATIBLE:
         from aios.llm.openai_compat import OpenAICompatBackend
 
-        key = model.api_key or config.api_keys.get(model.backend)
-        return OpenAICompatBackend(model.name, model.backend, model.api_url,
-                                   api_key=key if isinstance(key, str) and key else None)
+        return OpenAICompatBackend(model.name, model.backend, model.api_url, api_key=key)
+    if model.backend != "huggingface":  # any other provider, through LiteLLM
+        from aios.llm.litellm_backend import LiteLLMBackend
+
+        return LiteLLMBackend(model.name, model.backend, api_key=key, api_base=model.hostname)
     from aios.llm.hf import HfLocalBackend  # heavy import, kept off the SDK's path
     from aios.llm.hf.engine import EngineSettings
 
@@ -65,13 +94,31 @@ def _load_core(model: ModelConfig, config: Config) -> LLMCore:
                           settings=settings, structured_output=model.structured_output)
 
 
+# Config sections /core/refresh compares (llms.models it applies; the others take effect at the next start).
+# api_keys is left out: keys set with /core/config/update stand until the kernel stops.
+_SECTIONS = ("llms.models", "llms.router", "scheduler", "server", "storage", "tools", "access", "memory")
+
+
+def _section(config: Config, dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
 class Kernel:
     """Build with loaded cores, ``await start()`` inside the event loop, then ``submit``/``call`` syscalls."""
 
     def __init__(self, config: Config, cores: list[LLMCore], embedder: Embedder | None = None) -> None:
         """``embedder``: an embedding model to use instead of the kernel's own (its owner closes it)."""
         self.config = config
-        self.router = Router(cores)
+        routing = config.llms.router
+        self.router = Router(cores, make_strategy(routing.strategy, routing.smart_threshold, routing.smart_min_samples),
+                             routing.sticky, {m.name: model_cost(m, c) for m, c in zip(config.llms.models, cores)})
+        self._loading: set[str] = set()  # models being added
+        # The config file and what it said at start (before command-line overrides): /core/refresh reads the file
+        # again and compares with it.
+        self.config_file: tuple[str, Config] | None = None
         self._owns_embedder = embedder is None
         self.embedder = embedder or Embedder()  # loads on first use
         self.access = AccessManager(config.access, config.data_dir)
@@ -82,8 +129,8 @@ class Kernel:
         files = FileOperator(FILE_TOOLS, with_instructions, run_file_calls, max_calls=max_calls)
         self.tools = ToolHandler(config, self.call, self.access)
         run_calls = functools.partial(run_model_calls, self.call)
-        llm = LLMHandler(self.router, files, run_calls, Personalization.from_config(self.call, config.memory))
-        self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: llm, SyscallKind.STORAGE: self.storage,
+        self.llm = LLMHandler(self.router, files, run_calls, Personalization.from_config(self.call, config.memory))
+        self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: self.llm, SyscallKind.STORAGE: self.storage,
                                                             SyscallKind.MEMORY: self.memory,
                                                             SyscallKind.TOOL: self.tools}
         self.scheduler = Scheduler()
@@ -119,15 +166,20 @@ class Kernel:
         if not close_cores:
             return
         for core in self.router.cores:
-            closing = core.close()
-            if inspect.isawaitable(closing):
-                await closing
+            await close_core(core)
 
     async def submit(self, kind: SyscallKind, agent_name: str, payload: Any, priority: int = 0) -> Syscall:
         """Queue a syscall; raises a KernelError at once if it cannot be served."""
-        handler = self.handlers[kind]
-        syscall = Syscall(kind, agent_name, handler.prepare(payload), priority)
-        return await self.scheduler.submit(syscall)
+        if kind is SyscallKind.LLM:
+            syscall = Syscall(kind, agent_name, self.llm.prepare(payload, agent_name), priority)
+            self.router.track(syscall.payload.route, syscall)  # counted against its core until it ends
+        else:
+            syscall = Syscall(kind, agent_name, self.handlers[kind].prepare(payload), priority)
+        try:
+            return await self.scheduler.submit(syscall)
+        except BaseException:
+            syscall.cancel()  # never queued: it ends here
+            raise
 
     async def call(self, kind: SyscallKind, agent_name: str, payload: Any, priority: int = 0) -> Syscall:
         """Submit and wait until the syscall ends (done, failed or cancelled); a waiter that is cancelled
@@ -139,6 +191,105 @@ class Kernel:
             self.scheduler.cancel(syscall)
             raise
         return syscall
+
+    # -- models added and removed while serving -------------------------------------------------------------------
+
+    async def add_model(self, model: ModelConfig) -> dict[str, Any]:
+        """Load ``model`` on a thread (other models keep serving) and route to it; returns its listing."""
+        if self.router.named(model.name) is not None or model.name in self._loading:
+            raise Conflict(f"model {model.name!r} is already {'loading' if model.name in self._loading else 'served'}")
+        self._loading.add(model.name)
+        try:
+            core = await self._load(model)
+        finally:
+            self._loading.discard(model.name)
+        self.router.add(core, model_cost(model, core))
+        self._set_models([*self.config.llms.models, model])
+        self.scheduler.add_workers(SyscallKind.LLM, LLM_IN_FLIGHT)
+        log.info("model %s (%s) added", model.name, model.backend)
+        return model.listing()
+
+    async def remove_model(self, name: str) -> dict[str, Any]:
+        """Route nothing more to model ``name``, let the syscalls it is serving finish, then close it."""
+        core = self.router.named(name)
+        if core is None:
+            raise NotFound(f"no model {name!r} is served; served: {', '.join(c.name for c in self.router.cores)}")
+        if len(self.router.cores) == 1:
+            raise Conflict(f"model {name!r} is the only one served: add another before removing it")
+        if name == self.config.memory.agentic_model:
+            raise Conflict(f"model {name!r} is memory.agentic_model: agentic memory needs it")
+        self.router.remove(core)
+        self._set_models([m for m in self.config.llms.models if m.name != name])
+        drained = self.router.in_flight(core)
+        await self.router.drain(core)
+        await close_core(core)
+        log.info("model %s removed after %d syscalls in flight finished", name, drained)
+        return {"name": name, "drained": drained}
+
+    async def set_api_key(self, provider: str, key: str) -> list[str]:
+        """Use ``key`` as ``api_keys.<provider>`` from now on: the models that take their key from there are
+        restarted with it (each after its syscalls in flight finish). Returns their names."""
+        self.config = self.config.model_copy(update={"api_keys": {**self.config.api_keys, provider: key}})
+        users = [m for m in self.config.llms.models
+                 if m.backend == provider != "huggingface" and m.api_key is None]
+        for model in users:
+            await self._restart(model)
+        return [model.name for model in users]
+
+    async def refresh(self) -> dict[str, list[str]]:
+        """Read the config file again and apply its ``llms.models`` while serving: added, removed (after
+        draining) and changed models (restarted). Other sections changed are named in ``needs_restart``."""
+        if self.config_file is None:
+            raise NotAvailable("this kernel was started without a config file: there is nothing to read again")
+        path, at_start = self.config_file
+        try:
+            fresh = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            raise BadRequest(f"the config file was not applied: {exc}") from None
+        current = {model.name: model for model in self.config.llms.models}
+        wanted = {model.name: model for model in fresh.llms.models}
+        changes: dict[str, list[str]] = {"added": [], "restarted": [], "removed": []}
+        for name, model in wanted.items():
+            if name not in current:
+                await self.add_model(model)
+                changes["added"].append(name)
+            elif model != current[name]:
+                await self._restart(model)
+                changes["restarted"].append(name)
+        for name in current.keys() - wanted.keys():  # after the additions: some model always serves
+            await self.remove_model(name)
+            changes["removed"].append(name)
+        changes["needs_restart"] = [section for section in _SECTIONS if section != "llms.models"
+                                    and _section(fresh, section) != _section(at_start, section)]
+        return changes
+
+    async def _restart(self, model: ModelConfig) -> None:
+        """Serve ``model`` from a new core; the old one finishes what it is serving, then closes."""
+        old = self.router.named(model.name)
+        assert old is not None, "only served models are restarted"
+        new = await self._load(model)
+        if self.router.named(model.name) is not old:  # removed or restarted by another request meanwhile
+            await close_core(new)
+            raise Conflict(f"model {model.name!r} changed while it was restarting; try again")
+        self.router.replace(old, new, model_cost(model, new))
+        self._set_models([model if m.name == model.name else m for m in self.config.llms.models])
+        await self.router.drain(old)
+        await close_core(old)
+
+    async def _load(self, model: ModelConfig) -> LLMCore:
+        """Load a model on a thread; whatever stops it is the caller's error, and nothing changes."""
+        try:
+            return await asyncio.to_thread(_load_core, model, self.config)
+        except ModelNotFound as exc:
+            raise NotFound(str(exc)) from None
+        except KernelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an out-of-memory, a broken file: said, and the kernel serves on
+            raise Unavailable(f"model {model.name!r} could not be loaded: {type(exc).__name__}: {exc}") from None
+
+    def _set_models(self, models: list[ModelConfig]) -> None:
+        llms = self.config.llms.model_copy(update={"models": models})
+        self.config = self.config.model_copy(update={"llms": llms})
 
     def components(self) -> dict[str, str]:
         served = {kind.value for kind in self.handlers}

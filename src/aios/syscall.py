@@ -11,7 +11,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Callable
 
 
 class SyscallKind(str, Enum):
@@ -57,6 +57,7 @@ class Syscall:
     error: BaseException | None = None
     ready_at: float = 0.0  # when it last became runnable: created, or suspended
     _future: asyncio.Future[Any] = field(init=False, repr=False)
+    _ended: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.ready_at = self.created_at
@@ -98,6 +99,8 @@ class Syscall:
             self._future.set_exception(error)  # type: ignore[arg-type]
         else:
             self._future.cancel()
+        for callback in self._ended:
+            callback()
 
     def _end_slice(self) -> None:
         if self.slices and self.slices[-1].end is None:
@@ -114,6 +117,13 @@ class Syscall:
     async def result(self) -> Any:
         """The handler's result; raises its error, or CancelledError when the syscall was cancelled."""
         return await asyncio.shield(self._future)
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` as the syscall ends, however it ends (at once if it has)."""
+        if self.status.is_final:
+            callback()
+        else:
+            self._ended.append(callback)
 
     @property
     def done(self) -> bool:

@@ -21,7 +21,8 @@ from aios.llm.prompting import (
     tools_for_model,
     wants_json_output,
 )
-from aios.llm.router import Router
+from aios.llm.router import Route, Router
+from aios.llm.routing import query_kind
 from aios.llm.structured import InvalidReply, OutputSpec, Reply, json_spec, parse_reply, retry_message, tool_call_spec
 from aios.syscall import Syscall
 
@@ -47,6 +48,7 @@ class LLMQuery:
     stop: list[str] = field(default_factory=list)
     # Filled by prepare():
     core: LLMCore | None = None
+    route: Route | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     spec: OutputSpec | None = None  # what the reply must be; None for free text
     model_tools: list[dict[str, Any]] | None = None  # the tools as the model sees them (model-safe names)
@@ -107,7 +109,7 @@ class LLMHandler:
         self.tool_caller = tool_caller
         self.chat_hook = chat_hook
 
-    def prepare(self, query: LLMQuery) -> LLMQuery:
+    def prepare(self, query: LLMQuery, agent: str = "") -> LLMQuery:
         if query.action_type == "operate_file":
             _offer_file_tools(query, self.file_operator)
         if query.action_type in TOOL_ACTIONS and not query.tools:
@@ -124,7 +126,9 @@ class LLMHandler:
             raise BadRequest(str(exc)) from None
         except RecursionError:
             raise BadRequest("the tools or the response_format schema are nested too deeply") from None
-        query.core, entry = self.router.pick(query.llms)
+        query.route = self.router.pick(query.llms, agent, query_kind(query.action_type, _output_form(query),
+                                                                     _prompt_chars(query)))
+        query.core, entry = query.route.core, query.route.entry
         _check_prompt_length(query)
         if query.action_type == "operate_file" and query.temperature is None and entry.get("temperature") is None:
             query.temperature = 0.0  # file operations are decoded greedily unless the caller asks otherwise
@@ -176,11 +180,21 @@ def _check_prompt_length(query: LLMQuery) -> None:
     limit = query.core.max_prompt_chars  # type: ignore[union-attr]
     if limit is None:
         return
-    chars = sum(len(_text_of(m.get("content"))) for m in query.messages)
-    chars += len(json.dumps(query.tools)) if query.tools else 0
+    chars = _prompt_chars(query)
     if chars > limit:
         raise BadRequest(f"the prompt is {chars:,} characters, more than model {query.core.name} can take "  # type: ignore[union-attr]
                          f"(at most {limit:,}); send a shorter one")
+
+
+def _prompt_chars(query: LLMQuery) -> int:
+    chars = sum(len(_text_of(m.get("content"))) for m in query.messages)
+    return chars + (len(json.dumps(query.tools)) if query.tools else 0)
+
+
+def _output_form(query: LLMQuery) -> str:
+    if query.spec is None:
+        return "text"
+    return "tools" if query.spec.tools is not None else "json"
 
 
 def _text_of(content: Any) -> str:

@@ -54,6 +54,14 @@ class Scheduler:
                 task = asyncio.create_task(self._work(queue), name=f"{kind.value}-worker-{n}")
                 self._worker_tasks.append(task)
 
+    def add_workers(self, kind: SyscallKind, workers: int) -> None:
+        """Serve ``kind`` with ``workers`` more (a model added while serving brings its own share)."""
+        queue = self._queues[kind]
+        queue.workers += workers
+        if self._worker_tasks:  # started: the new workers start now, else with the others
+            for n in range(workers):
+                self._worker_tasks.append(asyncio.create_task(self._work(queue), name=f"{kind.value}-worker+{n}"))
+
     async def stop(self) -> None:
         """Cancel running and queued syscalls, then the workers."""
         for queue in self._queues.values():

@@ -20,6 +20,7 @@ from aios.errors import Forbidden, KernelError
 from aios.kernel import Kernel
 from aios.server.limits import MB, BodyLimit
 from aios.server.access_routes import router as access_router
+from aios.server.core_routes import router as core_router
 from aios.server.memory_routes import memory_request
 from aios.server.storage_routes import router as storage_router
 from aios.server.storage_routes import storage_request
@@ -53,11 +54,14 @@ def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
 
     app = FastAPI(title="AIOS kernel", version=__version__, lifespan=lifespan)
     app.state.kernel = kernel
+    app.state.auth_required = auth_required
+    app.state.exit = None  # set by serve(): how /core/cleanup stops the server
     app.add_middleware(BodyLimit, max_bytes=int(kernel.config.server.max_body_mb * MB))
     app.add_middleware(BearerAuth, access=kernel.access, required=auth_required)
     app.include_router(storage_router)
     app.include_router(tool_router)
     app.include_router(access_router)
+    app.include_router(core_router)
 
     @app.exception_handler(KernelError)
     async def kernel_error(request: Request, exc: KernelError) -> JSONResponse:
@@ -123,13 +127,6 @@ def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
     @app.get("/core/status")
     async def core_status() -> dict[str, str]:
         return kernel.components()
-
-    @app.get("/core/llms/list")
-    async def llms_list() -> dict[str, Any]:
-        return {
-            "status": "success",
-            "llms": [model.listing() for model in kernel.config.llms.models],
-        }
 
     return app
 
@@ -211,6 +208,7 @@ async def serve(
         on_ready(url)
 
     server = _Server(config, ready)
+    app.state.exit = lambda: setattr(server, "should_exit", True)
     if shutdown is None:
         await server.serve()
         return

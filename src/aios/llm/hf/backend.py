@@ -191,6 +191,15 @@ class HfLocalBackend:
         # The template already wrote any special tokens the model needs.
         return self.tokenizer(prompt + reply_prefix, add_special_tokens=False, return_tensors="pt")
 
+    def running_tokens(self) -> int:
+        """Tokens in the running batch's KV cache (read off the engine's thread: a close estimate)."""
+        return sum(sequence.length for sequence in list(self.engine.running))
+
+    @property
+    def parameters_b(self) -> float:
+        """The model's size in billions of parameters."""
+        return self.model.num_parameters() / 1e9
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
