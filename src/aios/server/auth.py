@@ -57,10 +57,10 @@ class BearerAuth:
         if token is not None:
             identity = await self.access.identify(token)
             if identity is None:
-                await _deny(send, "the bearer token is not valid (revoked, or never issued by this kernel)")
+                await _deny(scope, send, "the bearer token is not valid (revoked, or never issued by this kernel)")
                 return
         elif self.required and not scope["path"].startswith(PUBLIC_PREFIXES):
-            await _deny(send, "this kernel requires a bearer token: send Authorization: Bearer <token> (an agent's "
+            await _deny(scope, send, "this kernel requires a bearer token: send Authorization: Bearer <token> (an agent's "
                               "token from `aios token create NAME`), or use the URL http://host:port/as/<token>")
             return
         scope.setdefault("state", {})["identity"] = identity
@@ -86,5 +86,5 @@ def _path_token(scope: Scope) -> str | None:
     return token or None
 
 
-async def _deny(send: Any, detail: str) -> None:
-    await send_error(send, 401, detail, (b"www-authenticate", b"Bearer"))
+async def _deny(scope: Scope, send: Any, detail: str) -> None:
+    await send_error(send, scope["path"], 401, detail, (b"www-authenticate", b"Bearer"))
