@@ -8,7 +8,9 @@ virtual environment of its own, ``.venv-interpreter``. Run against a running ker
 
 import os
 
-from interpreter import interpreter
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM's own table, not one fetched online
+
+from interpreter import interpreter  # noqa: E402
 
 
 def main() -> None:
