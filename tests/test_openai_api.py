@@ -79,6 +79,12 @@ def test_a_json_schema_response_format_gives_json_that_fits(kernel: KernelProces
     jsonschema.validate(json.loads(body["choices"][0]["message"]["content"]), schema)
 
 
+def test_a_seed_makes_a_sampled_reply_reproducible(kernel: KernelProcess) -> None:
+    ask = chat(messages=[{"role": "user", "content": "Name a colour."}], temperature=1.0, max_tokens=8, seed=1234)
+    first, second = (kernel.client.post("/v1/chat/completions", json=ask).json() for _ in range(2))
+    assert first["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
+
+
 def test_a_stream_sends_deltas_then_the_finish_then_usage(kernel: KernelProcess) -> None:
     reply = kernel.client.post("/v1/chat/completions", json=chat(
         max_tokens=24, stream=True, stream_options={"include_usage": True}))
@@ -127,7 +133,12 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_slot(kernel: KernelProcess)
     with socket.create_connection((host, int(port))) as raw:
         raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        assert b"chat.completion.chunk" in raw.recv(65536)  # it is streaming
+        raw.settimeout(120)
+        received = b""
+        while b"chat.completion.chunk" not in received:  # it is streaming (the headers may come alone first)
+            data = raw.recv(65536)
+            assert data, f"the connection closed before a chunk came: {received!r}"
+            received += data
         wait_until(lambda: kernel.client.get("/status").json()["queues"]["llm"]["running"] == 1)
     wait_until(lambda: kernel.client.get("/status").json()["queues"]["llm"]["running"] == 0)
     assert "Exception in ASGI application" not in kernel.log.read_text()
@@ -193,3 +204,22 @@ def test_deep_nesting_and_oversized_bodies_are_refused_as_openai_errors(kernel: 
     huge = kernel.client.post("/v1/chat/completions", content=b" " * (65 << 20),
                               headers={"content-type": "application/json"})
     assert huge.status_code == 413 and "too large" in huge.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("identity", "user", "header", "agent"), [
+    ("alice", "bob", "carol", "alice"),  # an agent's token: its agent, whatever the request says
+    ("admin", "bob", "carol", "bob"),  # the administrator's: as the request says
+    (None, "bob", "carol", "bob"),
+    (None, None, "carol", "carol"),
+    (None, None, None, "openai-client"),
+])
+def test_the_agent_is_the_token_s_else_the_user_field_else_the_header(identity: str | None, user: str | None,
+                                                                      header: str | None, agent: str) -> None:
+    from starlette.requests import Request
+
+    from aios.access.manager import ADMIN
+    from aios.server.openai_routes import _agent
+
+    headers = [(b"x-aios-agent", header.encode())] if header else []
+    scope = {"type": "http", "headers": headers, "state": {"identity": ADMIN if identity == "admin" else identity}}
+    assert _agent(Request(scope), user) == agent

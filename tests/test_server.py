@@ -209,6 +209,8 @@ BAD_QUERIES = [
     ("temperature-true", llm({"messages": CAPITAL, "temperature": True}), 422, "temperature"),
     ("temperature-numeric-string", llm({"messages": CAPITAL, "temperature": "0.5"}), 422, "temperature"),
     ("priority-string", llm({"messages": CAPITAL, "priority": "5"}), 422, "priority"),
+    ("seed-string", llm({"messages": CAPITAL, "seed": "7"}), 422, "seed"),
+    ("seed-fraction", llm({"messages": CAPITAL, "seed": 7.5}), 422, "seed"),
     # Nesting is refused the same way at every depth past the limit, naming where.
     ("schema-65-levels", llm({"messages": CAPITAL, "response_format": _nested(32)}), 422,
      "query_data.response_format.properties.a: nested more than 64 levels deep"),
