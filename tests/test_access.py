@@ -86,6 +86,16 @@ def test_a_token_the_kernel_never_issued_is_refused_with_401(secured: Secured) -
     assert reply.status_code == 401 and "not valid" in reply.json()["detail"]
 
 
+def test_the_openai_api_needs_a_token_too_and_refuses_in_openai_s_shape(secured: Secured) -> None:
+    body = {"model": "HuggingFaceTB/SmolLM2-135M-Instruct", "max_tokens": 4,
+            "messages": [{"role": "user", "content": "Hi"}]}
+    for headers in ({}, {"Authorization": "Bearer sk-any-openai-key"}):
+        reply = httpx.post(f"{secured.kernel.url}/v1/chat/completions", json=body, headers=headers)
+        assert reply.status_code == 401 and reply.json()["error"]["type"] == "authentication_error"
+    with secured.client("alice") as alice:
+        assert alice.post("/v1/chat/completions", json=body).json()["object"] == "chat.completion"
+
+
 def test_share_links_need_no_token(secured: Secured) -> None:
     assert secured.route(None, "GET", "/share/no-such-link").status_code == 404
 

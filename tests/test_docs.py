@@ -23,7 +23,7 @@ EXAMPLES = [
 @pytest.mark.parametrize(("doc", "code"), EXAMPLES)
 def test_doc_example_runs(kernel: KernelProcess, doc: Path, code: str, tmp_path: Path) -> None:
     script = tmp_path / "example.py"
-    script.write_text(code)
+    script.write_text(code.replace("http://localhost:8000", kernel.url))  # examples written for the default URL
     env = {"AIOS_KERNEL_URL": kernel.url, "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, f"{doc.name} example failed:\n{code}\n{result.stderr}"

@@ -69,9 +69,10 @@ class Provider:
                     self._stream(provider.stream)
                     return
                 status, body = provider.script.pop(0) if routed else (404, {})
-                data = json.dumps(body).encode()
+                streamed = isinstance(body, str)  # a scripted stream of server-sent events, sent as it is
+                data = body.encode() if streamed else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/event-stream" if streamed else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -196,6 +197,41 @@ def test_calls_an_agent_feeds_back_reach_the_provider_in_its_own_shape(provider:
     assert provider.received[0]["messages"][1]["tool_calls"] == [{"id": "call_1", "type": "function", "function": {
         "name": "demo__get_weather", "arguments": '{"city": "Paris"}'}}]
     assert provider.received[0]["max_tokens"] == 1000  # a vllm server: max_tokens (openai: max_completion_tokens)
+
+
+def sse(*chunks: Any) -> str:
+    return "".join(f"data: {c if isinstance(c, str) else json.dumps(c)}\n\n" for c in chunks)
+
+
+def delta(text: str, finish: str | None = None) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
+
+
+def test_a_streamed_chat_passes_each_provider_delta_on(provider: Provider) -> None:
+    provider.script = [(200, sse(delta("The capital"), delta(" is Paris."), delta("", "length"),
+                                 {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 5}}, "[DONE]"))]
+    pieces: list[str] = []
+    reply = answer(provider.url, LLMQuery(ASK, on_text=pieces.append))
+    assert pieces == ["The capital", " is Paris."] and reply.response_message == "The capital is Paris."
+    assert reply.finish_reason == "length" and reply.usage == {"prompt_tokens": 9, "completion_tokens": 5}
+    assert provider.received[0]["stream"] is True and provider.received[0]["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize(("stream", "fragment"), [
+    (sse(delta("Hi"), {"error": {"message": "the server is overloaded"}}), "the server is overloaded"),
+    (sse("{not json"), "not a chat completion"),
+    (sse({"choices": "nonsense"}), "not a chat completion"),
+], ids=["error-event", "not-json", "odd-choices"])
+def test_a_broken_provider_stream_fails_the_syscall_clearly(provider: Provider, stream: str, fragment: str) -> None:
+    provider.script = [(200, stream)]
+    syscall = call(provider.url, LLMQuery(ASK, on_text=lambda text: None))
+    assert syscall.error is not None and syscall.error.status_code == 502 and fragment in str(syscall.error)
+
+
+def test_a_structured_request_is_never_streamed(provider: Provider) -> None:
+    provider.script = [(200, completion(None, [("demo__get_weather", '{"city": "Paris"}')]))]
+    reply = answer(provider.url, LLMQuery(ASK, tools=[WEATHER], action_type="tool_use", on_text=lambda text: None))
+    assert reply.tool_calls and "stream" not in provider.received[0]
 
 
 def test_an_unreachable_provider_is_named() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import KernelProcess
+from conftest import KernelProcess, wait_until
 
 CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
 WEATHER_TOOL = {"type": "function", "function": {
@@ -26,7 +26,7 @@ def assert_envelope(body: dict[str, Any], slices: int = 1) -> dict[str, Any]:
     """The documented envelope, field by field; returns its response."""
     assert set(body) == {"response", "start_times", "end_times", "waiting_times", "turnaround_times"}
     assert set(body["response"]) == {"response_class", "response_message", "tool_calls", "finished", "error",
-                                     "status_code", "finish_reason"}
+                                     "status_code", "finish_reason", "usage"}
     assert body["response"]["response_class"] == "llm"
     assert body["response"]["finished"] == (body["response"]["finish_reason"] == "stop")
     for key in ("start_times", "end_times", "waiting_times", "turnaround_times"):
@@ -209,6 +209,8 @@ BAD_QUERIES = [
     ("temperature-true", llm({"messages": CAPITAL, "temperature": True}), 422, "temperature"),
     ("temperature-numeric-string", llm({"messages": CAPITAL, "temperature": "0.5"}), 422, "temperature"),
     ("priority-string", llm({"messages": CAPITAL, "priority": "5"}), 422, "priority"),
+    ("seed-string", llm({"messages": CAPITAL, "seed": "7"}), 422, "seed"),
+    ("seed-fraction", llm({"messages": CAPITAL, "seed": 7.5}), 422, "seed"),
     # Nesting is refused the same way at every depth past the limit, naming where.
     ("schema-65-levels", llm({"messages": CAPITAL, "response_format": _nested(32)}), 422,
      "query_data.response_format.properties.a: nested more than 64 levels deep"),
@@ -381,22 +383,11 @@ def test_a_client_that_hangs_up_cancels_its_syscall(kernel: KernelProcess) -> No
     with socket.create_connection((host, int(port))) as raw:
         raw.sendall(b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        _wait_until(lambda: kernel.client.get("/status").json()["queues"]["llm"]["running"] == 1)
-    _wait_until(lambda: kernel.client.get("/status").json()["queues"]["llm"]["running"] == 0)
+        wait_until(lambda: kernel.client.get("/status").json()["queues"]["llm"]["running"] == 1)
+    wait_until(lambda: kernel.client.get("/status").json()["queues"]["llm"]["running"] == 0)
     reply = kernel.query(llm({"messages": CAPITAL, "temperature": 0, "max_new_tokens": 24}))
     assert "Paris" in reply.json()["response"]["response_message"]
     assert "Exception in ASGI application" not in kernel.log.read_text()  # a hang-up is not an error
-
-
-def _wait_until(condition: Any, attempts: int = 200) -> None:
-    """Re-check a condition that another process makes true (bounded; each check is an HTTP round trip)."""
-    import time
-
-    for _ in range(attempts):
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition never became true")
 
 
 def test_round_robin_records_one_envelope_slice_per_turn_on_the_model(data_dir, tmp_path) -> None:  # noqa: ANN001

@@ -26,6 +26,7 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 1000
     stop: list[str] = field(default_factory=list)
+    seed: int | None = None  # sampling's random seed, for a reproducible reply; None: a fresh one each time
 
     @property
     def greedy(self) -> bool:

@@ -46,6 +46,10 @@ class LLMQuery:
     top_p: float | None = None
     max_new_tokens: int | None = None
     stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    # Given each new piece of a free-text reply as it is decoded, on the event loop (streaming); a structured
+    # reply (tool calls, JSON) is read whole, so it streams nothing and arrives only in the final reply.
+    on_text: Callable[[str], None] | None = None
     # Filled by prepare():
     core: LLMCore | None = None
     route: Route | None = None
@@ -63,7 +67,8 @@ class LLMQuery:
 @dataclass
 class LLMResponse:
     """The AIOS LLM response, plus ``finish_reason``: why the reply ended (``stop``, ``length``, ``kv_budget``,
-    ``cancelled``, or ``error`` when the syscall failed). ``finished`` is true only for a natural end."""
+    ``cancelled``, or ``error`` when the syscall failed). ``finished`` is true only for a natural end. ``usage``:
+    the tokens of the prompt and of the reply (``prompt_tokens``, ``completion_tokens``), as the core counted them."""
 
     response_class: str = "llm"
     response_message: str | None = None
@@ -72,10 +77,17 @@ class LLMResponse:
     error: str | None = None
     status_code: int = 200
     finish_reason: str = "error"
+    usage: dict[str, int] | None = None
 
     @classmethod
-    def ended(cls, finish_reason: str, **fields: Any) -> "LLMResponse":
-        return cls(finished=finish_reason == "stop", finish_reason=finish_reason, **fields)
+    def ended(cls, generation: Generation, **fields: Any) -> "LLMResponse":
+        """The reply to a generation that ended, however it ended."""
+        return cls(finished=generation.finish_reason == "stop", finish_reason=generation.finish_reason,
+                   usage=usage_of(generation), **fields)
+
+
+def usage_of(generation: Generation) -> dict[str, int]:
+    return {"prompt_tokens": generation.prompt_tokens, "completion_tokens": generation.completion_tokens}
 
 
 @dataclass(frozen=True)
@@ -149,11 +161,12 @@ class LLMHandler:
             await self.chat_hook.before(syscall.agent_name, query)
         # The engine says, from its thread, when the generation starts and stops running: the syscall's slices.
         on_running = on_loop(asyncio.get_running_loop(), record_slice)
+        on_text = on_loop(asyncio.get_running_loop(), query.on_text) if query.on_text and query.spec is None else None
         request = _request(query, GenerationRequest(query.messages, query.sampling, priority=syscall.priority,
-                                                    on_running=on_running))
+                                                    on_running=on_running, on_text=on_text))
         generation = await query.core.complete(request)
         if query.spec is None:
-            reply = LLMResponse.ended(generation.finish_reason, response_message=generation.text)
+            reply = LLMResponse.ended(generation, response_message=generation.text)
             if self.chat_hook is not None:
                 await self.chat_hook.after(syscall.agent_name, query, reply)
             return reply
@@ -266,14 +279,14 @@ def _request(query: LLMQuery, request: GenerationRequest) -> GenerationRequest:
 def _shaped(reply: Reply, generation: Generation) -> LLMResponse:
     if reply.tool_calls is not None:
         # With tool_choice auto, a model that answers in prose instead of calling a tool gives an answer.
-        return LLMResponse.ended(generation.finish_reason, response_message=None if reply.tool_calls else reply.text,
+        return LLMResponse.ended(generation, response_message=None if reply.tool_calls else reply.text,
                                  tool_calls=reply.tool_calls)
-    return LLMResponse.ended(generation.finish_reason, response_message=json.dumps(reply.value, ensure_ascii=False))
+    return LLMResponse.ended(generation, response_message=json.dumps(reply.value, ensure_ascii=False))
 
 
 def _invalid(error: str, generation: Generation) -> LLMResponse:
     return LLMResponse(response_message=generation.text, finished=False, status_code=502, error=error,
-                       finish_reason=generation.finish_reason)
+                       finish_reason=generation.finish_reason, usage=usage_of(generation))
 
 
 def _sampling(query: LLMQuery, entry: dict[str, Any]) -> SamplingParams:
@@ -297,6 +310,7 @@ def _sampling(query: LLMQuery, entry: dict[str, Any]) -> SamplingParams:
         max_new_tokens=pick(query.max_new_tokens, "max_new_tokens", "max_tokens", default=defaults.max_new_tokens,
                             kind=int),
         stop=list(query.stop),
+        seed=query.seed,
     )
     if not 0 <= sampling.temperature <= 2 or not 0 < sampling.top_p <= 1 or not 1 <= sampling.max_new_tokens <= 32768:
         raise BadRequest(

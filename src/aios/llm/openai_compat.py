@@ -5,12 +5,15 @@ structured reply (and retries once), as for any backend that does not constrain.
 
 Tool calls come back from the provider as ``message.tool_calls``; they are written into the generation's text in
 the kernel's own form (a JSON array of ``{"name", "parameters"}``) so that one reader serves every backend.
+
+A free-text request with ``on_text`` (a streamed syscall) is asked with ``stream: true``: the provider's deltas
+reach ``on_text`` as they arrive. Structured requests are never streamed: their reply is checked whole.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
@@ -53,15 +56,33 @@ class OpenAICompatBackend:
     async def complete(self, request: GenerationRequest) -> Generation:
         body = chat_body(self.name, request, tokens_field="max_completion_tokens" if self.backend == "openai"
                          else "max_tokens")
+        on_text = request.on_text if request.constraint is None else None
+        if on_text is not None:
+            body.update(stream=True, stream_options={"include_usage": True})
         try:
-            reply = await self._client.post("/chat/completions", json=body)
+            async with self._client.stream("POST", "/chat/completions", json=body) as reply:
+                if reply.status_code != 200:
+                    await reply.aread()
+                    raise self._error(f"the {self.backend} backend answered {reply.status_code}: {_detail(reply)}",
+                                      reply.status_code)
+                if on_text is not None:
+                    return await self._streamed(reply, on_text)
+                await reply.aread()
+                return self._read(lambda: generation_of(reply.json()))
         except httpx.HTTPError as exc:
             raise self._error(f"cannot reach the {self.backend} backend at {self.base_url}: {exc}") from None
-        if reply.status_code != 200:
-            raise self._error(f"the {self.backend} backend answered {reply.status_code}: {_detail(reply)}",
-                              reply.status_code)
+
+    async def _streamed(self, reply: httpx.Response, on_text: Callable[[str], None]) -> Generation:
+        """Read a server-sent stream of chunks, handing each text delta on as it comes."""
+        stream = ChunkReader(on_text)
+        async for line in reply.aiter_lines():
+            if self._read(stream.take, line):
+                break
+        return stream.generation()
+
+    def _read(self, read: Callable[..., Any], *args: Any) -> Any:
         try:
-            return generation_of(reply.json())
+            return read(*args)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise self._error(f"the {self.backend} backend sent a reply that is not a chat completion: "
                               f"{type(exc).__name__}: {exc}") from None
@@ -139,6 +160,44 @@ def generation_of(completion: dict[str, Any]) -> Generation:
                       finish_reason="length" if choice.get("finish_reason") == "length" else "stop")
 
 
+class ChunkReader:
+    """Reads a streamed chat completion line by line (``data: {chunk}``, then ``data: [DONE]``)."""
+
+    def __init__(self, on_text: Callable[[str], None]) -> None:
+        self.on_text = on_text
+        self.pieces: list[str] = []
+        self.finish_reason = "stop"
+        self.usage: dict[str, Any] = {}
+
+    def take(self, line: str) -> bool:
+        """Read one line; True at the end of the stream. A malformed chunk raises ValueError or KeyError."""
+        if not line.startswith("data:"):
+            return False  # blank separators, comments (": ping"), event names
+        data = line[len("data:"):].strip()
+        if data == "[DONE]":
+            return True
+        chunk = json.loads(data)
+        if chunk.get("error"):
+            raise ValueError(f"the stream ended with an error: {_error_text(chunk['error'])}")
+        self.usage = chunk.get("usage") or self.usage
+        for choice in chunk.get("choices") or []:
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                self.pieces.append(text)
+                self.on_text(text)
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        return False
+
+    def generation(self) -> Generation:
+        return Generation(text="".join(self.pieces), prompt_tokens=int(self.usage.get("prompt_tokens") or 0),
+                          completion_tokens=int(self.usage.get("completion_tokens") or 0),
+                          finish_reason="length" if self.finish_reason == "length" else "stop")
+
+
+def _error_text(error: Any) -> str:
+    return str(error.get("message") if isinstance(error, dict) else error)[:300]
+
+
 def _arguments(function: dict[str, Any]) -> Any:
     """OpenAI sends arguments as a JSON string; a string that is not JSON is kept, for the check to report."""
     arguments = function.get("arguments")
@@ -160,7 +219,7 @@ def _detail(reply: httpx.Response) -> str:
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:300]
+            return _error_text(error)
         for key in ("message", "detail", "error"):
             if body.get(key):
                 return str(body[key])[:300]

@@ -12,7 +12,13 @@ from aios.sdk.access import (
     request_permission,
     revoke_permission,
 )
-from aios.sdk.llm import llm_chat, llm_chat_with_json_output, llm_chat_with_tool_call_output
+from aios.sdk.llm import (
+    ChatStream,
+    llm_chat,
+    llm_chat_stream,
+    llm_chat_with_json_output,
+    llm_chat_with_tool_call_output,
+)
 from aios.sdk.memory import (
     MemoryNote,
     MemoryResponse,
@@ -59,6 +65,8 @@ __all__ = [
     "ToolCall",
     "kernel_url",
     "llm_chat",
+    "llm_chat_stream",
+    "ChatStream",
     "llm_chat_with_json_output",
     "llm_chat_with_tool_call_output",
     # memory

@@ -3,9 +3,9 @@ keywords (``priority``: higher runs first when the kernel uses the priority poli
 
 from __future__ import annotations
 
-from typing import Any, TypeVar, overload
+from typing import Any, Iterator, TypeVar, overload
 
-from aios.sdk.transport import AIOSError, send_query
+from aios.sdk.transport import AIOSError, send_query, stream_query
 from aios.sdk.types import LLMResponse
 
 Messages = list[dict[str, Any]]
@@ -25,6 +25,49 @@ def llm_chat(
     """Chat: the model's reply as text in ``response_message``."""
     return _llm(agent_name, base_url, messages=messages, llms=llms, action_type="chat",
                 temperature=temperature, max_new_tokens=max_new_tokens, priority=priority)
+
+
+class ChatStream:
+    """The reply of :func:`llm_chat_stream`, read as it is written: iterate it for the text in pieces; once the
+    iteration ends, ``response`` is the whole reply (as :func:`llm_chat` returns it, timings included)."""
+
+    def __init__(self, lines: Iterator[dict[str, Any]]) -> None:
+        self._lines = lines
+        self.response: LLMResponse | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self._lines:
+            if "delta" in line:
+                yield line["delta"]
+            else:
+                self.response = LLMResponse.from_envelope(line)
+        if self.response is None:
+            raise AIOSError(0, "the stream ended before the kernel sent the final reply")
+        _raise_on_error(self.response)
+
+
+def llm_chat_stream(
+    agent_name: str,
+    messages: Messages,
+    base_url: str | None = None,
+    llms: list[dict[str, Any]] | None = None,
+    *,
+    temperature: float | None = None,
+    max_new_tokens: int | None = None,
+    priority: int | None = None,
+) -> ChatStream:
+    """Chat, with the reply handed over as the model writes it::
+
+        stream = llm_chat_stream("me/agent", [{"role": "user", "content": "Hi"}])
+        for text in stream:
+            print(text, end="", flush=True)
+        stream.response.finish_reason  # the whole reply, once the loop ended
+
+    Nothing is sent until the iteration starts; a loop left early closes the connection, which cancels the
+    generation. Errors raise :class:`AIOSError`, as for :func:`llm_chat`."""
+    query_data = _query_data(messages=messages, llms=llms, action_type="chat", temperature=temperature,
+                             max_new_tokens=max_new_tokens, priority=priority)
+    return ChatStream(stream_query(agent_name, "llm", query_data, base_url))
 
 
 @overload
@@ -116,8 +159,16 @@ def llm_chat_with_tool_call_output(
 
 
 def _llm(agent_name: str, base_url: str | None, **fields: Any) -> LLMResponse:
-    query_data = {key: value for key, value in fields.items() if value is not None}
-    response = LLMResponse.from_envelope(send_query(agent_name, "llm", query_data, base_url))
+    envelope = send_query(agent_name, "llm", _query_data(**fields), base_url)
+    return _raise_on_error(LLMResponse.from_envelope(envelope))
+
+
+def _query_data(**fields: Any) -> dict[str, Any]:
+    """The fields given; those left out (None) take the kernel's defaults."""
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _raise_on_error(response: LLMResponse) -> LLMResponse:
     if response.error is not None and response.status_code >= 400:
         raise AIOSError(response.status_code, response.error, response)
     return response

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import httpx
 
@@ -51,6 +53,37 @@ def send_query(
                      headers=_headers(None))
 
 
+def stream_query(
+    agent_name: str,
+    query_type: str,
+    query_data: dict[str, Any],
+    base_url: str | None = None,
+    timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+) -> Iterator[dict[str, Any]]:
+    """POST one syscall with ``stream: true`` and yield each NDJSON line as it comes (deltas, then the envelope);
+    errors as for :func:`send_query`."""
+    body = {"agent_name": agent_name, "query_type": query_type, "query_data": {**query_data, "stream": True}}
+    url = kernel_url(base_url)
+    exchange = httpx.stream("POST", f"{url}/query", json=body, headers=_headers(None), timeout=timeout)
+    with _reaching(url, f"the {query_type} syscall"), exchange as reply:
+        if reply.status_code != 200:
+            reply.read()
+            raise AIOSError(reply.status_code, _detail(reply))
+        for line in reply.iter_lines():
+            if line.strip():
+                yield _parsed_line(line, url)
+
+
+def _parsed_line(line: str, url: str) -> dict[str, Any]:
+    try:
+        item = json.loads(line)
+    except ValueError:
+        raise not_an_envelope(line, f"the stream from {url} is not a kernel's (a line is not JSON)") from None
+    if not isinstance(item, dict):
+        raise not_an_envelope(item)
+    return item
+
+
 def get_json(path: str, base_url: str | None = None, timeout: float | httpx.Timeout | None = 30.0,
              agent_name: str | None = None) -> dict[str, Any]:
     """GET one of the kernel's JSON routes (``/tools``, ``/status``, ...); errors as for :func:`send_query`."""
@@ -67,16 +100,8 @@ def call_route(method: str, path: str, agent_name: str, base_url: str | None = N
 def _exchange(method: str, path: str, base_url: str | None, timeout: float | httpx.Timeout | None, what: str,
               **request: Any) -> dict[str, Any]:
     url = kernel_url(base_url)
-    try:
+    with _reaching(url, what):
         reply = httpx.request(method, f"{url}{path}", timeout=timeout, **request)
-    except httpx.InvalidURL as exc:
-        raise AIOSError(0, f"invalid kernel URL {url!r}: {exc}") from None
-    except httpx.TransportError as exc:
-        raise AIOSError(0, f"cannot reach the kernel at {url} ({exc}); is `aios serve` running?") from None
-    except httpx.HTTPError as exc:
-        raise AIOSError(0, f"HTTP exchange with the kernel at {url} failed: {exc}") from None
-    except (TypeError, ValueError) as exc:  # httpx encodes the body as JSON: an object() or a NaN lands here
-        raise AIOSError(0, f"cannot send {what}: its data is not JSON-serialisable ({exc})") from None
     if reply.status_code != 200:
         raise AIOSError(reply.status_code, _detail(reply))
     try:
@@ -86,6 +111,21 @@ def _exchange(method: str, path: str, base_url: str | None, timeout: float | htt
     if not isinstance(body, dict):
         raise not_an_envelope(body)
     return body
+
+
+@contextmanager
+def _reaching(url: str, what: str) -> Iterator[None]:
+    """An exchange with the kernel at ``url``; what goes wrong on the way raises :class:`AIOSError`."""
+    try:
+        yield
+    except httpx.InvalidURL as exc:
+        raise AIOSError(0, f"invalid kernel URL {url!r}: {exc}") from None
+    except httpx.TransportError as exc:
+        raise AIOSError(0, f"cannot reach the kernel at {url} ({exc}); is `aios serve` running?") from None
+    except httpx.HTTPError as exc:
+        raise AIOSError(0, f"HTTP exchange with the kernel at {url} failed: {exc}") from None
+    except (TypeError, ValueError) as exc:  # httpx encodes the body as JSON: an object() or a NaN lands here
+        raise AIOSError(0, f"cannot send {what}: its data is not JSON-serialisable ({exc})") from None
 
 
 def not_an_envelope(payload: Any, why: str = "the reply is not a kernel envelope") -> AIOSError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable
@@ -10,7 +11,7 @@ from typing import Any, AsyncIterator, Callable
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from aios import __version__
@@ -18,10 +19,13 @@ from aios.server.auth import BearerAuth, auth_required as needs_auth
 from aios.access.manager import ADMIN
 from aios.errors import Forbidden, KernelError
 from aios.kernel import Kernel
+from aios.llm.handler import LLMQuery
+from aios.server.calls import StreamedCall, until_done_or_disconnected
 from aios.server.limits import MB, BodyLimit
 from aios.server.access_routes import router as access_router
 from aios.server.core_routes import router as core_router
 from aios.server.memory_routes import memory_request
+from aios.server.openai_routes import router as openai_router
 from aios.server.storage_routes import router as storage_router
 from aios.server.storage_routes import storage_request
 from aios.server.tool_routes import router as tool_router
@@ -62,6 +66,7 @@ def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
     app.include_router(tool_router)
     app.include_router(access_router)
     app.include_router(core_router)
+    app.include_router(openai_router)
 
     @app.exception_handler(KernelError)
     async def kernel_error(request: Request, exc: KernelError) -> JSONResponse:
@@ -88,10 +93,10 @@ def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
         with the envelope's ``error`` and ``status_code`` saying why a syscall was refused or failed (the AIOS SDK
         raises on any other HTTP status before reading the body, so this is how an agent learns why)."""
         kind = SyscallKind(body.query_type)
-        payload, priority = body.query_data, 0
+        payload, priority, stream = body.query_data, 0, False
         if kind is SyscallKind.LLM:
             llm_data = query_data_as(LLMQueryData, body.query_data)
-            payload, priority = llm_data.to_query(), llm_data.priority
+            payload, priority, stream = llm_data.to_query(), llm_data.priority, llm_data.stream
         elif kind is SyscallKind.STORAGE:
             payload = storage_request(body.query_data, request)
         elif kind is SyscallKind.MEMORY:
@@ -100,7 +105,9 @@ def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
             payload = tool_calls_of(body.query_data)
         try:
             _acting_as(body.agent_name, request)
-            syscall = await _until_done_or_disconnected(kernel.call(kind, body.agent_name, payload, priority), request)
+            if stream:
+                return await _streamed_envelope(StreamedCall(kernel, request), body.agent_name, payload, priority)
+            syscall = await until_done_or_disconnected(kernel.call(kind, body.agent_name, payload, priority), request)
         except KernelError as exc:  # refused at submission: unknown model or tool, bad parameters, ...
             return refusal(kind, exc)
         if syscall is None:  # the client hung up; its syscall was cancelled and nobody reads this reply
@@ -131,6 +138,20 @@ def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
     return app
 
 
+async def _streamed_envelope(call: StreamedCall, agent: str, query: LLMQuery, priority: int) -> StreamingResponse:
+    """``/query`` with ``stream: true``: NDJSON, one ``{"delta": text}`` line per piece of the reply as it is
+    decoded, then the envelope (as without streaming) on the last line."""
+    await call.submit(agent, query, priority)
+
+    async def lines() -> AsyncIterator[str]:
+        async for piece in call.pieces():
+            yield json.dumps({"delta": piece}, ensure_ascii=False) + "\n"
+        if call.syscall is not None and call.syscall.done:  # else the client is gone
+            yield json.dumps(envelope(call.syscall), ensure_ascii=False) + "\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
 def _acting_as(agent_name: str, request: Request) -> None:
     """A token makes syscalls only as its own agent (the administrator's, as any)."""
     identity = request.scope.get("state", {}).get("identity")
@@ -153,30 +174,6 @@ def _unparsable(cause: BaseException | None) -> str | None:
     if isinstance(cause, UnicodeDecodeError):
         return f"the body is not UTF-8 text (bad byte at offset {cause.start})"
     return None
-
-
-async def _until_done_or_disconnected(call: Any, request: Request) -> Any:
-    """Await the syscall; if the client hangs up first, cancel it so it frees its place at once (None)."""
-    call_task = asyncio.ensure_future(call)
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait([call_task, gone], return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:  # the request itself is cancelled (server shutting down)
-        call_task.cancel()
-        raise
-    finally:
-        gone.cancel()
-    if not call_task.done():
-        call_task.cancel()
-        await asyncio.gather(call_task, return_exceptions=True)
-        return None
-    return call_task.result()
-
-
-async def _disconnected(request: Request) -> None:
-    # The body is already read, so the next ASGI message is the disconnect (event-driven, no polling).
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 class _Server(uvicorn.Server):

@@ -3,7 +3,8 @@
 A request may carry ``Authorization: Bearer <token>`` — an agent's token, or the administrator's. Agents written
 for the AIOS SDK cannot add headers, so the token may also lead the path instead: ``/as/<token>/query`` is
 ``/query`` with that token (set ``CEREBRUM_KERNEL_URL=http://host:8000/as/<token>``). A token that is not valid
-is answered 401; so is a request without one when authentication is required. The identity found goes into
+is answered 401 (but under ``/v1/`` on a kernel that requires none: OpenAI clients always send an API key);
+so is a request without one when authentication is required. The identity found goes into
 ``scope["state"]["identity"]`` for the routes (None: no token, on a kernel that does not require one).
 """
 
@@ -13,7 +14,7 @@ import ipaddress
 from typing import Any, Awaitable, Callable
 
 from aios.access.manager import AccessManager
-from aios.server.asgi import send_error
+from aios.server.asgi import OPENAI_PREFIX, send_error
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
@@ -56,12 +57,15 @@ class BearerAuth:
         identity = None
         if token is not None:
             identity = await self.access.identify(token)
-            if identity is None:
-                await _deny(send, "the bearer token is not valid (revoked, or never issued by this kernel)")
+            # OpenAI clients send some API key whatever the server: where none is required, one that is no token
+            # of this kernel is no identity.
+            if identity is None and (self.required or not scope["path"].startswith(OPENAI_PREFIX)):
+                await _deny(scope, send, "the bearer token is not valid (revoked, or never issued by this kernel)")
                 return
         elif self.required and not scope["path"].startswith(PUBLIC_PREFIXES):
-            await _deny(send, "this kernel requires a bearer token: send Authorization: Bearer <token> (an agent's "
-                              "token from `aios token create NAME`), or use the URL http://host:port/as/<token>")
+            await _deny(scope, send, "this kernel requires a bearer token: send Authorization: Bearer <token> (an "
+                                     "agent's token from `aios token create NAME`), or use the URL "
+                                     "http://host:port/as/<token>")
             return
         scope.setdefault("state", {})["identity"] = identity
         await self.app(scope, receive, send)
@@ -86,5 +90,5 @@ def _path_token(scope: Scope) -> str | None:
     return token or None
 
 
-async def _deny(send: Any, detail: str) -> None:
-    await send_error(send, 401, detail, (b"www-authenticate", b"Bearer"))
+async def _deny(scope: Scope, send: Any, detail: str) -> None:
+    await send_error(send, scope["path"], 401, detail, (b"www-authenticate", b"Bearer"))

@@ -32,7 +32,7 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await send_error(send, 413, self._too_large(f"{declared / MB:.1f} MB"))
+            await send_error(send, scope["path"], 413, self._too_large(f"{declared / MB:.1f} MB"))
             return
         received = 0
 

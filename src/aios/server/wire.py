@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from aios.errors import Cancelled, KernelError
@@ -26,6 +26,7 @@ MAX_JSON_DEPTH = 64
 # Numbers as JSON numbers only: "16", true and 16.5 are mistakes to report, not to coerce; NaN is no number.
 StrictInt = Annotated[int, Field(strict=True)]
 StrictFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+StrictBool = Annotated[bool, Field(strict=True)]
 
 
 class QueryRequest(BaseModel):
@@ -104,52 +105,60 @@ class LLMChoice(BaseModel):
     backend: str | None = None
 
 
+def _tools_are_functions(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    if tools:
+        _nested_ok(tools_for_model, tools)  # raises ValueError naming the bad tool
+    return tools
+
+
+def _known_tool_choice(tool_choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    if tool_choice is not None:
+        tool_choice_of(tool_choice)  # raises ValueError naming the accepted forms
+    return tool_choice
+
+
+def _known_response_format(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    _nested_ok(merge_messages_with_response_format, [], response_format)  # ValueError naming the problem
+    return response_format
+
+
+def _stop_strings(stop: str | list[str] | None) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else stop or []
+    if any(not s for s in stops):
+        raise ValueError("stop strings must not be empty")
+    return stops
+
+
+# The fields an LLM request shares with the OpenAI API, checked alike wherever they come in (/query, /v1).
+Tools = Annotated[list[dict[str, Any]] | None, AfterValidator(_tools_are_functions)]
+ToolChoice = Annotated[str | dict[str, Any] | None, AfterValidator(_known_tool_choice)]
+ResponseFormat = Annotated[dict[str, Any] | None, AfterValidator(_known_response_format)]
+Stop = Annotated[str | list[str] | None, AfterValidator(_stop_strings)]
+Temperature = Annotated[StrictFloat | None, Field(ge=0, le=2, description="default 1.0; 0 = greedy")]
+TopP = Annotated[StrictFloat | None, Field(gt=0, le=1)]
+MaxTokens = Annotated[StrictInt | None, Field(ge=1, le=32768, description="default 1000")]
+
+
 class LLMQueryData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query_class: Literal["llm"] | None = None  # sent by the AIOS SDK; carries no information
     messages: list[Message] = Field(min_length=1)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = Field(
+    tools: Tools = None
+    tool_choice: ToolChoice = Field(
         default=None, description="auto | required | none | {type: function, function: {name}}; "
         "default: required for the tool actions, auto for chat")
     action_type: Literal[ACTIONS] = "chat"  # type: ignore[valid-type]
     llms: list[LLMChoice] | None = None
-    temperature: StrictFloat | None = Field(default=None, ge=0, le=2, description="default 1.0; 0 = greedy")
-    top_p: StrictFloat | None = Field(default=None, gt=0, le=1)
-    max_new_tokens: StrictInt | None = Field(default=None, ge=1, le=32768, description="default 1000")
-    stop: str | list[str] = Field(default_factory=list, description="stop strings; not returned")
+    temperature: Temperature = None
+    top_p: TopP = None
+    max_new_tokens: MaxTokens = None
+    stop: Stop = Field(default_factory=list, description="stop strings; not returned")
+    seed: StrictInt | None = Field(default=None, description="sampling's random seed, for a reproducible reply")
     message_return_type: Literal["text", "json"] = "text"
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat = None
     priority: StrictInt = Field(default=0, ge=-1000, le=1000, description="higher runs first under the priority policy")
-
-    @field_validator("tools")
-    @classmethod
-    def _tools_are_functions(cls, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        if tools:
-            _nested_ok(tools_for_model, tools)  # raises ValueError naming the bad tool
-        return tools
-
-    @field_validator("tool_choice")
-    @classmethod
-    def _known_tool_choice(cls, tool_choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-        if tool_choice is not None:
-            tool_choice_of(tool_choice)  # raises ValueError naming the accepted forms
-        return tool_choice
-
-    @field_validator("response_format")
-    @classmethod
-    def _known_response_format(cls, response_format: dict[str, Any] | None) -> dict[str, Any] | None:
-        _nested_ok(merge_messages_with_response_format, [], response_format)  # ValueError naming the problem
-        return response_format
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_strings(cls, stop: str | list[str]) -> list[str]:
-        stops = [stop] if isinstance(stop, str) else stop
-        if any(not s for s in stops):
-            raise ValueError("stop strings must not be empty")
-        return stops
+    stream: StrictBool = Field(default=False, description="reply as NDJSON: text deltas, then the envelope")
 
     def to_query(self) -> LLMQuery:
         return LLMQuery(
@@ -164,6 +173,7 @@ class LLMQueryData(BaseModel):
             top_p=self.top_p,
             max_new_tokens=self.max_new_tokens,
             stop=self.stop,  # type: ignore[arg-type]  # normalised to a list by the validator
+            seed=self.seed,
         )
 
 

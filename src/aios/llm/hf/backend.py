@@ -164,7 +164,8 @@ class HfLocalBackend:
         generator = None
         if not request.sampling.greedy:
             generator = torch.Generator(device=self.model.device)
-            generator.manual_seed(secrets.randbits(63))
+            seed = request.sampling.seed
+            generator.manual_seed(secrets.randbits(63) if seed is None else seed)
         self.engine.submit(Sequence(request, prompt_ids, on_done, generator=generator, constraint=constraint))
 
     def render(

@@ -1,0 +1,347 @@
+"""The OpenAI-compatible API: ``POST /v1/chat/completions`` and ``GET /v1/models``, for any OpenAI client.
+
+A chat completion is an LLM syscall like any agent's — the same queues, scheduler, cores, grammar-constrained tools
+and JSON, timings —: the request becomes an ``LLMQuery`` and the ended syscall an OpenAI reply. The agent is the
+bearer token's; without a token (or with the administrator's), the ``user`` field, else the ``X-AIOS-Agent``
+header, else ``openai-client``. Every error is an OpenAI error object with OpenAI's HTTP status.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+
+from aios.access.manager import ADMIN
+from aios.errors import KernelError
+from aios.kernel import Kernel
+from aios.llm.handler import LLMQuery
+from aios.llm.structured import TOOL_CHOICES, tool_choice_of
+from aios.server.asgi import openai_error
+from aios.server.calls import StreamedCall, until_done_or_disconnected
+from aios.server.wire import (
+    MaxTokens,
+    Message,
+    ResponseFormat,
+    Stop,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    Temperature,
+    ToolChoice,
+    Tools,
+    TopP,
+    envelope,
+    json_problem,
+)
+from aios.syscall import Syscall, SyscallKind
+
+router = APIRouter(prefix="/v1")
+
+DEFAULT_AGENT = "openai-client"
+AGENT_HEADER = "x-aios-agent"
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: StrictBool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The body of ``POST /v1/chat/completions``. Unknown fields are refused, as OpenAI does; the last group is
+    accepted for the clients that send it, and has no effect here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    tools: Tools = None
+    tool_choice: ToolChoice = None
+    response_format: ResponseFormat = None
+    temperature: Temperature = None
+    top_p: TopP = None
+    max_tokens: MaxTokens = None
+    max_completion_tokens: MaxTokens = None
+    stop: Stop = None
+    n: StrictInt = 1
+    seed: StrictInt | None = None
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(default=None, min_length=1, max_length=256)
+    logprobs: StrictBool | None = None
+    # Accepted without effect:
+    frequency_penalty: StrictFloat | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: StrictFloat | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, StrictFloat] | None = None
+    parallel_tool_calls: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=0)
+    store: StrictBool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _text_only(cls, messages: list[Message]) -> list[Message]:
+        for i, message in enumerate(messages):
+            for part in message.content if isinstance(message.content, list) else []:
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise ValueError(f"messages[{i}]: only text content parts are supported (this kernel runs text "
+                                     f"models), got a part of type {part.get('type')!r}")
+        return messages
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n: int) -> int:
+        if n != 1:
+            raise ValueError("n must be 1: this kernel returns one choice per request (send n requests instead)")
+        return n
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, logprobs: bool | None) -> bool | None:
+        if logprobs:
+            raise ValueError("logprobs are not available from this kernel")
+        return logprobs
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _offered(cls, choice: Any, info: ValidationInfo) -> Any:
+        """A named tool must be among those offered (``tools`` is checked first, being declared first)."""
+        if choice is None or "tools" not in info.data:
+            return choice
+        tools = info.data["tools"] or []
+        if not tools and choice != "none":
+            raise ValueError("tool_choice is only allowed when tools are given")
+        name = tool_choice_of(choice)
+        if name not in TOOL_CHOICES and name not in {(t.get("function") or {}).get("name") for t in tools}:
+            raise ValueError(f"tool_choice names function {name!r}, which is not among the tools")
+        return choice
+
+    def to_query(self) -> LLMQuery:
+        response_format = self.response_format if self.response_format != {"type": "text"} else None
+        return LLMQuery(
+            messages=[m.model_dump(exclude_none=True) for m in self.messages],
+            tools=self.tools or None,
+            tool_choice=self.tool_choice if self.tools else None,
+            llms=[{"name": self.model}],
+            response_format=response_format,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_new_tokens=self.max_completion_tokens or self.max_tokens,
+            stop=self.stop or [],  # type: ignore[arg-type]  # normalised to a list by its validator
+            seed=self.seed,
+        )
+
+
+class OpenAIError(Exception):
+    """Ends a request with an OpenAI error object."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.param, self.code = status, param, code
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(status_code=self.status, content=openai_error(self.status, str(self), self.param,
+                                                                          self.code))
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(request: Request) -> Response:
+    kernel: Kernel = request.app.state.kernel
+    try:
+        body = await _body(request)
+        agent = _agent(request, body.user)
+        if body.model not in {core.name for core in kernel.router.cores}:
+            raise OpenAIError(404, f"the model {body.model!r} does not exist here; GET /v1/models lists them",
+                              "model", "model_not_found")
+        reply = Reply(body.model, body.stream_options is not None and body.stream_options.include_usage)
+        if body.stream:
+            call = StreamedCall(kernel, request)
+            await call.submit(agent, body.to_query())
+            return StreamingResponse(reply.events(call), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        syscall = await until_done_or_disconnected(kernel.call(SyscallKind.LLM, agent, body.to_query()), request)
+        if syscall is None:  # the client hung up; its syscall was cancelled
+            return Response(status_code=499)
+        return JSONResponse(reply.completion(syscall))
+    except KernelError as exc:  # refused at submission
+        return OpenAIError(exc.status_code, str(exc)).response()
+    except OpenAIError as exc:
+        return exc.response()
+
+
+@router.get("/models")
+async def models(request: Request) -> dict[str, Any]:
+    kernel: Kernel = request.app.state.kernel
+    return {"object": "list", "data": [_model(kernel, core.name, core.backend) for core in kernel.router.cores]}
+
+
+@router.get("/models/{model:path}", response_model=None)
+async def model(model: str, request: Request) -> dict[str, Any] | JSONResponse:
+    kernel: Kernel = request.app.state.kernel
+    for core in kernel.router.cores:
+        if core.name == model:
+            return _model(kernel, core.name, core.backend)
+    return OpenAIError(404, f"the model {model!r} does not exist here", "model", "model_not_found").response()
+
+
+def _model(kernel: Kernel, name: str, backend: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": int(kernel.started_at), "owned_by": backend}
+
+
+async def _body(request: Request) -> ChatCompletionRequest:
+    """The request body, read and checked; OpenAIError (400, 413) naming the problem and where."""
+    try:
+        raw = await request.body()
+    except HTTPException as exc:  # over server.max_body_mb, counted while it arrived
+        raise OpenAIError(exc.status_code, str(exc.detail)) from None
+    except ClientDisconnect:
+        raise OpenAIError(400, "the client went away before it sent the whole body") from None
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise OpenAIError(400, f"the body is not valid JSON: {exc}") from None
+    problem = json_problem(parsed)
+    if problem is not None:
+        path, what = problem
+        raise OpenAIError(400, f"{_param(path) or 'the body'}: {what}", _param(path) or None)
+    try:
+        return ChatCompletionRequest.model_validate(parsed)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def _invalid(exc: ValidationError) -> OpenAIError:
+    """The first problem in a body (OpenAI reports one), with ``param`` saying where."""
+    error = exc.errors(include_url=False)[0]
+    param = _param(error["loc"])
+    if error["type"] == "extra_forbidden":
+        return OpenAIError(400, f"Unrecognized request argument supplied: {param}", param)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = "a required parameter is missing"
+    return OpenAIError(400, f"{param}: {message}" if param else message, param or None)
+
+
+# Pydantic names the union member it tried inside a location (``tool_choice.str``); OpenAI's param has none.
+_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
+
+
+def _param(loc: Any) -> str:
+    """A location as OpenAI writes a param: ``messages[0].role``."""
+    param = ""
+    for part in loc:
+        if isinstance(part, int):
+            param += f"[{part}]"
+        elif part in _TYPE_TAGS or "[" in str(part):
+            break
+        else:
+            param += f".{part}" if param else str(part)
+    return param
+
+
+def _agent(request: Request, user: str | None) -> str:
+    """Whose syscall this is: a token's agent; else ``user``, the ``X-AIOS-Agent`` header, or the default."""
+    identity = request.scope.get("state", {}).get("identity")
+    if identity not in (None, ADMIN):
+        return identity
+    agent = user or request.headers.get(AGENT_HEADER) or DEFAULT_AGENT
+    if len(agent) > 256:
+        raise OpenAIError(400, "the agent name (X-AIOS-Agent) is longer than 256 characters")
+    return agent
+
+
+class Reply:
+    """OpenAI's reply objects for one request: a whole completion, or the chunks of a stream."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.model, self.include_usage = model, include_usage
+        self.id, self.created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def completion(self, syscall: Syscall) -> dict[str, Any]:
+        response = _succeeded(syscall)
+        message = {"role": "assistant", "content": response["response_message"], "refusal": None}
+        if response["tool_calls"]:
+            message["tool_calls"] = _tool_calls(response["tool_calls"])
+        return {**self._head("chat.completion"),
+                "choices": [{"index": 0, "message": message, "finish_reason": _finish_reason(response),
+                             "logprobs": None}],
+                "usage": _usage(response)}
+
+    async def events(self, call: StreamedCall) -> AsyncIterator[str]:
+        """Server-sent events: a chunk per piece of text as it is decoded (a structured reply — tool calls,
+        JSON — arrives whole in one chunk at the end), the finish reason, the usage if asked, ``[DONE]``."""
+        yield self._chunk({"role": "assistant", "content": ""})
+        streamed = ""
+        async for piece in call.pieces():
+            streamed += piece
+            yield self._chunk({"content": piece})
+        if call.syscall is None or not call.syscall.done:  # the client went away
+            return
+        try:
+            response = _succeeded(call.syscall)
+        except OpenAIError as exc:  # OpenAI's clients raise the error a stream ends with
+            yield _event(openai_error(exc.status, str(exc), exc.param, exc.code))
+            return
+        text = response["response_message"] or ""
+        rest = text[len(streamed):] if text.startswith(streamed) else ""
+        if response["tool_calls"]:
+            yield self._chunk({"tool_calls": [{"index": i, **call}
+                                              for i, call in enumerate(_tool_calls(response["tool_calls"]))]})
+        elif rest:
+            yield self._chunk({"content": rest})
+        yield self._chunk({}, _finish_reason(response))
+        if self.include_usage:
+            yield _event({**self._head("chat.completion.chunk"), "choices": [], "usage": _usage(response)})
+        yield "data: [DONE]\n\n"
+
+    def _head(self, kind: str) -> dict[str, Any]:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model,
+                "system_fingerprint": None}
+
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        return _event({**self._head("chat.completion.chunk"), "choices": [choice],
+                       **({"usage": None} if self.include_usage else {})})
+
+
+def _event(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _succeeded(syscall: Syscall) -> dict[str, Any]:
+    """The LLM response of an ended syscall; OpenAIError if it failed (a provider's rate limit stays a 429;
+    a structured reply that stayed invalid, or a failed core, is the server's fault)."""
+    response: dict[str, Any] = envelope(syscall)["response"]
+    if response["error"] is not None:
+        status = response["status_code"]
+        raise OpenAIError(status if status < 500 or status == 503 else 500, response["error"],
+                          code="cancelled" if response["finish_reason"] == "cancelled" else None)
+    return response
+
+
+def _tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"id": call["id"], "type": "function",
+             "function": {"name": call["name"], "arguments": json.dumps(call["parameters"], ensure_ascii=False)}}
+            for call in calls]
+
+
+def _finish_reason(response: dict[str, Any]) -> str:
+    if response["tool_calls"]:
+        return "tool_calls"
+    return "length" if response["finish_reason"] in ("length", "kv_budget") else "stop"
+
+
+def _usage(response: dict[str, Any]) -> dict[str, int]:
+    usage = response["usage"] or {"prompt_tokens": 0, "completion_tokens": 0}
+    return {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
