@@ -1,6 +1,7 @@
 """A real remote core, not a mock: a second ``aios serve`` process whose model is reached by the first through
-the second's OpenAI-compatible ``/v1`` (the ``vllm`` backend, as for any OpenAI-compatible server). Chat, tools,
-JSON and streaming pass through both kernels; the back kernel's grammar makes the structured replies valid."""
+the second's OpenAI-compatible ``/v1`` (the ``vllm`` backend, as for any OpenAI-compatible server; and LiteLLM's
+``hosted_vllm`` provider). Chat, tools, JSON and streaming pass through both kernels; the back kernel's grammar
+makes the structured replies valid."""
 
 from __future__ import annotations
 
@@ -20,14 +21,19 @@ CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required"
 TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": CITY}}
 
 
+def front_kernel(model: str, data_dir: Path, home: Path) -> KernelProcess:
+    """A kernel whose one model is ``model`` (a YAML flow mapping), with a data dir of its own."""
+    config = home / "config.yaml"
+    config.write_text(f"llms: {{models: [{model}]}}\n")
+    own = data_dir_of_its_own(data_dir, home / "data")
+    return start_kernel(["--config", str(config)], {**os.environ, "AIOS_DATA_DIR": str(own)}, home / "front.log")
+
+
 @pytest.fixture(scope="module")
 def front(kernel: KernelProcess, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelProcess]:
     """A kernel whose one model is the shared test kernel's, over HTTP."""
-    home = tmp_path_factory.mktemp("front")
-    config = home / "config.yaml"
-    config.write_text(f"llms: {{models: [{{name: {MODEL}, backend: vllm, hostname: '{kernel.url}'}}]}}\n")
-    own = data_dir_of_its_own(data_dir, home / "data")
-    running = start_kernel(["--config", str(config)], {**os.environ, "AIOS_DATA_DIR": str(own)}, home / "front.log")
+    running = front_kernel(f"{{name: {MODEL}, backend: vllm, hostname: '{kernel.url}'}}", data_dir,
+                           tmp_path_factory.mktemp("front"))
     yield running
     stop_kernel(running)
 
@@ -78,13 +84,26 @@ def test_a_stream_passes_through_both_kernels(front: KernelProcess) -> None:
 
 def test_an_unreachable_back_kernel_fails_the_syscall_and_the_front_keeps_serving(
         front: KernelProcess, data_dir: Path, tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text(f"llms: {{models: [{{name: {MODEL}, backend: vllm, hostname: 'http://127.0.0.1:9'}}]}}\n")
-    own = data_dir_of_its_own(data_dir, tmp_path / "data")
-    lonely = start_kernel(["--config", str(config)], {**os.environ, "AIOS_DATA_DIR": str(own)}, tmp_path / "k.log")
+    lonely = front_kernel(f"{{name: {MODEL}, backend: vllm, hostname: 'http://127.0.0.1:9'}}", data_dir, tmp_path)
     try:
         for _ in range(2):
             response = ask(lonely)["response"]
             assert response["status_code"] == 502 and "cannot reach the vllm backend" in response["error"]
     finally:
         stop_kernel(lonely)
+
+
+def test_a_litellm_core_reaches_the_second_kernel(kernel: KernelProcess, data_dir: Path, tmp_path: Path) -> None:
+    """LiteLLM's OpenAI-compatible provider (``hosted_vllm``) pointed at the back kernel: chat and tool calls."""
+    litellm_front = front_kernel(f"{{name: {MODEL}, backend: hosted_vllm, hostname: '{kernel.url}/v1'}}", data_dir,
+                                 tmp_path)
+    try:
+        (model,) = litellm_front.client.get("/status").json()["llms"]
+        assert model["backend"] == "hosted_vllm"
+        assert "Paris" in ask(litellm_front)["response"]["response_message"]
+        response = ask(litellm_front, messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[TOOL],
+                       action_type="chat_with_tool_call_output", max_new_tokens=40)["response"]
+        assert response["error"] is None and [call["name"] for call in response["tool_calls"]][:1] == ["get_weather"]
+        jsonschema.validate(response["tool_calls"][0]["parameters"], CITY)
+    finally:
+        stop_kernel(litellm_front)
