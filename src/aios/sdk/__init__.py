@@ -12,6 +12,17 @@ from aios.sdk.access import (
     request_permission,
     revoke_permission,
 )
+from aios.sdk.agents import (
+    AgentLogs,
+    AgentProcess,
+    AgentStatus,
+    agent_logs,
+    agent_status,
+    cancel_agent,
+    list_agents,
+    submit_agent,
+    wait_agent,
+)
 from aios.sdk.llm import llm_chat, llm_chat_with_json_output, llm_chat_with_tool_call_output
 from aios.sdk.memory import (
     MemoryNote,
@@ -102,6 +113,16 @@ __all__ = [
     "get_tool",
     "list_tools",
     "llm_call_tool",
+    # agents
+    "AgentLogs",
+    "AgentProcess",
+    "AgentStatus",
+    "agent_logs",
+    "agent_status",
+    "cancel_agent",
+    "list_agents",
+    "submit_agent",
+    "wait_agent",
     # access
     "answer_request",
     "audit_log",
