@@ -96,6 +96,8 @@ class AgentRuntime:
         execution.runner = asyncio.create_task(self._run(execution))
         self._tasks.add(execution.runner)
         execution.runner.add_done_callback(self._tasks.discard)
+        # Settled when its task ends however it ends: cancelled while waiting for a place, even before it began.
+        execution.runner.add_done_callback(lambda _: self._settle(execution))
         return execution
 
     def _prepare(self, folder: Path, agent_id: str, task: str) -> AgentPackage:
@@ -144,11 +146,8 @@ class AgentRuntime:
 
     # -- one run ---------------------------------------------------------------------------------------------
     async def _run(self, execution: Execution) -> None:
-        try:
-            async with self._slots:  # waiting here for a slot, a run can be cancelled like a task
-                await self._process(execution)
-        finally:
-            self._settle(execution)
+        async with self._slots:  # waiting here for a place, a run can be cancelled like a task
+            await self._process(execution)
 
     async def _process(self, execution: Execution) -> None:
         execution.launching = True
