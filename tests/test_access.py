@@ -362,3 +362,50 @@ def test_serving_beyond_loopback_without_choosing_auth_is_refused(data_dir: Path
                                                                              "AIOS_DATA_DIR": str(data_dir)})
     assert result.returncode == 2 and result.stdout == ""
     assert "serving on 0.0.0.0 exposes the kernel beyond this machine, and access.auth is not set" in result.stderr
+
+
+# --- agents the kernel runs --------------------------------------------------------------------------------------
+def _finished(secured: Secured, who: str, execution_id: int) -> dict[str, Any]:
+    while True:
+        status = secured.route(who, "GET", f"/agents/{execution_id}/status", params={"wait": 60}).json()
+        if status["status"] != "running":
+            return status
+
+
+def test_an_agent_run_makes_syscalls_only_as_itself_and_its_token_ends_with_it(secured: Secured) -> None:
+    whoami = Path(__file__).parent / "fixtures" / "agents" / "whoami"
+    reply = secured.route("admin", "POST", "/agents/submit", json={"agent_id": str(whoami),
+                                                                    "agent_config": {"task": "mine"}})
+    assert reply.status_code == 200, reply.text
+    status = _finished(secured, "admin", reply.json()["execution_id"])
+    assert status["status"] == "completed", status
+    result = status["result"]
+    assert "note.txt" in result["own"]
+    assert result["as_alice"].startswith("403 this bearer token is agent 'tests/whoami'")
+    with httpx.Client(base_url=secured.kernel.url) as client:  # the run's token ended with the run
+        assert client.get("/tools", headers={"Authorization": f"Bearer {result['token']}"}).status_code == 401
+
+
+def test_an_aios_sdk_agent_runs_with_its_token_in_the_kernel_url(secured: Secured) -> None:
+    aios_style = Path(__file__).parent / "fixtures" / "agents" / "aios_style"
+    reply = secured.route("admin", "POST", "/agents/submit", json={"agent_id": str(aios_style),
+                                                                    "agent_config": {"task": "Say hi."}})
+    status = _finished(secured, "admin", reply.json()["execution_id"])
+    assert status["status"] == "completed" and status["result"]["answer"]["status_code"] == 200, status
+
+
+@pytest.mark.parametrize(("method", "path", "body", "detail"), [
+    ("POST", "/agents/submit", {"agent_id": "/tmp", "agent_config": {"task": "x"}},
+     "only the administrator may run an agent from a path on the kernel's machine"),
+    ("POST", "/agents/submit", {"agent_id": "example/chat", "agent_config": {"task": "x"}},
+     "agent example/chat runs as itself: submitting it needs its token or the administrator's, not 'alice''s"),
+    ("POST", "/cerebrum/upload", {"author": "bob", "name": "x", "version": "1.0.0", "files": []},
+     "agent 'alice' may upload only packages named after itself, not bob/x"),
+], ids=["path", "another-agent", "upload-as-another"])
+def test_an_agent_cannot_run_or_upload_code_as_another(secured: Secured, method: str, path: str,
+                                                       body: dict[str, Any], detail: str) -> None:
+    before = secured.route("admin", "GET", "/agents/ps").json()["count"]
+    reply = secured.route("alice", method, path, json=body)
+    assert reply.status_code == 403 and reply.json() == {"detail": detail}
+    assert secured.route("admin", "GET", "/agents/ps").json()["count"] == before
+    assert not (secured.data_dir / "hub" / "agents" / "bob").exists()

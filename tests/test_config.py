@@ -204,6 +204,19 @@ BAD_CONFIGS = [
     ("memory-neighbours-many", "memory: {agentic_neighbors: 50}\n", "memory.agentic_neighbors: Input should be less than or equal to 10"),
     ("memory-similarity-bool", "memory: {agentic_min_similarity: true}\n", "memory.agentic_min_similarity: Input should be a valid number, not a boolean"),
     ("memory-cache-negative", "memory: {vector_cache_mb: -1}\n", "memory.vector_cache_mb: Input should be greater than or equal to 0"),
+    ("agents-zero-limit", "agents: {time_limit_s: 0}\n", "agents.time_limit_s: Input should be greater than 0"),
+    ("agents-limit-text", "agents: {time_limit_s: ten}\n", "agents.time_limit_s: Input should be a valid number"),
+    ("agents-limit-quoted", "agents: {time_limit_s: '60'}\n", "agents.time_limit_s: Input should be a valid number, "
+     "not the quoted string '60'"),
+    ("agents-limit-past-a-week", "agents: {time_limit_s: 1000000}\n", "agents.time_limit_s: Input should be less than or "
+     "equal to 604800"),
+    ("agents-zero-concurrent", "agents: {max_concurrent: 0}\n", "agents.max_concurrent: Input should be greater than "
+     "or equal to 1"),
+    ("agents-concurrent-float", "agents: {max_concurrent: 2.5}\n", "agents.max_concurrent: Input should be a valid integer"),
+    ("agents-negative-hub-size", "agents: {hub_max_package_mb: -1}\n", "agents.hub_max_package_mb: Input should be "
+     "greater than 0"),
+    ("agents-empty-python", "agents: {python: ''}\n", "agents.python: String should have at least 1 character"),
+    ("agents-typo", "agents: {time_limit: 5}\n", "agents.time_limit: unknown field"),
     ("memory-write-barrier-list", "memory: {write_barrier: [on]}\n", "memory.write_barrier: Input should be a valid dictionary"),
 ]
 

@@ -114,7 +114,8 @@ def test_status_routes_have_the_aios_shapes(kernel: KernelProcess) -> None:
     assert status["queues"]["llm"]["policy"] == "fifo"
     assert status["llms"][0]["max_batch"] == 16
     assert kernel.client.get("/core/status").json() == {
-        "llms": "active", "memory": "active", "storage": "active", "tool": "active", "scheduler": "active"}
+        "llms": "active", "memory": "active", "storage": "active", "tool": "active", "scheduler": "active",
+        "factory": "active"}
     listed = kernel.client.get("/core/llms/list").json()
     assert listed == {"status": "success", "llms": [
         {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "backend": "huggingface", "max_batch": 16,

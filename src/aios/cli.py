@@ -128,11 +128,83 @@ def chat(
 
 @app.command()
 def demo(config: Optional[Path] = ConfigOption) -> None:
-    """Start a kernel and run six agents at once (chat, JSON, tool calls, versioned files, memory) through the SDK."""
+    """Start a kernel and run the six example agents at once, each in its own process."""
     from aios.demo import run_demo
 
     settings = _load(config, host="127.0.0.1", port=0)
     sys.exit(asyncio.run(run_demo(_kernel(settings))))
+
+
+@app.command("run-agent")
+def run_agent(
+    agent: str = typer.Argument(..., help="a package folder or archive, example/NAME, or a hub id author/name[/version]"),
+    task: str = typer.Option(..., "--task", help="what the agent is asked to do"),
+    url: Optional[str] = typer.Option(None, "--url", help="kernel URL (default: $AIOS_KERNEL_URL or localhost:8000)"),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", min=0.001, help="seconds (at most the "
+                                               "kernel's agents.time_limit_s)"),
+) -> None:
+    """Run an agent on a kernel, in a process of its own, and print its result (JSON) when it ends."""
+    import json
+
+    from aios.sdk import AIOSError, submit_agent, wait_agent
+
+    local = Path(agent).expanduser()
+    agent_id = str(local.resolve()) if local.exists() else agent  # the kernel reads a path on its own machine
+    try:
+        execution_id = submit_agent(agent_id, task, url, time_limit_s=time_limit)
+        typer.echo(f"execution {execution_id} started", err=True)
+        status = wait_agent(execution_id, url)
+    except AIOSError as exc:
+        raise _fail(str(exc), code=1) from None
+    if status.status != "completed":
+        raise _fail(f"execution {execution_id} failed: {status.error}", code=1)
+    typer.echo(json.dumps(status.result, ensure_ascii=False, indent=2))
+
+
+agents_app = typer.Typer(help="Agents the kernel runs: list them, read their logs, cancel them.", no_args_is_help=True)
+app.add_typer(agents_app, name="agents")
+AgentUrlOption = typer.Option(None, "--url", help="kernel URL (default: $AIOS_KERNEL_URL or localhost:8000)")
+
+
+@agents_app.command("ps")
+def agents_ps(url: Optional[str] = AgentUrlOption) -> None:
+    """Every agent run the kernel knows: id, agent, status, process id, and how it ended."""
+    from aios.sdk import AIOSError, list_agents
+
+    try:
+        runs = list_agents(url)
+    except AIOSError as exc:
+        raise _fail(str(exc), code=1) from None
+    for run in runs:
+        ended = run.error or (f"exit {run.exit_code}" if run.exit_code is not None else "")
+        typer.echo(f"{run.execution_id:>6}  {run.agent_name:<28} {run.status:<10} pid {run.pid or '-':<8} {ended}")
+
+
+@agents_app.command("logs")
+def agents_logs(execution_id: int = typer.Argument(..., min=1), url: Optional[str] = AgentUrlOption,
+                tail_kb: int = typer.Option(64, "--tail-kb", min=1, max=10_240, help="the last KiB of each stream")
+                ) -> None:
+    """What an agent wrote: its stdout, then its stderr (to stderr)."""
+    from aios.sdk import AIOSError, agent_logs
+
+    try:
+        logs = agent_logs(execution_id, url, tail_kb=tail_kb)
+    except AIOSError as exc:
+        raise _fail(str(exc), code=1) from None
+    typer.echo(logs.stdout, nl=False)
+    typer.echo(logs.stderr, nl=False, err=True)
+
+
+@agents_app.command("cancel")
+def agents_cancel(execution_id: int = typer.Argument(..., min=1), url: Optional[str] = AgentUrlOption) -> None:
+    """Kill a running agent and its children."""
+    from aios.sdk import AIOSError, cancel_agent
+
+    try:
+        status = cancel_agent(execution_id, url)
+    except AIOSError as exc:
+        raise _fail(str(exc), code=1) from None
+    typer.echo(f"execution {execution_id}: {status.status} ({status.error})")
 
 
 token_app = typer.Typer(help="Agents' tokens, for a kernel that requires them (the administrator's commands).",

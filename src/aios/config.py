@@ -398,6 +398,18 @@ class AccessConfig(_Section):
     confirm: ConfirmConfig = ConfirmConfig()
 
 
+class AgentsConfig(_Section):
+    """Agents the kernel runs as processes (``/agents/submit``, ``aios run-agent``) and the local hub."""
+
+    time_limit_s: _Float = Field(default=600.0, gt=0, le=7 * 24 * 3600, description="wall-clock limit of a run; "
+                                 "a submission may ask for less")
+    max_concurrent: _Int = Field(default=32, ge=1, le=4096, description="agent processes at once; more wait")
+    hub_max_package_mb: _Float = Field(default=20.0, gt=0, le=4096, description="an uploaded package's files, "
+                                       "decoded, and an unpacked archive")
+    python: str | None = Field(default=None, min_length=1, description="the interpreter agents run with (one "
+                               "that has the AIOS SDK, cerebrum, for AIOS agents); default: the kernel's own")
+
+
 class Config(_Section):
     llms: LLMsConfig = LLMsConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
@@ -406,6 +418,7 @@ class Config(_Section):
     tools: ToolsConfig = ToolsConfig()
     access: AccessConfig = AccessConfig()
     memory: MemoryConfig = MemoryConfig()
+    agents: AgentsConfig = AgentsConfig()
     # AIOS sections kept for compatibility; their subsystems read them when they exist.
     api_keys: dict[str, Any] = Field(default_factory=dict)
     agent_factory: dict[str, Any] = Field(default_factory=dict)

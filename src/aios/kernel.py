@@ -10,6 +10,7 @@ import time
 from typing import Any, Protocol
 
 from aios.access.manager import AccessManager
+from aios.agents.runtime import AgentRuntime
 from aios.config import OPENAI_COMPATIBLE, Config, ModelConfig, load_config
 from aios.errors import (
     BadRequest,
@@ -128,6 +129,7 @@ class Kernel:
         run_file_calls = lambda agent, reply: operate_files(self.call, agent, reply, max_calls)  # noqa: E731
         files = FileOperator(FILE_TOOLS, with_instructions, run_file_calls, max_calls=max_calls)
         self.tools = ToolHandler(config, self.call, self.access)
+        self.agents = AgentRuntime(config.agents, config.data_dir, self.access)  # agent processes, and the hub
         run_calls = functools.partial(run_model_calls, self.call)
         self.llm = LLMHandler(self.router, files, run_calls, Personalization.from_config(self.call, config.memory))
         self.handlers: dict[SyscallKind, SyscallHandler] = {SyscallKind.LLM: self.llm, SyscallKind.STORAGE: self.storage,
@@ -156,6 +158,7 @@ class Kernel:
     async def stop(self, close_cores: bool = True) -> None:
         """Stop serving and let go of what the kernel holds (its storage database among them, so another kernel
         may use the data dir). ``close_cores=False`` leaves the cores running for whoever shares them."""
+        await self.agents.close()  # agents first: they make syscalls until they end
         await self.scheduler.stop()
         await self.tools.close()
         await self.storage.close()
@@ -297,6 +300,7 @@ class Kernel:
             "llms": "active" if self.models_down() != [core.name for core in self.router.cores] else "inactive",
             **{name: "active" if name in served else "inactive" for name in ("memory", "storage", "tool")},
             "scheduler": "active",
+            "factory": "active",  # AIOS's name for the part that runs agents: the agent runtime
         }
 
     def models_down(self) -> list[str]:

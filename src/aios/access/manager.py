@@ -38,6 +38,7 @@ class AccessManager:
         self.admin_token_path = data_dir / "access" / "admin.token"
         self._admin_token = _admin_token(self.admin_token_path)
         self.approvals = Approvals(config.confirm.mode, config.confirm.timeout_s, self.audit)
+        self._run_tokens: dict[str, str] = {}  # token -> agent, for agent processes the kernel runs
 
     async def _db(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
@@ -47,7 +48,19 @@ class AccessManager:
         """The agent a bearer token belongs to (``ADMIN`` for the administrator's), or None."""
         if secrets.compare_digest(token, self._admin_token):
             return ADMIN
+        if token in self._run_tokens:
+            return self._run_tokens[token]
         return await self._db(self.store.agent_of, token)
+
+    def issue_run_token(self, agent: str) -> str:
+        """A token for one agent process the kernel starts: held in memory only, so it never replaces the
+        agent's own token, and ends with ``revoke_run_token`` when the process does (or with the kernel)."""
+        token = TOKEN_PREFIX + "run_" + secrets.token_urlsafe(32)
+        self._run_tokens[token] = agent
+        return token
+
+    def revoke_run_token(self, token: str) -> None:
+        self._run_tokens.pop(token, None)
 
     async def register(self, agent: str) -> str:
         """A new token for ``agent`` (any earlier one stops working)."""

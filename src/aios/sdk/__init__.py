@@ -12,6 +12,17 @@ from aios.sdk.access import (
     request_permission,
     revoke_permission,
 )
+from aios.sdk.agents import (
+    AgentLogs,
+    AgentProcess,
+    AgentStatus,
+    agent_logs,
+    agent_status,
+    cancel_agent,
+    list_agents,
+    submit_agent,
+    wait_agent,
+)
 from aios.sdk.llm import (
     ChatStream,
     llm_chat,
@@ -110,6 +121,16 @@ __all__ = [
     "get_tool",
     "list_tools",
     "llm_call_tool",
+    # agents
+    "AgentLogs",
+    "AgentProcess",
+    "AgentStatus",
+    "agent_logs",
+    "agent_status",
+    "cancel_agent",
+    "list_agents",
+    "submit_agent",
+    "wait_agent",
     # access
     "answer_request",
     "audit_log",

@@ -90,7 +90,7 @@ def get_json(path: str, base_url: str | None = None, timeout: float | httpx.Time
     return _exchange("GET", path, base_url, timeout, f"GET {path}", headers=_headers(agent_name))
 
 
-def call_route(method: str, path: str, agent_name: str, base_url: str | None = None,
+def call_route(method: str, path: str, agent_name: str | None, base_url: str | None = None,
                body: dict[str, Any] | None = None, timeout: float | httpx.Timeout | None = 30.0) -> dict[str, Any]:
     """Any other JSON route, as ``agent_name``; errors as for :func:`send_query`."""
     return _exchange(method, path, base_url, timeout, f"{method} {path}", headers=_headers(agent_name),

@@ -24,6 +24,8 @@ from aios.server.calls import StreamedCall, until_done_or_disconnected
 from aios.server.limits import MB, BodyLimit
 from aios.server.access_routes import router as access_router
 from aios.server.core_routes import router as core_router
+from aios.server.agent_routes import router as agent_router
+from aios.server.hub_routes import router as hub_router
 from aios.server.memory_routes import memory_request
 from aios.server.openai_routes import router as openai_router
 from aios.server.storage_routes import router as storage_router
@@ -67,6 +69,8 @@ def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
     app.include_router(access_router)
     app.include_router(core_router)
     app.include_router(openai_router)
+    app.include_router(agent_router)
+    app.include_router(hub_router)
 
     @app.exception_handler(KernelError)
     async def kernel_error(request: Request, exc: KernelError) -> JSONResponse:
@@ -202,6 +206,7 @@ async def serve(
 
     def ready(url: str) -> None:
         kernel.storage.shares.served_url = url  # share links name this URL when no other is known
+        kernel.agents.kernel_url = url  # the agents it runs call it here
         on_ready(url)
 
     server = _Server(config, ready)

@@ -13,48 +13,29 @@ A tool written against the AIOS SDK (``from cerebrum.tool.base import BaseTool``
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from aios.packages import parse_config, read_config
 from aios.tools.tool import EMPTY_PARAMETERS, InvalidTool, Tool, ToolContext
 
 
 def load_tool_folder(folder: Path) -> Tool:
     """The tool in ``folder``; raises InvalidTool saying what is missing or wrong."""
-    config = _read_config(folder)
-    name, build = config.get("name"), config.get("build")
-    author = (config.get("meta") or {}).get("author")
-    if not isinstance(name, str) or not isinstance(author, str):
-        raise InvalidTool(f"{folder}/config.json needs a string 'name' and 'meta': {{'author': ...}}")
-    if not isinstance(build, dict) or not isinstance(build.get("entry"), str) or not isinstance(build.get("module"), str):
-        raise InvalidTool(f"{folder}/config.json needs 'build': {{'entry': 'tool.py', 'module': 'ClassName'}}")
-    instance = _instantiate(folder, folder / build["entry"], build["module"], f"{author}/{name}")
+    config = parse_config(read_config(folder, InvalidTool), f"{folder}/config.json", InvalidTool)
+    instance = _instantiate(folder, folder / config.entry, config.module, config.full_name)
     function = _call_format(instance, folder).get("function", {})
-    description = config.get("description", function.get("description", ""))
+    description = config.description if "description" in config.raw else function.get("description", "")
     return Tool(
-        name=f"{author}/{name}",
-        description=" ".join(description) if isinstance(description, list) else str(description),
+        name=config.full_name,
+        description=str(description),
         parameters=function.get("parameters") or EMPTY_PARAMETERS,
         run=_runs(instance),
-        timeout_s=config.get("timeout_s"), max_concurrency=config.get("max_concurrency"),
-        requires_confirmation=bool(config.get("requires_confirmation", False)),
+        timeout_s=config.raw.get("timeout_s"), max_concurrency=config.raw.get("max_concurrency"),
+        requires_confirmation=bool(config.raw.get("requires_confirmation", False)),
         source=f"folder {folder}",
     )
-
-
-def _read_config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidTool(f"{folder} has no config.json; a tool folder holds config.json and its entry file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidTool(f"{path} cannot be read as JSON: {exc}") from None
-    if not isinstance(config, dict):
-        raise InvalidTool(f"{path} must hold a JSON object")
-    return config
 
 
 def _instantiate(folder: Path, entry: Path, class_name: str, tool_name: str) -> Any:

@@ -1,0 +1,63 @@
+"""The agent side of a run: ``python launch.py RUN_DIR`` imports the package's entry class, makes it with the
+agent's name, calls ``run(task)`` and writes what came of it to ``RUN_DIR/result.json`` for the kernel.
+
+Standard library only, and run by its path, so it works under any interpreter (one that has the AIOS SDK,
+cerebrum, installed and not this project, say). ``RUN_DIR/request.json`` says what to run:
+``{"folder", "entry", "module", "agent_name", "task"}``.
+
+Exit status: 0 done; 1 ``run`` raised; 2 the agent could not be loaded; anything else is the agent's own
+(``exit(3)``) or a signal's. The traceback of a failure goes to stderr, which the kernel keeps.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+RAISED, UNLOADABLE = 1, 2
+
+
+def main(run_dir: Path) -> int:
+    request = json.loads((run_dir / "request.json").read_text(encoding="utf-8"))
+    folder = Path(request["folder"])
+    try:
+        agent = _load(folder, request["entry"], request["module"])(request["agent_name"])
+    except Exception as exc:
+        return _failed(run_dir, UNLOADABLE, f"the agent could not be loaded: {type(exc).__name__}: {exc}")
+    try:
+        result = agent.run(request["task"])
+    except Exception as exc:
+        return _failed(run_dir, RAISED, f"the agent's run() raised {type(exc).__name__}: {exc}")
+    _write(run_dir, {"result": result})
+    return 0
+
+
+def _load(folder: Path, entry: str, class_name: str) -> Any:
+    sys.path.insert(0, str(folder))  # the entry file may import its siblings, as under Cerebrum
+    spec = importlib.util.spec_from_file_location(class_name, folder / entry)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{entry} cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, class_name):
+        raise ImportError(f"{entry} has no class {class_name!r} (build.module)")
+    return getattr(module, class_name)
+
+
+def _failed(run_dir: Path, code: int, error: str) -> int:
+    traceback.print_exc()
+    _write(run_dir, {"error": error})
+    return code
+
+
+def _write(run_dir: Path, outcome: dict[str, Any]) -> None:
+    # A result that is no JSON value (an object of the agent's own) is kept as its repr rather than lost.
+    (run_dir / "result.json").write_text(json.dumps(outcome, default=repr), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))

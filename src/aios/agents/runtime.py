@@ -1,0 +1,234 @@
+"""The agent runtime: each submitted agent runs in an OS process of its own (asyncio subprocesses, no thread per
+agent), in its own process group, under a wall-clock limit.
+
+A run gets a folder ``<data_dir>/agents/runs/<execution_id>/`` with its request, its stdout and stderr
+(``stdout.log``, ``stderr.log``) and its ``result.json``. Its environment points ``AIOS_KERNEL_URL`` and
+``CEREBRUM_KERNEL_URL`` at this kernel and binds its syscalls to its identity, ``author/name`` from its
+config.json: a token held only while it runs (``AIOS_TOKEN``, and the ``/as/<token>`` URL form for agents of
+the AIOS SDK, which cannot add headers). A crash, an ``exit()``, an import error or the limit ends only that
+run, and its status says which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aios.access.manager import ADMIN, AccessManager
+from aios.agents import launch
+from aios.agents.hub import Hub
+from aios.agents.package import AgentPackage, is_path, resolve_agent
+from aios.config import AgentsConfig
+from aios.errors import Conflict, Forbidden, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+LOG_TAIL_BYTES = 64 * 1024
+
+
+@dataclass
+class Execution:
+    id: int
+    agent_id: str
+    agent_name: str
+    task: str
+    folder: Path
+    submitted_by: str | None
+    time_limit_s: float
+    status: str = RUNNING
+    result: Any = None
+    error: str | None = None
+    exit_code: int | None = None
+    pid: int | None = None
+    submitted_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    ended_at: float | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_reason: str | None = None  # set when the kernel ends it (limit, cancel, shutdown)
+    runner: asyncio.Task[None] | None = None
+    launching: bool = False  # past waiting for a slot
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "execution_id": self.id, "agent_id": self.agent_id, "agent_name": self.agent_name,
+                "task": self.task, "status": self.status, "pid": self.pid, "exit_code": self.exit_code,
+                "error": self.error, "submitted_at": self.submitted_at, "started_at": self.started_at,
+                "ended_at": self.ended_at, "time_limit_s": self.time_limit_s}
+
+
+class AgentRuntime:
+    def __init__(self, config: AgentsConfig, data_dir: Path, access: AccessManager) -> None:
+        self.config, self.access = config, access
+        self.hub = Hub(data_dir / "hub", int(config.hub_max_package_mb * 2**20))
+        self.runs_dir = data_dir / "agents" / "runs"
+        self.kernel_url: str | None = None  # set once the server is bound
+        self._runs: dict[int, Execution] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(config.max_concurrent)
+        self._next_id = 1 + max((int(p.name) for p in self.runs_dir.glob("*") if p.name.isdigit()), default=0)
+
+    async def submit(self, agent_id: str, task: str, caller: str | None, time_limit_s: float | None = None) -> Execution:
+        """Start ``agent_id`` on ``task``; raises at once when it cannot run (unknown, invalid, not allowed)."""
+        if self.kernel_url is None:
+            raise Unavailable("the kernel is not serving HTTP yet, so an agent could not reach it")
+        if is_path(agent_id) and caller not in (None, ADMIN):
+            raise Forbidden("only the administrator may run an agent from a path on the kernel's machine")
+        execution_id, self._next_id = self._next_id, self._next_id + 1
+        folder = self.runs_dir / str(execution_id)
+        package = await asyncio.to_thread(self._prepare, folder, agent_id, task)
+        name = package.config.full_name
+        if caller not in (None, ADMIN, name):
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+            raise Forbidden(f"agent {name} runs as itself: submitting it needs its token or the administrator's, "
+                            f"not {caller!r}'s")
+        limit = min(time_limit_s or self.config.time_limit_s, self.config.time_limit_s)
+        execution = Execution(execution_id, agent_id, name, task, folder, caller, limit)
+        self._runs[execution_id] = execution
+        execution.runner = asyncio.create_task(self._run(execution))
+        self._tasks.add(execution.runner)
+        execution.runner.add_done_callback(self._tasks.discard)
+        # Settled when its task ends however it ends: cancelled while waiting for a place, even before it began.
+        execution.runner.add_done_callback(lambda _: self._settle(execution))
+        return execution
+
+    def _prepare(self, folder: Path, agent_id: str, task: str) -> AgentPackage:
+        """The run's folder with its request (blocking: packages are read, archives unpacked)."""
+        folder.mkdir(parents=True)
+        try:
+            package = resolve_agent(agent_id, self.hub, folder / "package", self.hub.max_bytes)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        (folder / "request.json").write_text(json.dumps({
+            "folder": str(package.folder.resolve()), "entry": package.config.entry, "module": package.config.module,
+            "agent_name": package.config.full_name, "task": task}))
+        return package
+
+    def get(self, execution_id: int, caller: str | None) -> Execution:
+        execution = self._runs.get(execution_id)
+        if execution is None or not _sees(caller, execution):
+            raise NotFound(f"no agent execution {execution_id} (this kernel has run {len(self._runs)})")
+        return execution
+
+    def visible(self, caller: str | None) -> list[Execution]:
+        return [e for e in sorted(self._runs.values(), key=lambda e: e.id) if _sees(caller, e)]
+
+    async def wait(self, execution: Execution, timeout_s: float) -> None:
+        """Until the run ends or ``timeout_s`` passes, whichever is first."""
+        try:
+            await asyncio.wait_for(execution.ended.wait(), timeout_s)
+        except TimeoutError:
+            pass
+
+    def cancel(self, execution: Execution) -> None:
+        if execution.status != RUNNING:
+            raise Conflict(f"agent execution {execution.id} has already {execution.status}")
+        self._stop(execution, "cancelled")
+
+    def logs(self, execution: Execution, tail_bytes: int = LOG_TAIL_BYTES) -> dict[str, str]:
+        return {stream: _tail(execution.folder / f"{stream}.log", tail_bytes) for stream in ("stdout", "stderr")}
+
+    async def close(self) -> None:
+        """End every run (the kernel is stopping)."""
+        for execution in self._runs.values():
+            if execution.status == RUNNING:
+                self._stop(execution, "the kernel stopped")
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- one run ---------------------------------------------------------------------------------------------
+    async def _run(self, execution: Execution) -> None:
+        async with self._slots:  # waiting here for a place, a run can be cancelled like a task
+            await self._process(execution)
+
+    async def _process(self, execution: Execution) -> None:
+        execution.launching = True
+        token = self.access.issue_run_token(execution.agent_name)
+        folder = execution.folder
+        try:
+            with (folder / "stdout.log").open("wb") as out, (folder / "stderr.log").open("wb") as err:
+                process = await asyncio.create_subprocess_exec(
+                    self.config.python or sys.executable, launch.__file__, str(folder), stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out, stderr=err, env=self._environment(token), cwd=folder, start_new_session=True)
+            execution.pid, execution.started_at = process.pid, time.time()
+            if execution.stop_reason is not None:  # cancelled while it was starting
+                _kill_group(process.pid)
+            try:
+                execution.exit_code = await asyncio.wait_for(process.wait(), execution.time_limit_s)
+            except TimeoutError:
+                execution.stop_reason = f"it ran past its time limit of {execution.time_limit_s:g} s and was killed"
+            finally:
+                _kill_group(process.pid)  # past its limit, cancelled, the kernel stopping; or children it left
+                execution.exit_code = await process.wait()
+        except OSError as exc:
+            execution.stop_reason = f"the agent process could not start: {exc}"
+        finally:
+            self.access.revoke_run_token(token)
+
+    def _environment(self, token: str) -> dict[str, str]:
+        url = self.kernel_url
+        assert url is not None
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("AIOS_", "CEREBRUM_"))}
+        return {**env, "AIOS_KERNEL_URL": url, "AIOS_TOKEN": token, "CEREBRUM_KERNEL_URL": f"{url}/as/{token}",
+                "PYTHONUNBUFFERED": "1"}
+
+    def _stop(self, execution: Execution, reason: str) -> None:
+        execution.stop_reason = reason
+        if not execution.launching and execution.runner is not None:
+            execution.runner.cancel()  # still waiting for a slot
+        elif execution.pid is not None and execution.exit_code is None:
+            _kill_group(execution.pid)
+
+    def _settle(self, execution: Execution) -> None:
+        outcome = _read_result(execution.folder / "result.json")
+        execution.ended_at = time.time()
+        if execution.stop_reason is None and execution.exit_code == 0 and "result" in outcome:
+            execution.status, execution.result = COMPLETED, outcome["result"]
+        else:
+            execution.status = FAILED
+            execution.error = execution.stop_reason or outcome.get("error") or _exit_reason(execution.exit_code)
+        execution.ended.set()
+        log.info("agent %s (execution %d) %s", execution.agent_name, execution.id, execution.status)
+
+
+def _sees(caller: str | None, execution: Execution) -> bool:
+    """Without tokens everyone sees every run; with them, an agent its own and the administrator all."""
+    return caller in (None, ADMIN) or caller in (execution.submitted_by, execution.agent_name)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the agent's children too: it leads a session of its own
+    except ProcessLookupError:
+        pass
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"the agent process was killed by {signal.Signals(-code).name}"
+    return f"the agent process exited with code {code} before returning a result"
+
+
+def _read_result(path: Path) -> dict[str, Any]:
+    try:
+        outcome = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return outcome if isinstance(outcome, dict) else {}
+
+
+def _tail(path: Path, limit: int) -> str:
+    try:
+        with path.open("rb") as stream:
+            stream.seek(max(0, stream.seek(0, os.SEEK_END) - limit))
+            return stream.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
