@@ -8,11 +8,12 @@ export function render(main) {
   const messages = el("div", { class: "messages", role: "log", "aria-live": "polite", "aria-label": "Conversation" });
   const model = el("select", { name: "model" }, el("option", { value: "" }, "any model"));
   const maxTokens = el("input", { type: "number", name: "max_new_tokens", min: "1", max: "4096", value: "128" });
+  const temperature = el("input", { type: "number", name: "temperature", min: "0", max: "2", step: "0.1", value: "0.7" });
   const prompt = el("textarea", { name: "prompt", required: true, placeholder: "Ask the model something" });
   const send = el("button", { type: "submit" }, "Send");
   const status = statusLine();
-  const form = el("form", { "aria-label": "Message" },
-    el("div", { class: "row" }, field("Model", model), field("Max new tokens", maxTokens)),
+  const form = el("form", { "aria-label": "Send a message" },
+    el("div", { class: "row" }, field("Model", model), field("Max new tokens", maxTokens), field("Temperature", temperature, "0: always the likeliest words")),
     field("Message", prompt, "Enter sends; Shift+Enter makes a new line"), send, status);
 
   prompt.addEventListener("keydown", (event) => {
@@ -31,7 +32,7 @@ export function render(main) {
     const reply = el("div", { class: "message assistant", "aria-busy": "true" });
     messages.append(reply);
     status.show("Writing…");
-    const queryData = { messages: history.slice(), max_new_tokens: Number(maxTokens.value) || 128 };
+    const queryData = { messages: history.slice(), max_new_tokens: Number(maxTokens.value) || 128, temperature: Number(temperature.value) };
     if (model.value) queryData.llms = [{ name: model.value }];
     attempt(status, send, async () => {
       const envelope = await chatStream(agentName(), queryData, (delta) => reply.append(delta));
@@ -50,5 +51,4 @@ export function render(main) {
     const { llms } = await call("/core/llms/list");
     model.append(...llms.map((llm) => el("option", { value: llm.name }, `${llm.name} (${llm.backend})`)));
   });
-  prompt.focus();
 }

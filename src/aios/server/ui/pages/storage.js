@@ -12,7 +12,7 @@ export function render(main) {
   const path = el("input", { name: "file_path", required: true, spellcheck: "false", placeholder: "notes/plan.txt" });
   const content = el("textarea", { name: "content" });
   const save = el("button", { type: "submit" }, "Write");
-  const detail = el("section", { "aria-label": "File" });
+  const detail = el("section", { "aria-label": "Open file" });
   const editor = el("form", { "aria-label": "Write a file" }, field("File", path), field("Content", content), save);
 
   async function list() {
@@ -27,7 +27,7 @@ export function render(main) {
     const [file, history] = await Promise.all([storage("read", { file_path: filePath }), storage("history", { file_path: filePath })]);
     path.value = filePath;
     content.value = file.content;
-    const versions = history.versions.slice().reverse();
+    const versions = history.versions.slice().sort((a, b) => b.version - a.version); // newest first
     const choose = (selected) => el("select", {}, versions.map((v) => el("option", { value: v.version, selected: v.version === selected }, `v${v.version}`)));
     const older = choose(versions[Math.min(1, versions.length - 1)].version);
     const newer = choose(versions[0].version);
@@ -49,7 +49,7 @@ export function render(main) {
       const reply = await storage("share", { file_path: filePath });
       link.replaceChildren("Link: ", el("a", { href: reply.url, target: "_blank", rel: "noopener" }, reply.url), ` (expires ${time(reply.expires_at)})`);
     }));
-    detail.replaceChildren(el("h3", {}, filePath), el("pre", { "aria-label": "Content" }, file.content),
+    detail.replaceChildren(el("h3", {}, filePath), el("pre", { "aria-label": "Current content" }, file.content),
       el("h3", {}, "History"), el("div", { class: "scroll" }, el("table", {},
         el("thead", {}, el("tr", {}, ["Version", "Kind", "When", "Size", "By"].map((n) => el("th", { scope: "col" }, n)))),
         el("tbody", {}, versions.map((v) => el("tr", {}, el("td", {}, `v${v.version}`), el("td", {}, v.kind + (v.restored_from ? ` (from v${v.restored_from})` : "")),
