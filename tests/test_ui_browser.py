@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from conftest import KernelProcess
+from ui_support import Secured, secured_kernel
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "ui"
 DESKTOP = {"width": 1100, "height": 760}
@@ -180,3 +181,31 @@ def test_the_keyboard_reaches_every_page(page: Any) -> None:
     page.keyboard.press("Enter")
     page.wait_for_selector("#main h2:has-text('Tools')")
     assert page.evaluate("document.activeElement.id") == "main"
+
+
+@pytest.fixture(scope="module")
+def secured(backend: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    with secured_kernel(data_dir, tmp_path_factory.mktemp("ui-browser-secured")) as kernel:
+        yield kernel
+
+
+def test_a_kernel_that_requires_tokens_asks_for_one_and_the_page_acts_as_its_agent(browser: Any,
+                                                                                    secured: Secured) -> None:
+    context = browser.new_context(viewport=DESKTOP, base_url=secured.kernel.url)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    assert page.goto("/ui/").status == 401
+    page.get_by_label("Token", exact=True).fill(secured.alice)
+    page.get_by_role("button", name="Open the web UI").click()
+    page.wait_for_function("() => document.getElementById('agent')?.readOnly")
+    assert page.input_value("#agent") == "alice" and "/as/" in page.url
+    page.get_by_role("link", name="Files").click()
+    page.get_by_label("File", exact=True).fill("alice.txt")
+    page.get_by_label("Content", exact=True).fill("Only mine.")
+    page.get_by_role("button", name="Write").click()
+    page.wait_for_selector("pre[aria-label='Current content']:has-text('Only mine.')")
+    history = secured.client(secured.alice).post("/query", json={"agent_name": "alice", "query_type": "storage",
+                                                                 "query_data": {"operation_type": "history",
+                                                                                "params": {"file_path": "alice.txt"}}})
+    assert '"agent": "alice"' in history.json()["response"]["response_message"]
+    context.close()

@@ -4,7 +4,6 @@ shared test kernel (no tokens) and one that requires tokens (a data dir of its o
 from __future__ import annotations
 
 import json
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,7 +12,8 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
-from conftest import KernelProcess, data_dir_of_its_own, start_kernel, stop_kernel
+from conftest import KernelProcess
+from ui_support import Secured, secured_kernel
 
 CHAT = {"messages": [{"role": "user", "content": "Say hi."}], "max_new_tokens": 4, "temperature": 0}
 
@@ -109,26 +109,10 @@ def test_the_feed_holds_the_most_recent_syscalls_up_to_its_limit(kernel: KernelP
 
 # --- a kernel that requires tokens ------------------------------------------------------------------------------
 
-class Secured:
-    def __init__(self, kernel: KernelProcess, data_dir: Path) -> None:
-        self.kernel = kernel
-        self.admin = (data_dir / "access" / "admin.token").read_text().strip()
-        self.alice = self.client(self.admin).post("/access/agents", json={"agent_name": "alice"}).json()["token"]
-
-    def client(self, token: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.kernel.url, headers=headers, timeout=httpx.Timeout(60.0))
-
-
 @pytest.fixture(scope="module")
 def secured(backend: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
-    home = tmp_path_factory.mktemp("ui-secured")
-    own_data = data_dir_of_its_own(data_dir, home / "data")
-    (home / "config.yaml").write_text(json.dumps({"access": {"auth": "required"}}))
-    kernel = start_kernel(["--config", str(home / "config.yaml")], {**os.environ, "AIOS_DATA_DIR": str(own_data)},
-                          home / "kernel.log")
-    yield Secured(kernel, own_data)
-    stop_kernel(kernel)
+    with secured_kernel(data_dir, tmp_path_factory.mktemp("ui-secured")) as kernel:
+        yield kernel
 
 
 @pytest.mark.parametrize("path", ["/ui", "/ui/", "/ui/app.js"])

@@ -3,6 +3,7 @@
 // page's token as any agent's request would.
 
 const BASE = location.pathname.replace(/\/ui\/.*$/, "");
+export const hasToken = BASE !== "";
 
 export class ApiError extends Error {
   constructor(status, message) {
