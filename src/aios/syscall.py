@@ -58,6 +58,7 @@ class Syscall:
     ready_at: float = 0.0  # when it last became runnable: created, or suspended
     _future: asyncio.Future[Any] = field(init=False, repr=False)
     _ended: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    observer: Callable[["Syscall"], None] | None = field(default=None, repr=False)  # told of every change
 
     def __post_init__(self) -> None:
         self.ready_at = self.created_at
@@ -70,6 +71,7 @@ class Syscall:
             return
         self.status = SyscallStatus.RUNNING
         self.slices.append(Slice(ready=self.ready_at, start=time.time()))
+        self._changed()
 
     def suspend(self) -> None:
         """End the current slice without finishing; the syscall waits to be resumed."""
@@ -78,6 +80,7 @@ class Syscall:
         self._end_slice()
         self.status = SyscallStatus.SUSPENDED
         self.ready_at = time.time()
+        self._changed()
 
     def finish(self, result: Any) -> None:
         self._settle(SyscallStatus.DONE, result=result)
@@ -101,6 +104,11 @@ class Syscall:
             self._future.cancel()
         for callback in self._ended:
             callback()
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.observer is not None:
+            self.observer(self)
 
     def _end_slice(self) -> None:
         if self.slices and self.slices[-1].end is None:

@@ -28,10 +28,12 @@ from aios.server.agent_routes import router as agent_router
 from aios.server.hub_routes import router as hub_router
 from aios.server.memory_routes import memory_request
 from aios.server.openai_routes import router as openai_router
+from aios.server.scheduler_routes import router as scheduler_router
 from aios.server.storage_routes import router as storage_router
 from aios.server.storage_routes import storage_request
 from aios.server.tool_routes import router as tool_router
 from aios.server.tool_routes import tool_calls_of
+from aios.server.ui_routes import router as ui_router
 from aios.server.wire import (
     JSON_VALUE_ERROR,
     MAX_JSON_DEPTH,
@@ -71,6 +73,8 @@ def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
     app.include_router(openai_router)
     app.include_router(agent_router)
     app.include_router(hub_router)
+    app.include_router(scheduler_router)
+    app.include_router(ui_router)
 
     @app.exception_handler(KernelError)
     async def kernel_error(request: Request, exc: KernelError) -> JSONResponse:
@@ -181,9 +185,15 @@ def _unparsable(cause: BaseException | None) -> str | None:
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[str], None]) -> None:
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[str], None], kernel: Kernel) -> None:
         super().__init__(config)
-        self._on_ready = on_ready
+        self._on_ready, self._kernel = on_ready, kernel
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        # Event streams never end by themselves, and uvicorn waits for every response before the app's lifespan
+        # ends: end them first.
+        await self._kernel.feed.close()
+        await super().shutdown(sockets)
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
@@ -209,7 +219,7 @@ async def serve(
         kernel.agents.kernel_url = url  # the agents it runs call it here
         on_ready(url)
 
-    server = _Server(config, ready)
+    server = _Server(config, ready, kernel)
     app.state.exit = lambda: setattr(server, "should_exit", True)
     if shutdown is None:
         await server.serve()

@@ -1,4 +1,5 @@
-"""The little the kernel's plain ASGI middlewares share: answering with a JSON error before the app runs."""
+"""The little the kernel's plain ASGI middlewares share: answering with a JSON error (or a page) before the app
+runs."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ async def send_error(send: Send, path: str, status: int, detail: str, *headers: 
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close"), *headers]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_page(send: Send, status: int, page: bytes) -> None:
+    """Answer an HTML page with ``status``."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(page)).encode()),
+                            (b"cache-control", b"no-store"), (b"referrer-policy", b"no-referrer")]})
+    await send({"type": "http.response.body", "body": page})
 
 
 # OpenAI's error types by HTTP status; anything else under 500 is the request's fault, the rest the server's.

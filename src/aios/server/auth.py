@@ -14,7 +14,8 @@ import ipaddress
 from typing import Any, Awaitable, Callable
 
 from aios.access.manager import AccessManager
-from aios.server.asgi import OPENAI_PREFIX, send_error
+from aios.server.asgi import OPENAI_PREFIX, send_error, send_page
+from aios.server.ui_routes import is_ui, login_page
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
@@ -91,4 +92,7 @@ def _path_token(scope: Scope) -> str | None:
 
 
 async def _deny(scope: Scope, send: Any, detail: str) -> None:
+    if is_ui(scope["path"]):  # a person at a browser: the page that asks for a token
+        await send_page(send, 401, login_page(detail))
+        return
     await send_error(send, scope["path"], 401, detail, (b"www-authenticate", b"Bearer"))

@@ -1,0 +1,84 @@
+// The kernel's HTTP API, as the page uses it. The page is served at <base>/ui/, where <base> is "" or
+// "/as/<token>" (a kernel that requires tokens), and every call goes under that same base, so it carries the
+// page's token as any agent's request would.
+
+const BASE = location.pathname.replace(/\/ui\/.*$/, "");
+export const hasToken = BASE !== "";
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+export function url(path) {
+  return BASE + path;
+}
+
+function detailText(body, status) {
+  const detail = body && body.detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) return detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
+  return `HTTP ${status}`;
+}
+
+// A JSON request; raises ApiError with the kernel's own message for any HTTP error.
+export async function call(path, { method = "GET", body } = {}) {
+  const options = { method, headers: {} };
+  if (body !== undefined) {
+    options.headers["content-type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(url(path), options);
+  const reply = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, detailText(reply, response.status));
+  return reply;
+}
+
+// A syscall through /query; raises ApiError with the envelope's error when the kernel refused it or it failed.
+export async function syscall(agent, queryType, queryData) {
+  const reply = await call("/query", { method: "POST", body: { agent_name: agent, query_type: queryType, query_data: queryData } });
+  const response = reply.response || {};
+  if (response.error) throw new ApiError(response.status_code, response.error);
+  return reply;
+}
+
+// A storage or memory operation; storage replies carry their result as JSON text in response_message.
+export async function operation(agent, queryClass, operationType, params) {
+  const reply = await syscall(agent, queryClass, { query_class: queryClass, operation_type: operationType, params });
+  const message = reply.response.response_message;
+  return queryClass === "storage" ? JSON.parse(message) : reply.response;
+}
+
+// Lines of a streamed body as they come (NDJSON from /query with stream: true).
+export async function* lines(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffered += value;
+    const parts = buffered.split("\n");
+    buffered = parts.pop();
+    yield* parts.filter((line) => line.trim());
+  }
+  if (buffered.trim()) yield buffered;
+}
+
+// A chat reply as it is written: onDelta(text) for each piece, then the envelope.
+export async function chatStream(agent, queryData, onDelta, signal) {
+  const response = await fetch(url("/query"), {
+    method: "POST", signal, headers: { "content-type": "application/json" },
+    body: JSON.stringify({ agent_name: agent, query_type: "llm", query_data: { ...queryData, stream: true } }),
+  });
+  if (!response.ok) throw new ApiError(response.status, detailText(await response.json().catch(() => null), response.status));
+  let envelope = null;
+  for await (const line of lines(response)) {
+    const item = JSON.parse(line);
+    if ("delta" in item) onDelta(item.delta);
+    else envelope = item;
+  }
+  if (envelope && envelope.response.error) throw new ApiError(envelope.response.status_code, envelope.response.error);
+  return envelope;
+}

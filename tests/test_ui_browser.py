@@ -1,0 +1,211 @@
+"""The web UI in a real browser: Playwright driving Chromium against the shared test kernel (real model, real
+HTTP, real agent processes). Chromium is Debian's package (installed here with apt-get when missing and the tests
+run as root) or Playwright's own download; without one that starts, the tests skip and say why. Each test leaves
+a screenshot of its page in docs/ui/ (the README shows one)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from conftest import KernelProcess
+from ui_support import Secured, secured_kernel
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "ui"
+DESKTOP = {"width": 1100, "height": 760}
+PHONE = {"width": 390, "height": 844}
+AGENT = "ui-test/browser"
+WAIT_MS = 120_000  # the longest a page may take to show what the test waits for (a model on 2 cores)
+
+
+def _chromium() -> str | None:
+    """Debian's chromium, installed when missing and this is root with apt-get (a package registry is reachable
+    here); None leaves it to Playwright's own download."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900)
+        found = shutil.which("chromium")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        pytest.skip(f"playwright is not installed ({exc}): `make install` installs it")
+    with sync_playwright() as playwright:
+        try:
+            launched = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        except Exception as exc:  # noqa: BLE001 - whatever stops the browser, the tests say so and skip
+            reason = f"no Chromium could run here: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            print(reason)
+            pytest.skip(reason)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any, kernel: KernelProcess) -> Iterator[Any]:
+    context = browser.new_context(viewport=DESKTOP, base_url=kernel.url)
+    context.set_default_timeout(WAIT_MS)
+    context.add_init_script(f"localStorage.setItem('aios-agent', '{AGENT}')")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    yield page
+    context.close()
+    assert errors == [], errors  # no script error, nothing the page's security policy refused
+
+
+def screenshot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def test_a_chat_reply_streams_into_the_page(page: Any) -> None:
+    page.goto("/ui/#chat")
+    page.wait_for_selector("#main select option:nth-child(2)", state="attached")  # the models are listed
+    # Count the pieces the reply is written in, as they arrive (a reply shown only once whole would be one).
+    page.evaluate("""() => { window.pieces = 0; new MutationObserver((records) => {
+        for (const r of records) if (r.target.classList?.contains('assistant') && r.addedNodes.length) window.pieces++;
+      }).observe(document.querySelector('.messages'), {childList: true, subtree: true}); }""")
+    page.get_by_label("Max new tokens", exact=True).fill("24")
+    page.get_by_label("Temperature", exact=True).fill("0")
+    page.get_by_label("Message", exact=True).fill("What is the capital of France?")
+    page.get_by_label("Message", exact=True).press("Enter")  # the keyboard sends
+    page.wait_for_selector(".message.assistant .meta")
+    reply = page.locator(".message.assistant").inner_text()
+    assert "Paris" in reply and page.evaluate("window.pieces") > 2
+    screenshot(page, "chat")
+
+
+def test_an_agent_submitted_from_the_page_runs_to_the_end(page: Any) -> None:
+    page.goto("/ui/#agents")
+    page.get_by_label("Agent", exact=True).fill("example/chat")
+    page.get_by_label("Task", exact=True).fill("What is the capital of France?")
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_selector("[role=status]:has-text('completed')")
+    row = page.locator("tbody tr").first
+    assert row.get_attribute("data-status") == "completed"
+    row.get_by_role("button", name="Logs").click()
+    page.wait_for_selector("h3:has-text('Logs of execution')")
+    screenshot(page, "agents")
+
+
+def test_a_file_written_then_rolled_back_from_the_page(page: Any) -> None:
+    page.goto("/ui/#storage")
+    for text in ("Visit Kyoto in April for the cherry blossoms.", "Visit Oslo in April."):
+        page.get_by_label("File", exact=True).fill("trips/plan.txt")
+        page.get_by_label("Content", exact=True).fill(text)
+        page.get_by_role("button", name="Write").click()
+        page.wait_for_selector(f"pre[aria-label='Current content']:has-text('{text}')")
+    assert page.locator("tbody tr").count() == 2
+    page.get_by_role("button", name="Compare").click()
+    page.wait_for_selector(".diff .removed:has-text('Kyoto')")
+    assert "Oslo" in page.locator(".diff .added").inner_text()
+    page.get_by_role("button", name="Roll back one version").click()
+    page.wait_for_selector("pre[aria-label='Current content']:has-text('Kyoto')")
+    assert "rollback (from v1)" in page.locator("tbody tr").first.inner_text()
+    page.get_by_role("button", name="Share link").click()
+    link = page.wait_for_selector("a[href*='/share/']").get_attribute("href")
+    assert "Kyoto" in httpx.get(link).text
+    screenshot(page, "storage")
+
+
+def test_a_memory_found_by_meaning_from_the_page(page: Any) -> None:
+    page.goto("/ui/#memory")
+    for note in ("Priya's birthday is on March 14; she loves orchids.", "The office printer jams on Mondays."):
+        page.get_by_label("Note", exact=True).fill(note)
+        page.get_by_label("Tags", exact=True).fill("friends")
+        page.get_by_role("button", name="Remember").click()
+        page.wait_for_selector("[role=status]:has-text('Remembered as')")
+        page.locator("[role=status]").evaluate("node => node.textContent = ''")
+    page.get_by_label("Search", exact=True).fill("When does Priya celebrate?")
+    page.get_by_label("Results", exact=True).fill("1")
+    page.get_by_label("Search", exact=True).press("Enter")
+    page.wait_for_selector("ol[aria-label='Search results'] li")
+    assert "Priya" in page.locator("ol[aria-label='Search results'] li").inner_text()
+    screenshot(page, "memory")
+
+
+def test_a_tool_called_from_a_form_made_from_its_schema(page: Any) -> None:
+    page.goto("/ui/#tools")
+    page.get_by_role("button", name="Use aios/calculator").click()
+    page.get_by_label("expression", exact=True).fill("12*7")
+    page.get_by_role("button", name="Call aios/calculator").click()
+    page.wait_for_selector("pre[aria-label=Result]:has-text('84')")
+    screenshot(page, "tools")
+
+
+def test_the_scheduler_view_follows_eight_agents_as_they_run(page: Any, kernel: KernelProcess) -> None:
+    page.goto("/ui/#scheduler")
+    page.wait_for_selector("[role=status]:has-text('Live')")
+    for n in range(8):
+        task = {"task": f"Name a city in country number {n}."}
+        assert kernel.client.post("/agents/submit", json={"agent_id": "example/chat", "agent_config": task}).status_code == 200
+    # Seen live: LLM syscalls of the agents running at once on the model, then all eight ended.
+    page.wait_for_function("() => document.querySelectorAll('.lane[data-status=running]').length >= 2")
+    screenshot(page, "scheduler")  # while they run
+    page.wait_for_function("""() => [...document.querySelectorAll('.lane[data-status=done]')]
+        .filter((lane) => lane.textContent.includes('· llm')).length >= 8""")
+
+
+def test_the_pages_fit_a_phone_screen(browser: Any, kernel: KernelProcess) -> None:
+    context = browser.new_context(viewport=PHONE, base_url=kernel.url, is_mobile=True)
+    page = context.new_page()
+    for name in ("chat", "scheduler", "agents", "storage", "memory", "tools"):
+        page.goto(f"/ui/#{name}")
+        page.wait_for_selector("#main h2")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), name
+    page.goto("/ui/#scheduler")
+    page.wait_for_selector("[role=status]:has-text('Live')")
+    screenshot(page, "scheduler-phone")
+    context.close()
+
+
+def test_the_keyboard_reaches_every_page(page: Any) -> None:
+    page.goto("/ui/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    for expected in ("Chat", "Scheduler", "Agents", "Files", "Memory", "Tools"):
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == expected
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#main h2:has-text('Tools')")
+    assert page.evaluate("document.activeElement.id") == "main"
+
+
+@pytest.fixture(scope="module")
+def secured(backend: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    with secured_kernel(data_dir, tmp_path_factory.mktemp("ui-browser-secured")) as kernel:
+        yield kernel
+
+
+def test_a_kernel_that_requires_tokens_asks_for_one_and_the_page_acts_as_its_agent(browser: Any,
+                                                                                    secured: Secured) -> None:
+    context = browser.new_context(viewport=DESKTOP, base_url=secured.kernel.url)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    assert page.goto("/ui/").status == 401
+    page.get_by_label("Token", exact=True).fill(secured.alice)
+    page.get_by_role("button", name="Open the web UI").click()
+    page.wait_for_function("() => document.getElementById('agent')?.readOnly")
+    assert page.input_value("#agent") == "alice" and "/as/" in page.url
+    page.get_by_role("link", name="Files").click()
+    page.get_by_label("File", exact=True).fill("alice.txt")
+    page.get_by_label("Content", exact=True).fill("Only mine.")
+    page.get_by_role("button", name="Write").click()
+    page.wait_for_selector("pre[aria-label='Current content']:has-text('Only mine.')")
+    history = secured.client(secured.alice).post("/query", json={"agent_name": "alice", "query_type": "storage",
+                                                                 "query_data": {"operation_type": "history",
+                                                                                "params": {"file_path": "alice.txt"}}})
+    assert '"agent": "alice"' in history.json()["response"]["response_message"]
+    context.close()
