@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OI_VENV  := .venv-interpreter
 OI_STAMP := $(OI_VENV)/.installed
 
-.PHONY: browser demo test bench bench-storage bench-memory bench-grammar install model serve clean
+.PHONY: browser demo test screenshots bench bench-storage bench-memory bench-grammar install model serve clean
 
 install: $(STAMP) $(OI_STAMP) browser
 
@@ -47,6 +47,10 @@ serve: model
 
 test: $(STAMP) $(OI_STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The web UI's screenshots in docs/ui/, taken by the browser tests.
+screenshots: $(STAMP) browser
+	AIOS_UI_SCREENSHOTS=docs/ui $(BIN)/python -m pytest -q tests/test_ui_browser.py
 
 # Benchmarks: serving (BENCHMARKS.md + benchmarks/serving.png, ~20 min), structured output (~10 min),
 # storage (writes and retrieval on SQLite and PostgreSQL, ~10 min) and memory (add and search at 10k and 100k
