@@ -209,7 +209,7 @@ def help_command(shell: Shell, args: str) -> None:
     (name,) = _words(args, 0, 1) or [""]
     if name and name not in COMMANDS:
         raise UsageError(f"no command {name!r}; `help` lists them")
-    render.help(shell.console, {key: (c.usage, c.summary) for key, c in COMMANDS.items() if not name or key == name})
+    render.usage(shell.console, {key: (c.usage, c.summary) for key, c in COMMANDS.items() if not name or key == name})
 
 
 def exit_command(shell: Shell, args: str) -> None:

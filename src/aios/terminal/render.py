@@ -28,7 +28,7 @@ def banner(console: Console, agent: str, status: dict[str, Any]) -> None:
                   "`help` lists the commands, Ctrl-D leaves", highlight=False)
 
 
-def help(console: Console, commands: dict[str, tuple[str, str]]) -> None:
+def usage(console: Console, commands: dict[str, tuple[str, str]]) -> None:
     table = Table(show_header=False, box=None)
     for usage, summary in commands.values():
         table.add_row(Text(usage, style="bold"), summary)

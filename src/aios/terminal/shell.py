@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit import prompt as read_line
 from prompt_toolkit.history import FileHistory
 from rich.console import Console
 
@@ -34,7 +35,6 @@ class Shell:
 
     settings: Settings
     console: Console
-    prompt: PromptSession[str] | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
     files: set[str] = field(default_factory=set)
 
@@ -68,9 +68,7 @@ class Shell:
         return "\n".join(lines)
 
     def _read(self, message: str) -> str:
-        if self.prompt is None:
-            return input(message)
-        return self.prompt.prompt(message, completer=None)
+        return read_line(message)  # not the command line's session: answers stay out of its history
 
     def run_line(self, line: str) -> None:
         """Run one line; raises ExitShell for ``exit``."""
@@ -100,13 +98,13 @@ def run_terminal(settings: Settings, console: Console | None = None) -> int:
         render.error(console, exc.message, exc.status_code)
         return 1
     shell = Shell(settings, console)
-    shell.prompt = PromptSession(history=FileHistory(str(HISTORY_FILE.expanduser())),
-                                 completer=ShellCompleter(COMMANDS, lambda: sorted(shell.files)),
-                                 complete_while_typing=False)
+    session: PromptSession[str] = PromptSession(history=FileHistory(str(HISTORY_FILE.expanduser())),
+                                                completer=ShellCompleter(COMMANDS, lambda: sorted(shell.files)),
+                                                complete_while_typing=False)
     render.banner(console, settings.agent, status)
     while True:
         try:
-            shell.run_line(shell.prompt.prompt(f"{settings.agent}> "))
+            shell.run_line(session.prompt(f"{settings.agent}> "))
         except KeyboardInterrupt:
             continue
         except (EOFError, ExitShell):
