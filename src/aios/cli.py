@@ -127,6 +127,30 @@ def chat(
 
 
 @app.command()
+def terminal(
+    url: Optional[str] = typer.Option(None, "--url", help="kernel URL (default: $AIOS_KERNEL_URL or localhost:8000)"),
+    token: Optional[str] = typer.Option(None, "--token", envvar="AIOS_TOKEN", show_envvar=False,
+                                        help="the agent's token, for a kernel that requires one (default: $AIOS_TOKEN)"),
+    agent: Optional[str] = typer.Option(None, "--agent", help="who the kernel sees as the caller: whose files and "
+                                        "memories these are (default: terminal/<your user name>)"),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0, max=2),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1),
+) -> None:
+    """An interactive shell over a running kernel: chat, files, memories, tools, agents and the scheduler live."""
+    import getpass
+
+    from aios.terminal import Settings, run_terminal
+
+    name = f"terminal/{getpass.getuser()}" if agent is None else agent
+    if not name or any(ch.isspace() for ch in name):
+        raise _fail(f"--agent must be a name without spaces, not {agent!r}")
+    if token is not None:
+        os.environ["AIOS_TOKEN"] = token  # the SDK sends $AIOS_TOKEN with every request
+    settings = Settings(url, name, temperature, max_new_tokens)
+    raise typer.Exit(run_terminal(settings))
+
+
+@app.command()
 def demo(config: Optional[Path] = ConfigOption) -> None:
     """Start a kernel and run the six example agents at once, each in its own process."""
     from aios.demo import run_demo
