@@ -105,7 +105,7 @@ _Backend = Annotated[str, _matching(re.compile(r"[a-z0-9_]+"), "huggingface, ope
 
 # Settings of the local backend (its device, engine and grammar), refused on an API backend's entry.
 _LOCAL_ONLY = frozenset({"max_gpu_memory", "eval_device", "max_batch", "prefix_cache_mb", "kv_budget_mb",
-                         "structured_output"})
+                         "prefill_chunk", "weights", "structured_output"})
 
 
 class ModelConfig(_Section):
@@ -128,6 +128,12 @@ class ModelConfig(_Section):
     max_batch: _Int = Field(default=16, ge=1, le=256, description="sequences decoded together in one step")
     prefix_cache_mb: _Int = Field(default=256, ge=0, description="KV of recent prompts kept for reuse; 0 = off")
     kv_budget_mb: _Int = Field(default=4096, ge=1, description="most memory the batch's KV cache may take")
+    prefill_chunk: _Int = Field(default=512, ge=0, description="prompt tokens read per engine step, over all "
+                                "prompts; a longer prompt is read over several steps while others decode; 0 = "
+                                "whole prompts at once")
+    weights: Literal["native", "bf16", "int8"] = Field(
+        default="native", description="weight format of a Llama-family model: native (as loaded: fp32 on CPU), "
+        "bf16, or int8 (weight-only, CPU); the output layer stays native")
     cost: _Float | None = Field(default=None, ge=0, description="smart routing: the relative price of a query; "
                                 "default: a local model's size in billions of parameters, 1000 for an API model")
     structured_output: Literal["grammar", "prompt"] = Field(

@@ -26,6 +26,8 @@ from aios.llm.core import Generation, GenerationRequest, on_loop
 from aios.llm.hf.engine import Engine, EngineSettings
 from aios.llm.hf.grammar import Grammars, TokenConstraint
 from aios.llm.hf.loader import find_model, load_model
+from aios.llm.hf.runner import make_runner
+from aios.llm.hf.weights import WeightFormat
 from aios.llm.hf.sequence import Sequence
 from aios.llm.prompting import merge_messages_with_tools
 from aios.llm.structured import OutputSpec
@@ -57,6 +59,7 @@ class HfLocalBackend:
         data_dir: Path,
         settings: EngineSettings = EngineSettings(),
         structured_output: str = "grammar",
+        weights: WeightFormat = "native",
     ) -> None:
         self.name = model_name
         self.device = pick_device(eval_device)
@@ -64,6 +67,8 @@ class HfLocalBackend:
         self.model, self.tokenizer = load_model(
             find_model(model_name), data_dir, **_placement(self.device, self.dtype, max_gpu_memory)
         )
+        self.parameters = self.model.num_parameters()
+        self.runner = make_runner(self.model, weights)
         if not self.tokenizer.chat_template:
             raise BadRequest(f"model {model_name!r} has no chat template; use an instruction-tuned (chat) model")
         self.template_accepts_tools = _template_uses(self.tokenizer.chat_template, "tools")
@@ -82,7 +87,7 @@ class HfLocalBackend:
         self.engine = self._start_engine()
 
     def _start_engine(self) -> Engine:
-        return Engine(self.model, self.tokenizer, self.eos_ids, self.settings, self.spill_dir, self.grammars,
+        return Engine(self.runner, self.tokenizer, self.eos_ids, self.settings, self.spill_dir, self.grammars,
                       on_exit=self._engine_ended)
 
     def _engine_ended(self, failure: BaseException) -> None:
@@ -199,7 +204,7 @@ class HfLocalBackend:
     @property
     def parameters_b(self) -> float:
         """The model's size in billions of parameters."""
-        return self.model.num_parameters() / 1e9
+        return self.parameters / 1e9
 
     def describe(self) -> dict[str, Any]:
         return {

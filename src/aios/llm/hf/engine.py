@@ -2,9 +2,11 @@
 
 Each step (1) lets go of cancelled sequences, (2) preempts running sequences the policy says should yield to
 waiting ones, saving their KV to the context store, (3) admits waiting sequences while there is room in the
-batch, restoring a snapshot or prefilling (reusing a cached prefix when one matches), and (4) decodes one token
-for all running sequences together, each sampled with its own parameters. A sequence leaves the batch as soon as
-it is finished or cancelled, at a token boundary. Callers hand sequences over with ``submit``; the loop sleeps
+batch, restoring a snapshot or taking a cached prefix when one matches, and (4) runs one forward pass over every
+running sequence: a decode token for those that are generating, and for those still reading their prompt the
+next piece of it (at most ``prefill_chunk`` prompt tokens per step in all, so a long prompt is read over
+several steps while the others keep decoding). Each sequence's token is sampled with its own parameters. A
+sequence leaves the batch as soon as it is finished or cancelled, at a token boundary. Callers hand sequences over with ``submit``; the loop sleeps
 on a condition variable while there is nothing to do (no polling).
 
 The loop must outlive anything a step can throw, since every agent on the model depends on it: a failed step
@@ -29,6 +31,7 @@ from aios.errors import CapacityExceeded, KernelError, Unavailable
 from aios.llm.hf.grammar import Grammars
 from aios.llm.hf.kv import SlotKV
 from aios.llm.hf.prefix import PrefixCache
+from aios.llm.hf.runner import Chunk, Runner
 from aios.llm.hf.sequence import Sequence
 from aios.scheduler.policy import Policy, make_policy
 
@@ -52,14 +55,15 @@ class EngineSettings:
     snapshot_ram_mb: int = 1024  # suspended generations' KV kept in RAM; the rest spills to disk
     prefix_cache_mb: int = 256  # 0 turns prefix reuse off
     kv_budget_mb: int = 4096  # the batch's KV cache never grows past this; sequences are preempted instead
+    prefill_chunk: int = 512  # prompt tokens read per step, over all sequences; 0 = whole prompts at once
 
 
 class Engine:
-    def __init__(self, model: Any, tokenizer: Any, eos_ids: set[int], settings: EngineSettings,
+    def __init__(self, runner: Runner, tokenizer: Any, eos_ids: set[int], settings: EngineSettings,
                  spill_root: Path, grammars: Grammars,
                  on_exit: Callable[[BaseException], None] | None = None) -> None:
         """``on_exit`` is called (on the engine's thread) with the error that ended the step loop, if one does."""
-        self.model, self.tokenizer, self.eos_ids, self.settings = model, tokenizer, eos_ids, settings
+        self.runner, self.tokenizer, self.eos_ids, self.settings = runner, tokenizer, eos_ids, settings
         self.grammars = grammars
         self.kv = self._new_kv()
         self.policy: Policy[Sequence] = make_policy(settings.policy, settings.quantum_tokens, settings.aging)
@@ -77,10 +81,9 @@ class Engine:
         self._thread.start()
 
     def _new_kv(self) -> SlotKV:
-        config = self.model.config
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        return SlotKV(config.num_hidden_layers, self.settings.max_batch, config.num_key_value_heads, head_dim,
-                      self.model.dtype, self.model.device)
+        runner = self.runner
+        return SlotKV(runner.config.num_hidden_layers, self.settings.max_batch, runner.kv_heads, runner.head_dim,
+                      runner.dtype, runner.device)
 
     @property
     def max_batch(self) -> int:
@@ -181,7 +184,7 @@ class Engine:
         self._admit_waiting()
         self._fit_memory()
         if self.running:
-            self._decode()
+            self._run()
 
     def _admit_waiting(self) -> None:
         """Admit waiting sequences, in policy order, while the batch has a free row and the memory for it."""
@@ -249,7 +252,7 @@ class Engine:
 
     def suspend(self, sequence: Sequence) -> None:
         """Save a running sequence's KV and send it back to the waiting queue."""
-        sequence.snapshot = self.contexts.save(self.kv.read_row(sequence.row, sequence.length))
+        sequence.snapshot = self.contexts.save(self.kv.read_row(sequence.row, sequence.cached))
         self._release(sequence)
         sequence.running(False)
         sequence.ready_at = time.time()
@@ -265,42 +268,50 @@ class Engine:
         sequence.running(True)
         if sequence.snapshot is not None:  # resume: its KV comes back as it was, nothing is recomputed
             self._reserve(len(self.running), max(self._longest(), sequence.length) + 1)
-            self.kv.write_row(sequence.row, self.contexts.restore(sequence.snapshot), sequence.length)
+            self.kv.write_row(sequence.row, self.contexts.restore(sequence.snapshot), sequence.cached)
             sequence.snapshot = None
             return
-        self._prefill(sequence)
-
-    def _prefill(self, sequence: Sequence) -> None:
-        self._reserve(len(self.running), max(self._longest(), len(sequence.prompt_ids)) + 1)
-        start, reused = self.prefixes.lookup(sequence.prompt_ids) if self.prefixes else (0, None)
+        if sequence.output_ids or sequence.prefilled or self.prefixes is None:
+            return
+        start, reused = self.prefixes.lookup(sequence.prompt_ids)
         if reused is not None:
+            self._reserve(len(self.running), max(self._longest(), start) + 1)
             self.kv.write_row(sequence.row, reused, start)
-            sequence.reused_tokens = start
-        device = self.model.device
-        ids = torch.tensor([sequence.prompt_ids[start:]], device=device)
-        n = ids.shape[1]
-        positions = torch.arange(start, start + n, device=device)
-        # New token i sees every cached position and the new tokens up to itself.
-        mask = (torch.arange(start + n, device=device).unsqueeze(0) <= positions.unsqueeze(1)).view(1, 1, n, -1)
-        logits = self._forward(ids, positions.unsqueeze(0), mask, self.kv.prefill_view(sequence.row, start))
-        self._take(sequence, self._sample([sequence], logits)[0])
+            sequence.prefilled = sequence.reused_tokens = start
 
-    def _decode(self) -> None:
-        sequences = list(self.running)
-        device = self.model.device
-        ids = torch.tensor([[s.output_ids[-1]] for s in sequences], device=device)
-        lengths = torch.tensor([s.length for s in sequences], device=device)
-        self._reserve(len(sequences), self._longest() + 1)  # grows (doubling) only as far as sequences get
-        view = self.kv.decode_view(lengths)
-        mask = (torch.arange(view.span, device=device).unsqueeze(0) <= lengths.unsqueeze(1))
-        logits = self._forward(ids, lengths.unsqueeze(1), mask.view(len(sequences), 1, 1, -1), view)
-        for sequence, token in zip(sequences, self._sample(sequences, logits)):
+    def _run(self) -> None:
+        """One forward pass: a decode token for each generating sequence, the next piece of each prompt still
+        being read (in row order, within the step's prompt budget); then a token for every sequence that got
+        logits."""
+        budget = self.settings.prefill_chunk or None
+        chunks, reading, sampled = [], [], []
+        for sequence in self.running:
+            if sequence.output_ids:
+                chunks.append(Chunk(sequence.row, [sequence.output_ids[-1]], sequence.length))
+                sampled.append(sequence)
+                continue
+            left = len(sequence.prompt_ids) - sequence.prefilled
+            take = left if budget is None else min(left, budget)
+            if take == 0:
+                continue  # the step's prompt budget is spent: it reads on next step
+            ends = take == left
+            chunks.append(Chunk(sequence.row, sequence.prompt_ids[sequence.prefilled:sequence.prefilled + take],
+                                sequence.prefilled, wants_logits=ends))
+            reading.append((sequence, take))
+            if ends:
+                sampled.append(sequence)
+            if budget is not None:
+                budget -= take
+        # The cache grows (doubling) only as far as the sequences get.
+        self._reserve(len(self.running), max(c.start + len(c.ids) for c in chunks) + 1)
+        logits = self._forward(chunks)
+        for sequence, take in reading:
+            sequence.prefilled += take
+        for sequence, token in zip(sampled, self._sample(sampled, logits)):
             self._take(sequence, token)
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Any) -> torch.Tensor:
-        out = self.model(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1, :].float()
+    def _forward(self, chunks: list[Chunk]) -> torch.Tensor:
+        return self.runner.forward(chunks, self.kv)
 
     def _sample(self, sequences: list[Sequence], logits: torch.Tensor) -> list[int | Exception]:
         """The next token of each sequence, or the error that sampling it raised (which fails that one alone)."""
@@ -387,7 +398,7 @@ class Engine:
         """Take a sequence out of the batch; the last row moves into its place so rows stay dense."""
         row, last = sequence.row, self.running[-1]
         if last is not sequence:
-            self.kv.move_row(last.row, row, last.length + 1)
+            self.kv.move_row(last.row, row, last.cached + 1)
             last.row = row
             self.running[row] = last
         self.running.pop()
@@ -416,6 +427,8 @@ class Engine:
             "prefix_entries": len(self.prefixes) if self.prefixes else 0,
             "prefix_hits": self.prefixes.hits if self.prefixes else 0,
             "kv_cache_mb": round(self.kv.nbytes / MB, 1),
+            "runner": self.runner.name,
+            "weights": self.runner.weights,
         }
 
 

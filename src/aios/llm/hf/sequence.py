@@ -29,6 +29,7 @@ class Sequence:
     slice_tokens: int = 0  # tokens produced since it last started running
     snapshot: int | None = None  # handle of its saved KV while suspended
     reused_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
+    prefilled: int = 0  # prompt tokens whose KV is in the cache, while the prompt is being read
     streamed: int = 0  # characters of the reply already given to on_text
     submitted_at: float = field(default_factory=time.perf_counter)
     admitted_at: float | None = None
@@ -47,6 +48,11 @@ class Sequence:
     def length(self) -> int:
         """Tokens in the KV cache: the prompt and all outputs but the newest (which is the next input)."""
         return len(self.prompt_ids) + len(self.output_ids) - 1
+
+    @property
+    def cached(self) -> int:
+        """Tokens whose KV is in the cache now (fewer than ``length`` while the prompt is still being read)."""
+        return self.length if self.output_ids else self.prefilled
 
     @property
     def cached_ids(self) -> list[int]:

@@ -1,0 +1,56 @@
+"""Linear-layer weights in the formats the engine's own runner can compute with.
+
+Decoding multiplies a few rows of activations by every weight of the model, so a decode step is bound by how
+many bytes of weights it reads (and, on a CPU, by how well its kernels do with few rows). A format is chosen per
+model (``llms.models[].weights``):
+
+- ``native``: the weights in the dtype the model was loaded in (fp32 on a CPU); the reference.
+- ``bf16``: half the bytes; on CPUs with AMX or AVX512-BF16 the matrix products run in bfloat16 units.
+- ``int8``: weight-only int8 with one scale per output channel (activations stay bfloat16), a quarter of the
+  bytes. The fastest for a handful of rows; with many rows its kernel is slower than bf16's, so above
+  ``INT8_ROWS`` rows the same weights are used in bf16 as well (twice the memory of int8 alone).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+WeightFormat = Literal["native", "bf16", "int8"]
+
+# Above this many rows, int8 weights are multiplied through their bf16 copy: measured on this project's 2-core
+# AVX512/AMX machine (benchmarks/profile_step.py), the int8 kernel wins at 1-8 rows and bf16 from 16 on.
+INT8_ROWS = 8
+
+
+class Linear:
+    """``y = x @ W.T`` for activations ``x`` of shape ``[rows, in]``; the result has ``x``'s dtype."""
+
+    def __init__(self, weight: torch.Tensor, fmt: WeightFormat, bias: torch.Tensor | None = None) -> None:
+        weight = weight.detach()
+        self.out_features = weight.shape[0]
+        self.bias = None if bias is None else bias.detach()
+        self.native = weight.contiguous() if fmt == "native" else None
+        self.bf16 = weight.to(torch.bfloat16).contiguous() if fmt != "native" else None
+        self.int8 = self.scales = None
+        if fmt == "int8":
+            scales = weight.float().abs().amax(dim=1).clamp(min=1e-8) / 127
+            self.int8 = (weight.float() / scales[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
+            self.scales = scales.to(torch.bfloat16)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.native is not None:
+            y = F.linear(x, self.native)
+        elif self.int8 is not None and x.shape[0] <= INT8_ROWS:
+            y = torch._weight_int8pack_mm(x.to(torch.bfloat16), self.int8, self.scales)
+        else:
+            y = F.linear(x.to(torch.bfloat16), self.bf16)
+        y = y.to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+    @property
+    def nbytes(self) -> int:
+        held = (self.native, self.bf16, self.int8, self.scales)
+        return sum(t.numel() * t.element_size() for t in held if t is not None)
