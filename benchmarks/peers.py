@@ -297,8 +297,9 @@ def report(rounds: list[Round], args: argparse.Namespace, seconds: float, load: 
         f"tokens each. tokens/s = completion tokens / the round's wall time; {args.rounds} round(s) per N, "
         "the servers in turn (kernel, fp32, Q4_1), medians over rounds. The kernel is `aios serve` with its "
         "defaults (max_batch raised to N where N is larger); llama.cpp is `llama-server -t "
-        f"{args.threads} --parallel N -cb -c N×({PROMPT_ROOM}+{args.tokens})` with `ignore_eos`, so each of its "
-        "requests runs the full length; the kernel stops at end-of-sequence (its tokens per request are shown). "
+        f"{args.threads} --parallel N -cb -c N×({PROMPT_ROOM}+{args.tokens}) {' '.join(NO_AMX)}` (repacking would "
+        "only bring AMX to Q4_1, which dies with SIGILL on the KVM guests measured) with `ignore_eos`, so each of "
+        "its requests runs the full length; the kernel stops at end-of-sequence (its tokens per request are shown). "
         "fp32 is the Q4_1 file dequantized by `llama-quantize --allow-requantize … F32`: the weights the "
         "kernel runs. llama.cpp's threads wait for each other spinning, so it loses most when anything else "
         "wants the cores: measure on a quiet machine (a load average near 0).",
