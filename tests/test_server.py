@@ -119,7 +119,8 @@ def test_status_routes_have_the_aios_shapes(kernel: KernelProcess) -> None:
     listed = kernel.client.get("/core/llms/list").json()
     assert listed == {"status": "success", "llms": [
         {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "backend": "huggingface", "max_batch": 16,
-         "prefix_cache_mb": 256, "kv_budget_mb": 4096, "structured_output": "grammar"}]}
+         "prefix_cache_mb": 256, "kv_budget_mb": 4096, "prefill_chunk": 512, "weights": "native",
+         "structured_output": "grammar"}]}
 
 
 def problems(detail: Any) -> str:

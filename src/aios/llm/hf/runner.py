@@ -146,7 +146,7 @@ class _Plan:
         self.tokens = len(ids)
         self.ids = torch.tensor(ids, device=device)
         self.positions = torch.tensor(positions, device=device)
-        self.logit_rows = torch.tensor(logit_rows, device=device)
+        self.logit_rows = torch.tensor(logit_rows, dtype=torch.long, device=device)
         self.singles = bool(singles)
         if singles:
             offsets = [offset for offset, _ in singles]
@@ -231,7 +231,7 @@ class TransformersRunner:
             alone = self._prefill(chunk, kv)
             if chunk.wants_logits:
                 logits.append(alone)
-        return torch.cat(logits)
+        return torch.cat(logits) if logits else torch.empty(0, self.config.vocab_size, device=self.device)
 
     def _decode(self, chunks: list[Chunk], kv: SlotKV) -> torch.Tensor:
         ids = torch.tensor([c.ids for c in chunks], device=self.device)

@@ -8,7 +8,9 @@ model (``llms.models[].weights``):
 - ``bf16``: half the bytes; on CPUs with AMX or AVX512-BF16 the matrix products run in bfloat16 units.
 - ``int8``: weight-only int8 with one scale per output channel (activations stay bfloat16), a quarter of the
   bytes. The fastest for a handful of rows; with many rows its kernel is slower than bf16's, so above
-  ``INT8_ROWS`` rows the same weights are used in bf16 as well (twice the memory of int8 alone).
+  ``INT8_ROWS`` rows the same int8 weights are multiplied in bf16 (dequantized once: int8 and bf16 together
+  take three quarters of native fp32's memory). The model is the same either way; the rounding of the two
+  kernels differs, so a greedy reply can depend on how many rows its step had.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ class Linear:
         self.out_features = weight.shape[0]
         self.bias = None if bias is None else bias.detach()
         self.native = weight.contiguous() if fmt == "native" else None
-        self.bf16 = weight.to(torch.bfloat16).contiguous() if fmt != "native" else None
+        self.bf16 = weight.to(torch.bfloat16).contiguous() if fmt == "bf16" else None
         self.int8 = self.scales = None
         if fmt == "int8":
             scales = weight.float().abs().amax(dim=1).clamp(min=1e-8) / 127
             self.int8 = (weight.float() / scales[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
             self.scales = scales.to(torch.bfloat16)
+            self.bf16 = (self.int8.float() * self.scales.float()[:, None]).to(torch.bfloat16).contiguous()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.native is not None:

@@ -1,0 +1,139 @@
+"""How the engine reads prompts and runs the model: a long prompt is read in chunks while the others keep
+decoding, with the reply it gets when read whole; models outside the Llama family go through transformers with
+the same replies; the compact weight formats still answer, and every choice is reported in the model's status."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from aios.config import EMBEDDED_MODEL
+from aios.errors import BadRequest
+from aios.llm.core import GenerationRequest
+from aios.llm.hf import HfLocalBackend
+from aios.llm.hf import backend as backend_module
+from aios.llm.hf.engine import EngineSettings
+from aios.llm.hf.runner import LlamaRunner, TransformersRunner
+from test_engine import QUESTIONS, ask, started, together
+
+# About 330 tokens of prompt: read 16 at a time, that is 21 steps.
+LONG_PROMPT = "Summarize this report in one sentence. " + " ".join(
+    f"In week {week} the harbour received {week * 3} ships carrying grain, timber and wool to the market."
+    for week in range(1, 16))
+
+
+def own_backend(data_dir: Path, **settings: Any) -> HfLocalBackend:
+    return HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir,
+                          settings=EngineSettings(**{"prefix_cache_mb": 0, **settings}))
+
+
+def test_a_prompt_read_in_chunks_gets_the_reply_it_gets_when_read_whole(backend: HfLocalBackend,
+                                                                         data_dir: Path) -> None:
+    chunked = own_backend(data_dir, prefill_chunk=16)
+    try:
+        assert len(chunked.prompt_ids(ask(LONG_PROMPT))) > 16 * 10
+        assert chunked.generate(ask(LONG_PROMPT)).text == backend.generate(ask(LONG_PROMPT)).text
+    finally:
+        chunked.close()
+
+
+def tokens_of_a_running_story_while_a_long_prompt_is_read(backend: HfLocalBackend) -> int:
+    """A story is decoding when a long prompt arrives: how many of the story's tokens came out between the
+    prompt's admission and its own first token."""
+    events: list[str] = []
+
+    async def main() -> None:
+        story = ask("Write a long story about a dragon.", 120)
+        story.on_text = lambda piece: events.append("story")
+        story_running = started(story)
+        story_task = asyncio.create_task(backend.complete(story))
+        await story_running.wait()
+        long = ask(LONG_PROMPT, 4)
+        long.on_running = lambda running: running and events.append("admitted")
+        long.on_text = lambda piece: events.append("long")
+        await backend.complete(long)
+        await story_task
+
+    asyncio.run(main())
+    admitted = events.index("admitted")
+    return events[admitted:events.index("long", admitted)].count("story")
+
+
+def test_running_sequences_keep_decoding_while_a_long_prompt_is_read_in_chunks(data_dir: Path) -> None:
+    chunked, whole = own_backend(data_dir, prefill_chunk=16), own_backend(data_dir, prefill_chunk=0)
+    try:
+        chunks = len(chunked.prompt_ids(ask(LONG_PROMPT))) // 16
+        assert tokens_of_a_running_story_while_a_long_prompt_is_read(chunked) >= chunks // 2
+        # Read whole, the prompt takes one step, which decodes the story's next token too.
+        assert tokens_of_a_running_story_while_a_long_prompt_is_read(whole) <= 1
+    finally:
+        chunked.close()
+        whole.close()
+
+
+def test_a_model_outside_the_llama_family_runs_through_transformers_with_the_same_replies(
+        backend: HfLocalBackend, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded model is made to take the transformers path, batched and with prompts read in chunks of
+    8: every reply is the one the Llama runner gives alone."""
+    monkeypatch.setattr(backend_module, "make_runner", lambda model, weights: TransformersRunner(model))
+    other = own_backend(data_dir, prefill_chunk=8)
+    try:
+        assert other.describe()["engine"]["runner"] == "transformers"
+        assert backend.describe()["engine"]["runner"] == "llama"
+        alone = [backend.generate(ask(q)).text for q in QUESTIONS]
+        assert [g.text for g in asyncio.run(together(other, [ask(q) for q in QUESTIONS]))] == alone
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
+def test_compact_weights_still_answer_and_the_status_names_them(data_dir: Path, weights: str) -> None:
+    compact = HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir, weights=weights)  # type: ignore[arg-type]
+    try:
+        requests: list[GenerationRequest] = [ask(q) for q in QUESTIONS]
+        replies = asyncio.run(together(compact, requests))
+        assert "Paris" in replies[0].text and all(r.text for r in replies)
+        assert compact.describe()["engine"]["weights"] == weights
+    finally:
+        compact.close()
+
+
+def llama_config(**overrides: Any) -> SimpleNamespace:
+    config = dict(model_type="llama", rope_parameters={"rope_type": "default"}, sliding_window=None,
+                  hidden_act="silu", mlp_bias=False)
+    return SimpleNamespace(**{**config, **overrides})
+
+
+@pytest.mark.parametrize(("config", "reason"), [
+    (llama_config(model_type="gpt2"), "architecture 'gpt2' is not in the Llama family"),
+    (llama_config(rope_parameters={"rope_type": "dynamic"}), "depends on the sequence length"),
+    (llama_config(model_type="mistral", sliding_window=4096), "sliding-window attention"),
+    (llama_config(hidden_act="gelu"), "its MLP is not SwiGLU without bias"),
+    (llama_config(mlp_bias=True), "its MLP is not SwiGLU without bias"),
+])
+def test_the_llama_runner_says_why_it_cannot_run_a_model(config: SimpleNamespace, reason: str) -> None:
+    model = SimpleNamespace(config=config, parameters=lambda: iter([torch.zeros(1)]))
+    assert reason in (LlamaRunner.supports(model) or "")
+
+
+def test_a_split_model_is_left_to_transformers() -> None:
+    parts = [torch.zeros(1), torch.zeros(1, device="meta")]
+    model = SimpleNamespace(config=llama_config(), parameters=lambda: iter(parts))
+    assert LlamaRunner.supports(model) == "it is split over several devices"
+
+
+def test_a_compact_weight_format_is_refused_where_it_cannot_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aios.llm.hf.runner import make_runner
+
+    on_gpu = SimpleNamespace(device=torch.device("meta"))
+    with pytest.raises(BadRequest, match="weights: int8 is a CPU format; use native or bf16 on a GPU"):
+        make_runner(on_gpu, "int8")
+    other = SimpleNamespace(device=torch.device("cpu"), config=llama_config(model_type="gpt2"),
+                            parameters=lambda: iter([torch.zeros(1)]))
+    with pytest.raises(BadRequest, match="weights: bf16 needs a Llama-family model.*'gpt2'.*use weights: native"):
+        make_runner(other, "bf16")
