@@ -441,7 +441,12 @@ def _sample_one(logits: torch.Tensor, sequence: Sequence) -> int:
         keep = sorted_probs.cumsum(-1) - sorted_probs < sequence.sampling.top_p
         keep[0] = True  # the top token stays, however small top_p is (1e-300 is 0 in float32)
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-    return int(torch.multinomial(probs, 1, generator=sequence.generator))
+    # Inverse-CDF sampling: one random number per token. torch.multinomial took ~1.6 ms per draw over the
+    # embedded model's 49k tokens, and a random number per vocabulary entry (the exponential race) ~1.3 ms.
+    cdf = probs.cumsum(0)
+    index = int(torch.searchsorted(cdf, torch.rand((), generator=sequence.generator) * cdf[-1], right=True))
+    # rand() < 1, but the product can round up to the total: then the draw is the last token that can occur.
+    return index if index < len(cdf) else int(probs.nonzero()[-1])
 
 
 def _closing(sequence: Sequence) -> bool:

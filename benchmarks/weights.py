@@ -1,0 +1,112 @@
+"""Weight formats of the engine's runner side by side: how many greedy replies each changes against native, and
+the time of one decode step at several batch sizes (rounds interleaved across formats, best of each kept).
+Prints a markdown table and writes it into BENCHMARKS.md (section "weights").
+
+    .venv/bin/python benchmarks/weights.py [--batches 1 8 16 32] [--tokens 48] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from aios.config import EMBEDDED_MODEL, load_config
+from aios.llm.hf.kv import SlotKV
+from aios.llm.hf.loader import find_model, load_model
+from aios.llm.hf.runner import Chunk, LlamaRunner
+from report import write_section
+
+FORMATS = ("native", "bf16", "int8")
+PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "List three uses of Python.",
+           "Explain photosynthesis briefly.", "Who wrote Hamlet?", "Give me a recipe for pancakes.",
+           "What is 17 times 23?", "Describe a cat in one sentence."]
+CONTEXT = 128  # cached tokens per row in the timed decode steps
+
+
+def new_kv(runner: LlamaRunner, rows: int, positions: int) -> SlotKV:
+    kv = SlotKV(runner.config.num_hidden_layers, rows, runner.kv_heads, runner.head_dim, runner.dtype,
+                runner.device)
+    kv.reserve(rows, positions)
+    return kv
+
+
+def greedy(runner: LlamaRunner, prompts: list[list[int]], tokens: int) -> list[list[int]]:
+    """``tokens`` greedy tokens for every prompt, all decoded in one batch."""
+    kv = new_kv(runner, len(prompts), max(map(len, prompts)) + tokens + 1)
+    replies = [[t] for t in runner.forward([Chunk(r, p, 0) for r, p in enumerate(prompts)], kv).argmax(-1).tolist()]
+    for _ in range(tokens - 1):
+        chunks = [Chunk(r, [reply[-1]], len(prompts[r]) + len(reply) - 1) for r, reply in enumerate(replies)]
+        for reply, token in zip(replies, runner.forward(chunks, kv).argmax(-1).tolist()):
+            reply.append(token)
+    return replies
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+
+
+def step_ms(runner: LlamaRunner, kv: SlotKV, batch: int, steps: int = 5) -> float:
+    chunks = [Chunk(row, [5], CONTEXT) for row in range(batch)]
+    runner.forward(chunks, kv)
+    began = time.perf_counter()
+    for _ in range(steps):
+        runner.forward(chunks, kv)
+    return (time.perf_counter() - began) / steps * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16, 32])
+    parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    source, data_dir = find_model(EMBEDDED_MODEL), load_config().data_dir
+    runners = {}
+    for fmt in FORMATS:
+        model, tokenizer = load_model(source, data_dir, dtype=torch.float32, device_map="cpu")
+        runners[fmt] = LlamaRunner(model, fmt)
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                             tokenize=True, return_dict=True)["input_ids"] for p in PROMPTS]
+    began = time.perf_counter()
+    with torch.inference_mode():
+        replies = {fmt: greedy(runner, prompts, args.tokens) for fmt, runner in runners.items()}
+        best: dict[tuple[str, int], float] = {}
+        for batch in args.batches:
+            kv = new_kv(runners["native"], batch, CONTEXT + 1)
+            for _ in range(args.rounds):
+                for fmt, runner in runners.items():
+                    ms = step_ms(runner, kv, batch)
+                    best[fmt, batch] = min(ms, best.get((fmt, batch), ms))
+    lines = [
+        "## Weight formats of the engine's runner",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), load average {os.getloadavg()[0]:.1f} at the end; "
+        f"`{' '.join(['.venv/bin/python', 'benchmarks/weights.py', *sys.argv[1:]])}` "
+        f"({time.perf_counter() - began:.0f} s). Greedy replies: {len(PROMPTS)} prompts, {args.tokens} tokens, "
+        f"decoded in one batch; decode steps: {CONTEXT} cached tokens per row, best of {args.rounds} interleaved "
+        "rounds.",
+        "",
+        "| weights | replies changed vs native (first changed token) | "
+        + " | ".join(f"ms / step at {b} (× native)" for b in args.batches) + " |",
+        "|---|---|" + "---|" * len(args.batches),
+    ]
+    for fmt in FORMATS:
+        changed = [first_difference(a, b) for a, b in zip(replies[fmt], replies["native"])]
+        where = ", ".join(str(i + 1) for i in changed if i is not None)
+        cells = [f"{best[fmt, b]:.1f} ({best['native', b] / best[fmt, b]:.2f}×)" for b in args.batches]
+        count = sum(i is not None for i in changed)
+        lines.append(f"| {fmt} | {count} of {len(PROMPTS)}{f' ({where})' if where else ''} | {' | '.join(cells)} |")
+    markdown = "\n".join(lines)
+    print(markdown)
+    write_section(Path(__file__).parents[1] / "BENCHMARKS.md", "weights", markdown)
+
+
+if __name__ == "__main__":
+    main()
