@@ -86,7 +86,7 @@ class LlamaRunner:
 
     def forward(self, chunks: list[Chunk], kv: SlotKV) -> torch.Tensor:
         """Next-token logits (fp32, one row per chunk that wants them, in order) after computing ``chunks``."""
-        plan = _Plan(chunks, self.device)
+        plan = _Plan(chunks, self.device, self.dtype)
         x = self.embed[plan.ids]
         cos, sin = self.cos[plan.positions].unsqueeze(1), self.sin[plan.positions].unsqueeze(1)
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
@@ -132,7 +132,7 @@ class _Plan:
     one batched call over the cache rows ``0 .. rows-1``; longer chunks attend one by one over their own row.
     """
 
-    def __init__(self, chunks: list[Chunk], device: torch.device) -> None:
+    def __init__(self, chunks: list[Chunk], device: torch.device, dtype: torch.dtype) -> None:
         ids, positions, logit_rows = [], [], []
         singles: list[tuple[int, Chunk]] = []  # (offset in the flat list, chunk)
         self.runs: list[tuple[int, Chunk]] = []
@@ -162,8 +162,9 @@ class _Plan:
             # Every cache row in 0..rows-1 attends (rows of longer chunks, with a dummy query, to position 0 only).
             row_starts = torch.zeros(self.rows, dtype=torch.long, device=device)
             row_starts[self.single_rows] = self.single_starts
-            self.mask = (torch.arange(self.span, device=device)[None, :] <= row_starts[:, None]).view(
-                self.rows, 1, 1, self.span)
+            visible = torch.arange(self.span, device=device)[None, :] <= row_starts[:, None]
+            self.bias = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, -torch.inf)
+            self.bias = self.bias.view(self.rows, 1, 1, self.span)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
                values: torch.Tensor) -> torch.Tensor:
@@ -188,15 +189,18 @@ class _Plan:
             n = self.rows
             keys[self.single_rows, :, self.single_starts] = k[:n]
             values[self.single_rows, :, self.single_starts] = v[:n]
-            query = q[:n].unsqueeze(2)
+            query = q[:n]
         else:
             keys[self.single_rows, :, self.single_starts] = k[self.single_offsets]
             values[self.single_rows, :, self.single_starts] = v[self.single_offsets]
-            query = q.new_zeros(self.rows, q.shape[1], 1, q.shape[2])
-            query[self.single_rows] = q[self.single_offsets].unsqueeze(2)
-        attended = F.scaled_dot_product_attention(
-            query, keys[:self.rows, :, :self.span], values[:self.rows, :, :self.span], attn_mask=self.mask,
-            enable_gqa=True)
+            query = q.new_zeros(self.rows, q.shape[1], q.shape[2])
+            query[self.single_rows] = q[self.single_offsets]
+        # One query per row: plain matrix products over the row's cache, its query heads grouped under the key
+        # head they share. At 16 rows this is twice as fast as scaled_dot_product_attention on a CPU.
+        kv_heads, dim = keys.shape[1], keys.shape[3]
+        grouped = query.view(self.rows, kv_heads, -1, dim)
+        scores = grouped @ keys[:self.rows, :, :self.span].transpose(-1, -2) * dim ** -0.5 + self.bias
+        attended = scores.softmax(dim=-1) @ values[:self.rows, :, :self.span]
         if self.dense:
             out[:self.rows] = attended.reshape(self.rows, -1)
         else:
