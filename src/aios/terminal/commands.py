@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable
 
 from aios import sdk
 from aios.terminal import render
-from aios.terminal.actions import act
+from aios.terminal.actions import act, converse
 from aios.terminal.top import top
 
 if TYPE_CHECKING:
@@ -75,6 +75,11 @@ def chat(shell: Shell, text: str) -> None:
 
 def do(shell: Shell, text: str) -> None:
     act(shell, _need(text, "TEXT"))
+
+
+def say(shell: Shell, text: str) -> None:
+    """A line that is no command: the model answers, or acts with the kernel's tools."""
+    converse(shell, _need(text, "TEXT"))
 
 
 # -- files --------------------------------------------------------------------------------------------------------
@@ -218,9 +223,9 @@ def exit_command(shell: Shell, args: str) -> None:
 
 COMMANDS: dict[str, Command] = {
     "help": Command("help [COMMAND]", "the commands, or one of them", help_command),
-    "chat": Command("chat TEXT", "say TEXT to the model (any line that is no command does too)", chat),
+    "chat": Command("chat TEXT", "say TEXT to the model, its reply streamed; no tools offered", chat),
     "do": Command("do TEXT", "let the model act with the kernel's tools: each call shown with its result, "
-                  "irreversible ones asked first", do),
+                  "irreversible ones asked first (any line that is no command may act too)", do),
     "ls": Command("ls [DIR]", "the agent's files", ls, completes_files=True),
     "cat": Command("cat FILE [--version N]", "a file's text, now or at version N", cat, completes_files=True),
     "write": Command("write FILE [TEXT]", "write TEXT as the file's next version (no TEXT: type lines, end "

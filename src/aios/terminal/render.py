@@ -42,9 +42,19 @@ def streamed(console: Console, stream: ChatStream) -> str:
         console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
         pieces.append(piece)
     console.print()
-    if stream.response is not None and stream.response.finish_reason == "length":
-        console.print(Text("(cut at the token limit)", style="dim"))
+    _cut(console, stream.response.finish_reason if stream.response is not None else None)
     return "".join(pieces)
+
+
+def reply(console: Console, text: str, finish_reason: str | None) -> None:
+    """A reply that arrived whole."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    _cut(console, finish_reason)
+
+
+def _cut(console: Console, finish_reason: str | None) -> None:
+    if finish_reason == "length":
+        console.print(Text("(cut at the token limit)", style="dim"))
 
 
 def _table(*columns: str) -> Table:
@@ -100,9 +110,12 @@ def plan(console: Console, calls: list[ToolCall], asks: list[bool]) -> None:
         console.print(Text(f"  {number}. {call_text(call)}" + ("  (asks first)" if ask else "")))
 
 
-def tool_result(console: Console, result: ToolResult) -> None:
+def tool_result(console: Console, result: ToolResult) -> str:
+    """Show a call's result, in one line (the terminal wraps it); that line."""
     value = result.result if isinstance(result.result, str) else json.dumps(result.result, ensure_ascii=False)
-    console.print(Text(f"{call_text(result)} -> {value}"), soft_wrap=True)  # one line: the terminal wraps it
+    line = f"{call_text(result)} -> {value}"
+    console.print(Text(line), soft_wrap=True)
+    return line
 
 
 def declined(console: Console, call: ToolCall) -> None:
