@@ -125,6 +125,37 @@ def test_a_file_written_then_rolled_back_from_the_page(page: Any) -> None:
     screenshot(page, "storage")
 
 
+def test_a_file_restored_to_version_n_from_its_history(page: Any) -> None:
+    page.goto("/ui/#storage")
+    for text in ("First draft.", "Second draft.", "Third draft."):
+        page.get_by_label("File", exact=True).fill("drafts/essay.txt")
+        page.get_by_label("Content", exact=True).fill(text)
+        page.get_by_role("button", name="Write").click()
+        page.wait_for_selector(f"pre[aria-label='Current content']:has-text('{text}')")
+    assert page.locator("tbody tr").count() == 3
+    page.get_by_role("button", name="Restore version 1").click()
+    page.wait_for_selector("pre[aria-label='Current content']:has-text('First draft.')")
+    assert "rollback (from v1)" in page.locator("tbody tr").first.inner_text()
+    assert page.locator("tbody tr").count() == 4  # the restore is itself a version: it can be undone
+
+
+def test_the_memory_page_lists_the_agent_s_memories_newest_first_without_a_search(page: Any,
+                                                                                  kernel: KernelProcess) -> None:
+    notes = [f"Listed note number {n}." for n in range(22)]  # more than one page of 20
+    for note in notes:
+        reply = httpx.post(f"{kernel.url}/query", timeout=60, json={
+            "agent_name": AGENT, "query_type": "memory",
+            "query_data": {"query_class": "memory", "operation_type": "add_memory", "params": {"content": note}}})
+        assert reply.json()["response"]["success"], reply.text
+    page.goto("/ui/#memory")
+    listed = page.locator("ol[aria-label='Recent memories'] li")
+    page.wait_for_selector("ol[aria-label='Recent memories'] li")
+    assert notes[-1] in listed.first.inner_text() and listed.count() == 20
+    assert notes[0] not in page.locator("ol[aria-label='Recent memories']").inner_text()
+    page.get_by_role("button", name="More").click()
+    page.wait_for_selector(f"ol[aria-label='Recent memories'] li:has-text('{notes[0]}')")
+
+
 def test_a_memory_found_by_meaning_from_the_page(page: Any) -> None:
     page.goto("/ui/#memory")
     for note in ("Priya's birthday is on March 14; she loves orchids.", "The office printer jams on Mondays."):
