@@ -1,7 +1,8 @@
 """The model acting through the kernel's tools, in the open: ``do TEXT`` (the model must call tools) and any line
 that is not a command (the model may answer in prose or call tools: ``tool_choice: auto``).
 
-The model's syscall decides and runs nothing (``chat_with_tool_call_output``); the terminal then runs each
+The model's syscall decides and runs nothing (``chat_with_tool_call_output`` for ``do``; a streamed chat
+offering the tools for a plain line, whose prose is shown as it is written); the terminal then runs each
 call itself, in order, through ``call_tool`` — a syscall of this agent, so the kernel's access checks apply as
 to any call — and shows its real result before the next one. A call that cannot simply be undone is shown and
 asked about first, after the results of the calls before it: which ones those are is the kernel's word
@@ -16,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aios import sdk
-from aios.sdk import AIOSError, LLMResponse, ToolCall
+from aios.sdk import AIOSError, ToolCall
 from aios.terminal import render
 
 if TYPE_CHECKING:
@@ -31,25 +32,29 @@ def act(shell: Shell, text: str) -> None:
     """``do TEXT``: the model must call tools; the calls run as above."""
     messages = [{"role": "system", "content": MUST_ACT}, {"role": "user", "content": text}]
     asking = _asking(shell)
-    run_calls(shell, _propose(shell, messages, "required").tool_calls or [], asking)
+    reply = sdk.llm_chat_with_tool_call_output(shell.agent, messages, _offered(shell), shell.url,
+                                               temperature=shell.settings.temperature,
+                                               max_new_tokens=shell.settings.max_new_tokens)
+    run_calls(shell, reply.tool_calls or [], asking)
 
 
-def converse(shell: Shell, text: str) -> None:
-    """A plain line: the model answers in prose, or acts; either way the turn joins the conversation. The reply
-    is not streamed: the kernel reads a reply that may be a tool call whole (a structured reply streams nothing)."""
-    asking = _asking(shell)
+def converse(shell: Shell, text: str, may_act: bool) -> None:
+    """One turn of the conversation: the model answers in prose (streamed as it is written) or, when ``may_act``
+    (a plain line; not ``chat``), acts with the kernel's tools; either way the turn joins the conversation."""
+    asking = _asking(shell) if may_act else frozenset()
+    system = [{"role": "system", "content": MAY_ACT}] if may_act else []
     shell.messages.append({"role": "user", "content": text})
+    stream = sdk.llm_chat_stream(shell.agent, [*system, *shell.messages], shell.url,
+                                 tools=_offered(shell) if may_act else None, temperature=shell.settings.temperature,
+                                 max_new_tokens=shell.settings.max_new_tokens)
     try:
-        reply = _propose(shell, [{"role": "system", "content": MAY_ACT}, *shell.messages], "auto")
+        prose = render.streamed(shell.console, stream)
     except BaseException:
         shell.messages.pop()  # the turn did not happen: the conversation stays as it was
         raise
-    if reply.tool_calls:
-        # What was done, and with what result, is the assistant's turn: a follow-up may ask about it.
-        outcome = run_calls(shell, reply.tool_calls, asking)
-    else:
-        outcome = reply.response_message or ""
-        render.reply(shell.console, outcome, reply.finish_reason)
+    calls = stream.response.tool_calls if stream.response is not None else None
+    # What was done, and with what result, is the assistant's turn: a follow-up may ask about it.
+    outcome = run_calls(shell, calls, asking) if calls else prose
     shell.messages.append({"role": "assistant", "content": outcome})
 
 
@@ -59,9 +64,9 @@ def run_calls(shell: Shell, calls: list[ToolCall], asking: frozenset[str]) -> st
     render.plan(shell.console, calls, [call.name in asking for call in calls])
     lines = []
     for number, call in enumerate(calls, 1):
-        line = _run(shell, call, call.name in asking)
-        lines.append(line or f"{render.call_text(call)}: not run")
-        if line is None:
+        line, ran = _run(shell, call, call.name in asking)
+        lines.append(line)
+        if not ran:
             render.stopped(shell.console, len(calls) - number)
             break
     return "\n".join(lines)
@@ -72,22 +77,17 @@ def _asking(shell: Shell) -> frozenset[str]:
     return frozenset(sdk.confirmations(shell.agent, shell.url)["tools"])
 
 
-def _propose(shell: Shell, messages: list[dict[str, Any]], tool_choice: str) -> LLMResponse:
-    offered = [info.call_format() for info in sdk.list_tools(shell.url)]
-    return sdk.llm_chat_with_tool_call_output(
-        shell.agent, messages, offered, shell.url, tool_choice=tool_choice,
-        temperature=shell.settings.temperature, max_new_tokens=shell.settings.max_new_tokens)
+def _offered(shell: Shell) -> list[dict[str, Any]]:
+    return [info.call_format() for info in sdk.list_tools(shell.url)]
 
 
-def _run(shell: Shell, call: ToolCall, ask_first: bool) -> str | None:
-    """Run one call (asking first when ``ask_first``) and show what happened: its result line, or None if it
-    did not run or failed."""
+def _run(shell: Shell, call: ToolCall, ask_first: bool) -> tuple[str, bool]:
+    """Run one call (asking first when ``ask_first``) and show what happened; that, in one line, and whether
+    the call ran and succeeded."""
     if ask_first and not shell.ask(f"{render.call_text(call)} cannot simply be undone. Run it?"):
-        render.declined(shell.console, call)
-        return None
+        return render.declined(shell.console, call), False
     try:
         result = sdk.call_tool(shell.agent, [{"name": call.name, "parameters": call.parameters}], shell.url)
     except AIOSError as exc:
-        render.error(shell.console, f"{render.call_text(call)}: {exc.message}", exc.status_code)
-        return None
-    return render.tool_result(shell.console, result.results[0])
+        return render.error(shell.console, f"{render.call_text(call)}: {exc.message}", exc.status_code), False
+    return render.tool_result(shell.console, result.results[0]), True
