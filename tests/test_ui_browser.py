@@ -105,14 +105,19 @@ def test_an_agent_submitted_from_the_page_runs_to_the_end(page: Any) -> None:
     screenshot(page, "agents")
 
 
-def test_a_file_written_then_rolled_back_from_the_page(page: Any) -> None:
+def write_versions(page: Any, file_path: str, *texts: str) -> None:
+    """Write each text as the file's next version from the Files page, waiting until the page shows it."""
     page.goto("/ui/#storage")
-    for text in ("Visit Kyoto in April for the cherry blossoms.", "Visit Oslo in April."):
-        page.get_by_label("File", exact=True).fill("trips/plan.txt")
+    for text in texts:
+        page.get_by_label("File", exact=True).fill(file_path)
         page.get_by_label("Content", exact=True).fill(text)
         page.get_by_role("button", name="Write").click()
         page.wait_for_selector(f"pre[aria-label='Current content']:has-text('{text}')")
-    assert page.locator("tbody tr").count() == 2
+    assert page.locator("tbody tr").count() == len(texts)
+
+
+def test_a_file_written_then_rolled_back_from_the_page(page: Any) -> None:
+    write_versions(page, "trips/plan.txt", "Visit Kyoto in April for the cherry blossoms.", "Visit Oslo in April.")
     page.get_by_role("button", name="Compare").click()
     page.wait_for_selector(".diff .removed:has-text('Kyoto')")
     assert "Oslo" in page.locator(".diff .added").inner_text()
@@ -126,13 +131,7 @@ def test_a_file_written_then_rolled_back_from_the_page(page: Any) -> None:
 
 
 def test_a_file_restored_to_version_n_from_its_history(page: Any) -> None:
-    page.goto("/ui/#storage")
-    for text in ("First draft.", "Second draft.", "Third draft."):
-        page.get_by_label("File", exact=True).fill("drafts/essay.txt")
-        page.get_by_label("Content", exact=True).fill(text)
-        page.get_by_role("button", name="Write").click()
-        page.wait_for_selector(f"pre[aria-label='Current content']:has-text('{text}')")
-    assert page.locator("tbody tr").count() == 3
+    write_versions(page, "drafts/essay.txt", "First draft.", "Second draft.", "Third draft.")
     page.get_by_role("button", name="Restore version 1").click()
     page.wait_for_selector("pre[aria-label='Current content']:has-text('First draft.')")
     assert "rollback (from v1)" in page.locator("tbody tr").first.inner_text()
