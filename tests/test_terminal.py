@@ -199,7 +199,8 @@ def test_do_shows_each_call_and_asks_before_an_irreversible_one(kernel: KernelPr
     shell.run("write notes.txt Remove me later.")
     plan = shell.run("do delete the file notes.txt")
     assert "the model proposes" in plan
-    asked = ASKED.search(ANSI.sub("", shell.child.before))  # the question, asked after the plan (and any results before it)
+    # The question, asked after the plan (and the results of any calls before it):
+    asked = ASKED.search(ANSI.sub("", shell.child.before))
     assert asked is not None, plan
     assert f"{asked.group(1)}  (asks first)" in plan  # the call asked about was shown, marked, in the plan
     assert f"not run: {asked.group(1)}" in shell.run("n")
@@ -236,7 +237,8 @@ def test_a_plain_line_may_act_asking_first_only_about_what_the_kernel_counts_irr
     shell = Terminal(kernel.url, tmp_path, "--max-new-tokens", "64")
     shell.run("write notes.txt First words.")
     shell.run("write notes.txt Second words.")
-    tidy = [("aios__rollback_file", '{"file_path": "notes.txt", "n": 1}'), ("aios__delete_file", '{"file_path": "notes.txt"}')]
+    tidy = [("aios__rollback_file", '{"file_path": "notes.txt", "n": 1}'),
+            ("aios__delete_file", '{"file_path": "notes.txt"}')]
     provider.script = [(200, completion(calls=tidy)), (200, completion(calls=tidy[1:])),
                        (200, completion(content="Nothing more to do."))]
     plan = shell.run("tidy up my notes")
@@ -250,7 +252,8 @@ def test_a_plain_line_may_act_asking_first_only_about_what_the_kernel_counts_irr
     assert "error [404]" in shell.run("cat notes.txt")
     assert "Nothing more to do." in shell.run("anything else?")  # prose is an answer
     offered = provider.received[0]
-    assert offered["tool_choice"] == "auto" and any(t["function"]["name"] == "aios__delete_file" for t in offered["tools"])
+    assert offered["tool_choice"] == "auto"
+    assert any(tool["function"]["name"] == "aios__delete_file" for tool in offered["tools"])
     said = [m["content"] for m in provider.received[-1]["messages"] if m["role"] == "assistant"]
     assert any("deleted notes.txt" in text for text in said)  # what was done stays in the conversation
     assert shell.leave() == 0

@@ -90,8 +90,9 @@ class SQLMemoryStore(SQLDatabase):
         return self._one("SELECT COUNT(*) FROM memories WHERE agent = ?", (agent,))[0]  # type: ignore[index]
 
     def recent(self, agent: str, limit: int, offset: int) -> list[Note]:
-        return [_note(row) for row in self._rows(f"SELECT {_NOTE}, id FROM memories WHERE agent = ? "
-                                                 "ORDER BY created DESC, id DESC LIMIT ? OFFSET ?", (agent, limit, offset))]
+        rows = self._rows(f"SELECT {_NOTE}, id FROM memories WHERE agent = ? ORDER BY created DESC, id DESC "
+                          "LIMIT ? OFFSET ?", (agent, limit, offset))
+        return [_note(row) for row in rows]
 
     def touch(self, rows: list[int], when: float) -> None:
         if rows:
