@@ -74,7 +74,7 @@ def secured(backend: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFacto
 
 # --- authentication ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("route", ["/status", "/tools", "/core/llms/list", "/access/permissions"])
+@pytest.mark.parametrize("route", ["/status", "/tools", "/core/llms/list", "/access/permissions", "/access/confirm"])
 def test_without_a_token_every_route_is_refused_with_401(secured: Secured, route: str) -> None:
     reply = secured.route(None, "GET", route)
     assert reply.status_code == 401 and "requires a bearer token" in reply.json()["detail"]
@@ -223,6 +223,13 @@ def test_a_permission_request_becomes_a_grant_when_the_owner_approves(secured: S
     assert again.status_code == 404
 
 
+def test_any_agent_learns_which_operations_and_tools_the_kernel_asks_a_person_about(secured: Secured) -> None:
+    said = secured.route("bob", "GET", "/access/confirm").json()
+    assert (said["mode"], said["operations"]) == ("ask", ["delete", "remove_memory"])  # as configured
+    assert "aios/delete_file" in said["tools"]  # a storage delete
+    assert "aios/rollback_file" not in said["tools"] and "aios/share_file" not in said["tools"]  # not configured
+
+
 def test_the_audit_log_records_denials_and_grants_and_each_agent_sees_its_own(secured: Secured) -> None:
     secured.storage("bob", "read", owner="alice", file_path="plan.txt")
     everyone = secured.route("admin", "GET", "/access/audit", params={"decision": "denied"}).json()["entries"]
@@ -258,6 +265,8 @@ BAD_ACCESS_REQUESTS = [
     ("register-admin-name", "admin", "POST", "/access/agents", {"agent_name": "kernel/admin"}, 400,
      "the administrator's identity"),
     ("audit-bad-limit", "alice", "GET", "/access/audit?limit=0", None, 422, "limit"),
+    ("confirm-not-get", "alice", "POST", "/access/confirm", {"operations": []}, 405, "Method Not Allowed"),
+    ("confirm-unknown-path", "alice", "GET", "/access/confirm/delete", None, 404, "Not Found"),
 ]
 
 

@@ -60,6 +60,19 @@ def test_each_aios_operation_does_what_it_says(memory: MemoryServer) -> None:
     assert [r["memory_id"] for r in memory.search(agent, "Lena vegetarian fish")] != [memory_id]
 
 
+def test_list_memories_pages_through_an_agent_s_own_memories_newest_first(memory: MemoryServer) -> None:
+    agent, other = "aios/lister", "aios/not-listed"
+    made = [memory.add(agent, f"Listed note {n}.") for n in range(5)]
+    memory.add(other, "Someone else's note.")
+    first = memory.ok(agent, "list_memories", {"k": 3})["search_results"]
+    assert [r["memory_id"] for r in first] == made[:1:-1]  # the three newest, newest first
+    assert set(first[0]) == RESULT_KEYS - {"score"} and first[0]["content"] == "Listed note 4."
+    rest = memory.ok(agent, "list_memories", {"k": 3, "offset": 3})["search_results"]
+    assert [r["memory_id"] for r in rest] == made[1::-1]
+    assert memory.ok(agent, "list_memories", {"offset": 5})["search_results"] == []
+    assert len(memory.ok(other, "list_memories", {})["search_results"]) == 1
+
+
 def test_an_update_is_searchable_at_once_and_recorded_in_the_history(memory: MemoryServer) -> None:
     agent = "aios/updater"
     memory_id = memory.add(agent, "The spare key is under the blue flower pot.", {"tags": ["home"], "room": "hall"})
@@ -158,6 +171,12 @@ MALFORMED: list[tuple[str, Any, Any, str]] = [
     ("search-time-reversed", "retrieve_memory", {"content": "q", "created_after": 10, "created_before": 5},
      "params.created_after: is later than created_before"),
     ("search-user-id-empty", "retrieve_memory", {"content": "q", "user_id": ""}, "params.user_id: must be a string"),
+    ("list-k-zero", "list_memories", {"k": 0}, "params.k: must be between 1 and 100"),
+    ("list-k-too-many", "list_memories", {"k": 101}, "params.k: must be between 1 and 100"),
+    ("list-offset-negative", "list_memories", {"offset": -1}, "params.offset: must be 0 or more"),
+    ("list-offset-string", "list_memories", {"offset": "2"}, "params.offset: must be an integer"),
+    ("list-offset-bool", "list_memories", {"offset": True}, "params.offset: must be an integer"),
+    ("list-with-query", "list_memories", {"content": "q"}, "params.content: is not a parameter"),
     ("unknown-param", "add_memory", {"content": "x", "importance": 5}, "params.importance: is not a parameter"),
     ("params-not-object", "add_memory", "remember this", "params: must be an object"),
     ("unknown-operation", "forget_everything", {}, "operation_type: must be one of add_memory"),

@@ -38,6 +38,13 @@ def test_a_streamed_tool_call_comes_whole_in_the_envelope(kernel: KernelProcess)
     assert envelope["response"]["tool_calls"][0]["name"] == "get_weather"
 
 
+def test_a_prose_answer_under_tool_choice_auto_streams_and_holds_no_calls(kernel: KernelProcess) -> None:
+    *deltas, envelope = streamed(kernel, {"tools": [TOOL], "tool_choice": "auto", "max_new_tokens": 24})
+    response = envelope["response"]
+    assert len(deltas) > 1 and response["response_message"] == "".join(d["delta"] for d in deltas)
+    assert "Paris" in response["response_message"] and not response["tool_calls"]
+
+
 def test_a_refused_streamed_query_is_one_envelope_on_one_line(kernel: KernelProcess) -> None:
     (envelope,) = streamed(kernel, {"llms": [{"name": "no-such-model"}]}, "application/json")
     assert envelope["response"]["status_code"] == 404 and "no-such-model" in envelope["response"]["error"]
@@ -57,6 +64,13 @@ def test_llm_chat_stream_yields_text_then_holds_the_reply(kernel: KernelProcess)
     assert len(pieces) > 1 and "Paris" in "".join(pieces)
     assert stream.response is not None and stream.response.response_message == "".join(pieces)
     assert stream.response.timings.start_times
+
+
+def test_llm_chat_stream_offering_tools_streams_a_prose_answer(kernel: KernelProcess) -> None:
+    stream = llm_chat_stream("sdk/stream", CAPITAL, kernel.url, tools=[TOOL], temperature=0, max_new_tokens=24)
+    pieces = list(stream)
+    assert len(pieces) > 1 and "Paris" in "".join(pieces)
+    assert stream.response is not None and not stream.response.tool_calls
 
 
 @pytest.mark.parametrize(("call", "status", "fragment"), [

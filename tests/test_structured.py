@@ -11,7 +11,15 @@ import pytest
 from jsonschema import Draft202012Validator, ValidationError
 
 from aios.llm.hf.grammar import LARGEST_EXACT, closed
-from aios.llm.structured import InvalidReply, json_spec, parse_reply, retry_message, tool_call_spec, tool_choice_of
+from aios.llm.structured import (
+    InvalidReply,
+    ProseGate,
+    json_spec,
+    parse_reply,
+    retry_message,
+    tool_call_spec,
+    tool_choice_of,
+)
 
 WEATHER = {"type": "function", "function": {"name": "demo/get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}}, "required": ["city"]}}}
@@ -231,3 +239,19 @@ def test_a_call_reads_back_under_exactly_the_name_its_tool_was_offered_by(name: 
 def test_tools_whose_names_clash_are_refused_naming_both(tools: list[dict[str, Any]], problem: str) -> None:
     with pytest.raises(ValueError, match=re.escape(problem)):
         tool_call_spec(tools, "required")
+
+
+@pytest.mark.parametrize(("pieces", "passed"), [
+    (["The capital", " is Paris."], ["The capital", " is Paris."]),  # prose: every piece, as it comes
+    (["  ", "\n", "Hi", " there"], ["  \nHi", " there"]),  # blanks are held until the first character
+    (['[{"name"', ': "x"}]'], []),  # a JSON array of calls: read whole, nothing streamed
+    (['{"name": "x"}'], []),  # one call as an object
+    (["<tool_call>", "{}"], []),  # a tagged call
+    ([" ", "[1]"], []),
+])
+def test_under_tool_choice_auto_prose_streams_and_calls_do_not(pieces: list[str], passed: list[str]) -> None:
+    streamed: list[str] = []
+    gate = ProseGate(streamed.append)
+    for piece in pieces:
+        gate(piece)
+    assert streamed == passed

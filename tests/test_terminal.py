@@ -13,8 +13,9 @@ import httpx
 import pexpect
 import pytest
 
-from conftest import KernelProcess
+from conftest import KernelProcess, start_kernel, stop_kernel
 from test_cli import aios
+from test_openai_compat import Provider, completion
 
 AGENT = "term/tester"
 PROMPT_STARTS = "\x1b[?2004h"  # prompt_toolkit turns bracketed paste on as each prompt begins, and only then
@@ -71,8 +72,8 @@ def test_help_chat_and_leaving_with_ctrl_d(terminal: Terminal) -> None:
     listed = terminal.run("help")
     for usage in ("cat FILE [--version N]", "rollback FILE [N]", "recall QUERY", "submit AGENT_ID TASK", "top [SECONDS]"):
         assert usage in listed
-    assert "Paris" in terminal.run("What is the capital of France?")  # a plain line goes to the model, streamed
-    assert "Paris" in terminal.run("chat Say again which city you named.")  # the conversation is kept
+    assert "Paris" in terminal.run("What is the capital of France?")  # a plain line: the model answers (or acts)
+    assert "Paris" in terminal.run("chat Say again which city you named.")  # the conversation is kept, streamed
     assert terminal.leave() == 0
 
 
@@ -188,19 +189,73 @@ def test_bad_commands_and_arguments_each_get_one_line_and_the_shell_goes_on(term
     assert terminal.leave() == 0
 
 
+ASKED = re.compile(r"(\S+ \{.*\}) cannot simply be undone\. Run it\?")
+
+
 def test_do_shows_each_call_and_asks_before_an_irreversible_one(kernel: KernelProcess, tmp_path: Path) -> None:
+    """The real model proposes what it proposes; whatever the kernel counts as irreversible is asked about, and
+    the answer decides whether it runs."""
     shell = Terminal(kernel.url, tmp_path, "--max-new-tokens", "64", agent="term/doer")  # room for a tool call
     shell.run("write notes.txt Remove me later.")
     plan = shell.run("do delete the file notes.txt")
-    assert 'aios/delete_file {"file_path": "notes.txt"}  (asks first)' in plan
-    declined = shell.run("n")
-    assert 'not run: aios/delete_file {"file_path": "notes.txt"}' in declined
+    assert "the model proposes" in plan
+    # The question, asked after the plan (and the results of any calls before it):
+    asked = ASKED.search(ANSI.sub("", shell.child.before))
+    assert asked is not None, plan
+    assert f"{asked.group(1)}  (asks first)" in plan  # the call asked about was shown, marked, in the plan
+    assert f"not run: {asked.group(1)}" in shell.run("n")
     assert "Remove me later." in shell.run("cat notes.txt")  # declined: nothing ran
     shell.run("do delete the file notes.txt")
     done = shell.run("y")
-    assert re.search(r'aios/delete_file \{"file_path": "notes.txt"\} -> .*"deleted notes.txt', done), done
+    assert re.search(rf"{re.escape(asked.group(1))} -> .*\"deleted notes.txt", done), done  # its real result
     assert "error [404]" in shell.run("cat notes.txt")
     assert "Remove me later." in shell.run("cat notes.txt --version 1")  # the history keeps it
+    assert shell.leave() == 0
+
+
+@pytest.fixture
+def scripted(tmp_path: Path) -> Iterator[tuple[Provider, KernelProcess]]:
+    """A kernel whose model is an OpenAI-compatible MOCK (a scripted provider on loopback): the embedded model,
+    offered tools with tool_choice auto, answers in prose, so only a scripted model proposes the exact calls the
+    confirmation path needs. Everything else is real: the kernel (asking, per its config, about deletions
+    only), its tools and storage, the terminal."""
+    provider = Provider()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llms:\n  models:\n    - {{name: scripted, backend: vllm, hostname: '{provider.url}'}}\n"
+                      "access:\n  confirm:\n    operations: [delete]\n")
+    kernel = start_kernel(["--config", str(config)], {**os.environ, "AIOS_DATA_DIR": str(tmp_path / "data")},
+                          tmp_path / "kernel.log")
+    yield provider, kernel
+    stop_kernel(kernel)
+    provider.server.shutdown()
+    provider.server.server_close()
+
+
+def test_a_plain_line_may_act_asking_first_only_about_what_the_kernel_counts_irreversible(
+        scripted: tuple[Provider, KernelProcess], tmp_path: Path) -> None:
+    provider, kernel = scripted
+    shell = Terminal(kernel.url, tmp_path, "--max-new-tokens", "64")
+    shell.run("write notes.txt First words.")
+    shell.run("write notes.txt Second words.")
+    tidy = [("aios__rollback_file", '{"file_path": "notes.txt", "n": 1}'),
+            ("aios__delete_file", '{"file_path": "notes.txt"}')]
+    provider.script = [(200, completion(calls=tidy)), (200, completion(calls=tidy[1:])),
+                       (200, completion(content="Nothing more to do."))]
+    plan = shell.run("tidy up my notes")
+    assert 'aios/rollback_file {"file_path": "notes.txt", "n": 1}\r\n' in plan  # not asked: not in the kernel's list
+    assert "back to the content of version 1 as version 3" in plan  # ran at once, its real result shown
+    assert 'aios/delete_file {"file_path": "notes.txt"}  (asks first)' in plan
+    assert 'not run: aios/delete_file {"file_path": "notes.txt"}' in shell.run("n")
+    assert "First words." in shell.run("cat notes.txt")  # declined: still there
+    shell.run("now delete it")
+    assert re.search(r'aios/delete_file \{"file_path": "notes.txt"\} -> .*"deleted notes.txt', shell.run("y"))
+    assert "error [404]" in shell.run("cat notes.txt")
+    assert "Nothing more to do." in shell.run("anything else?")  # prose is an answer
+    offered = provider.received[0]
+    assert offered["tool_choice"] == "auto"
+    assert any(tool["function"]["name"] == "aios__delete_file" for tool in offered["tools"])
+    said = [m["content"] for m in provider.received[-1]["messages"] if m["role"] == "assistant"]
+    assert any("deleted notes.txt" in text for text in said)  # what was done stays in the conversation
     assert shell.leave() == 0
 
 

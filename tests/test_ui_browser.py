@@ -105,14 +105,19 @@ def test_an_agent_submitted_from_the_page_runs_to_the_end(page: Any) -> None:
     screenshot(page, "agents")
 
 
-def test_a_file_written_then_rolled_back_from_the_page(page: Any) -> None:
+def write_versions(page: Any, file_path: str, *texts: str) -> None:
+    """Write each text as the file's next version from the Files page, waiting until the page shows it."""
     page.goto("/ui/#storage")
-    for text in ("Visit Kyoto in April for the cherry blossoms.", "Visit Oslo in April."):
-        page.get_by_label("File", exact=True).fill("trips/plan.txt")
+    for text in texts:
+        page.get_by_label("File", exact=True).fill(file_path)
         page.get_by_label("Content", exact=True).fill(text)
         page.get_by_role("button", name="Write").click()
         page.wait_for_selector(f"pre[aria-label='Current content']:has-text('{text}')")
-    assert page.locator("tbody tr").count() == 2
+    assert page.locator("tbody tr").count() == len(texts)
+
+
+def test_a_file_written_then_rolled_back_from_the_page(page: Any) -> None:
+    write_versions(page, "trips/plan.txt", "Visit Kyoto in April for the cherry blossoms.", "Visit Oslo in April.")
     page.get_by_role("button", name="Compare").click()
     page.wait_for_selector(".diff .removed:has-text('Kyoto')")
     assert "Oslo" in page.locator(".diff .added").inner_text()
@@ -123,6 +128,31 @@ def test_a_file_written_then_rolled_back_from_the_page(page: Any) -> None:
     link = page.wait_for_selector("a[href*='/share/']").get_attribute("href")
     assert "Kyoto" in httpx.get(link).text
     screenshot(page, "storage")
+
+
+def test_a_file_restored_to_version_n_from_its_history(page: Any) -> None:
+    write_versions(page, "drafts/essay.txt", "First draft.", "Second draft.", "Third draft.")
+    page.get_by_role("button", name="Restore version 1").click()
+    page.wait_for_selector("pre[aria-label='Current content']:has-text('First draft.')")
+    assert "rollback (from v1)" in page.locator("tbody tr").first.inner_text()
+    assert page.locator("tbody tr").count() == 4  # the restore is itself a version: it can be undone
+
+
+def test_the_memory_page_lists_the_agent_s_memories_newest_first_without_a_search(page: Any,
+                                                                                  kernel: KernelProcess) -> None:
+    notes = [f"Listed note number {n}." for n in range(22)]  # more than one page of 20
+    for note in notes:
+        reply = httpx.post(f"{kernel.url}/query", timeout=60, json={
+            "agent_name": AGENT, "query_type": "memory",
+            "query_data": {"query_class": "memory", "operation_type": "add_memory", "params": {"content": note}}})
+        assert reply.json()["response"]["success"], reply.text
+    page.goto("/ui/#memory")
+    listed = page.locator("ol[aria-label='Recent memories'] li")
+    page.wait_for_selector("ol[aria-label='Recent memories'] li")
+    assert notes[-1] in listed.first.inner_text() and listed.count() == 20
+    assert notes[0] not in page.locator("ol[aria-label='Recent memories']").inner_text()
+    page.get_by_role("button", name="More").click()
+    page.wait_for_selector(f"ol[aria-label='Recent memories'] li:has-text('{notes[0]}')")
 
 
 def test_a_memory_found_by_meaning_from_the_page(page: Any) -> None:

@@ -23,7 +23,16 @@ from aios.llm.prompting import (
 )
 from aios.llm.router import Route, Router
 from aios.llm.routing import query_kind
-from aios.llm.structured import InvalidReply, OutputSpec, Reply, json_spec, parse_reply, retry_message, tool_call_spec
+from aios.llm.structured import (
+    InvalidReply,
+    OutputSpec,
+    ProseGate,
+    Reply,
+    json_spec,
+    parse_reply,
+    retry_message,
+    tool_call_spec,
+)
 from aios.syscall import Syscall
 
 # tool_use: the AIOS SDK's name for chat_with_tool_call_output. call_tool also runs the calls (the tool manager).
@@ -48,7 +57,8 @@ class LLMQuery:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     # Given each new piece of a free-text reply as it is decoded, on the event loop (streaming); a structured
-    # reply (tool calls, JSON) is read whole, so it streams nothing and arrives only in the final reply.
+    # reply (tool calls, JSON) is read whole, so it streams nothing and arrives only in the final reply. Under
+    # tool_choice auto, prose streams and calls do not.
     on_text: Callable[[str], None] | None = None
     # Filled by prepare():
     core: LLMCore | None = None
@@ -161,7 +171,8 @@ class LLMHandler:
             await self.chat_hook.before(syscall.agent_name, query)
         # The engine says, from its thread, when the generation starts and stops running: the syscall's slices.
         on_running = on_loop(asyncio.get_running_loop(), record_slice)
-        on_text = on_loop(asyncio.get_running_loop(), query.on_text) if query.on_text and query.spec is None else None
+        streamed = _streamed(query)
+        on_text = on_loop(asyncio.get_running_loop(), streamed) if streamed else None
         request = _request(query, GenerationRequest(query.messages, query.sampling, priority=syscall.priority,
                                                     on_running=on_running, on_text=on_text))
         generation = await query.core.complete(request)
@@ -199,6 +210,14 @@ def _check_prompt_length(query: LLMQuery) -> None:
                          f"(at most {limit:,}); send a shorter one")
 
 
+def _streamed(query: LLMQuery) -> Callable[[str], None] | None:
+    """What the reply's pieces go to as they are decoded: free text streams; a reply that may be prose or tool
+    calls (``tool_choice: auto``) streams if it is prose; JSON and required calls are read whole."""
+    if query.on_text is None or query.spec is None:
+        return query.on_text
+    return ProseGate(query.on_text) if query.spec.allow_text else None
+
+
 def _prompt_chars(query: LLMQuery) -> int:
     chars = sum(len(_text_of(m.get("content"))) for m in query.messages)
     return chars + (len(json.dumps(query.tools)) if query.tools else 0)
@@ -228,8 +247,9 @@ async def _structured_reply(query: LLMQuery, request: GenerationRequest, generat
     except InvalidReply as exc:
         problem = exc
     if generation.finish_reason == "stop":
+        # The retry streams nothing: what streamed of the first reply was prose that turned out to hold bad calls.
         retry = replace(request, messages=[*request.messages, {"role": "assistant", "content": generation.text},
-                                           retry_message(spec, str(problem))])
+                                           retry_message(spec, str(problem))], on_text=None)
         generation = await core.complete(retry)
         try:
             return _shaped(parse_reply(spec, generation.text), generation)

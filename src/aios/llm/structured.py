@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
@@ -29,6 +29,29 @@ from aios.llm.prompting import (
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 TOOL_CHOICES = ("auto", "required", "none")
+
+
+class ProseGate:
+    """Streaming for a reply that may be prose or tool calls (``tool_choice: auto``): its pieces reach ``on_text``
+    once its first character shows prose, and none do if it shows a call — a JSON array or object, or a tag —
+    which is read whole. (Under a grammar prose cannot start with those; without one, a reply read as prose
+    that starts otherwise is prose too.)"""
+
+    CALL_STARTS = ("[", "{", "<")
+
+    def __init__(self, on_text: Callable[[str], None]) -> None:
+        self._on_text, self._held, self._prose = on_text, "", None
+
+    def __call__(self, piece: str) -> None:
+        if self._prose is None:
+            self._held += piece
+            start = self._held.lstrip()
+            if not start:
+                return
+            self._prose = not start.startswith(self.CALL_STARTS)
+            piece, self._held = self._held, ""
+        if self._prose:
+            self._on_text(piece)
 
 
 class InvalidReply(ValueError):

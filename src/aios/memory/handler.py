@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 Call = Callable[[SyscallKind, str, Any], Awaitable[Syscall]]  # the kernel's syscall entry (Kernel.call)
 EXCERPT_CHARS = 500  # of old and new content kept in an evolution entry
+LIST_PAGE = 20  # memories list_memories returns when k is not given
 MAX_ATTEMPTS = 5  # to update a note whose words others keep changing while its new vector is computed
 
 
@@ -93,7 +94,7 @@ class MemoryHandler:
         self._operations: dict[str, Callable[[str, dict[str, Any]], Awaitable[MemoryResponse]]] = {
             "add_memory": self._add, "add_agentic_memory": self._add_agentic, "get_memory": self._get,
             "update_memory": self._update, "remove_memory": self._remove, "retrieve_memory": self._retrieve,
-            "retrieve_memory_raw": functools.partial(self._retrieve, whole=True)}
+            "retrieve_memory_raw": functools.partial(self._retrieve, whole=True), "list_memories": self._list}
 
     @classmethod
     def from_config(cls, config: Config, embedder: Embedder, call: Call, access: AccessManager) -> "MemoryHandler":
@@ -149,6 +150,10 @@ class MemoryHandler:
         found = await self.run_io(search, self.store, agent, query, vector, k, filters_of(params), self.clock())
         return MemoryResponse(search_results=[item.note.search_result(item.similarity, whole) for item in found],
                               success=True)
+
+    async def _list(self, agent: str, params: dict[str, Any]) -> MemoryResponse:
+        notes = await self.run_io(self.store.recent, agent, params.get("k", LIST_PAGE), params.get("offset", 0))
+        return MemoryResponse(search_results=[note.summary() for note in notes], success=True)
 
     # -- agentic memory ---------------------------------------------------------------------------------------------
     async def _add_agentic(self, agent: str, params: dict[str, Any]) -> MemoryResponse:

@@ -57,12 +57,16 @@ class Note:
                 "updated_at": iso(self.updated), "retrieval_count": self.retrieval_count, "links": self.links,
                 "evolution_history": self.evolution}
 
+    def summary(self) -> dict[str, Any]:
+        """The note as a list shows it (``list_memories``): its id, content, labels and time."""
+        return {"memory_id": self.memory_id, "content": self.content, "metadata": self.reply_metadata(),
+                "keywords": self.keywords, "tags": self.tags, "category": self.category,
+                "timestamp": upstream_time(self.created)}
+
     def search_result(self, score: float, whole: bool) -> dict[str, Any]:
         """One entry of ``search_results``; ``whole`` (retrieve_memory_raw) adds every field at the top level,
         as upstream's raw notes have them."""
-        result = {"memory_id": self.memory_id, "content": self.content, "score": round(score, 4),
-                  "metadata": self.reply_metadata(), "keywords": self.keywords, "tags": self.tags,
-                  "category": self.category, "timestamp": upstream_time(self.created)}
+        result = {**self.summary(), "score": round(score, 4)}
         if whole:
             result.update(id=self.memory_id, context=self.context, links=self.links,
                           retrieval_count=self.retrieval_count, last_accessed=upstream_time(self.last_accessed),

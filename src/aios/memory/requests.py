@@ -105,6 +105,14 @@ def _category(value: Any) -> str:
     return found
 
 
+def _offset(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be an integer, not {kind_of(value)}")
+    if value < 0:
+        raise ValueError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _filter_value(value: Any) -> str:
     found = text(value)
     if not found or len(found) > MAX_LABEL_CHARS:
@@ -131,10 +139,12 @@ OPERATIONS: dict[str, Spec] = {
     "remove_memory": {"memory_id": (_memory_id, True), **_OWNER},
     "retrieve_memory": _SEARCH,
     "retrieve_memory_raw": _SEARCH,
+    # Ours: the agent's memories, most recent first, a page at a time (k of them, after the first offset).
+    "list_memories": {"k": (positive(MAX_RESULTS), False), "offset": (_offset, False), **_OWNER},
 }
 # What reaching another agent's memories takes, per operation.
 NEEDS = {"add_memory": "write", "get_memory": "read", "update_memory": "write", "remove_memory": "write",
-         "retrieve_memory": "read", "retrieve_memory_raw": "read"}
+         "retrieve_memory": "read", "retrieve_memory_raw": "read", "list_memories": "read"}
 # Other names the AIOS SDKs and kernels use.
 OPERATION_ALIASES = {"create_memory": "add_memory", "create_agentic_memory": "add_agentic_memory",
                      "read_memory": "get_memory", "delete_memory": "remove_memory", "search_memories": "retrieve_memory"}

@@ -89,6 +89,11 @@ class SQLMemoryStore(SQLDatabase):
     def count(self, agent: str) -> int:
         return self._one("SELECT COUNT(*) FROM memories WHERE agent = ?", (agent,))[0]  # type: ignore[index]
 
+    def recent(self, agent: str, limit: int, offset: int) -> list[Note]:
+        rows = self._rows(f"SELECT {_NOTE}, id FROM memories WHERE agent = ? ORDER BY created DESC, id DESC "
+                          "LIMIT ? OFFSET ?", (agent, limit, offset))
+        return [_note(row) for row in rows]
+
     def touch(self, rows: list[int], when: float) -> None:
         if rows:
             self._run(f"UPDATE memories SET retrieval_count = retrieval_count + 1, last_accessed = ? "

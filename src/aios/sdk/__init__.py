@@ -7,6 +7,7 @@ The kernel URL is ``base_url`` when given, else ``$AIOS_KERNEL_URL``, else ``htt
 from aios.sdk.access import (
     answer_request,
     audit_log,
+    confirmations,
     grant_permission,
     list_permissions,
     request_permission,
@@ -134,6 +135,7 @@ __all__ = [
     # access
     "answer_request",
     "audit_log",
+    "confirmations",
     "grant_permission",
     "list_permissions",
     "request_permission",

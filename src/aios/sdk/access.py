@@ -47,3 +47,11 @@ def audit_log(agent_name: str, base_url: str | None = None, *, decision: str | N
     """``agent_name``'s own audit entries, newest first."""
     query = f"?limit={int(limit)}" + (f"&decision={decision}" if decision else "")
     return get_json(f"/access/audit{query}", base_url, agent_name=agent_name)["entries"]
+
+
+def confirmations(agent_name: str, base_url: str | None = None) -> dict[str, Any]:
+    """What the kernel counts as irreversible: ``{mode, operations, tools}`` (``GET /access/confirm``): the
+    operations of ``access.confirm.operations``, the tools whose calls make them or are marked
+    ``requires_confirmation``, and whether the kernel itself waits for a person's approval (``mode``)."""
+    reply = get_json("/access/confirm", base_url, agent_name=agent_name)
+    return {key: reply[key] for key in ("mode", "operations", "tools")}

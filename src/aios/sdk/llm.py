@@ -52,6 +52,7 @@ def llm_chat_stream(
     base_url: str | None = None,
     llms: list[dict[str, Any]] | None = None,
     *,
+    tools: list[dict[str, Any]] | None = None,
     temperature: float | None = None,
     max_new_tokens: int | None = None,
     priority: int | None = None,
@@ -63,9 +64,12 @@ def llm_chat_stream(
             print(text, end="", flush=True)
         stream.response.finish_reason  # the whole reply, once the loop ended
 
+    With ``tools`` (OpenAI function tools) the model may call them instead of answering (``tool_choice: auto``):
+    a prose reply streams as above; calls stream nothing and arrive in ``stream.response.tool_calls``.
+
     Nothing is sent until the iteration starts; a loop left early closes the connection, which cancels the
     generation. Errors raise :class:`AIOSError`, as for :func:`llm_chat`."""
-    query_data = _query_data(messages=messages, llms=llms, action_type="chat", temperature=temperature,
+    query_data = _query_data(messages=messages, llms=llms, action_type="chat", tools=tools, temperature=temperature,
                              max_new_tokens=max_new_tokens, priority=priority)
     return ChatStream(stream_query(agent_name, "llm", query_data, base_url))
 

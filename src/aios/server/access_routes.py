@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aios.access.manager import ADMIN, AccessManager
 from aios.errors import Forbidden, KernelError
+from aios.tools.builtin import files
 
 router = APIRouter(prefix="/access")
 
@@ -152,6 +153,20 @@ async def audit(request: Request, agent: str | None = None, decision: str | None
 
 
 # -- approvals of irreversible operations ---------------------------------------------------------------------
+@router.get("/confirm")
+async def confirmations(request: Request) -> dict[str, Any]:
+    """What this kernel counts as irreversible, for a client that asks its own person first (``aios terminal``):
+    the storage and memory ``operations`` of ``access.confirm.operations``, the ``tools`` whose calls make them
+    or are marked ``requires_confirmation``, and the ``mode`` that says whether the kernel itself waits for a
+    person's approval of them (``off``: it does not)."""
+    caller(request)  # any agent may ask, but it must say who it is
+    kernel = request.app.state.kernel
+    confirm = kernel.config.access.confirm
+    marked = [tool.name for tool in kernel.tools.registry if tool.requires_confirmation]
+    return {"status": "success", "mode": confirm.mode, "operations": list(confirm.operations),
+            "tools": sorted({*files.confirmed(confirm.operations), *marked})}
+
+
 @router.get("/approvals")
 async def pending_approvals(request: Request, wait: float = Query(default=0, ge=0, le=60)) -> dict[str, Any]:
     """The operations waiting for a person's answer; with ``wait``, hold the request up to that many seconds

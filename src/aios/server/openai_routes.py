@@ -280,7 +280,8 @@ class Reply:
 
     async def events(self, call: StreamedCall) -> AsyncIterator[str]:
         """Server-sent events: a chunk per piece of text as it is decoded (a structured reply — tool calls,
-        JSON — arrives whole in one chunk at the end), the finish reason, the usage if asked, ``[DONE]``."""
+        JSON — arrives whole in one chunk at the end; prose under ``tool_choice: auto`` streams), the finish
+        reason, the usage if asked, ``[DONE]``."""
         yield self._chunk({"role": "assistant", "content": ""})
         streamed = ""
         async for piece in call.pieces():

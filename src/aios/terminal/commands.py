@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable
 
 from aios import sdk
 from aios.terminal import render
-from aios.terminal.actions import act
+from aios.terminal.actions import act, converse
 from aios.terminal.top import top
 
 if TYPE_CHECKING:
@@ -60,21 +60,17 @@ def _number(text: str, what: str) -> int:
 
 # -- the model ----------------------------------------------------------------------------------------------------
 def chat(shell: Shell, text: str) -> None:
-    """Send ``text`` to the model with the conversation so far; its reply is shown as it is written."""
-    shell.messages.append({"role": "user", "content": _need(text, "TEXT")})
-    settings = shell.settings
-    stream = sdk.llm_chat_stream(shell.agent, shell.messages, shell.url, temperature=settings.temperature,
-                                 max_new_tokens=settings.max_new_tokens)
-    try:
-        reply = render.streamed(shell.console, stream)
-    except BaseException:
-        shell.messages.pop()  # the turn did not happen: the conversation stays as it was
-        raise
-    shell.messages.append({"role": "assistant", "content": reply})
+    """Send ``text`` to the model with the conversation so far, offering no tools; its reply as it is written."""
+    converse(shell, _need(text, "TEXT"), may_act=False)
 
 
 def do(shell: Shell, text: str) -> None:
     act(shell, _need(text, "TEXT"))
+
+
+def say(shell: Shell, text: str) -> None:
+    """A line that is no command: the model answers, or acts with the kernel's tools."""
+    converse(shell, _need(text, "TEXT"), may_act=True)
 
 
 # -- files --------------------------------------------------------------------------------------------------------
@@ -218,9 +214,9 @@ def exit_command(shell: Shell, args: str) -> None:
 
 COMMANDS: dict[str, Command] = {
     "help": Command("help [COMMAND]", "the commands, or one of them", help_command),
-    "chat": Command("chat TEXT", "say TEXT to the model (any line that is no command does too)", chat),
+    "chat": Command("chat TEXT", "say TEXT to the model, offering no tools", chat),
     "do": Command("do TEXT", "let the model act with the kernel's tools: each call shown with its result, "
-                  "irreversible ones asked first", do),
+                  "irreversible ones asked first (any line that is no command may act too)", do),
     "ls": Command("ls [DIR]", "the agent's files", ls, completes_files=True),
     "cat": Command("cat FILE [--version N]", "a file's text, now or at version N", cat, completes_files=True),
     "write": Command("write FILE [TEXT]", "write TEXT as the file's next version (no TEXT: type lines, end "

@@ -13,9 +13,12 @@ from aios.sdk import AgentLogs, AgentProcess, AgentStatus, ChatStream, DirEntry,
 from aios.sdk import SearchResult, ToolCall, ToolInfo, ToolResult
 
 
-def error(console: Console, message: str, status_code: int | None = None) -> None:
+def error(console: Console, message: str, status_code: int | None = None) -> str:
+    """Show an error in one line; that line."""
     code = f" [{status_code}]" if status_code else ""
-    console.print(Text(f"error{code}: {' '.join(message.split())}", style="red"))
+    line = f"error{code}: {' '.join(message.split())}"
+    console.print(Text(line, style="red"))
+    return line
 
 
 def done(console: Console, message: str | None) -> None:
@@ -36,13 +39,19 @@ def usage(console: Console, commands: dict[str, tuple[str, str]]) -> None:
 
 
 def streamed(console: Console, stream: ChatStream) -> str:
-    """Print the reply as it arrives; the whole text."""
+    """Print the reply's text as it arrives; the text. Text that streamed nothing (an API model offered tools
+    answers whole) is printed once it came; tool calls print nothing here."""
     pieces = []
     for piece in stream:
         console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
         pieces.append(piece)
-    console.print()
-    if stream.response is not None and stream.response.finish_reason == "length":
+    reply = stream.response
+    if not pieces and reply is not None and not reply.tool_calls and reply.response_message:
+        console.print(reply.response_message, end="", markup=False, highlight=False, soft_wrap=True)
+        pieces.append(reply.response_message)
+    if pieces:
+        console.print()
+    if reply is not None and reply.finish_reason == "length":
         console.print(Text("(cut at the token limit)", style="dim"))
     return "".join(pieces)
 
@@ -100,13 +109,18 @@ def plan(console: Console, calls: list[ToolCall], asks: list[bool]) -> None:
         console.print(Text(f"  {number}. {call_text(call)}" + ("  (asks first)" if ask else "")))
 
 
-def tool_result(console: Console, result: ToolResult) -> None:
+def tool_result(console: Console, result: ToolResult) -> str:
+    """Show a call's result, in one line (the terminal wraps it); that line."""
     value = result.result if isinstance(result.result, str) else json.dumps(result.result, ensure_ascii=False)
-    console.print(Text(f"{call_text(result)} -> {value}"), soft_wrap=True)  # one line: the terminal wraps it
+    line = f"{call_text(result)} -> {value}"
+    console.print(Text(line), soft_wrap=True)
+    return line
 
 
-def declined(console: Console, call: ToolCall) -> None:
-    console.print(Text(f"not run: {call_text(call)}", style="yellow"))
+def declined(console: Console, call: ToolCall) -> str:
+    line = f"not run: {call_text(call)}"
+    console.print(Text(line, style="yellow"))
+    return line
 
 
 def stopped(console: Console, left: int) -> None:

@@ -1,5 +1,6 @@
 """The terminal's loop: read a line (with history and completion), run the command its first word names or
-send the line to the model, and show any refusal in one line — the shell outlives every error."""
+send the line to the model (which may answer or act), and show any refusal in one line — the shell outlives
+every error."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rich.console import Console
 from aios.sdk import AIOSError
 from aios.sdk.transport import get_json
 from aios.terminal import render
-from aios.terminal.commands import COMMANDS, ExitShell, UsageError, chat
+from aios.terminal.commands import COMMANDS, ExitShell, UsageError, say
 from aios.terminal.completion import ShellCompleter
 
 HISTORY_FILE = Path("~/.aios_history")
@@ -78,11 +79,11 @@ class Shell:
         command = COMMANDS.get(name)
         try:
             if command is None:
-                chat(self, line.strip())
+                say(self, line.strip())
             else:
                 command.run(self, rest.strip())
         except UsageError as exc:
-            render.error(self.console, f"{exc} (usage: {command.usage if command else 'chat TEXT'})")
+            render.error(self.console, f"{exc} (usage: {command.usage if command else 'TEXT'})")
         except AIOSError as exc:
             render.error(self.console, exc.message, exc.status_code)
         except KeyboardInterrupt:

@@ -1,8 +1,10 @@
-// The agent's memories: add a note, search them by meaning and words, remove one — memory syscalls through /query.
+// The agent's memories: the most recent ones (a page at a time), add a note, search them by meaning and words,
+// remove one — memory syscalls through /query.
 import { operation } from "../api.js";
 import { agentName, attempt, el, field, statusLine } from "../ui.js";
 
 const memory = (op, params) => operation(agentName(), "memory", op, params);
+const PAGE = 20; // memories listed at a time; "More" lists the next ones
 
 export function render(main) {
   const status = statusLine();
@@ -13,6 +15,8 @@ export function render(main) {
   const k = el("input", { name: "k", type: "number", min: "1", max: "100", value: "5" });
   const search = el("button", { type: "submit" }, "Search");
   const results = el("ol", { "aria-label": "Search results" });
+  const recent = el("ol", { "aria-label": "Recent memories" });
+  const more = el("button", { type: "button", class: "secondary", hidden: true }, "More");
   const adding = el("form", { "aria-label": "Add a memory" }, field("Note", note), field("Tags", tags, "comma-separated, optional"), add);
   const searching = el("form", { role: "search", "aria-label": "Search memories" },
     el("div", { class: "row" }, field("Search", query), field("Results", k), search));
@@ -22,12 +26,23 @@ export function render(main) {
     remove.addEventListener("click", () => attempt(status, remove, async () => {
       await memory("remove_memory", { memory_id: found.memory_id });
       status.show(`Forgot ${found.memory_id}`);
-      searching.requestSubmit();
+      if (query.value) searching.requestSubmit();
+      await listRecent();
     }));
     const labels = (found.tags || []).join(", ");
-    return el("li", { class: "panel" }, el("p", {}, found.content),
-      el("small", {}, `score ${found.score}${labels ? " · tags: " + labels : ""} · ${found.memory_id} `), remove);
+    const about = [found.score === undefined ? found.timestamp : `score ${found.score}`, labels && `tags: ${labels}`, found.memory_id];
+    return el("li", { class: "panel" }, el("p", {}, found.content), el("small", {}, about.filter(Boolean).join(" · ") + " "), remove);
   }
+
+  // The most recent memories, newest first: the first page anew, or (more) the page after those shown.
+  async function listRecent(next = false) {
+    const offset = next ? recent.children.length : 0;
+    const listed = (await memory("list_memories", { k: PAGE, offset })).search_results || [];
+    if (next) recent.append(...listed.map(result));
+    else recent.replaceChildren(...(listed.length ? listed.map(result) : [el("li", {}, "No memories yet: add one below.")]));
+    more.hidden = listed.length < PAGE;
+  }
+  more.addEventListener("click", () => attempt(status, more, () => listRecent(true)));
 
   adding.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -36,6 +51,7 @@ export function render(main) {
       const reply = await memory("add_memory", { content: note.value, metadata: labels.length ? { tags: labels } : {} });
       status.show(`Remembered as ${reply.memory_id}`);
       note.value = "";
+      await listRecent();
     });
   });
   searching.addEventListener("submit", (event) => {
@@ -48,5 +64,7 @@ export function render(main) {
     });
   });
 
-  main.append(el("h2", {}, "Memory"), status, searching, results, el("h3", {}, "Add a memory"), adding);
+  main.append(el("h2", {}, "Memory"), status, searching, results, el("h3", {}, "Add a memory"), adding,
+    el("h3", {}, "Recent memories"), recent, more);
+  attempt(status, null, listRecent);
 }

@@ -1,5 +1,5 @@
-// The agent's files: list, read, write, version history, the diff of two versions, rollback and share links —
-// every one a storage syscall through /query.
+// The agent's files: list, read, write, version history, the diff of two versions, rollback (one version, or
+// back to any version of the history) and share links — every one a storage syscall through /query.
 import { operation } from "../api.js";
 import { agentName, attempt, el, field, statusLine, time } from "../ui.js";
 import { diffLines } from "./diff.js";
@@ -41,19 +41,27 @@ export function render(main) {
       diffView.replaceChildren(...diffLines(a.content, b.content).map(([mark, line]) =>
         el("div", { class: mark === "+" ? "added" : mark === "-" ? "removed" : "" }, `${mark} ${line}`)));
     }));
-    rollback.addEventListener("click", () => attempt(status, rollback, async () => {
-      status.show((await storage("rollback", { file_path: filePath, n: 1 })).message);
+    // The rollback syscall counts back from the newest version: version v of a file whose newest is N is n = N - v.
+    const restore = (button, n) => attempt(status, button, async () => {
+      status.show((await storage("rollback", { file_path: filePath, n })).message);
       await open(filePath);
-    }));
+    });
+    rollback.addEventListener("click", () => restore(rollback, 1));
+    const restoreButton = (v) => {
+      if (v.version === versions[0].version) return "current";
+      const button = el("button", { type: "button", class: "secondary", "aria-label": `Restore version ${v.version}` }, `Restore v${v.version}`);
+      button.addEventListener("click", () => restore(button, versions[0].version - v.version));
+      return button;
+    };
     share.addEventListener("click", () => attempt(status, share, async () => {
       const reply = await storage("share", { file_path: filePath });
       link.replaceChildren("Link: ", el("a", { href: reply.url, target: "_blank", rel: "noopener" }, reply.url), ` (expires ${time(reply.expires_at)})`);
     }));
     detail.replaceChildren(el("h3", {}, filePath), el("pre", { "aria-label": "Current content" }, file.content),
       el("h3", {}, "History"), el("div", { class: "scroll" }, el("table", {},
-        el("thead", {}, el("tr", {}, ["Version", "Kind", "When", "Size", "By"].map((n) => el("th", { scope: "col" }, n)))),
+        el("thead", {}, el("tr", {}, ["Version", "Kind", "When", "Size", "By", "Restore"].map((n) => el("th", { scope: "col" }, n)))),
         el("tbody", {}, versions.map((v) => el("tr", {}, el("td", {}, `v${v.version}`), el("td", {}, v.kind + (v.restored_from ? ` (from v${v.restored_from})` : "")),
-          el("td", {}, time(v.time)), el("td", {}, String(v.size ?? "—")), el("td", {}, v.agent ?? "outside")))))),
+          el("td", {}, time(v.time)), el("td", {}, String(v.size ?? "—")), el("td", {}, v.agent ?? "outside"), el("td", {}, restoreButton(v))))))),
       el("div", { class: "row" }, field("Older", older), field("Newer", newer), compare, rollback, share), link, diffView);
   }
 
