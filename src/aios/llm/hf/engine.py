@@ -30,7 +30,7 @@ from aios.context import ContextStore
 from aios.errors import CapacityExceeded, KernelError, Unavailable
 from aios.llm.hf.grammar import Grammars
 from aios.llm.hf.kv import SlotKV
-from aios.llm.hf.prefix import PrefixCache
+from aios.llm.hf.prefix import PrefixCache, common_prefix
 from aios.llm.hf.runner import Chunk, Runner
 from aios.llm.hf.sequence import Sequence
 from aios.scheduler.policy import Policy, make_policy
@@ -38,6 +38,9 @@ from aios.scheduler.policy import Policy, make_policy
 log = logging.getLogger(__name__)
 
 MB = 1 << 20
+# A prompt waits a step to copy what another reads this step only for this many tokens or more: for fewer
+# (agents' own questions often share a word or two), reading them now costs less than a step of waiting.
+WAIT_TO_SHARE = 32
 
 
 class StepFailed(KernelError):
@@ -71,6 +74,7 @@ class Engine:
         self.prefixes = PrefixCache(settings.prefix_cache_mb * MB) if settings.prefix_cache_mb else None
         self.running: list[Sequence] = []
         self.preemptions = 0
+        self.shared_tokens = 0  # prompt tokens whose KV was copied from another running sequence's row
         self.failed_steps = 0
         self.failure: BaseException | None = None  # what ended the step loop, if anything did
         self._on_exit = on_exit
@@ -290,10 +294,11 @@ class Engine:
                 chunks.append(Chunk(sequence.row, [sequence.output_ids[-1]], sequence.length))
                 sampled.append(sequence)
                 continue
+            self._share_prefix(sequence)
             left = len(sequence.prompt_ids) - sequence.prefilled
             take = left if budget is None else min(left, budget)
-            if take == 0:
-                continue  # the step's prompt budget is spent: it reads on next step
+            if take == 0 or self._read_by_another(sequence, reading):
+                continue  # it reads on next step (from another row, where it can)
             ends = take == left
             chunks.append(Chunk(sequence.row, sequence.prompt_ids[sequence.prefilled:sequence.prefilled + take],
                                 sequence.prefilled, wants_logits=ends))
@@ -309,6 +314,30 @@ class Engine:
             sequence.prefilled += take
         for sequence, token in zip(sampled, self._sample(sampled, logits)):
             self._take(sequence, token)
+
+    def _share_prefix(self, sequence: Sequence) -> None:
+        """A prompt being read takes, from the row of another running sequence, the KV of the longest start it
+        shares with that sequence's cached tokens: agents that share a system prompt compute it once."""
+        best, source = sequence.prefilled, None
+        for other in self.running:
+            if other is not sequence and other.cached > best:
+                shared = common_prefix(other.cached_ids, sequence.prompt_ids, len(sequence.prompt_ids) - 1)
+                if shared > best:
+                    best, source = shared, other
+        if source is not None:
+            self._reserve(len(self.running), max(self._longest(), best) + 1)
+            self.kv.copy_positions(source.row, sequence.row, sequence.prefilled, best)
+            self.shared_tokens += best - sequence.prefilled
+            sequence.prefilled = best
+
+    @staticmethod
+    def _read_by_another(sequence: Sequence, reading: list[tuple[Sequence, int]]) -> bool:
+        """Whether a prompt read earlier in this step covers at least ``WAIT_TO_SHARE`` of this one's next tokens:
+        then it waits a step and copies them (the first of several prompts with the same start reads it for
+        all)."""
+        return any(common_prefix(other.prompt_ids[:other.prefilled + take], sequence.prompt_ids,
+                                 len(sequence.prompt_ids) - 1) >= sequence.prefilled + WAIT_TO_SHARE
+                   for other, take in reading)
 
     def _forward(self, chunks: list[Chunk]) -> torch.Tensor:
         return self.runner.forward(chunks, self.kv)
@@ -421,6 +450,7 @@ class Engine:
             "running": len(self.running),
             "waiting": len(self.policy),
             "preemptions": self.preemptions,
+            "shared_prompt_tokens": self.shared_tokens,
             "failed_steps": self.failed_steps,
             "snapshots": len(self.contexts),
             "snapshots_spilled": self.contexts.spilled,

@@ -76,6 +76,12 @@ class SlotKV:
             for buffer, tensor in zip(buffers, source):
                 buffer[row, :, :length].copy_(tensor[:, :length])
 
+    def copy_positions(self, source: int, target: int, start: int, end: int) -> None:
+        """Copy positions ``start..end-1`` of row ``source`` into row ``target``."""
+        for buffers in (self.keys, self.values):
+            for buffer in buffers:
+                buffer[target, :, start:end] = buffer[source, :, start:end]
+
     def move_row(self, source: int, target: int, length: int) -> None:
         for buffers in (self.keys, self.values):
             for buffer in buffers:

@@ -57,7 +57,7 @@ class Sequence:
     @property
     def cached_ids(self) -> list[int]:
         """The tokens whose KV is in the cache."""
-        return (self.prompt_ids + self.output_ids)[: self.length]
+        return (self.prompt_ids + self.output_ids)[: self.cached]
 
     def stream(self, text: str, final: bool) -> None:
         """Give ``on_text`` what is new in ``text`` (the reply so far). Until the end, hold back a possibly
