@@ -474,7 +474,8 @@ def _sample_one(logits: torch.Tensor, sequence: Sequence) -> int:
     # Inverse-CDF sampling: one random number per token. torch.multinomial took ~1.6 ms per draw over the
     # embedded model's 49k tokens, and a random number per vocabulary entry (the exponential race) ~1.3 ms.
     cdf = probs.cumsum(0)
-    index = int(torch.searchsorted(cdf, torch.rand((), generator=sequence.generator) * cdf[-1], right=True))
+    draw = torch.rand((), generator=sequence.generator, device=probs.device)  # the generator's device
+    index = int(torch.searchsorted(cdf, draw * cdf[-1], right=True))
     # rand() < 1, but the product can round up to the total: then the draw is the last token that can occur.
     return index if index < len(cdf) else int(probs.nonzero()[-1])
 
