@@ -92,10 +92,11 @@ class LlamaRunner:
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         for index, layer in enumerate(self.layers):
             h = F.rms_norm(x, layer.norm1.shape, layer.norm1, self.eps)
-            q, k, v = layer.qkv(h).split([q_size, kv_size, kv_size], dim=-1)
-            q = _rotate(q.view(-1, self.heads, self.head_dim), cos, sin)
-            k = _rotate(k.view(-1, self.kv_heads, self.head_dim), cos, sin)
-            v = v.view(-1, self.kv_heads, self.head_dim)
+            qkv = layer.qkv(h)
+            # Queries and keys sit side by side in the fused output: one rotation turns both.
+            qk = _rotate(qkv[:, :q_size + kv_size].view(-1, self.heads + self.kv_heads, self.head_dim), cos, sin)
+            q, k = qk[:, :self.heads], qk[:, self.heads:]
+            v = qkv[:, q_size + kv_size:].view(-1, self.kv_heads, self.head_dim)
             attended = plan.attend(q, k, v, kv.keys[index], kv.values[index])
             x = x + layer.o(attended)
             h = F.rms_norm(x, layer.norm2.shape, layer.norm2, self.eps)
