@@ -21,6 +21,8 @@ from aios.llm.hf.kv import SlotKV
 from aios.llm.hf.loader import find_model, load_model
 from aios.llm.hf.runner import Chunk, LlamaRunner
 
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -57,7 +59,7 @@ def main() -> None:
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 runner.forward(chunks, kv)
         total = sum(e.self_cpu_time_total for e in prof.key_averages())
-        mm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm"))
+        mm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS)
         gflops = flops_per_token * batch / (mm / 1e6) / 1e9 if mm else float("nan")
         lines.append(f"| {batch} | {per_step * 1e3:.1f} | {batch / per_step:.1f} | {mm / total:.0%} | {gflops:.1f} |")
         print(lines[-1], flush=True)

@@ -6,8 +6,8 @@ batch, restoring a snapshot or taking a cached prefix when one matches, and (4) 
 running sequence: a decode token for those that are generating, and for those still reading their prompt the
 next piece of it (at most ``prefill_chunk`` prompt tokens per step in all, so a long prompt is read over
 several steps while the others keep decoding). Each sequence's token is sampled with its own parameters. A
-sequence leaves the batch as soon as it is finished or cancelled, at a token boundary. Callers hand sequences over with ``submit``; the loop sleeps
-on a condition variable while there is nothing to do (no polling).
+sequence leaves the batch as soon as it is finished or cancelled, at a token boundary. Callers hand sequences
+over with ``submit``; the loop sleeps on a condition variable while there is nothing to do (no polling).
 
 The loop must outlive anything a step can throw, since every agent on the model depends on it: a failed step
 fails the sequences in the batch and the loop goes on; if even that recovery fails, the batch is reset; and if
