@@ -162,3 +162,27 @@ def test_agents_sharing_a_system_prompt_compute_it_once_and_answer_as_they_do_al
         assert shared.describe()["engine"]["shared_prompt_tokens"] >= 5 * (system_tokens - 64 - 16)
     finally:
         shared.close()
+
+
+def test_a_short_prompt_is_read_before_the_rest_of_a_long_one(data_dir: Path) -> None:
+    """A chat arrives while a long prompt is being read 8 tokens a step (about 80 steps, room enough for the
+    chat to arrive on a busy machine): the chat's reply starts first."""
+    chunked = own_backend(data_dir, prefill_chunk=8)
+    events: list[str] = []
+
+    async def main() -> None:
+        long = ask(LONG_PROMPT + " " + LONG_PROMPT, 2)
+        long.on_text = lambda piece: events.append("long")
+        long_running = started(long)
+        long_task = asyncio.create_task(chunked.complete(long))
+        await long_running.wait()
+        chat = ask("What is the capital of France?", 2)
+        chat.on_text = lambda piece: events.append("chat")
+        await chunked.complete(chat)
+        await long_task
+
+    try:
+        asyncio.run(main())
+        assert events and events[0] == "chat", events
+    finally:
+        chunked.close()

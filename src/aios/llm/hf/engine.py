@@ -285,15 +285,16 @@ class Engine:
 
     def _run(self) -> None:
         """One forward pass: a decode token for each generating sequence, the next piece of each prompt still
-        being read (in row order, within the step's prompt budget); then a token for every sequence that got
-        logits."""
+        being read (within the step's prompt budget, the prompts with the least left to read first, so a short
+        chat is not queued behind a long document); then a token for every sequence that got logits."""
         budget = self.settings.prefill_chunk or None
         chunks, reading, sampled = [], [], []
         for sequence in self.running:
             if sequence.output_ids:
                 chunks.append(Chunk(sequence.row, [sequence.output_ids[-1]], sequence.length))
                 sampled.append(sequence)
-                continue
+        readers = [s for s in self.running if not s.output_ids]
+        for sequence in sorted(readers, key=lambda s: len(s.prompt_ids) - s.prefilled):
             self._share_prefix(sequence)
             left = len(sequence.prompt_ids) - sequence.prefilled
             take = left if budget is None else min(left, budget)
