@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
+from aios.sdk import AIOSError, confirmations
 from conftest import KernelProcess, data_dir_of_its_own, start_kernel, stop_kernel
 
 CONFIG = {"access": {"auth": "required", "groups": {"team": ["carol"]}, "restricted_tools": ["aios/text_stats"],
@@ -228,6 +229,24 @@ def test_any_agent_learns_which_operations_and_tools_the_kernel_asks_a_person_ab
     assert (said["mode"], said["operations"]) == ("ask", ["delete", "remove_memory"])  # as configured
     assert "aios/delete_file" in said["tools"]  # a storage delete
     assert "aios/rollback_file" not in said["tools"] and "aios/share_file" not in said["tools"]  # not configured
+
+
+def test_the_sdk_s_confirmations_say_what_the_route_says(secured: Secured) -> None:
+    url = f"{secured.kernel.url}/as/{secured.tokens['bob']}"
+    said = secured.route("bob", "GET", "/access/confirm").json()
+    assert confirmations("bob", url) == {key: said[key] for key in ("mode", "operations", "tools")}
+
+
+@pytest.mark.parametrize(("base", "status", "fragment"), [
+    ("kernel", 401, "requires a bearer token"),  # no token in the URL
+    ("stranger", 401, ""),  # a token the kernel never issued
+    ("http://127.0.0.1:9", 0, "cannot reach"),
+])
+def test_the_sdk_s_confirmations_raise_aios_errors(secured: Secured, base: str, status: int, fragment: str) -> None:
+    url = {"kernel": secured.kernel.url, "stranger": f"{secured.kernel.url}/as/not-a-token"}.get(base, base)
+    with pytest.raises(AIOSError) as caught:
+        confirmations("bob", url)
+    assert caught.value.status_code == status and fragment in caught.value.message
 
 
 def test_the_audit_log_records_denials_and_grants_and_each_agent_sees_its_own(secured: Secured) -> None:

@@ -78,6 +78,7 @@ def test_llm_chat_stream_offering_tools_streams_a_prose_answer(kernel: KernelPro
     (lambda url: llm_chat_stream("a", CAPITAL, url, temperature=5), 422, "temperature"),
     (lambda url: llm_chat_stream("a", [], url), 422, "messages"),
     (lambda url: llm_chat_stream("", CAPITAL, url), 422, "agent_name"),
+    (lambda url: llm_chat_stream("a", CAPITAL, url, tools="aios/calculator"), 422, "tools"),  # type: ignore[arg-type]
     (lambda url: llm_chat_stream("a", CAPITAL, "http://127.0.0.1:9"), 0, "cannot reach"),
 ])
 def test_llm_chat_stream_raises_aios_errors(kernel: KernelProcess, call: Any, status: int, fragment: str) -> None:
