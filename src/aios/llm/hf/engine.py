@@ -318,11 +318,13 @@ class Engine:
 
     def _share_prefix(self, sequence: Sequence) -> None:
         """A prompt being read takes, from the row of another running sequence, the KV of the longest start it
-        shares with that sequence's cached tokens: agents that share a system prompt compute it once."""
+        shares with that sequence's cached prompt: agents that share a system prompt compute it once. (Only
+        prompts are compared: this runs every step for every prompt being read, over every running sequence.)"""
         best, source = sequence.prefilled, None
+        limit = len(sequence.prompt_ids) - 1  # at least one token is left to compute
         for other in self.running:
             if other is not sequence and other.cached > best:
-                shared = common_prefix(other.cached_ids, sequence.prompt_ids, len(sequence.prompt_ids) - 1)
+                shared = common_prefix(other.prompt_ids, sequence.prompt_ids, min(limit, other.cached))
                 if shared > best:
                     best, source = shared, other
         if source is not None:

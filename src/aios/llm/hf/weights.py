@@ -52,8 +52,3 @@ class Linear:
             y = F.linear(x.to(torch.bfloat16), self.bf16)
         y = y.to(x.dtype)
         return y if self.bias is None else y + self.bias
-
-    @property
-    def nbytes(self) -> int:
-        held = (self.native, self.bf16, self.int8, self.scales)
-        return sum(t.numel() * t.element_size() for t in held if t is not None)
