@@ -17,6 +17,8 @@ from aios.errors import BadRequest
 from aios.llm.core import GenerationRequest
 from aios.llm.hf import HfLocalBackend
 from aios.llm.hf import backend as backend_module
+from aios.llm.hf import engine as engine_module
+from aios.llm.hf import weights as weights_module
 from aios.llm.hf.engine import EngineSettings
 from aios.llm.hf.runner import LlamaRunner, TransformersRunner
 from test_engine import QUESTIONS, ask, started, together
@@ -103,6 +105,16 @@ def test_compact_weights_still_answer_and_the_status_names_them(data_dir: Path, 
         compact.close()
 
 
+def test_bf16_weights_are_prepacked_for_onednn_where_the_cpu_has_bfloat16_kernels() -> None:
+    weight, x = torch.randn(96, 64), torch.randn(3, 64)
+    linear = weights_module.Linear(weight, "bf16", bias=torch.ones(96))
+    assert (linear.packed is not None) == weights_module.onednn_bf16()
+    y = linear(x)
+    assert y.dtype == torch.float32 and y.shape == (3, 96)
+    # bf16 keeps about three significant digits: the product is the fp32 one to within that.
+    assert torch.allclose(y, x @ weight.T + 1, rtol=0.02, atol=0.1)
+
+
 def llama_config(**overrides: Any) -> SimpleNamespace:
     config = dict(model_type="llama", rope_parameters={"rope_type": "default"}, sliding_window=None,
                   hidden_act="silu", mlp_bias=False)
@@ -144,24 +156,53 @@ SYSTEM = "You are a careful assistant for a shipping company. " + " ".join(
     for n in range(1, 13))
 
 
-def test_agents_sharing_a_system_prompt_compute_it_once_and_answer_as_they_do_alone(backend: HfLocalBackend,
-                                                                                    data_dir: Path) -> None:
-    """Six agents arrive together with the same long system prompt: one reads it, the others copy its KV (the
-    status counts the copied tokens), and each reply is the one the agent gets alone."""
-    def request(question: str) -> GenerationRequest:
-        return GenerationRequest([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
-                                 ask(question).sampling)
+def system_request(question: str, **sampling: Any) -> GenerationRequest:
+    return GenerationRequest([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+                             ask(question, **sampling).sampling)
 
-    shared = own_backend(data_dir, prefill_chunk=64)
+
+def test_agents_sharing_a_system_prompt_compute_and_store_it_once_and_answer_as_they_do_alone(
+        backend: HfLocalBackend, data_dir: Path) -> None:
+    """Six agents arrive together with the same long system prompt: one reads it, the others take its KV (the
+    status counts the tokens taken); the start of it moves into one shared KV that they all attend to (seen in
+    the status while they decode), and each reply is the one the agent gets alone. A next turn reuses the
+    finished conversation's KV, shared start included."""
+    shared = own_backend(data_dir, prefill_chunk=64, prefix_cache_mb=64)
+    seen: list[dict[str, Any]] = []
+    questions = QUESTIONS + ["Where is Rotterdam?"]
     try:
-        system_tokens = len(shared.prompt_ids(request("")))
-        assert system_tokens > 200
-        alone = [backend.generate(request(q)).text for q in QUESTIONS + ["Where is Rotterdam?"]]
-        replies = asyncio.run(together(shared, [request(q) for q in QUESTIONS + ["Where is Rotterdam?"]]))
+        system_tokens = len(shared.prompt_ids(system_request("")))
+        assert system_tokens > engine_module.SHARE_ONCE
+        alone = [backend.generate(system_request(q)).text for q in questions]
+        requests = [system_request(q) for q in questions]
+        # Called on the engine's thread, between steps: the status as the first reply streams.
+        requests[0].on_text = lambda piece: seen.append(shared.describe()["engine"]) if not seen else None
+        replies = asyncio.run(together(shared, requests))
         assert [g.text for g in replies] == alone
-        assert shared.describe()["engine"]["shared_prompt_tokens"] >= 5 * (system_tokens - 64 - 16)
+        engine = shared.describe()["engine"]
+        assert engine["shared_prompt_tokens"] >= 5 * (system_tokens - 64 - 16)
+        assert seen[0]["shared_kv"] == 1 and seen[0]["shared_kv_mb"] > 0
+        assert engine["shared_kv"] == 0  # let go of once no sequence holds it
+        again = shared.generate(system_request(questions[1]))
+        assert again.text == alone[1] and shared.describe()["engine"]["prefix_hits"] >= 1
     finally:
         shared.close()
+
+
+def test_agents_holding_a_shared_system_prompt_are_preempted_and_resumed_exactly(backend: HfLocalBackend,
+                                                                                data_dir: Path) -> None:
+    """Two rows, round-robin every 4 tokens, three agents with one system prompt: they take turns, keeping
+    their shared start while suspended, and each reply is the one the agent gets alone."""
+    questions = QUESTIONS[:3]
+    turns = own_backend(data_dir, max_batch=2, policy="rr", quantum_tokens=4)
+    try:
+        alone = [backend.generate(system_request(q, max_new_tokens=16)).text for q in questions]
+        replies = asyncio.run(together(turns, [system_request(q, max_new_tokens=16) for q in questions]))
+        assert [g.text for g in replies] == alone
+        engine = turns.describe()["engine"]
+        assert engine["preemptions"] >= 1 and engine["shared_prompt_tokens"] > engine_module.SHARE_ONCE
+    finally:
+        turns.close()
 
 
 def test_a_short_prompt_is_read_before_the_rest_of_a_long_one(data_dir: Path) -> None:

@@ -5,7 +5,9 @@ waiting ones, saving their KV to the context store, (3) admits waiting sequences
 batch, restoring a snapshot or taking a cached prefix when one matches, and (4) runs one forward pass over every
 running sequence: a decode token for those that are generating, and for those still reading their prompt the
 next piece of it (at most ``prefill_chunk`` prompt tokens per step in all, so a long prompt is read over
-several steps while the others keep decoding). Each sequence's token is sampled with its own parameters. A
+several steps while the others keep decoding). Prompts that start like a running sequence take its KV instead
+of computing it: a long shared start (an agents' system prompt) is then stored once, in a ``SharedKV`` that all
+of them attend to, and only the rest is kept per row. Each sequence's token is sampled with its own parameters. A
 sequence leaves the batch as soon as it is finished or cancelled, at a token boundary. Callers hand sequences
 over with ``submit``; the loop sleeps on a condition variable while there is nothing to do (no polling).
 
@@ -26,10 +28,10 @@ from typing import Any, Callable
 
 import torch
 
-from aios.context import ContextStore
+from aios.context import KV, ContextStore
 from aios.errors import CapacityExceeded, KernelError, Unavailable
 from aios.llm.hf.grammar import Grammars
-from aios.llm.hf.kv import SlotKV
+from aios.llm.hf.kv import SharedKV, SlotKV
 from aios.llm.hf.prefix import PrefixCache, common_prefix
 from aios.llm.hf.runner import Chunk, Runner
 from aios.llm.hf.sequence import Sequence
@@ -41,6 +43,10 @@ MB = 1 << 20
 # A prompt waits a step to copy what another reads this step only for this many tokens or more: for fewer
 # (agents' own questions often share a word or two), reading them now costs less than a step of waiting.
 WAIT_TO_SHARE = 32
+# A shared start at least this long is stored once (a SharedKV) rather than copied into every row that has it:
+# below it, the attention pass a SharedKV adds to each step costs more than reading the copies (about 3 ms a step
+# on 2 CPU cores with the embedded model, where a row's copy of 256 tokens reads 12 MB).
+SHARE_ONCE = 256
 
 
 class StepFailed(KernelError):
@@ -208,26 +214,40 @@ class Engine:
                 and self._room(len(self.running) + 1, self._positions_with(candidate)))
 
     def _positions_with(self, candidate: Sequence) -> int:
-        return max(self._longest(), candidate.length) + 2  # its cached tokens, the next input, one to grow
+        """Positions the rows need with ``candidate`` among them: its cached tokens, the next input, one to grow
+        (less the shared start a new prompt will take)."""
+        own = candidate.row_length
+        if candidate.snapshot is None and not candidate.output_ids and not candidate.prefilled:
+            own -= len(self._shared_start_of(candidate) or ())
+        return max(self._longest(), own) + 2
 
     def _reserve(self, rows: int, positions: int) -> None:
-        self.kv.reserve(rows, positions, budget=self.settings.kv_budget_mb * MB)
+        self.kv.reserve(rows, positions, budget=self._row_budget())
+
+    def _row_budget(self) -> int:
+        """What the rows may take: the KV budget less the shared starts held by running or waiting sequences."""
+        return self.settings.kv_budget_mb * MB - sum(base.nbytes for base in self._shared())
+
+    def _shared(self) -> list[SharedKV]:
+        held = {id(s.base): s.base for s in (*self.running, *self.policy) if s.base is not None}
+        return list(held.values())
 
     def _fit_memory(self) -> None:
         """Before the KV cache would grow past the budget, preempt the longest sequences (their KV moves to the
         context store) rather than fail."""
         while self.running and not self._room(len(self.running), self._longest() + 2):
-            longest = max(self.running, key=lambda s: s.length)
+            longest = max(self.running, key=lambda s: s.row_length)
             if len(self.running) == 1:  # alone and out of room: it ends, keeping what it made
                 self._finish(longest, "kv_budget")
                 return
             self.suspend(longest)
 
     def _room(self, rows: int, positions: int) -> bool:
-        return self.kv.bytes_for(rows, positions) <= self.settings.kv_budget_mb * MB
+        return self.kv.bytes_for(rows, positions) <= self._row_budget()
 
     def _longest(self) -> int:
-        return max((s.length for s in self.running), default=0)
+        """The most tokens a running sequence's row holds (or will, once its prompt is read)."""
+        return max((s.row_length for s in self.running), default=0)
 
     def _refuse(self, sequence: Sequence, positions: int) -> None:
         """A sequence that cannot fit even alone: one that has generated ends with ``kv_budget`` (nothing it
@@ -256,7 +276,7 @@ class Engine:
 
     def suspend(self, sequence: Sequence) -> None:
         """Save a running sequence's KV and send it back to the waiting queue."""
-        sequence.snapshot = self.contexts.save(self.kv.read_row(sequence.row, sequence.cached))
+        sequence.snapshot = self.contexts.save(self.kv.read_row(sequence.row, sequence.row_tokens))
         self._release(sequence)
         sequence.running(False)
         sequence.ready_at = time.time()
@@ -271,45 +291,65 @@ class Engine:
             sequence.admitted_at = time.perf_counter()
         sequence.running(True)
         if sequence.snapshot is not None:  # resume: its KV comes back as it was, nothing is recomputed
-            self._reserve(len(self.running), max(self._longest(), sequence.length) + 1)
-            self.kv.write_row(sequence.row, self.contexts.restore(sequence.snapshot), sequence.cached)
+            self._reserve(len(self.running), max(self._longest(), sequence.row_length) + 1)
+            self.kv.write_row(sequence.row, self.contexts.restore(sequence.snapshot), 0, sequence.row_tokens)
             sequence.snapshot = None
             return
-        if sequence.output_ids or sequence.prefilled or self.prefixes is None:
+        if sequence.output_ids or sequence.prefilled:
             return
-        start, reused = self.prefixes.lookup(sequence.prompt_ids)
-        if reused is not None:
-            self._reserve(len(self.running), max(self._longest(), start) + 1)
-            self.kv.write_row(sequence.row, reused, start)
-            sequence.prefilled = sequence.reused_tokens = start
+        self._adopt_shared(sequence)
+        start, reused = self.prefixes.lookup(sequence.prompt_ids) if self.prefixes else (0, None)
+        if reused is not None and start > sequence.prefilled:
+            self._reserve(len(self.running), max(self._longest(), start - sequence.base_len) + 1)
+            self.kv.write_row(sequence.row, reused, sequence.prefilled, start)
+            sequence.reused_tokens = start - sequence.prefilled
+            sequence.prefilled = start
+
+    def _adopt_shared(self, sequence: Sequence) -> None:
+        """A new prompt that begins with the shared start of a running sequence takes it."""
+        sequence.base = self._shared_start_of(sequence)
+        self.shared_tokens += sequence.base_len
+        sequence.prefilled = sequence.base_len
+
+    def _shared_start_of(self, sequence: Sequence) -> SharedKV | None:
+        """The longest shared start of a running sequence that a new prompt begins with (a token left to read)."""
+        prompt, best = sequence.prompt_ids, None
+        for other in self.running:
+            base = other.base
+            if (base is not None and len(best or ()) < len(base) < len(prompt)
+                    and prompt[:len(base)] == base.ids):
+                best = base
+        return best
 
     def _run(self) -> None:
         """One forward pass: a decode token for each generating sequence, the next piece of each prompt still
         being read (within the step's prompt budget, the prompts with the least left to read first, so a short
         chat is not queued behind a long document); then a token for every sequence that got logits."""
         budget = self.settings.prefill_chunk or None
+        readers = sorted((s for s in self.running if not s.output_ids),
+                         key=lambda s: len(s.prompt_ids) - s.prefilled)
+        for sequence in readers:  # before any chunk is made: taking a shared start can move another's row
+            self._share_prefix(sequence)
         chunks, reading, sampled = [], [], []
         for sequence in self.running:
             if sequence.output_ids:
-                chunks.append(Chunk(sequence.row, [sequence.output_ids[-1]], sequence.length))
+                chunks.append(Chunk(sequence.row, [sequence.output_ids[-1]], sequence.length, base=sequence.base))
                 sampled.append(sequence)
-        readers = [s for s in self.running if not s.output_ids]
-        for sequence in sorted(readers, key=lambda s: len(s.prompt_ids) - s.prefilled):
-            self._share_prefix(sequence)
+        for sequence in readers:
             left = len(sequence.prompt_ids) - sequence.prefilled
             take = left if budget is None else min(left, budget)
             if take == 0 or self._read_by_another(sequence, reading):
                 continue  # it reads on next step (from another row, where it can)
             ends = take == left
             chunks.append(Chunk(sequence.row, sequence.prompt_ids[sequence.prefilled:sequence.prefilled + take],
-                                sequence.prefilled, wants_logits=ends))
+                                sequence.prefilled, wants_logits=ends, base=sequence.base))
             reading.append((sequence, take))
             if ends:
                 sampled.append(sequence)
             if budget is not None:
                 budget -= take
         # The cache grows (doubling) only as far as the sequences get.
-        self._reserve(len(self.running), max(c.start + len(c.ids) for c in chunks) + 1)
+        self._reserve(len(self.running), max(c.offset + len(c.ids) for c in chunks) + 1)
         logits = self._forward(chunks)
         for sequence, take in reading:
             sequence.prefilled += take
@@ -317,21 +357,53 @@ class Engine:
             self._take(sequence, token)
 
     def _share_prefix(self, sequence: Sequence) -> None:
-        """A prompt being read takes, from the row of another running sequence, the KV of the longest start it
-        shares with that sequence's cached prompt: agents that share a system prompt compute it once. (Only
-        prompts are compared: this runs every step for every prompt being read, over every running sequence.)"""
-        best, source = sequence.prefilled, None
+        """A prompt being read takes, from another running sequence, the KV of the longest start it shares with
+        that sequence's cached prompt: agents that share a system prompt compute it once. A shared start of
+        ``SHARE_ONCE`` tokens or more is also stored once: it moves out of the source's row into a ``SharedKV``
+        that both hold (and that grows as the source reads on); a shorter one is copied into this prompt's row.
+        (Only prompts are compared: this runs every step for every prompt being read, over every running
+        sequence.)"""
+        start = best = sequence.prefilled
+        source = None
         limit = len(sequence.prompt_ids) - 1  # at least one token is left to compute
         for other in self.running:
             if other is not sequence and other.cached > best:
                 shared = common_prefix(other.prompt_ids, sequence.prompt_ids, min(limit, other.cached))
                 if shared > best:
                     best, source = shared, other
-        if source is not None:
-            self._reserve(len(self.running), max(self._longest(), best) + 1)
-            self.kv.copy_positions(source.row, sequence.row, sequence.prefilled, best)
-            self.shared_tokens += best - sequence.prefilled
-            sequence.prefilled = best
+        if source is None:
+            return
+        if self.runner.attends_shared and best >= SHARE_ONCE:
+            if best - source.base_len >= SHARE_ONCE:  # a long start not shared yet: out of the row, stored once
+                source.base = self._grow_shared(source, best)
+            # Source's shared start covers all this prompt has (its own, and what its row holds): take it.
+            if source.base_len > sequence.base_len and source.base_len >= sequence.prefilled:
+                sequence.base = source.base
+                sequence.prefilled = source.base_len
+        self._reserve(len(self.running), max(self._longest(), best - sequence.base_len) + 1)
+        self._copy_kv(source, sequence, best)
+        self.shared_tokens += best - start
+        sequence.prefilled = best
+
+    def _grow_shared(self, sequence: Sequence, end: int) -> SharedKV:
+        """A shared start of ``sequence``'s first ``end`` tokens: its current one, if any, and the positions up to
+        ``end`` taken out of its row. (The current one lives on while other sequences hold it.)"""
+        keys, values = _joined(sequence.base, self.kv.split_row(sequence.row, end - sequence.base_len,
+                                                                sequence.row_tokens))
+        return SharedKV(sequence.prompt_ids[:end], keys, values)
+
+    def _copy_kv(self, source: Sequence, target: Sequence, end: int) -> None:
+        """Copy positions ``target.prefilled .. end-1`` of ``source``'s KV (from its shared start, its row, or
+        both) into ``target``'s row."""
+        begin = target.prefilled
+        split = min(max(begin, source.base_len), end)  # positions before it are in source's shared start
+        if begin < split:
+            base = source.base
+            assert base is not None
+            self.kv.write_row(target.row, (base.keys, base.values), begin, split, at=begin - target.base_len)
+        if split < end:
+            self.kv.copy_positions(source.row, split - source.base_len, target.row, split - target.base_len,
+                                   end - split)
 
     @staticmethod
     def _read_by_another(sequence: Sequence, reading: list[tuple[Sequence, int]]) -> bool:
@@ -389,9 +461,13 @@ class Engine:
         text = text[:stop_at] if stop_at is not None else text
         sequence.stream(text, final=True)
         if self.prefixes is not None:
-            self.prefixes.insert(sequence.cached_ids, self.kv.read_row(sequence.row, sequence.length))
+            self.prefixes.insert(sequence.cached_ids, self._read_all(sequence))
         self._release(sequence)
         sequence.finish(text, reason)
+
+    def _read_all(self, sequence: Sequence) -> KV:
+        """A copy of a running sequence's whole KV: its shared start, if it has one, and its row."""
+        return _joined(sequence.base, self.kv.read_row(sequence.row, sequence.row_length))
 
     def _text(self, sequence: Sequence) -> str:
         ids = sequence.output_ids
@@ -430,7 +506,7 @@ class Engine:
         """Take a sequence out of the batch; the last row moves into its place so rows stay dense."""
         row, last = sequence.row, self.running[-1]
         if last is not sequence:
-            self.kv.move_row(last.row, row, last.cached + 1)
+            self.kv.move_row(last.row, row, last.row_tokens + 1)
             last.row = row
             self.running[row] = last
         self.running.pop()
@@ -448,6 +524,7 @@ class Engine:
             sequence.report(error)
 
     def stats(self) -> dict[str, Any]:
+        shared = self._shared()
         return {
             "policy": self.policy.name,
             "running": len(self.running),
@@ -460,9 +537,20 @@ class Engine:
             "prefix_entries": len(self.prefixes) if self.prefixes else 0,
             "prefix_hits": self.prefixes.hits if self.prefixes else 0,
             "kv_cache_mb": round(self.kv.nbytes / MB, 1),
+            "shared_kv": len(shared),
+            "shared_kv_mb": round(sum(base.nbytes for base in shared) / MB, 1),
             "runner": self.runner.name,
             "weights": self.runner.weights,
         }
+
+
+def _joined(base: SharedKV | None, own: KV) -> KV:
+    """A row's KV (per layer, as from ``read_row``) after its shared start's, as one tensor per layer."""
+    if base is None:
+        return own
+    keys, values = ([torch.cat(pair, dim=1) for pair in zip(shared, mine)]
+                    for shared, mine in zip((base.keys, base.values), own))
+    return keys, values
 
 
 def _sample_one(logits: torch.Tensor, sequence: Sequence) -> int:

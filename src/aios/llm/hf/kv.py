@@ -1,6 +1,9 @@
-"""The KV cache of the continuous batch: one row per running sequence, in per-layer buffers.
+"""The KV cache of the continuous batch: one row per running sequence, in per-layer buffers, and the prompt starts
+that several sequences share, stored once.
 
-Row ``i`` of every layer holds the keys and values of running sequence ``i`` at positions ``0..length-1``.
+Row ``i`` of every layer holds the keys and values of running sequence ``i``: its positions ``0..length-1``, or,
+for a sequence that starts with a :class:`SharedKV` of ``n`` tokens, its positions ``n..length-1`` (row offset
+``p - n`` holds position ``p``).
 Rows are kept dense (``0..n-1``), so a step attends over plain slices of the buffers and nothing is gathered;
 when a sequence leaves, the last row moves into its place. Rows and positions grow by doubling, only as far as
 the sequences need; ``bytes_for`` says what a size would cost, so the engine can keep within its memory budget,
@@ -9,11 +12,31 @@ and the buffers are cut down again when they are over it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from aios.context import KV
+
+
+@dataclass(eq=False)
+class SharedKV:
+    """The KV of the first ``len(ids)`` tokens of some prompts, stored once for all the sequences that start with
+    them (agents with one system prompt). Each of those sequences keeps only what follows in its own row, and its
+    attention reads these keys once for all of them (see ``runner._Plan``). Immutable; it lives as long as a
+    sequence holds it."""
+
+    ids: list[int]
+    keys: list[torch.Tensor]  # per layer, [kv_heads, len(ids), head_dim]
+    values: list[torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
 
 class SlotKV:
@@ -70,17 +93,28 @@ class SlotKV:
         """A copy of the first ``length`` positions of a row, per layer ``[kv_heads, length, head_dim]``."""
         return ([k[row, :, :length].clone() for k in self.keys], [v[row, :, :length].clone() for v in self.values])
 
-    def write_row(self, row: int, kv: KV, length: int) -> None:
-        """Put the first ``length`` positions of ``kv`` (as from ``read_row``) into a row that has room."""
+    def write_row(self, row: int, kv: KV, begin: int, end: int, at: int = 0) -> None:
+        """Put positions ``begin..end-1`` of ``kv`` (per layer ``[kv_heads, positions, head_dim]``, as from
+        ``read_row``) into a row that has room, from offset ``at`` on."""
         for buffers, source in zip((self.keys, self.values), kv):
             for buffer, tensor in zip(buffers, source):
-                buffer[row, :, :length].copy_(tensor[:, :length])
+                buffer[row, :, at:at + end - begin].copy_(tensor[:, begin:end])
 
-    def copy_positions(self, source: int, target: int, start: int, end: int) -> None:
-        """Copy positions ``start..end-1`` of row ``source`` into row ``target``."""
+    def copy_positions(self, source: int, source_at: int, target: int, target_at: int, count: int) -> None:
+        """Copy ``count`` positions of row ``source`` from offset ``source_at`` into row ``target`` at
+        ``target_at``."""
         for buffers in (self.keys, self.values):
             for buffer in buffers:
-                buffer[target, :, start:end] = buffer[source, :, start:end]
+                buffer[target, :, target_at:target_at + count] = buffer[source, :, source_at:source_at + count]
+
+    def split_row(self, row: int, n: int, length: int) -> KV:
+        """Take the first ``n`` positions of a row (of ``length``) out, as from ``read_row``; the rest of the row
+        moves to its front."""
+        taken = self.read_row(row, n)
+        for buffers in (self.keys, self.values):
+            for buffer in buffers:
+                buffer[row, :, :length - n] = buffer[row, :, n:length].clone()  # the ranges may overlap
+        return taken
 
     def move_row(self, source: int, target: int, length: int) -> None:
         for buffers in (self.keys, self.values):

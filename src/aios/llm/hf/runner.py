@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from aios.errors import BadRequest
-from aios.llm.hf.kv import SlotKV
+from aios.llm.hf.kv import SharedKV, SlotKV
 from aios.llm.hf.weights import Linear, WeightFormat
 
 log = logging.getLogger(__name__)
@@ -38,16 +38,24 @@ STATIC_ROPE = frozenset({"default", "linear", "llama3"})
 
 @dataclass
 class Chunk:
-    """New tokens of the sequence in cache row ``row``, at positions ``start .. start+len(ids)-1``."""
+    """New tokens of the sequence in cache row ``row``, at positions ``start .. start+len(ids)-1``. A sequence
+    that starts with shared KV (``base``) attends to it too, and keeps only the positions after it in its row."""
 
     row: int
     ids: list[int]
     start: int
     wants_logits: bool = True  # False for a piece of a prompt that is not its end
+    base: SharedKV | None = None
+
+    @property
+    def offset(self) -> int:
+        """Where in its row the first new token goes."""
+        return self.start - (len(self.base) if self.base is not None else 0)
 
 
 class LlamaRunner:
     name = "llama"
+    attends_shared = True  # takes chunks with a ``base``
 
     def __init__(self, model: Any, weights: WeightFormat) -> None:
         config = model.config
@@ -97,7 +105,7 @@ class LlamaRunner:
             qk = _rotate(qkv[:, :q_size + kv_size].view(-1, self.heads + self.kv_heads, self.head_dim), cos, sin)
             q, k = qk[:, :self.heads], qk[:, self.heads:]
             v = qkv[:, q_size + kv_size:].view(-1, self.kv_heads, self.head_dim)
-            attended = plan.attend(q, k, v, kv.keys[index], kv.values[index])
+            attended = plan.attend(q, k, v, kv.keys[index], kv.values[index], index)
             x = x + layer.o(attended)
             h = F.rms_norm(x, layer.norm2.shape, layer.norm2, self.eps)
             gate, up = layer.gate_up(h).chunk(2, dim=-1)
@@ -130,7 +138,9 @@ class _Plan:
     """Where each chunk's tokens sit in the step's flat token list, and how attention reads and writes the cache.
 
     Chunks of one token (decode steps, and prompts with one token left after prefix reuse) attend together in
-    one batched call over the cache rows ``0 .. rows-1``; longer chunks attend one by one over their own row.
+    one batched call over the cache rows ``0 .. rows-1``, and the rows that start with the same shared KV attend
+    to it in one more call, its keys read once for all of them; longer chunks attend one by one over their own
+    shared KV and row.
     """
 
     def __init__(self, chunks: list[Chunk], device: torch.device, dtype: torch.dtype) -> None:
@@ -152,7 +162,7 @@ class _Plan:
         if singles:
             offsets = [offset for offset, _ in singles]
             rows = [chunk.row for _, chunk in singles]
-            starts = [chunk.start for _, chunk in singles]
+            starts = [chunk.offset for _, chunk in singles]  # where in its row each token goes
             self.rows = max(rows) + 1
             self.span = max(starts) + 1
             # The common case: the one-token chunks come first, rows 0..n-1 in order; then no scatter is needed.
@@ -166,26 +176,36 @@ class _Plan:
             visible = torch.arange(self.span, device=device)[None, :] <= row_starts[:, None]
             self.bias = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, -torch.inf)
             self.bias = self.bias.view(self.rows, 1, 1, self.span)
+            sharing: dict[int, tuple[SharedKV, list[int]]] = {}
+            for _, chunk in singles:
+                if chunk.base is not None:
+                    sharing.setdefault(id(chunk.base), (chunk.base, []))[1].append(chunk.row)
+            self.shared = [(base, torch.tensor(rows, device=device)) for base, rows in sharing.values()]
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
-               values: torch.Tensor) -> torch.Tensor:
-        """Write ``k``/``v`` ([tokens, kv_heads, dim]) into the cache and attend; returns ``[tokens, heads*dim]``."""
+               values: torch.Tensor, layer: int) -> torch.Tensor:
+        """Write ``k``/``v`` ([tokens, kv_heads, dim]) into the cache (``keys``/``values`` of ``layer``) and attend;
+        returns ``[tokens, heads*dim]``."""
         out = torch.empty(self.tokens, q.shape[1] * q.shape[2], dtype=q.dtype, device=q.device)
         if self.singles:
-            self._attend_singles(q, k, v, keys, values, out)
+            self._attend_singles(q, k, v, keys, values, layer, out)
         for offset, chunk in self.runs:
-            end, n = chunk.start + len(chunk.ids), len(chunk.ids)
-            keys[chunk.row, :, chunk.start:end] = k[offset:offset + n].transpose(0, 1)
-            values[chunk.row, :, chunk.start:end] = v[offset:offset + n].transpose(0, 1)
+            n = len(chunk.ids)
+            begin, end = chunk.offset, chunk.offset + n
+            keys[chunk.row, :, begin:end] = k[offset:offset + n].transpose(0, 1)
+            values[chunk.row, :, begin:end] = v[offset:offset + n].transpose(0, 1)
+            seen_keys, seen_values = keys[chunk.row:chunk.row + 1, :, :end], values[chunk.row:chunk.row + 1, :, :end]
+            if chunk.base is not None:  # a prompt's piece is read once: a copy of the shared keys costs little
+                seen_keys = torch.cat((chunk.base.keys[layer][None], seen_keys), dim=2)
+                seen_values = torch.cat((chunk.base.values[layer][None], seen_values), dim=2)
             query = q[offset:offset + n].transpose(0, 1).unsqueeze(0)
-            attended = F.scaled_dot_product_attention(
-                query, keys[chunk.row:chunk.row + 1, :, :end], values[chunk.row:chunk.row + 1, :, :end],
-                attn_mask=_causal(chunk.start, n, q.device), enable_gqa=True)
+            attended = F.scaled_dot_product_attention(query, seen_keys, seen_values,
+                                                      attn_mask=_causal(chunk.start, n, q.device), enable_gqa=True)
             out[offset:offset + n] = attended[0].transpose(0, 1).reshape(n, -1)
         return out
 
     def _attend_singles(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
-                        values: torch.Tensor, out: torch.Tensor) -> None:
+                        values: torch.Tensor, layer: int, out: torch.Tensor) -> None:
         if self.dense:
             n = self.rows
             keys[self.single_rows, :, self.single_starts] = k[:n]
@@ -201,11 +221,41 @@ class _Plan:
         kv_heads, dim = keys.shape[1], keys.shape[3]
         grouped = query.view(self.rows, kv_heads, -1, dim)
         scores = grouped @ keys[:self.rows, :, :self.span].transpose(-1, -2) * dim ** -0.5 + self.bias
-        attended = scores.softmax(dim=-1) @ values[:self.rows, :, :self.span]
+        if self.shared:
+            attended = self._with_shared(grouped, scores, values[:self.rows, :, :self.span], layer)
+        else:
+            attended = scores.softmax(dim=-1) @ values[:self.rows, :, :self.span]
         if self.dense:
             out[:self.rows] = attended.reshape(self.rows, -1)
         else:
             out[self.single_offsets] = attended[self.single_rows].reshape(len(self.single_rows), -1)
+
+    def _with_shared(self, grouped: torch.Tensor, scores: torch.Tensor, values: torch.Tensor,
+                     layer: int) -> torch.Tensor:
+        """Attention over each row's own cache (``scores``) and, for the rows that start with shared KV, over
+        that too. Each part's softmax is taken on its own and the parts are merged by their maxima and sums (as
+        flash attention merges blocks): the shared keys are read once for all the rows that share them, where a
+        copy in every row would be read once per row."""
+        top = scores.amax(dim=-1, keepdim=True)
+        weights = (scores - top).exp()
+        total, out = weights.sum(dim=-1, keepdim=True), weights @ values
+        kv_heads, group, dim = grouped.shape[1:]
+        for base, rows in self.shared:
+            n = len(rows)
+            # The queries of all the sharing rows under each key head, as one matrix: [kv_heads, n * group, dim].
+            query = grouped[rows].transpose(0, 1).reshape(kv_heads, n * group, dim)
+            shared_scores = query @ base.keys[layer].transpose(-1, -2) * dim ** -0.5
+            shared_top = shared_scores.amax(dim=-1, keepdim=True)
+            shared_weights = (shared_scores - shared_top).exp()
+            per_row = lambda t: t.view(kv_heads, n, group, -1).transpose(0, 1)  # noqa: E731
+            shared_total = per_row(shared_weights.sum(dim=-1, keepdim=True))
+            shared_out = per_row(shared_weights @ base.values[layer])
+            shared_top = per_row(shared_top)
+            new_top = torch.maximum(top[rows], shared_top)
+            own_scale, shared_scale = (top[rows] - new_top).exp(), (shared_top - new_top).exp()
+            out[rows] = out[rows] * own_scale + shared_out * shared_scale
+            total[rows] = total[rows] * own_scale + shared_total * shared_scale
+        return out / total
 
 
 def _causal(start: int, n: int, device: torch.device) -> torch.Tensor:
@@ -217,6 +267,7 @@ class TransformersRunner:
     """Any causal LM, through its transformers module and the cache views of :class:`SlotKV`."""
 
     name = "transformers"
+    attends_shared = False  # the module sees a row as the whole cache: sequences never get a ``base`` here
 
     def __init__(self, model: Any) -> None:
         self.model, self.config, self.device, self.dtype = model, model.config, model.device, model.dtype

@@ -11,6 +11,7 @@ import torch
 
 from aios.llm.core import Generation, GenerationRequest, SamplingParams
 from aios.llm.hf.grammar import TokenConstraint
+from aios.llm.hf.kv import SharedKV
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class Sequence:
     generator: torch.Generator | None = None  # per-sequence RNG: sampling does not depend on batch mates
     constraint: TokenConstraint | None = None  # grammar state of a constrained reply
     row: int = -1  # row in the batch's KV cache while running
+    base: SharedKV | None = None  # KV of its first tokens, shared with other sequences; its row holds the rest
     ready_at: float = field(default_factory=time.time)  # when it last became runnable (for the policy)
     slice_tokens: int = 0  # tokens produced since it last started running
     snapshot: int | None = None  # handle of its saved KV while suspended
@@ -53,6 +55,21 @@ class Sequence:
     def cached(self) -> int:
         """Tokens whose KV is in the cache now (fewer than ``length`` while the prompt is still being read)."""
         return self.length if self.output_ids else self.prefilled
+
+    @property
+    def base_len(self) -> int:
+        """Tokens of its shared start (0 without one): its row holds positions ``base_len`` on."""
+        return len(self.base) if self.base is not None else 0
+
+    @property
+    def row_tokens(self) -> int:
+        """Tokens whose KV is in its own row now."""
+        return self.cached - self.base_len
+
+    @property
+    def row_length(self) -> int:
+        """Tokens its row holds once the prompt is read (``length`` less its shared start)."""
+        return self.length - self.base_len
 
     @property
     def cached_ids(self) -> list[int]:
@@ -88,6 +105,7 @@ class Sequence:
         if self.reported:
             return
         self.reported = True
+        self.base = None  # an ended sequence holds no KV: the caller may keep the object as long as it likes
         _safely(self.on_done, outcome)
 
 

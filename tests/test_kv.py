@@ -1,0 +1,85 @@
+"""The batch's KV cache and the attention over it: rows copy, move and split as the engine asks, and a prompt
+start stored once (SharedKV) gives every row that attends to it what the same keys in its own row give."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aios.llm.hf.kv import SharedKV, SlotKV
+from aios.llm.hf.runner import Chunk, _Plan
+
+LAYERS, KV_HEADS, HEADS, DIM = 2, 2, 4, 8
+
+
+def filled(rows: int, positions: int) -> SlotKV:
+    kv = SlotKV(LAYERS, rows, KV_HEADS, DIM, torch.float32, torch.device("cpu"), rows=rows, capacity=positions)
+    for buffer in (*kv.keys, *kv.values):
+        buffer.copy_(torch.randn(buffer.shape))
+    return kv
+
+
+def test_splitting_a_row_returns_its_start_and_moves_the_rest_to_the_front() -> None:
+    kv = filled(2, 16)
+    before = kv.read_row(0, 10)
+    other = kv.read_row(1, 16)
+    keys, values = kv.split_row(0, 4, 10)
+    assert torch.equal(keys[1], before[0][1][:, :4]) and torch.equal(values[0], before[1][0][:, :4])
+    after = kv.read_row(0, 6)
+    assert torch.equal(after[0][1], before[0][1][:, 4:10]) and torch.equal(after[1][1], before[1][1][:, 4:10])
+    assert all(torch.equal(a, b) for a, b in zip(kv.read_row(1, 16)[0], other[0]))  # other rows untouched
+
+
+def test_positions_are_written_and_copied_between_offsets() -> None:
+    kv = filled(2, 16)
+    source = kv.read_row(0, 16)
+    kv.write_row(1, source, 3, 7, at=1)  # positions 3..6 of the source at offsets 1..4
+    assert torch.equal(kv.keys[0][1, :, 1:5], source[0][0][:, 3:7])
+    kv.copy_positions(0, 8, 1, 10, 5)  # offsets 8..12 of row 0 at offsets 10..14 of row 1
+    assert torch.equal(kv.values[1][1, :, 10:15], kv.values[1][0, :, 8:13])
+
+
+def attend(chunks: list[Chunk], kv: SlotKV, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    plan = _Plan(chunks, torch.device("cpu"), torch.float32)
+    return torch.cat([plan.attend(q, k, v, kv.keys[layer], kv.values[layer], layer) for layer in range(LAYERS)])
+
+
+def shared_start(n: int) -> SharedKV:
+    return SharedKV(list(range(n)), [torch.randn(KV_HEADS, n, DIM) for _ in range(LAYERS)],
+                    [torch.randn(KV_HEADS, n, DIM) for _ in range(LAYERS)])
+
+
+def copied_in_front(shared: SharedKV, own: SlotKV) -> SlotKV:
+    """``own``'s rows with ``shared`` copied in front of each."""
+    copied, n = filled(own.rows, own.capacity), len(shared)
+    for layer in range(LAYERS):
+        for buffer, mine, start in ((copied.keys[layer], own.keys[layer], shared.keys[layer]),
+                                    (copied.values[layer], own.values[layer], shared.values[layer])):
+            buffer[:, :, :n] = start
+            buffer[:, :, n:] = mine[:, :, :own.capacity - n]
+    return copied
+
+
+@pytest.mark.parametrize("lengths", [[5, 9, 2], [1, 1, 1], [12, 3, 7]])
+def test_rows_attending_to_a_shared_start_get_what_its_copy_in_their_rows_gives(lengths: list[int]) -> None:
+    """Three rows start with the same 6 tokens: two attend to them as a SharedKV, one to a copy in its row."""
+    shared, rows = shared_start(6), len(lengths)
+    own = filled(rows, 32)  # each row's tokens after the start
+    copied = copied_in_front(shared, own)
+    own.write_row(2, copied.read_row(2, 32), 0, 32)  # the third row has no base: its whole cache is in its row
+    q, k, v = torch.randn(rows, HEADS, DIM), torch.randn(rows, KV_HEADS, DIM), torch.randn(rows, KV_HEADS, DIM)
+    bases = [shared, shared, None]
+    with_shared = attend([Chunk(r, [1], 6 + n, base=bases[r]) for r, n in enumerate(lengths)], own, q, k, v)
+    plain = attend([Chunk(r, [1], 6 + n) for r, n in enumerate(lengths)], copied, q, k, v)
+    assert torch.allclose(with_shared, plain, atol=1e-5)
+
+
+def test_a_prompt_piece_read_after_a_shared_start_attends_to_it_and_is_written_after_it() -> None:
+    shared, n = shared_start(6), 5
+    own = filled(1, 16)
+    copied = copied_in_front(shared, own)
+    q, k, v = torch.randn(n, HEADS, DIM), torch.randn(n, KV_HEADS, DIM), torch.randn(n, KV_HEADS, DIM)
+    with_shared = attend([Chunk(0, list(range(n)), 6, base=shared)], own, q, k, v)
+    plain = attend([Chunk(0, list(range(n)), 6)], copied, q, k, v)
+    assert torch.allclose(with_shared, plain, atol=1e-5)
+    assert torch.equal(own.keys[1][0, :, :n], copied.keys[1][0, :, 6:6 + n])
