@@ -98,7 +98,7 @@ def main() -> None:
         "prefix cache off, default `prefill_chunk` and `weights`; "
         f"`{' '.join(['.venv/bin/python', 'benchmarks/shared_prompt.py', *sys.argv[1:]])}`.",
         "",
-        "| shared start | TTFT p50 s | TTFT max s | all replies s | tokens / s | KV memory at its peak MB | "
+        "| shared start | TTFT p50 s | TTFT max s | all replies s | tokens / s | KV memory MB (most seen at a token) | "
         "most agents running at once | prompt tokens taken from another |",
         "|---|---|---|---|---|---|---|---|",
     ]

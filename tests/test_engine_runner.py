@@ -166,7 +166,7 @@ def test_agents_sharing_a_system_prompt_compute_and_store_it_once_and_answer_as_
     """Six agents arrive together with the same long system prompt: one reads it, the others take its KV (the
     status counts the tokens taken); the start of it moves into one shared KV that they all attend to (seen in
     the status while they decode), and each reply is the one the agent gets alone. A next turn reuses the
-    finished conversation's KV, shared start included."""
+    finished conversation's KV, shared start included, as its own shared start (not copied into its row)."""
     shared = own_backend(data_dir, prefill_chunk=64, prefix_cache_mb=64)
     seen: list[dict[str, Any]] = []
     questions = QUESTIONS + ["Where is Rotterdam?"]
@@ -183,8 +183,11 @@ def test_agents_sharing_a_system_prompt_compute_and_store_it_once_and_answer_as_
         assert engine["shared_prompt_tokens"] >= 5 * (system_tokens - 64 - 16)
         assert seen[0]["shared_kv"] == 1 and seen[0]["shared_kv_mb"] > 0
         assert engine["shared_kv"] == 0  # let go of once no sequence holds it
-        again = shared.generate(system_request(questions[1]))
-        assert again.text == alone[1] and shared.describe()["engine"]["prefix_hits"] >= 1
+        next_turn, during = system_request(questions[1]), list[dict[str, Any]]()
+        next_turn.on_text = lambda piece: during.append(shared.describe()["engine"]) if not during else None
+        again = shared.generate(next_turn)
+        assert again.text == alone[1]
+        assert during[0]["prefix_hits"] >= 1 and during[0]["shared_kv"] == 1  # held where it lies in the cache
     finally:
         shared.close()
 

@@ -83,3 +83,15 @@ def test_a_prompt_piece_read_after_a_shared_start_attends_to_it_and_is_written_a
     plain = attend([Chunk(0, list(range(n)), 6)], copied, q, k, v)
     assert torch.allclose(with_shared, plain, atol=1e-5)
     assert torch.equal(own.keys[1][0, :, :n], copied.keys[1][0, :, 6:6 + n])
+
+
+def test_buffers_four_times_larger_than_needed_are_cut_down_keeping_what_rows_hold() -> None:
+    kv = filled(4, 256)
+    held = kv.read_row(1, 40)
+    kv.reserve(2, 65)  # half the rows, 128 positions: within four times, kept as they are
+    assert (kv.rows, kv.capacity) == (4, 256)
+    kv.reserve(2, 40)  # 64 positions are enough now
+    assert (kv.rows, kv.capacity) == (2, 64)
+    assert all(torch.equal(a, b) for a, b in zip(kv.read_row(1, 40)[0], held[0]))
+    kv.reserve(2, 100)  # and it grows again by doubling
+    assert kv.capacity == 128

@@ -222,7 +222,8 @@ class Engine:
         return max(self._longest(), own) + 2
 
     def _reserve(self, rows: int, positions: int) -> None:
-        self.kv.reserve(rows, positions, budget=self._row_budget())
+        held = max((s.row_tokens for s in self.running), default=0) + 1  # never cut what a row holds
+        self.kv.reserve(rows, max(positions, held), budget=self._row_budget())
 
     def _row_budget(self) -> int:
         """What the rows may take: the KV budget less the shared starts held by running or waiting sequences."""
@@ -299,11 +300,18 @@ class Engine:
             return
         self._adopt_shared(sequence)
         start, reused = self.prefixes.lookup(sequence.prompt_ids) if self.prefixes else (0, None)
-        if reused is not None and start > sequence.prefilled:
+        if reused is None or start <= sequence.prefilled:
+            return
+        sequence.reused_tokens = start - sequence.prefilled
+        if self.runner.attends_shared and start - sequence.base_len >= SHARE_ONCE:
+            # A long cached start becomes its shared start where it lies in the cache: the agents that arrive
+            # after it take it from this sequence (``_adopt_shared``), so it is stored once however many do.
+            keys, values = ([t[:, :start] for t in part] for part in reused)
+            sequence.base = SharedKV(sequence.prompt_ids[:start], keys, values)
+        else:
             self._reserve(len(self.running), max(self._longest(), start - sequence.base_len) + 1)
             self.kv.write_row(sequence.row, reused, sequence.prefilled, start)
-            sequence.reused_tokens = start - sequence.prefilled
-            sequence.prefilled = start
+        sequence.prefilled = start
 
     def _adopt_shared(self, sequence: Sequence) -> None:
         """A new prompt that begins with the shared start of a running sequence takes it."""

@@ -66,13 +66,16 @@ class SlotKV:
         return new_rows * new_capacity * self.bytes_per_position
 
     def reserve(self, rows: int, positions: int, budget: int | None = None) -> None:
-        """Make room for ``rows`` rows of ``positions`` tokens. Buffers grow by doubling; when they are larger
-        than ``budget`` they are cut down to what is asked for (rows ``0..rows-1`` keep their contents)."""
+        """Make room for ``rows`` rows of ``positions`` tokens (the caller asks for at least what its rows hold).
+        Buffers grow by doubling. When they are larger than ``budget``, or four times what is asked for in rows
+        or positions (a long prompt's row left, or its start moved into a SharedKV), they are cut down to what
+        is asked for: memory follows the tokens held (rows ``0..rows-1`` keep their contents)."""
         need_rows, need_capacity = self._shape(rows, positions)
         fits = need_rows <= self.rows and need_capacity <= self.capacity
-        if fits and (budget is None or self.nbytes <= budget):
+        oversized = need_rows * 4 <= self.rows or need_capacity * 4 <= self.capacity
+        if fits and not oversized and (budget is None or self.nbytes <= budget):
             return
-        new_rows, new_capacity = (need_rows, need_capacity) if budget is not None else (
+        new_rows, new_capacity = (need_rows, need_capacity) if budget is not None or oversized else (
             max(need_rows, self.rows), max(need_capacity, self.capacity))
         keep_rows, keep_positions = min(self.rows, new_rows), min(self.capacity, new_capacity)
         for buffers in (self.keys, self.values):
