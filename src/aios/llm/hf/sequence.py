@@ -30,7 +30,6 @@ class Sequence:
     ready_at: float = field(default_factory=time.time)  # when it last became runnable (for the policy)
     slice_tokens: int = 0  # tokens produced since it last started running
     snapshot: int | None = None  # handle of its saved KV while suspended
-    reused_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     prefilled: int = 0  # prompt tokens whose KV is in the cache, while the prompt is being read
     streamed: int = 0  # characters of the reply already given to on_text
     submitted_at: float = field(default_factory=time.perf_counter)
