@@ -5,6 +5,7 @@ the same replies; the compact weight formats still answer, and every choice is r
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -228,5 +229,57 @@ def test_a_short_prompt_is_read_before_the_rest_of_a_long_one(data_dir: Path) ->
     try:
         asyncio.run(main())
         assert events and events[0] == "chat", events
+    finally:
+        chunked.close()
+
+
+def test_a_long_prompt_is_not_kept_waiting_by_short_ones_that_keep_coming(data_dir: Path) -> None:
+    """Two rows, 8 prompt tokens a step: a ~64-token prompt runs beside a queue of 30 shorter ones, each a whole
+    number of steps long, taking the free row one after another, so there is always a shorter prompt to read
+    first. The long one is still read now and then (once passed over READ_PATIENCE steps), and its reply comes
+    before the shorts are all answered, where shortest-first alone would leave it for last."""
+    chunked = own_backend(data_dir, max_batch=2, prefill_chunk=8)
+
+    def whole_steps(question: str) -> GenerationRequest:  # no step's budget is left over for the long prompt
+        while len(chunked.prompt_ids(ask(question))) % 8:
+            question += " please"
+        return ask(question, 1)
+
+    long = whole_steps("Summarize: " + " ".join(f"ship {n} brought grain;" for n in range(5)))
+    shorts = [whole_steps(f"Name a port in country {n}.") for n in range(30)]
+    assert len(chunked.prompt_ids(long)) > max(len(chunked.prompt_ids(short)) for short in shorts)
+    # The engine's first forward pass waits until every request is queued (the long one first), so that the
+    # shorts are all waiting from the start rather than trickling in while the long prompt reads alone.
+    everyone_queued, forward, submit = threading.Event(), chunked.engine._forward, chunked._submit
+    answered: list[str] = []
+
+    def gated(chunks: list[Any]) -> torch.Tensor:
+        everyone_queued.wait()
+        return forward(chunks)
+
+    async def main() -> None:
+        long_queued, queued = asyncio.Event(), []
+
+        def counting(*args: Any) -> None:  # on the loop's thread
+            submit(*args)
+            queued.append(args[0])
+            long_queued.set()
+            if len(queued) == 1 + len(shorts):
+                everyone_queued.set()
+
+        chunked._submit = counting  # type: ignore[method-assign]
+        tasks = [asyncio.create_task(chunked.complete(long))]
+        await long_queued.wait()
+        tasks += [asyncio.create_task(chunked.complete(short)) for short in shorts]
+        for task, name in zip(tasks, ["long"] + ["short"] * len(shorts)):
+            task.add_done_callback(lambda _, name=name: answered.append(name))
+        await asyncio.gather(*tasks)
+
+    chunked.engine._forward = gated  # type: ignore[method-assign]
+    # Every prompt reads all of its own tokens (they share the chat template's start, which would be copied).
+    chunked.engine._share_prefix = lambda sequence: None  # type: ignore[method-assign]
+    try:
+        asyncio.run(main())
+        assert answered.index("long") < len(answered) - 1, answered
     finally:
         chunked.close()

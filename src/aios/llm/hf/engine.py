@@ -48,6 +48,9 @@ WAIT_TO_SHARE = 32
 # embedded model on 2 CPU cores, 2-4 ms a step at 2-8 rows sharing 256 tokens; at 32 rows the shared pass is
 # already faster (151 against 165 ms a step at 256 tokens, 139 against 234 ms at 1,000).
 SHARE_ONCE = 256
+# Prompts with the least left to read get each step's prompt budget first; one passed over this many steps in a
+# row reads first, so that short prompts arriving one after another cannot keep a long one waiting for ever.
+READ_PATIENCE = 8
 
 
 class StepFailed(KernelError):
@@ -332,10 +335,11 @@ class Engine:
     def _run(self) -> None:
         """One forward pass: a decode token for each generating sequence, the next piece of each prompt still
         being read (within the step's prompt budget, the prompts with the least left to read first, so a short
-        chat is not queued behind a long document); then a token for every sequence that got logits."""
+        chat is not queued behind a long document, unless one has been passed over ``READ_PATIENCE`` steps);
+        then a token for every sequence that got logits."""
         budget = self.settings.prefill_chunk or None
         readers = sorted((s for s in self.running if not s.output_ids),
-                         key=lambda s: len(s.prompt_ids) - s.prefilled)
+                         key=lambda s: (s.passed_over < READ_PATIENCE, len(s.prompt_ids) - s.prefilled))
         for sequence in readers:  # before any chunk is made: taking a shared start can move another's row
             self._share_prefix(sequence)
         chunks, reading, sampled = [], [], []
@@ -346,8 +350,12 @@ class Engine:
         for sequence in readers:
             left = len(sequence.prompt_ids) - sequence.prefilled
             take = left if budget is None else min(left, budget)
-            if take == 0 or self._read_by_another(sequence, reading):
-                continue  # it reads on next step (from another row, where it can)
+            if take == 0:  # the budget went to others
+                sequence.passed_over += 1
+                continue
+            if self._read_by_another(sequence, reading):
+                continue  # it copies them from the other's row next step
+            sequence.passed_over = 0
             ends = take == left
             chunks.append(Chunk(sequence.row, sequence.prompt_ids[sequence.prefilled:sequence.prefilled + take],
                                 sequence.prefilled, wants_logits=ends, base=sequence.base))

@@ -31,6 +31,7 @@ class Sequence:
     slice_tokens: int = 0  # tokens produced since it last started running
     snapshot: int | None = None  # handle of its saved KV while suspended
     prefilled: int = 0  # prompt tokens whose KV is in the cache, while the prompt is being read
+    passed_over: int = 0  # steps in a row in which the prompt budget went to other prompts before this one
     streamed: int = 0  # characters of the reply already given to on_text
     submitted_at: float = field(default_factory=time.perf_counter)
     admitted_at: float | None = None
