@@ -209,6 +209,60 @@ def test_agents_holding_a_shared_system_prompt_are_preempted_and_resumed_exactly
         turns.close()
 
 
+def test_a_suspended_sequence_holding_a_shared_start_alone_frees_it_and_resumes_exactly(
+        backend: HfLocalBackend, data_dir: Path) -> None:
+    """An agent's next turn takes its cached conversation as its shared start; on one row, round-robin every
+    4 tokens with another request, it is suspended: no one else holds that start, so it goes into the snapshot
+    (the status shows no shared KV while the other runs) and comes back with it; both replies equal alone."""
+    turns = own_backend(data_dir, max_batch=1, policy="rr", quantum_tokens=4, prefix_cache_mb=64)
+    follow_up, other = system_request(QUESTIONS[0], max_new_tokens=16), ask("What is 2+2?", 16)
+    alone = [backend.generate(system_request(QUESTIONS[0], max_new_tokens=16)).text,
+             backend.generate(ask("What is 2+2?", 16)).text]
+    running: list[bool] = []  # the follow-up's states, on the engine's thread
+    follow_up.on_running = running.append
+    shared_while_suspended: list[int] = []
+    other.on_text = lambda piece: shared_while_suspended.append(turns.describe()["engine"]["shared_kv"]) if (
+        running and not running[-1]) else None
+    try:
+        turns.generate(system_request(QUESTIONS[0], max_new_tokens=16))  # its first turn, now in the cache
+        replies = asyncio.run(together(turns, [follow_up, other]))
+        assert [g.text for g in replies] == alone
+        assert turns.describe()["engine"]["preemptions"] >= 1
+        assert shared_while_suspended and set(shared_while_suspended) == {0}, shared_while_suspended
+    finally:
+        turns.close()
+
+
+def test_a_prompt_sharing_only_part_of_a_stored_start_takes_that_part(backend: HfLocalBackend,
+                                                                    data_dir: Path) -> None:
+    """Two agents share the system prompt and a long first message, read first and stored once as one start of
+    512 tokens; a third shares only the system prompt with them. It gets a start of its own (that part, not
+    theirs, which would feed it their message), and all three answer as they do alone."""
+    cargo = "Here is the cargo list. " + " ".join(f"Crate {n} holds spare parts for engine model {n}."
+                                                    for n in range(30))
+    ports = "Answer briefly. " + " ".join(f"Port {n} opens at {n % 12 + 1} o'clock." for n in range(70))
+
+    def request(message: str) -> GenerationRequest:
+        return GenerationRequest([{"role": "system", "content": SYSTEM}, {"role": "user", "content": message}],
+                                 ask(message).sampling)
+
+    messages = [cargo + " Which crate holds parts for model 3?", cargo + " Which crate holds parts for model 7?",
+                ports + " When does port 5 open?"]
+    shared = own_backend(data_dir)
+    seen: list[dict[str, Any]] = []
+    try:
+        lengths = [len(shared.prompt_ids(request(m))) for m in messages]
+        assert 512 < lengths[0] < lengths[2]  # the third is read last, beside their stored start
+        alone = [backend.generate(request(m)).text for m in messages]
+        requests = [request(m) for m in messages]
+        requests[2].on_text = lambda piece: seen.append(shared.describe()["engine"]) if not seen else None
+        replies = asyncio.run(together(shared, requests))
+        assert [g.text for g in replies] == alone
+        assert seen[0]["shared_kv"] == 2
+    finally:
+        shared.close()
+
+
 def test_a_short_prompt_is_read_before_the_rest_of_a_long_one(data_dir: Path) -> None:
     """A chat arrives while a long prompt is being read 8 tokens a step (about 80 steps, room enough for the
     chat to arrive on a busy machine): the chat's reply starts first."""

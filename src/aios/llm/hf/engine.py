@@ -226,7 +226,9 @@ class Engine:
         return max(self._longest(), own) + 2
 
     def _reserve(self, rows: int, positions: int) -> None:
-        held = max((s.row_tokens for s in self.running), default=0) + 1  # never cut what a row holds
+        """Room for ``positions`` in every row (callers ask for what they are about to write): buffers grow and
+        shrink with what rows hold, never below it."""
+        held = max((s.row_tokens for s in self.running), default=0) + 1
         self.kv.reserve(rows, max(positions, held), budget=self._row_budget())
 
     def _row_budget(self) -> int:
@@ -280,8 +282,15 @@ class Engine:
                 self.suspend(sequence)
 
     def suspend(self, sequence: Sequence) -> None:
-        """Save a running sequence's KV and send it back to the waiting queue."""
-        sequence.snapshot = self.contexts.save(self.kv.read_row(sequence.row, sequence.row_tokens))
+        """Save a running sequence's KV and send it back to the waiting queue. Its shared start stays shared
+        while another sequence holds it; held by this one alone, it goes into the snapshot, so that suspending
+        frees its memory too."""
+        if sequence.base is not None and not any(s.base is sequence.base for s in (*self.running, *self.policy)
+                                                 if s is not sequence):
+            snapshot, sequence.base = self._read_all(sequence, sequence.cached), None
+        else:
+            snapshot = self.kv.read_row(sequence.row, sequence.row_tokens)
+        sequence.snapshot = self.contexts.save(snapshot)
         self._release(sequence)
         sequence.running(False)
         sequence.ready_at = time.time()
@@ -296,7 +305,7 @@ class Engine:
             sequence.admitted_at = time.perf_counter()
         sequence.running(True)
         if sequence.snapshot is not None:  # resume: its KV comes back as it was, nothing is recomputed
-            self._reserve(len(self.running), max(self._longest(), sequence.row_length) + 1)
+            self._reserve(len(self.running), sequence.row_tokens + 1)
             self.kv.write_row(sequence.row, self.contexts.restore(sequence.snapshot), 0, sequence.row_tokens)
             sequence.snapshot = None
             return
@@ -309,10 +318,11 @@ class Engine:
         if self.runner.attends_shared and start - sequence.base_len >= SHARE_ONCE:
             # A long cached start becomes its shared start where it lies in the cache: the agents that arrive
             # after it take it from this sequence (``_adopt_shared``), so it is stored once however many do.
-            keys, values = ([t[:, :start] for t in part] for part in reused)
+            # A copy of just the start: a view would keep the whole cache entry alive after its eviction.
+            keys, values = ([t[:, :start].clone() for t in part] for part in reused)
             sequence.base = SharedKV(sequence.prompt_ids[:start], keys, values)
         else:
-            self._reserve(len(self.running), max(self._longest(), start - sequence.base_len) + 1)
+            self._reserve(len(self.running), start - sequence.base_len + 1)
             self.kv.write_row(sequence.row, reused, sequence.prefilled, start)
         sequence.prefilled = start
 
@@ -392,11 +402,17 @@ class Engine:
         if self.runner.attends_shared and best >= SHARE_ONCE:
             if best - source.base_len >= SHARE_ONCE:  # a long start not shared yet: out of the row, stored once
                 source.base = self._grow_shared(source, best)
-            # Source's shared start covers all this prompt has (its own, and what its row holds): take it.
-            if source.base_len > sequence.base_len and source.base_len >= sequence.prefilled:
-                sequence.base = source.base
-                sequence.prefilled = source.base_len
-        self._reserve(len(self.running), max(self._longest(), best - sequence.base_len) + 1)
+            base = source.base
+            if base is not None and len(base) > best:
+                # It goes on past this prompt: a copy of its first part (a view would keep all of it alive) is a
+                # shared start of its own, for this prompt and those that come after it.
+                base = SharedKV(base.ids[:best], [k[:, :best].clone() for k in base.keys],
+                                [v[:, :best].clone() for v in base.values])
+            # That start covers all this prompt has (its own, and what its row holds): take it.
+            if base is not None and len(base) > sequence.base_len and len(base) >= sequence.prefilled:
+                sequence.base = base
+                sequence.prefilled = len(base)
+        self._reserve(len(self.running), best - sequence.base_len + 1)
         self._copy_kv(source, sequence, best)
         self.shared_tokens += best - start
         sequence.prefilled = best
@@ -477,13 +493,14 @@ class Engine:
         text = text[:stop_at] if stop_at is not None else text
         sequence.stream(text, final=True)
         if self.prefixes is not None:
-            self.prefixes.insert(sequence.cached_ids, self._read_all(sequence))
+            self.prefixes.insert(sequence.cached_ids, self._read_all(sequence, sequence.length))
         self._release(sequence)
         sequence.finish(text, reason)
 
-    def _read_all(self, sequence: Sequence) -> KV:
-        """A copy of a running sequence's whole KV: its shared start, if it has one, and its row."""
-        return _joined(sequence.base, self.kv.read_row(sequence.row, sequence.row_length))
+    def _read_all(self, sequence: Sequence, length: int) -> KV:
+        """A copy of the first ``length`` positions of a running sequence's KV: its shared start, if it has one,
+        and its row."""
+        return _joined(sequence.base, self.kv.read_row(sequence.row, length - sequence.base_len))
 
     def _text(self, sequence: Sequence) -> str:
         ids = sequence.output_ids
