@@ -316,9 +316,9 @@ class Engine:
         if reused is None or start <= sequence.prefilled:
             return
         if self.runner.attends_shared and start - sequence.base_len >= SHARE_ONCE:
-            # A long cached start becomes its shared start where it lies in the cache: the agents that arrive
-            # after it take it from this sequence (``_adopt_shared``), so it is stored once however many do.
-            # A copy of just the start: a view would keep the whole cache entry alive after its eviction.
+            # A long cached start becomes its shared start (a copy of just the start: a view would keep the whole
+            # cache entry alive after its eviction); the agents that arrive after it take it from this sequence
+            # (``_adopt_shared``), so it is stored once however many do.
             keys, values = ([t[:, :start].clone() for t in part] for part in reused)
             sequence.base = SharedKV(sequence.prompt_ids[:start], keys, values)
         else:
