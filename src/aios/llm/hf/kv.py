@@ -7,7 +7,7 @@ for a sequence that starts with a :class:`SharedKV` of ``n`` tokens, its positio
 Rows are kept dense (``0..n-1``), so a step attends over plain slices of the buffers and nothing is gathered;
 when a sequence leaves, the last row moves into its place. Rows and positions grow by doubling, only as far as
 the sequences need; ``bytes_for`` says what a size would cost, so the engine can keep within its memory budget,
-and the buffers are cut down again when they are over it.
+and the buffers are cut down again when they are over it or four times what the rows hold.
 """
 
 from __future__ import annotations

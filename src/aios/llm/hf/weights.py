@@ -16,7 +16,7 @@ model (``llms.models[].weights``):
 
 The compact formats stay choices, not the default: their products round each result to bfloat16, and which
 kernel oneDNN picks depends on the number of rows, so a greedy reply can change with what it was batched with
-(fp32 differs in the last bit at most, which has not changed a reply in the tests).
+(fp32 results differ only in their last bits, which has not changed a reply in the tests).
 """
 
 from __future__ import annotations
