@@ -84,7 +84,7 @@ class Engine:
         self.prefixes = PrefixCache(settings.prefix_cache_mb * MB) if settings.prefix_cache_mb else None
         self.running: list[Sequence] = []
         self.preemptions = 0
-        self.shared_tokens = 0  # prompt tokens whose KV was copied from another running sequence's row
+        self.shared_tokens = 0  # prompt tokens whose KV was taken from another running sequence (copy or SharedKV)
         self.failed_steps = 0
         self.failure: BaseException | None = None  # what ended the step loop, if anything did
         self._on_exit = on_exit
@@ -316,11 +316,9 @@ class Engine:
         if reused is None or start <= sequence.prefilled:
             return
         if self.runner.attends_shared and start - sequence.base_len >= SHARE_ONCE:
-            # A long cached start becomes its shared start (a copy of just the start: a view would keep the whole
-            # cache entry alive after its eviction); the agents that arrive after it take it from this sequence
-            # (``_adopt_shared``), so it is stored once however many do.
-            keys, values = ([t[:, :start].clone() for t in part] for part in reused)
-            sequence.base = SharedKV(sequence.prompt_ids[:start], keys, values)
+            # A long cached start becomes its shared start; the agents that arrive after it take it from this
+            # sequence (``_adopt_shared``), so it is stored once however many do.
+            sequence.base = SharedKV.start_of(sequence.prompt_ids, reused, start)
         else:
             self._reserve(len(self.running), start - sequence.base_len + 1)
             self.kv.write_row(sequence.row, reused, sequence.prefilled, start)
@@ -334,12 +332,11 @@ class Engine:
 
     def _shared_start_of(self, sequence: Sequence) -> SharedKV | None:
         """The longest shared start of a running sequence that a new prompt begins with (a token left to read)."""
-        prompt, best = sequence.prompt_ids, None
+        prompt, best, best_len = sequence.prompt_ids, None, 0
         for other in self.running:
             base = other.base
-            if (base is not None and len(best or ()) < len(base) < len(prompt)
-                    and prompt[:len(base)] == base.ids):
-                best = base
+            if base is not None and best_len < len(base) < len(prompt) and prompt[:len(base)] == base.ids:
+                best, best_len = base, len(base)
         return best
 
     def _run(self) -> None:
@@ -404,10 +401,9 @@ class Engine:
                 source.base = self._grow_shared(source, best)
             base = source.base
             if base is not None and len(base) > best:
-                # It goes on past this prompt: a copy of its first part (a view would keep all of it alive) is a
-                # shared start of its own, for this prompt and those that come after it.
-                base = SharedKV(base.ids[:best], [k[:, :best].clone() for k in base.keys],
-                                [v[:, :best].clone() for v in base.values])
+                # It goes on past this prompt: its first part is a shared start of its own, for this prompt and
+                # those that come after it.
+                base = SharedKV.start_of(base.ids, (base.keys, base.values), best)
             # That start covers all this prompt has (its own, and what its row holds): take it.
             if base is not None and len(base) > sequence.base_len and len(base) >= sequence.prefilled:
                 sequence.base = base

@@ -31,6 +31,13 @@ class SharedKV:
     keys: list[torch.Tensor]  # per layer, [kv_heads, len(ids), head_dim]
     values: list[torch.Tensor]
 
+    @classmethod
+    def start_of(cls, ids: list[int], kv: KV, n: int) -> "SharedKV":
+        """The first ``n`` tokens of ``ids`` with a copy of their positions in ``kv`` (a view would keep the
+        whole of ``kv`` alive)."""
+        keys, values = ([t[:, :n].clone() for t in part] for part in kv)
+        return cls(ids[:n], keys, values)
+
     def __len__(self) -> int:
         return len(self.ids)
 
