@@ -340,7 +340,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: N = 1 and 4, 32 tokens, one round")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--plot", type=Path, help="default: benchmarks/peers.png (peers-<weights>.png)")
-    parser.add_argument("--weights", choices=["native", "bf16", "int8"], default="native",
+    parser.add_argument("--weights", choices=["native", "bf16", "int8", "int4"], default="native",
                         help="the kernel's weight format (llms.models[].weights)")
     args = parser.parse_args()
     section = "peers" if args.weights == "native" else f"peers-{args.weights}"

@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--context", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--weights", choices=["native", "bf16", "int8"], default="native")
+    parser.add_argument("--weights", choices=["native", "bf16", "int8", "int4"], default="native")
     args = parser.parse_args()
     model, _ = load_model(find_model(EMBEDDED_MODEL), load_config().data_dir, dtype=torch.float32, device_map="cpu")
     c = model.config

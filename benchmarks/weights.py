@@ -22,7 +22,7 @@ from aios.llm.hf.loader import find_model, load_model
 from aios.llm.hf.runner import Chunk, LlamaRunner
 from report import write_section
 
-FORMATS = ("native", "bf16", "int8")
+FORMATS = ("native", "bf16", "int8", "int4")
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "List three uses of Python.",
            "Explain photosynthesis briefly.", "Who wrote Hamlet?", "Give me a recipe for pancakes.",
            "What is 17 times 23?", "Describe a cat in one sentence."]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from aios.config import EMBEDDED_MODEL
 from aios.errors import BadRequest
@@ -19,9 +20,10 @@ from aios.llm.core import GenerationRequest
 from aios.llm.hf import HfLocalBackend
 from aios.llm.hf import backend as backend_module
 from aios.llm.hf import engine as engine_module
-from aios.llm.hf import weights as weights_module
 from aios.llm.hf.engine import EngineSettings
-from aios.llm.hf.runner import LlamaRunner, TransformersRunner
+from aios.llm.hf.kv import SlotKV
+from aios.llm.hf.loader import find_model, load_model
+from aios.llm.hf.runner import Chunk, LlamaRunner, TransformersRunner
 from test_engine import QUESTIONS, ask, started, together
 
 # About 330 tokens of prompt: read 16 at a time, that is 21 steps.
@@ -94,7 +96,7 @@ def test_a_model_outside_the_llama_family_runs_through_transformers_with_the_sam
         other.close()
 
 
-@pytest.mark.parametrize("weights", ["bf16", "int8"])
+@pytest.mark.parametrize("weights", ["bf16", "int8", "int4"])
 def test_compact_weights_still_answer_and_the_status_names_them(data_dir: Path, weights: str) -> None:
     compact = HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir, weights=weights)  # type: ignore[arg-type]
     try:
@@ -106,14 +108,29 @@ def test_compact_weights_still_answer_and_the_status_names_them(data_dir: Path, 
         compact.close()
 
 
-def test_bf16_weights_are_prepacked_for_onednn_where_the_cpu_has_bfloat16_kernels() -> None:
-    weight, x = torch.randn(96, 64), torch.randn(3, 64)
-    linear = weights_module.Linear(weight, "bf16", bias=torch.ones(96))
-    assert (linear.packed is not None) == weights_module.onednn_bf16()
-    y = linear(x)
-    assert y.dtype == torch.float32 and y.shape == (3, 96)
-    # bf16 keeps about three significant digits: the product is the fp32 one to within that.
-    assert torch.allclose(y, x @ weight.T + 1, rtol=0.02, atol=0.1)
+def greedy_replies(runner: LlamaRunner, prompts: list[list[int]], tokens: int) -> list[list[int]]:
+    """``tokens`` greedy tokens for each prompt, the prompts read together in one step and decoded together."""
+    kv = SlotKV(runner.config.num_hidden_layers, len(prompts), runner.kv_heads, runner.head_dim, runner.dtype,
+                runner.device)
+    kv.reserve(len(prompts), max(map(len, prompts)) + tokens)
+    logits = runner.forward([Chunk(row, prompt, 0) for row, prompt in enumerate(prompts)], kv)
+    replies = [[token] for token in logits.argmax(-1).tolist()]
+    for _ in range(tokens - 1):
+        chunks = [Chunk(row, [reply[-1]], len(prompts[row]) + len(reply) - 1) for row, reply in enumerate(replies)]
+        for reply, token in zip(replies, runner.forward(chunks, kv).argmax(-1).tolist()):
+            reply.append(token)
+    return replies
+
+
+def test_int4_weights_give_every_reply_batched_as_it_is_alone(backend: HfLocalBackend, data_dir: Path) -> None:
+    """int4's kernel computes each row the same way whatever the number of rows, so reading prompts together and
+    decoding them together gives every greedy reply of them alone (with bf16's oneDNN kernel it does not)."""
+    model, _ = load_model(find_model(EMBEDDED_MODEL), data_dir, dtype=torch.float32, device_map="cpu")
+    runner = LlamaRunner(model, "int4")
+    prompts = [backend.prompt_ids(ask(q)) for q in QUESTIONS]
+    with torch.inference_mode():
+        alone = [greedy_replies(runner, [prompt], 48)[0] for prompt in prompts]
+        assert greedy_replies(runner, prompts, 48) == alone
 
 
 def llama_config(**overrides: Any) -> SimpleNamespace:
@@ -144,8 +161,15 @@ def test_a_compact_weight_format_is_refused_where_it_cannot_apply(monkeypatch: p
     from aios.llm.hf.runner import make_runner
 
     on_gpu = SimpleNamespace(device=torch.device("meta"))
-    with pytest.raises(BadRequest, match="weights: int8 is a CPU format; use native or bf16 on a GPU"):
-        make_runner(on_gpu, "int8")
+    for weights in ("int8", "int4"):
+        with pytest.raises(BadRequest, match=f"weights: {weights} is a CPU format; use native or bf16 on a GPU"):
+            make_runner(on_gpu, weights)
+    # hidden size 48: the q/k/v projection has 48 inputs, not a multiple of int4's groups of 32
+    odd = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=3, num_key_value_heads=1, max_position_embeddings=32))
+    with pytest.raises(BadRequest, match=r"weights: int4 cannot hold this model \(int4 weights need inputs in "
+                                         r"multiples of 32 .* 48 inputs and 80 outputs\); use native, bf16 or int8"):
+        make_runner(odd, "int4")
     other = SimpleNamespace(device=torch.device("cpu"), config=llama_config(model_type="gpt2"),
                             parameters=lambda: iter([torch.zeros(1)]))
     with pytest.raises(BadRequest, match="weights: bf16 needs a Llama-family model.*'gpt2'.*use weights: native"):

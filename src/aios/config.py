@@ -131,9 +131,9 @@ class ModelConfig(_Section):
     prefill_chunk: _Int = Field(default=512, ge=0, description="prompt tokens read per engine step, over all "
                                 "prompts; a longer prompt is read over several steps while others decode; 0 = "
                                 "whole prompts at once")
-    weights: Literal["native", "bf16", "int8"] = Field(
+    weights: Literal["native", "bf16", "int8", "int4"] = Field(
         default="native", description="weight format of a Llama-family model: native (as loaded: fp32 on CPU), "
-        "bf16, or int8 (weight-only, CPU); the output layer stays native")
+        "bf16, int8 or int4 (weight-only, CPU); the output layer stays native")
     cost: _Float | None = Field(default=None, ge=0, description="smart routing: the relative price of a query; "
                                 "default: a local model's size in billions of parameters, 1000 for an API model")
     structured_output: Literal["grammar", "prompt"] = Field(

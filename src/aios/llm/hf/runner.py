@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from aios.errors import BadRequest
 from aios.llm.hf.kv import SharedKV, SlotKV
-from aios.llm.hf.weights import Linear, WeightFormat
+from aios.llm.hf.weights import CPU_FORMATS, FormatError, Linear, WeightFormat
 
 log = logging.getLogger(__name__)
 
@@ -321,11 +321,14 @@ def _kv_shape(config: Any) -> tuple[int, int]:
 def make_runner(model: Any, weights: WeightFormat) -> Runner:
     """The engine's runner for ``model``: its own Llama-family forward pass where it applies, else transformers
     in the model's own dtype (``weights`` other than native is then refused)."""
-    if weights == "int8" and model.device.type != "cpu":
-        raise BadRequest("weights: int8 is a CPU format; use native or bf16 on a GPU")
+    if weights in CPU_FORMATS and model.device.type != "cpu":
+        raise BadRequest(f"weights: {weights} is a CPU format; use native or bf16 on a GPU")
     why_not = LlamaRunner.supports(model)
     if why_not is None:
-        runner = LlamaRunner(model, weights)
+        try:
+            runner = LlamaRunner(model, weights)
+        except FormatError as exc:
+            raise BadRequest(f"weights: {weights} cannot hold this model ({exc}); use native, bf16 or int8") from exc
         # The runner holds the decoder's weights in its own (fused) layout now; free the module's copies.
         model.model.layers.to("meta")
         return runner

@@ -13,10 +13,18 @@ model (``llms.models[].weights``):
   ``INT8_ROWS`` rows the same int8 weights are multiplied in bf16 (dequantized once: int8 and bf16 together
   take three quarters of native fp32's memory). The model is the same either way; the rounding of the two
   kernels differs, so a greedy reply can depend on how many rows its step had.
+- ``int4``: weight-only 4-bit, in groups of ``INT4_GROUP`` inputs with a scale and a zero each (activations
+  stay bfloat16), an eighth of the bytes: the fastest for one agent. It is the layout of a Q4_1 GGUF file, so
+  a model loaded from one (the embedded model is) gets its own 4-bit values back, only its scales rounded to
+  bfloat16; any other model is quantized to it (round to nearest). Its kernel computes every row the same way
+  whatever the number of rows, so the weights never make a reply depend on its batch.
 
-The compact formats stay choices, not the default: their products round each result to bfloat16, and which
-kernel oneDNN picks depends on the number of rows, so a greedy reply can change with what it was batched with
-(fp32 results differ only in their last bits, which has not changed a reply in the tests).
+The compact formats stay choices, not the default: their products round each input and result to bfloat16.
+For bf16 and int8, which kernel oneDNN picks depends on the number of rows, so a greedy reply can change with
+what it was batched with. int4 does not, but bfloat16 rounding still magnifies the last-bit differences of
+attention computed along another path (a prompt read after a prefix-cache hit or a shared start, or a
+generation resumed after preemption): such a reply can differ from the same prompt read whole (fp32 results
+differ only in their last bits, which has not changed a reply in the tests).
 """
 
 from __future__ import annotations
@@ -26,13 +34,21 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-WeightFormat = Literal["native", "bf16", "int8"]
+WeightFormat = Literal["native", "bf16", "int8", "int4"]
+CPU_FORMATS = frozenset({"int8", "int4"})  # their kernels are the CPU's
 
 # Above this many rows, int8 weights are multiplied through their bf16 copy: measured on this project's 2-core
 # AVX512/AMX machine (benchmarks/profile_step.py), the int8 kernel wins at 1-8 rows and bf16 from 16 on.
 INT8_ROWS = 8
+# int4 weights: inputs per scale and zero (Q4_1's block). The kernel also needs outputs in multiples of 16.
+INT4_GROUP = 32
+INT4_OUT_MULTIPLE = 16
 # oneDNN picks its blocked layout for a batch size; the engine's steps have 1 to a few dozen rows.
 PACK_ROWS = 16
+
+
+class FormatError(ValueError):
+    """A weight that the chosen format cannot hold."""
 
 
 def onednn_bf16() -> bool:
@@ -48,7 +64,10 @@ class Linear:
         self.out_features = weight.shape[0]
         self.bias = None if bias is None else bias.detach()
         self.native = weight.contiguous() if fmt == "native" else None
-        self.int8 = self.scales = None
+        self.int8 = self.int4 = None
+        self.scales: torch.Tensor | None = None  # int8: one per output; int4: (scale, zero) per group and output
+        if fmt == "int4":
+            self.int4, self.scales = _int4_pack(*int4_groups(weight))
         bf16 = weight.to(torch.bfloat16).contiguous() if fmt == "bf16" else None
         if fmt == "int8":
             scales = weight.float().abs().amax(dim=1).clamp(min=1e-8) / 127
@@ -65,7 +84,9 @@ class Linear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.native is not None:
             return F.linear(x, self.native, self.bias)
-        if self.int8 is not None and x.shape[0] <= INT8_ROWS:
+        if self.int4 is not None:
+            y = torch._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), self.int4, INT4_GROUP, self.scales)
+        elif self.int8 is not None and x.shape[0] <= INT8_ROWS:
             y = torch._weight_int8pack_mm(x.to(torch.bfloat16), self.int8, self.scales)
         elif self.packed is not None:
             y = torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.packed, None, "none", [], "")
@@ -74,3 +95,26 @@ class Linear:
         y = y.to(x.dtype)
         # The bias is added in the activations' dtype: rounding it to bf16 would only add error.
         return y if self.bias is None else y + self.bias
+
+
+def int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(q, scale, low)``: ``weight ≈ q * scale + low`` per group of ``INT4_GROUP`` inputs, q in 0..15.
+
+    The grid spans each group's minimum to its maximum, as Q4_1 quantizes, so weights that came from a Q4_1
+    file come back to their own 4-bit values."""
+    out_features, in_features = weight.shape
+    if in_features % INT4_GROUP or out_features % INT4_OUT_MULTIPLE:
+        raise FormatError(f"int4 weights need inputs in multiples of {INT4_GROUP} and outputs in multiples of "
+                          f"{INT4_OUT_MULTIPLE}; this projection has {in_features} inputs and {out_features} outputs")
+    groups = weight.float().reshape(out_features, -1, INT4_GROUP)
+    low = groups.amin(dim=2)
+    scale = ((groups.amax(dim=2) - low) / 15).clamp(min=torch.finfo(torch.float32).tiny)
+    q = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32)
+    return q.reshape(weight.shape), scale, low
+
+
+def _int4_pack(q: torch.Tensor, scale: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel's packed 4-bit weights, and its ``[groups, out, (scale, zero)]`` table: it computes
+    ``(q - 8) * scale + zero``, so zero = low + 8 × scale."""
+    scales = torch.stack([scale.t(), (low + 8 * scale).t()], dim=2).to(torch.bfloat16).contiguous()
+    return torch._convert_weight_to_int4pack_for_cpu(q, 2), scales

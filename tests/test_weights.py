@@ -1,0 +1,60 @@
+"""The weight formats of the engine's runner: bf16 prepacked for oneDNN, and int4, which gives a Q4_1 file its
+own 4-bit values back and computes each row the same way whatever rows are beside it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aios.llm.hf.weights import FormatError, Linear, int4_groups, onednn_bf16
+
+
+def q4_1_weight(outputs: int, inputs: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(q, d, m, weight)`` as a Q4_1 file holds them: per group of 32 inputs a float16 scale d and minimum m,
+    and 4-bit q with the group's minimum at 0 and its maximum at 15; ``weight = q * d + m``."""
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randint(0, 16, (outputs, inputs // 32, 32), generator=generator)
+    q[..., 0], q[..., 1] = 0, 15
+    d = (torch.rand(outputs, inputs // 32, generator=generator) * 0.02 + 1e-3).half().float()
+    m = (-torch.rand(outputs, inputs // 32, generator=generator) * 0.1).half().float()
+    return q, d, m, (q * d[..., None] + m[..., None]).reshape(outputs, inputs)
+
+
+def test_bf16_weights_are_prepacked_for_onednn_where_the_cpu_has_bfloat16_kernels() -> None:
+    weight, x = torch.randn(96, 64), torch.randn(3, 64)
+    linear = Linear(weight, "bf16", bias=torch.ones(96))
+    assert (linear.packed is not None) == onednn_bf16()
+    y = linear(x)
+    assert y.dtype == torch.float32 and y.shape == (3, 96)
+    # bf16 keeps about three significant digits: the product is the fp32 one to within that.
+    assert torch.allclose(y, x @ weight.T + 1, rtol=0.02, atol=0.1)
+
+
+def test_int4_gives_weights_from_a_q4_1_file_their_own_4_bit_values() -> None:
+    q, d, m, weight = q4_1_weight(64, 96)
+    got_q, scale, low = int4_groups(weight)
+    assert torch.equal(got_q.reshape(q.shape), q.int())
+    assert torch.allclose(scale, d, rtol=1e-6, atol=0) and torch.equal(low, m)
+
+
+def test_an_int4_row_is_computed_the_same_whatever_rows_are_beside_it() -> None:
+    *_, weight = q4_1_weight(96, 128)
+    linear = Linear(weight, "int4", bias=torch.ones(96))
+    x = torch.randn(300, 128)  # a prompt's worth of rows
+    whole = linear(x)
+    assert whole.dtype == torch.float32 and whole.shape == (300, 96)
+    assert torch.allclose(whole, x @ weight.T + 1, rtol=0.02, atol=0.05)  # bf16 activations, exact weights
+    for rows in (1, 2, 5, 8, 16, 17, 33, 64):
+        assert torch.equal(linear(x[:rows]), whole[:rows]), f"the first {rows} rows changed"
+    assert torch.equal(linear(x[150:151]), whole[150:151])
+
+
+@pytest.mark.parametrize(("shape", "sizes"), [
+    ((100, 64), "this projection has 64 inputs and 100 outputs"),   # outputs not a multiple of 16
+    ((96, 48), "this projection has 48 inputs and 96 outputs"),     # inputs not a multiple of 32
+    ((8, 32), "this projection has 32 inputs and 8 outputs"),
+])
+def test_int4_refuses_a_projection_it_cannot_hold_and_says_why(shape: tuple[int, int], sizes: str) -> None:
+    with pytest.raises(FormatError, match=f"int4 weights need inputs in multiples of 32 and outputs in multiples "
+                                          f"of 16; {sizes}"):
+        Linear(torch.randn(*shape), "int4")
