@@ -133,6 +133,15 @@ def test_int4_weights_give_every_reply_batched_as_it_is_alone(backend: HfLocalBa
         assert greedy_replies(runner, prompts, 48) == alone
 
 
+def test_a_tied_embedding_is_held_once_in_the_output_layer(backend: HfLocalBackend) -> None:
+    """The embedded model ties its embedding to its output layer: the runner looks tokens up there, and the
+    module's own copies are freed."""
+    assert backend.runner.embedding is None
+    model = backend.model
+    assert {model.model.embed_tokens.weight.device.type, model.lm_head.weight.device.type} == {"meta"}
+    assert backend.generate(ask("What is the capital of France?")).text == "The capital of France is Paris."
+
+
 def llama_config(**overrides: Any) -> SimpleNamespace:
     config = dict(model_type="llama", rope_parameters={"rope_type": "default"}, sliding_window=None,
                   hidden_act="silu", mlp_bias=False)

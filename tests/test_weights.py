@@ -58,3 +58,12 @@ def test_int4_refuses_a_projection_it_cannot_hold_and_says_why(shape: tuple[int,
     with pytest.raises(FormatError, match=f"int4 weights need inputs in multiples of 32 and outputs in multiples "
                                           f"of 16; {sizes}"):
         Linear(torch.randn(*shape), "int4")
+
+
+def test_native_weights_multiply_as_the_model_does_and_give_up_their_rows() -> None:
+    weight, bias, x = torch.randn(96, 64), torch.randn(96), torch.randn(5, 64)
+    linear = Linear(weight, "native", bias=bias)
+    assert torch.allclose(linear(x), x @ weight.T + bias, rtol=1e-5, atol=1e-5)
+    ids = torch.tensor([3, 0, 95, 3])
+    rows = linear.weight_rows(ids)  # how a tied embedding looks tokens up
+    assert torch.equal(rows, weight[ids]) and rows.is_contiguous()

@@ -168,7 +168,7 @@ class HfLocalBackend:
             request.sampling = replace(request.sampling, max_new_tokens=room)
         generator = None
         if not request.sampling.greedy:
-            generator = torch.Generator(device=self.model.device)
+            generator = torch.Generator(device=self.runner.device)
             seed = request.sampling.seed
             generator.manual_seed(secrets.randbits(63) if seed is None else seed)
         self.engine.submit(Sequence(request, prompt_ids, on_done, generator=generator, constraint=constraint))
@@ -210,7 +210,7 @@ class HfLocalBackend:
         return {
             "name": self.name,
             "backend": self.backend,
-            "device": str(self.model.device),
+            "device": str(self.runner.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "template_tools": self.template_accepts_tools,
             "state": "down" if self.down else "up",

@@ -64,15 +64,17 @@ class LlamaRunner:
         self.heads, self.kv_heads, self.head_dim = config.num_attention_heads, *_kv_shape(config)
         self.eps = config.rms_norm_eps
         inner = model.model
-        self.embed = inner.embed_tokens.weight.detach()
         self.norm = inner.norm.weight.detach()
         self.layers = [_Layer(layer, weights) for layer in inner.layers]
         # The output layer stays in the model's dtype: rounding it moves the top token more than rounding all
         # the rest (measured on the embedded model: bf16 everywhere changed 4 of 8 greedy replies within 48
-        # tokens, bf16 but the output layer 1 of 8). Tied to the embedding, it usually costs no memory either.
+        # tokens, bf16 but the output layer 1 of 8).
         self.lm_head = Linear(model.lm_head.weight, "native")
+        # An embedding tied to the output layer is looked up in it: the model holds that matrix once.
+        tied = model.lm_head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr()
+        self.embedding = None if tied else inner.embed_tokens.weight.detach()
         positions = torch.arange(config.max_position_embeddings, device=self.device)
-        cos, sin = inner.rotary_emb(self.embed[:1], positions[None])
+        cos, sin = inner.rotary_emb(self.norm[None], positions[None])
         self.cos, self.sin = cos[0], sin[0]  # [positions, head_dim]
 
     @staticmethod
@@ -95,7 +97,7 @@ class LlamaRunner:
     def forward(self, chunks: list[Chunk], kv: SlotKV) -> torch.Tensor:
         """Next-token logits (fp32, one row per chunk that wants them, in order) after computing ``chunks``."""
         plan = _Plan(chunks, self.device, self.dtype)
-        x = self.embed[plan.ids]
+        x = self.lm_head.weight_rows(plan.ids) if self.embedding is None else self.embedding[plan.ids]
         cos, sin = self.cos[plan.positions].unsqueeze(1), self.sin[plan.positions].unsqueeze(1)
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         for index, layer in enumerate(self.layers):
@@ -111,6 +113,10 @@ class LlamaRunner:
             gate, up = layer.gate_up(h).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)
         x = F.rms_norm(x[plan.logit_rows], self.norm.shape, self.norm, self.eps)
+        if len(x) == 1:
+            # MKL multiplies a single row with another kernel than several (its last bits differ), so it goes as
+            # two: a reply's logits are then the same alone as in a batch (with int4 weights, bitwise).
+            return self.lm_head(x.expand(2, -1))[:1].float()
         return self.lm_head(x).float()
 
 
@@ -329,8 +335,9 @@ def make_runner(model: Any, weights: WeightFormat) -> Runner:
             runner = LlamaRunner(model, weights)
         except FormatError as exc:
             raise BadRequest(f"weights: {weights} cannot hold this model ({exc}); use native, bf16 or int8") from exc
-        # The runner holds the decoder's weights in its own (fused) layout now; free the module's copies.
-        model.model.layers.to("meta")
+        # The runner holds the weights in its own layout now; free the module's copies.
+        for module in (model.model.embed_tokens, model.model.layers, model.lm_head):
+            module.to("meta")
         return runner
     if weights != "native":
         raise BadRequest(f"weights: {weights} needs a Llama-family model; this one cannot use it ({why_not}); "
