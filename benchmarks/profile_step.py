@@ -21,7 +21,8 @@ from aios.llm.hf.kv import SlotKV
 from aios.llm.hf.loader import find_model, load_model
 from aios.llm.hf.runner import Chunk, LlamaRunner
 
-MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm")
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm_for_cpu",
+           "mkldnn::_linear_pointwise")
 
 
 def main() -> None:
