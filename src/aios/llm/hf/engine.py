@@ -221,7 +221,7 @@ class Engine:
         """Positions the rows need with ``candidate`` among them: its cached tokens, the next input, one to grow
         (less the shared start a new prompt will take)."""
         own = candidate.row_length
-        if candidate.snapshot is None and not candidate.output_ids and not candidate.prefilled:
+        if candidate.fresh:
             own -= len(self._shared_start_of(candidate) or ())
         return max(self._longest(), own) + 2
 
@@ -309,7 +309,7 @@ class Engine:
             self.kv.write_row(sequence.row, self.contexts.restore(sequence.snapshot), 0, sequence.row_tokens)
             sequence.snapshot = None
             return
-        if sequence.output_ids or sequence.prefilled:
+        if not sequence.fresh:
             return
         self._adopt_shared(sequence)
         start, reused = self.prefixes.lookup(sequence.prompt_ids) if self.prefixes else (0, None)

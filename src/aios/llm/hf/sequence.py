@@ -52,6 +52,11 @@ class Sequence:
         return len(self.prompt_ids) + len(self.output_ids) - 1
 
     @property
+    def fresh(self) -> bool:
+        """Nothing of it computed yet: no saved KV, no output, no prompt token read."""
+        return self.snapshot is None and not self.output_ids and not self.prefilled
+
+    @property
     def cached(self) -> int:
         """Tokens whose KV is in the cache now (fewer than ``length`` while the prompt is still being read)."""
         return self.length if self.output_ids else self.prefilled
