@@ -21,7 +21,8 @@ from aios.llm.hf import HfLocalBackend
 from aios.llm.hf import backend as backend_module
 from aios.llm.hf import engine as engine_module
 from aios.llm.hf.engine import EngineSettings
-from aios.llm.hf.kv import SlotKV
+from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs, decode_inputs
+from aios.llm.hf.kv import SharedKV, SlotKV
 from aios.llm.hf.loader import find_model, load_model
 from aios.llm.hf.runner import Chunk, LlamaRunner, TransformersRunner
 from test_engine import QUESTIONS, ask, started, together
@@ -89,7 +90,9 @@ def test_a_model_outside_the_llama_family_runs_through_transformers_with_the_sam
     other = own_backend(data_dir, prefill_chunk=8)
     try:
         assert other.describe()["engine"]["runner"] == "transformers"
+        assert other.describe()["engine"]["decode"] == "eager (transformers)"
         assert backend.describe()["engine"]["runner"] == "llama"
+        assert backend.describe()["engine"]["decode"] == "eager (cpu)"
         alone = [backend.generate(ask(q)).text for q in QUESTIONS]
         assert [g.text for g in asyncio.run(together(other, [ask(q) for q in QUESTIONS]))] == alone
     finally:
@@ -131,6 +134,69 @@ def test_int4_weights_give_every_reply_batched_as_it_is_alone(backend: HfLocalBa
     with torch.inference_mode():
         alone = [greedy_replies(runner, [prompt], 48)[0] for prompt in prompts]
         assert greedy_replies(runner, prompts, 48) == alone
+
+
+def test_a_decode_step_from_device_inputs_gives_the_eager_replies_and_leaves_other_rows_alone(
+        backend: HfLocalBackend) -> None:
+    """The decode step a CUDA graph captures (inputs in one tensor, the batch padded to a power of two, attention
+    over whole rows) runs eagerly here: three rows padded to four give the replies of the eager step, and the
+    fourth row, a prompt being read, keeps its KV."""
+    runner = backend.runner
+    prompts = [backend.prompt_ids(ask(q)) for q in QUESTIONS[:4]]
+    with torch.inference_mode():
+        expected = greedy_replies(runner, prompts[:3], 24)
+        kv = SlotKV(runner.config.num_hidden_layers, 4, runner.kv_heads, runner.head_dim, runner.dtype, runner.device)
+        kv.reserve(4, max(map(len, prompts)) + 26)
+        replies = [[t] for t in runner.forward([Chunk(row, p, 0) for row, p in enumerate(prompts)], kv)
+                   .argmax(-1).tolist()[:3]]
+        bystander = kv.read_row(3, len(prompts[3]))
+        for _ in range(23):
+            chunks = [Chunk(row, [r[-1]], len(prompts[row]) + len(r) - 1) for row, r in enumerate(replies)]
+            logits = runner.decode(decode_inputs(chunks, 4, kv.capacity), kv)[:3]
+            for reply, token in zip(replies, logits.argmax(-1).tolist()):
+                reply.append(token)
+        assert replies == expected
+        after = kv.read_row(3, len(prompts[3]))
+        assert all(torch.equal(a, b) for part, kept in zip(bystander, after) for a, b in zip(part, kept))
+
+
+@pytest.mark.parametrize(("chunks", "takes"), [
+    ([Chunk(0, [5], 10), Chunk(1, [6], 3)], True),
+    ([Chunk(0, [5], 10), Chunk(2, [6], 3)], False),  # row 1 is not in the step: rows are not 0..n-1
+    ([Chunk(1, [5], 10), Chunk(0, [6], 3)], False),
+    ([Chunk(0, [5, 6], 10)], False),  # a prompt's piece
+    ([Chunk(0, [5], 10, wants_logits=False)], False),
+    ([Chunk(0, [5], 300, base=SharedKV(list(range(256)), [], []))], False),  # a shared start
+])
+def test_only_plain_decode_steps_go_to_cuda_graphs(chunks: list[Chunk], takes: bool) -> None:
+    assert DecodeGraphs.takes(chunks) is takes
+
+
+def test_a_decode_step_that_cannot_be_captured_runs_eagerly_and_the_status_says_why(
+        backend: HfLocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stands in for a GPU whose capture fails (capture itself needs CUDA): the step runs eagerly with the same
+    logits, and later steps no longer try."""
+    class Failing:
+        takes, tries = staticmethod(DecodeGraphs.takes), 0
+
+        def run(self, chunks: list[Chunk], kv: SlotKV) -> torch.Tensor:
+            self.tries += 1
+            raise CaptureFailed("capturing a decode step of 1 rows failed: no CUDA here")
+
+    runner, failing = backend.runner, Failing()
+    monkeypatch.setattr(runner, "graphs", failing)
+    monkeypatch.setattr(runner, "decode_mode", "cuda-graphs")
+    prompt = backend.prompt_ids(ask(QUESTIONS[0]))
+    with torch.inference_mode():
+        kv = SlotKV(runner.config.num_hidden_layers, 1, runner.kv_heads, runner.head_dim, runner.dtype, runner.device)
+        kv.reserve(1, len(prompt) + 4)
+        first = runner.forward([Chunk(0, prompt, 0)], kv).argmax(-1).tolist()
+        step = [Chunk(0, first, len(prompt))]
+        logits = runner.forward(step, kv)
+        assert runner.graphs is None and failing.tries == 1
+        assert runner.decode_mode == "eager (capturing a decode step of 1 rows failed: no CUDA here)"
+        assert torch.equal(logits, runner.forward(step, kv))
+    assert backend.describe()["engine"]["decode"] == runner.decode_mode
 
 
 def test_a_tied_embedding_is_held_once_in_the_output_layer(backend: HfLocalBackend) -> None:

@@ -570,6 +570,7 @@ class Engine:
             "shared_kv_mb": round(sum(base.nbytes for base in shared) / MB, 1),
             "runner": self.runner.name,
             "weights": self.runner.weights,
+            "decode": self.runner.decode_mode,
         }
 
 

@@ -54,6 +54,7 @@ class SlotKV:
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.bytes_per_position = 2 * layers * kv_heads * head_dim * self.keys[0].element_size()
+        self.layout = 0  # counts the times the buffers were replaced (CUDA graphs hold their addresses)
 
     @property
     def rows(self) -> int:
@@ -90,6 +91,7 @@ class SlotKV:
                 new = old.new_zeros((new_rows, old.shape[1], new_capacity, old.shape[3]))
                 new[:keep_rows, :, :keep_positions] = old[:keep_rows, :, :keep_positions]
                 buffers[i] = new
+        self.layout += 1
 
     def _shape(self, rows: int, positions: int) -> tuple[int, int]:
         new_rows, new_capacity = 1, 64

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from aios.errors import BadRequest
+from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs
 from aios.llm.hf.kv import SharedKV, SlotKV
 from aios.llm.hf.weights import CPU_FORMATS, FormatError, Linear, WeightFormat
 
@@ -76,6 +77,9 @@ class LlamaRunner:
         positions = torch.arange(config.max_position_embeddings, device=self.device)
         cos, sin = inner.rotary_emb(self.norm[None], positions[None])
         self.cos, self.sin = cos[0], sin[0]  # [positions, head_dim]
+        # Decode steps replay CUDA graphs on a GPU; anything else (a CPU, prompt pieces, shared starts) runs eagerly.
+        self.graphs = DecodeGraphs(self) if self.device.type == "cuda" else None
+        self.decode_mode = "cuda-graphs" if self.graphs is not None else f"eager ({self.device.type})"
 
     @staticmethod
     def supports(model: Any) -> str | None:
@@ -96,7 +100,21 @@ class LlamaRunner:
 
     def forward(self, chunks: list[Chunk], kv: SlotKV) -> torch.Tensor:
         """Next-token logits (fp32, one row per chunk that wants them, in order) after computing ``chunks``."""
-        plan = _Plan(chunks, self.device, self.dtype)
+        if self.graphs is not None and self.graphs.takes(chunks):
+            try:
+                return self.graphs.run(chunks, kv)
+            except CaptureFailed as exc:
+                log.warning("decode steps run eagerly from now on: %s", exc)
+                self.graphs, self.decode_mode = None, f"eager ({exc})"
+        return self._run(_Plan(chunks, self.device, self.dtype), kv)
+
+    def decode(self, inputs: torch.Tensor, kv: SlotKV) -> torch.Tensor:
+        """Logits of a decode step of cache rows ``0..B-1`` whose inputs are on the device (``inputs``: see
+        :class:`_DecodePlan`). Every shape depends only on ``B`` and the KV buffers, so a CUDA graph captures it
+        once and replays it with new inputs."""
+        return self._run(_DecodePlan(inputs, kv.capacity, self.dtype), kv)
+
+    def _run(self, plan: "_Plan | _DecodePlan", kv: SlotKV) -> torch.Tensor:
         x = self.lm_head.weight_rows(plan.ids) if self.embedding is None else self.embedding[plan.ids]
         cos, sin = self.cos[plan.positions].unsqueeze(1), self.sin[plan.positions].unsqueeze(1)
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
@@ -222,11 +240,7 @@ class _Plan:
             values[self.single_rows, :, self.single_starts] = v[self.single_offsets]
             query = q.new_zeros(self.rows, q.shape[1], q.shape[2])
             query[self.single_rows] = q[self.single_offsets]
-        # One query per row: plain matrix products over the row's cache, its query heads grouped under the key
-        # head they share. At 16 rows this is twice as fast as scaled_dot_product_attention on a CPU.
-        kv_heads, dim = keys.shape[1], keys.shape[3]
-        grouped = query.view(self.rows, kv_heads, -1, dim)
-        scores = grouped @ keys[:self.rows, :, :self.span].transpose(-1, -2) * dim ** -0.5 + self.bias
+        grouped, scores = _row_scores(query, keys, self.span, self.bias)
         if self.shared:
             attended = self._with_shared(grouped, scores, values[:self.rows, :, :self.span], layer)
         else:
@@ -264,6 +278,42 @@ class _Plan:
         return out / total
 
 
+class _DecodePlan:
+    """A decode step of cache rows ``0..B-1``, one token each, from ``inputs`` on the device: ``[3, B]`` token
+    ids, their positions, and the offsets in their rows where their KV goes. Attention reads every position of
+    the rows, masked to the offsets up to each token's own, so no shape depends on the sequences' lengths.
+
+    A row that only pads the batch to its graph's size has position 0 and offset ``capacity - 1``: no sequence
+    holds that offset (the engine reserves a position past the longest row), and the row's output is dropped."""
+
+    logit_rows = slice(None)
+
+    def __init__(self, inputs: torch.Tensor, capacity: int, dtype: torch.dtype) -> None:
+        self.ids, self.positions, self.offsets = inputs
+        self.rows = torch.arange(len(self.ids), device=inputs.device)
+        visible = torch.arange(capacity, device=inputs.device)[None, :] <= self.offsets[:, None]
+        bias = torch.zeros(visible.shape, dtype=dtype, device=inputs.device).masked_fill_(~visible, -torch.inf)
+        self.bias = bias.view(len(self.ids), 1, 1, capacity)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
+               values: torch.Tensor, layer: int) -> torch.Tensor:
+        keys[self.rows, :, self.offsets] = k
+        values[self.rows, :, self.offsets] = v
+        _, scores = _row_scores(q, keys, keys.shape[2], self.bias)
+        return (scores.softmax(dim=-1) @ values[:len(q)]).reshape(len(q), -1)
+
+
+def _row_scores(query: torch.Tensor, keys: torch.Tensor, span: int,
+                bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention scores of one query per cache row (``query``: ``[rows, heads, dim]``) over the first ``span``
+    positions of rows ``0..rows-1``: plain matrix products, each key head's query heads grouped under it (at 16
+    rows twice as fast as scaled_dot_product_attention on a CPU). Returns the grouped queries
+    ``[rows, kv_heads, group, dim]`` and the scores ``[rows, kv_heads, group, span]``."""
+    rows, kv_heads, dim = len(query), keys.shape[1], keys.shape[3]
+    grouped = query.view(rows, kv_heads, -1, dim)
+    return grouped, grouped @ keys[:rows, :, :span].transpose(-1, -2) * dim ** -0.5 + bias
+
+
 def _causal(start: int, n: int, device: torch.device) -> torch.Tensor:
     """New token ``i`` (at position ``start+i``) sees every cached position and the new tokens up to itself."""
     return torch.arange(start + n, device=device)[None, :] <= torch.arange(start, start + n, device=device)[:, None]
@@ -274,6 +324,7 @@ class TransformersRunner:
 
     name = "transformers"
     attends_shared = False  # the module sees a row as the whole cache: sequences never get a ``base`` here
+    decode_mode = "eager (transformers)"
 
     def __init__(self, model: Any) -> None:
         self.model, self.config, self.device, self.dtype = model, model.config, model.device, model.dtype

@@ -1,0 +1,96 @@
+"""Decode steps in CUDA graphs: a step of B decode tokens is captured once per batch size and KV layout, then
+replayed with new inputs, so the GPU runs the whole step without waiting for Python to launch each kernel.
+
+A step qualifies when every chunk is one decode token of rows ``0..n-1`` with no shared start (the common steady
+state of a batch); prompt pieces, shared starts and anything on a CPU run eagerly. ``n`` is padded up to a power
+of two (the sizes the KV rows grow by), so at most ``log2(max_batch) + 1`` graphs exist for one KV layout. The
+graphs hold the addresses of the KV buffers: when the buffers grow or shrink (``SlotKV.layout`` changes), they
+are dropped and captured again as steps need them. The only host sync of a step is the engine reading the sampled
+tokens; grammar masks and sampling work on the logits the graph leaves.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from aios.llm.hf.kv import SlotKV
+
+if TYPE_CHECKING:
+    from aios.llm.hf.runner import Chunk, LlamaRunner
+
+
+class CaptureFailed(RuntimeError):
+    """A decode step could not be captured into a CUDA graph; the runner goes on eagerly."""
+
+
+@dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    inputs: torch.Tensor  # [3, B]: token ids, positions, row offsets (see runner._DecodePlan)
+    logits: torch.Tensor  # [B, vocab], written by each replay
+
+
+class DecodeGraphs:
+    def __init__(self, runner: "LlamaRunner") -> None:
+        self.runner = runner
+        self.pool: tuple[int, int] | None = None  # one memory pool for the graphs of a layout: they never run at once
+        self.graphs: dict[int, _Graph] = {}
+        self.captures = self.replays = 0
+        self._kv: weakref.ref[SlotKV] | None = None  # the cache, and its layout, the graphs write into
+        self._layout = -1
+
+    @staticmethod
+    def takes(chunks: list["Chunk"]) -> bool:
+        """Whether a step of ``chunks`` is a plain decode step of rows ``0..n-1``."""
+        return all(len(chunk.ids) == 1 and chunk.wants_logits and chunk.base is None and chunk.row == row
+                   for row, chunk in enumerate(chunks))
+
+    def run(self, chunks: list["Chunk"], kv: SlotKV) -> torch.Tensor:
+        """The step's logits ``[n, vocab]`` (fp32), by replaying its batch size's graph (captured first if
+        needed). The engine reserves rows for all running sequences, so ``kv.rows >= n``."""
+        if self._kv is None or self._kv() is not kv or self._layout != kv.layout:
+            self.graphs.clear()  # they write into buffers that are gone
+            # A new pool too: the old one goes with the last graph that used it, and cannot be used again.
+            self.pool = torch.cuda.graph_pool_handle()
+            self._kv, self._layout = weakref.ref(kv), kv.layout
+        n = len(chunks)
+        size = min(1 << (n - 1).bit_length(), kv.rows)
+        graph = self.graphs.get(size) or self._capture(size, kv)
+        graph.inputs.copy_(decode_inputs(chunks, size, kv.capacity))
+        graph.graph.replay()
+        self.replays += 1
+        return graph.logits[:n].clone()  # the next replay overwrites the graph's own
+
+    def _capture(self, size: int, kv: SlotKV) -> _Graph:
+        device = kv.keys[0].device
+        # Every row a padding row while capturing: the warm-up run writes only KV that no sequence holds.
+        inputs = decode_inputs([], size, kv.capacity).to(device)
+        try:
+            # A warm-up outside the capture lets the libraries pick their kernels and workspaces.
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                self.runner.decode(inputs, kv)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: other threads (an embedding model, say) may use the GPU while the engine captures.
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+                logits = self.runner.decode(inputs, kv)
+        except Exception as exc:
+            raise CaptureFailed(f"capturing a decode step of {size} rows failed: {type(exc).__name__}: {exc}") from exc
+        self.captures += 1
+        self.graphs[size] = _Graph(graph, inputs, logits)
+        return self.graphs[size]
+
+
+def decode_inputs(chunks: list["Chunk"], size: int, capacity: int) -> torch.Tensor:
+    """The ``[3, size]`` inputs of a decode step (see runner._DecodePlan): token ids, positions and row offsets
+    of the chunks, then padding rows (position 0, offset ``capacity - 1``, which no sequence holds)."""
+    pad = size - len(chunks)
+    positions = [chunk.start for chunk in chunks]
+    return torch.tensor([[chunk.ids[0] for chunk in chunks] + [0] * pad, positions + [0] * pad,
+                         positions + [capacity - 1] * pad])
