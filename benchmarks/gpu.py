@@ -9,6 +9,8 @@ of the embedded model's architecture and of a ~1.7B one). Greedy, N generations 
     python benchmarks/gpu.py --check --tokenizer DIR  the same, and grammar masks under CUDA graphs, with the
                                                       embedded model's tokenizer saved in DIR (the device machine
                                                       has no model: copy tokenizer*.json from the model cache)
+    python benchmarks/gpu.py --profile                where a run of 128 generations spends its time: decode steps
+                                                      against the rest (reading prompts), and one decode step's kernels
     python benchmarks/gpu.py --device cpu --quick     the script itself, on a CPU
 """
 
@@ -24,12 +26,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from aios.llm.core import Generation, GenerationRequest, SamplingParams
 from aios.llm.hf.engine import Engine, EngineSettings
 from aios.llm.hf.grammar import Grammars
-from aios.llm.hf.runner import make_runner
+from aios.llm.hf.graphs import decode_inputs
+from aios.llm.hf.runner import Chunk, make_runner
 from aios.llm.hf.sequence import Sequence
 from report import write_section
 
@@ -164,6 +168,44 @@ def engine_rate(shape: dict[str, Any], batch: list[list[int]], args: argparse.Na
     return ours
 
 
+def profile_steps(args: argparse.Namespace) -> None:
+    """The engine's steps over a run of N generations (the largest --concurrency), timed apart: decode steps
+    (CUDA graphs) and the rest (steps that read prompts, run eagerly); then the kernels of one decode step at N
+    rows, run eagerly under the profiler (a graph replays the same kernels), by device time."""
+    n, shape = args.concurrency[-1], ARCHITECTURES["135M (embedded)"]
+    engine = new_engine(random_model(shape, args.device), max_batch=n, kv_budget_mb=65536)
+    batch = prompts(n)
+    generate_with(engine, batch, 4)
+    spent: dict[str, list[float]] = {"decode steps": [], "other steps": []}
+    step = engine.step
+
+    def timed_step() -> None:
+        decoding = len(engine.running) == n and all(s.output_ids for s in engine.running) and not len(engine.policy)
+        began = time.perf_counter()
+        step()  # ends with the sampled tokens read back: a step's time includes its GPU work
+        spent["decode steps" if decoding else "other steps"].append(time.perf_counter() - began)
+
+    engine.step = timed_step  # type: ignore[method-assign]
+    began = time.perf_counter()
+    generate_with(engine, batch, args.tokens)
+    total = time.perf_counter() - began
+    runner, kv = engine.runner, engine.kv
+    engine.stop()
+    print(f"N={n}, {args.tokens} tokens each: {total:.3f} s")
+    for what, times in spent.items():
+        print(f"  {what}: {len(times)}, {sum(times):.3f} s, {1000 * sum(times) / max(len(times), 1):.2f} ms each")
+    chunks = [Chunk(row, [7], PROMPT_TOKENS + args.tokens // 2) for row in range(n)]
+    inputs = decode_inputs(chunks, n, kv.capacity).to(args.device)
+    cuda = args.device != "cpu"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(5):
+            runner.decode(inputs, kv)
+        if cuda:
+            torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=20))
+
+
 def check(args: argparse.Namespace) -> bool:
     """In fp32 (bf16 rounding would make the comparisons about the kernels' last bits, not the engine): batched
     greedy replies equal the replies alone and the eager engine's; a generation preempted again and again (round
@@ -227,6 +269,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--tokenizer", help="with --check: a folder holding the embedded model's tokenizer")
+    parser.add_argument("--profile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="N = 1 and 4, 16 tokens, the small model only")
     parser.add_argument("--no-compiled", dest="compiled", action="store_false",
                         help="skip the compiled static-cache generate (its compiles take minutes)")
@@ -235,6 +278,10 @@ def main() -> None:
         args.concurrency, args.tokens = [1, 4], 16
     if args.check:
         sys.exit(0 if check(args) else 1)
+    if args.profile:
+        with torch.inference_mode():
+            profile_steps(args)
+        return
     report = Path(__file__).parents[1] / "BENCHMARKS.md"
     with torch.inference_mode():
         # A smoke run shows that the script works, not how fast anything is: it writes nothing.
