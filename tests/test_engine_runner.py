@@ -24,7 +24,7 @@ from aios.llm.hf.engine import EngineSettings
 from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs, decode_inputs
 from aios.llm.hf.kv import SharedKV, SlotKV
 from aios.llm.hf.loader import find_model, load_model
-from aios.llm.hf.runner import Chunk, LlamaRunner, TransformersRunner
+from aios.llm.hf.runner import Chunk, LlamaRunner, TransformersRunner, _similar
 from test_engine import QUESTIONS, ask, started, together
 
 # About 330 tokens of prompt: read 16 at a time, that is 21 steps.
@@ -111,18 +111,53 @@ def test_compact_weights_still_answer_and_the_status_names_them(data_dir: Path, 
         compact.close()
 
 
-def greedy_replies(runner: LlamaRunner, prompts: list[list[int]], tokens: int) -> list[list[int]]:
-    """``tokens`` greedy tokens for each prompt, the prompts read together in one step and decoded together."""
+def greedy_replies(runner: LlamaRunner, prompts: list[list[int]], tokens: int,
+                   piece: int | None = None) -> list[list[int]]:
+    """``tokens`` greedy tokens for each prompt, the prompts read together (in steps of ``piece`` tokens of each,
+    or whole) and decoded together."""
     kv = SlotKV(runner.config.num_hidden_layers, len(prompts), runner.kv_heads, runner.head_dim, runner.dtype,
                 runner.device)
     kv.reserve(len(prompts), max(map(len, prompts)) + tokens)
-    logits = runner.forward([Chunk(row, prompt, 0) for row, prompt in enumerate(prompts)], kv)
-    replies = [[token] for token in logits.argmax(-1).tolist()]
+    piece = piece or max(map(len, prompts))
+    replies: list[list[int]] = [[] for _ in prompts]
+    for start in range(0, max(map(len, prompts)), piece):
+        chunks = [Chunk(row, prompt[start:start + piece], start, wants_logits=start + piece >= len(prompt))
+                  for row, prompt in enumerate(prompts) if start < len(prompt)]
+        ending = [chunk.row for chunk in chunks if chunk.wants_logits]
+        for row, token in zip(ending, runner.forward(chunks, kv).argmax(-1).tolist()):
+            replies[row].append(token)
     for _ in range(tokens - 1):
         chunks = [Chunk(row, [reply[-1]], len(prompts[row]) + len(reply) - 1) for row, reply in enumerate(replies)]
         for reply, token in zip(replies, runner.forward(chunks, kv).argmax(-1).tolist()):
             reply.append(token)
     return replies
+
+
+def test_prompt_pieces_attending_together_give_the_replies_of_each_prompt_alone(
+        backend: HfLocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompt pieces of one step attend together, padded to the longest (what a GPU does; a CPU reads each piece
+    alone): the prompts (of different lengths) read in one step, or 8 tokens of each a step, give every greedy
+    reply of the prompt read alone."""
+    monkeypatch.setattr(backend.runner, "group_pieces", True)
+    prompts = [backend.prompt_ids(ask(q)) for q in QUESTIONS]
+    assert len(set(map(len, prompts))) > 1
+    with torch.inference_mode():
+        alone = [greedy_replies(backend.runner, [prompt], 16)[0] for prompt in prompts]
+        assert greedy_replies(backend.runner, prompts, 16) == alone
+        assert greedy_replies(backend.runner, prompts, 16, piece=8) == alone
+
+
+@pytest.mark.parametrize(("pieces", "groups"), [
+    ([(32, 0)] * 4, [[0, 1, 2, 3]]),  # equal pieces: one call
+    ([(30, 0), (32, 0), (31, 0)], [[0, 2, 1]]),  # a little padding
+    ([(4, 0), (400, 0)], [[0], [1]]),  # padding the short one would cost 100 times its work
+    ([(16, 0), (16, 512)], [[0], [1]]),  # as long, but one reads after 512 cached positions
+    ([(2, 0), (8, 0), (8, 0), (300, 0)], [[0], [1, 2], [3]]),
+])
+def test_prompt_pieces_attend_together_only_while_padding_adds_at_most_half_their_work(
+        pieces: list[tuple[int, int]], groups: list[list[int]]) -> None:
+    runs = [(index, Chunk(index, [1] * n, start)) for index, (n, start) in enumerate(pieces)]
+    assert [[offset for offset, _ in group] for group in _similar(runs)] == groups
 
 
 def test_int4_weights_give_every_reply_batched_as_it_is_alone(backend: HfLocalBackend, data_dir: Path) -> None:

@@ -55,18 +55,22 @@ class DecodeGraphs:
         if self._kv is None or self._kv() is not kv or self._layout != kv.layout:
             self.graphs.clear()  # they write into buffers that are gone
             # A new pool too: the old one goes with the last graph that used it, and cannot be used again.
-            self.pool = torch.cuda.graph_pool_handle()
+            self.pool = None
             self._kv, self._layout = weakref.ref(kv), kv.layout
         n = len(chunks)
         size = min(1 << (n - 1).bit_length(), kv.rows)
-        graph = self.graphs.get(size) or self._capture(size, kv)
-        graph.inputs.copy_(decode_inputs(chunks, size, kv.capacity))
-        graph.graph.replay()
-        self.replays += 1
-        return graph.logits[:n].clone()  # the next replay overwrites the graph's own
+        # Captures and replays run on the model's GPU, which need not be the thread's current one (cuda:1, say).
+        with torch.cuda.device(kv.keys[0].device):
+            graph = self.graphs.get(size) or self._capture(size, kv)
+            graph.inputs.copy_(decode_inputs(chunks, size, kv.capacity))
+            graph.graph.replay()
+            self.replays += 1
+            return graph.logits[:n].clone()  # the next replay overwrites the graph's own
 
     def _capture(self, size: int, kv: SlotKV) -> _Graph:
         device = kv.keys[0].device
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
         # Every row a padding row while capturing: the warm-up run writes only KV that no sequence holds.
         inputs = decode_inputs([], size, kv.capacity).to(device)
         try:

@@ -79,6 +79,7 @@ class LlamaRunner:
         self.cos, self.sin = cos[0], sin[0]  # [positions, head_dim]
         # Decode steps replay CUDA graphs on a GPU; anything else (a CPU, prompt pieces, shared starts) runs eagerly.
         self.graphs = DecodeGraphs(self) if self.device.type == "cuda" else None
+        self.group_pieces = self.device.type == "cuda"  # see _Plan
         self.decode_mode = "cuda-graphs" if self.graphs is not None else f"eager ({self.device.type})"
 
     @staticmethod
@@ -106,7 +107,7 @@ class LlamaRunner:
             except CaptureFailed as exc:
                 log.warning("decode steps run eagerly from now on: %s", exc)
                 self.graphs, self.decode_mode = None, f"eager ({exc})"
-        return self._run(_Plan(chunks, self.device, self.dtype), kv)
+        return self._run(_Plan(chunks, self.device, self.dtype, self.group_pieces), kv)
 
     def decode(self, inputs: torch.Tensor, kv: SlotKV) -> torch.Tensor:
         """Logits of a decode step of cache rows ``0..B-1`` whose inputs are on the device (``inputs``: see
@@ -163,11 +164,15 @@ class _Plan:
 
     Chunks of one token (decode steps, and prompts with one token left after prefix reuse) attend together in
     one batched call over the cache rows ``0 .. rows-1``, and the rows that start with the same shared KV attend
-    to it in one more call, its keys read once for all of them; longer chunks attend one by one over their own
-    shared KV and row.
+    to it in one more call, its keys read once for all of them. Longer chunks (prompt pieces) attend one by one
+    over their own shared KV and row; with ``group_pieces`` (on a GPU, where each call is a kernel launch per
+    layer) those without a shared start attend together in padded calls (:class:`_Pieces`), grouped by length.
+    On a CPU each piece goes alone: there a call costs little beside the arithmetic, and a piece's attention is
+    then computed the same way whatever it is read with (int4 weights keep every reply the same batched).
     """
 
-    def __init__(self, chunks: list[Chunk], device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, chunks: list[Chunk], device: torch.device, dtype: torch.dtype,
+                 group_pieces: bool = False) -> None:
         ids, positions, logit_rows = [], [], []
         singles: list[tuple[int, Chunk]] = []  # (offset in the flat list, chunk)
         self.runs: list[tuple[int, Chunk]] = []
@@ -182,6 +187,10 @@ class _Plan:
         self.ids = torch.tensor(ids, device=device)
         self.positions = torch.tensor(positions, device=device)
         self.logit_rows = torch.tensor(logit_rows, dtype=torch.long, device=device)
+        self.pieces: list[_Pieces] = []
+        if group_pieces:
+            self.pieces = [_Pieces(group, device) for group in _similar([r for r in self.runs if r[1].base is None])]
+            self.runs = [run for run in self.runs if run[1].base is not None]
         self.singles = bool(singles)
         if singles:
             offsets = [offset for offset, _ in singles]
@@ -213,6 +222,8 @@ class _Plan:
         out = torch.empty(self.tokens, q.shape[1] * q.shape[2], dtype=q.dtype, device=q.device)
         if self.singles:
             self._attend_singles(q, k, v, keys, values, layer, out)
+        for pieces in self.pieces:
+            pieces.attend(q, k, v, keys, values, out)
         for offset, chunk in self.runs:
             n = len(chunk.ids)
             begin, end = chunk.offset, chunk.offset + n
@@ -276,6 +287,54 @@ class _Plan:
             out[rows] = out[rows] * own_scale + shared_out * shared_scale
             total[rows] = total[rows] * own_scale + shared_total * shared_scale
         return out / total
+
+
+class _Pieces:
+    """Prompt pieces of one step (chunks of several tokens, each in its own row, no shared start) attending in
+    one call: the queries padded to the longest piece (a padding slot repeats its piece's last token, and its
+    output is dropped), each piece over its own row up to the furthest end among them, masked causally."""
+
+    def __init__(self, runs: list[tuple[int, Chunk]], device: torch.device) -> None:
+        lengths = [len(chunk.ids) for _, chunk in runs]
+        self.count, self.length = len(runs), max(lengths)
+        self.span = max(chunk.offset + n for (_, chunk), n in zip(runs, lengths))
+        slots = [[min(i, n - 1) for i in range(self.length)] for n in lengths]  # each query slot's token
+        tensor = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
+        self.tokens = tensor([offset + i for (offset, _), n in zip(runs, lengths) for i in range(n)])
+        self.write_rows = tensor([chunk.row for (_, chunk), n in zip(runs, lengths) for _ in range(n)])
+        self.write_at = tensor([chunk.offset + i for (_, chunk), n in zip(runs, lengths) for i in range(n)])
+        self.slots = tensor([offset + i for (offset, _), row in zip(runs, slots) for i in row])
+        self.valid = tensor([p * self.length + i for p, n in enumerate(lengths) for i in range(n)])
+        self.rows = tensor([chunk.row for _, chunk in runs])
+        at = tensor([[chunk.offset + i for i in row] for (_, chunk), row in zip(runs, slots)])  # [count, length]
+        self.mask = (torch.arange(self.span, device=device) <= at[:, :, None]).unsqueeze(1)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
+               values: torch.Tensor, out: torch.Tensor) -> None:
+        keys[self.write_rows, :, self.write_at] = k[self.tokens]
+        values[self.write_rows, :, self.write_at] = v[self.tokens]
+        query = q[self.slots].view(self.count, self.length, q.shape[1], q.shape[2]).transpose(1, 2)
+        seen_keys, seen_values = keys[self.rows, :, :self.span], values[self.rows, :, :self.span]
+        attended = F.scaled_dot_product_attention(query, seen_keys, seen_values, attn_mask=self.mask,
+                                                  enable_gqa=True)
+        out[self.tokens] = attended.transpose(1, 2).reshape(self.count * self.length, -1)[self.valid]
+
+
+def _similar(runs: list[tuple[int, Chunk]]) -> list[list[tuple[int, Chunk]]]:
+    """``runs`` in groups that attend together: by length, a group growing while its padded attention
+    (pieces × longest × furthest end) stays within 1.5 times the work of each piece alone (its length × its end).
+    A call saved is worth little on a CPU, where attention is arithmetic; on a GPU it is a launch per layer."""
+    groups: list[list[tuple[int, Chunk]]] = []
+    alone = furthest = 0
+    for run in sorted(runs, key=lambda run: (len(run[1].ids), run[1].offset)):
+        n, end = len(run[1].ids), run[1].offset + len(run[1].ids)
+        if groups and 2 * (len(groups[-1]) + 1) * n * max(furthest, end) <= 3 * (alone + n * end):
+            groups[-1].append(run)
+            alone, furthest = alone + n * end, max(furthest, end)
+        else:
+            groups.append([run])
+            alone, furthest = n * end, end
+    return groups
 
 
 class _DecodePlan:
