@@ -82,10 +82,12 @@ def new_engine(model: Any, graphs: bool = True, tokenizer: Any = None, **setting
                   Grammars(tokenizer, VOCAB, eos))
 
 
-def generate_with(engine: Engine, batch: list[list[int]], tokens: int,
+def generate_with(engine: Engine, batch: list[list[int]], tokens: int | list[int],
                   constraint: Callable[[], Any] | None = None) -> list[str]:
-    """Submit every prompt at once; each reply (its token ids, spelled out), once all are done. ``constraint``
-    makes each sequence's grammar constraint."""
+    """Submit every prompt at once, for ``tokens`` new tokens each (or ``tokens[i]`` for prompt ``i``); each
+    reply (its token ids, spelled out), once all are done. ``constraint`` makes each sequence's grammar
+    constraint."""
+    lengths = tokens if isinstance(tokens, list) else [tokens] * len(batch)
     replies = [""] * len(batch)
     left, all_done, lock = [len(batch)], threading.Event(), threading.Lock()
 
@@ -99,7 +101,7 @@ def generate_with(engine: Engine, batch: list[list[int]], tokens: int,
         return done
 
     for index, ids in enumerate(batch):
-        request = GenerationRequest([], SamplingParams(temperature=0, max_new_tokens=tokens))
+        request = GenerationRequest([], SamplingParams(temperature=0, max_new_tokens=lengths[index]))
         engine.submit(Sequence(request, ids, on_done(index), constraint=constraint() if constraint else None))
     all_done.wait()
     return replies
@@ -189,11 +191,13 @@ def profile_steps(args: argparse.Namespace) -> None:
     began = time.perf_counter()
     generate_with(engine, batch, args.tokens)
     total = time.perf_counter() - began
-    runner, kv = engine.runner, engine.kv
+    runner = engine.runner
     engine.stop()
     print(f"N={n}, {args.tokens} tokens each: {total:.3f} s")
     for what, times in spent.items():
         print(f"  {what}: {len(times)}, {sum(times):.3f} s, {1000 * sum(times) / max(len(times), 1):.2f} ms each")
+    kv = engine.kv  # the engine's cache shrank as sequences left: make room for n rows again
+    kv.reserve(n, PROMPT_TOKENS + args.tokens)
     chunks = [Chunk(row, [7], PROMPT_TOKENS + args.tokens // 2) for row in range(n)]
     inputs = decode_inputs(chunks, n, kv.capacity).to(args.device)
     cuda = args.device != "cpu"
@@ -210,11 +214,13 @@ def check(args: argparse.Namespace) -> bool:
     """In fp32 (bf16 rounding would make the comparisons about the kernels' last bits, not the engine): batched
     greedy replies equal the replies alone and the eager engine's; a generation preempted again and again (round
     robin, one slot, 4-token slices) gives the uninterrupted tokens; decode steps replayed CUDA graphs; with
-    ``--tokenizer``, grammar-constrained replies under graphs are whole JSON of their schema."""
-    shape, batch, tokens = ARCHITECTURES["135M (embedded)"], prompts(8, seed=2), 24
+    ``--tokenizer``, grammar-constrained replies under graphs are whole JSON of their schema. The replies have
+    different lengths, so the batch shrinks from 8 to 1 (graphs padded to 8, 4, 2 rows), and they outgrow the
+    first KV capacity (graphs captured again)."""
+    shape, batch, tokens = ARCHITECTURES["135M (embedded)"], prompts(8, seed=2), [40 + 4 * i for i in range(8)]
     model = lambda: random_model(shape, args.device, torch.float32)  # noqa: E731
     engine = new_engine(model(), max_batch=8)
-    alone = [generate_with(engine, [ids], tokens)[0] for ids in batch]
+    alone = [generate_with(engine, [ids], n)[0] for ids, n in zip(batch, tokens)]
     together = generate_with(engine, batch, tokens)
     graphs = engine.runner.graphs
     engine.stop()
@@ -222,7 +228,7 @@ def check(args: argparse.Namespace) -> bool:
     eager = generate_with(eager_engine, batch, tokens)
     eager_engine.stop()
     slices = new_engine(model(), max_batch=1, policy="rr", quantum_tokens=4)
-    interleaved = generate_with(slices, batch[:2], tokens)
+    interleaved = generate_with(slices, batch[:2], tokens[:2])
     preemptions = slices.preemptions
     slices.stop()
     results = {"batched greedy == alone": together == alone,

@@ -1,12 +1,14 @@
 """Decode steps in CUDA graphs: a step of B decode tokens is captured once per batch size and KV layout, then
 replayed with new inputs, so the GPU runs the whole step without waiting for Python to launch each kernel.
 
-A step qualifies when every chunk is one decode token of rows ``0..n-1`` with no shared start (the common steady
-state of a batch); prompt pieces, shared starts and anything on a CPU run eagerly. ``n`` is padded up to a power
-of two (the sizes the KV rows grow by), so at most ``log2(max_batch) + 1`` graphs exist for one KV layout. The
-graphs hold the addresses of the KV buffers: when the buffers grow or shrink (``SlotKV.layout`` changes), they
-are dropped and captured again as steps need them. The only host sync of a step is the engine reading the sampled
-tokens; grammar masks and sampling work on the logits the graph leaves.
+A step qualifies when every chunk is one decode token of rows ``0..n-1`` with no shared start: a batch that is
+only generating. Steps that read prompt pieces run eagerly, and so does every step of a batch in which a sequence
+holds a shared start (``SharedKV``: agents with one long system prompt), whose attention is grouped by start at
+run time. ``n`` is padded up to a power of two (the sizes the KV rows grow by, capped at ``max_batch``), so a KV
+layout has a handful of graphs. The graphs hold the addresses of the KV buffers: when the buffers are replaced
+(``SlotKV.layout`` changes), they are dropped and captured again as steps need them. A step copies its inputs
+in (one small copy) and waits on the GPU once, when the engine reads the sampled tokens; grammar masks and
+sampling work on the logits the graph leaves.
 """
 
 from __future__ import annotations

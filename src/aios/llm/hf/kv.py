@@ -86,12 +86,12 @@ class SlotKV:
         new_rows, new_capacity = (need_rows, need_capacity) if budget is not None or oversized else (
             max(need_rows, self.rows), max(need_capacity, self.capacity))
         keep_rows, keep_positions = min(self.rows, new_rows), min(self.capacity, new_capacity)
+        self.layout += 1  # first: if an allocation below fails, graphs must not replay over what is left
         for buffers in (self.keys, self.values):
             for i, old in enumerate(buffers):
                 new = old.new_zeros((new_rows, old.shape[1], new_capacity, old.shape[3]))
                 new[:keep_rows, :, :keep_positions] = old[:keep_rows, :, :keep_positions]
                 buffers[i] = new
-        self.layout += 1
 
     def _shape(self, rows: int, positions: int) -> tuple[int, int]:
         new_rows, new_capacity = 1, 64
