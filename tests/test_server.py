@@ -113,13 +113,14 @@ def test_status_routes_have_the_aios_shapes(kernel: KernelProcess) -> None:
     assert status["llms"][0]["name"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert status["queues"]["llm"]["policy"] == "fifo"
     assert status["llms"][0]["max_batch"] == 16
+    assert status["llms"][0]["engine"]["prefill_chunk"] == 512  # not configured: a CPU's default
     assert kernel.client.get("/core/status").json() == {
         "llms": "active", "memory": "active", "storage": "active", "tool": "active", "scheduler": "active",
         "factory": "active"}
     listed = kernel.client.get("/core/llms/list").json()
     assert listed == {"status": "success", "llms": [
         {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "backend": "huggingface", "max_batch": 16,
-         "prefix_cache_mb": 256, "kv_budget_mb": 4096, "prefill_chunk": 512, "weights": "native",
+         "prefix_cache_mb": 256, "kv_budget_mb": 4096, "weights": "native",
          "structured_output": "grammar"}]}
 
 

@@ -128,9 +128,9 @@ class ModelConfig(_Section):
     max_batch: _Int = Field(default=16, ge=1, le=256, description="sequences decoded together in one step")
     prefix_cache_mb: _Int = Field(default=256, ge=0, description="KV of recent prompts kept for reuse; 0 = off")
     kv_budget_mb: _Int = Field(default=4096, ge=1, description="most memory the batch's KV cache may take")
-    prefill_chunk: _Int = Field(default=512, ge=0, description="prompt tokens read per engine step, over all "
-                                "prompts; a longer prompt is read over several steps while others decode; 0 = "
-                                "whole prompts at once")
+    prefill_chunk: _Int | None = Field(default=None, ge=0, description="prompt tokens read per engine step, over "
+                                       "all prompts; a longer prompt is read over several steps while others "
+                                       "decode; 0 = whole prompts at once; default: 512 on a CPU, 4096 on a GPU")
     weights: Literal["native", "bf16", "int8", "int4"] = Field(
         default="native", description="weight format of a Llama-family model: native (as loaded: fp32 on CPU), "
         "bf16, int8 or int4 (weight-only, CPU); the output layer stays native")
