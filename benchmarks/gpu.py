@@ -234,6 +234,7 @@ def check(args: argparse.Namespace) -> bool:
     results = {"batched greedy == alone": together == alone,
                "CUDA graphs == eager": together == eager,
                f"preempted ({preemptions} times) == uninterrupted": interleaved == alone[:2] and preemptions > 0}
+    results.update(check_shared_start(model, tokens))
     if args.device != "cpu":
         results[f"decode steps replayed CUDA graphs ({graphs.captures if graphs else 0} captures, "
                 f"{graphs.replays if graphs else 0} replays)"] = graphs is not None and graphs.replays > 0
@@ -242,6 +243,21 @@ def check(args: argparse.Namespace) -> bool:
     for what, ok in results.items():
         print(f"{'PASS' if ok else 'FAIL'}  {what}")
     return all(results.values())
+
+
+def check_shared_start(model: Callable[[], Any], tokens: list[int]) -> dict[str, bool]:
+    """Agents whose prompts start with the same 320 tokens (stored once, as a SharedKV): their replies under
+    CUDA graphs equal the eager engine's."""
+    start = prompts(1, seed=4)[0] * 10
+    batch = [start + tail for tail in prompts(8, seed=5)]
+    replies, shared = [], []
+    for graphs in (True, False):
+        engine = new_engine(model(), graphs=graphs, max_batch=8)
+        replies.append(generate_with(engine, batch, tokens))
+        shared.append(engine.shared_tokens)
+        engine.stop()
+    return {f"agents sharing a {len(start)}-token start: CUDA graphs == eager ({shared[0]} prompt tokens shared)":
+            replies[0] == replies[1] and shared[0] > 0}
 
 
 def check_grammar(args: argparse.Namespace, model: Any) -> dict[str, bool]:

@@ -24,6 +24,7 @@ from aios.llm.hf.engine import EngineSettings
 from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs, decode_inputs
 from aios.llm.hf.kv import SharedKV, SlotKV
 from aios.llm.hf.loader import find_model, load_model
+from aios.llm.hf.prefix import common_prefix
 from aios.llm.hf.runner import Chunk, LlamaRunner, TransformersRunner, _similar
 from test_engine import QUESTIONS, ask, started, together
 
@@ -195,13 +196,48 @@ def test_a_decode_step_from_device_inputs_gives_the_eager_replies_and_leaves_oth
         assert all(torch.equal(a, b) for part, kept in zip(bystander, after) for a, b in zip(part, kept))
 
 
+START = SharedKV(list(range(256)), [], [])
+
+
+def test_a_decode_step_from_device_inputs_attends_to_a_shared_start_like_the_eager_step(
+        backend: HfLocalBackend) -> None:
+    """Two rows start with a shared system prompt (a SharedKV), a third does not, a fourth pads the batch: decode
+    steps from device inputs, with the shared start as a graph would hold it, give the eager steps' replies."""
+    runner = backend.runner
+    prompts = [backend.prompt_ids(system_request(q)) for q in QUESTIONS[:2]] + [backend.prompt_ids(ask(QUESTIONS[2]))]
+    shared = common_prefix(prompts[0], prompts[1], len(prompts[0]) - 1)
+    assert shared >= 64
+
+    def replies(decode: bool) -> list[list[int]]:
+        kv = SlotKV(runner.config.num_hidden_layers, 4, runner.kv_heads, runner.head_dim, runner.dtype, runner.device)
+        kv.reserve(4, max(map(len, prompts)) + 18)
+        runner.forward([Chunk(0, prompts[0][:shared], 0)], kv)
+        base = SharedKV.start_of(prompts[0], kv.read_row(0, shared), shared)
+        starts = [shared, shared, 0]
+        first = runner.forward([Chunk(row, p[start:], start, base=base if start else None)
+                                for row, (p, start) in enumerate(zip(prompts, starts))], kv)
+        out = [[token] for token in first.argmax(-1).tolist()]
+        for _ in range(15):
+            chunks = [Chunk(row, [r[-1]], len(prompts[row]) + len(r) - 1, base=base if starts[row] else None)
+                      for row, r in enumerate(out)]
+            logits = (runner.decode(decode_inputs(chunks, 4, kv.capacity), kv, base)[:3] if decode
+                      else runner.forward(chunks, kv))
+            for reply, token in zip(out, logits.argmax(-1).tolist()):
+                reply.append(token)
+        return out
+
+    with torch.inference_mode():
+        assert replies(decode=True) == replies(decode=False)
+
+
 @pytest.mark.parametrize(("chunks", "takes"), [
     ([Chunk(0, [5], 10), Chunk(1, [6], 3)], True),
     ([Chunk(0, [5], 10), Chunk(2, [6], 3)], False),  # row 1 is not in the step: rows are not 0..n-1
     ([Chunk(1, [5], 10), Chunk(0, [6], 3)], False),
     ([Chunk(0, [5, 6], 10)], False),  # a prompt's piece
     ([Chunk(0, [5], 10, wants_logits=False)], False),
-    ([Chunk(0, [5], 300, base=SharedKV(list(range(256)), [], []))], False),  # a shared start
+    ([Chunk(0, [5], 300, base=START), Chunk(1, [6], 290), Chunk(2, [7], 280, base=START)], True),  # one start
+    ([Chunk(0, [5], 300, base=START), Chunk(1, [6], 300, base=SharedKV(list(range(256)), [], []))], False),
 ])
 def test_only_plain_decode_steps_go_to_cuda_graphs(chunks: list[Chunk], takes: bool) -> None:
     assert DecodeGraphs.takes(chunks) is takes

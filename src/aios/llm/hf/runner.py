@@ -109,11 +109,12 @@ class LlamaRunner:
                 self.graphs, self.decode_mode = None, f"eager ({exc})"
         return self._run(_Plan(chunks, self.device, self.dtype, self.group_pieces), kv)
 
-    def decode(self, inputs: torch.Tensor, kv: SlotKV) -> torch.Tensor:
+    def decode(self, inputs: torch.Tensor, kv: SlotKV, base: SharedKV | None = None) -> torch.Tensor:
         """Logits of a decode step of cache rows ``0..B-1`` whose inputs are on the device (``inputs``: see
-        :class:`_DecodePlan`). Every shape depends only on ``B`` and the KV buffers, so a CUDA graph captures it
-        once and replays it with new inputs."""
-        return self._run(_DecodePlan(inputs, kv.capacity, self.dtype), kv)
+        :class:`_DecodePlan`), the rows that hold ``base`` attending to it too. Every shape depends only on
+        ``B``, the KV buffers and ``base``, so a CUDA graph captures it once and replays it with new inputs."""
+        plan = _DecodePlan(inputs, kv.capacity, self.dtype, base, self.heads // self.kv_heads)
+        return self._run(plan, kv)
 
     def _run(self, plan: "_Plan | _DecodePlan", kv: SlotKV) -> torch.Tensor:
         x = self.lm_head.weight_rows(plan.ids) if self.embedding is None else self.embedding[plan.ids]
@@ -213,7 +214,7 @@ class _Plan:
             for _, chunk in singles:
                 if chunk.base is not None:
                     sharing.setdefault(id(chunk.base), (chunk.base, []))[1].append(chunk.row)
-            self.shared = [(base, torch.tensor(rows, device=device)) for base, rows in sharing.values()]
+            self.shared = [(base, torch.tensor(rows, device=device), None) for base, rows in sharing.values()]
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
                values: torch.Tensor, layer: int) -> torch.Tensor:
@@ -253,7 +254,7 @@ class _Plan:
             query[self.single_rows] = q[self.single_offsets]
         grouped, scores = _row_scores(query, keys, self.span, self.bias)
         if self.shared:
-            attended = self._with_shared(grouped, scores, values[:self.rows, :, :self.span], layer)
+            attended = _with_shared(grouped, scores, values[:self.rows, :, :self.span], self.shared, layer)
         else:
             attended = scores.softmax(dim=-1) @ values[:self.rows, :, :self.span]
         if self.dense:
@@ -261,32 +262,37 @@ class _Plan:
         else:
             out[self.single_offsets] = attended[self.single_rows].reshape(len(self.single_rows), -1)
 
-    def _with_shared(self, grouped: torch.Tensor, scores: torch.Tensor, values: torch.Tensor,
-                     layer: int) -> torch.Tensor:
-        """Attention over each row's own cache (``scores``) and, for the rows that start with shared KV, over
-        that too. Each part's softmax is taken on its own and the parts are merged by their maxima and sums (as
-        flash attention merges blocks): the shared keys are read once for all the rows that share them, where a
-        copy in every row would be read once per row."""
-        top = scores.amax(dim=-1, keepdim=True)
-        weights = (scores - top).exp()
-        total, out = weights.sum(dim=-1, keepdim=True), weights @ values
-        kv_heads, group, dim = grouped.shape[1:]
-        for base, rows in self.shared:
-            n = len(rows)
-            # The queries of all the sharing rows under each key head, as one matrix: [kv_heads, n * group, dim].
-            query = grouped[rows].transpose(0, 1).reshape(kv_heads, n * group, dim)
-            shared_scores = query @ base.keys[layer].transpose(-1, -2) * dim ** -0.5
-            shared_top = shared_scores.amax(dim=-1, keepdim=True)
-            shared_weights = (shared_scores - shared_top).exp()
-            per_row = lambda t: t.view(kv_heads, n, group, -1).transpose(0, 1)  # noqa: E731
-            shared_total = per_row(shared_weights.sum(dim=-1, keepdim=True))
-            shared_out = per_row(shared_weights @ base.values[layer])
-            shared_top = per_row(shared_top)
-            new_top = torch.maximum(top[rows], shared_top)
-            own_scale, shared_scale = (top[rows] - new_top).exp(), (shared_top - new_top).exp()
-            out[rows] = out[rows] * own_scale + shared_out * shared_scale
-            total[rows] = total[rows] * own_scale + shared_total * shared_scale
-        return out / total
+
+
+def _with_shared(grouped: torch.Tensor, scores: torch.Tensor, values: torch.Tensor,
+                 shared: list[tuple[SharedKV, torch.Tensor, torch.Tensor | None]], layer: int) -> torch.Tensor:
+    """Attention over each row's own cache (``scores``) and, for the rows that start with shared KV, over that
+    too. Each part's softmax is taken on its own and the parts are merged by their maxima and sums (as flash
+    attention merges blocks): the shared keys are read once for all the rows that share them, where a copy in
+    every row would be read once per row. ``shared`` holds, for each shared start, the rows that attend to it
+    and a bias added to their scores over it (``[1, rows * group, 1]``, or None)."""
+    top = scores.amax(dim=-1, keepdim=True)
+    weights = (scores - top).exp()
+    total, out = weights.sum(dim=-1, keepdim=True), weights @ values
+    kv_heads, group, dim = grouped.shape[1:]
+    for base, rows, bias in shared:
+        n = len(rows)
+        # The queries of all the sharing rows under each key head, as one matrix: [kv_heads, n * group, dim].
+        query = grouped[rows].transpose(0, 1).reshape(kv_heads, n * group, dim)
+        shared_scores = query @ base.keys[layer].transpose(-1, -2) * dim ** -0.5
+        if bias is not None:
+            shared_scores = shared_scores + bias
+        shared_top = shared_scores.amax(dim=-1, keepdim=True)
+        shared_weights = (shared_scores - shared_top).exp()
+        per_row = lambda t: t.view(kv_heads, n, group, -1).transpose(0, 1)  # noqa: E731
+        shared_total = per_row(shared_weights.sum(dim=-1, keepdim=True))
+        shared_out = per_row(shared_weights @ base.values[layer])
+        shared_top = per_row(shared_top)
+        new_top = torch.maximum(top[rows], shared_top)
+        own_scale, shared_scale = (top[rows] - new_top).exp(), (shared_top - new_top).exp()
+        out[rows] = out[rows] * own_scale + shared_out * shared_scale
+        total[rows] = total[rows] * own_scale + shared_total * shared_scale
+    return out / total
 
 
 class _Pieces:
@@ -338,28 +344,44 @@ def _similar(runs: list[tuple[int, Chunk]]) -> list[list[tuple[int, Chunk]]]:
 
 
 class _DecodePlan:
-    """A decode step of cache rows ``0..B-1``, one token each, from ``inputs`` on the device: ``[3, B]`` token
-    ids, their positions, and the offsets in their rows where their KV goes. Attention reads every position of
-    the rows, masked to the offsets up to each token's own, so no shape depends on the sequences' lengths.
+    """A decode step of cache rows ``0..B-1``, one token each, from ``inputs`` on the device: ``[4, B]`` token
+    ids, their positions, the offsets in their rows where their KV goes, and whether each row starts with
+    ``base`` (a shared start all its holders attend to). Attention reads every position of the rows, masked to
+    the offsets up to each token's own, so no shape depends on the sequences' lengths or on which rows hold the
+    base.
 
-    A row that only pads the batch to its graph's size has position 0 and offset ``capacity - 1``: no sequence
-    holds that offset (the engine reserves a position past the longest row), and the row's output is dropped."""
+    A row that only pads the batch to its graph's size has position 0, offset ``capacity - 1`` and no base: no
+    sequence holds that offset (the engine reserves a position past the longest row), and the row's output is
+    dropped."""
 
     logit_rows = slice(None)
 
-    def __init__(self, inputs: torch.Tensor, capacity: int, dtype: torch.dtype) -> None:
-        self.ids, self.positions, self.offsets = inputs
-        self.rows = torch.arange(len(self.ids), device=inputs.device)
+    def __init__(self, inputs: torch.Tensor, capacity: int, dtype: torch.dtype, base: SharedKV | None,
+                 group: int) -> None:
+        self.ids, self.positions, self.offsets, holds = inputs
+        rows = len(self.ids)
+        self.rows = torch.arange(rows, device=inputs.device)
         visible = torch.arange(capacity, device=inputs.device)[None, :] <= self.offsets[:, None]
         bias = torch.zeros(visible.shape, dtype=dtype, device=inputs.device).masked_fill_(~visible, -torch.inf)
-        self.bias = bias.view(len(self.ids), 1, 1, capacity)
+        self.bias = bias.view(rows, 1, 1, capacity)
+        self.shared: list[tuple[SharedKV, torch.Tensor, torch.Tensor | None]] = []
+        if base is not None:
+            # Rows without the base see none of it: a score far below any real one (not -inf, which would make
+            # a row's shared maximum -inf and its weights NaN; half the dtype's lowest, so that adding a score
+            # cannot overflow) leaves it a weight of exactly 0 after merging.
+            far = torch.finfo(dtype).min / 2
+            apart = torch.zeros(rows, dtype=dtype, device=inputs.device).masked_fill_(holds == 0, far)
+            self.shared = [(base, self.rows, apart.repeat_interleave(group).view(1, rows * group, 1))]
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
                values: torch.Tensor, layer: int) -> torch.Tensor:
+        n = len(q)
         keys[self.rows, :, self.offsets] = k
         values[self.rows, :, self.offsets] = v
-        _, scores = _row_scores(q, keys, keys.shape[2], self.bias)
-        return (scores.softmax(dim=-1) @ values[:len(q)]).reshape(len(q), -1)
+        grouped, scores = _row_scores(q, keys, keys.shape[2], self.bias)
+        if self.shared:
+            return _with_shared(grouped, scores, values[:n], self.shared, layer).reshape(n, -1)
+        return (scores.softmax(dim=-1) @ values[:n]).reshape(n, -1)
 
 
 def _row_scores(query: torch.Tensor, keys: torch.Tensor, span: int,
