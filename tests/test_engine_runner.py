@@ -148,6 +148,20 @@ def test_prompt_pieces_attending_together_give_the_replies_of_each_prompt_alone(
         assert greedy_replies(backend.runner, prompts, 16, piece=8) == alone
 
 
+def test_agents_whose_prompt_pieces_are_grouped_as_on_a_gpu_answer_as_they_do_alone(
+        backend: HfLocalBackend, data_dir: Path) -> None:
+    """The engine with prompt pieces grouped (what a GPU does): agents arriving together have their prompts read
+    64 tokens a step, several pieces of a step attending together (groups of 2 and 4 here), beside the decode
+    tokens of those already answering; each reply is the one the agent gets alone."""
+    grouped = own_backend(data_dir, prefill_chunk=64)
+    grouped.runner.group_pieces = True
+    try:
+        alone = [backend.generate(ask(q)).text for q in QUESTIONS]
+        assert [g.text for g in asyncio.run(together(grouped, [ask(q) for q in QUESTIONS]))] == alone
+    finally:
+        grouped.close()
+
+
 @pytest.mark.parametrize(("pieces", "groups"), [
     ([(32, 0)] * 4, [[0, 1, 2, 3]]),  # equal pieces: one call
     ([(30, 0), (32, 0), (31, 0)], [[0, 2, 1]]),  # a little padding
