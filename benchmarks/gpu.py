@@ -76,7 +76,7 @@ def new_engine(model: Any, graphs: bool = True, tokenizer: Any = None, **setting
     tokenizer = tokenizer or IdsTokenizer()
     runner = make_runner(model, "native")
     if not graphs and getattr(runner, "graphs", None) is not None:
-        runner.graphs, runner.decode_mode = None, "eager (turned off)"
+        runner.run_eagerly("turned off")
     spill = Path(tempfile.mkdtemp(prefix="aios-gpu-"))
     return Engine(runner, tokenizer, eos, EngineSettings(**{"prefix_cache_mb": 0, **settings}), spill,
                   Grammars(tokenizer, VOCAB, eos))

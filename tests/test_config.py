@@ -77,6 +77,12 @@ def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, ""), env={}).server.port == 8000
 
 
+def test_prefill_chunk_is_left_to_the_engine_unless_given(tmp_path: Path) -> None:
+    """Unset or null, the engine picks it by device (512 on a CPU, 4096 on a GPU); 0 still means whole prompts."""
+    path = write(tmp_path, "llms: {models: [{name: a}, {name: b, prefill_chunk: null}, {name: c, prefill_chunk: 0}]}\n")
+    assert [m.prefill_chunk for m in load_config(path, env={}).llms.models] == [None, None, 0]
+
+
 BAD_CONFIGS = [
     ("missing-file", None, "config file not found"),
     ("not-yaml", "llms: [unclosed\n", "not valid YAML (line 2)"),

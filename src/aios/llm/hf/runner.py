@@ -106,8 +106,12 @@ class LlamaRunner:
                 return self.graphs.run(chunks, kv)
             except CaptureFailed as exc:
                 log.warning("decode steps run eagerly from now on: %s", exc)
-                self.graphs, self.decode_mode = None, f"eager ({exc})"
+                self.run_eagerly(str(exc))
         return self._run(_Plan(chunks, self.device, self.dtype, self.group_pieces), kv)
+
+    def run_eagerly(self, why: str) -> None:
+        """No more CUDA graphs: every step runs eagerly, and the status says ``why``."""
+        self.graphs, self.decode_mode = None, f"eager ({why})"
 
     def decode(self, inputs: torch.Tensor, kv: SlotKV, base: SharedKV | None = None) -> torch.Tensor:
         """Logits of a decode step of cache rows ``0..B-1`` whose inputs are on the device (``inputs``: see
