@@ -20,7 +20,7 @@ from aios.llm.core import GenerationRequest
 from aios.llm.hf import HfLocalBackend
 from aios.llm.hf import backend as backend_module
 from aios.llm.hf import engine as engine_module
-from aios.llm.hf.engine import EngineSettings
+from aios.llm.hf.engine import MB, EngineSettings
 from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs, decode_inputs
 from aios.llm.hf.kv import SharedKV, SlotKV
 from aios.llm.hf.loader import find_model, load_model
@@ -375,6 +375,35 @@ def test_agents_sharing_a_system_prompt_compute_and_store_it_once_and_answer_as_
         assert during[0]["prefix_hits"] >= 1 and during[0]["shared_kv"] == 1  # held where it lies in the cache
     finally:
         shared.close()
+
+
+def test_next_turns_of_agents_with_one_system_prompt_take_it_once_from_the_prefix_cache(
+        backend: HfLocalBackend, data_dir: Path) -> None:
+    """Three agents with one long system prompt finish a turn each: the prefix cache keeps the system prompt once,
+    under their three conversations. Their next turns, sent together, take it from there as one shared start
+    (the status shows one, however many of them decode), and every reply is the one the agent gets alone."""
+    cached = own_backend(data_dir, prefix_cache_mb=64)
+    questions = QUESTIONS[:3]
+    try:
+        system_tokens = len(cached.prompt_ids(system_request("")))
+        first = [cached.generate(system_request(q, max_new_tokens=8)).text for q in questions]
+        assert first == [backend.generate(system_request(q, max_new_tokens=8)).text for q in questions]
+        turns = [GenerationRequest([{"role": "system", "content": SYSTEM}, {"role": "user", "content": q},
+                                    {"role": "assistant", "content": reply},
+                                    {"role": "user", "content": "Say it again in other words."}],
+                                   ask("", max_new_tokens=8).sampling) for q, reply in zip(questions, first)]
+        alone = [backend.generate(turn).text for turn in turns]
+        during: list[dict[str, Any]] = []  # the status at each streamed piece, on the engine's thread
+        for turn in turns:
+            turn.on_text = lambda piece: during.append(cached.describe()["engine"])
+        assert [g.text for g in asyncio.run(together(cached, turns))] == alone
+        assert {(status["shared_kv"], status["shared_kv_mb"] > 0) for status in during} == {(1, True)}
+        engine = cached.describe()["engine"]
+        assert engine["prefix_hits"] >= 2 + 3 and engine["prefix_entries"] == 3  # the next turns, grown from the first
+        # Six conversations, and the system prompt in them once: a copy in each would be six times its size.
+        assert 0 < engine["prefix_cache_mb"] * MB < 2 * system_tokens * cached.engine.kv.bytes_per_position
+    finally:
+        cached.close()
 
 
 def test_agents_holding_a_shared_system_prompt_are_preempted_and_resumed_exactly(backend: HfLocalBackend,

@@ -32,7 +32,7 @@ from aios.context import KV, ContextStore
 from aios.errors import CapacityExceeded, KernelError, Unavailable
 from aios.llm.hf.grammar import Grammars
 from aios.llm.hf.kv import SharedKV, SlotKV
-from aios.llm.hf.prefix import PrefixCache, common_prefix
+from aios.llm.hf.prefix import Match, PrefixCache, common_prefix
 from aios.llm.hf.runner import Chunk, Runner
 from aios.llm.hf.sequence import Sequence
 from aios.scheduler.policy import Policy, make_policy
@@ -296,7 +296,7 @@ class Engine:
         frees its memory too."""
         if sequence.base is not None and not any(s.base is sequence.base for s in (*self.running, *self.policy)
                                                  if s is not sequence):
-            snapshot, sequence.base = self._read_all(sequence, sequence.cached), None
+            snapshot, sequence.base = self._read(sequence, 0, sequence.cached), None
         else:
             snapshot = self.kv.read_row(sequence.row, sequence.row_tokens)
         sequence.snapshot = self.contexts.save(snapshot)
@@ -321,17 +321,30 @@ class Engine:
         if not sequence.fresh:
             return
         self._adopt_shared(sequence)
-        start, reused = self.prefixes.lookup(sequence.prompt_ids) if self.prefixes else (0, None)
-        if reused is None or start <= sequence.prefilled:
-            return
-        if self.runner.attends_shared and start - sequence.base_len >= SHARE_ONCE:
-            # A long cached start becomes its shared start; the agents that arrive after it take it from this
-            # sequence (``_adopt_shared``), so it is stored once however many do.
-            sequence.base = SharedKV.start_of(sequence.prompt_ids, reused, start)
-        else:
-            self._reserve(len(self.running), start - sequence.base_len + 1)
-            self.kv.write_row(sequence.row, reused, sequence.prefilled, start)
-        sequence.prefilled = start
+        match = self.prefixes.lookup(sequence.prompt_ids) if self.prefixes else None
+        if match is not None and match.length > sequence.prefilled:
+            self._take_cached(sequence, match)
+
+    def _take_cached(self, sequence: Sequence, match: Match) -> None:
+        """A new prompt takes the KV of its longest cached start. A start that other cached conversations
+        continue too (agents' system prompt) becomes its shared start, the one SharedKV the prefix cache hands
+        every prompt that has it; and a long cached start of its own (an agent's next turn) becomes a shared start
+        that the agents arriving after it take from this sequence (``_adopt_shared``). Either way it is stored
+        once however many take it. What is left is copied into its row."""
+        assert self.prefixes is not None
+        end = match.length
+        if self.runner.attends_shared:
+            fork = self.prefixes.shared_start(match, sequence.base_len + SHARE_ONCE)
+            if fork is not None:
+                sequence.base, sequence.prefilled = fork, len(fork)
+            elif end - sequence.base_len >= SHARE_ONCE:
+                sequence.base, sequence.prefilled = SharedKV(sequence.prompt_ids[:end], *match.kv(0, end)), end
+                return
+        if end > sequence.prefilled:
+            self._reserve(len(self.running), end - sequence.base_len + 1)
+            self.kv.write_row(sequence.row, match.kv(sequence.prefilled, end), 0, end - sequence.prefilled,
+                              at=sequence.prefilled - sequence.base_len)
+            sequence.prefilled = end
 
     def _adopt_shared(self, sequence: Sequence) -> None:
         """A new prompt that begins with the shared start of a running sequence takes it."""
@@ -498,14 +511,16 @@ class Engine:
         text = text[:stop_at] if stop_at is not None else text
         sequence.stream(text, final=True)
         if self.prefixes is not None:
-            self.prefixes.insert(sequence.cached_ids, self._read_all(sequence, sequence.length))
+            self.prefixes.insert(sequence.cached_ids, lambda begin, end: self._read(sequence, begin, end))
         self._release(sequence)
         sequence.finish(text, reason)
 
-    def _read_all(self, sequence: Sequence, length: int) -> KV:
-        """A copy of the first ``length`` positions of a running sequence's KV: its shared start, if it has one,
+    def _read(self, sequence: Sequence, begin: int, end: int) -> KV:
+        """A copy of positions ``begin..end-1`` of a running sequence's KV: from its shared start, if it has one,
         and its row."""
-        return _joined(sequence.base, self.kv.read_row(sequence.row, length - sequence.base_len))
+        n = sequence.base_len
+        own = self.kv.read_row(sequence.row, end - n, begin=max(begin - n, 0))
+        return own if begin >= n else _joined(sequence.base, own, begin)
 
     def _text(self, sequence: Sequence) -> str:
         ids = sequence.output_ids
@@ -574,6 +589,7 @@ class Engine:
             "snapshots_spilled": self.contexts.spilled,
             "prefix_entries": len(self.prefixes) if self.prefixes else 0,
             "prefix_hits": self.prefixes.hits if self.prefixes else 0,
+            "prefix_cache_mb": round(self.prefixes.nbytes / MB, 1) if self.prefixes else 0.0,
             "kv_cache_mb": round(self.kv.nbytes / MB, 1),
             "shared_kv": len(shared),
             "shared_kv_mb": round(sum(base.nbytes for base in shared) / MB, 1),
@@ -584,12 +600,13 @@ class Engine:
         }
 
 
-def _joined(base: SharedKV | None, own: KV) -> KV:
-    """A row's KV (per layer, as from ``read_row``) after its shared start's, as one tensor per layer."""
+def _joined(base: SharedKV | None, own: KV, begin: int = 0) -> KV:
+    """A row's KV (per layer, as from ``read_row``) after its shared start's from position ``begin`` on, as one
+    tensor per layer."""
     if base is None:
         return own
-    keys, values = ([torch.cat(pair, dim=1) for pair in zip(shared, mine)]
-                    for shared, mine in zip((base.keys, base.values), own))
+    keys, values = ([torch.cat((shared[:, begin:], mine), dim=1) for shared, mine in zip(start, row)]
+                    for start, row in zip((base.keys, base.values), own))
     return keys, values
 
 

@@ -101,9 +101,10 @@ class SlotKV:
             new_capacity *= 2
         return new_rows, new_capacity
 
-    def read_row(self, row: int, length: int) -> KV:
-        """A copy of the first ``length`` positions of a row, per layer ``[kv_heads, length, head_dim]``."""
-        return ([k[row, :, :length].clone() for k in self.keys], [v[row, :, :length].clone() for v in self.values])
+    def read_row(self, row: int, end: int, begin: int = 0) -> KV:
+        """A copy of offsets ``begin..end-1`` of a row, per layer ``[kv_heads, end-begin, head_dim]``."""
+        return ([k[row, :, begin:end].clone() for k in self.keys],
+                [v[row, :, begin:end].clone() for v in self.values])
 
     def write_row(self, row: int, kv: KV, begin: int, end: int, at: int = 0) -> None:
         """Put positions ``begin..end-1`` of ``kv`` (per layer ``[kv_heads, positions, head_dim]``, as from
