@@ -114,7 +114,7 @@ def main() -> None:
         engines = {f"baseline ({commit})": args.baseline / "src", **engines}
     head = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
-    if subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--untracked-files=no"],
+    if subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"],
                       capture_output=True, text=True).stdout.strip():
         head += " with uncommitted changes"
     load = os.getloadavg()[0]
