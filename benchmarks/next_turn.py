@@ -114,8 +114,8 @@ def main() -> None:
         engines = {f"baseline ({commit})": args.baseline / "src", **engines}
     head = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
-    if subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"],
-                      capture_output=True, text=True).stdout.strip():
+    changed = ["git", "-C", str(HERE), "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"]
+    if subprocess.run(changed, capture_output=True, text=True).stdout.strip():
         head += " with uncommitted changes"
     load = os.getloadavg()[0]
     started = time.time()
