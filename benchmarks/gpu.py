@@ -196,7 +196,7 @@ def profile_steps(args: argparse.Namespace) -> None:
     print(f"N={n}, {args.tokens} tokens each: {total:.3f} s")
     for what, times in spent.items():
         print(f"  {what}: {len(times)}, {sum(times):.3f} s, {1000 * sum(times) / max(len(times), 1):.2f} ms each")
-    kv = engine.kv  # the engine's cache shrank as sequences left: make room for n rows again
+    kv = engine.kv.cache(0)  # (one class on a GPU) it shrank as sequences left: make room for n rows again
     kv.reserve(n, PROMPT_TOKENS + args.tokens)
     chunks = [Chunk(row, [7], PROMPT_TOKENS + args.tokens // 2) for row in range(n)]
     inputs = decode_inputs(chunks, n, kv.capacity).to(args.device)

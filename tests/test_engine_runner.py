@@ -34,6 +34,10 @@ LONG_PROMPT = "Summarize this report in one sentence. " + " ".join(
     for week in range(1, 16))
 
 
+# Two caches of the size classes a CPU engine keeps (empty: for tables of which chunks go together).
+SHORT, LONG = (SlotKV(1, 4, 1, 8, torch.float32, torch.device("cpu"), capacity=c) for c in (64, 1024))
+
+
 def own_backend(data_dir: Path, **settings: Any) -> HfLocalBackend:
     return HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir,
                           settings=EngineSettings(**{"prefix_cache_mb": 0, **settings}))
@@ -69,6 +73,36 @@ def tokens_of_a_running_story_while_a_long_prompt_is_read(backend: HfLocalBacken
     asyncio.run(main())
     admitted = events.index("admitted")
     return events[admitted:events.index("long", admitted)].count("story")
+
+
+def test_a_long_prompt_beside_a_short_chat_takes_a_row_of_its_own_length_and_both_answer_as_alone(
+        backend: HfLocalBackend, data_dir: Path) -> None:
+    """On a CPU the engine keeps rows in size classes: a long prompt admitted while a short chat decodes takes
+    one long row and the chat keeps its short one, where one class would give both the long row's length; both
+    replies are the ones they get alone."""
+    classes = own_backend(data_dir)
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> list[str]:
+        story = ask("Write a long story about a dragon.", 120)
+        story_running = started(story)
+        story_task = asyncio.create_task(classes.complete(story))
+        await story_running.wait()
+        long = ask(LONG_PROMPT, 8)
+        long.on_text = lambda piece: seen.append(classes.describe()["engine"]) if not seen else None
+        return [(await classes.complete(long)).text, (await story_task).text]
+
+    try:
+        replies = asyncio.run(main())
+        assert replies == [backend.generate(ask(LONG_PROMPT, 8)).text,
+                           backend.generate(ask("Write a long story about a dragon.", 120)).text]
+        rows, long_row = seen[0]["kv_rows"], len(classes.prompt_ids(ask(LONG_PROMPT)))
+        assert seen[0]["running"] == 2 and sorted(rows.values()) == [1, 1], rows
+        assert min(rows) < 128 and max(rows) >= long_row
+        per_position = classes.engine.kv.bytes_per_position
+        assert seen[0]["kv_cache_mb"] * MB < 2 * max(rows) * per_position  # less than two long rows
+    finally:
+        classes.close()
 
 
 def test_running_sequences_keep_decoding_while_a_long_prompt_is_read_in_chunks(data_dir: Path) -> None:
@@ -168,11 +202,13 @@ def test_agents_whose_prompt_pieces_are_grouped_as_on_a_gpu_answer_as_they_do_al
     ([(4, 0), (400, 0)], [[0], [1]]),  # padding the short one would cost 100 times its work
     ([(16, 0), (16, 512)], [[0], [1]]),  # as long, but one reads after 512 cached positions
     ([(2, 0), (8, 0), (8, 0), (300, 0)], [[0], [1, 2], [3]]),
+    ([(32, 0), (32, 0, LONG), (32, 0)], [[0, 2], [1]]),  # rows in another size class's cache: apart
 ])
 def test_prompt_pieces_attend_together_only_while_padding_adds_at_most_half_their_work(
-        pieces: list[tuple[int, int]], groups: list[list[int]]) -> None:
-    runs = [(index, Chunk(index, [1] * n, start)) for index, (n, start) in enumerate(pieces)]
-    assert [[offset for offset, _ in group] for group in _similar(runs)] == groups
+        pieces: list[tuple[int, ...]], groups: list[list[int]]) -> None:
+    runs = [(index, Chunk(index, [1] * piece[0], piece[1]), piece[2] if len(piece) > 2 else SHORT)
+            for index, piece in enumerate(pieces)]
+    assert sorted([offset for offset, _, _ in group] for group in _similar(runs)) == groups
 
 
 def test_int4_weights_give_every_reply_batched_as_it_is_alone(backend: HfLocalBackend, data_dir: Path) -> None:
@@ -252,6 +288,8 @@ def test_a_decode_step_from_device_inputs_attends_to_a_shared_start_like_the_eag
     ([Chunk(0, [5], 10, wants_logits=False)], False),
     ([Chunk(0, [5], 300, base=START), Chunk(1, [6], 290), Chunk(2, [7], 280, base=START)], True),  # one start
     ([Chunk(0, [5], 300, base=START), Chunk(1, [6], 300, base=SharedKV(list(range(256)), [], []))], False),
+    ([Chunk(0, [5], 10, cache=SHORT), Chunk(1, [6], 3, cache=SHORT)], True),
+    ([Chunk(0, [5], 10, cache=SHORT), Chunk(1, [6], 3, cache=LONG)], False),  # rows in two size classes
 ])
 def test_only_plain_decode_steps_go_to_cuda_graphs(chunks: list[Chunk], takes: bool) -> None:
     assert DecodeGraphs.takes(chunks) is takes

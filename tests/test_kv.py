@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aios.llm.hf.kv import SharedKV, SlotKV
+from aios.llm.hf.kv import BatchKV, SharedKV, SlotKV
 from aios.llm.hf.runner import Chunk, _Plan
 
 LAYERS, KV_HEADS, HEADS, DIM = 2, 2, 4, 8
@@ -30,18 +30,24 @@ def test_splitting_a_row_returns_its_start_and_moves_the_rest_to_the_front() -> 
     assert all(torch.equal(a, b) for a, b in zip(kv.read_row(1, 16)[0], other[0]))  # other rows untouched
 
 
-def test_positions_are_written_and_copied_between_offsets() -> None:
+def test_positions_are_read_written_and_copied_between_offsets_and_caches() -> None:
     kv = filled(2, 16)
     source = kv.read_row(0, 16)
     kv.write_row(1, source, 3, 7, at=1)  # positions 3..6 of the source at offsets 1..4
     assert torch.equal(kv.keys[0][1, :, 1:5], source[0][0][:, 3:7])
+    middle = kv.read_row(0, 13, begin=8)  # offsets 8..12
+    assert torch.equal(middle[1][1], kv.values[1][0, :, 8:13]) and middle[1][1].shape[1] == 5
     kv.copy_positions(0, 8, 1, 10, 5)  # offsets 8..12 of row 0 at offsets 10..14 of row 1
     assert torch.equal(kv.values[1][1, :, 10:15], kv.values[1][0, :, 8:13])
+    other = filled(1, 32)  # another size class's cache
+    kv.copy_positions(0, 8, 0, 20, 5, into=other)
+    assert torch.equal(other.keys[1][0, :, 20:25], kv.keys[1][0, :, 8:13])
+    assert torch.equal(kv.values[1][1, :, 10:15], middle[1][1])  # the source's rows are as they were
 
 
 def attend(chunks: list[Chunk], kv: SlotKV, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    plan = _Plan(chunks, torch.device("cpu"), torch.float32)
-    return torch.cat([plan.attend(q, k, v, kv.keys[layer], kv.values[layer], layer) for layer in range(LAYERS)])
+    plan = _Plan(chunks, kv, torch.device("cpu"), torch.float32)
+    return torch.cat([plan.attend(q, k, v, layer) for layer in range(LAYERS)])
 
 
 def shared_start(n: int) -> SharedKV:
@@ -95,3 +101,19 @@ def test_buffers_four_times_larger_than_needed_are_cut_down_keeping_what_rows_ho
     assert all(torch.equal(a, b) for a, b in zip(kv.read_row(1, 40)[0], held[0]))
     kv.reserve(2, 100)  # and it grows again by doubling
     assert kv.capacity == 128
+
+
+@pytest.mark.parametrize(("needs", "in_classes", "in_one"), [
+    ([10], 64, 64),
+    ([10, 65, 65], 64 + 2 * 128, 4 * 128),  # 3 rows of 128 take 4 rows
+    ([1000] + [30] * 15, 1024 + 16 * 64, 16 * 1024),  # one long row beside fifteen short ones
+    ([30] * 17, 32 * 64, 32 * 64),  # 17 rows take 32: rows double too
+    ([], 0, 0),
+])
+def test_size_classes_take_memory_for_each_row_s_own_length(needs: list[int], in_classes: int, in_one: int) -> None:
+    """Positions taken by rows that need these many positions: in size classes (a CPU), against one class
+    sized to the longest row (a GPU)."""
+    made = [BatchKV(LAYERS, 32, KV_HEADS, DIM, torch.float32, torch.device("cpu"), classes) for classes in (True, False)]
+    per_position = 2 * LAYERS * KV_HEADS * DIM * 4
+    assert [kv.bytes_for(needs) for kv in made] == [in_classes * per_position, in_one * per_position]
+    assert [kv.class_of(65) for kv in made] == [128, 0]

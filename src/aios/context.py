@@ -97,8 +97,9 @@ class ContextStore:
                 self._spill_lease = Lease(self.spill_root, SNAPSHOTS[1])
             snapshot.path = self._spill_lease.path / f"snapshot-{handle}.safetensors"
             keys, values = snapshot.kv
-            tensors = {**{f"k{i}": t.cpu().contiguous() for i, t in enumerate(keys)},
-                       **{f"v{i}": t.cpu().contiguous() for i, t in enumerate(values)}}
+            # Each its own copy: a snapshot's layers may be views of one tensor, which safetensors refuses.
+            tensors = {**{f"k{i}": t.cpu().clone() for i, t in enumerate(keys)},
+                       **{f"v{i}": t.cpu().clone() for i, t in enumerate(values)}}
             save_file(tensors, snapshot.path)
             snapshot.kv = None
             self.in_ram -= snapshot.nbytes

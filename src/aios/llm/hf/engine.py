@@ -31,7 +31,7 @@ import torch
 from aios.context import KV, ContextStore
 from aios.errors import CapacityExceeded, KernelError, Unavailable
 from aios.llm.hf.grammar import Grammars
-from aios.llm.hf.kv import SharedKV, SlotKV
+from aios.llm.hf.kv import BatchKV, SharedKV, SlotKV
 from aios.llm.hf.prefix import Match, PrefixCache, common_prefix
 from aios.llm.hf.runner import Chunk, Runner
 from aios.llm.hf.sequence import Sequence
@@ -88,6 +88,7 @@ class Engine:
         self.prefill_chunk: int = (settings.prefill_chunk if settings.prefill_chunk is not None
                                    else PREFILL_CHUNK.get(runner.device.type, PREFILL_CHUNK["cpu"]))
         self.kv = self._new_kv()
+        self.classes: dict[int, list[Sequence]] = {}  # the running sequences in each size class, by row
         self.policy: Policy[Sequence] = make_policy(settings.policy, settings.quantum_tokens, settings.aging)
         self.contexts = ContextStore(settings.snapshot_ram_mb * MB, spill_root)
         self.prefixes = PrefixCache(settings.prefix_cache_mb * MB) if settings.prefix_cache_mb else None
@@ -103,10 +104,12 @@ class Engine:
         self._thread = threading.Thread(target=self._loop, name="hf-engine", daemon=True)
         self._thread.start()
 
-    def _new_kv(self) -> SlotKV:
+    def _new_kv(self) -> BatchKV:
         runner = self.runner
-        return SlotKV(runner.config.num_hidden_layers, self.settings.max_batch, runner.kv_heads, runner.head_dim,
-                      runner.dtype, runner.device)
+        # Size classes on a CPU: a GPU's CUDA graphs capture one layout, and the transformers runner sees one cache.
+        classes = runner.attends_shared and runner.device.type == "cpu"
+        return BatchKV(runner.config.num_hidden_layers, self.settings.max_batch, runner.kv_heads, runner.head_dim,
+                       runner.dtype, runner.device, classes)
 
     @property
     def max_batch(self) -> int:
@@ -193,6 +196,7 @@ class Engine:
         except Exception:
             log.exception("failing the batch of a failed step failed; resetting the batch")
             self.running.clear()
+            self.classes.clear()
             self.kv = self._new_kv()
             for sequence in batch:
                 sequence.row = -1
@@ -217,28 +221,77 @@ class Engine:
                 if self.running:
                     return  # it waits until running sequences finish or yield, and free memory
                 self.policy.pop()
-                self._refuse(candidate, self._positions_with(candidate))
+                self._refuse(candidate, self._need_of(candidate))
                 continue
             self._admit(self.policy.pop())
 
     def _fits(self, candidate: Sequence) -> bool:
         """Whether ``candidate`` can join the batch now: a free row, and KV memory for it beside the others."""
-        return (len(self.running) < self.max_batch
-                and self._room(len(self.running) + 1, self._positions_with(candidate)))
+        return len(self.running) < self.max_batch and self._room([*self._needs(), self._need_of(candidate)])
 
-    def _positions_with(self, candidate: Sequence) -> int:
-        """Positions the rows need with ``candidate`` among them: its cached tokens, the next input, one to grow
-        (less the shared start a new prompt will take)."""
+    def _needs(self) -> list[int]:
+        """Positions each running sequence's row needs: what it holds once its prompt is read, the next input,
+        one to grow."""
+        return [s.row_length + 2 for s in self.running]
+
+    def _need_of(self, candidate: Sequence) -> int:
+        """Positions a waiting sequence's row will need (less the shared start a new prompt will take)."""
         own = candidate.row_length
         if candidate.fresh:
             own -= len(self._shared_start_of(candidate) or ())
-        return max(self._longest(), own) + 2
+        return own + 2
 
-    def _reserve(self, rows: int, positions: int) -> None:
-        """Room for ``positions`` in every row (callers ask for what they are about to write): buffers grow and
-        shrink with what rows hold, never below it."""
-        held = max((s.row_tokens for s in self.running), default=0) + 1
-        self.kv.reserve(rows, max(positions, held), budget=self._row_budget())
+    def _place(self, wants: list[tuple[Sequence, int]]) -> None:
+        """Room in each sequence's row for the positions it asks for (callers ask for what they are about to
+        hold). With size classes, a sequence takes a row in the class that fits, and moves, with what its row
+        holds, to another when it outgrows its own or needs a quarter of it (its start moved into a shared
+        start). Then each class's buffers grow (once a step, however many rows join) and shrink with what its
+        rows hold, never below it."""
+        targets = [(sequence, self.kv.class_of(positions), positions) for sequence, positions in wants]
+        moving = [(sequence, cls) for sequence, cls, _ in targets
+                  if sequence.row >= 0 and cls != sequence.cls and (cls > sequence.cls or 4 * cls <= sequence.cls)]
+        held = []
+        for sequence, _ in moving:  # all leave first: a row moving into a freed one is still where it was
+            held.append(self._cache(sequence).read_row(sequence.row, sequence.row_tokens))
+            self._leave(sequence)
+        asked: dict[int, int] = {}
+        for sequence, cls, positions in targets:
+            if sequence.row < 0:
+                self._join(sequence, cls)
+            asked[sequence.cls] = max(asked.get(sequence.cls, 0), positions)
+        for cls, positions in asked.items():
+            self._reserve(cls, positions)
+        for (sequence, _), kv in zip(moving, held):
+            self._cache(sequence).write_row(sequence.row, kv, 0, sequence.row_tokens)
+
+    def _reserve(self, cls: int, positions: int) -> None:
+        members = self.classes[cls]
+        held = max(s.row_tokens for s in members) + 1
+        cache = self.kv.cache(cls)
+        budget = self._row_budget() - (self.kv.nbytes - cache.nbytes)
+        cache.reserve(len(members), max(positions, held, cls), budget=budget)
+
+    def _join(self, sequence: Sequence, cls: int) -> None:
+        members = self.classes.setdefault(cls, [])
+        sequence.cls, sequence.row = cls, len(members)
+        members.append(sequence)
+
+    def _leave(self, sequence: Sequence) -> None:
+        """Free a sequence's row: the last row of its class moves into its place, so rows stay dense."""
+        members, row = self.classes[sequence.cls], sequence.row
+        last = members[-1]
+        if last is not sequence:
+            self.kv.cache(sequence.cls).move_row(last.row, row, last.row_tokens + 1)
+            last.row = row
+            members[row] = last
+        members.pop()
+        if not members:
+            del self.classes[sequence.cls]
+            self.kv.drop(sequence.cls)
+        sequence.row = -1
+
+    def _cache(self, sequence: Sequence) -> SlotKV:
+        return self.kv.cache(sequence.cls)
 
     def _row_budget(self) -> int:
         """What the rows may take: the KV budget less the shared starts held by running or waiting sequences."""
@@ -251,19 +304,15 @@ class Engine:
     def _fit_memory(self) -> None:
         """Before the KV cache would grow past the budget, preempt the longest sequences (their KV moves to the
         context store) rather than fail."""
-        while self.running and not self._room(len(self.running), self._longest() + 2):
+        while self.running and not self._room(self._needs()):
             longest = max(self.running, key=lambda s: s.row_length)
             if len(self.running) == 1:  # alone and out of room: it ends, keeping what it made
                 self._finish(longest, "kv_budget")
                 return
             self.suspend(longest)
 
-    def _room(self, rows: int, positions: int) -> bool:
-        return self.kv.bytes_for(rows, positions) <= self._row_budget()
-
-    def _longest(self) -> int:
-        """The most tokens a running sequence's row holds (or will, once its prompt is read)."""
-        return max((s.row_length for s in self.running), default=0)
+    def _room(self, needs: list[int]) -> bool:
+        return self.kv.bytes_for(needs) <= self._row_budget()
 
     def _refuse(self, sequence: Sequence, positions: int) -> None:
         """A sequence that cannot fit even alone: one that has generated ends with ``kv_budget`` (nothing it
@@ -278,7 +327,7 @@ class Engine:
             return
         sequence.report(CapacityExceeded(
             f"this prompt needs {positions} tokens of KV cache "
-            f"({self.kv.bytes_for(1, positions) / MB:.0f} MB), more than the model's budget of "
+            f"({self.kv.bytes_for([positions]) / MB:.0f} MB), more than the model's budget of "
             f"{self.settings.kv_budget_mb} MB; raise llms.models[].kv_budget_mb or send a shorter prompt"))
 
     def _preempt(self) -> None:
@@ -298,7 +347,7 @@ class Engine:
                                                  if s is not sequence):
             snapshot, sequence.base = self._read(sequence, 0, sequence.cached), None
         else:
-            snapshot = self.kv.read_row(sequence.row, sequence.row_tokens)
+            snapshot = self._read(sequence, sequence.base_len, sequence.cached)
         sequence.snapshot = self.contexts.save(snapshot)
         self._release(sequence)
         sequence.running(False)
@@ -307,23 +356,24 @@ class Engine:
         self.preemptions += 1
 
     def _admit(self, sequence: Sequence) -> None:
-        sequence.row = len(self.running)
         self.running.append(sequence)
         sequence.slice_tokens = 0
         if sequence.admitted_at is None:
             sequence.admitted_at = time.perf_counter()
         sequence.running(True)
         if sequence.snapshot is not None:  # resume: its KV comes back as it was, nothing is recomputed
-            self._reserve(len(self.running), sequence.row_tokens + 1)
-            self.kv.write_row(sequence.row, self.contexts.restore(sequence.snapshot), 0, sequence.row_tokens)
+            self._place([(sequence, sequence.row_length + 2)])
+            self._cache(sequence).write_row(sequence.row, self.contexts.restore(sequence.snapshot), 0,
+                                            sequence.row_tokens)
             sequence.snapshot = None
             return
-        if not sequence.fresh:
-            return
-        self._adopt_shared(sequence)
-        match = self.prefixes.lookup(sequence.prompt_ids) if self.prefixes else None
-        if match is not None and match.length > sequence.prefilled:
-            self._take_cached(sequence, match)
+        if sequence.fresh:
+            self._adopt_shared(sequence)
+            match = self.prefixes.lookup(sequence.prompt_ids) if self.prefixes else None
+            if match is not None and match.length > sequence.prefilled:
+                self._take_cached(sequence, match)
+        if sequence.row < 0:  # a row for all it will hold once its prompt is read
+            self._place([(sequence, sequence.row_length + 2)])
 
     def _take_cached(self, sequence: Sequence, match: Match) -> None:
         """A new prompt takes the KV of its longest cached start. A start that other cached conversations
@@ -341,9 +391,9 @@ class Engine:
                 sequence.base, sequence.prefilled = SharedKV(sequence.prompt_ids[:end], *match.kv(0, end)), end
                 return
         if end > sequence.prefilled:
-            self._reserve(len(self.running), end - sequence.base_len + 1)
-            self.kv.write_row(sequence.row, match.kv(sequence.prefilled, end), 0, end - sequence.prefilled,
-                              at=sequence.prefilled - sequence.base_len)
+            self._place([(sequence, end - sequence.base_len + 1)])
+            self._cache(sequence).write_row(sequence.row, match.kv(sequence.prefilled, end), 0,
+                                            end - sequence.prefilled, at=sequence.prefilled - sequence.base_len)
             sequence.prefilled = end
 
     def _adopt_shared(self, sequence: Sequence) -> None:
@@ -371,11 +421,7 @@ class Engine:
                          key=lambda s: (s.passed_over < READ_PATIENCE, len(s.prompt_ids) - s.prefilled))
         for sequence in readers:  # before any chunk is made: taking a shared start can move another's row
             self._share_prefix(sequence)
-        chunks, reading, sampled = [], [], []
-        for sequence in self.running:
-            if sequence.output_ids:
-                chunks.append(Chunk(sequence.row, [sequence.output_ids[-1]], sequence.length, base=sequence.base))
-                sampled.append(sequence)
+        reading: list[tuple[Sequence, int]] = []
         for sequence in readers:
             left = len(sequence.prompt_ids) - sequence.prefilled
             take = left if budget is None else min(left, budget)
@@ -385,16 +431,24 @@ class Engine:
             if self._read_by_another(sequence, reading):
                 continue  # it copies them from the other's row next step
             sequence.passed_over = 0
-            ends = take == left
-            chunks.append(Chunk(sequence.row, sequence.prompt_ids[sequence.prefilled:sequence.prefilled + take],
-                                sequence.prefilled, wants_logits=ends, base=sequence.base))
             reading.append((sequence, take))
-            if ends:
-                sampled.append(sequence)
             if budget is not None:
                 budget -= take
-        # The cache grows (doubling) only as far as the sequences get.
-        self._reserve(len(self.running), max(c.offset + len(c.ids) for c in chunks) + 1)
+        decoding = [s for s in self.running if s.output_ids]
+        # Rows grow (doubling) only as far as the sequences get, and keep a position past what they hold (the
+        # padding rows of a CUDA graph write there).
+        self._place([(s, s.row_length + 2) for s in decoding]
+                    + [(s, s.prefilled - s.base_len + take + 1) for s, take in reading])
+        decoding.sort(key=lambda s: (s.cls, s.row))  # each class's decode tokens attend in one call over its rows
+        chunks = [Chunk(s.row, [s.output_ids[-1]], s.length, base=s.base, cache=self._cache(s)) for s in decoding]
+        sampled = list(decoding)
+        for sequence, take in reading:
+            ends = sequence.prefilled + take == len(sequence.prompt_ids)
+            chunks.append(Chunk(sequence.row, sequence.prompt_ids[sequence.prefilled:sequence.prefilled + take],
+                                sequence.prefilled, wants_logits=ends, base=sequence.base,
+                                cache=self._cache(sequence)))
+            if ends:
+                sampled.append(sequence)
         logits = self._forward(chunks)
         for sequence, take in reading:
             sequence.prefilled += take
@@ -430,7 +484,7 @@ class Engine:
             if base is not None and len(base) > sequence.base_len and len(base) >= sequence.prefilled:
                 sequence.base = base
                 sequence.prefilled = len(base)
-        self._reserve(len(self.running), best - sequence.base_len + 1)
+        self._place([(sequence, best - sequence.base_len + 1)])
         self._copy_kv(source, sequence, best)
         self.shared_tokens += best - start
         sequence.prefilled = best
@@ -438,8 +492,8 @@ class Engine:
     def _grow_shared(self, sequence: Sequence, end: int) -> SharedKV:
         """A shared start of ``sequence``'s first ``end`` tokens: its current one, if any, and the positions up to
         ``end`` taken out of its row. (The current one lives on while other sequences hold it.)"""
-        keys, values = _joined(sequence.base, self.kv.split_row(sequence.row, end - sequence.base_len,
-                                                                sequence.row_tokens))
+        keys, values = _joined(sequence.base, self._cache(sequence).split_row(sequence.row, end - sequence.base_len,
+                                                                              sequence.row_tokens))
         return SharedKV(sequence.prompt_ids[:end], keys, values)
 
     def _copy_kv(self, source: Sequence, target: Sequence, end: int) -> None:
@@ -450,10 +504,11 @@ class Engine:
         if begin < split:
             base = source.base
             assert base is not None
-            self.kv.write_row(target.row, (base.keys, base.values), begin, split, at=begin - target.base_len)
-        if split < end:
-            self.kv.copy_positions(source.row, split - source.base_len, target.row, split - target.base_len,
-                                   end - split)
+            self._cache(target).write_row(target.row, (base.keys, base.values), begin, split,
+                                          at=begin - target.base_len)
+        if split < end:  # (the rows may be in two size classes)
+            self._cache(source).copy_positions(source.row, split - source.base_len, target.row,
+                                               split - target.base_len, end - split, into=self._cache(target))
 
     @staticmethod
     def _read_by_another(sequence: Sequence, reading: list[tuple[Sequence, int]]) -> bool:
@@ -465,7 +520,7 @@ class Engine:
                    for other, take in reading)
 
     def _forward(self, chunks: list[Chunk]) -> torch.Tensor:
-        return self.runner.forward(chunks, self.kv)
+        return self.runner.forward(chunks)
 
     def _sample(self, sequences: list[Sequence], logits: torch.Tensor) -> list[int | Exception]:
         """The next token of each sequence, or the error that sampling it raised (which fails that one alone)."""
@@ -519,7 +574,7 @@ class Engine:
         """A copy of positions ``begin..end-1`` of a running sequence's KV: from its shared start, if it has one,
         and its row."""
         n = sequence.base_len
-        own = self.kv.read_row(sequence.row, end - n, begin=max(begin - n, 0))
+        own = self._cache(sequence).read_row(sequence.row, end - n, begin=max(begin - n, 0))
         return own if begin >= n else _joined(sequence.base, own, begin)
 
     def _text(self, sequence: Sequence) -> str:
@@ -556,18 +611,14 @@ class Engine:
             sequence.finish("", "cancelled")
 
     def _release(self, sequence: Sequence) -> None:
-        """Take a sequence out of the batch; the last row moves into its place so rows stay dense."""
-        row, last = sequence.row, self.running[-1]
-        if last is not sequence:
-            self.kv.move_row(last.row, row, last.row_tokens + 1)
-            last.row = row
-            self.running[row] = last
-        self.running.pop()
-        sequence.row = -1
+        """Take a sequence out of the batch, and free its row."""
+        self.running.remove(sequence)
+        if sequence.row >= 0:
+            self._leave(sequence)
 
     def _fail(self, sequences: list[Sequence], error: BaseException) -> None:
         for sequence in sequences:
-            if sequence.row >= 0:
+            if sequence in self.running:
                 self._release(sequence)
             elif sequence in self.policy:
                 self.policy.remove(sequence)
@@ -575,6 +626,12 @@ class Engine:
                 self.contexts.discard(sequence.snapshot)
                 sequence.snapshot = None
             sequence.report(error)
+
+    def _rows_by_class(self) -> dict[int, int]:
+        """Rows in each size class, by its positions (one class, as long as the longest row, where classes are
+        off). Status pages ask from other threads: the dicts are copied first (a copy is atomic, a walk is not)."""
+        caches, classes = dict(self.kv.caches), dict(self.classes)
+        return {caches[cls].capacity: len(rows) for cls, rows in sorted(classes.items()) if cls in caches}
 
     def stats(self) -> dict[str, Any]:
         shared = self._shared()
@@ -591,6 +648,7 @@ class Engine:
             "prefix_hits": self.prefixes.hits if self.prefixes else 0,
             "prefix_cache_mb": round(self.prefixes.nbytes / MB, 1) if self.prefixes else 0.0,
             "kv_cache_mb": round(self.kv.nbytes / MB, 1),
+            "kv_rows": self._rows_by_class(),
             "shared_kv": len(shared),
             "shared_kv_mb": round(sum(base.nbytes for base in shared) / MB, 1),
             "runner": self.runner.name,

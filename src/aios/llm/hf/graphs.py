@@ -48,11 +48,13 @@ class DecodeGraphs:
         self._base: SharedKV | None = None  # the shared start the graphs read (held: they hold its addresses)
 
     @staticmethod
-    def takes(chunks: list["Chunk"]) -> bool:
-        """Whether a step of ``chunks`` is a plain decode step of rows ``0..n-1`` holding at most one shared
-        start."""
-        return (all(len(chunk.ids) == 1 and chunk.wants_logits and chunk.row == row
-                    for row, chunk in enumerate(chunks))
+    def takes(chunks: list["Chunk"], kv: SlotKV | None = None) -> bool:
+        """Whether a step of ``chunks`` is a plain decode step of rows ``0..n-1`` of one cache (theirs, or
+        ``kv`` for chunks that name none) holding at most one shared start."""
+        return (bool(chunks)
+                and all(len(chunk.ids) == 1 and chunk.wants_logits and chunk.row == row
+                        for row, chunk in enumerate(chunks))
+                and len({id(chunk.cache or kv) for chunk in chunks}) == 1
                 and len({id(chunk.base) for chunk in chunks if chunk.base is not None}) <= 1)
 
     def run(self, chunks: list["Chunk"], kv: SlotKV) -> torch.Tensor:

@@ -19,6 +19,8 @@ import torch
 
 from aios.context import KV
 
+MIN_CAPACITY = 64  # positions of the smallest row
+
 
 @dataclass(eq=False)
 class SharedKV:
@@ -47,22 +49,29 @@ class SharedKV:
 
 
 class SlotKV:
+    """Rows of KV in one buffer for keys and one for values, ``[layers, rows, kv_heads, capacity, head_dim]``, so
+    that an operation on a row (read, write, move) is one tensor operation for all the layers; ``keys[layer]``
+    and ``values[layer]`` are views of one layer, which attention reads in place."""
+
     def __init__(self, layers: int, max_rows: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
-                 device: torch.device, rows: int = 1, capacity: int = 64) -> None:
+                 device: torch.device, rows: int = 1, capacity: int = MIN_CAPACITY) -> None:
         self.max_rows = max_rows
-        shape = (min(rows, max_rows), kv_heads, capacity, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.bytes_per_position = 2 * layers * kv_heads * head_dim * self.keys[0].element_size()
+        shape = (layers, min(rows, max_rows), kv_heads, capacity, head_dim)
+        self._set(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+        self.bytes_per_position = 2 * layers * kv_heads * head_dim * self._keys.element_size()
         self.layout = 0  # counts the times the buffers were replaced (CUDA graphs hold their addresses)
+
+    def _set(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self._keys, self._values = keys, values
+        self.keys, self.values = list(keys.unbind(0)), list(values.unbind(0))
 
     @property
     def rows(self) -> int:
-        return self.keys[0].shape[0]
+        return self._keys.shape[1]
 
     @property
     def capacity(self) -> int:
-        return self.keys[0].shape[2]
+        return self._keys.shape[3]
 
     @property
     def nbytes(self) -> int:
@@ -85,60 +94,115 @@ class SlotKV:
             return
         new_rows, new_capacity = (need_rows, need_capacity) if budget is not None or oversized else (
             max(need_rows, self.rows), max(need_capacity, self.capacity))
-        keep_rows, keep_positions = min(self.rows, new_rows), min(self.capacity, new_capacity)
+        rows, positions = min(self.rows, new_rows), min(self.capacity, new_capacity)
         self.layout += 1  # first: if an allocation below fails, graphs must not replay over what is left
-        for buffers in (self.keys, self.values):
-            for i, old in enumerate(buffers):
-                new = old.new_zeros((new_rows, old.shape[1], new_capacity, old.shape[3]))
-                new[:keep_rows, :, :keep_positions] = old[:keep_rows, :, :keep_positions]
-                buffers[i] = new
+        resized = []
+        for old in (self._keys, self._values):
+            new = old.new_zeros((old.shape[0], new_rows, old.shape[2], new_capacity, old.shape[4]))
+            new[:, :rows, :, :positions] = old[:, :rows, :, :positions]
+            resized.append(new)
+        self._set(*resized)
 
     def _shape(self, rows: int, positions: int) -> tuple[int, int]:
-        new_rows, new_capacity = 1, 64
-        while new_rows < min(rows, self.max_rows):
-            new_rows = min(new_rows * 2, self.max_rows)
-        while new_capacity < positions:
-            new_capacity *= 2
-        return new_rows, new_capacity
+        return _rows_for(rows, self.max_rows), capacity_for(positions)
 
     def read_row(self, row: int, end: int, begin: int = 0) -> KV:
-        """A copy of offsets ``begin..end-1`` of a row, per layer ``[kv_heads, end-begin, head_dim]``."""
-        return ([k[row, :, begin:end].clone() for k in self.keys],
-                [v[row, :, begin:end].clone() for v in self.values])
+        """A copy of offsets ``begin..end-1`` of a row, per layer ``[kv_heads, end-begin, head_dim]`` (views of
+        one copy of all the layers)."""
+        return (list(self._keys[:, row, :, begin:end].clone().unbind(0)),
+                list(self._values[:, row, :, begin:end].clone().unbind(0)))
 
     def write_row(self, row: int, kv: KV, begin: int, end: int, at: int = 0) -> None:
         """Put positions ``begin..end-1`` of ``kv`` (per layer ``[kv_heads, positions, head_dim]``, as from
         ``read_row``) into a row that has room, from offset ``at`` on."""
-        for buffers, source in zip((self.keys, self.values), kv):
-            for buffer, tensor in zip(buffers, source):
-                buffer[row, :, at:at + end - begin].copy_(tensor[:, begin:end])
+        for buffer, layers in zip((self._keys, self._values), kv):
+            buffer[:, row, :, at:at + end - begin] = torch.stack([t[:, begin:end] for t in layers])
 
-    def copy_positions(self, source: int, source_at: int, target: int, target_at: int, count: int) -> None:
-        """Copy ``count`` positions of row ``source`` from offset ``source_at`` into row ``target`` at
-        ``target_at``."""
-        for buffers in (self.keys, self.values):
-            for buffer in buffers:
-                buffer[target, :, target_at:target_at + count] = buffer[source, :, source_at:source_at + count]
+    def copy_positions(self, source: int, source_at: int, target: int, target_at: int, count: int,
+                       into: "SlotKV | None" = None) -> None:
+        """Copy ``count`` positions of row ``source`` from offset ``source_at`` into row ``target`` of ``into``
+        (this cache if None) at ``target_at``."""
+        into = into or self
+        for mine, theirs in ((self._keys, into._keys), (self._values, into._values)):
+            theirs[:, target, :, target_at:target_at + count] = mine[:, source, :, source_at:source_at + count]
 
     def split_row(self, row: int, n: int, length: int) -> KV:
         """Take the first ``n`` positions of a row (of ``length``) out, as from ``read_row``; the rest of the row
         moves to its front."""
         taken = self.read_row(row, n)
-        for buffers in (self.keys, self.values):
-            for buffer in buffers:
-                buffer[row, :, :length - n] = buffer[row, :, n:length].clone()  # the ranges may overlap
+        for buffer in (self._keys, self._values):
+            buffer[:, row, :, :length - n] = buffer[:, row, :, n:length].clone()  # the ranges may overlap
         return taken
 
     def move_row(self, source: int, target: int, length: int) -> None:
-        for buffers in (self.keys, self.values):
-            for buffer in buffers:
-                buffer[target, :, :length] = buffer[source, :, :length]
+        for buffer in (self._keys, self._values):
+            buffer[:, target, :, :length] = buffer[:, source, :, :length]
 
     def prefill_view(self, row: int, start: int) -> "_PrefillView":
         return _PrefillView(self, row, start)
 
     def decode_view(self, lengths: torch.Tensor) -> "_DecodeView":
         return _DecodeView(self, lengths)
+
+
+def _rows_for(rows: int, max_rows: int) -> int:
+    """Rows allocated for ``rows``: the next power of two, at most ``max_rows``."""
+    return min(1 << max(rows - 1, 0).bit_length(), max_rows)
+
+
+def capacity_for(positions: int) -> int:
+    """Positions allocated for ``positions``: the next power of two, at least 64."""
+    return max(MIN_CAPACITY, 1 << max(positions - 1, 0).bit_length())
+
+
+class BatchKV:
+    """The running batch's KV cache, its rows in size classes: one :class:`SlotKV` per class. A row lives in the
+    class of the smallest power of two (from 64 positions) that holds what it needs, and moves as it grows, so
+    the memory rows take, and what attention reads of them each step, follow each row's own length: one agent
+    reading a long document beside thirty chatting takes one long row, not thirty-one. The engine places rows
+    (it knows what each sequence is about to write); this says which class fits and what classes cost.
+
+    With ``classes`` off (on a GPU, where a CUDA graph captures one layout; and for the transformers runner) one
+    SlotKV, class ``0``, holds every row at the longest row's capacity."""
+
+    def __init__(self, layers: int, max_rows: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device, classes: bool) -> None:
+        self.classes = classes
+        self._new = lambda: SlotKV(layers, max_rows, kv_heads, head_dim, dtype, device)
+        self.max_rows = max_rows
+        self.bytes_per_position = 2 * layers * kv_heads * head_dim * dtype.itemsize
+        self.caches: dict[int, SlotKV] = {}
+
+    def class_of(self, positions: int) -> int:
+        """The class of a row that needs ``positions``."""
+        return capacity_for(positions) if self.classes else 0
+
+    def cache(self, cls: int) -> SlotKV:
+        """The cache of class ``cls``, made when first asked for."""
+        if cls not in self.caches:
+            self.caches[cls] = self._new()
+        return self.caches[cls]
+
+    def drop(self, cls: int) -> None:
+        """Free the cache of a class that holds no rows any more (one class alone is kept: graphs hold it)."""
+        if self.classes:
+            del self.caches[cls]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(cache.nbytes for cache in list(self.caches.values()))  # a copy: status pages ask mid-step
+
+    def bytes_for(self, needs: list[int]) -> int:
+        """What the caches take holding rows that need these positions each."""
+        if not needs:
+            return 0
+        if not self.classes:
+            return _rows_for(len(needs), self.max_rows) * capacity_for(max(needs)) * self.bytes_per_position
+        rows: dict[int, int] = {}
+        for need in needs:
+            cls = self.class_of(need)
+            rows[cls] = rows.get(cls, 0) + 1
+        return sum(_rows_for(n, self.max_rows) * cls for cls, n in rows.items()) * self.bytes_per_position
 
 
 class _PrefillView:

@@ -47,6 +47,7 @@ class Chunk:
     start: int
     wants_logits: bool = True  # False for a piece of a prompt that is not its end
     base: SharedKV | None = None
+    cache: SlotKV | None = None  # the cache its row is in (the engine's size class); None: the step's ``kv``
 
     @property
     def offset(self) -> int:
@@ -99,15 +100,16 @@ class LlamaRunner:
             return "it is split over several devices"
         return None
 
-    def forward(self, chunks: list[Chunk], kv: SlotKV) -> torch.Tensor:
-        """Next-token logits (fp32, one row per chunk that wants them, in order) after computing ``chunks``."""
-        if self.graphs is not None and self.graphs.takes(chunks):
+    def forward(self, chunks: list[Chunk], kv: SlotKV | None = None) -> torch.Tensor:
+        """Next-token logits (fp32, one row per chunk that wants them, in order) after computing ``chunks``, each
+        in its own cache's row (``kv`` for those that name none)."""
+        if self.graphs is not None and self.graphs.takes(chunks, kv):
             try:
-                return self.graphs.run(chunks, kv)
+                return self.graphs.run(chunks, chunks[0].cache or kv)
             except CaptureFailed as exc:
                 log.warning("decode steps run eagerly from now on: %s", exc)
                 self.run_eagerly(str(exc))
-        return self._run(_Plan(chunks, self.device, self.dtype, self.group_pieces), kv)
+        return self._run(_Plan(chunks, kv, self.device, self.dtype, self.group_pieces))
 
     def run_eagerly(self, why: str) -> None:
         """No more CUDA graphs: every step runs eagerly, and the status says ``why``."""
@@ -117,10 +119,9 @@ class LlamaRunner:
         """Logits of a decode step of cache rows ``0..B-1`` whose inputs are on the device (``inputs``: see
         :class:`_DecodePlan`), the rows that hold ``base`` attending to it too. Every shape depends only on
         ``B``, the KV buffers and ``base``, so a CUDA graph captures it once and replays it with new inputs."""
-        plan = _DecodePlan(inputs, kv.capacity, self.dtype, base, self.heads // self.kv_heads)
-        return self._run(plan, kv)
+        return self._run(_DecodePlan(inputs, kv, self.dtype, base, self.heads // self.kv_heads))
 
-    def _run(self, plan: "_Plan | _DecodePlan", kv: SlotKV) -> torch.Tensor:
+    def _run(self, plan: "_Plan | _DecodePlan") -> torch.Tensor:
         x = self.lm_head.weight_rows(plan.ids) if self.embedding is None else self.embedding[plan.ids]
         cos, sin = self.cos[plan.positions].unsqueeze(1), self.sin[plan.positions].unsqueeze(1)
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
@@ -131,7 +132,7 @@ class LlamaRunner:
             qk = _rotate(qkv[:, :q_size + kv_size].view(-1, self.heads + self.kv_heads, self.head_dim), cos, sin)
             q, k = qk[:, :self.heads], qk[:, self.heads:]
             v = qkv[:, q_size + kv_size:].view(-1, self.kv_heads, self.head_dim)
-            attended = plan.attend(q, k, v, kv.keys[index], kv.values[index], index)
+            attended = plan.attend(q, k, v, index)
             x = x + layer.o(attended)
             h = F.rms_norm(x, layer.norm2.shape, layer.norm2, self.eps)
             gate, up = layer.gate_up(h).chunk(2, dim=-1)
@@ -167,69 +168,52 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 class _Plan:
     """Where each chunk's tokens sit in the step's flat token list, and how attention reads and writes the cache.
 
-    Chunks of one token (decode steps, and prompts with one token left after prefix reuse) attend together in
-    one batched call over the cache rows ``0 .. rows-1``, and the rows that start with the same shared KV attend
-    to it in one more call, its keys read once for all of them. Longer chunks (prompt pieces) attend one by one
-    over their own shared KV and row; with ``group_pieces`` (on a GPU, where each call is a kernel launch per
-    layer) those without a shared start attend together in padded calls (:class:`_Pieces`), grouped by length.
-    On a CPU each piece goes alone: there a call costs little beside the arithmetic, and a piece's attention is
-    then computed the same way whatever it is read with (int4 weights keep every reply the same batched).
+    Chunks of one token (decode steps, and prompts with one token left after prefix reuse) attend together, one
+    batched call per cache over its rows ``0 .. rows-1`` (:class:`_Singles`), and the rows that start with the
+    same shared KV attend to it in one more call, its keys read once for all of them. Longer chunks (prompt
+    pieces) attend one by one over their own shared KV and row; with ``group_pieces`` (on a GPU, where each call
+    is a kernel launch per layer) those without a shared start attend together in padded calls
+    (:class:`_Pieces`), grouped by cache and length. On a CPU each piece goes alone: there a call costs little
+    beside the arithmetic, and a piece's attention is then computed the same way whatever it is read with (int4
+    weights keep every reply the same batched).
     """
 
-    def __init__(self, chunks: list[Chunk], device: torch.device, dtype: torch.dtype,
+    def __init__(self, chunks: list[Chunk], kv: SlotKV | None, device: torch.device, dtype: torch.dtype,
                  group_pieces: bool = False) -> None:
         ids, positions, logit_rows = [], [], []
-        singles: list[tuple[int, Chunk]] = []  # (offset in the flat list, chunk)
-        self.runs: list[tuple[int, Chunk]] = []
+        singles: dict[int, tuple[SlotKV, list[tuple[int, Chunk]]]] = {}  # by cache: (offset in the list, chunk)
+        self.runs: list[tuple[int, Chunk, SlotKV]] = []
         for chunk in chunks:
-            offset = len(ids)
+            offset, cache = len(ids), chunk.cache or kv
+            assert cache is not None, "a chunk names no cache and the step has none"
             ids += chunk.ids
             positions += range(chunk.start, chunk.start + len(chunk.ids))
-            (singles if len(chunk.ids) == 1 else self.runs).append((offset, chunk))
+            if len(chunk.ids) == 1:
+                singles.setdefault(id(cache), (cache, []))[1].append((offset, chunk))
+            else:
+                self.runs.append((offset, chunk, cache))
             if chunk.wants_logits:
                 logit_rows.append(len(ids) - 1)
         self.tokens = len(ids)
         self.ids = torch.tensor(ids, device=device)
         self.positions = torch.tensor(positions, device=device)
         self.logit_rows = torch.tensor(logit_rows, dtype=torch.long, device=device)
+        self.singles = [_Singles(cache, group, device, dtype) for cache, group in singles.values()]
         self.pieces: list[_Pieces] = []
         if group_pieces:
             self.pieces = [_Pieces(group, device) for group in _similar([r for r in self.runs if r[1].base is None])]
             self.runs = [run for run in self.runs if run[1].base is not None]
-        self.singles = bool(singles)
-        if singles:
-            offsets = [offset for offset, _ in singles]
-            rows = [chunk.row for _, chunk in singles]
-            starts = [chunk.offset for _, chunk in singles]  # where in its row each token goes
-            self.rows = max(rows) + 1
-            self.span = max(starts) + 1
-            # The common case: the one-token chunks come first, rows 0..n-1 in order; then no scatter is needed.
-            self.dense = offsets == rows == list(range(len(rows))) and len(rows) == self.rows
-            self.single_offsets = torch.tensor(offsets, device=device)
-            self.single_rows = torch.tensor(rows, device=device)
-            self.single_starts = torch.tensor(starts, device=device)
-            # Every cache row in 0..rows-1 attends (rows of longer chunks, with a dummy query, to position 0 only).
-            row_starts = torch.zeros(self.rows, dtype=torch.long, device=device)
-            row_starts[self.single_rows] = self.single_starts
-            visible = torch.arange(self.span, device=device)[None, :] <= row_starts[:, None]
-            self.bias = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, -torch.inf)
-            self.bias = self.bias.view(self.rows, 1, 1, self.span)
-            sharing: dict[int, tuple[SharedKV, list[int]]] = {}
-            for _, chunk in singles:
-                if chunk.base is not None:
-                    sharing.setdefault(id(chunk.base), (chunk.base, []))[1].append(chunk.row)
-            self.shared = [(base, torch.tensor(rows, device=device), None) for base, rows in sharing.values()]
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
-               values: torch.Tensor, layer: int) -> torch.Tensor:
-        """Write ``k``/``v`` ([tokens, kv_heads, dim]) into the cache (``keys``/``values`` of ``layer``) and attend;
-        returns ``[tokens, heads*dim]``."""
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int) -> torch.Tensor:
+        """Write ``k``/``v`` ([tokens, kv_heads, dim]) into the caches' ``layer`` and attend; returns
+        ``[tokens, heads*dim]``."""
         out = torch.empty(self.tokens, q.shape[1] * q.shape[2], dtype=q.dtype, device=q.device)
-        if self.singles:
-            self._attend_singles(q, k, v, keys, values, layer, out)
+        for singles in self.singles:
+            singles.attend(q, k, v, layer, out)
         for pieces in self.pieces:
-            pieces.attend(q, k, v, keys, values, out)
-        for offset, chunk in self.runs:
+            pieces.attend(q, k, v, layer, out)
+        for offset, chunk, cache in self.runs:
+            keys, values = cache.keys[layer], cache.values[layer]
             n = len(chunk.ids)
             begin, end = chunk.offset, chunk.offset + n
             keys[chunk.row, :, begin:end] = k[offset:offset + n].transpose(0, 1)
@@ -244,28 +228,59 @@ class _Plan:
             out[offset:offset + n] = attended[0].transpose(0, 1).reshape(n, -1)
         return out
 
-    def _attend_singles(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
-                        values: torch.Tensor, layer: int, out: torch.Tensor) -> None:
+
+class _Singles:
+    """The one-token chunks whose rows are in one cache, attending in one batched call over its rows
+    ``0 .. rows-1`` (rows of longer chunks, with a dummy query, to position 0 only)."""
+
+    def __init__(self, cache: SlotKV, singles: list[tuple[int, Chunk]], device: torch.device,
+                 dtype: torch.dtype) -> None:
+        self.cache = cache
+        offsets = [offset for offset, _ in singles]
+        rows = [chunk.row for _, chunk in singles]
+        starts = [chunk.offset for _, chunk in singles]  # where in its row each token goes
+        self.rows = max(rows) + 1
+        self.span = max(starts) + 1
+        # The common case: the chunks are next to each other in the step, rows 0..n-1 in order; then no scatter
+        # is needed.
+        self.first = offsets[0]
+        self.dense = (rows == list(range(len(rows))) and len(rows) == self.rows
+                      and offsets == list(range(self.first, self.first + len(rows))))
+        self.offsets = torch.tensor(offsets, device=device)
+        self.single_rows = torch.tensor(rows, device=device)
+        self.starts = torch.tensor(starts, device=device)
+        row_starts = torch.zeros(self.rows, dtype=torch.long, device=device)
+        row_starts[self.single_rows] = self.starts
+        visible = torch.arange(self.span, device=device)[None, :] <= row_starts[:, None]
+        self.bias = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, -torch.inf)
+        self.bias = self.bias.view(self.rows, 1, 1, self.span)
+        sharing: dict[int, tuple[SharedKV, list[int]]] = {}
+        for _, chunk in singles:
+            if chunk.base is not None:
+                sharing.setdefault(id(chunk.base), (chunk.base, []))[1].append(chunk.row)
+        self.shared = [(base, torch.tensor(rows, device=device), None) for base, rows in sharing.values()]
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, out: torch.Tensor) -> None:
+        keys, values = self.cache.keys[layer], self.cache.values[layer]
         if self.dense:
-            n = self.rows
-            keys[self.single_rows, :, self.single_starts] = k[:n]
-            values[self.single_rows, :, self.single_starts] = v[:n]
-            query = q[:n]
+            tokens = slice(self.first, self.first + self.rows)
+            keys[self.single_rows, :, self.starts] = k[tokens]
+            values[self.single_rows, :, self.starts] = v[tokens]
+            query = q[tokens]
         else:
-            keys[self.single_rows, :, self.single_starts] = k[self.single_offsets]
-            values[self.single_rows, :, self.single_starts] = v[self.single_offsets]
+            keys[self.single_rows, :, self.starts] = k[self.offsets]
+            values[self.single_rows, :, self.starts] = v[self.offsets]
             query = q.new_zeros(self.rows, q.shape[1], q.shape[2])
-            query[self.single_rows] = q[self.single_offsets]
+            query[self.single_rows] = q[self.offsets]
         grouped, scores = _row_scores(query, keys, self.span, self.bias)
         if self.shared:
             attended = _with_shared(grouped, scores, values[:self.rows, :, :self.span], self.shared, layer)
         else:
             attended = scores.softmax(dim=-1) @ values[:self.rows, :, :self.span]
         if self.dense:
-            out[:self.rows] = attended.reshape(self.rows, -1)
+            out[tokens] = attended.reshape(self.rows, -1)
         else:
-            out[self.single_offsets] = attended[self.single_rows].reshape(len(self.single_rows), -1)
-
+            out[self.offsets] = attended[self.single_rows].reshape(len(self.single_rows), -1)
 
 
 def _with_shared(grouped: torch.Tensor, scores: torch.Tensor, values: torch.Tensor,
@@ -304,7 +319,9 @@ class _Pieces:
     one call: the queries padded to the longest piece (a padding slot repeats its piece's last token, and its
     output is dropped), each piece over its own row up to the furthest end among them, masked causally."""
 
-    def __init__(self, runs: list[tuple[int, Chunk]], device: torch.device) -> None:
+    def __init__(self, group: list[tuple[int, Chunk, SlotKV]], device: torch.device) -> None:
+        self.cache = group[0][2]  # one cache for all (see _similar)
+        runs = [(offset, chunk) for offset, chunk, _ in group]
         lengths = [len(chunk.ids) for _, chunk in runs]
         self.count, self.length = len(runs), max(lengths)
         self.span = max(chunk.offset + n for (_, chunk), n in zip(runs, lengths))
@@ -319,8 +336,8 @@ class _Pieces:
         at = tensor([[chunk.offset + i for i in row] for (_, chunk), row in zip(runs, slots)])  # [count, length]
         self.mask = (torch.arange(self.span, device=device) <= at[:, :, None]).unsqueeze(1)
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
-               values: torch.Tensor, out: torch.Tensor) -> None:
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, out: torch.Tensor) -> None:
+        keys, values = self.cache.keys[layer], self.cache.values[layer]
         keys[self.write_rows, :, self.write_at] = k[self.tokens]
         values[self.write_rows, :, self.write_at] = v[self.tokens]
         query = q[self.slots].view(self.count, self.length, q.shape[1], q.shape[2]).transpose(1, 2)
@@ -330,15 +347,17 @@ class _Pieces:
         out[self.tokens] = attended.transpose(1, 2).reshape(self.count * self.length, -1)[self.valid]
 
 
-def _similar(runs: list[tuple[int, Chunk]]) -> list[list[tuple[int, Chunk]]]:
-    """``runs`` in groups that attend together: by length, a group growing while its padded attention
-    (pieces × longest × furthest end) stays within 1.5 times the work of each piece alone (its length × its end).
-    A call saved is worth little on a CPU, where attention is arithmetic; on a GPU it is a launch per layer."""
-    groups: list[list[tuple[int, Chunk]]] = []
+def _similar(runs: list[tuple[int, Chunk, SlotKV]]) -> list[list[tuple[int, Chunk, SlotKV]]]:
+    """``runs`` (offset, chunk, its cache) in groups that attend together: pieces of one cache, by length, a
+    group growing while its padded attention (pieces × longest × furthest end) stays within 1.5 times the work of
+    each piece alone (its length × its end). A call saved is worth little on a CPU, where attention is
+    arithmetic; on a GPU it is a launch per layer."""
+    groups: list[list[tuple[int, Chunk, SlotKV]]] = []
     alone = furthest = 0
-    for run in sorted(runs, key=lambda run: (len(run[1].ids), run[1].offset)):
+    for run in sorted(runs, key=lambda run: (id(run[2]), len(run[1].ids), run[1].offset)):
         n, end = len(run[1].ids), run[1].offset + len(run[1].ids)
-        if groups and 2 * (len(groups[-1]) + 1) * n * max(furthest, end) <= 3 * (alone + n * end):
+        if (groups and groups[-1][0][2] is run[2]
+                and 2 * (len(groups[-1]) + 1) * n * max(furthest, end) <= 3 * (alone + n * end)):
             groups[-1].append(run)
             alone, furthest = alone + n * end, max(furthest, end)
         else:
@@ -360,8 +379,9 @@ class _DecodePlan:
 
     logit_rows = slice(None)
 
-    def __init__(self, inputs: torch.Tensor, capacity: int, dtype: torch.dtype, base: SharedKV | None,
+    def __init__(self, inputs: torch.Tensor, kv: SlotKV, dtype: torch.dtype, base: SharedKV | None,
                  group: int) -> None:
+        self.kv, capacity = kv, kv.capacity
         self.ids, self.positions, self.offsets, holds = inputs
         rows = len(self.ids)
         self.rows = torch.arange(rows, device=inputs.device)
@@ -377,9 +397,9 @@ class _DecodePlan:
             apart = torch.zeros(rows, dtype=dtype, device=inputs.device).masked_fill_(holds == 0, far)
             self.shared = [(base, self.rows, apart.repeat_interleave(group).view(1, rows * group, 1))]
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
-               values: torch.Tensor, layer: int) -> torch.Tensor:
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int) -> torch.Tensor:
         n = len(q)
+        keys, values = self.kv.keys[layer], self.kv.values[layer]
         keys[self.rows, :, self.offsets] = k
         values[self.rows, :, self.offsets] = v
         grouped, scores = _row_scores(q, keys, keys.shape[2], self.bias)
@@ -416,7 +436,10 @@ class TransformersRunner:
         self.kv_heads, self.head_dim = _kv_shape(model.config)
         self.weights = "native"
 
-    def forward(self, chunks: list[Chunk], kv: SlotKV) -> torch.Tensor:
+    def forward(self, chunks: list[Chunk], kv: SlotKV | None = None) -> torch.Tensor:
+        # The engine keeps one cache for this runner (no size classes: the module sees one cache).
+        kv = kv or chunks[0].cache
+        assert kv is not None and all(chunk.cache in (None, kv) for chunk in chunks)
         # One-token chunks of rows 0, 1, 2, ... decode together; any other chunk runs alone.
         batched = 0
         while batched < len(chunks) and chunks[batched].row == batched and len(chunks[batched].ids) == 1:

@@ -26,6 +26,7 @@ class Sequence:
     generator: torch.Generator | None = None  # per-sequence RNG: sampling does not depend on batch mates
     constraint: TokenConstraint | None = None  # grammar state of a constrained reply
     row: int = -1  # row in the batch's KV cache while running
+    cls: int = 0  # the size class of that row (see BatchKV)
     base: SharedKV | None = None  # KV of its first tokens, shared with other sequences; its row holds the rest
     ready_at: float = field(default_factory=time.time)  # when it last became runnable (for the policy)
     slice_tokens: int = 0  # tokens produced since it last started running
