@@ -4,6 +4,7 @@ and a person's approval of irreversible operations (approve, deny, time out); me
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -16,6 +17,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
+from aios.access.approvals import Approvals
 from aios.sdk import AIOSError, confirmations
 from conftest import KernelProcess, data_dir_of_its_own, start_kernel, stop_kernel
 
@@ -356,6 +358,20 @@ def test_an_unanswered_approval_times_out_to_deny(secured: Secured) -> None:
     (reply,) = result
     assert reply["status_code"] == 403 and "nobody answered within 3 s" in reply["error"]
     assert secured.storage("alice", "read", file_path="unanswered.txt")["status_code"] == 200
+
+
+def test_a_long_poll_for_approvals_answers_at_once_when_the_kernel_stops() -> None:
+    """The server waits for every open request before it stops: a UI or `aios approvals` waiting for approvals
+    (up to a minute) must not hold the kernel's exit. On close the waiting poll answers, and later ones do not
+    wait. (A poll that kept waiting would fail the hang guard, not pass slowly.)"""
+    async def main() -> tuple[list[Any], list[Any]]:
+        approvals = Approvals("ask", 3, audit=lambda *record: asyncio.sleep(0))
+        poll = asyncio.create_task(approvals.waiting(3600))
+        await asyncio.sleep(0)  # let the poll start waiting
+        await approvals.close()
+        return await asyncio.wait_for(poll, 60), await asyncio.wait_for(approvals.waiting(3600), 60)
+
+    assert asyncio.run(main()) == ([], [])
 
 
 def test_the_approvals_prompt_answers_from_the_terminal(secured: Secured) -> None:

@@ -43,6 +43,7 @@ class Approvals:
         self.pending: dict[int, Approval] = {}
         self._ids = itertools.count(1)
         self._arrived = asyncio.Condition()
+        self._closed = False
 
     async def confirm(self, agent: str, action: str, detail: dict[str, Any]) -> None:
         """Return once the operation may go ahead; raise Forbidden (403) saying why it may not."""
@@ -81,11 +82,19 @@ class Approvals:
         return approval
 
     async def waiting(self, wait_s: float) -> list[dict[str, Any]]:
-        """The pending approvals; with none, wait up to ``wait_s`` for one to arrive."""
-        if not self.pending and wait_s > 0:
+        """The pending approvals; with none, wait up to ``wait_s`` for one to arrive (or for the kernel to
+        stop)."""
+        if not self.pending and wait_s > 0 and not self._closed:
             async with self._arrived:
                 try:
                     await asyncio.wait_for(self._arrived.wait(), wait_s)
                 except TimeoutError:
                     pass
         return [approval.describe() for approval in self.pending.values()]
+
+    async def close(self) -> None:
+        """The kernel is stopping: every wait for approvals answers now with what is pending, and later ones do
+        not wait (the server waits for every open request before it stops, up to a minute for a long poll)."""
+        self._closed = True
+        async with self._arrived:
+            self._arrived.notify_all()

@@ -190,9 +190,10 @@ class _Server(uvicorn.Server):
         self._on_ready, self._kernel = on_ready, kernel
 
     async def shutdown(self, sockets: Any = None) -> None:
-        # Event streams never end by themselves, and uvicorn waits for every response before the app's lifespan
-        # ends: end them first.
+        # Event streams never end by themselves, and long polls for approvals only when they time out, and uvicorn
+        # waits for every response before the app's lifespan ends: end them first.
         await self._kernel.feed.close()
+        await self._kernel.access.approvals.close()
         await super().shutdown(sockets)
 
     async def startup(self, sockets: Any = None) -> None:
