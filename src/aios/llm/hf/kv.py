@@ -1,13 +1,13 @@
-"""The KV cache of the continuous batch: one row per running sequence, in per-layer buffers, and the prompt starts
-that several sequences share, stored once.
+"""The KV cache of the continuous batch: rows of running sequences, in size classes (:class:`BatchKV`), and the
+prompt starts that several sequences share, stored once (:class:`SharedKV`).
 
-Row ``i`` of every layer holds the keys and values of running sequence ``i``: its positions ``0..length-1``, or,
-for a sequence that starts with a :class:`SharedKV` of ``n`` tokens, its positions ``n..length-1`` (row offset
-``p - n`` holds position ``p``).
-Rows are kept dense (``0..n-1``), so a step attends over plain slices of the buffers and nothing is gathered;
-when a sequence leaves, the last row moves into its place. Rows and positions grow by doubling, only as far as
-the sequences need; ``bytes_for`` says what a size would cost, so the engine can keep within its memory budget,
-and the buffers are cut down again when they are over it or four times what the rows hold.
+A running sequence has a row in the :class:`SlotKV` of its size class: its positions ``0..length-1``, or, for a
+sequence that starts with a SharedKV of ``n`` tokens, its positions ``n..length-1`` (row offset ``p - n`` holds
+position ``p``). A class's rows are kept dense (``0..n-1``), so a step attends over plain slices of its buffers
+and nothing is gathered; when a sequence leaves, the class's last row moves into its place. Rows and positions
+grow by doubling, only as far as the sequences need; ``bytes_for`` says what sizes would cost, so the engine can
+keep within its memory budget, and buffers are cut down again when they are over it or four times what the rows
+hold.
 """
 
 from __future__ import annotations
