@@ -12,6 +12,7 @@ hold.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,11 +77,6 @@ class SlotKV:
     @property
     def nbytes(self) -> int:
         return self.rows * self.capacity * self.bytes_per_position
-
-    def bytes_for(self, rows: int, positions: int) -> int:
-        """What buffers sized for ``rows`` rows of ``positions`` tokens take (sizes round up to powers of two)."""
-        new_rows, new_capacity = self._shape(rows, positions)
-        return new_rows * new_capacity * self.bytes_per_position
 
     def reserve(self, rows: int, positions: int, budget: int | None = None) -> None:
         """Make room for ``rows`` rows of ``positions`` tokens (the caller asks for at least what its rows hold).
@@ -194,15 +190,10 @@ class BatchKV:
 
     def bytes_for(self, needs: list[int]) -> int:
         """What the caches take holding rows that need these positions each."""
-        if not needs:
-            return 0
-        if not self.classes:
-            return _rows_for(len(needs), self.max_rows) * capacity_for(max(needs)) * self.bytes_per_position
-        rows: dict[int, int] = {}
-        for need in needs:
-            cls = self.class_of(need)
-            rows[cls] = rows.get(cls, 0) + 1
-        return sum(_rows_for(n, self.max_rows) * cls for cls, n in rows.items()) * self.bytes_per_position
+        if needs and not self.classes:  # one class: every row as long as the longest
+            needs = [max(needs)] * len(needs)
+        rows = Counter(capacity_for(need) for need in needs)
+        return sum(_rows_for(n, self.max_rows) * capacity for capacity, n in rows.items()) * self.bytes_per_position
 
 
 class _PrefillView:
