@@ -1,16 +1,21 @@
 """The agent runtime in this process, with real agent processes, where a test needs a setting of its own: one
 place only (a run waiting for it can be cancelled), the kernel stopping with agents running, an interpreter that
-does not exist. These agents make no syscalls, so no kernel serves them."""
+does not exist, a server stopping while a poll waits for a run. These agents make no syscalls."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from pathlib import Path
+
+import httpx
 
 from aios.access.manager import AccessManager
 from aios.agents.runtime import AgentRuntime
-from aios.config import AccessConfig, AgentsConfig
+from aios.config import AccessConfig, AgentsConfig, load_config
+from aios.kernel import Kernel
+from conftest import served_in_thread, wait_until
 from test_agents import AGENTS
 
 
@@ -52,3 +57,24 @@ def test_the_configured_interpreter_runs_the_agents(tmp_path: Path) -> None:
     assert done == "completed" and no_error is None
     assert failed == "failed" and error is not None and error.startswith("the agent process could not start: ")
     assert "no-python" in error
+
+
+def test_a_long_poll_for_a_run_answers_when_the_kernel_stops(tmp_path: Path) -> None:
+    """The server waits for every open request before it stops: `GET /agents/{id}/status?wait=60` on a run that
+    never ends must not hold the kernel's exit. The poll answers with the run ended by the stop (a poll held to
+    its minute would answer "running")."""
+    (tmp_path / "config.yaml").write_text("{}\n")
+    kernel = Kernel(load_config(tmp_path / "config.yaml", env={"AIOS_DATA_DIR": str(tmp_path)}), [])
+    reply: list[httpx.Response] = []
+    with served_in_thread(kernel) as url:
+        submitted = httpx.post(f"{url}/agents/submit", json={"agent_id": str(AGENTS / "sleeper"),
+                                                             "agent_config": {"task": ""}}, timeout=60)
+        execution = kernel.agents.get(submitted.json()["execution_id"], None)
+        poll = threading.Thread(target=lambda: reply.append(
+            httpx.get(f"{url}/agents/{execution.id}/status", params={"wait": 60}, timeout=120)))
+        poll.start()
+        wait_until(lambda: execution.ended._waiters)  # the poll is held by the kernel
+    poll.join(120)
+    assert reply[0].status_code == 200
+    assert reply[0].json() == {"status": "failed", "result": None, "execution_id": execution.id,
+                               "error": "the kernel stopped", "exit_code": -9}

@@ -190,10 +190,12 @@ class _Server(uvicorn.Server):
         self._on_ready, self._kernel = on_ready, kernel
 
     async def shutdown(self, sockets: Any = None) -> None:
-        # Event streams never end by themselves, and long polls for approvals only when they time out, and uvicorn
-        # waits for every response before the app's lifespan ends: end them first.
+        # Event streams never end by themselves, and long polls (for approvals, for an agent run to end) only when
+        # they time out, and uvicorn waits for every response before the app's lifespan ends: end them first.
+        # Ending the agents' runs answers the polls that wait for them (the lifespan would end them only after).
         await self._kernel.feed.close()
         await self._kernel.access.approvals.close()
+        await self._kernel.agents.close()
         await super().shutdown(sockets)
 
     async def startup(self, sockets: Any = None) -> None:
