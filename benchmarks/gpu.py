@@ -11,7 +11,8 @@ of the embedded model's architecture and of a ~1.7B one). Greedy, N generations 
                                                       has no model: copy tokenizer*.json from the model cache)
     python benchmarks/gpu.py --profile                where a run of 128 generations spends its time: decode steps
                                                       against the rest (reading prompts), and one decode step's kernels
-    python benchmarks/gpu.py --device cpu --quick     the script itself, on a CPU
+    python benchmarks/gpu.py --device cpu --quick     the script itself, on a CPU (tests/test_bench_gpu.py runs
+                                                      each mode so, with --check and --profile too)
 """
 
 from __future__ import annotations
@@ -216,8 +217,10 @@ def check(args: argparse.Namespace) -> bool:
     robin, one slot, 4-token slices) gives the uninterrupted tokens; decode steps replayed CUDA graphs; with
     ``--tokenizer``, grammar-constrained replies under graphs are whole JSON of their schema. The replies have
     different lengths, so the batch shrinks from 8 to 1 (graphs padded to 8, 4, 2 rows), and they outgrow the
-    first KV capacity (graphs captured again)."""
-    shape, batch, tokens = ARCHITECTURES["135M (embedded)"], prompts(8, seed=2), [40 + 4 * i for i in range(8)]
+    first KV capacity (graphs captured again). ``--quick`` (the script itself, on a CPU) makes the replies
+    8 to 15 tokens long."""
+    shape, batch = ARCHITECTURES["135M (embedded)"], prompts(8, seed=2)
+    tokens = [8 + i for i in range(8)] if args.quick else [40 + 4 * i for i in range(8)]
     model = lambda: random_model(shape, args.device, torch.float32)  # noqa: E731
     engine = new_engine(model(), max_batch=8)
     alone = [generate_with(engine, [ids], n)[0] for ids, n in zip(batch, tokens)]
@@ -234,7 +237,7 @@ def check(args: argparse.Namespace) -> bool:
     results = {"batched greedy == alone": together == alone,
                "CUDA graphs == eager": together == eager,
                f"preempted ({preemptions} times) == uninterrupted": interleaved == alone[:2] and preemptions > 0}
-    results.update(check_shared_start(model, tokens))
+    results.update(check_shared_start(model, tokens, repeats=3 if args.quick else 10))
     if args.device != "cpu":
         results[f"decode steps replayed CUDA graphs ({graphs.captures if graphs else 0} captures, "
                 f"{graphs.replays if graphs else 0} replays)"] = graphs is not None and graphs.replays > 0
@@ -245,10 +248,10 @@ def check(args: argparse.Namespace) -> bool:
     return all(results.values())
 
 
-def check_shared_start(model: Callable[[], Any], tokens: list[int]) -> dict[str, bool]:
-    """Agents whose prompts start with the same 320 tokens (stored once, as a SharedKV): their replies under
-    CUDA graphs equal the eager engine's."""
-    start = prompts(1, seed=4)[0] * 10
+def check_shared_start(model: Callable[[], Any], tokens: list[int], repeats: int) -> dict[str, bool]:
+    """Agents whose prompts start with the same ``repeats`` × 32 tokens (stored once, as a SharedKV): their
+    replies under CUDA graphs equal the eager engine's."""
+    start = prompts(1, seed=4)[0] * repeats
     batch = [start + tail for tail in prompts(8, seed=5)]
     replies, shared = [], []
     for graphs in (True, False):
@@ -284,7 +287,7 @@ def check_grammar(args: argparse.Namespace, model: Any) -> dict[str, bool]:
             f"{len(replies)}, {replays} replays)": ok}
 
 
-def main() -> None:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 128])
@@ -292,12 +295,18 @@ def main() -> None:
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--tokenizer", help="with --check: a folder holding the embedded model's tokenizer")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="N = 1 and 4, 16 tokens, the small model only")
+    parser.add_argument("--quick", action="store_true",
+                        help="N = 1 and 4, 16 tokens, the small model only (with --check: replies of 8 to 15 tokens)")
     parser.add_argument("--no-compiled", dest="compiled", action="store_false",
                         help="skip the compiled static-cache generate (its compiles take minutes)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.concurrency, args.tokens = [1, 4], 16
+    return args
+
+
+def main() -> None:
+    args = parse()
     if args.check:
         sys.exit(0 if check(args) else 1)
     if args.profile:

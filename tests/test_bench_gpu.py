@@ -1,0 +1,42 @@
+"""benchmarks/gpu.py, the device machine's script, run here on the CPU in each of its modes. A session lent a GPU
+has minutes on it: none to spend on a script that a change to the engine broke. (What CUDA graphs do is checked
+there, by the same script.)"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import gpu  # noqa: E402
+
+
+def test_the_device_checks_pass_on_a_cpu(backend: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    backend.tokenizer.save_pretrained(tmp_path)  # the device machine gets the embedded tokenizer this way too
+    passed = gpu.check(gpu.parse(["--device", "cpu", "--check", "--quick", "--tokenizer", str(tmp_path)]))
+    report = capsys.readouterr().out
+    assert passed, report
+    checks = [line.removeprefix("PASS  ").split(" (")[0] for line in report.splitlines() if line.startswith("PASS")]
+    assert checks == ["batched greedy == alone", "CUDA graphs == eager", "preempted",
+                      "agents sharing a 96-token start: CUDA graphs == eager",
+                      "grammar-constrained replies under CUDA graphs are whole JSON of their schema"]
+
+
+def test_the_device_benchmark_and_profile_run_on_a_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    tables: list[str] = []
+    with torch.inference_mode():
+        quick = gpu.parse(["--device", "cpu", "--quick", "--no-compiled"])
+        quick.concurrency = [2]  # one row shows the script's work; each N builds three models
+        gpu.measure(quick, tables.append)
+        gpu.profile_steps(gpu.parse(["--device", "cpu", "--profile", "--concurrency", "4", "--tokens", "8"]))
+    rows = [line for line in tables[-1].splitlines() if line.startswith("| 135M")]
+    assert [row.split(" | ")[1] for row in rows] == ["2"]
+    assert all(float(row.split(" | ")[2]) > 0 for row in rows)  # the engine's tokens/s
+    decode = re.search(r"decode steps: (\d+)", capsys.readouterr().out)
+    assert decode is not None and int(decode.group(1)) > 0
