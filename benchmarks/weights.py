@@ -1,6 +1,7 @@
-"""Weight formats of the engine's runner side by side: how many greedy replies each changes against native, and
-the time of one decode step at several batch sizes (rounds interleaved across formats, best of each kept).
-Prints a markdown table and writes it into BENCHMARKS.md (section "weights").
+"""Weight formats of the engine's runner side by side: how many greedy replies each changes against native, the
+time of one decode step at several batch sizes and of reading one prompt (rounds interleaved across formats,
+best of each kept). Native weights run twice: packed for MKL's GEMM (the default on a CPU with MKL) and as a
+plain matrix. Prints a markdown table and writes it into BENCHMARKS.md (section "weights").
 
     .venv/bin/python benchmarks/weights.py [--batches 1 8 16 32] [--tokens 48] [--rounds 3]
 """
@@ -12,17 +13,22 @@ import os
 import platform
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from unittest import mock
 
 import torch
 
 from aios.config import EMBEDDED_MODEL, load_config
 from aios.llm.hf.kv import SlotKV
+from aios.llm.hf import weights
 from aios.llm.hf.loader import find_model, load_model
 from aios.llm.hf.runner import Chunk, LlamaRunner
 from report import write_section
 
-FORMATS = ("native", "bf16", "int8", "int4")
+UNPACKED = "native, not packed for MKL"
+FORMATS = ("native", UNPACKED, "bf16", "int8", "int4")
+PROMPT_TOKENS = 512  # the prompt read in one step (the CPU's prefill_chunk)
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "List three uses of Python.",
            "Explain photosynthesis briefly.", "Who wrote Hamlet?", "Give me a recipe for pancakes.",
            "What is 17 times 23?", "Describe a cat in one sentence."]
@@ -51,8 +57,7 @@ def first_difference(a: list[int], b: list[int]) -> int | None:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
 
 
-def step_ms(runner: LlamaRunner, kv: SlotKV, batch: int, steps: int = 5) -> float:
-    chunks = [Chunk(row, [5], CONTEXT) for row in range(batch)]
+def step_ms(runner: LlamaRunner, kv: SlotKV, chunks: list[Chunk], steps: int = 5) -> float:
     runner.forward(chunks, kv)
     began = time.perf_counter()
     for _ in range(steps):
@@ -70,19 +75,23 @@ def main() -> None:
     runners = {}
     for fmt in FORMATS:
         model, tokenizer = load_model(source, data_dir, dtype=torch.float32, device_map="cpu")
-        runners[fmt] = LlamaRunner(model, fmt)
+        with mock.patch.object(weights, "mkl_packs", lambda weight: False) if fmt == UNPACKED else nullcontext():
+            runners[fmt] = LlamaRunner(model, "native" if fmt == UNPACKED else fmt)
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
                                              tokenize=True, return_dict=True)["input_ids"] for p in PROMPTS]
     began = time.perf_counter()
     with torch.inference_mode():
         replies = {fmt: greedy(runner, prompts, args.tokens) for fmt, runner in runners.items()}
-        best: dict[tuple[str, int], float] = {}
-        for batch in args.batches:
-            kv = new_kv(runners["native"], batch, CONTEXT + 1)
+        best: dict[tuple[str, int | str], float] = {}
+        steps = {batch: (new_kv(runners["native"], batch, CONTEXT + 1),
+                         [Chunk(row, [5], CONTEXT) for row in range(batch)]) for batch in args.batches}
+        steps["prompt"] = (new_kv(runners["native"], 1, PROMPT_TOKENS),
+                           [Chunk(0, [5 + i % 1000 for i in range(PROMPT_TOKENS)], 0)])
+        for what, (kv, chunks) in steps.items():
             for _ in range(args.rounds):
                 for fmt, runner in runners.items():
-                    ms = step_ms(runner, kv, batch)
-                    best[fmt, batch] = min(ms, best.get((fmt, batch), ms))
+                    ms = step_ms(runner, kv, chunks, steps=2 if what == "prompt" else 5)
+                    best[fmt, what] = min(ms, best.get((fmt, what), ms))
     lines = [
         "## Weight formats of the engine's runner",
         "",
@@ -94,13 +103,14 @@ def main() -> None:
         "rounds.",
         "",
         "| weights | replies changed vs native (first changed token) | "
-        + " | ".join(f"ms / step at {b} (× native)" for b in args.batches) + " |",
-        "|---|---|" + "---|" * len(args.batches),
+        + " | ".join(f"ms / step at {b} (× native)" for b in args.batches)
+        + f" | ms to read a {PROMPT_TOKENS}-token prompt (× native) |",
+        "|---|---|" + "---|" * (len(args.batches) + 1),
     ]
     for fmt in FORMATS:
         changed = [first_difference(a, b) for a, b in zip(replies[fmt], replies["native"])]
         where = ", ".join(str(i + 1) for i in changed if i is not None)
-        cells = [f"{best[fmt, b]:.1f} ({best['native', b] / best[fmt, b]:.2f}×)" for b in args.batches]
+        cells = [f"{best[fmt, b]:.1f} ({best['native', b] / best[fmt, b]:.2f}×)" for b in [*args.batches, "prompt"]]
         count = sum(i is not None for i in changed)
         lines.append(f"| {fmt} | {count} of {len(PROMPTS)}{f' ({where})' if where else ''} | {' | '.join(cells)} |")
     markdown = "\n".join(lines)

@@ -150,22 +150,46 @@ def greedy_replies(runner: LlamaRunner, prompts: list[list[int]], tokens: int,
                    piece: int | None = None) -> list[list[int]]:
     """``tokens`` greedy tokens for each prompt, the prompts read together (in steps of ``piece`` tokens of each,
     or whole) and decoded together."""
+    return decoded(runner, prompts, tokens, piece)[0]
+
+
+def decoded(runner: LlamaRunner, prompts: list[list[int]], tokens: int,
+            piece: int | None = None) -> tuple[list[list[int]], list[list[torch.Tensor]]]:
+    """:func:`greedy_replies`, and the logits each of their tokens was picked from."""
     kv = SlotKV(runner.config.num_hidden_layers, len(prompts), runner.kv_heads, runner.head_dim, runner.dtype,
                 runner.device)
     kv.reserve(len(prompts), max(map(len, prompts)) + tokens)
     piece = piece or max(map(len, prompts))
     replies: list[list[int]] = [[] for _ in prompts]
+    logits: list[list[torch.Tensor]] = [[] for _ in prompts]
+
+    def pick(rows: list[int], step: torch.Tensor) -> None:
+        for row, row_logits in zip(rows, step):
+            replies[row].append(int(row_logits.argmax()))
+            logits[row].append(row_logits)
+
     for start in range(0, max(map(len, prompts)), piece):
         chunks = [Chunk(row, prompt[start:start + piece], start, wants_logits=start + piece >= len(prompt))
                   for row, prompt in enumerate(prompts) if start < len(prompt)]
-        ending = [chunk.row for chunk in chunks if chunk.wants_logits]
-        for row, token in zip(ending, runner.forward(chunks, kv).argmax(-1).tolist()):
-            replies[row].append(token)
+        pick([chunk.row for chunk in chunks if chunk.wants_logits], runner.forward(chunks, kv))
     for _ in range(tokens - 1):
         chunks = [Chunk(row, [reply[-1]], len(prompts[row]) + len(reply) - 1) for row, reply in enumerate(replies)]
-        for reply, token in zip(replies, runner.forward(chunks, kv).argmax(-1).tolist()):
-            reply.append(token)
-    return replies
+        pick(list(range(len(prompts))), runner.forward(chunks, kv))
+    return replies, logits
+
+
+def test_native_weights_give_a_sequence_bitwise_the_same_logits_alone_and_batched(backend: HfLocalBackend) -> None:
+    """On a CPU with MKL (this project's torch) native weights are packed for MKL's GEMM, whose product does not
+    depend on the number of rows: prompts read together and decoded together get every logit they get alone
+    (plain ``x @ W`` gave differences in the last bits)."""
+    runner = backend.runner
+    assert all(layer.qkv.mkl is not None and layer.down.mkl is not None for layer in runner.layers)
+    prompts = [backend.prompt_ids(ask(q)) for q in QUESTIONS]
+    with torch.inference_mode():
+        _, together = decoded(runner, prompts, 6)
+        for prompt, batched in zip(prompts, together):
+            _, (alone,) = decoded(runner, [prompt], 6)
+            assert all(torch.equal(a, b) for a, b in zip(alone, batched))
 
 
 def test_prompt_pieces_attending_together_give_the_replies_of_each_prompt_alone(

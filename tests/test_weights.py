@@ -1,5 +1,5 @@
-"""The weight formats of the engine's runner: bf16 prepacked for oneDNN, and int4, which gives a Q4_1 file its
-own 4-bit values back and computes each row the same way whatever rows are beside it."""
+"""The weight formats of the engine's runner: native packed for MKL and int4, which compute each row the same way
+whatever rows are beside it; bf16 prepacked for oneDNN; int4 gives a Q4_1 file its own 4-bit values back."""
 
 from __future__ import annotations
 
@@ -37,14 +37,19 @@ def test_int4_gives_weights_from_a_q4_1_file_their_own_4_bit_values() -> None:
     assert torch.allclose(scale, d, rtol=1e-6, atol=0) and torch.equal(low, m)
 
 
-def test_an_int4_row_is_computed_the_same_whatever_rows_are_beside_it() -> None:
-    *_, weight = q4_1_weight(96, 128)
-    linear = Linear(weight, "int4", bias=torch.ones(96))
-    x = torch.randn(300, 128)  # a prompt's worth of rows
+@pytest.mark.parametrize(("weights", "rtol", "atol"), [
+    ("native", 1e-5, 1e-4),  # packed for MKL's GEMM on this CPU
+    ("int4", 0.02, 0.05),    # bf16 activations, the weights exact
+])
+def test_a_row_is_computed_the_same_whatever_rows_are_beside_it(weights: str, rtol: float, atol: float) -> None:
+    # MKL multiplies tiny matrices (128 inputs, 96 outputs) by one row another way: a model's are larger.
+    *_, weight = q4_1_weight(256, 256)
+    linear = Linear(weight, weights, bias=torch.ones(256))  # type: ignore[arg-type]
+    x = torch.randn(300, 256)  # a prompt's worth of rows
     whole = linear(x)
-    assert whole.dtype == torch.float32 and whole.shape == (300, 96)
-    assert torch.allclose(whole, x @ weight.T + 1, rtol=0.02, atol=0.05)  # bf16 activations, exact weights
-    for rows in (1, 2, 5, 8, 16, 17, 33, 64):
+    assert whole.dtype == torch.float32 and whole.shape == (300, 256)
+    assert torch.allclose(whole, x @ weight.T + 1, rtol=rtol, atol=atol)
+    for rows in (1, 2, 5, 8, 16, 17, 31, 33, 64):
         assert torch.equal(linear(x[:rows]), whole[:rows]), f"the first {rows} rows changed"
     assert torch.equal(linear(x[150:151]), whole[150:151])
 
@@ -60,10 +65,11 @@ def test_int4_refuses_a_projection_it_cannot_hold_and_says_why(shape: tuple[int,
         Linear(torch.randn(*shape), "int4")
 
 
-def test_native_weights_multiply_as_the_model_does_and_give_up_their_rows() -> None:
+def test_native_weights_multiply_as_the_model_does_and_give_up_their_rows_to_a_tied_embedding() -> None:
     weight, bias, x = torch.randn(96, 64), torch.randn(96), torch.randn(5, 64)
-    linear = Linear(weight, "native", bias=bias)
-    assert torch.allclose(linear(x), x @ weight.T + bias, rtol=1e-5, atol=1e-5)
+    assert Linear(weight, "native").mkl is not None  # this CPU's torch has MKL: packed
+    linear = Linear(weight, "native", bias=bias, lookup=True)
+    assert linear.mkl is None and torch.allclose(linear(x), x @ weight.T + bias, rtol=1e-5, atol=1e-5)
     ids = torch.tensor([3, 0, 95, 3])
     rows = linear.weight_rows(ids)  # how a tied embedding looks tokens up
     assert torch.equal(rows, weight[ids]) and rows.is_contiguous()

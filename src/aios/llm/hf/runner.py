@@ -71,9 +71,9 @@ class LlamaRunner:
         # The output layer stays in the model's dtype: rounding it moves the top token more than rounding all
         # the rest (measured on the embedded model: bf16 everywhere changed 4 of 8 greedy replies within 48
         # tokens, bf16 but the output layer 1 of 8).
-        self.lm_head = Linear(model.lm_head.weight, "native")
         # An embedding tied to the output layer is looked up in it: the model holds that matrix once.
         tied = model.lm_head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr()
+        self.lm_head = Linear(model.lm_head.weight, "native", lookup=tied)
         self.embedding = None if tied else inner.embed_tokens.weight.detach()
         positions = torch.arange(config.max_position_embeddings, device=self.device)
         cos, sin = inner.rotary_emb(self.norm[None], positions[None])
@@ -139,8 +139,9 @@ class LlamaRunner:
             x = x + layer.down(F.silu(gate) * up)
         x = F.rms_norm(x[plan.logit_rows], self.norm.shape, self.norm, self.eps)
         if len(x) == 1:
-            # MKL multiplies a single row with another kernel than several (its last bits differ), so it goes as
-            # two: a reply's logits are then the same alone as in a batch (with int4 weights, bitwise).
+            # A tied output layer is a plain matrix (see Linear), which MKL multiplies by a single row with another
+            # kernel than by several (its last bits differ), so it goes as two: a reply's logits are then bitwise
+            # the same alone as in a batch.
             return self.lm_head(x.expand(2, -1))[:1].float()
         return self.lm_head(x).float()
 

@@ -4,7 +4,14 @@ Decoding multiplies a few rows of activations by every weight of the model, so a
 many bytes of weights it reads (and, on a CPU, by how well its kernels do with few rows). A format is chosen per
 model (``llms.models[].weights``):
 
-- ``native``: the weights in the dtype the model was loaded in (fp32 on a CPU), kept as [in, out]; the reference.
+- ``native``: the weights in the dtype the model was loaded in (fp32 on a CPU); the reference. On a CPU with MKL
+  (torch's x86 builds) they are packed once into the layout of MKL's GEMM (``cblas_sgemm_pack``), whose product
+  gives a row bitwise the same result whatever the number of rows (measured for products of 256 to 16,384
+  outputs and inputs; a tiny one, 96 × 128, differed at one row): plain ``x @ W`` takes another kernel for one
+  row, and from 31 rows on rounds a 1536-input product differently. So a sequence's logits do not depend on
+  what it is batched with. It is also faster with several rows (decode steps of the embedded model at 8-32
+  rows 1.05-1.09× plain; at one row and reading a prompt 0.97-0.98×: ``benchmarks/weights.py``). Elsewhere,
+  and for a layer whose rows an embedding looks up, they are kept as [in, out].
 - ``bf16``: half the bytes. On a CPU whose oneDNN has bfloat16 kernels (AMX or AVX512-BF16) the weights are
   prepacked into oneDNN's blocked layout once, and each product runs as one oneDNN call (plain ``F.linear`` in
   bf16 was slower than fp32 at one row, and a third slower than the packed call at 8-32 rows).
@@ -45,10 +52,18 @@ INT4_GROUP = 32
 INT4_OUT_MULTIPLE = 16
 # oneDNN picks its blocked layout for a batch size; the engine's steps have 1 to a few dozen rows.
 PACK_ROWS = 16
+# MKL packs for a number of rows too; every number of rows then multiplies alike (measured: packed for 16, 64
+# or 512 rows, the same results; for 64 as fast as any from 1 to 64 rows, and prompts' 512 rows as fast as plain).
+MKL_PACK_ROWS = 64
 
 
 class FormatError(ValueError):
     """A weight that the chosen format cannot hold."""
+
+
+def mkl_packs(weight: torch.Tensor) -> bool:
+    """Whether ``weight`` (native) is packed for MKL's GEMM: fp32 on a CPU, with a torch built with MKL."""
+    return weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkl.is_available()
 
 
 def onednn_bf16() -> bool:
@@ -59,13 +74,21 @@ def onednn_bf16() -> bool:
 class Linear:
     """``y = x @ W.T (+ bias)`` for activations ``x`` of shape ``[rows, in]``; the result has ``x``'s dtype."""
 
-    def __init__(self, weight: torch.Tensor, fmt: WeightFormat, bias: torch.Tensor | None = None) -> None:
+    def __init__(self, weight: torch.Tensor, fmt: WeightFormat, bias: torch.Tensor | None = None,
+                 lookup: bool = False) -> None:
+        """``lookup``: an embedding tied to this layer looks its tokens up here (:meth:`weight_rows`), so native
+        weights stay a plain matrix (MKL's packed layout gives no rows back)."""
         weight = weight.detach()
         self.out_features = weight.shape[0]
         self.bias = None if bias is None else bias.detach()
-        # Native weights are kept as [in, out]: MKL multiplies a few rows by them faster than by [out, in]
-        # (a decode step of the embedded model at 1-32 rows: 1.07-1.2x), with the same results from 16 rows on.
-        self.native_t = weight.t().contiguous() if fmt == "native" else None
+        self.native_t = self.mkl = None
+        if fmt == "native" and mkl_packs(weight) and not lookup:
+            self.mkl = torch.ops.mkl._mkl_reorder_linear_weight(weight, MKL_PACK_ROWS)
+            self.mkl_shape = weight.new_empty(1).expand(weight.shape)  # the call reads only the weight's shape
+        elif fmt == "native":
+            # As [in, out]: MKL multiplies a few rows by it faster than by [out, in] (a decode step of the embedded
+            # model at 1-32 rows: 1.07-1.2x), with the same results from 16 rows on.
+            self.native_t = weight.t().contiguous()
         self.int8 = self.int4 = None
         self.scales: torch.Tensor | None = None  # int8: one per output; int4: (scale, zero) per group and output
         if fmt == "int4":
@@ -84,6 +107,9 @@ class Linear:
             self.bf16 = bf16
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mkl is not None:
+            y = torch.ops.mkl._mkl_linear(x, self.mkl, self.mkl_shape, None, len(x))
+            return y if self.bias is None else y + self.bias
         if self.native_t is not None:
             return x @ self.native_t if self.bias is None else torch.addmm(self.bias, x, self.native_t)
         if self.int4 is not None:
