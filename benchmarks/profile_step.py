@@ -1,6 +1,8 @@
 """Where a decode step's time goes: the engine's batched forward pass (its Llama-family runner) at several batch
-sizes, with the share spent in matrix products and their achieved GFLOP/s. Prints a markdown table and writes it
-to benchmarks/profile.md.
+sizes, with the share spent in matrix products and their achieved GFLOP/s, and what the step costs beside the
+model's arithmetic: the same step timed with the projections' products, then also attention, answered by
+zeros of their shapes (what is left is the norms, the rotary embedding, the residual adds, the activations and
+each operation's dispatch). Prints a markdown table and writes it to benchmarks/profile.md.
 
     .venv/bin/python benchmarks/profile_step.py [--batches 1 8 32] [--context 128] [--weights native]
 """
@@ -11,7 +13,9 @@ import argparse
 import platform
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -19,10 +23,11 @@ from torch.profiler import ProfilerActivity, profile
 from aios.config import EMBEDDED_MODEL, load_config
 from aios.llm.hf.kv import SlotKV
 from aios.llm.hf.loader import find_model, load_model
-from aios.llm.hf.runner import Chunk, LlamaRunner
+from aios.llm.hf.runner import Chunk, LlamaRunner, _Plan
+from aios.llm.hf.weights import Linear
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm_for_cpu",
-           "mkldnn::_linear_pointwise")
+           "mkldnn::_linear_pointwise", "mkl::_mkl_linear")
 
 
 def main() -> None:
@@ -43,30 +48,54 @@ def main() -> None:
         f"the engine's runner, weights {args.weights}, "
         f"context {args.context} tokens; `{' '.join(['.venv/bin/python', 'benchmarks/profile_step.py', *sys.argv[1:]])}`",
         "",
-        "| batch | ms / step | tokens / s | matmul share | matmul GFLOP/s |",
-        "|---|---|---|---|---|",
+        "| batch | ms / step | tokens / s | matmul share | matmul GFLOP/s | ms / step without the projections' "
+        "products | and without attention |",
+        "|---|---|---|---|---|---|---|",
     ]
     for batch in args.batches:
         kv = SlotKV(c.num_hidden_layers, batch, runner.kv_heads, runner.head_dim, torch.float32, torch.device("cpu"))
         kv.reserve(batch, args.context + 1)
         chunks = [Chunk(row, [1], args.context) for row in range(batch)]  # one decode token per row
         with torch.inference_mode():
-            for _ in range(2):
-                runner.forward(chunks, kv)
-            began = time.perf_counter()
-            for _ in range(args.steps):
-                runner.forward(chunks, kv)
-            per_step = (time.perf_counter() - began) / args.steps
+            per_step = step_s(runner, chunks, kv, args.steps)
+            without_products = step_s(runner, chunks, kv, args.steps, skipped=[(Linear, "__call__", _no_product)])
+            without_attention = step_s(runner, chunks, kv, args.steps, skipped=[
+                (Linear, "__call__", _no_product), (_Plan, "attend", _no_attention)])
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 runner.forward(chunks, kv)
         total = sum(e.self_cpu_time_total for e in prof.key_averages())
         mm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS)
         gflops = flops_per_token * batch / (mm / 1e6) / 1e9 if mm else float("nan")
-        lines.append(f"| {batch} | {per_step * 1e3:.1f} | {batch / per_step:.1f} | {mm / total:.0%} | {gflops:.1f} |")
+        lines.append(f"| {batch} | {per_step * 1e3:.1f} | {batch / per_step:.1f} | {mm / total:.0%} | {gflops:.1f} | "
+                     f"{without_products * 1e3:.1f} | {without_attention * 1e3:.1f} |")
         print(lines[-1], flush=True)
     out = Path(__file__).with_name("profile.md")
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
+
+
+def step_s(runner: LlamaRunner, chunks: list[Chunk], kv: SlotKV, steps: int,
+           skipped: list[tuple[type, str, object]] = []) -> float:
+    """Seconds per forward pass (the median of ``steps``), with ``skipped`` methods replaced."""
+    with ExitStack() as patches:
+        for owner, name, stand_in in skipped:
+            patches.enter_context(mock.patch.object(owner, name, stand_in))
+        for _ in range(2):
+            runner.forward(chunks, kv)
+        times = []
+        for _ in range(steps):
+            began = time.perf_counter()
+            runner.forward(chunks, kv)
+            times.append(time.perf_counter() - began)
+    return sorted(times)[len(times) // 2]
+
+
+def _no_product(linear: Linear, x: torch.Tensor) -> torch.Tensor:
+    return x.new_zeros(len(x), linear.out_features)
+
+
+def _no_attention(plan: _Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int) -> torch.Tensor:
+    return q.new_zeros(plan.tokens, q.shape[1] * q.shape[2])
 
 
 if __name__ == "__main__":
