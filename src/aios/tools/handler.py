@@ -103,6 +103,7 @@ class ToolHandler:
 
     def status(self) -> dict[str, Any]:
         return {"tools": len(self.registry), "running": {k: v for k, v in self.runner.running.items() if v},
+                "overdue": {k: v for k, v in self.runner.overdue.items() if v},
                 "mcp_servers": [server.describe() for server in self.mcp_servers]}
 
 

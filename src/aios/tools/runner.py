@@ -4,11 +4,15 @@ failing or hanging call failing alone — its limit is always given back.
 
 A plain-function tool that times out cannot be stopped (Python threads cannot be killed): its thread is left to
 finish and its result is dropped, while the call has already failed and its concurrency slot is free again.
+Such a call still holds one of the shared threads, so a tool may hold at most a quarter of them so (at least
+one): past that, its new calls fail at once, until one of its calls ends. A tool that hangs every call then
+cannot take the threads every other tool runs on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import inspect
 import json
@@ -57,6 +61,8 @@ class ToolRunner:
         self._threads = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="tool")
         self._limits: dict[str, asyncio.Semaphore] = {}
         self.running: dict[str, int] = {}  # calls in progress per tool, for status pages and tests
+        self.overdue: dict[str, int] = {}  # per tool, calls failed by their timeout whose threads still run
+        self.max_overdue = max(1, max_threads // 4)
 
     def check(self, calls: list[dict[str, Any]]) -> list[ToolCall]:
         """Each ``{name, parameters, id?}`` resolved to its tool and checked against its schema; raises a
@@ -76,6 +82,12 @@ class ToolRunner:
         outcome = CallOutcome(call.tool.name, call.parameters, call.id)
         timeout = call.tool.timeout_s or self.default_timeout_s
         limit = self._limit(call.tool)
+        overdue = self.overdue.get(call.tool.name, 0)
+        if overdue >= self.max_overdue:
+            outcome.status_code = 503
+            outcome.error = (f"tool {call.tool.name} still runs {overdue} call(s) past their timeout on the kernel's "
+                             "threads, which cannot be stopped; it takes no more calls until one of them ends")
+            return outcome
         try:
             async with limit:
                 self.running[call.tool.name] = self.running.get(call.tool.name, 0) + 1
@@ -100,8 +112,28 @@ class ToolRunner:
     async def _invoke(self, call: ToolCall, context: ToolContext) -> Any:
         if inspect.iscoroutinefunction(call.tool.run):
             return await call.tool.run(call.parameters, context)
+        running = self._threads.submit(functools.partial(call.tool.run, call.parameters, context))
+        try:
+            return await asyncio.wrap_future(running)
+        except asyncio.CancelledError:  # its timeout (or the caller gone): a call that has not started never will
+            if not running.cancel():
+                self._overdue_until_done(call.tool.name, running)
+            raise
+
+    def _overdue_until_done(self, name: str, running: concurrent.futures.Future[Any]) -> None:
+        self.overdue[name] = self.overdue.get(name, 0) + 1
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, functools.partial(call.tool.run, call.parameters, context))
+
+        def ended(_: concurrent.futures.Future[Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(self._overdue_ended, name)
+            except RuntimeError:  # the kernel has stopped: nothing is counted any more
+                pass
+
+        running.add_done_callback(ended)
+
+    def _overdue_ended(self, name: str) -> None:
+        self.overdue[name] -= 1
 
     def _limit(self, tool: Tool) -> asyncio.Semaphore | _NoLimit:
         if tool.max_concurrency is None:
