@@ -30,6 +30,7 @@ import torch
 
 from aios.context import KV, ContextStore
 from aios.errors import CapacityExceeded, KernelError, Unavailable
+from aios.llm.hf.detokenize import IncrementalText
 from aios.llm.hf.grammar import Grammars
 from aios.llm.hf.kv import BatchKV, SharedKV, SlotKV
 from aios.llm.hf.prefix import Match, PrefixCache, common_prefix
@@ -581,7 +582,9 @@ class Engine:
         ids = sequence.output_ids
         if ids and ids[-1] in self.eos_ids:
             ids = ids[:-1]
-        return sequence.request.reply_prefix + self.tokenizer.decode(ids, skip_special_tokens=True)
+        if sequence.text is None:
+            sequence.text = IncrementalText(self.tokenizer)
+        return sequence.request.reply_prefix + sequence.text.of(ids)
 
     def _finish_reason(self, sequence: Sequence, token: int) -> str | None:
         if sequence.request.cancelled.is_set():
