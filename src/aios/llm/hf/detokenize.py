@@ -1,20 +1,20 @@
-"""A reply's text as its tokens come, decoding a few tokens per new token rather than the whole reply.
+"""A streamed reply's text as its tokens come, decoding a few tokens per new token rather than the whole reply.
 
 A streamed reply needs its text after every token. Decoding all of it each time costs time in proportion to its
 length, so a reply of n tokens costs n² / 2 tokens of decoding: with 32 agents streaming 1,000-token replies, about
-10 ms of every step at the end (the embedded model's tokenizer, 0.3 ms per 1,000 tokens). Here each new token
-decodes the last few tokens twice, as text-generation servers do: the text of the window before the new tokens and
-with them; what the second adds is the new text. The window reaches a few tokens back so that a tokenizer that
-treats the first token of a decode apart (SentencePiece drops its leading space) does so in both decodes alike. A
-token that ends in the middle of a character (byte-level tokenizers split some characters over several tokens)
-gives its text only once the character is whole.
+8 ms of every step at the end (``benchmarks/stream_text.py``). Here each new token decodes a short window twice,
+as text-generation servers do: from a point a few tokens back up to the new tokens, then with them; what the
+second adds is the new text. The window starts where the text was last whole (never inside a character that
+byte tokens spell over several tokens), and a few tokens back, so that a tokenizer that treats the first token
+of a decode apart (SentencePiece drops its leading space) does so in both decodes alike. The text stops before a
+character still incomplete: it comes whole with the token that finishes it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-CONTEXT_TOKENS = 4  # tokens decoded before the new ones
+CONTEXT = 4  # the window reaches back over this many of the points where the text was whole
 
 
 class IncrementalText:
@@ -22,19 +22,25 @@ class IncrementalText:
         self.tokenizer = tokenizer
         self.text = ""  # the text of the first ``done`` tokens
         self.done = 0
+        self._whole_at = [0]  # the last CONTEXT token counts at which the text was whole, oldest first
 
     def of(self, ids: list[int]) -> str:
-        """The text of ``ids``, which continue the ids of the last call (or are the first)."""
-        start = max(0, self.done - CONTEXT_TOKENS)
+        """The text of ``ids`` (which continue the ids of the last call, or are the first), but for a last
+        character still incomplete."""
+        start = self._whole_at[0]
         before = self._decode(ids[start:self.done])
         after = self._decode(ids[start:])
-        if not after.startswith(before):  # the window changed what came before it: decode it all, once
-            self.text, self.done = self._decode(ids), len(ids)
+        if after.endswith("\ufffd"):
             return self.text
-        new = after[len(before):]
-        if new.endswith("\ufffd"):  # a character still incomplete: the next token may finish it
-            return self.text + new
-        self.text, self.done = self.text + new, len(ids)
+        if after.startswith(before) and (before or start == self.done):
+            self.text += after[len(before):]
+        else:  # the window changed its start, or has no text before the new tokens (all of them skipped)
+            whole = self._decode(ids)
+            if whole.endswith("\ufffd"):
+                return self.text
+            self.text = whole
+        self.done = len(ids)
+        self._whole_at = [*self._whole_at, self.done][-CONTEXT:]
         return self.text
 
     def _decode(self, ids: list[int]) -> str:

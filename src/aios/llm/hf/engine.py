@@ -322,7 +322,7 @@ class Engine:
             self.contexts.discard(sequence.snapshot)
             sequence.snapshot = None
         if sequence.output_ids:
-            text = self._text(sequence)
+            text = self._text(sequence, final=True)
             sequence.stream(text, final=True)
             sequence.finish(text, "kv_budget")
             return
@@ -562,7 +562,7 @@ class Engine:
 
     def _finish(self, sequence: Sequence, reason: str) -> None:
         """Hand a running sequence its reply, keep its KV for prefix reuse, and free its row."""
-        text = self._text(sequence)
+        text = self._text(sequence, final=True)
         stop_at = _first_stop(text, _stops(sequence), len(sequence.request.reply_prefix))
         text = text[:stop_at] if stop_at is not None else text
         sequence.stream(text, final=True)
@@ -578,13 +578,17 @@ class Engine:
         own = self._cache(sequence).read_row(sequence.row, end - n, begin=max(begin - n, 0))
         return own if begin >= n else _joined(sequence.base, own, begin)
 
-    def _text(self, sequence: Sequence) -> str:
+    def _text(self, sequence: Sequence, final: bool = False) -> str:
+        """The reply's text: while it streams, kept as tokens come (up to its last whole character); at the
+        end, its tokens decoded whole."""
         ids = sequence.output_ids
         if ids and ids[-1] in self.eos_ids:
             ids = ids[:-1]
-        if sequence.text is None:
-            sequence.text = IncrementalText(self.tokenizer)
-        return sequence.request.reply_prefix + sequence.text.of(ids)
+        if final:
+            return sequence.request.reply_prefix + self.tokenizer.decode(ids, skip_special_tokens=True)
+        if sequence.detokenizer is None:
+            sequence.detokenizer = IncrementalText(self.tokenizer)
+        return sequence.request.reply_prefix + sequence.detokenizer.of(ids)
 
     def _finish_reason(self, sequence: Sequence, token: int) -> str | None:
         if sequence.request.cancelled.is_set():

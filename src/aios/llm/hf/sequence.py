@@ -35,7 +35,7 @@ class Sequence:
     prefilled: int = 0  # prompt tokens whose KV is in the cache, while the prompt is being read
     passed_over: int = 0  # steps in a row in which the prompt budget went to other prompts before this one
     streamed: int = 0  # characters of the reply already given to on_text
-    text: IncrementalText | None = None  # its reply's text so far, kept as tokens come
+    detokenizer: IncrementalText | None = None  # its reply's text so far, kept as tokens come (while it streams)
     submitted_at: float = field(default_factory=time.perf_counter)
     admitted_at: float | None = None
     first_token_at: float | None = None
