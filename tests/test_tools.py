@@ -21,7 +21,7 @@ from aios.tools.builtin.text import text_stats
 from aios.tools.builtin.units import convert
 from aios.tools.folder import load_tool_folder, load_tool_folders
 from aios.tools.registry import ToolRegistry
-from aios.tools.runner import CallOutcome, ToolCall, ToolRunner
+from aios.tools.runner import CallOutcome, ToolRunner
 from aios.tools.tool import InvalidTool, Tool, ToolContext, ToolError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,9 +245,10 @@ def test_a_call_past_its_timeout_fails_alone_and_the_tool_is_not_left_locked() -
     assert (after.status_code, after.result) == (200, "done 1")
 
 
-def test_a_tool_whose_calls_all_hang_holds_at_most_a_quarter_of_the_threads_and_others_still_run() -> None:
-    """Threads cannot be stopped: each call of a hanging tool keeps one after its timeout. Without a cap, eight
-    such calls would take all eight threads and every plain-function tool would then time out waiting for one."""
+def test_a_tool_whose_calls_all_hang_leaves_a_quarter_of_the_threads_to_the_others() -> None:
+    """Threads cannot be stopped: each call of a hanging tool keeps one after its timeout. Without a share per
+    tool, eight such calls at once would take all eight threads, and every plain-function tool would then time out
+    waiting for one."""
     release, ran = threading.Event(), []
 
     def hanging(params: dict[str, Any], context: ToolContext) -> str:
@@ -260,32 +261,36 @@ def test_a_tool_whose_calls_all_hang_holds_at_most_a_quarter_of_the_threads_and_
                       Tool("t/quick", "", NUMBER, lambda p, c: p["n"] * 2, timeout_s=5)])
     runner = ToolRunner(registry, 30.0, max_threads=8)
 
-    def calls(name: str, numbers: range) -> list[ToolCall]:
-        return runner.check([{"name": name, "parameters": {"n": n}} for n in numbers])
+    async def at_once(name: str, numbers: range) -> list[CallOutcome]:
+        calls = runner.check([{"name": name, "parameters": {"n": n}} for n in numbers])
+        return list(await asyncio.gather(*(runner.run(call, CONTEXT) for call in calls)))
 
-    async def main() -> tuple[list[CallOutcome], dict[str, int], list[CallOutcome], CallOutcome]:
-        hung = [await runner.run(call, CONTEXT) for call in calls("t/hang", range(8))]
+    async def main() -> tuple[list[CallOutcome], dict[str, int], list[CallOutcome], CallOutcome, CallOutcome]:
+        hung = await at_once("t/hang", range(8))
         overdue = dict(runner.overdue)
-        quick = list(await asyncio.gather(*(runner.run(call, CONTEXT) for call in calls("t/quick", range(6)))))
+        quick = await at_once("t/quick", range(6))
+        refused, = await at_once("t/hang", range(8, 9))
         release.set()
         for _ in range(1000):  # the released calls end, and are counted off on this loop (bounded)
             if not runner.overdue["t/hang"]:
                 break
             await asyncio.sleep(0.01)
-        return hung, overdue, quick, await runner.run(calls("t/hang", range(9, 10))[0], CONTEXT)
+        return hung, overdue, quick, refused, (await at_once("t/hang", range(9, 10)))[0]
 
     try:
-        hung, overdue, quick, after = asyncio.run(main())
+        hung, overdue, quick, refused, after = asyncio.run(main())
     finally:
         release.set()
         runner.close()
-    assert [o.status_code for o in hung] == [504, 504] + [503] * 6
-    assert hung[2].error == ("tool t/hang still runs 2 call(s) past their timeout on the kernel's threads, which "
-                             "cannot be stopped; it takes no more calls until one of them ends")
-    assert overdue == {"t/hang": 2}
-    assert [(o.status_code, o.result) for o in quick] == [(200, n * 2) for n in range(6)]
+    assert runner.share == 6
+    assert [o.status_code for o in hung] == [504] * 8  # 6 on threads, 2 waiting for one of the tool's share
+    assert overdue == {"t/hang": 6}
+    assert [(o.status_code, o.result) for o in quick] == [(200, n * 2) for n in range(6)]  # on the other 2
+    assert (refused.status_code, refused.error) == (503, (
+        "tool t/hang holds all the threads it may (6), 6 of them with calls past their timeout, which cannot be "
+        "stopped; it takes no more calls until one of them ends"))
     assert (after.status_code, after.result) == (200, "late")  # once its calls ended, it takes calls again
-    assert ran == [0, 1, 9]  # the refused calls never ran
+    assert sorted(ran) == [0, 1, 2, 3, 4, 5, 9]  # the waiting and the refused calls never ran
 
 
 def test_a_tool_that_raises_fails_its_own_call_and_runs_again_next_time() -> None:

@@ -4,9 +4,9 @@ failing or hanging call failing alone — its limit is always given back.
 
 A plain-function tool that times out cannot be stopped (Python threads cannot be killed): its thread is left to
 finish and its result is dropped, while the call has already failed and its concurrency slot is free again.
-Such a call still holds one of the shared threads, so a tool may hold at most a quarter of them so (at least
-one): past that, its new calls fail at once, until one of its calls ends. A tool that hangs every call then
-cannot take the threads every other tool runs on.
+Such a call still holds one of the shared threads. So the calls of one tool hold at most three quarters of the
+threads, running or past their timeout, and a tool that hangs every call leaves the rest to the other tools;
+while it has calls past their timeout and no thread left of its share, its new calls fail at once.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from jsonschema.exceptions import best_match
 
@@ -62,7 +62,8 @@ class ToolRunner:
         self._limits: dict[str, asyncio.Semaphore] = {}
         self.running: dict[str, int] = {}  # calls in progress per tool, for status pages and tests
         self.overdue: dict[str, int] = {}  # per tool, calls failed by their timeout whose threads still run
-        self.max_overdue = max(1, max_threads // 4)
+        self.share = max(1, max_threads - max_threads // 4)  # threads one tool's calls may hold
+        self._shares: dict[str, asyncio.Semaphore] = {}
 
     def check(self, calls: list[dict[str, Any]]) -> list[ToolCall]:
         """Each ``{name, parameters, id?}`` resolved to its tool and checked against its schema; raises a
@@ -83,10 +84,11 @@ class ToolRunner:
         timeout = call.tool.timeout_s or self.default_timeout_s
         limit = self._limit(call.tool)
         overdue = self.overdue.get(call.tool.name, 0)
-        if overdue >= self.max_overdue:
+        if overdue and self._share(call.tool.name).locked():
             outcome.status_code = 503
-            outcome.error = (f"tool {call.tool.name} still runs {overdue} call(s) past their timeout on the kernel's "
-                             "threads, which cannot be stopped; it takes no more calls until one of them ends")
+            outcome.error = (f"tool {call.tool.name} holds all the threads it may ({self.share}), {overdue} of them "
+                             "with calls past their timeout, which cannot be stopped; it takes no more calls until "
+                             "one of them ends")
             return outcome
         try:
             async with limit:
@@ -112,28 +114,29 @@ class ToolRunner:
     async def _invoke(self, call: ToolCall, context: ToolContext) -> Any:
         if inspect.iscoroutinefunction(call.tool.run):
             return await call.tool.run(call.parameters, context)
-        running = self._threads.submit(functools.partial(call.tool.run, call.parameters, context))
+        share = self._share(call.tool.name)
+        await share.acquire()  # a thread of the tool's share, given back when the call's thread ends
+        try:
+            running = self._threads.submit(functools.partial(call.tool.run, call.parameters, context))
+        except BaseException:  # the kernel is stopping
+            share.release()
+            raise
+        _when_done(running, share.release)
         try:
             return await asyncio.wrap_future(running)
         except asyncio.CancelledError:  # its timeout (or the caller gone): a call that has not started never will
             if not running.cancel():
-                self._overdue_until_done(call.tool.name, running)
+                self.overdue[call.tool.name] = self.overdue.get(call.tool.name, 0) + 1
+                _when_done(running, functools.partial(self._overdue_ended, call.tool.name))
             raise
-
-    def _overdue_until_done(self, name: str, running: concurrent.futures.Future[Any]) -> None:
-        self.overdue[name] = self.overdue.get(name, 0) + 1
-        loop = asyncio.get_running_loop()
-
-        def ended(_: concurrent.futures.Future[Any]) -> None:
-            try:
-                loop.call_soon_threadsafe(self._overdue_ended, name)
-            except RuntimeError:  # the kernel has stopped: nothing is counted any more
-                pass
-
-        running.add_done_callback(ended)
 
     def _overdue_ended(self, name: str) -> None:
         self.overdue[name] -= 1
+
+    def _share(self, name: str) -> asyncio.Semaphore:
+        if name not in self._shares:
+            self._shares[name] = asyncio.Semaphore(self.share)
+        return self._shares[name]
 
     def _limit(self, tool: Tool) -> asyncio.Semaphore | _NoLimit:
         if tool.max_concurrency is None:
@@ -144,6 +147,19 @@ class ToolRunner:
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _when_done(running: concurrent.futures.Future[Any], callback: Callable[[], None]) -> None:
+    """``callback`` on this event loop once the call's thread has ended (never, once the kernel has stopped)."""
+    loop = asyncio.get_running_loop()
+
+    def ended(_: concurrent.futures.Future[Any]) -> None:
+        try:
+            loop.call_soon_threadsafe(callback)
+        except RuntimeError:  # the loop has closed: nothing is counted any more
+            pass
+
+    running.add_done_callback(ended)
 
 
 class _NoLimit:
