@@ -218,7 +218,7 @@ def check(args: argparse.Namespace) -> bool:
     ``--tokenizer``, grammar-constrained replies under graphs are whole JSON of their schema. The replies have
     different lengths, so the batch shrinks from 8 to 1 (graphs padded to 8, 4, 2 rows), and they outgrow the
     first KV capacity (graphs captured again). ``--quick`` (the script itself, on a CPU) makes the replies
-    8 to 15 tokens long."""
+    8 to 15 tokens long (they then stay within the first KV capacity) and the shared start 96 tokens."""
     shape, batch = ARCHITECTURES["135M (embedded)"], prompts(8, seed=2)
     tokens = [8 + i for i in range(8)] if args.quick else [40 + 4 * i for i in range(8)]
     model = lambda: random_model(shape, args.device, torch.float32)  # noqa: E731

@@ -58,9 +58,9 @@ def main() -> None:
         chunks = [Chunk(row, [1], args.context) for row in range(batch)]  # one decode token per row
         with torch.inference_mode():
             per_step = step_s(runner, chunks, kv, args.steps)
-            without_products = step_s(runner, chunks, kv, args.steps, skipped=[(Linear, "__call__", _no_product)])
-            without_attention = step_s(runner, chunks, kv, args.steps, skipped=[
-                (Linear, "__call__", _no_product), (_Plan, "attend", _no_attention)])
+            without_products = step_s(runner, chunks, kv, args.steps, skipped=((Linear, "__call__", _no_product),))
+            without_attention = step_s(runner, chunks, kv, args.steps, skipped=(
+                (Linear, "__call__", _no_product), (_Plan, "attend", _no_attention)))
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 runner.forward(chunks, kv)
         total = sum(e.self_cpu_time_total for e in prof.key_averages())
@@ -75,7 +75,7 @@ def main() -> None:
 
 
 def step_s(runner: LlamaRunner, chunks: list[Chunk], kv: SlotKV, steps: int,
-           skipped: list[tuple[type, str, object]] = []) -> float:
+           skipped: tuple[tuple[type, str, object], ...] = ()) -> float:
     """Seconds per forward pass (the median of ``steps``), with ``skipped`` methods replaced."""
     with ExitStack() as patches:
         for owner, name, stand_in in skipped:

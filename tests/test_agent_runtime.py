@@ -65,16 +65,24 @@ def test_a_long_poll_for_a_run_answers_when_the_kernel_stops(tmp_path: Path) -> 
     its minute would answer "running")."""
     (tmp_path / "config.yaml").write_text("{}\n")
     kernel = Kernel(load_config(tmp_path / "config.yaml", env={"AIOS_DATA_DIR": str(tmp_path)}), [])
-    reply: list[httpx.Response] = []
+    reply: list[httpx.Response | Exception] = []
+
+    def poll(url: str, execution_id: int) -> None:
+        try:
+            reply.append(httpx.get(f"{url}/agents/{execution_id}/status", params={"wait": 60}, timeout=120))
+        except Exception as exc:  # shown by the assertion below
+            reply.append(exc)
+
     with served_in_thread(kernel) as url:
         submitted = httpx.post(f"{url}/agents/submit", json={"agent_id": str(AGENTS / "sleeper"),
                                                              "agent_config": {"task": ""}}, timeout=60)
         execution = kernel.agents.get(submitted.json()["execution_id"], None)
-        poll = threading.Thread(target=lambda: reply.append(
-            httpx.get(f"{url}/agents/{execution.id}/status", params={"wait": 60}, timeout=120)))
-        poll.start()
-        wait_until(lambda: execution.ended._waiters)  # the poll is held by the kernel
-    poll.join(120)
-    assert reply[0].status_code == 200
-    assert reply[0].json() == {"status": "failed", "result": None, "execution_id": execution.id,
-                               "error": "the kernel stopped", "exit_code": -9}
+        polling = threading.Thread(target=poll, args=(url, execution.id))
+        polling.start()
+        # The poll is held by the kernel once it waits on the run's end (asyncio keeps an event's waiters).
+        wait_until(lambda: execution.ended._waiters)
+    polling.join(120)
+    (answer,) = reply
+    assert isinstance(answer, httpx.Response) and answer.status_code == 200, answer
+    assert answer.json() == {"status": "failed", "result": None, "execution_id": execution.id,
+                             "error": "the kernel stopped", "exit_code": -9}

@@ -1,6 +1,7 @@
 """benchmarks/gpu.py, the device machine's script, run here on the CPU in each of its modes. A session lent a GPU
-has minutes on it: none to spend on a script that a change to the engine broke. (What CUDA graphs do is checked
-there, by the same script.)"""
+has minutes on it: none to spend on a script that a change to the engine broke. On a CPU its checks compare the
+engine batched with alone and preempted with uninterrupted, and check the grammar; "CUDA graphs == eager" runs
+eagerly on both sides here. What CUDA graphs do is checked on the GPU, by the same script."""
 
 from __future__ import annotations
 

@@ -73,3 +73,16 @@ def test_native_weights_multiply_as_the_model_does_and_give_up_their_rows_to_a_t
     ids = torch.tensor([3, 0, 95, 3])
     rows = linear.weight_rows(ids)  # how a tied embedding looks tokens up
     assert torch.equal(rows, weight[ids]) and rows.is_contiguous()
+
+
+def test_native_weights_stay_plain_where_mkl_cannot_pack_them(monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    def no_address_space(weight: torch.Tensor, rows: int) -> torch.Tensor:
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(torch.ops.mkl, "_mkl_reorder_linear_weight", no_address_space)
+    weight, x = torch.randn(96, 64), torch.randn(5, 64)
+    linear = Linear(weight, "native")
+    assert linear.mkl is None and linear.native_t is not None
+    assert torch.allclose(linear(x), x @ weight.T, rtol=1e-5, atol=1e-5)
+    assert "native weights stay unpacked: MKL's packing failed (DefaultCPUAllocator" in caplog.text

@@ -193,10 +193,12 @@ class _Server(uvicorn.Server):
         # Event streams never end by themselves, and long polls (for approvals, for an agent run to end) only when
         # they time out, and uvicorn waits for every response before the app's lifespan ends: end them first.
         # Ending the agents' runs answers the polls that wait for them (the lifespan would end them only after).
-        await self._kernel.feed.close()
-        await self._kernel.access.approvals.close()
-        await self._kernel.agents.close()
-        await super().shutdown(sockets)
+        try:
+            await self._kernel.feed.close()
+            await self._kernel.access.approvals.close()
+            await self._kernel.agents.close()
+        finally:
+            await super().shutdown(sockets)
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)

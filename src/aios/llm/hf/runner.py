@@ -138,10 +138,10 @@ class LlamaRunner:
             gate, up = layer.gate_up(h).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)
         x = F.rms_norm(x[plan.logit_rows], self.norm.shape, self.norm, self.eps)
-        if len(x) == 1:
-            # A tied output layer is a plain matrix (see Linear), which MKL multiplies by a single row with another
-            # kernel than by several (its last bits differ), so it goes as two: a reply's logits are then bitwise
-            # the same alone as in a batch.
+        if len(x) == 1 and self.lm_head.mkl is None:
+            # A plain matrix (a tied output layer, see Linear) is multiplied by a single row with another kernel
+            # than by several (its last bits differ), so it goes as two: a reply's logits are then bitwise the same
+            # alone as in a batch.
             return self.lm_head(x.expand(2, -1))[:1].float()
         return self.lm_head(x).float()
 

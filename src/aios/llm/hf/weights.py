@@ -6,10 +6,11 @@ model (``llms.models[].weights``):
 
 - ``native``: the weights in the dtype the model was loaded in (fp32 on a CPU); the reference. On a CPU with MKL
   (torch's x86 builds) they are packed once into the layout of MKL's GEMM (``cblas_sgemm_pack``), whose product
-  gives a row bitwise the same result whatever the number of rows (measured for products of 256 to 16,384
-  outputs and inputs; a tiny one, 96 × 128, differed at one row): plain ``x @ W`` takes another kernel for one
-  row, and from 31 rows on rounds a 1536-input product differently. So a sequence's logits do not depend on
-  what it is batched with. It is also faster with several rows (decode steps of the embedded model at 8-32
+  gives a row bitwise the same result whatever the number of rows, with up to 8 threads (measured for products
+  of 256 to 16,384 outputs and inputs, with 1 to 8 threads; a tiny one, 96 × 128, differed at one row; with 12
+  threads or more MKL splits a few rows' 576- and 1536-input products over its threads, and they differ): plain
+  ``x @ W`` takes another kernel for one row, and from 31 rows on rounds a 1536-input product differently. So a
+  sequence's logits do not depend on what it is batched with. It is also faster with several rows (decode steps of the embedded model at 8-32
   rows 1.05-1.09× plain; at one row and reading a prompt 0.97-0.98×: ``benchmarks/weights.py``). Elsewhere,
   and for a layer whose rows an embedding looks up, they are kept as [in, out].
 - ``bf16``: half the bytes. On a CPU whose oneDNN has bfloat16 kernels (AMX or AVX512-BF16) the weights are
@@ -36,10 +37,13 @@ differ only in their last bits, which has not changed a reply in the tests).
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
 
 WeightFormat = Literal["native", "bf16", "int8", "int4"]
 CPU_FORMATS = frozenset({"int8", "int4"})  # their kernels are the CPU's
@@ -62,8 +66,23 @@ class FormatError(ValueError):
 
 
 def mkl_packs(weight: torch.Tensor) -> bool:
-    """Whether ``weight`` (native) is packed for MKL's GEMM: fp32 on a CPU, with a torch built with MKL."""
-    return weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkl.is_available()
+    """Whether ``weight`` (native) is packed for MKL's GEMM: fp32 on a CPU, with a torch built with MKL (whose
+    private packing ops are there)."""
+    return (weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkl.is_available()
+            and hasattr(torch.ops.mkl, "_mkl_reorder_linear_weight"))
+
+
+def _mkl_packed(weight: torch.Tensor) -> torch.Tensor | None:
+    """``weight`` packed for MKL's GEMM, or ``None`` where it cannot be. MKL asks for a buffer several times the
+    weight's size and writes only the weight's size of it: the rest is address space, never memory, but a machine
+    that counts address space (overcommit off, a ulimit) may refuse it; the weight then stays plain."""
+    if not mkl_packs(weight):
+        return None
+    try:
+        return torch.ops.mkl._mkl_reorder_linear_weight(weight, MKL_PACK_ROWS)
+    except RuntimeError as exc:
+        log.warning("native weights stay unpacked: MKL's packing failed (%s)", exc)
+        return None
 
 
 def onednn_bf16() -> bool:
@@ -81,9 +100,10 @@ class Linear:
         weight = weight.detach()
         self.out_features = weight.shape[0]
         self.bias = None if bias is None else bias.detach()
-        self.native_t = self.mkl = None
-        if fmt == "native" and mkl_packs(weight) and not lookup:
-            self.mkl = torch.ops.mkl._mkl_reorder_linear_weight(weight, MKL_PACK_ROWS)
+        self.native_t = self.mkl = self.mkl_shape = None
+        if fmt == "native" and not lookup:
+            self.mkl = _mkl_packed(weight)
+        if self.mkl is not None:
             self.mkl_shape = weight.new_empty(1).expand(weight.shape)  # the call reads only the weight's shape
         elif fmt == "native":
             # As [in, out]: MKL multiplies a few rows by it faster than by [out, in] (a decode step of the embedded
@@ -108,6 +128,8 @@ class Linear:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.mkl is not None:
+            # Rows must be the last argument: for another count the op multiplies by the placeholder instead.
+            assert x.dim() == 2, "packed weights take [rows, in] activations"
             y = torch.ops.mkl._mkl_linear(x, self.mkl, self.mkl_shape, None, len(x))
             return y if self.bias is None else y + self.bias
         if self.native_t is not None:
@@ -127,6 +149,8 @@ class Linear:
     def weight_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` of a native weight, ``[len(ids), in]``: an embedding tied to this output layer looks its
         tokens up here, so the model holds that matrix once."""
+        if self.native_t is None:
+            raise TypeError("this layer's weights give no rows back: make it with lookup=True")
         return self.native_t[:, ids].t().contiguous()
 
 
