@@ -61,7 +61,7 @@ class ToolRunner:
         self._threads = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="tool")
         self._limits: dict[str, asyncio.Semaphore] = {}
         self.running: dict[str, int] = {}  # calls in progress per tool, for status pages and tests
-        self.overdue: dict[str, int] = {}  # per tool, calls failed by their timeout whose threads still run
+        self.overdue: dict[str, int] = {}  # per tool, calls ended (timed out, caller gone) whose threads still run
         self.share = max(1, max_threads - max_threads // 4)  # threads one tool's calls may hold
         self._shares: dict[str, asyncio.Semaphore] = {}
 
