@@ -9,11 +9,16 @@ import sys
 import threading
 from pathlib import Path
 
+from typing import Any
+
 import httpx
+import pytest
 
 from aios.access.manager import AccessManager
+from aios.agents import runtime as runtime_module
 from aios.agents.runtime import AgentRuntime
 from aios.config import AccessConfig, AgentsConfig, load_config
+from aios.errors import NotFound
 from aios.kernel import Kernel
 from conftest import served_in_thread, wait_until
 from test_agents import AGENTS
@@ -86,3 +91,36 @@ def test_a_long_poll_for_a_run_answers_when_the_kernel_stops(tmp_path: Path) -> 
     assert isinstance(answer, httpx.Response) and answer.status_code == 200, answer
     assert answer.json() == {"status": "failed", "result": None, "execution_id": execution.id,
                              "error": "the kernel stopped", "exit_code": -9}
+
+
+def test_ended_runs_are_read_back_from_their_folders_after_a_restart_and_past_the_memory_bound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's status is saved in its folder when it ends: the kernel keeps only the last ended runs in memory,
+    and a new start of the kernel still answers for the runs of the one before. A run that an earlier kernel
+    never ended (it was killed) reads as failed."""
+    monkeypatch.setattr(runtime_module, "RUNS_IN_MEMORY", 2)
+
+    async def first_start() -> list[int]:
+        agents = runtime(tmp_path)
+        runs = [await agents.submit(str(AGENTS / "echo"), f"task {n}", None) for n in range(3)]
+        for run in runs:
+            await run.ended.wait()
+        assert sorted(agents._runs) == [runs[1].id, runs[2].id]  # the oldest ended run left memory
+        kept = agents.get(runs[0].id, None)
+        assert (kept.status, kept.result["task"], kept.task) == ("completed", "task 0", "task 0")
+        await agents.access.close()
+        return [run.id for run in runs]
+
+    ids = asyncio.run(first_start())
+    (tmp_path / "agents" / "runs" / str(ids[2]) / "status.json").unlink()  # as if its kernel had been killed
+
+    async def second_start() -> list[tuple[str, Any, str | None]]:
+        agents = runtime(tmp_path)
+        statuses = [agents.get(i, None) for i in ids]
+        with pytest.raises(NotFound, match="no agent execution 99"):
+            agents.get(99, None)
+        await agents.access.close()
+        return [(e.status, (e.result or {}).get("task"), e.error) for e in statuses]
+
+    assert asyncio.run(second_start()) == [("completed", "task 0", None), ("completed", "task 1", None),
+                                           ("failed", None, "the kernel stopped while it ran")]

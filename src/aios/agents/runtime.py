@@ -2,7 +2,9 @@
 agent), in its own process group, under a wall-clock limit.
 
 A run gets a folder ``<data_dir>/agents/runs/<execution_id>/`` with its request, its stdout and stderr
-(``stdout.log``, ``stderr.log``) and its ``result.json``. Its environment points ``AIOS_KERNEL_URL`` and
+(``stdout.log``, ``stderr.log``), its ``result.json`` and, once it has ended, its status (``status.json``). The
+kernel keeps the last ``RUNS_IN_MEMORY`` ended runs in memory; an older one, or one of an earlier start of the
+kernel, is read back from its folder. Its environment points ``AIOS_KERNEL_URL`` and
 ``CEREBRUM_KERNEL_URL`` at this kernel and binds its syscalls to its identity, ``author/name`` from its
 config.json: a token held only while it runs (``AIOS_TOKEN``, and the ``/as/<token>`` URL form for agents of
 the AIOS SDK, which cannot add headers). A crash, an ``exit()``, an import error or the limit ends only that
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 LOG_TAIL_BYTES = 64 * 1024
+RUNS_IN_MEMORY = 1000  # ended runs kept in memory (their tasks and results can be large)
+STOPPED_UNSEEN = "the kernel stopped while it ran"  # a run whose folder has no status: the kernel did not end it
 
 
 @dataclass
@@ -58,6 +62,29 @@ class Execution:
     runner: asyncio.Task[None] | None = None
     launching: bool = False  # past waiting for a slot
 
+    def saved(self) -> dict[str, Any]:
+        """What ``status.json`` keeps of an ended run."""
+        return {**self.describe(), "result": self.result, "submitted_by": self.submitted_by}
+
+    @classmethod
+    def ended_in(cls, folder: Path, earlier_kernel: bool) -> Execution | None:
+        """An ended run, read back from its folder (``None`` if the folder holds none). A run of an earlier start
+        of the kernel without a status ended with that kernel (it stopped without ending it)."""
+        request, saved = _read_json(folder / "request.json"), _read_json(folder / "status.json")
+        if not request or not (saved or earlier_kernel):
+            return None
+        saved = saved or {
+            "id": int(folder.name), "agent_id": request.get("agent_id", request.get("agent_name")),
+            "agent_name": request.get("agent_name"), "task": request.get("task", ""), "status": FAILED,
+            "error": STOPPED_UNSEEN, "submitted_by": request.get("submitted_by"), "time_limit_s": 0.0}
+        fields = {name: saved.get(name) for name in ("agent_id", "agent_name", "task", "submitted_by", "status",
+                                                      "result", "error", "exit_code", "pid", "started_at",
+                                                      "ended_at")}
+        execution = cls(id=int(saved["id"]), folder=folder, time_limit_s=float(saved.get("time_limit_s") or 0.0),
+                        submitted_at=float(saved.get("submitted_at") or 0.0), **fields)
+        execution.ended.set()
+        return execution
+
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "execution_id": self.id, "agent_id": self.agent_id, "agent_name": self.agent_name,
                 "task": self.task, "status": self.status, "pid": self.pid, "exit_code": self.exit_code,
@@ -75,6 +102,7 @@ class AgentRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(config.max_concurrent)
         self._next_id = 1 + max((int(p.name) for p in self.runs_dir.glob("*") if p.name.isdigit()), default=0)
+        self._first_id = self._next_id  # runs before it are an earlier start's
 
     async def submit(self, agent_id: str, task: str, caller: str | None, time_limit_s: float | None = None) -> Execution:
         """Start ``agent_id`` on ``task``; raises at once when it cannot run (unknown, invalid, not allowed)."""
@@ -84,7 +112,7 @@ class AgentRuntime:
             raise Forbidden("only the administrator may run an agent from a path on the kernel's machine")
         execution_id, self._next_id = self._next_id, self._next_id + 1
         folder = self.runs_dir / str(execution_id)
-        package = await asyncio.to_thread(self._prepare, folder, agent_id, task)
+        package = await asyncio.to_thread(self._prepare, folder, agent_id, task, caller)
         name = package.config.full_name
         if caller not in (None, ADMIN, name):
             await asyncio.to_thread(shutil.rmtree, folder, True)
@@ -100,7 +128,7 @@ class AgentRuntime:
         execution.runner.add_done_callback(lambda _: self._settle(execution))
         return execution
 
-    def _prepare(self, folder: Path, agent_id: str, task: str) -> AgentPackage:
+    def _prepare(self, folder: Path, agent_id: str, task: str, caller: str | None) -> AgentPackage:
         """The run's folder with its request (blocking: packages are read, archives unpacked)."""
         folder.mkdir(parents=True)
         try:
@@ -110,13 +138,15 @@ class AgentRuntime:
             raise
         (folder / "request.json").write_text(json.dumps({
             "folder": str(package.folder.resolve()), "entry": package.config.entry, "module": package.config.module,
-            "agent_name": package.config.full_name, "task": task}))
+            "agent_name": package.config.full_name, "task": task, "agent_id": agent_id, "submitted_by": caller}))
         return package
 
     def get(self, execution_id: int, caller: str | None) -> Execution:
         execution = self._runs.get(execution_id)
+        if execution is None and execution_id > 0:
+            execution = Execution.ended_in(self.runs_dir / str(execution_id), execution_id < self._first_id)
         if execution is None or not _sees(caller, execution):
-            raise NotFound(f"no agent execution {execution_id} (this kernel has run {len(self._runs)})")
+            raise NotFound(f"no agent execution {execution_id} (runs so far: {self._next_id - 1})")
         return execution
 
     def visible(self, caller: str | None) -> list[Execution]:
@@ -188,15 +218,23 @@ class AgentRuntime:
             _kill_group(execution.pid)
 
     def _settle(self, execution: Execution) -> None:
-        outcome = _read_result(execution.folder / "result.json")
+        outcome = _read_json(execution.folder / "result.json")
         execution.ended_at = time.time()
         if execution.stop_reason is None and execution.exit_code == 0 and "result" in outcome:
             execution.status, execution.result = COMPLETED, outcome["result"]
         else:
             execution.status = FAILED
             execution.error = execution.stop_reason or outcome.get("error") or _exit_reason(execution.exit_code)
+        _write_json(execution.folder / "status.json", execution.saved())
         execution.ended.set()
         log.info("agent %s (execution %d) %s", execution.agent_name, execution.id, execution.status)
+        self._forget_ended()
+
+    def _forget_ended(self) -> None:
+        """Keep the last ``RUNS_IN_MEMORY`` ended runs in memory; older ones are read from their folders."""
+        ended = [e for e in self._runs.values() if e.status != RUNNING]
+        for execution in ended[:max(0, len(ended) - RUNS_IN_MEMORY)]:
+            del self._runs[execution.id]
 
 
 def _sees(caller: str | None, execution: Execution) -> bool:
@@ -217,12 +255,22 @@ def _exit_reason(code: int | None) -> str:
     return f"the agent process exited with code {code} before returning a result"
 
 
-def _read_result(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         outcome = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return outcome if isinstance(outcome, dict) else {}
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Written whole or not at all (a crash mid-write leaves the old file or none)."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(json.dumps(value, default=str), encoding="utf-8")
+        partial.replace(path)
+    except OSError as exc:  # e.g. the disk is full: the run's status stays in memory
+        log.warning("could not save the status of %s: %s", path.parent, exc)
 
 
 def _tail(path: Path, limit: int) -> str:
