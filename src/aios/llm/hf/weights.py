@@ -10,9 +10,10 @@ model (``llms.models[].weights``):
   of 256 to 16,384 outputs and inputs, with 1 to 8 threads; a tiny one, 96 × 128, differed at one row; with 12
   threads or more MKL splits a few rows' 576- and 1536-input products over its threads, and they differ): plain
   ``x @ W`` takes another kernel for one row, and from 31 rows on rounds a 1536-input product differently. So a
-  sequence's logits do not depend on what it is batched with. It is also faster with several rows (decode steps of the embedded model at 8-32
-  rows 1.05-1.09× plain; at one row and reading a prompt 0.97-0.98×: ``benchmarks/weights.py``). Elsewhere,
-  and for a layer whose rows an embedding looks up, they are kept as [in, out].
+  sequence's logits do not depend on what it is batched with. It is also faster with several rows (decode steps
+  of the embedded model at 8-32 rows 1.05-1.09× plain; at one row and reading a prompt 0.97-0.98×:
+  ``benchmarks/weights.py``). Elsewhere, and for a layer whose rows an embedding looks up, they are kept as
+  [in, out].
 - ``bf16``: half the bytes. On a CPU whose oneDNN has bfloat16 kernels (AMX or AVX512-BF16) the weights are
   prepacked into oneDNN's blocked layout once, and each product runs as one oneDNN call (plain ``F.linear`` in
   bf16 was slower than fp32 at one row, and a third slower than the packed call at 8-32 rows).
