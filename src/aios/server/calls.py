@@ -47,7 +47,7 @@ class StreamedCall:
 
     def __init__(self, kernel: Kernel, request: Request) -> None:
         self.kernel, self.request = kernel, request
-        self._pieces: asyncio.Queue[str] = asyncio.Queue()
+        self._pieces: asyncio.Queue[str | None] = asyncio.Queue()  # None: the syscall ended, or the client left
         self.syscall: Syscall | None = None
 
     async def submit(self, agent: str, query: LLMQuery, priority: int = 0) -> None:
@@ -59,18 +59,18 @@ class StreamedCall:
         early, cancels the syscall."""
         syscall = self.syscall
         assert syscall is not None, "submit() first"
+        # The end and the hang-up come through the queue too, behind the pieces already in it: a piece then costs
+        # one queue read, not a wait on three futures (a GPU's steps hand out thousands of pieces a second).
         ended = asyncio.ensure_future(syscall.wait())
         gone = asyncio.ensure_future(disconnected(self.request))
+        for watched in (ended, gone):
+            watched.add_done_callback(lambda _: self._pieces.put_nowait(None))
         try:
-            while not ended.done() and not gone.done():
-                piece = asyncio.ensure_future(self._pieces.get())
-                await asyncio.wait([piece, ended, gone], return_when=asyncio.FIRST_COMPLETED)
-                if piece.done():
-                    yield piece.result()
-                else:
-                    piece.cancel()  # an item it had not taken stays in the queue
+            while (piece := await self._pieces.get()) is not None:
+                yield piece
             while not gone.done() and not self._pieces.empty():  # what came in just before the end
-                yield self._pieces.get_nowait()
+                if (piece := self._pieces.get_nowait()) is not None:
+                    yield piece
         finally:
             ended.cancel()
             gone.cancel()
