@@ -257,7 +257,8 @@ def test_a_tool_whose_calls_all_hang_leaves_a_quarter_of_the_threads_to_the_othe
         return "late"
 
     registry = ToolRegistry()
-    registry.add_all([Tool("t/hang", "", NUMBER, hanging, timeout_s=0.2),
+    # A second: time for each call's thread to start before its timeout, however busy the machine.
+    registry.add_all([Tool("t/hang", "", NUMBER, hanging, timeout_s=1.0),
                       Tool("t/quick", "", NUMBER, lambda p, c: p["n"] * 2, timeout_s=5)])
     runner = ToolRunner(registry, 30.0, max_threads=8)
 
