@@ -2,7 +2,9 @@
 sizes, with the share spent in matrix products and their achieved GFLOP/s, and what the step costs beside the
 model's arithmetic: the same step timed with the projections' products, then also attention, answered by
 zeros of their shapes (what is left is the norms, the rotary embedding, the residual adds, the activations and
-each operation's dispatch). Prints a markdown table and writes it to benchmarks/profile.md.
+each operation's dispatch). With native weights, also what a step must read (the fp32 weights and the rows' KV)
+and how long that takes at the machine's memory read bandwidth (a sum over 512 MB, best of 5): the floor a step
+cannot go under without reading fewer bytes. Prints a markdown table and writes it to benchmarks/profile.md.
 
     .venv/bin/python benchmarks/profile_step.py [--batches 1 8 32] [--context 128] [--weights native]
 """
@@ -41,16 +43,18 @@ def main() -> None:
     c = model.config
     flops_per_token = 2 * sum(p.numel() for n, p in model.named_parameters() if "embed" not in n or c.tie_word_embeddings)
     runner = LlamaRunner(model, args.weights)
+    bandwidth = read_bytes_per_s()
     lines = [
         "# Decode-step profile",
         "",
         f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; embedded model, "
         f"the engine's runner, weights {args.weights}, "
-        f"context {args.context} tokens; `{' '.join(['.venv/bin/python', 'benchmarks/profile_step.py', *sys.argv[1:]])}`",
+        f"context {args.context} tokens; memory read at {bandwidth / 1e9:.1f} GB/s; "
+        f"`{' '.join(['.venv/bin/python', 'benchmarks/profile_step.py', *sys.argv[1:]])}`",
         "",
         "| batch | ms / step | tokens / s | matmul share | matmul GFLOP/s | ms / step without the projections' "
-        "products | and without attention |",
-        "|---|---|---|---|---|---|---|",
+        "products | and without attention | MB a step reads (fp32 weights, KV) | their read time, ms |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for batch in args.batches:
         kv = SlotKV(c.num_hidden_layers, batch, runner.kv_heads, runner.head_dim, torch.float32, torch.device("cpu"))
@@ -66,12 +70,26 @@ def main() -> None:
         total = sum(e.self_cpu_time_total for e in prof.key_averages())
         mm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS)
         gflops = flops_per_token * batch / (mm / 1e6) / 1e9 if mm else float("nan")
+        kv_bytes = 2 * c.num_hidden_layers * batch * runner.kv_heads * (args.context + 1) * runner.head_dim * 4
+        read = f"{(flops_per_token * 2 + kv_bytes) / 1e6:.0f}" if args.weights == "native" else "–"
+        floor = f"{(flops_per_token * 2 + kv_bytes) / bandwidth * 1e3:.1f}" if args.weights == "native" else "–"
         lines.append(f"| {batch} | {per_step * 1e3:.1f} | {batch / per_step:.1f} | {mm / total:.0%} | {gflops:.1f} | "
-                     f"{without_products * 1e3:.1f} | {without_attention * 1e3:.1f} |")
+                     f"{without_products * 1e3:.1f} | {without_attention * 1e3:.1f} | {read} | {floor} |")
         print(lines[-1], flush=True)
     out = Path(__file__).with_name("profile.md")
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
+
+
+def read_bytes_per_s() -> float:
+    """The machine's memory read bandwidth with this process's threads: a sum over 512 MB, best of 5."""
+    data = torch.ones(128 * 2**20)
+    best = float("inf")
+    for _ in range(5):
+        began = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - began)
+    return data.numel() * data.element_size() / best
 
 
 def step_s(runner: LlamaRunner, chunks: list[Chunk], kv: SlotKV, steps: int,
