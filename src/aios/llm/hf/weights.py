@@ -6,11 +6,11 @@ model (``llms.models[].weights``):
 
 - ``native``: the weights in the dtype the model was loaded in (fp32 on a CPU); the reference. On a CPU with MKL
   (torch's x86 builds) they are packed once into the layout of MKL's GEMM (``cblas_sgemm_pack``), whose product
-  gives a row bitwise the same result whatever the number of rows, with up to 8 threads (measured for products
-  of 256 to 16,384 outputs and inputs, with 1 to 8 threads; a tiny one, 96 × 128, differed at one row; with 12
-  threads or more MKL splits a few rows' 576- and 1536-input products over its threads, and they differ): plain
-  ``x @ W`` takes another kernel for one row, and from 31 rows on rounds a 1536-input product differently. So a
-  sequence's logits do not depend on what it is batched with. It is also faster with several rows (decode steps
+  gives a row bitwise the same result whatever the number of rows, with up to 8 threads (every projection shape
+  of the embedded model and a 1.7B one, ``benchmarks/row_invariance.py``; a tiny one, 96 × 128, differed at one
+  row; with 12 threads or more MKL splits some products of a few rows over its threads, and they differ): plain
+  ``x @ W`` takes another kernel for one row, and for the larger shapes rounds differently at most numbers of
+  rows. So a sequence's logits do not depend on what it is batched with. It is also faster with several rows (decode steps
   of the embedded model at 8-32 rows 1.05-1.09× plain; at one row and reading a prompt 0.97-0.98×:
   ``benchmarks/weights.py``). Elsewhere, and for a layer whose rows an embedding looks up, they are kept as
   [in, out].
