@@ -5,6 +5,9 @@ does not exist, a server stopping while a poll waits for a run. These agents mak
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -124,3 +127,81 @@ def test_ended_runs_are_read_back_from_their_folders_after_a_restart_and_past_th
 
     assert asyncio.run(second_start()) == [("completed", "task 0", None), ("completed", "task 1", None),
                                            ("failed", None, "the kernel stopped while it ran")]
+
+
+def test_a_run_keeps_the_start_and_the_end_of_an_output_longer_than_its_bound(tmp_path: Path) -> None:
+    """An agent that prints 300 KB under a 16 KB bound: its log keeps the first 8 KB as they came and the last
+    8 KB (with the last line), says how many bytes it dropped between, and the agent ran to its end."""
+    lines = 7000
+    said = "".join(f"line {n:06d} of what this agent has to say\n" for n in range(lines)) + "the end\n"
+
+    async def scenario() -> Any:
+        agents = runtime(tmp_path, max_log_mb=16 / 1024)
+        run = await agents.submit(str(AGENTS / "chatty"), json.dumps({"lines": lines}), None)
+        await run.ended.wait()
+        await agents.access.close()
+        return run
+
+    run = asyncio.run(scenario())
+    assert (run.status, run.result) == ("completed", "said")
+    kept = (run.folder / "stdout.log").read_text()
+    head, marker, tail = kept.partition("\n[aios: ")
+    assert head == said[:8192]
+    dropped = len(said) - 2 * 8192
+    assert marker and tail.startswith(f"{dropped} bytes of output dropped here; a run keeps its first 8192 and "
+                                      "last 8192 bytes (agents.max_log_mb)]\n")
+    assert tail.endswith(said[-8192:]) and kept.endswith("the end\n")
+    assert (run.folder / "stderr.log").read_text() == "an error line\n"  # under the bound: all of it
+
+
+def test_a_daemon_that_holds_an_agents_output_open_does_not_hold_its_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent returns having started a process in a session of its own (which the kernel does not kill)
+    that keeps its stdout and stderr open: the run still ends, completed, with its output kept."""
+    monkeypatch.setattr(runtime_module, "OUTPUT_GRACE_S", 0.5)
+    pid_file = tmp_path / "daemon.pid"
+
+    async def scenario() -> Any:
+        agents = runtime(tmp_path)
+        run = await agents.submit(str(AGENTS / "chatty"), json.dumps({"lines": 2, "daemon": str(pid_file)}), None)
+        await run.ended.wait()
+        await agents.access.close()
+        return run
+
+    try:
+        run = asyncio.run(scenario())
+        assert (run.status, run.result, run.exit_code) == ("completed", "said", 0)
+        assert (run.folder / "stdout.log").read_text().endswith("line 000001 of what this agent has to say\nthe end\n")
+    finally:
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_the_oldest_ended_runs_folders_are_deleted_past_keep_runs(tmp_path: Path) -> None:
+    """With agents.keep_runs 2, a third ended run deletes the first one's folder, and asking for it says so; a
+    kernel started with keep_runs 1 deletes the second's too."""
+    async def first_start() -> list[Path]:
+        agents = runtime(tmp_path, keep_runs=2)
+        runs = []
+        for n in range(3):
+            runs.append(await agents.submit(str(AGENTS / "echo"), f"task {n}", None))
+            await runs[-1].ended.wait()
+        await asyncio.gather(*agents._tasks)  # the deletion, in a thread
+        with pytest.raises(NotFound, match=r"agent execution 1 was deleted: the kernel keeps the folders of the last 2 "
+                                           r"ended runs \(agents.keep_runs\)"):
+            agents.get(runs[0].id, None)
+        assert agents.get(runs[1].id, None).status == "completed"
+        await agents.access.close()
+        return [run.folder for run in runs]
+
+    folders = asyncio.run(first_start())
+    assert [folder.exists() for folder in folders] == [False, True, True]
+
+    async def second_start() -> None:
+        agents = runtime(tmp_path, keep_runs=1)
+        with pytest.raises(NotFound, match="agent execution 2 was deleted"):
+            agents.get(2, None)
+        assert agents.get(3, None).result["task"] == "task 2"
+        await agents.access.close()
+
+    asyncio.run(second_start())
+    assert [folder.exists() for folder in folders] == [False, False, True]

@@ -83,6 +83,12 @@ def test_prefill_chunk_is_left_to_the_engine_unless_given(tmp_path: Path) -> Non
     assert [m.prefill_chunk for m in load_config(path, env={}).llms.models] == [None, None, 0]
 
 
+
+def test_agent_runs_are_kept_10000_at_a_time_unless_null_keeps_them_all(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, ""), env={}).agents.keep_runs == 10_000
+    assert load_config(write(tmp_path, "agents: {keep_runs: null, max_log_mb: 0.5}\n"), env={}).agents.keep_runs is None
+
+
 BAD_CONFIGS = [
     ("missing-file", None, "config file not found"),
     ("not-yaml", "llms: [unclosed\n", "not valid YAML (line 2)"),
@@ -232,6 +238,13 @@ BAD_CONFIGS = [
     ("agents-negative-hub-size", "agents: {hub_max_package_mb: -1}\n", "agents.hub_max_package_mb: Input should be "
      "greater than 0"),
     ("agents-empty-python", "agents: {python: ''}\n", "agents.python: String should have at least 1 character"),
+    ("agents-zero-log", "agents: {max_log_mb: 0}\n", "agents.max_log_mb: Input should be greater than 0"),
+    ("agents-log-text", "agents: {max_log_mb: lots}\n", "agents.max_log_mb: Input should be a valid number"),
+    ("agents-log-past-a-terabyte", "agents: {max_log_mb: 2000000}\n", "agents.max_log_mb: Input should be less "
+     "than or equal to 1048576"),
+    ("agents-keep-no-runs", "agents: {keep_runs: 0}\n", "agents.keep_runs: Input should be greater than or equal to 1"),
+    ("agents-keep-runs-float", "agents: {keep_runs: 2.5}\n", "agents.keep_runs: Input should be a valid integer"),
+    ("agents-keep-runs-text", "agents: {keep_runs: all}\n", "agents.keep_runs: Input should be a valid integer"),
     ("agents-typo", "agents: {time_limit: 5}\n", "agents.time_limit: unknown field"),
     ("memory-write-barrier-list", "memory: {write_barrier: [on]}\n", "memory.write_barrier: Input should be a valid dictionary"),
 ]

@@ -2,9 +2,10 @@
 agent), in its own process group, under a wall-clock limit.
 
 A run gets a folder ``<data_dir>/agents/runs/<execution_id>/`` with its request, its stdout and stderr
-(``stdout.log``, ``stderr.log``), its ``result.json`` and, once it has ended, its status (``status.json``). The
-kernel keeps the last ``RUNS_IN_MEMORY`` ended runs in memory; an older one, or one of an earlier start of the
-kernel, is read back from its folder. Its environment points ``AIOS_KERNEL_URL`` and
+(``stdout.log``, ``stderr.log``, each bounded by ``agents.max_log_mb``: see :mod:`aios.agents.output`), its
+``result.json`` and, once it has ended, its status (``status.json``). The kernel keeps the last
+``RUNS_IN_MEMORY`` ended runs in memory; an older one, or one of an earlier start of the kernel, is read back
+from its folder. The folders of the last ``agents.keep_runs`` ended runs are kept; older ones are deleted. Its environment points ``AIOS_KERNEL_URL`` and
 ``CEREBRUM_KERNEL_URL`` at this kernel and binds its syscalls to its identity, ``author/name`` from its
 config.json: a token held only while it runs (``AIOS_TOKEN``, and the ``/as/<token>`` URL form for agents of
 the AIOS SDK, which cannot add headers). A crash, an ``exit()``, an import error or the limit ends only that
@@ -14,6 +15,7 @@ run, and its status says which.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import logging
 import os
@@ -28,6 +30,7 @@ from typing import Any
 from aios.access.manager import ADMIN, AccessManager
 from aios.agents import launch
 from aios.agents.hub import Hub
+from aios.agents.output import keep_output
 from aios.agents.package import AgentPackage, is_path, resolve_agent
 from aios.config import AgentsConfig
 from aios.errors import Conflict, Forbidden, NotFound, Unavailable
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 LOG_TAIL_BYTES = 64 * 1024
+OUTPUT_GRACE_S = 5.0  # for the agent's output to reach its logs once its process has ended
 RUNS_IN_MEMORY = 1000  # ended runs kept in memory (their tasks and results can be large)
 STOPPED_UNSEEN = "the kernel stopped while it ran"  # a run whose folder has no status: the kernel did not end it
 
@@ -101,8 +105,12 @@ class AgentRuntime:
         self._runs: dict[int, Execution] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(config.max_concurrent)
-        self._next_id = 1 + max((int(p.name) for p in self.runs_dir.glob("*") if p.name.isdigit()), default=0)
+        self._kept = sorted(int(p.name) for p in self.runs_dir.glob("*") if p.name.isdigit())  # a heap of ended runs
+        self._next_id = 1 + (self._kept[-1] if self._kept else 0)
         self._first_id = self._next_id  # runs before it are an earlier start's
+        self._deleted_through = 0  # the newest run whose folder agents.keep_runs had deleted
+        for execution_id in self._over_keep():
+            shutil.rmtree(self.runs_dir / str(execution_id), ignore_errors=True)
 
     async def submit(self, agent_id: str, task: str, caller: str | None, time_limit_s: float | None = None) -> Execution:
         """Start ``agent_id`` on ``task``; raises at once when it cannot run (unknown, invalid, not allowed)."""
@@ -145,6 +153,9 @@ class AgentRuntime:
         execution = self._runs.get(execution_id)
         if execution is None and execution_id > 0:
             execution = Execution.ended_in(self.runs_dir / str(execution_id), execution_id < self._first_id)
+        if execution is None and 0 < execution_id <= self._deleted_through:
+            raise NotFound(f"agent execution {execution_id} was deleted: the kernel keeps the folders of the last "
+                           f"{self.config.keep_runs} ended runs (agents.keep_runs)")
         if execution is None or not _sees(caller, execution):
             raise NotFound(f"no agent execution {execution_id} (runs so far: {self._next_id - 1})")
         return execution
@@ -184,11 +195,26 @@ class AgentRuntime:
         token = self.access.issue_run_token(execution.agent_name)
         folder = execution.folder
         try:
-            with (folder / "stdout.log").open("wb") as out, (folder / "stderr.log").open("wb") as err:
+            # Pipes of our own, not asyncio's: its process.wait() would wait for them to close too, which a daemon
+            # the agent started may never do.
+            (out, out_end), (err, err_end) = os.pipe(), os.pipe()
+            try:
                 process = await asyncio.create_subprocess_exec(
-                    self.config.python or sys.executable, launch.__file__, str(folder), stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out, stderr=err, env=self._environment(token), cwd=folder, start_new_session=True)
+                    self.config.python or sys.executable, launch.__file__, str(folder),
+                    stdin=asyncio.subprocess.DEVNULL, stdout=out_end, stderr=err_end, env=self._environment(token),
+                    cwd=folder, start_new_session=True)
+            except OSError:
+                os.close(out)
+                os.close(err)
+                raise
+            finally:
+                os.close(out_end)
+                os.close(err_end)
             execution.pid, execution.started_at = process.pid, time.time()
+            limit = max(1, int(self.config.max_log_mb * 2**20))
+            # Files now, so that the pipes close with them even if the tasks never start.
+            kept = [asyncio.create_task(keep_output(open(out, "rb", buffering=0), folder / "stdout.log", limit)),
+                    asyncio.create_task(keep_output(open(err, "rb", buffering=0), folder / "stderr.log", limit))]
             if execution.stop_reason is not None:  # cancelled while it was starting
                 _kill_group(process.pid)
             try:
@@ -198,6 +224,7 @@ class AgentRuntime:
             finally:
                 _kill_group(process.pid)  # past its limit, cancelled, the kernel stopping; or children it left
                 execution.exit_code = await process.wait()
+                await _outputs_end(kept)
         except OSError as exc:
             execution.stop_reason = f"the agent process could not start: {exc}"
         finally:
@@ -229,6 +256,20 @@ class AgentRuntime:
         execution.ended.set()
         log.info("agent %s (execution %d) %s", execution.agent_name, execution.id, execution.status)
         self._forget_ended()
+        heapq.heappush(self._kept, execution.id)
+        for execution_id in self._over_keep():
+            self._runs.pop(execution_id, None)
+            deleting = asyncio.create_task(asyncio.to_thread(shutil.rmtree, self.runs_dir / str(execution_id), True))
+            self._tasks.add(deleting)
+            deleting.add_done_callback(self._tasks.discard)
+
+    def _over_keep(self) -> list[int]:
+        """The oldest ended runs past ``agents.keep_runs``, taken off the heap of kept ones: their folders go."""
+        over = []
+        while self.config.keep_runs is not None and len(self._kept) > self.config.keep_runs:
+            over.append(heapq.heappop(self._kept))
+        self._deleted_through = max([self._deleted_through, *over])
+        return over
 
     def _forget_ended(self) -> None:
         """Keep the last ``RUNS_IN_MEMORY`` ended runs in memory; older ones are read from their folders."""
@@ -240,6 +281,15 @@ class AgentRuntime:
 def _sees(caller: str | None, execution: Execution) -> bool:
     """Without tokens everyone sees every run; with them, an agent its own and the administrator all."""
     return caller in (None, ADMIN) or caller in (execution.submitted_by, execution.agent_name)
+
+
+async def _outputs_end(kept: list[asyncio.Task[None]]) -> None:
+    """Until the agent's output is in its logs. A process that left the agent's group (a daemon it started) may
+    hold the pipes open: after ``OUTPUT_GRACE_S`` the copying stops, with what it holds written."""
+    _, pending = await asyncio.wait(kept, timeout=OUTPUT_GRACE_S)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*kept, return_exceptions=True)
 
 
 def _kill_group(pid: int) -> None:
