@@ -245,12 +245,9 @@ def test_a_call_past_its_timeout_fails_alone_and_the_tool_is_not_left_locked() -
     assert (after.status_code, after.result) == (200, "done 1")
 
 
-def test_a_tool_whose_calls_all_hang_leaves_a_quarter_of_the_threads_to_the_others() -> None:
-    """Threads cannot be stopped: each call of a hanging tool keeps one after its timeout. Without a share per
-    tool, eight such calls at once would take all eight threads, and every plain-function tool would then time out
-    waiting for one."""
-    release, ran = threading.Event(), []
-
+def hanging_tools(names: list[str], release: threading.Event, ran: list[int]) -> ToolRunner:
+    """A runner on 8 threads with tools ``names`` whose calls hang until ``release`` (each notes its ``n`` in
+    ``ran``), and ``t/quick``."""
     def hanging(params: dict[str, Any], context: ToolContext) -> str:
         ran.append(params["n"])
         release.wait(60)
@@ -258,25 +255,34 @@ def test_a_tool_whose_calls_all_hang_leaves_a_quarter_of_the_threads_to_the_othe
 
     registry = ToolRegistry()
     # A second: time for each call's thread to start before its timeout, however busy the machine.
-    registry.add_all([Tool("t/hang", "", NUMBER, hanging, timeout_s=1.0),
+    registry.add_all([*(Tool(name, "", NUMBER, hanging, timeout_s=1.0) for name in names),
                       Tool("t/quick", "", NUMBER, lambda p, c: p["n"] * 2, timeout_s=5)])
-    runner = ToolRunner(registry, 30.0, max_threads=8)
+    return ToolRunner(registry, 30.0, max_threads=8)
 
-    async def at_once(name: str, numbers: range) -> list[CallOutcome]:
-        calls = runner.check([{"name": name, "parameters": {"n": n}} for n in numbers])
-        return list(await asyncio.gather(*(runner.run(call, CONTEXT) for call in calls)))
+
+async def at_once(runner: ToolRunner, name: str, numbers: range) -> list[CallOutcome]:
+    calls = runner.check([{"name": name, "parameters": {"n": n}} for n in numbers])
+    return list(await asyncio.gather(*(runner.run(call, CONTEXT) for call in calls)))
+
+
+def test_a_tool_whose_calls_all_hang_leaves_a_quarter_of_the_threads_to_the_others() -> None:
+    """Threads cannot be stopped: each call of a hanging tool keeps one after its timeout. Without a share per
+    tool, eight such calls at once would take all eight threads, and every plain-function tool would then time out
+    waiting for one."""
+    release, ran = threading.Event(), []
+    runner = hanging_tools(["t/hang"], release, ran)
 
     async def main() -> tuple[list[CallOutcome], dict[str, int], list[CallOutcome], CallOutcome, CallOutcome]:
-        hung = await at_once("t/hang", range(8))
+        hung = await at_once(runner, "t/hang", range(8))
         overdue = dict(runner.overdue)
-        quick = await at_once("t/quick", range(6))
-        refused, = await at_once("t/hang", range(8, 9))
+        quick = await at_once(runner, "t/quick", range(6))
+        refused, = await at_once(runner, "t/hang", range(8, 9))
         release.set()
         for _ in range(1000):  # the released calls end, and are counted off on this loop (bounded)
             if not runner.overdue["t/hang"]:
                 break
             await asyncio.sleep(0.01)
-        return hung, overdue, quick, refused, (await at_once("t/hang", range(9, 10)))[0]
+        return hung, overdue, quick, refused, (await at_once(runner, "t/hang", range(9, 10)))[0]
 
     try:
         hung, overdue, quick, refused, after = asyncio.run(main())
@@ -292,6 +298,31 @@ def test_a_tool_whose_calls_all_hang_leaves_a_quarter_of_the_threads_to_the_othe
         "stopped; it takes no more calls until one of them ends"))
     assert (after.status_code, after.result) == (200, "late")  # once its calls ended, it takes calls again
     assert sorted(ran) == [0, 1, 2, 3, 4, 5, 9]  # the waiting and the refused calls never ran
+
+
+def test_tools_that_hang_together_stop_taking_calls_once_they_hold_half_the_threads() -> None:
+    """Two tools each hang three calls (under their share of 6 of the 8 threads): past their timeouts they hold
+    6 threads. A new call to either is refused at once rather than take a seventh; other tools keep the last 2."""
+    release, ran = threading.Event(), []
+    runner = hanging_tools(["t/hang", "t/stuck"], release, ran)
+
+    async def main() -> tuple[list[CallOutcome], list[CallOutcome], list[CallOutcome]]:
+        hung = await at_once(runner, "t/hang", range(3)) + await at_once(runner, "t/stuck", range(3, 6))
+        refused = await at_once(runner, "t/hang", range(6, 7)) + await at_once(runner, "t/stuck", range(7, 8))
+        return hung, refused, await at_once(runner, "t/quick", range(2))
+
+    try:
+        hung, refused, quick = asyncio.run(main())
+    finally:
+        release.set()
+        runner.close()
+    assert [o.status_code for o in hung] == [504] * 6
+    assert [(o.status_code, o.error) for o in refused] == [(503, (
+        f"tool {name} has 3 call(s) past their timeout, which cannot be stopped, and the tools with such calls hold "
+        "6 of the 8 threads (at most half); it takes no more calls until one of them ends"))
+        for name in ("t/hang", "t/stuck")]
+    assert [(o.status_code, o.result) for o in quick] == [(200, 0), (200, 2)]
+    assert sorted(ran) == list(range(6))  # the refused calls never ran
 
 
 def test_a_tool_that_raises_fails_its_own_call_and_runs_again_next_time() -> None:

@@ -5,11 +5,12 @@ A run gets a folder ``<data_dir>/agents/runs/<execution_id>/`` with its request,
 (``stdout.log``, ``stderr.log``, each bounded by ``agents.max_log_mb``: see :mod:`aios.agents.output`), its
 ``result.json`` and, once it has ended, its status (``status.json``). The kernel keeps the last
 ``RUNS_IN_MEMORY`` ended runs in memory; an older one, or one of an earlier start of the kernel, is read back
-from its folder. The folders of the last ``agents.keep_runs`` ended runs are kept; older ones are deleted. Its environment points ``AIOS_KERNEL_URL`` and
-``CEREBRUM_KERNEL_URL`` at this kernel and binds its syscalls to its identity, ``author/name`` from its
-config.json: a token held only while it runs (``AIOS_TOKEN``, and the ``/as/<token>`` URL form for agents of
-the AIOS SDK, which cannot add headers). A crash, an ``exit()``, an import error or the limit ends only that
-run, and its status says which.
+from its folder. The folders of the last ``agents.keep_runs`` ended runs are kept; older ones are deleted.
+
+Its environment points ``AIOS_KERNEL_URL`` and ``CEREBRUM_KERNEL_URL`` at this kernel and binds its syscalls
+to its identity, ``author/name`` from its config.json: a token held only while it runs (``AIOS_TOKEN``, and the
+``/as/<token>`` URL form for agents of the AIOS SDK, which cannot add headers). A crash, an ``exit()``, an
+import error or the limit ends only that run, and its status says which.
 """
 
 from __future__ import annotations

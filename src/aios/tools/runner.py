@@ -6,7 +6,9 @@ A plain-function tool that times out cannot be stopped (Python threads cannot be
 finish and its result is dropped, while the call has already failed and its concurrency slot is free again.
 Such a call still holds one of the shared threads. So the calls of one tool hold at most three quarters of the
 threads, running or past their timeout, and a tool that hangs every call leaves the rest to the other tools;
-while it has calls past their timeout and no thread left of its share, its new calls fail at once.
+while it has calls past their timeout and no thread left of its share, its new calls fail at once. Several
+tools that hang could still take every thread between them: once the tools with calls past their timeout hold
+half of the threads, none of them takes new calls until one of those calls ends.
 """
 
 from __future__ import annotations
@@ -62,8 +64,10 @@ class ToolRunner:
         self._limits: dict[str, asyncio.Semaphore] = {}
         self.running: dict[str, int] = {}  # calls in progress per tool, for status pages and tests
         self.overdue: dict[str, int] = {}  # per tool, calls ended (timed out, caller gone) whose threads still run
+        self.max_threads = max_threads
         self.share = max(1, max_threads - max_threads // 4)  # threads one tool's calls may hold
         self._shares: dict[str, asyncio.Semaphore] = {}
+        self.held: dict[str, int] = {}  # threads each tool's calls hold, running or past their timeout
 
     def check(self, calls: list[dict[str, Any]]) -> list[ToolCall]:
         """Each ``{name, parameters, id?}`` resolved to its tool and checked against its schema; raises a
@@ -83,12 +87,9 @@ class ToolRunner:
         outcome = CallOutcome(call.tool.name, call.parameters, call.id)
         timeout = call.tool.timeout_s or self.default_timeout_s
         limit = self._limit(call.tool)
-        overdue = self.overdue.get(call.tool.name, 0)
-        if overdue and self._share(call.tool.name).locked():
-            outcome.status_code = 503
-            outcome.error = (f"tool {call.tool.name} holds all the threads it may ({self.share}), {overdue} of them "
-                             "with calls past their timeout, which cannot be stopped; it takes no more calls until "
-                             "one of them ends")
+        refusal = self._refusal(call.tool.name)
+        if refusal is not None:
+            outcome.status_code, outcome.error = 503, refusal
             return outcome
         try:
             async with limit:
@@ -111,17 +112,34 @@ class ToolRunner:
             outcome.result, outcome.error, outcome.status_code = None, f"the tool's result is not JSON: {problem}", 500
         return outcome
 
+    def _refusal(self, name: str) -> str | None:
+        """Why a call of tool ``name`` is refused at once (None: it is not): the tool has calls past their timeout,
+        and it holds all of its share of the threads, or the tools with such calls hold half of them."""
+        overdue = self.overdue.get(name, 0)
+        if not overdue:
+            return None
+        if self._share(name).locked():
+            return (f"tool {name} holds all the threads it may ({self.share}), {overdue} of them with calls past "
+                    "their timeout, which cannot be stopped; it takes no more calls until one of them ends")
+        stuck = sum(self.held[tool] for tool, count in self.overdue.items() if count)
+        if 2 * stuck >= self.max_threads:
+            return (f"tool {name} has {overdue} call(s) past their timeout, which cannot be stopped, and the tools "
+                    f"with such calls hold {stuck} of the {self.max_threads} threads (at most half); it takes no "
+                    "more calls until one of them ends")
+        return None
+
     async def _invoke(self, call: ToolCall, context: ToolContext) -> Any:
         if inspect.iscoroutinefunction(call.tool.run):
             return await call.tool.run(call.parameters, context)
-        share = self._share(call.tool.name)
+        name, share = call.tool.name, self._share(call.tool.name)
         await share.acquire()  # a thread of the tool's share, given back when the call's thread ends
+        self.held[name] = self.held.get(name, 0) + 1
         try:
             running = self._threads.submit(functools.partial(call.tool.run, call.parameters, context))
         except BaseException:  # the kernel is stopping
-            share.release()
+            self._thread_ended(name)
             raise
-        _when_done(running, share.release)
+        _when_done(running, functools.partial(self._thread_ended, name))
         try:
             return await asyncio.wrap_future(running)
         except asyncio.CancelledError:  # its timeout (or the caller gone): a call that has not started never will
@@ -132,6 +150,10 @@ class ToolRunner:
 
     def _overdue_ended(self, name: str) -> None:
         self.overdue[name] -= 1
+
+    def _thread_ended(self, name: str) -> None:
+        self.held[name] -= 1
+        self._shares[name].release()
 
     def _share(self, name: str) -> asyncio.Semaphore:
         if name not in self._shares:
