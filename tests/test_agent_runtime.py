@@ -157,13 +157,24 @@ def test_a_run_keeps_the_start_and_the_end_of_an_output_longer_than_its_bound(tm
 def test_a_daemon_that_holds_an_agents_output_open_does_not_hold_its_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent returns having started a process in a session of its own (which the kernel does not kill)
-    that keeps its stdout and stderr open: the run still ends, completed, with its output kept."""
+    that keeps its stdout and stderr open: the run still ends, completed, with its output kept. A cancel that
+    comes while the kernel still waits for that output changes nothing: the agent had ended."""
     monkeypatch.setattr(runtime_module, "OUTPUT_GRACE_S", 0.5)
     pid_file = tmp_path / "daemon.pid"
+    outputs_end = runtime_module._outputs_end
 
     async def scenario() -> Any:
+        exited = asyncio.Event()
+
+        async def exited_then_outputs_end(kept: list[asyncio.Task[None]]) -> None:
+            exited.set()
+            await outputs_end(kept)
+
+        monkeypatch.setattr(runtime_module, "_outputs_end", exited_then_outputs_end)
         agents = runtime(tmp_path)
         run = await agents.submit(str(AGENTS / "chatty"), json.dumps({"lines": 2, "daemon": str(pid_file)}), None)
+        await exited.wait()
+        agents.cancel(run)
         await run.ended.wait()
         await agents.access.close()
         return run
@@ -176,32 +187,38 @@ def test_a_daemon_that_holds_an_agents_output_open_does_not_hold_its_run(
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
-def test_the_oldest_ended_runs_folders_are_deleted_past_keep_runs(tmp_path: Path) -> None:
-    """With agents.keep_runs 2, a third ended run deletes the first one's folder, and asking for it says so; a
-    kernel started with keep_runs 1 deletes the second's too."""
+def test_the_folders_of_the_runs_that_ended_first_are_deleted_past_keep_runs(tmp_path: Path) -> None:
+    """With agents.keep_runs 2: run 1 hangs while runs 2 and 3 end, then it is cancelled: it ended last, so it
+    is run 2's folder that goes, and asking for run 2 says so. A kernel started with keep_runs 1 keeps only run 1,
+    whose end is the newest."""
     async def first_start() -> list[Path]:
         agents = runtime(tmp_path, keep_runs=2)
-        runs = []
-        for n in range(3):
+        hanging = await agents.submit(str(AGENTS / "sleeper"), "", None)
+        runs = [hanging]
+        for n in (2, 3):
             runs.append(await agents.submit(str(AGENTS / "echo"), f"task {n}", None))
             await runs[-1].ended.wait()
+        agents.cancel(hanging)
+        await hanging.ended.wait()
         await asyncio.gather(*agents._tasks)  # the deletion, in a thread
-        with pytest.raises(NotFound, match=r"agent execution 1 was deleted: the kernel keeps the folders of the last 2 "
-                                           r"ended runs \(agents.keep_runs\)"):
-            agents.get(runs[0].id, None)
-        assert agents.get(runs[1].id, None).status == "completed"
+        with pytest.raises(NotFound, match=r"agent execution 2 was deleted: the kernel keeps the folders of the 2 "
+                                           r"runs that ended last \(agents.keep_runs\)"):
+            agents.get(2, None)
+        assert (agents.get(1, None).error, agents.get(3, None).result["task"]) == ("cancelled", "task 3")
         await agents.access.close()
         return [run.folder for run in runs]
 
     folders = asyncio.run(first_start())
-    assert [folder.exists() for folder in folders] == [False, True, True]
+    assert [folder.exists() for folder in folders] == [True, False, True]
+    assert sorted(p.name for p in folders[0].parent.iterdir()) == ["1", "3"]  # nothing half deleted is left
 
     async def second_start() -> None:
         agents = runtime(tmp_path, keep_runs=1)
-        with pytest.raises(NotFound, match="agent execution 2 was deleted"):
-            agents.get(2, None)
-        assert agents.get(3, None).result["task"] == "task 2"
+        with pytest.raises(NotFound, match="agent execution 3 was deleted: the kernel keeps the folders of the 1 run "
+                                           "that ended last"):
+            agents.get(3, None)
+        assert agents.get(1, None).error == "cancelled"
         await agents.access.close()
 
     asyncio.run(second_start())
-    assert [folder.exists() for folder in folders] == [False, False, True]
+    assert [folder.exists() for folder in folders] == [True, False, False]

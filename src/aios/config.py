@@ -415,9 +415,9 @@ class AgentsConfig(_Section):
     python: str | None = Field(default=None, min_length=1, description="the interpreter agents run with (one "
                                "that has the AIOS SDK, cerebrum, for AIOS agents); default: the kernel's own")
     max_log_mb: _Float = Field(default=16.0, gt=0, le=1024 * 1024, description="what a run keeps of its stdout "
-                               "and of its stderr, each: the start, and the last MB; the middle is dropped")
-    keep_runs: _Int | None = Field(default=10_000, ge=1, description="ended runs whose folders are kept, the "
-                                   "newest; older ones are deleted. null keeps every run")
+                               "and of its stderr, each: the start, and the last 256 KB; the middle is dropped")
+    keep_runs: _Int | None = Field(default=10_000, ge=1, description="ended runs whose folders are kept, those "
+                                   "that ended last; older ones are deleted. null keeps every run")
 
 
 class Config(_Section):

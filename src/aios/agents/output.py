@@ -2,8 +2,9 @@
 
 An agent that prints in a loop would otherwise fill the disk that every agent's files and memories live on.
 A log keeps what came first, as it comes (``aios agents logs`` shows it while the agent runs), and, when the
-output is longer than the bound, its last ``TAIL_BYTES`` after a line saying how much was dropped between: the
-end of a run, where a traceback is, matters as much as its start.
+output is longer than the bound, its last ``TAIL_BYTES`` (or half the bound, if less) after a line saying how much
+was dropped between: the end of a run, where a traceback is, matters as much as its start. Past the bound, the
+log grows again only when the output ends.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import BinaryIO
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
-TAIL_BYTES = 1024 * 1024  # held in memory until the output ends
+TAIL_BYTES = 256 * 1024  # held in memory until the output ends: a traceback's worth, many times over
 
 
 async def keep_output(pipe_end: BinaryIO, path: Path, limit: int) -> None:
@@ -33,7 +34,7 @@ async def keep_output(pipe_end: BinaryIO, path: Path, limit: int) -> None:
             await _copy(pipe, file, limit)
     except OSError as exc:
         log.warning("an agent's output stops being kept in %s: %s", path, exc)
-        while await pipe.read(CHUNK):
+        while await pipe.read(CHUNK):  # a cancel (the run is over) still ends this
             pass
     finally:
         transport.close()
@@ -62,7 +63,11 @@ async def _copy(pipe: asyncio.StreamReader, file: BinaryIO, limit: int) -> None:
         if held > tail_room:
             excess = held - tail_room
             tail[0], dropped = tail[0][excess:], dropped + excess
-        if dropped:
-            file.write(f"\n[aios: {dropped} bytes of output dropped here; a run keeps its first {limit - tail_room} "
-                       f"and last {tail_room} bytes (agents.max_log_mb)]\n".encode())
-        file.write(b"".join(tail))
+        try:  # an error here must not replace a cancel, which ends the copying
+            if dropped:
+                file.write(f"\n[aios: {dropped} bytes of output dropped here; a run keeps its first "
+                           f"{limit - tail_room} and last {tail_room} bytes (agents.max_log_mb)]\n".encode())
+            file.write(b"".join(tail))
+            file.flush()
+        except OSError as exc:
+            log.warning("the end of an agent's output could not be kept: %s", exc)

@@ -16,7 +16,6 @@ import error or the limit ends only that run, and its status says which.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from typing import Any
 
 from aios.access.manager import ADMIN, AccessManager
 from aios.agents import launch
+from aios.agents.folders import RunFolders, remove
 from aios.agents.hub import Hub
 from aios.agents.output import keep_output
 from aios.agents.package import AgentPackage, is_path, resolve_agent
@@ -101,17 +101,12 @@ class AgentRuntime:
     def __init__(self, config: AgentsConfig, data_dir: Path, access: AccessManager) -> None:
         self.config, self.access = config, access
         self.hub = Hub(data_dir / "hub", int(config.hub_max_package_mb * 2**20))
-        self.runs_dir = data_dir / "agents" / "runs"
         self.kernel_url: str | None = None  # set once the server is bound
         self._runs: dict[int, Execution] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(config.max_concurrent)
-        self._kept = sorted(int(p.name) for p in self.runs_dir.glob("*") if p.name.isdigit())  # a heap of ended runs
-        self._next_id = 1 + (self._kept[-1] if self._kept else 0)
-        self._first_id = self._next_id  # runs before it are an earlier start's
-        self._deleted_through = 0  # the newest run whose folder agents.keep_runs had deleted
-        for execution_id in self._over_keep():
-            shutil.rmtree(self.runs_dir / str(execution_id), ignore_errors=True)
+        self.folders = RunFolders(data_dir / "agents" / "runs", config.keep_runs)
+        self._first_id = self.folders.next_id  # runs before it are an earlier start's
 
     async def submit(self, agent_id: str, task: str, caller: str | None, time_limit_s: float | None = None) -> Execution:
         """Start ``agent_id`` on ``task``; raises at once when it cannot run (unknown, invalid, not allowed)."""
@@ -119,8 +114,8 @@ class AgentRuntime:
             raise Unavailable("the kernel is not serving HTTP yet, so an agent could not reach it")
         if is_path(agent_id) and caller not in (None, ADMIN):
             raise Forbidden("only the administrator may run an agent from a path on the kernel's machine")
-        execution_id, self._next_id = self._next_id, self._next_id + 1
-        folder = self.runs_dir / str(execution_id)
+        execution_id = self.folders.new_id()
+        folder = self.folders.folder(execution_id)
         package = await asyncio.to_thread(self._prepare, folder, agent_id, task, caller)
         name = package.config.full_name
         if caller not in (None, ADMIN, name):
@@ -153,12 +148,13 @@ class AgentRuntime:
     def get(self, execution_id: int, caller: str | None) -> Execution:
         execution = self._runs.get(execution_id)
         if execution is None and execution_id > 0:
-            execution = Execution.ended_in(self.runs_dir / str(execution_id), execution_id < self._first_id)
-        if execution is None and 0 < execution_id <= self._deleted_through:
-            raise NotFound(f"agent execution {execution_id} was deleted: the kernel keeps the folders of the last "
-                           f"{self.config.keep_runs} ended runs (agents.keep_runs)")
+            execution = Execution.ended_in(self.folders.folder(execution_id), execution_id < self._first_id)
+        if execution is None and self.folders.deleted(execution_id):
+            keep = self.config.keep_runs
+            raise NotFound(f"agent execution {execution_id} was deleted: the kernel keeps the folders of the "
+                           f"{keep} run{'s' if keep != 1 else ''} that ended last (agents.keep_runs)")
         if execution is None or not _sees(caller, execution):
-            raise NotFound(f"no agent execution {execution_id} (runs so far: {self._next_id - 1})")
+            raise NotFound(f"no agent execution {execution_id} (runs so far: {self.folders.next_id - 1})")
         return execution
 
     def visible(self, caller: str | None) -> list[Execution]:
@@ -204,7 +200,7 @@ class AgentRuntime:
                     self.config.python or sys.executable, launch.__file__, str(folder),
                     stdin=asyncio.subprocess.DEVNULL, stdout=out_end, stderr=err_end, env=self._environment(token),
                     cwd=folder, start_new_session=True)
-            except OSError:
+            except BaseException:
                 os.close(out)
                 os.close(err)
                 raise
@@ -226,7 +222,7 @@ class AgentRuntime:
                 _kill_group(process.pid)  # past its limit, cancelled, the kernel stopping; or children it left
                 execution.exit_code = await process.wait()
                 await _outputs_end(kept)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: an interpreter path with a NUL in it
             execution.stop_reason = f"the agent process could not start: {exc}"
         finally:
             self.access.revoke_run_token(token)
@@ -239,6 +235,8 @@ class AgentRuntime:
                 "PYTHONUNBUFFERED": "1"}
 
     def _stop(self, execution: Execution, reason: str) -> None:
+        if execution.exit_code is not None:  # it has ended by itself; only its output is still coming in
+            return
         execution.stop_reason = reason
         if not execution.launching and execution.runner is not None:
             execution.runner.cancel()  # still waiting for a slot
@@ -257,20 +255,11 @@ class AgentRuntime:
         execution.ended.set()
         log.info("agent %s (execution %d) %s", execution.agent_name, execution.id, execution.status)
         self._forget_ended()
-        heapq.heappush(self._kept, execution.id)
-        for execution_id in self._over_keep():
+        for execution_id, folder in self.folders.ended(execution.id):
             self._runs.pop(execution_id, None)
-            deleting = asyncio.create_task(asyncio.to_thread(shutil.rmtree, self.runs_dir / str(execution_id), True))
+            deleting = asyncio.create_task(asyncio.to_thread(remove, folder))
             self._tasks.add(deleting)
             deleting.add_done_callback(self._tasks.discard)
-
-    def _over_keep(self) -> list[int]:
-        """The oldest ended runs past ``agents.keep_runs``, taken off the heap of kept ones: their folders go."""
-        over = []
-        while self.config.keep_runs is not None and len(self._kept) > self.config.keep_runs:
-            over.append(heapq.heappop(self._kept))
-        self._deleted_through = max([self._deleted_through, *over])
-        return over
 
     def _forget_ended(self) -> None:
         """Keep the last ``RUNS_IN_MEMORY`` ended runs in memory; older ones are read from their folders."""
@@ -290,7 +279,9 @@ async def _outputs_end(kept: list[asyncio.Task[None]]) -> None:
     _, pending = await asyncio.wait(kept, timeout=OUTPUT_GRACE_S)
     for task in pending:
         task.cancel()
-    await asyncio.gather(*kept, return_exceptions=True)
+    for outcome in await asyncio.gather(*kept, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            log.error("keeping an agent's output failed", exc_info=outcome)
 
 
 def _kill_group(pid: int) -> None:

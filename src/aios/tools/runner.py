@@ -6,9 +6,10 @@ A plain-function tool that times out cannot be stopped (Python threads cannot be
 finish and its result is dropped, while the call has already failed and its concurrency slot is free again.
 Such a call still holds one of the shared threads. So the calls of one tool hold at most three quarters of the
 threads, running or past their timeout, and a tool that hangs every call leaves the rest to the other tools;
-while it has calls past their timeout and no thread left of its share, its new calls fail at once. Several
-tools that hang could still take every thread between them: once the tools with calls past their timeout hold
-half of the threads, none of them takes new calls until one of those calls ends.
+while it has calls past their timeout and no thread left of its share, its new calls fail at once. Once the
+tools with calls past their timeout hold half of the threads together, none of them takes new calls until one
+of those calls ends. That limits what several hanging tools take; it cannot prevent it: a tool whose calls have
+not yet timed out is not known to hang.
 """
 
 from __future__ import annotations
@@ -123,9 +124,10 @@ class ToolRunner:
                     "their timeout, which cannot be stopped; it takes no more calls until one of them ends")
         stuck = sum(self.held[tool] for tool, count in self.overdue.items() if count)
         if 2 * stuck >= self.max_threads:
-            return (f"tool {name} has {overdue} call(s) past their timeout, which cannot be stopped, and the tools "
-                    f"with such calls hold {stuck} of the {self.max_threads} threads (at most half); it takes no "
-                    "more calls until one of them ends")
+            calls = f"{overdue} call{'s' if overdue != 1 else ''}"
+            return (f"tool {name} has {calls} past their timeout, which cannot be stopped, and the tools with such "
+                    f"calls hold {stuck} of the {self.max_threads} threads, where they may hold {self.max_threads // 2}"
+                    "; it takes no more calls until one of them ends")
         return None
 
     async def _invoke(self, call: ToolCall, context: ToolContext) -> Any:
