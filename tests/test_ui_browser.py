@@ -226,14 +226,20 @@ def secured(backend: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFacto
 
 def test_a_kernel_that_requires_tokens_asks_for_one_and_the_page_acts_as_its_agent(browser: Any,
                                                                                     secured: Secured) -> None:
+    """The page asks for a token, keeps it out of every address (history, bookmarks and a proxy's logs would keep
+    it), and acts as its agent: the agent's name is fixed, its files are its own, its scheduler feed is live."""
     context = browser.new_context(viewport=DESKTOP, base_url=secured.kernel.url)
     context.set_default_timeout(WAIT_MS)
     page = context.new_page()
-    assert page.goto("/ui/").status == 401
+    page.goto("/ui/")
+    page.wait_for_url("**/ui/login.html?reason=*")
+    assert "requires a bearer token" in page.text_content("#reason")
     page.get_by_label("Token", exact=True).fill(secured.alice)
     page.get_by_role("button", name="Open the web UI").click()
     page.wait_for_function("() => document.getElementById('agent')?.readOnly")
-    assert page.input_value("#agent") == "alice" and "/as/" in page.url
+    assert page.input_value("#agent") == "alice" and page.url.endswith("/ui/")
+    page.goto("/ui/#scheduler")
+    page.wait_for_selector("[role=status]:has-text('Live')")
     page.get_by_role("link", name="Files").click()
     page.get_by_label("File", exact=True).fill("alice.txt")
     page.get_by_label("Content", exact=True).fill("Only mine.")
@@ -243,4 +249,15 @@ def test_a_kernel_that_requires_tokens_asks_for_one_and_the_page_acts_as_its_age
                                                                  "query_data": {"operation_type": "history",
                                                                                 "params": {"file_path": "alice.txt"}}})
     assert '"agent": "alice"' in history.json()["response"]["response_message"]
+    assert secured.alice not in " ".join(entry for entry in page.evaluate("() => [location.href, document.referrer]"))
+    context.close()
+
+
+def test_an_address_of_the_older_form_moves_its_token_out_of_the_address(browser: Any, secured: Secured) -> None:
+    context = browser.new_context(viewport=DESKTOP, base_url=secured.kernel.url)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    page.goto(f"/as/{secured.alice}/ui/#tools")
+    page.wait_for_function("() => document.getElementById('agent')?.readOnly")
+    assert page.url == f"{secured.kernel.url}/ui/#tools" and page.input_value("#agent") == "alice"
     context.close()

@@ -7,6 +7,7 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 from typing import Any, Callable, Iterator
 
 import httpx
@@ -115,22 +116,35 @@ def secured(backend: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFacto
         yield kernel
 
 
-@pytest.mark.parametrize("path", ["/ui", "/ui/", "/ui/app.js"])
-def test_without_a_token_the_ui_is_refused_with_the_page_that_asks_for_one(secured: Secured, path: str) -> None:
-    reply = secured.client(None).get(path)
-    assert reply.status_code == 401 and reply.headers["content-type"].startswith("text/html")
-    assert 'name="token"' in reply.text and "requires a bearer token" in reply.text
-    forged = secured.client(None).get("/as/aios_forged/ui/")
-    assert forged.status_code == 401 and "not valid" in forged.text and 'name="token"' in forged.text
+@pytest.mark.parametrize("path", ["/ui/", "/ui/app.js", "/ui/login.html", "/ui/login.js"])
+def test_the_ui_s_files_are_served_without_a_token_and_its_api_calls_are_refused_without_one(
+        secured: Secured, path: str) -> None:
+    """The files hold no secret; what the page does goes through the API, which wants the token."""
+    anonymous = secured.client(None)
+    reply = anonymous.get(path)
+    assert reply.status_code == 200 and "default-src 'self'" in reply.headers["content-security-policy"]
+    assert anonymous.get("/access/permissions").status_code == 401
+    assert anonymous.get("/scheduler/events").status_code == 401
 
 
-def test_with_a_token_the_ui_is_served_and_its_api_calls_carry_the_token(secured: Secured) -> None:
+def test_a_token_in_the_address_that_is_not_valid_sends_the_browser_to_the_login_page_saying_why(
+        secured: Secured) -> None:
+    forged = secured.client(None).get("/as/aios_forged/ui/", follow_redirects=False)
+    assert forged.status_code == 303
+    location = urlsplit(forged.headers["location"])
+    assert location.path == "/ui/login.html" and "aios_forged" not in forged.headers["location"]
+    assert "not valid" in parse_qs(location.query)["reason"][0]
+
+
+def test_the_api_calls_of_the_page_carry_its_token_and_an_address_of_the_older_form_still_opens_it(
+        secured: Secured) -> None:
+    assert secured.client(secured.alice).get("/access/permissions").json()["agent_name"] == "alice"
+    with secured.client(secured.alice).stream("GET", "/scheduler/events") as feed:
+        assert feed.status_code == 200 and feed.headers["content-type"].startswith("text/event-stream")
     anonymous = secured.client(None)
     page = anonymous.get(f"/as/{secured.alice}/ui/")
     assert page.status_code == 200 and '<main id="main"' in page.text
     assert anonymous.get(f"/as/{secured.alice}/ui/api.js").status_code == 200
-    assert anonymous.get("/scheduler/events").status_code == 401
-    assert secured.client(secured.alice).get("/ui/pages/tools.js").status_code == 200
 
 
 def test_an_agent_s_token_sees_only_its_own_syscalls_in_the_feed(secured: Secured) -> None:

@@ -22,12 +22,12 @@ async def send_error(send: Send, path: str, status: int, detail: str, *headers: 
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_page(send: Send, status: int, page: bytes) -> None:
-    """Answer an HTML page with ``status``."""
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(page)).encode()),
-                            (b"cache-control", b"no-store"), (b"referrer-policy", b"no-referrer")]})
-    await send({"type": "http.response.body", "body": page})
+async def send_redirect(send: Send, location: str) -> None:
+    """Answer ``303 See Other`` to ``location`` (a GET)."""
+    await send({"type": "http.response.start", "status": 303,
+                "headers": [(b"location", location.encode()), (b"content-length", b"0"), (b"cache-control", b"no-store"),
+                            (b"referrer-policy", b"no-referrer")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 # OpenAI's error types by HTTP status; anything else under 500 is the request's fault, the rest the server's.

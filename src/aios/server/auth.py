@@ -4,7 +4,8 @@ A request may carry ``Authorization: Bearer <token>`` — an agent's token, or t
 for the AIOS SDK cannot add headers, so the token may also lead the path instead: ``/as/<token>/query`` is
 ``/query`` with that token (set ``CEREBRUM_KERNEL_URL=http://host:8000/as/<token>``). A token that is not valid
 is answered 401 (but under ``/v1/`` on a kernel that requires none: OpenAI clients always send an API key);
-so is a request without one when authentication is required. The identity found goes into
+so is a request without one when authentication is required, except share links and the web UI's static files
+(the page sends its token with each API call it makes). The identity found goes into
 ``scope["state"]["identity"]`` for the routes (None: no token, on a kernel that does not require one).
 """
 
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlencode
 
 from aios.access.manager import AccessManager
-from aios.server.asgi import OPENAI_PREFIX, send_error, send_page
-from aios.server.ui_routes import is_ui, login_page
+from aios.server.asgi import OPENAI_PREFIX, send_error, send_redirect
+from aios.server.ui_routes import LOGIN_PAGE, is_ui
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
@@ -63,7 +65,7 @@ class BearerAuth:
             if identity is None and (self.required or not scope["path"].startswith(OPENAI_PREFIX)):
                 await _deny(scope, send, "the bearer token is not valid (revoked, or never issued by this kernel)")
                 return
-        elif self.required and not scope["path"].startswith(PUBLIC_PREFIXES):
+        elif self.required and not (scope["path"].startswith(PUBLIC_PREFIXES) or is_ui(scope["path"])):
             await _deny(scope, send, "this kernel requires a bearer token: send Authorization: Bearer <token> (an "
                                      "agent's token from `aios token create NAME`), or use the URL "
                                      "http://host:port/as/<token>")
@@ -92,7 +94,7 @@ def _path_token(scope: Scope) -> str | None:
 
 
 async def _deny(scope: Scope, send: Any, detail: str) -> None:
-    if is_ui(scope["path"]):  # a person at a browser: the page that asks for a token
-        await send_page(send, 401, login_page(detail))
+    if is_ui(scope["path"]):  # a browser at an address with a token that is not valid: the page that asks for one
+        await send_redirect(send, f"{LOGIN_PAGE}?{urlencode({'reason': detail})}")
         return
     await send_error(send, scope["path"], 401, detail, (b"www-authenticate", b"Bearer"))

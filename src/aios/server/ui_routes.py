@@ -1,13 +1,12 @@
 """The web UI: static files (``server/ui/``, shipped as package data) served at ``/ui/``, no build step.
 
-The page works through the kernel's HTTP API only, with the same authentication: on a kernel that requires
-tokens, ``/ui`` without one is answered 401 with the token page (``login.html``), which opens the UI at
-``/as/<token>/ui/``; the page then makes its API calls under that same prefix.
+The files are public; the page works through the kernel's HTTP API only, with the same authentication. On a
+kernel that requires tokens, the page sends the one given on its login page (``login.html``, where a refused
+call sends it) as a bearer token with every call, keeping it in the tab's sessionStorage, never in an address.
 """
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
@@ -15,6 +14,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 
 UI_DIR = Path(__file__).parent / "ui"
 UI_PREFIX = "/ui"
+LOGIN_PAGE = UI_PREFIX + "/login.html"
 # The page runs only its own scripts and styles, reaches only this kernel, and names no referrer (its URL may
 # hold a token).
 HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
@@ -27,15 +27,10 @@ def is_ui(path: str) -> bool:
     return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
 
 
-def login_page(reason: str) -> bytes:
-    """The token page, saying why the UI was refused."""
-    page = (UI_DIR / "login.html").read_text(encoding="utf-8")
-    return page.replace("<!--reason-->", html.escape(reason)).encode()
-
-
 @router.get(UI_PREFIX, include_in_schema=False)
 async def ui_root() -> RedirectResponse:
-    # Relative, so that /as/<token>/ui keeps its prefix: the page's own links are relative to /ui/.
+    # Relative, so that an address of the older form /as/<token>/ui keeps its prefix (the page then moves the
+    # token out of the address).
     return RedirectResponse("ui/", status_code=307)
 
 

@@ -1,19 +1,32 @@
-// The kernel's HTTP API, as the page uses it. The page is served at <base>/ui/, where <base> is "" or
-// "/as/<token>" (a kernel that requires tokens), and every call goes under that same base, so it carries the
-// page's token as any agent's request would.
+// The kernel's HTTP API, as the page uses it. On a kernel that requires tokens, the token given on the login
+// page is kept in this tab's sessionStorage and sent as "Authorization: Bearer" with every call: never in an
+// address, where history, bookmarks and a proxy's logs would keep it. An address of the older form
+// /as/<token>/ui/ still opens the page: the token moves into sessionStorage and the address becomes /ui/.
 
-const BASE = location.pathname.replace(/\/ui\/.*$/, "");
-export const hasToken = BASE !== "";
+export const TOKEN = "aios-token";
+const pathToken = location.pathname.match(/^\/as\/([^/]+)\/ui\//);
+if (pathToken) {
+  sessionStorage.setItem(TOKEN, decodeURIComponent(pathToken[1]));
+  history.replaceState(null, "", "/ui/" + location.hash);
+}
+export const hasToken = sessionStorage.getItem(TOKEN) !== null;
+
+// The login page, saying why (a token missing, revoked or mistyped): the token it takes replaces this tab's.
+export function logIn(reason) {
+  sessionStorage.removeItem(TOKEN);
+  location.assign("/ui/login.html?reason=" + encodeURIComponent(reason));
+}
+
+function headers(extra = {}) {
+  const token = sessionStorage.getItem(TOKEN);
+  return token === null ? extra : { ...extra, authorization: `Bearer ${token}` };
+}
 
 export class ApiError extends Error {
   constructor(status, message) {
     super(message);
     this.status = status;
   }
-}
-
-export function url(path) {
-  return BASE + path;
 }
 
 function detailText(body, status) {
@@ -25,12 +38,12 @@ function detailText(body, status) {
 
 // A JSON request; raises ApiError with the kernel's own message for any HTTP error.
 export async function call(path, { method = "GET", body } = {}) {
-  const options = { method, headers: {} };
+  const options = { method, headers: headers() };
   if (body !== undefined) {
     options.headers["content-type"] = "application/json";
     options.body = JSON.stringify(body);
   }
-  const response = await fetch(url(path), options);
+  const response = await fetch(path, options);
   const reply = await response.json().catch(() => null);
   if (!response.ok) throw new ApiError(response.status, detailText(reply, response.status));
   return reply;
@@ -68,8 +81,8 @@ export async function* lines(response) {
 
 // A chat reply as it is written: onDelta(text) for each piece, then the envelope.
 export async function chatStream(agent, queryData, onDelta, signal) {
-  const response = await fetch(url("/query"), {
-    method: "POST", signal, headers: { "content-type": "application/json" },
+  const response = await fetch("/query", {
+    method: "POST", signal, headers: headers({ "content-type": "application/json" }),
     body: JSON.stringify({ agent_name: agent, query_type: "llm", query_data: { ...queryData, stream: true } }),
   });
   if (!response.ok) throw new ApiError(response.status, detailText(await response.json().catch(() => null), response.status));
@@ -81,4 +94,19 @@ export async function chatStream(agent, queryData, onDelta, signal) {
   }
   if (envelope && envelope.response.error) throw new ApiError(envelope.response.status_code, envelope.response.error);
   return envelope;
+}
+
+// Server-sent events from a GET as they come, as { event, data } (EventSource cannot send the token's header).
+// Throws ApiError when the kernel refuses the stream; returns when it ends.
+export async function* serverEvents(path, signal) {
+  const response = await fetch(path, { headers: headers(), signal });
+  if (!response.ok) throw new ApiError(response.status, detailText(await response.json().catch(() => null), response.status));
+  let event = "message";
+  for await (const line of lines(response)) {
+    if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("data:")) {
+      yield { event, data: line.slice(5).trim() };
+      event = "message";
+    }
+  }
 }

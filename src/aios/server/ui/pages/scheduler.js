@@ -1,9 +1,10 @@
 // The scheduler, live: per model what runs and waits, the kernel's queues, and each syscall's slices on a
 // timeline, from the server-sent events of /scheduler/events.
-import { url } from "../api.js";
+import { serverEvents } from "../api.js";
 import { el, statusLine } from "../ui.js";
 
 const WINDOW_S = 60; // the timeline shows at most the last minute
+const RECONNECT_MS = 3000; // as EventSource waits before it connects again
 
 function card(title, values) {
   const rows = Object.entries(values).flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, String(value ?? "—"))]);
@@ -56,11 +57,29 @@ export function render(main) {
   main.append(el("h2", {}, "Scheduler"), status, el("h3", {}, "Models"), view.models, el("h3", {}, "Queues"), view.queues,
     el("h3", {}, "Timeline"), legend, el("div", { class: "timeline" }, view.caption, view.lanes));
   status.show("Connecting…");
-  const source = new EventSource(url("/scheduler/events"));
-  source.addEventListener("snapshot", (event) => {
-    status.show("Live");
-    draw(view, JSON.parse(event.data));
-  });
-  source.addEventListener("error", () => status.show("The event stream was interrupted; reconnecting…", true));
-  return () => source.close();
+  const stop = new AbortController();
+  follow(view, status, stop.signal);
+  return () => stop.abort();
+}
+
+// The feed until the view closes (``signal``), connecting again a few seconds after it is interrupted.
+async function follow(view, status, signal) {
+  while (!signal.aborted) {
+    try {
+      for await (const { event, data } of serverEvents("/scheduler/events", signal)) {
+        if (event !== "snapshot") continue;
+        status.show("Live");
+        draw(view, JSON.parse(data));
+      }
+    } catch (error) {
+      if (signal.aborted) return;
+      if (error.status) {  // refused (a revoked token, say): connecting again would be refused too
+        status.show(`${error.status}: ${error.message}`, true);
+        return;
+      }
+    }
+    if (signal.aborted) return;
+    status.show("The event stream was interrupted; reconnecting…", true);
+    await new Promise((resume) => setTimeout(resume, RECONNECT_MS));
+  }
 }
