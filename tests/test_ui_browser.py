@@ -231,14 +231,15 @@ def test_a_kernel_that_requires_tokens_asks_for_one_and_the_page_acts_as_its_age
     context = browser.new_context(viewport=DESKTOP, base_url=secured.kernel.url)
     context.set_default_timeout(WAIT_MS)
     page = context.new_page()
-    page.goto("/ui/")
-    page.wait_for_url("**/ui/login.html?reason=*")
-    assert "requires a bearer token" in page.text_content("#reason")
+    page.goto("/ui/#scheduler")
+    page.wait_for_url("**/ui/login.html?reason=missing#scheduler")
+    page.get_by_label("Token", exact=True).fill("aios_“pasted”")  # no header can carry it: refused at once
+    page.get_by_role("button", name="Open the web UI").click()
+    assert "no spaces: copy it again" in page.text_content("#reason")
     page.get_by_label("Token", exact=True).fill(secured.alice)
     page.get_by_role("button", name="Open the web UI").click()
     page.wait_for_function("() => document.getElementById('agent')?.readOnly")
-    assert page.input_value("#agent") == "alice" and page.url.endswith("/ui/")
-    page.goto("/ui/#scheduler")
+    assert page.input_value("#agent") == "alice" and page.url.endswith("/ui/#scheduler")  # the view asked for
     page.wait_for_selector("[role=status]:has-text('Live')")
     page.get_by_role("link", name="Files").click()
     page.get_by_label("File", exact=True).fill("alice.txt")
@@ -250,6 +251,22 @@ def test_a_kernel_that_requires_tokens_asks_for_one_and_the_page_acts_as_its_age
                                                                                 "params": {"file_path": "alice.txt"}}})
     assert '"agent": "alice"' in history.json()["response"]["response_message"]
     assert secured.alice not in " ".join(entry for entry in page.evaluate("() => [location.href, document.referrer]"))
+    context.close()
+
+
+def test_a_token_revoked_while_the_page_is_open_sends_it_to_the_login_page(browser: Any, secured: Secured) -> None:
+    admin = secured.client(secured.admin)
+    carol = admin.post("/access/agents", json={"agent_name": "carol"}).json()["token"]
+    context = browser.new_context(viewport=DESKTOP, base_url=secured.kernel.url)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    page.goto(f"/as/{carol}/ui/#tools")
+    page.wait_for_function("() => document.getElementById('agent')?.readOnly")
+    assert admin.delete("/access/agents/carol").status_code == 200
+    page.get_by_role("link", name="Files").click()  # the page lists the agent's files: refused
+    page.wait_for_url("**/ui/login.html?reason=refused#storage")
+    assert "refused the token" in page.text_content("#reason")
+    assert page.evaluate("() => sessionStorage.getItem('aios-token')") is None
     context.close()
 
 

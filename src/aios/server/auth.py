@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Any, Awaitable, Callable
-from urllib.parse import urlencode
 
 from aios.access.manager import AccessManager
 from aios.server.asgi import OPENAI_PREFIX, send_error, send_redirect
@@ -95,6 +94,6 @@ def _path_token(scope: Scope) -> str | None:
 
 async def _deny(scope: Scope, send: Any, detail: str) -> None:
     if is_ui(scope["path"]):  # a browser at an address with a token that is not valid: the page that asks for one
-        await send_redirect(send, f"{LOGIN_PAGE}?{urlencode({'reason': detail})}")
+        await send_redirect(send, f"{LOGIN_PAGE}?reason=refused")
         return
     await send_error(send, scope["path"], 401, detail, (b"www-authenticate", b"Bearer"))

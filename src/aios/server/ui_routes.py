@@ -36,7 +36,10 @@ async def ui_root() -> RedirectResponse:
 
 @router.get(UI_PREFIX + "/{name:path}", include_in_schema=False)
 async def ui_file(name: str) -> FileResponse:
-    path = (UI_DIR / (name or "index.html")).resolve()
+    try:
+        path = (UI_DIR / (name or "index.html")).resolve()
+    except ValueError:  # a NUL in the name
+        path = UI_DIR
     if not path.is_relative_to(UI_DIR.resolve()) or not path.is_file():
         raise HTTPException(404, f"the web UI has no file {name!r}")
     return FileResponse(path, headers=HEADERS)

@@ -11,10 +11,12 @@ if (pathToken) {
 }
 export const hasToken = sessionStorage.getItem(TOKEN) !== null;
 
-// The login page, saying why (a token missing, revoked or mistyped): the token it takes replaces this tab's.
-export function logIn(reason) {
+// The login page, then back to this view: its token replaces this tab's. It says why in its own words, from a
+// code (the API's 401 messages speak to programs).
+export function logIn() {
+  const reason = sessionStorage.getItem(TOKEN) === null ? "missing" : "refused";
   sessionStorage.removeItem(TOKEN);
-  location.assign("/ui/login.html?reason=" + encodeURIComponent(reason));
+  location.assign(`/ui/login.html?reason=${reason}${location.hash}`);
 }
 
 function headers(extra = {}) {
@@ -36,6 +38,13 @@ function detailText(body, status) {
   return `HTTP ${status}`;
 }
 
+// The ApiError of a failed response, with the kernel's own message; a 401 (the token revoked, say) first sends
+// the page to the login page.
+async function failure(response) {
+  if (response.status === 401) logIn();
+  return new ApiError(response.status, detailText(await response.json().catch(() => null), response.status));
+}
+
 // A JSON request; raises ApiError with the kernel's own message for any HTTP error.
 export async function call(path, { method = "GET", body } = {}) {
   const options = { method, headers: headers() };
@@ -44,9 +53,8 @@ export async function call(path, { method = "GET", body } = {}) {
     options.body = JSON.stringify(body);
   }
   const response = await fetch(path, options);
-  const reply = await response.json().catch(() => null);
-  if (!response.ok) throw new ApiError(response.status, detailText(reply, response.status));
-  return reply;
+  if (!response.ok) throw await failure(response);
+  return response.json().catch(() => null);
 }
 
 // A syscall through /query; raises ApiError with the envelope's error when the kernel refused it or it failed.
@@ -68,15 +76,19 @@ export async function operation(agent, queryClass, operationType, params) {
 export async function* lines(response) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffered = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffered += value;
-    const parts = buffered.split("\n");
-    buffered = parts.pop();
-    yield* parts.filter((line) => line.trim());
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffered += value;
+      const parts = buffered.split("\n");
+      buffered = parts.pop();
+      yield* parts.filter((line) => line.trim());
+    }
+    if (buffered.trim()) yield buffered;
+  } finally {
+    reader.cancel().catch(() => {}); // a reader that stops early closes the connection
   }
-  if (buffered.trim()) yield buffered;
 }
 
 // A chat reply as it is written: onDelta(text) for each piece, then the envelope.
@@ -85,7 +97,7 @@ export async function chatStream(agent, queryData, onDelta, signal) {
     method: "POST", signal, headers: headers({ "content-type": "application/json" }),
     body: JSON.stringify({ agent_name: agent, query_type: "llm", query_data: { ...queryData, stream: true } }),
   });
-  if (!response.ok) throw new ApiError(response.status, detailText(await response.json().catch(() => null), response.status));
+  if (!response.ok) throw await failure(response);
   let envelope = null;
   for await (const line of lines(response)) {
     const item = JSON.parse(line);
@@ -96,11 +108,12 @@ export async function chatStream(agent, queryData, onDelta, signal) {
   return envelope;
 }
 
-// Server-sent events from a GET as they come, as { event, data } (EventSource cannot send the token's header).
-// Throws ApiError when the kernel refuses the stream; returns when it ends.
+// Server-sent events from a GET as they come, as { event, data } (EventSource cannot send the token's header):
+// one-line data fields, as the kernel's feeds send. Throws ApiError when the kernel refuses the stream; returns
+// when it ends.
 export async function* serverEvents(path, signal) {
   const response = await fetch(path, { headers: headers(), signal });
-  if (!response.ok) throw new ApiError(response.status, detailText(await response.json().catch(() => null), response.status));
+  if (!response.ok) throw await failure(response);
   let event = "message";
   for await (const line of lines(response)) {
     if (line.startsWith("event:")) event = line.slice(6).trim();

@@ -1,6 +1,6 @@
 // The page's router: each #name in the address shows that page; pages are modules with a render(main) that
 // returns an optional cleanup (the scheduler view closes its event stream).
-import { call, hasToken, logIn } from "./api.js";
+import { call, hasToken } from "./api.js";
 import * as chat from "./pages/chat.js";
 import * as scheduler from "./pages/scheduler.js";
 import * as agents from "./pages/agents.js";
@@ -29,15 +29,14 @@ function show() {
 agentInput.value = localStorage.getItem("aios-agent") || agentInput.value;
 agentInput.addEventListener("change", () => localStorage.setItem("aios-agent", agentInput.value.trim()));
 // With an agent's token the page acts as that agent, whose name the kernel knows; the administrator's acts as any.
-// A kernel that requires a token and has none (or refuses this one) sends the page to the login page.
+// A kernel that requires a token and has none (or refuses this one) answers 401, which sends the page to the
+// login page (api.js).
 const loggedIn = hasToken ? call("/access/permissions").then(({ agent_name: name }) => {
   if (name === ADMIN) return;
   agentInput.value = name;
   agentInput.readOnly = true;
 }) : call("/status");
-loggedIn.catch((error) => {
-  if (error.status === 401) logIn(error.message);
-});
+loggedIn.catch(() => {});
 window.addEventListener("hashchange", () => {
   show();
   document.getElementById("main").focus();

@@ -1,9 +1,21 @@
 // The token goes into this tab's sessionStorage, never into an address: the web UI sends it with every call.
 import { TOKEN } from "./api.js";
 
-document.getElementById("reason").textContent = new URLSearchParams(location.search).get("reason") || "";
+const REASONS = {
+  missing: "",
+  refused: "This kernel refused the token this tab had: it was revoked, mistyped, or another kernel's.",
+};
+const reason = document.getElementById("reason");
+const input = document.getElementById("token");
+reason.textContent = REASONS[new URLSearchParams(location.search).get("reason")] || "";
 document.getElementById("token-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  sessionStorage.setItem(TOKEN, document.getElementById("token").value.trim());
-  location.assign("/ui/");
+  const token = input.value.trim();
+  if (!/^[\x21-\x7e]+$/.test(token)) { // a header carries only these: a pasted quote or space is no token
+    reason.textContent = "A token has only letters, digits and punctuation, with no spaces: copy it again.";
+    input.focus();
+    return;
+  }
+  sessionStorage.setItem(TOKEN, token);
+  location.assign("/ui/" + location.hash);
 });

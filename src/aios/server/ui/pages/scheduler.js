@@ -73,7 +73,7 @@ async function follow(view, status, signal) {
       }
     } catch (error) {
       if (signal.aborted) return;
-      if (error.status) {  // refused (a revoked token, say): connecting again would be refused too
+      if ([401, 403, 422].includes(error.status)) { // refused: connecting again would be refused too
         status.show(`${error.status}: ${error.message}`, true);
         return;
       }
