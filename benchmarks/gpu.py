@@ -10,7 +10,9 @@ of the embedded model's architecture and of a ~1.7B one). Greedy, N generations 
                                                       embedded model's tokenizer saved in DIR (the device machine
                                                       has no model: copy tokenizer*.json from the model cache)
     python benchmarks/gpu.py --profile                where a run of 128 generations spends its time: decode steps
-                                                      against the rest (reading prompts), and one decode step's kernels
+                                                      against the rest (reading prompts); a decode step's host time
+                                                      by part (the forward call, sampling, the engine's own work);
+                                                      and one decode step's kernels
     python benchmarks/gpu.py --device cpu --quick     the script itself, on a CPU (tests/test_bench_gpu.py runs
                                                       each mode so, with --check and --profile too)
 """
@@ -180,15 +182,32 @@ def profile_steps(args: argparse.Namespace) -> None:
     batch = prompts(n)
     generate_with(engine, batch, 4)
     spent: dict[str, list[float]] = {"decode steps": [], "other steps": []}
-    step = engine.step
+    # Within decode steps, the host's time by part: the forward call (inputs copied in, the graph replay launched),
+    # the sampling (which first waits for the GPU, then reads the tokens back), and the rest (the engine's own work).
+    parts = {"forward call": 0.0, "sampling": 0.0}
+    step, forward, sample = engine.step, engine.runner.forward, engine._sample
+    decoding = False
+
+    def timed(part: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return call(*args)
+            finally:
+                if decoding:
+                    parts[part] += time.perf_counter() - began
+        return run
 
     def timed_step() -> None:
+        nonlocal decoding
         decoding = len(engine.running) == n and all(s.output_ids for s in engine.running) and not len(engine.policy)
         began = time.perf_counter()
         step()  # ends with the sampled tokens read back: a step's time includes its GPU work
         spent["decode steps" if decoding else "other steps"].append(time.perf_counter() - began)
 
     engine.step = timed_step  # type: ignore[method-assign]
+    engine.runner.forward = timed("forward call", forward)  # type: ignore[method-assign]
+    engine._sample = timed("sampling", sample)  # type: ignore[method-assign]
     began = time.perf_counter()
     generate_with(engine, batch, args.tokens)
     total = time.perf_counter() - began
@@ -197,6 +216,10 @@ def profile_steps(args: argparse.Namespace) -> None:
     print(f"N={n}, {args.tokens} tokens each: {total:.3f} s")
     for what, times in spent.items():
         print(f"  {what}: {len(times)}, {sum(times):.3f} s, {1000 * sum(times) / max(len(times), 1):.2f} ms each")
+    steps = max(len(spent["decode steps"]), 1)
+    rest = sum(spent["decode steps"]) - sum(parts.values())
+    print("  a decode step, by part (ms each): " + ", ".join(
+        f"{what} {1000 * spent_s / steps:.2f}" for what, spent_s in [*parts.items(), ("the engine's own work", rest)]))
     kv = engine.kv.cache(0)  # (one class on a GPU) it shrank as sequences left: make room for n rows again
     kv.reserve(n, PROMPT_TOKENS + args.tokens)
     chunks = [Chunk(row, [7], PROMPT_TOKENS + args.tokens // 2) for row in range(n)]

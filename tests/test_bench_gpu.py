@@ -39,5 +39,9 @@ def test_the_device_benchmark_and_profile_run_on_a_cpu(capsys: pytest.CaptureFix
     rows = [line for line in tables[-1].splitlines() if line.startswith("| 135M")]
     assert [row.split(" | ")[1] for row in rows] == ["2"]
     assert all(float(row.split(" | ")[2]) > 0 for row in rows)  # the engine's tokens/s
-    decode = re.search(r"decode steps: (\d+)", capsys.readouterr().out)
+    out = capsys.readouterr().out
+    decode = re.search(r"decode steps: (\d+)", out)
     assert decode is not None and int(decode.group(1)) > 0
+    parts = re.search(r"by part \(ms each\): forward call ([\d.]+), sampling ([\d.]+), "
+                      r"the engine's own work ([\d.]+)", out)
+    assert parts is not None and all(float(ms) > 0 for ms in parts.groups()), out
