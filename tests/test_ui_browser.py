@@ -218,6 +218,18 @@ def test_the_keyboard_reaches_every_page(page: Any) -> None:
     assert page.evaluate("document.activeElement.id") == "main"
 
 
+def test_a_token_this_kernel_never_needed_does_not_keep_the_page_out(browser: Any, kernel: KernelProcess) -> None:
+    """An old address with a token in it, on a kernel that requires none: the login page lets the page open."""
+    context = browser.new_context(viewport=DESKTOP, base_url=kernel.url)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    page.goto("/as/aios_forged/ui/#tools")
+    page.wait_for_url(f"{kernel.url}/ui/#tools")
+    page.wait_for_selector("#main h2:has-text('Tools')")
+    assert not page.evaluate("() => document.getElementById('agent').readOnly")
+    context.close()
+
+
 @pytest.fixture(scope="module")
 def secured(backend: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     with secured_kernel(data_dir, tmp_path_factory.mktemp("ui-browser-secured")) as kernel:

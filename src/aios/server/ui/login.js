@@ -8,6 +8,10 @@ const REASONS = {
 const reason = document.getElementById("reason");
 const input = document.getElementById("token");
 reason.textContent = REASONS[new URLSearchParams(location.search).get("reason")] || "";
+// A kernel that requires no token (a tab's token from another kernel, an old address with one) opens without.
+fetch("/status").then((response) => {
+  if (response.ok) location.replace("/ui/" + location.hash);
+}).catch(() => {});
 document.getElementById("token-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const token = input.value.trim();
