@@ -22,14 +22,6 @@ async def send_error(send: Send, path: str, status: int, detail: str, *headers: 
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_redirect(send: Send, location: str) -> None:
-    """Answer ``303 See Other`` to ``location`` (a GET)."""
-    await send({"type": "http.response.start", "status": 303,
-                "headers": [(b"location", location.encode()), (b"content-length", b"0"), (b"cache-control", b"no-store"),
-                            (b"referrer-policy", b"no-referrer")]})
-    await send({"type": "http.response.body", "body": b""})
-
-
 # OpenAI's error types by HTTP status; anything else under 500 is the request's fault, the rest the server's.
 ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
                429: "rate_limit_error"}

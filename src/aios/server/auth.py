@@ -14,8 +14,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Awaitable, Callable
 
+from starlette.responses import RedirectResponse
+
 from aios.access.manager import AccessManager
-from aios.server.asgi import OPENAI_PREFIX, send_error, send_redirect
+from aios.server.asgi import OPENAI_PREFIX, send_error
 from aios.server.ui_routes import LOGIN_PAGE, is_ui
 
 Scope = dict[str, Any]
@@ -23,6 +25,7 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
 
 PUBLIC_PREFIXES = ("/share/",)  # a share link's token is its own credential
 PATH_TOKEN = "/as/"
+NOT_KEPT = {"cache-control": "no-store", "referrer-policy": "no-referrer"}  # a redirect from an address with a token
 
 
 def is_loopback(host: str) -> bool:
@@ -94,6 +97,7 @@ def _path_token(scope: Scope) -> str | None:
 
 async def _deny(scope: Scope, send: Any, detail: str) -> None:
     if is_ui(scope["path"]):  # a browser at an address with a token that is not valid: the page that asks for one
-        await send_redirect(send, f"{LOGIN_PAGE}?reason=refused")
+        await RedirectResponse(f"{LOGIN_PAGE}?reason=refused", 303, headers=NOT_KEPT)(
+            scope, None, send)  # type: ignore[arg-type]  # a response never reads the request
         return
     await send_error(send, scope["path"], 401, detail, (b"www-authenticate", b"Bearer"))

@@ -322,7 +322,7 @@ class Engine:
             self.contexts.discard(sequence.snapshot)
             sequence.snapshot = None
         if sequence.output_ids:
-            text = self._text(sequence, final=True)
+            text = self._final_text(sequence)
             sequence.stream(text, final=True)
             sequence.finish(text, "kv_budget")
             return
@@ -556,13 +556,13 @@ class Engine:
         reason = self._finish_reason(sequence, token)
         if reason is None:
             if sequence.request.on_text is not None:
-                sequence.stream(self._text(sequence), final=False)
+                sequence.stream(self._streamed_text(sequence), final=False)
             return
         self._finish(sequence, reason)
 
     def _finish(self, sequence: Sequence, reason: str) -> None:
         """Hand a running sequence its reply, keep its KV for prefix reuse, and free its row."""
-        text = self._text(sequence, final=True)
+        text = self._final_text(sequence)
         stop_at = _first_stop(text, _stops(sequence), len(sequence.request.reply_prefix))
         text = text[:stop_at] if stop_at is not None else text
         sequence.stream(text, final=True)
@@ -578,17 +578,20 @@ class Engine:
         own = self._cache(sequence).read_row(sequence.row, end - n, begin=max(begin - n, 0))
         return own if begin >= n else _joined(sequence.base, own, begin)
 
-    def _text(self, sequence: Sequence, final: bool = False) -> str:
-        """The reply's text: while it streams, kept as tokens come (up to its last whole character); at the
-        end, its tokens decoded whole."""
-        ids = sequence.output_ids
-        if ids and ids[-1] in self.eos_ids:
-            ids = ids[:-1]
-        if final:
-            return sequence.request.reply_prefix + self.tokenizer.decode(ids, skip_special_tokens=True)
+    def _streamed_text(self, sequence: Sequence) -> str:
+        """The reply's text while it streams, kept as tokens come (up to its last whole character)."""
         if sequence.detokenizer is None:
             sequence.detokenizer = IncrementalText(self.tokenizer)
-        return sequence.request.reply_prefix + sequence.detokenizer.of(ids)
+        return sequence.request.reply_prefix + sequence.detokenizer.of(self._reply_ids(sequence))
+
+    def _final_text(self, sequence: Sequence) -> str:
+        """The reply's text at its end: its tokens decoded whole."""
+        return sequence.request.reply_prefix + self.tokenizer.decode(self._reply_ids(sequence),
+                                                                     skip_special_tokens=True)
+
+    def _reply_ids(self, sequence: Sequence) -> list[int]:
+        ids = sequence.output_ids
+        return ids[:-1] if ids and ids[-1] in self.eos_ids else ids
 
     def _finish_reason(self, sequence: Sequence, token: int) -> str | None:
         if sequence.request.cancelled.is_set():
