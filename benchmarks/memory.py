@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `aios serve` runs (cli.main); torch loads after this
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # threads sleep at once, as on a shared machine; torch loads after this
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from aios.config import load_config  # noqa: E402

@@ -18,7 +18,9 @@ import httpx
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a model hub
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `aios` sets it (see cli.main), for models loaded here
+# torch's threads sleep at once between operations, here and in the kernels the tests start: the suite shares its
+# cores with kernels, agents and itself, where spinning (aios's default, aios.torch_threads) only holds cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")

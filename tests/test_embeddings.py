@@ -96,3 +96,49 @@ def test_a_cancelled_request_does_not_stop_the_model_for_everyone_after_it() -> 
         assert model.embed(["and from a thread"]).shape == (1, DIMENSION)
     finally:
         model.close()
+
+
+def idle_model(embedder: Embedder, idle_s: float) -> Embedder:
+    """An embedder whose thread ends after ``idle_s`` without work, sharing the fixture's loaded model."""
+    embedder.embed(["loads the shared model"])
+    model = Embedder(idle_s=idle_s)
+    model._model, model._tokenizer = embedder._model, embedder._tokenizer
+    return model
+
+
+def test_the_model_thread_ends_when_idle_and_the_next_request_starts_another(embedder: Embedder) -> None:
+    """An idle thread holds no torch worker threads (which would slow the LLM engine's: aios.torch_threads)."""
+    model = idle_model(embedder, idle_s=0.05)
+    try:
+        first = model.embed(["a kitten asleep on the sofa"])
+        thread = model._thread
+        assert thread is not None
+        thread.join(timeout=60)
+        assert not thread.is_alive() and model._thread is None
+        again = model.embed(["a kitten asleep on the sofa"])
+        assert model.forward_passes == 2
+        np.testing.assert_allclose(again, first, atol=1e-6)
+    finally:
+        model.close()
+
+
+def test_no_request_is_lost_while_the_model_thread_ends() -> None:
+    """With no idle time at all the thread ends whenever the queue is empty, so requests keep arriving just as it
+    decides to end: each one is served, by it or by the thread its request starts."""
+    model = Embedder(idle_s=0)
+    model._vectors = lambda texts: np.ones((len(texts), DIMENSION), dtype=np.float32)  # type: ignore[method-assign]
+    served: list[int] = []
+
+    def ask(n: int) -> None:
+        for i in range(200):
+            model.embed([f"{n}-{i}"])
+            served.append(1)
+
+    askers = [threading.Thread(target=ask, args=(n,)) for n in range(4)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join(timeout=120)
+    model.close()
+    assert not any(asker.is_alive() for asker in askers), "a request was never served"
+    assert len(served) == 800

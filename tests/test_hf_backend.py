@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from aios.config import EMBEDDED_MODEL
 from aios.errors import ModelNotFound
 from aios.llm.core import GenerationRequest, SamplingParams
 from aios.llm.hf import HfLocalBackend
+from aios.llm.hf import backend as backend_module
 from aios.llm.hf.loader import _embedded_gguf, find_model
 
 CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
@@ -155,3 +158,24 @@ def test_a_model_that_cannot_be_found_says_everything_that_was_tried(name: str, 
 def test_a_directory_without_a_model_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFound, match=r"no config.json and no .gguf file in it"):
         find_model(str(tmp_path), offline=True)
+
+
+def test_a_model_is_loaded_on_a_thread_that_has_ended_when_the_backend_is_ready(
+        backend: HfLocalBackend, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """So the caller's thread (the kernel's main thread) keeps no torch worker threads, which would make the
+    engine's workers sleep between operations (aios.torch_threads)."""
+    loaded_on: list[threading.Thread] = []
+    real_load = backend_module.load_model
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        loaded_on.append(threading.current_thread())
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(backend_module, "load_model", load)
+    again = HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir)
+    try:
+        (thread,) = loaded_on
+        assert thread is not threading.current_thread() and not thread.is_alive()
+        assert again.generate(GenerationRequest(CAPITAL, greedy())).text  # and the model it loaded serves
+    finally:
+        again.close()

@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from aios.errors import ConfigError, KernelError, ModelNotFound
+from aios.torch_threads import spin_briefly
 
 app = typer.Typer(help="AIOS: an LLM agent operating system.", no_args_is_help=True, add_completion=False)
 
@@ -355,10 +356,6 @@ def models_remove(name: str, url: Optional[str] = UrlOption, admin_token: Option
 
 
 def main() -> None:
-    # torch's OpenMP threads otherwise spin for a while after each parallel section, holding cores that the
-    # kernel's other work needs (another model's step, the embedding model, SQLite, a local PostgreSQL): on 2
-    # busy cores that made a memory search 20x slower and decoding 5x slower (BENCHMARKS.md, memory section).
-    # Read when torch loads, which is after this; an explicit setting in the environment wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    spin_briefly(os.environ)  # how torch's threads wait between operations: read when torch loads, after this
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

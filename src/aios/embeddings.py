@@ -4,7 +4,9 @@ storage retrieval and agent memory: one copy in RAM, run by one thread.
 Requests from any thread (``embed``) or from the event loop (``aembed``) are queued; the model's thread takes
 everything queued at once and runs it as one batch, so concurrent requests coalesce into one forward pass and
 the event loop never waits on the model. The model loads on first use (about 2 s), not at import or start-up.
-Nothing is downloaded: the weights and tokenizer are the package's files.
+Nothing is downloaded: the weights and tokenizer are the package's files. The thread ends after ``IDLE_S``
+seconds without work (the model stays loaded; the next request starts another): while it lives, torch's worker
+threads of the LLM engine sleep between operations instead of spinning (:mod:`aios.torch_threads`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DIMENSION = 384  # all-MiniLM-L6-v2's sentence vectors
 MAX_TOKENS = 256  # the model's max_seq_length; longer texts are truncated
+IDLE_S = 1.0  # the model's thread ends after this long without work; starting another costs about a millisecond
 _STOP = object()
 
 
@@ -49,9 +52,10 @@ class Embedder:
 
     dimension = DIMENSION
 
-    def __init__(self, model_dir: Path | None = None, max_batch: int = 64) -> None:
+    def __init__(self, model_dir: Path | None = None, max_batch: int = 64, idle_s: float = IDLE_S) -> None:
         self.model_dir = model_dir
         self.max_batch = max_batch
+        self.idle_s = idle_s
         self.forward_passes = 0  # batches run so far (for status pages and tests)
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -100,8 +104,17 @@ class Embedder:
                     _fail(job.future, exc)
 
     def _next_batch(self) -> list[_Job] | None:
-        """The next job and everything queued meanwhile (one batch); None once ``close`` asked to stop."""
-        first = self._jobs.get()  # blocks until there is work
+        """The next job and everything queued meanwhile (one batch); None once ``close`` asked to stop, or once
+        no job came for ``idle_s`` seconds (this thread then ends; the next ``_submit`` starts another)."""
+        try:
+            first = self._jobs.get(timeout=self.idle_s)
+        except queue.Empty:
+            with self._start_lock:  # _submit queues under it: a job is either seen here or starts a new thread
+                if self._jobs.empty():
+                    if self._thread is threading.current_thread():
+                        self._thread = None
+                    return None
+            first = self._jobs.get_nowait()  # only this thread takes jobs
         if first is _STOP:
             return None
         jobs = [first]

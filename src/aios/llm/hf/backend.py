@@ -31,6 +31,7 @@ from aios.llm.hf.weights import WeightFormat
 from aios.llm.hf.sequence import Sequence
 from aios.llm.prompting import merge_messages_with_tools
 from aios.llm.structured import OutputSpec
+from aios.torch_threads import on_passing_thread
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,17 @@ class HfLocalBackend:
         self.name = model_name
         self.device = pick_device(eval_device)
         self.dtype = torch.float32 if self.device == "cpu" else _cuda_dtype()
-        self.model, self.tokenizer = load_model(
-            find_model(model_name), data_dir, **_placement(self.device, self.dtype, max_gpu_memory)
-        )
+        source = find_model(model_name)
+        placement = _placement(self.device, self.dtype, max_gpu_memory)
+
+        def load() -> tuple[Any, Any, Any]:
+            model, tokenizer = load_model(source, data_dir, **placement)
+            return model, tokenizer, make_runner(model, weights)
+
+        # On a thread that then ends, so that it leaves no OpenMP pool behind to slow the engine's (see
+        # aios.torch_threads).
+        self.model, self.tokenizer, self.runner = on_passing_thread(load, f"load {model_name}")
         self.parameters = self.model.num_parameters()
-        self.runner = make_runner(self.model, weights)
         if not self.tokenizer.chat_template:
             raise BadRequest(f"model {model_name!r} has no chat template; use an instruction-tuned (chat) model")
         self.template_accepts_tools = _template_uses(self.tokenizer.chat_template, "tools")
