@@ -5,7 +5,7 @@ torch's OpenMP workers (libgomp) wait for the next parallel operation spinning, 
 a thousand such operations, each a few microseconds to a few milliseconds apart: sleeping at once costs each one a
 wake-up, spinning long holds a core that other work wants. The settings, in the kernel's environment:
 
-- ``OMP_WAIT_POLICY=PASSIVE``: sleep at once (the kernel's default before this script);
+- ``OMP_WAIT_POLICY=PASSIVE``: sleep at once (what `aios` set until it spun briefly);
 - nothing set: `aios` sets ``GOMP_SPINCOUNT`` to ``aios.torch_threads.SPIN_COUNT`` (the default);
 - ``GOMP_SPINCOUNT=300000``: libgomp's own default (about 3 ms), what torch does outside `aios`.
 

@@ -110,35 +110,44 @@ def test_the_model_thread_ends_when_idle_and_the_next_request_starts_another(emb
     """An idle thread holds no torch worker threads (which would slow the LLM engine's: aios.torch_threads)."""
     model = idle_model(embedder, idle_s=0.05)
     try:
-        first = model.embed(["a kitten asleep on the sofa"])
-        thread = model._thread
+        asked = model._submit(["a kitten asleep on the sofa"])
+        thread = model._thread  # it serves this request before it can end
         assert thread is not None
+        first = asked.result(timeout=60)
         thread.join(timeout=60)
         assert not thread.is_alive() and model._thread is None
-        again = model.embed(["a kitten asleep on the sofa"])
+        asked = model._submit(["a kitten asleep on the sofa"])
+        assert model._thread is not None and model._thread is not thread
+        np.testing.assert_allclose(asked.result(timeout=60), first, atol=1e-6)
         assert model.forward_passes == 2
-        np.testing.assert_allclose(again, first, atol=1e-6)
     finally:
         model.close()
 
 
-def test_no_request_is_lost_while_the_model_thread_ends() -> None:
+def test_no_request_is_lost_while_the_model_thread_ends_or_closes() -> None:
     """With no idle time at all the thread ends whenever the queue is empty, so requests keep arriving just as it
-    decides to end: each one is served, by it or by the thread its request starts."""
+    decides to end, and a close comes in between: each request is served, by it or by a thread started for it."""
     model = Embedder(idle_s=0)
     model._vectors = lambda texts: np.ones((len(texts), DIMENSION), dtype=np.float32)  # type: ignore[method-assign]
     served: list[int] = []
 
     def ask(n: int) -> None:
         for i in range(200):
-            model.embed([f"{n}-{i}"])
+            model._submit([f"{n}-{i}"]).result(timeout=60)
             served.append(1)
 
-    askers = [threading.Thread(target=ask, args=(n,)) for n in range(4)]
+    askers = [threading.Thread(target=ask, args=(n,), daemon=True) for n in range(4)]
     for asker in askers:
         asker.start()
+    for _ in range(20):
+        model.close()
     for asker in askers:
         asker.join(timeout=120)
     model.close()
     assert not any(asker.is_alive() for asker in askers), "a request was never served"
-    assert len(served) == 800
+    assert len(served) == 800 and model._thread is None
+
+
+def test_a_negative_idle_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="idle_s must be 0 or more seconds, not -1"):
+        Embedder(idle_s=-1)

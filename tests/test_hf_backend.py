@@ -162,20 +162,23 @@ def test_a_directory_without_a_model_is_reported(tmp_path: Path) -> None:
 
 def test_a_model_is_loaded_on_a_thread_that_has_ended_when_the_backend_is_ready(
         backend: HfLocalBackend, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """So the caller's thread (the kernel's main thread) keeps no torch worker threads, which would make the
-    engine's workers sleep between operations (aios.torch_threads)."""
-    loaded_on: list[threading.Thread] = []
-    real_load = backend_module.load_model
+    """Loaded and laid out for the runner there, so the caller's thread (the kernel's main thread) keeps no torch
+    worker threads, which would make the engine's workers sleep between operations (aios.torch_threads)."""
+    ran_on: dict[str, threading.Thread] = {}
 
-    def load(*args: Any, **kwargs: Any) -> Any:
-        loaded_on.append(threading.current_thread())
-        return real_load(*args, **kwargs)
+    def recorded(name: str, real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            ran_on[name] = threading.current_thread()
+            return real(*args, **kwargs)
+        return call
 
-    monkeypatch.setattr(backend_module, "load_model", load)
+    for name in ("load_model", "make_runner"):
+        monkeypatch.setattr(backend_module, name, recorded(name, getattr(backend_module, name)))
     again = HfLocalBackend(EMBEDDED_MODEL, data_dir=data_dir)
     try:
-        (thread,) = loaded_on
-        assert thread is not threading.current_thread() and not thread.is_alive()
+        assert set(ran_on) == {"load_model", "make_runner"}
+        assert all(thread is not threading.current_thread() and not thread.is_alive() for thread in ran_on.values())
+        assert again.parameters == 134_515_008  # the embedded model's, its tied output layer counted once
         assert again.generate(GenerationRequest(CAPITAL, greedy())).text  # and the model it loaded serves
     finally:
         again.close()

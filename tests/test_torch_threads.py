@@ -11,19 +11,22 @@ from aios.torch_threads import SPIN_COUNT, on_passing_thread, spin_briefly
 
 
 @pytest.mark.parametrize(
-    ("environ", "expected"),
+    ("environ", "platform", "expected"),
     [
-        pytest.param({}, {"GOMP_SPINCOUNT": str(SPIN_COUNT)}, id="unset: brief spinning"),
-        pytest.param({"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "PASSIVE"}, id="passive kept"),
-        pytest.param({"OMP_WAIT_POLICY": "active"}, {"OMP_WAIT_POLICY": "active"}, id="active kept"),
-        pytest.param({"GOMP_SPINCOUNT": "0"}, {"GOMP_SPINCOUNT": "0"}, id="own spin count kept"),
-        pytest.param({"OMP_WAIT_POLICY": ""}, {"OMP_WAIT_POLICY": ""}, id="set empty: left to libgomp"),
-        pytest.param({"PATH": "/bin"}, {"PATH": "/bin", "GOMP_SPINCOUNT": str(SPIN_COUNT)}, id="others untouched"),
+        pytest.param({}, "linux", {"GOMP_SPINCOUNT": str(SPIN_COUNT)}, id="unset: brief spinning"),
+        pytest.param({}, "darwin", {"OMP_WAIT_POLICY": "PASSIVE"}, id="not libgomp: sleep at once"),
+        pytest.param({"OMP_WAIT_POLICY": "PASSIVE"}, "linux", {"OMP_WAIT_POLICY": "PASSIVE"}, id="passive kept"),
+        pytest.param({"OMP_WAIT_POLICY": "active"}, "linux", {"OMP_WAIT_POLICY": "active"}, id="active kept"),
+        pytest.param({"GOMP_SPINCOUNT": "0"}, "linux", {"GOMP_SPINCOUNT": "0"}, id="own spin count kept"),
+        pytest.param({"GOMP_SPINCOUNT": "0"}, "darwin", {"GOMP_SPINCOUNT": "0"}, id="own setting kept elsewhere"),
+        pytest.param({"OMP_WAIT_POLICY": ""}, "linux", {"OMP_WAIT_POLICY": ""}, id="set empty: left to libgomp"),
+        pytest.param({"PATH": "/bin"}, "linux", {"PATH": "/bin", "GOMP_SPINCOUNT": str(SPIN_COUNT)},
+                     id="others untouched"),
     ],
 )
-def test_aios_spins_briefly_unless_the_environment_says_how_threads_wait(environ: dict[str, str],
+def test_aios_spins_briefly_unless_the_environment_says_how_threads_wait(environ: dict[str, str], platform: str,
                                                                           expected: dict[str, str]) -> None:
-    spin_briefly(environ)
+    spin_briefly(environ, platform)
     assert environ == expected
 
 

@@ -5,8 +5,9 @@ Requests from any thread (``embed``) or from the event loop (``aembed``) are que
 everything queued at once and runs it as one batch, so concurrent requests coalesce into one forward pass and
 the event loop never waits on the model. The model loads on first use (about 2 s), not at import or start-up.
 Nothing is downloaded: the weights and tokenizer are the package's files. The thread ends after ``IDLE_S``
-seconds without work (the model stays loaded; the next request starts another): while it lives, torch's worker
-threads of the LLM engine sleep between operations instead of spinning (:mod:`aios.torch_threads`).
+seconds without work (the model stays loaded; the next request starts another): while it lives, and torch uses
+every core (its default), the LLM engine's torch threads sleep between operations instead of spinning
+(:mod:`aios.torch_threads`).
 """
 
 from __future__ import annotations
@@ -55,11 +56,14 @@ class Embedder:
     def __init__(self, model_dir: Path | None = None, max_batch: int = 64, idle_s: float = IDLE_S) -> None:
         self.model_dir = model_dir
         self.max_batch = max_batch
+        if idle_s < 0:
+            raise ValueError(f"idle_s must be 0 or more seconds, not {idle_s}")
         self.idle_s = idle_s
         self.forward_passes = 0  # batches run so far (for status pages and tests)
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._queued = 0  # requests in ``_jobs`` (not counting stops), under ``_start_lock``
         self._model: Any = None
         self._tokenizer: Any = None
 
@@ -71,10 +75,11 @@ class Embedder:
         return await asyncio.wrap_future(self._submit(texts))
 
     def close(self) -> None:
-        with self._start_lock:
+        with self._start_lock:  # the stop is queued under it, so an idle thread deciding to end sees it
             thread, self._thread = self._thread, None
+            if thread is not None:
+                self._jobs.put(_STOP)
         if thread is not None:
-            self._jobs.put(_STOP)
             thread.join()
 
     def _submit(self, texts: Sequence[str]) -> Future[np.ndarray]:
@@ -85,36 +90,45 @@ class Embedder:
             job.future.set_result(np.zeros((0, DIMENSION), dtype=np.float32))
             return job.future
         with self._start_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="embedder", daemon=True)
-                self._thread.start()
             self._jobs.put(job)
+            self._queued += 1
+            if self._thread is None:
+                self._start()
         return job.future
 
+    def _start(self) -> None:
+        """A new thread for the model (under ``_start_lock``)."""
+        self._thread = threading.Thread(target=self._serve, name="embedder", daemon=True)
+        self._thread.start()
+
     def _serve(self) -> None:
-        while True:
-            jobs = self._next_batch()
-            if jobs is None:
-                return
-            try:
-                self._run(jobs)
-            except BaseException as exc:  # this thread serves every later request: nothing may end it
-                log.exception("the embedding thread failed on a batch; it goes on with the next")
-                for job in jobs:
-                    _fail(job.future, exc)
+        try:
+            while (jobs := self._next_batch()) is not None:
+                try:
+                    self._run(jobs)
+                except BaseException as exc:  # this thread serves every later request: nothing may end it
+                    log.exception("the embedding thread failed on a batch; it goes on with the next")
+                    for job in jobs:
+                        _fail(job.future, exc)
+        finally:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """This thread ends: if it was the model's thread, the next request starts another. Requests queued while
+        it was (it may have stopped waiting for them, or taken a stop meant for another) go to a new one now."""
+        with self._start_lock:
+            if self._thread is threading.current_thread():
+                self._thread = None
+            if self._thread is None and self._queued:
+                self._start()
 
     def _next_batch(self) -> list[_Job] | None:
         """The next job and everything queued meanwhile (one batch); None once ``close`` asked to stop, or once
-        no job came for ``idle_s`` seconds (this thread then ends; the next ``_submit`` starts another)."""
+        no job came for ``idle_s`` seconds (this thread then ends: see ``_hand_over``)."""
         try:
             first = self._jobs.get(timeout=self.idle_s)
         except queue.Empty:
-            with self._start_lock:  # _submit queues under it: a job is either seen here or starts a new thread
-                if self._jobs.empty():
-                    if self._thread is threading.current_thread():
-                        self._thread = None
-                    return None
-            first = self._jobs.get_nowait()  # only this thread takes jobs
+            return None
         if first is _STOP:
             return None
         jobs = [first]
@@ -127,6 +141,8 @@ class Embedder:
                 self._jobs.put(_STOP)
                 break
             jobs.append(more)
+        with self._start_lock:
+            self._queued -= len(jobs)
         return jobs
 
     def _run(self, jobs: list[_Job]) -> None:

@@ -1,6 +1,6 @@
 """Which threads run torch's parallel operations, and why as few as possible should outlive their work.
 
-torch's CPU builds run parallel operations (matrix products, large element-wise ops) on OpenMP (libgomp). Each
+torch's Linux builds run parallel operations (matrix products, large element-wise ops) on OpenMP (libgomp). Each
 thread that runs one gets a pool of worker threads of its own, kept until that thread ends. Once the pools of the
 live threads hold more threads than the machine has cores, libgomp's workers stop spinning between operations and
 sleep after about a hundred spins, so every parallel operation of every thread first wakes its workers. A decode
@@ -20,6 +20,7 @@ step's operations and no more (BENCHMARKS.md, "How torch's threads wait").
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Callable, MutableMapping, TypeVar
 
@@ -31,16 +32,24 @@ T = TypeVar("T")
 SPIN_COUNT = 10_000
 
 
-def spin_briefly(environ: MutableMapping[str, str]) -> None:
+def spin_briefly(environ: MutableMapping[str, str], platform: str = sys.platform) -> None:
     """Have torch's OpenMP workers spin ``SPIN_COUNT`` times before sleeping, unless ``environ`` already says how
-    they wait (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``). Call it before torch loads: libgomp reads it then."""
-    if "OMP_WAIT_POLICY" not in environ and "GOMP_SPINCOUNT" not in environ:
+    they wait (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``). Call it before torch loads: libgomp reads it then.
+
+    Only torch's Linux builds use libgomp; elsewhere (LLVM's OpenMP on macOS, whose default spin is 200 ms) the
+    workers sleep at once, as measured to be safe on a busy machine."""
+    if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
+        return
+    if platform.startswith("linux"):
         environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
+    else:
+        environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def on_passing_thread(work: Callable[[], T], name: str) -> T:
     """``work()``, run on a new thread that ends when it returns (its OpenMP pool with it); its exception is
-    raised here. The thread is a daemon: a process interrupted while waiting for it does not wait on."""
+    raised here. The thread is a daemon, so Ctrl-C while waiting for it ends the process without waiting for
+    the work (a model conversion cut off so is cleaned up at the next start)."""
     outcome: dict[str, object] = {}
 
     def run() -> None:
@@ -52,6 +61,10 @@ def on_passing_thread(work: Callable[[], T], name: str) -> T:
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     thread.join()
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
+    error = outcome.pop("error", None)
+    if error is not None:
+        try:
+            raise error  # type: ignore[misc]
+        finally:
+            del error  # not kept alive with this frame by its own traceback (a failed load's memory)
     return outcome["value"]  # type: ignore[return-value]

@@ -68,14 +68,14 @@ class HfLocalBackend:
         source = find_model(model_name)
         placement = _placement(self.device, self.dtype, max_gpu_memory)
 
-        def load() -> tuple[Any, Any, Any]:
+        def load() -> tuple[Any, Any, int, Any]:
             model, tokenizer = load_model(source, data_dir, **placement)
-            return model, tokenizer, make_runner(model, weights)
+            # Counted before the runner takes the weights: the module's copies it drops are untied then.
+            return model, tokenizer, model.num_parameters(), make_runner(model, weights)
 
         # On a thread that then ends, so that it leaves no OpenMP pool behind to slow the engine's (see
         # aios.torch_threads).
-        self.model, self.tokenizer, self.runner = on_passing_thread(load, f"load {model_name}")
-        self.parameters = self.model.num_parameters()
+        self.model, self.tokenizer, self.parameters, self.runner = on_passing_thread(load, f"load {model_name}")
         if not self.tokenizer.chat_template:
             raise BadRequest(f"model {model_name!r} has no chat template; use an instruction-tuned (chat) model")
         self.template_accepts_tools = _template_uses(self.tokenizer.chat_template, "tools")
@@ -258,6 +258,8 @@ def _cuda_dtype() -> torch.dtype:
 def _placement(device: str, dtype: torch.dtype, max_gpu_memory: dict[int | str, str] | None) -> dict[str, Any]:
     if device.startswith("cuda") and max_gpu_memory:
         return {"dtype": dtype, "device_map": "auto", "max_memory": {int(k): v for k, v in max_gpu_memory.items()}}
+    if device == "cuda":  # the caller's current GPU: the model loads on another thread, whose current GPU is 0
+        device = f"cuda:{torch.cuda.current_device()}"
     return {"dtype": dtype, "device_map": device}
 
 
