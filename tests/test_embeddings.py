@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -98,37 +99,47 @@ def test_a_cancelled_request_does_not_stop_the_model_for_everyone_after_it() -> 
         model.close()
 
 
-def idle_model(embedder: Embedder, idle_s: float) -> Embedder:
-    """An embedder whose thread ends after ``idle_s`` without work, sharing the fixture's loaded model."""
-    embedder.embed(["loads the shared model"])
-    model = Embedder(idle_s=idle_s)
-    model._model, model._tokenizer = embedder._model, embedder._tokenizer
-    return model
+class RecordingEmbedder(Embedder):
+    """Keeps every thread it starts, so a test can wait for one to end."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started: list[threading.Thread] = []
+
+    def _start(self) -> None:
+        super()._start()
+        assert self._thread is not None
+        self.started.append(self._thread)
 
 
 def test_the_model_thread_ends_when_idle_and_the_next_request_starts_another(embedder: Embedder) -> None:
     """An idle thread holds no torch worker threads (which would slow the LLM engine's: aios.torch_threads)."""
-    model = idle_model(embedder, idle_s=0.05)
+    embedder.embed(["loads the shared model"])
+    model = RecordingEmbedder(idle_s=0.05)
+    model._model, model._tokenizer = embedder._model, embedder._tokenizer
     try:
-        asked = model._submit(["a kitten asleep on the sofa"])
-        thread = model._thread  # it serves this request before it can end
-        assert thread is not None
-        first = asked.result(timeout=60)
+        first = model.embed(["a kitten asleep on the sofa"])
+        (thread,) = model.started
         thread.join(timeout=60)
         assert not thread.is_alive() and model._thread is None
-        asked = model._submit(["a kitten asleep on the sofa"])
-        assert model._thread is not None and model._thread is not thread
-        np.testing.assert_allclose(asked.result(timeout=60), first, atol=1e-6)
+        again = model.embed(["a kitten asleep on the sofa"])
+        assert len(model.started) == 2 and model.started[1] is not thread
+        np.testing.assert_allclose(again, first, atol=1e-6)
         assert model.forward_passes == 2
     finally:
         model.close()
 
 
+def ones(texts: list[str]) -> np.ndarray:
+    return np.ones((len(texts), DIMENSION), dtype=np.float32)
+
+
 def test_no_request_is_lost_while_the_model_thread_ends_or_closes() -> None:
     """With no idle time at all the thread ends whenever the queue is empty, so requests keep arriving just as it
-    decides to end, and a close comes in between: each request is served, by it or by a thread started for it."""
-    model = Embedder(idle_s=0)
-    model._vectors = lambda texts: np.ones((len(texts), DIMENSION), dtype=np.float32)  # type: ignore[method-assign]
+    decides to end, and closes come in between: each request is served, by it or by a thread started for it, and
+    after the last close no thread is left."""
+    model = RecordingEmbedder(idle_s=0)
+    model._vectors = ones  # type: ignore[method-assign]
     served: list[int] = []
 
     def ask(n: int) -> None:
@@ -139,15 +150,36 @@ def test_no_request_is_lost_while_the_model_thread_ends_or_closes() -> None:
     askers = [threading.Thread(target=ask, args=(n,), daemon=True) for n in range(4)]
     for asker in askers:
         asker.start()
-    for _ in range(20):
+    while any(asker.is_alive() for asker in askers) and len(served) < 800:
         model.close()
     for asker in askers:
         asker.join(timeout=120)
     model.close()
     assert not any(asker.is_alive() for asker in askers), "a request was never served"
-    assert len(served) == 800 and model._thread is None
+    assert len(served) == 800
+    assert model._thread is None and not any(thread.is_alive() for thread in model.started)
 
 
-def test_a_negative_idle_time_is_refused() -> None:
-    with pytest.raises(ValueError, match="idle_s must be 0 or more seconds, not -1"):
-        Embedder(idle_s=-1)
+def test_a_thread_that_cannot_start_fails_its_request_and_the_next_one_starts_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    model = Embedder()
+    model._vectors = ones  # type: ignore[method-assign]
+    real_start = threading.Thread.start
+
+    def refused(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        model.embed(["first"])
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    try:
+        assert model._submit(["second"]).result(timeout=60).shape == (1, DIMENSION)
+    finally:
+        model.close()
+
+
+@pytest.mark.parametrize("idle_s", [-1, float("nan"), float("inf"), threading.TIMEOUT_MAX * 2])
+def test_an_idle_time_the_thread_cannot_wait_is_refused(idle_s: float) -> None:
+    with pytest.raises(ValueError, match=r"idle_s must be from 0 to \d+ seconds, not "):
+        Embedder(idle_s=idle_s)

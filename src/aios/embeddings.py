@@ -56,8 +56,8 @@ class Embedder:
     def __init__(self, model_dir: Path | None = None, max_batch: int = 64, idle_s: float = IDLE_S) -> None:
         self.model_dir = model_dir
         self.max_batch = max_batch
-        if idle_s < 0:
-            raise ValueError(f"idle_s must be 0 or more seconds, not {idle_s}")
+        if not 0 <= idle_s <= threading.TIMEOUT_MAX:
+            raise ValueError(f"idle_s must be from 0 to {threading.TIMEOUT_MAX:.0f} seconds, not {idle_s}")
         self.idle_s = idle_s
         self.forward_passes = 0  # batches run so far (for status pages and tests)
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -75,10 +75,12 @@ class Embedder:
         return await asyncio.wrap_future(self._submit(texts))
 
     def close(self) -> None:
-        with self._start_lock:  # the stop is queued under it, so an idle thread deciding to end sees it
+        """Stop the model's thread once it has served what is queued (it ends within a batch); a later request
+        starts another."""
+        with self._start_lock:
             thread, self._thread = self._thread, None
             if thread is not None:
-                self._jobs.put(_STOP)
+                self._jobs.put(_STOP)  # wakes it if it waits for work
         if thread is not None:
             thread.join()
 
@@ -90,20 +92,28 @@ class Embedder:
             job.future.set_result(np.zeros((0, DIMENSION), dtype=np.float32))
             return job.future
         with self._start_lock:
+            if self._thread is None:
+                self._start()  # first: a thread that cannot start raises here, with nothing queued
             self._jobs.put(job)
             self._queued += 1
-            if self._thread is None:
-                self._start()
         return job.future
 
     def _start(self) -> None:
         """A new thread for the model (under ``_start_lock``)."""
-        self._thread = threading.Thread(target=self._serve, name="embedder", daemon=True)
-        self._thread.start()
+        self._thread = threading.Thread(target=self._serve, name="embedder", daemon=True)  # before it runs
+        try:
+            self._thread.start()
+        except BaseException:
+            self._thread = None
+            raise
+
+    def _serving(self) -> bool:
+        """Whether this thread is still the model's (``close`` or an idle end makes it not)."""
+        return self._thread is threading.current_thread()
 
     def _serve(self) -> None:
         try:
-            while (jobs := self._next_batch()) is not None:
+            while self._serving() and (jobs := self._next_batch()) is not None:
                 try:
                     self._run(jobs)
                 except BaseException as exc:  # this thread serves every later request: nothing may end it
@@ -115,22 +125,29 @@ class Embedder:
 
     def _hand_over(self) -> None:
         """This thread ends: if it was the model's thread, the next request starts another. Requests queued while
-        it was (it may have stopped waiting for them, or taken a stop meant for another) go to a new one now."""
+        it was (after it stopped waiting for them, or while it was no longer the model's) go to a new one now."""
         with self._start_lock:
-            if self._thread is threading.current_thread():
+            if self._serving():
                 self._thread = None
             if self._thread is None and self._queued:
-                self._start()
+                try:
+                    self._start()
+                except RuntimeError:  # no thread to be had now: the next request tries again
+                    log.exception("the embedding model's thread could not be restarted")
 
     def _next_batch(self) -> list[_Job] | None:
-        """The next job and everything queued meanwhile (one batch); None once ``close`` asked to stop, or once
-        no job came for ``idle_s`` seconds (this thread then ends: see ``_hand_over``)."""
-        try:
-            first = self._jobs.get(timeout=self.idle_s)
-        except queue.Empty:
-            return None
-        if first is _STOP:
-            return None
+        """The next job and everything queued meanwhile (one batch); None once no job came for ``idle_s``
+        seconds, or once this thread got a stop and is no longer the model's (see ``_hand_over``)."""
+        while True:
+            try:
+                first = self._jobs.get(timeout=self.idle_s)
+            except queue.Empty:
+                return None
+            if first is not _STOP:
+                break
+            if not self._serving():
+                return None
+            # a stop meant for a thread that ended before it came: nothing to do
         jobs = [first]
         while True:  # everything queued meanwhile joins this batch
             try:

@@ -36,8 +36,9 @@ def spin_briefly(environ: MutableMapping[str, str], platform: str = sys.platform
     """Have torch's OpenMP workers spin ``SPIN_COUNT`` times before sleeping, unless ``environ`` already says how
     they wait (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``). Call it before torch loads: libgomp reads it then.
 
-    Only torch's Linux builds use libgomp; elsewhere (LLVM's OpenMP on macOS, whose default spin is 200 ms) the
-    workers sleep at once, as measured to be safe on a busy machine."""
+    torch's Linux wheels use libgomp; elsewhere (LLVM's OpenMP on macOS, whose default spin is 200 ms) the
+    workers sleep at once, as measured to be safe on a busy machine. A Linux build of torch on another OpenMP
+    runtime ignores ``GOMP_SPINCOUNT`` and waits its own way: set ``OMP_WAIT_POLICY`` there."""
     if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
         return
     if platform.startswith("linux"):
@@ -66,5 +67,5 @@ def on_passing_thread(work: Callable[[], T], name: str) -> T:
         try:
             raise error  # type: ignore[misc]
         finally:
-            del error  # not kept alive with this frame by its own traceback (a failed load's memory)
+            del error  # this frame does not keep it (and, by its traceback, the failed work's frames) alive
     return outcome["value"]  # type: ignore[return-value]
