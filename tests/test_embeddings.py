@@ -118,11 +118,11 @@ def test_the_model_thread_ends_when_idle_and_the_next_request_starts_another(emb
     model = RecordingEmbedder(idle_s=0.05)
     model._model, model._tokenizer = embedder._model, embedder._tokenizer
     try:
-        first = model.embed(["a kitten asleep on the sofa"])
+        first = model._submit(["a kitten asleep on the sofa"]).result(timeout=60)
         (thread,) = model.started
         thread.join(timeout=60)
         assert not thread.is_alive() and model._thread is None
-        again = model.embed(["a kitten asleep on the sofa"])
+        again = model._submit(["a kitten asleep on the sofa"]).result(timeout=60)
         assert len(model.started) == 2 and model.started[1] is not thread
         np.testing.assert_allclose(again, first, atol=1e-6)
         assert model.forward_passes == 2
@@ -156,8 +156,10 @@ def test_no_request_is_lost_while_the_model_thread_ends_or_closes() -> None:
         asker.join(timeout=120)
     model.close()
     assert not any(asker.is_alive() for asker in askers), "a request was never served"
-    assert len(served) == 800
-    assert model._thread is None and not any(thread.is_alive() for thread in model.started)
+    assert len(served) == 800 and model._thread is None
+    for thread in model.started:  # each ends on its own, having nothing left to serve
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in model.started)
 
 
 def test_a_thread_that_cannot_start_fails_its_request_and_the_next_one_starts_one(
@@ -183,3 +185,17 @@ def test_a_thread_that_cannot_start_fails_its_request_and_the_next_one_starts_on
 def test_an_idle_time_the_thread_cannot_wait_is_refused(idle_s: float) -> None:
     with pytest.raises(ValueError, match=r"idle_s must be from 0 to \d+ seconds, not "):
         Embedder(idle_s=idle_s)
+
+
+def test_close_serves_what_is_queued_before_the_thread_stops() -> None:
+    model = HeldEmbedder()
+    in_pass = model._submit(["in the forward pass when close is called"])
+    assert model.in_pass.wait(60)
+    queued = model._submit(["queued behind it"])
+    closing = threading.Thread(target=model.close, daemon=True)
+    closing.start()
+    model.gate.set()
+    closing.join(timeout=120)
+    assert not closing.is_alive()
+    assert in_pass.result(timeout=0).shape == queued.result(timeout=0).shape == (1, DIMENSION)
+    assert model._thread is None

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import threading
+from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 DIMENSION = 384  # all-MiniLM-L6-v2's sentence vectors
 MAX_TOKENS = 256  # the model's max_seq_length; longer texts are truncated
 IDLE_S = 1.0  # the model's thread ends after this long without work; starting another costs about a millisecond
-_STOP = object()
 
 
 def packaged_model_dir() -> Path:
@@ -60,10 +59,11 @@ class Embedder:
             raise ValueError(f"idle_s must be from 0 to {threading.TIMEOUT_MAX:.0f} seconds, not {idle_s}")
         self.idle_s = idle_s
         self.forward_passes = 0  # batches run so far (for status pages and tests)
-        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Requests waiting for the model, and the thread that serves them (None: the next request starts one);
+        # both only under ``_work``, which that thread waits on.
+        self._jobs: deque[_Job] = deque()
         self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self._queued = 0  # requests in ``_jobs`` (not counting stops), under ``_start_lock``
+        self._work = threading.Condition()
         self._model: Any = None
         self._tokenizer: Any = None
 
@@ -75,12 +75,10 @@ class Embedder:
         return await asyncio.wrap_future(self._submit(texts))
 
     def close(self) -> None:
-        """Stop the model's thread once it has served what is queued (it ends within a batch); a later request
-        starts another."""
-        with self._start_lock:
+        """Stop the model's thread once it has served what is queued; a later request starts another."""
+        with self._work:
             thread, self._thread = self._thread, None
-            if thread is not None:
-                self._jobs.put(_STOP)  # wakes it if it waits for work
+            self._work.notify_all()
         if thread is not None:
             thread.join()
 
@@ -91,15 +89,15 @@ class Embedder:
         if not job.texts:
             job.future.set_result(np.zeros((0, DIMENSION), dtype=np.float32))
             return job.future
-        with self._start_lock:
+        with self._work:
             if self._thread is None:
                 self._start()  # first: a thread that cannot start raises here, with nothing queued
-            self._jobs.put(job)
-            self._queued += 1
+            self._jobs.append(job)
+            self._work.notify_all()
         return job.future
 
     def _start(self) -> None:
-        """A new thread for the model (under ``_start_lock``)."""
+        """A new thread for the model (under ``_work``)."""
         self._thread = threading.Thread(target=self._serve, name="embedder", daemon=True)  # before it runs
         try:
             self._thread.start()
@@ -108,12 +106,12 @@ class Embedder:
             raise
 
     def _serving(self) -> bool:
-        """Whether this thread is still the model's (``close`` or an idle end makes it not)."""
+        """Whether this thread is the model's (``close`` or an idle end makes it not; under ``_work``)."""
         return self._thread is threading.current_thread()
 
     def _serve(self) -> None:
         try:
-            while self._serving() and (jobs := self._next_batch()) is not None:
+            while (jobs := self._next_batch()) is not None:
                 try:
                     self._run(jobs)
                 except BaseException as exc:  # this thread serves every later request: nothing may end it
@@ -121,46 +119,26 @@ class Embedder:
                     for job in jobs:
                         _fail(job.future, exc)
         finally:
-            self._hand_over()
-
-    def _hand_over(self) -> None:
-        """This thread ends: if it was the model's thread, the next request starts another. Requests queued while
-        it was (after it stopped waiting for them, or while it was no longer the model's) go to a new one now."""
-        with self._start_lock:
-            if self._serving():
-                self._thread = None
-            if self._thread is None and self._queued:
-                try:
-                    self._start()
-                except RuntimeError:  # no thread to be had now: the next request tries again
-                    log.exception("the embedding model's thread could not be restarted")
+            with self._work:
+                if self._serving():  # ended by surprise: the next request starts another
+                    self._thread = None
 
     def _next_batch(self) -> list[_Job] | None:
-        """The next job and everything queued meanwhile (one batch); None once no job came for ``idle_s``
-        seconds, or once this thread got a stop and is no longer the model's (see ``_hand_over``)."""
-        while True:
-            try:
-                first = self._jobs.get(timeout=self.idle_s)
-            except queue.Empty:
-                return None
-            if first is not _STOP:
-                break
-            if not self._serving():
-                return None
-            # a stop meant for a thread that ended before it came: nothing to do
-        jobs = [first]
-        while True:  # everything queued meanwhile joins this batch
-            try:
-                more = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if more is _STOP:
-                self._jobs.put(_STOP)
-                break
-            jobs.append(more)
-        with self._start_lock:
-            self._queued -= len(jobs)
-        return jobs
+        """Everything queued (one batch), once there is something; None when this thread should end: no request
+        came for ``idle_s`` seconds (the next one starts a new thread), or ``close`` stopped it and nothing it
+        should serve is left. A stopped thread serves what was queued while no other thread is the model's."""
+        with self._work:
+            while not self._jobs:
+                if not self._serving():
+                    return None
+                if not self._work.wait(self.idle_s) and not self._jobs and self._serving():
+                    self._thread = None
+                    return None
+            if not self._serving() and self._thread is not None:
+                return None  # stopped, and another thread serves now
+            jobs = list(self._jobs)
+            self._jobs.clear()
+            return jobs
 
     def _run(self, jobs: list[_Job]) -> None:
         # A request whose caller stopped waiting (a cancelled ``aembed``) is dropped before the pass; the rest
