@@ -147,14 +147,20 @@ def test_no_request_is_lost_while_the_model_thread_ends_or_closes() -> None:
             model._submit([f"{n}-{i}"]).result(timeout=60)
             served.append(1)
 
+    def close() -> None:  # a close that never returns fails the test instead of hanging the suite
+        closing = threading.Thread(target=model.close, daemon=True)
+        closing.start()
+        closing.join(timeout=60)
+        assert not closing.is_alive(), "close() never returned"
+
     askers = [threading.Thread(target=ask, args=(n,), daemon=True) for n in range(4)]
     for asker in askers:
         asker.start()
     while any(asker.is_alive() for asker in askers) and len(served) < 800:
-        model.close()
+        close()
     for asker in askers:
         asker.join(timeout=120)
-    model.close()
+    close()
     assert not any(asker.is_alive() for asker in askers), "a request was never served"
     assert len(served) == 800 and model._thread is None
     for thread in model.started:  # each ends on its own, having nothing left to serve
@@ -187,15 +193,14 @@ def test_an_idle_time_the_thread_cannot_wait_is_refused(idle_s: float) -> None:
         Embedder(idle_s=idle_s)
 
 
-def test_close_serves_what_is_queued_before_the_thread_stops() -> None:
+def test_a_closed_thread_serves_what_was_queued_before_it_ends() -> None:
     model = HeldEmbedder()
-    in_pass = model._submit(["in the forward pass when close is called"])
+    in_pass = model._submit(["in the forward pass when the thread is told to end"])
     assert model.in_pass.wait(60)
     queued = model._submit(["queued behind it"])
-    closing = threading.Thread(target=model.close, daemon=True)
-    closing.start()
+    thread = model._detach()  # what close() does before it waits for the thread
+    assert thread is not None and model._thread is None
     model.gate.set()
-    closing.join(timeout=120)
-    assert not closing.is_alive()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
     assert in_pass.result(timeout=0).shape == queued.result(timeout=0).shape == (1, DIMENSION)
-    assert model._thread is None

@@ -66,6 +66,7 @@ class Embedder:
         self._work = threading.Condition()
         self._model: Any = None
         self._tokenizer: Any = None
+        self._loading = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for ``texts`` (blocking; call it off the event loop, or use ``aembed``)."""
@@ -76,11 +77,16 @@ class Embedder:
 
     def close(self) -> None:
         """Stop the model's thread once it has served what is queued; a later request starts another."""
+        thread = self._detach()
+        if thread is not None:
+            thread.join()
+
+    def _detach(self) -> threading.Thread | None:
+        """The model's thread, told to end once it has served what is queued (no longer the model's)."""
         with self._work:
             thread, self._thread = self._thread, None
             self._work.notify_all()
-        if thread is not None:
-            thread.join()
+        return thread
 
     def _submit(self, texts: Sequence[str]) -> Future[np.ndarray]:
         if isinstance(texts, str):
@@ -119,9 +125,14 @@ class Embedder:
                     for job in jobs:
                         _fail(job.future, exc)
         finally:
+            stranded: list[_Job] = []
             with self._work:
-                if self._serving():  # ended by surprise: the next request starts another
+                if self._serving():  # ended by surprise: what is queued fails, the next request starts a thread
                     self._thread = None
+                    stranded = list(self._jobs)
+                    self._jobs.clear()
+            for job in stranded:
+                _fail(job.future, RuntimeError("the embedding model's thread ended unexpectedly; ask again"))
 
     def _next_batch(self) -> list[_Job] | None:
         """Everything queued (one batch), once there is something; None when this thread should end: no request
@@ -186,6 +197,11 @@ class Embedder:
     def _load(self) -> None:
         if self._model is not None:
             return
+        with self._loading:  # a thread that close() stopped mid-load and its successor load it once
+            if self._model is None:
+                self._read_model()
+
+    def _read_model(self) -> None:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
