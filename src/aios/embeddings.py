@@ -181,7 +181,8 @@ class Embedder:
             for start in range(0, len(order), self.max_batch):
                 rows = order[start:start + self.max_batch]
                 out[rows] = self._forward([texts[i] for i in rows])
-        self.forward_passes += 1
+        with self._work:  # a stopped thread's last batch can overlap its successor's: count both
+            self.forward_passes += 1
         return out
 
     def _forward(self, texts: list[str]) -> np.ndarray:
