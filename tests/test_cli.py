@@ -1,4 +1,5 @@
-"""The ``aios`` command as a user runs it: demo, chat, serve and prepare."""
+"""The ``aios`` command as a user runs it: demo, chat, serve and prepare; every command's help; the administrator's
+commands when the kernel is out of reach or refuses."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from aios import cli
 from conftest import KernelProcess, data_dir_of_its_own
 
 
@@ -98,3 +105,42 @@ def test_serve_with_a_tool_folder_that_cannot_load_stops_with_one_line(backend, 
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("aios: tools: ") and "config.json cannot be read as JSON" in line
     assert "Traceback" not in result.stderr
+
+
+def _commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and sub-command of the ``aios`` command line, as the words that name it."""
+    found = [path]
+    for name, command in getattr(group, "commands", {}).items():
+        found += _commands(command, (*path, name))
+    return found
+
+
+COMMANDS = _commands(typer.main.get_command(cli.app))
+
+
+@pytest.mark.parametrize("words", COMMANDS, ids=[" ".join(words) or "aios" for words in COMMANDS])
+def test_every_command_s_help_prints_its_usage(words: tuple[str, ...]) -> None:
+    """Help texts are plain text (a hub id's ``[/version]`` once crashed ``run-agent --help`` as bad markup)."""
+    result = CliRunner().invoke(cli.app, [*words, "--help"], prog_name="aios")
+    assert result.exit_code == 0, result.output
+    assert result.output.lstrip().startswith(f"Usage: aios {' '.join(words)}".rstrip())
+
+
+ADMIN_COMMANDS = [("token", "create", "dave"), ("token", "revoke", "dave"), ("token", "list"), ("approvals",),
+                  ("models", "list"), ("models", "add", "some/model"), ("models", "remove", "some/model")]
+
+
+@pytest.mark.parametrize("words", ADMIN_COMMANDS, ids=[" ".join(words) for words in ADMIN_COMMANDS])
+def test_the_administrator_s_commands_report_an_unreachable_kernel_in_one_line(words: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(cli.app, [*words, "--url", "http://127.0.0.1:9", "--admin-token", "t"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == ("aios: [0] cannot reach the kernel at http://127.0.0.1:9 ([Errno 111] "
+                                              "Connection refused); is `aios serve` running?")
+    assert "Traceback" not in result.output
+
+
+def test_a_refused_token_request_says_which_field_is_wrong(kernel: KernelProcess, data_dir: Path) -> None:
+    result = aios("token", "create", "", "--url", kernel.url, data_dir=data_dir)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("aios: the kernel answered 422: body.agent_name: String should have at least 1 "
+                                     "character")

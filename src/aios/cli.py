@@ -15,7 +15,9 @@ import typer
 from aios.errors import ConfigError, KernelError, ModelNotFound
 from aios.torch_threads import spin_briefly
 
-app = typer.Typer(help="AIOS: an LLM agent operating system.", no_args_is_help=True, add_completion=False)
+# Help texts are plain text: a hub id's "[/version]" is not markup.
+app = typer.Typer(help="AIOS: an LLM agent operating system.", no_args_is_help=True, add_completion=False,
+                  rich_markup_mode=None)
 
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file (default: $AIOS_CONFIG, else built-in)")
 
@@ -257,11 +259,26 @@ def _admin(url: Optional[str], admin_token: Optional[str], config: Optional[Path
                         timeout=httpx.Timeout(read_timeout, connect=10.0))
 
 
-def _answer(reply) -> dict:  # noqa: ANN001
-    body = reply.json() if reply.headers.get("content-type", "").startswith("application/json") else {}
+def _request(client, method: str, path: str, **kwargs):  # noqa: ANN001, ANN003, ANN202
+    """One exchange with the kernel; a kernel that cannot be reached ends the command with one line."""
+    from aios.sdk import AIOSError
+    from aios.sdk.transport import reaching
+
+    try:
+        with reaching(str(client.base_url).rstrip("/"), f"{method} {path}"):
+            return client.request(method, path, **kwargs)
+    except AIOSError as exc:
+        raise _fail(str(exc), code=1) from None
+
+
+def _call(client, method: str, path: str, **kwargs) -> dict:  # noqa: ANN001, ANN003
+    """The kernel's answer to one request; an error answer ends the command with the kernel's words."""
+    from aios.sdk.transport import error_detail
+
+    reply = _request(client, method, path, **kwargs)
     if reply.status_code != 200:
-        raise _fail(f"the kernel answered {reply.status_code}: {body.get('detail', reply.text)}", code=1)
-    return body
+        raise _fail(f"the kernel answered {reply.status_code}: {error_detail(reply)}", code=1)
+    return reply.json() if reply.headers.get("content-type", "").startswith("application/json") else {}
 
 
 @token_app.command("create")
@@ -269,7 +286,7 @@ def token_create(agent_name: str, url: Optional[str] = UrlOption, admin_token: O
                  config: Optional[Path] = ConfigOption) -> None:
     """Issue a token for an agent (it replaces any earlier one); printed once, only its hash is kept."""
     with _admin(url, admin_token, config) as client:
-        typer.echo(_answer(client.post("/access/agents", json={"agent_name": agent_name}))["token"])
+        typer.echo(_call(client, "POST", "/access/agents", json={"agent_name": agent_name})["token"])
 
 
 @token_app.command("revoke")
@@ -277,7 +294,7 @@ def token_revoke(agent_name: str, url: Optional[str] = UrlOption, admin_token: O
                  config: Optional[Path] = ConfigOption) -> None:
     """Revoke an agent's token."""
     with _admin(url, admin_token, config) as client:
-        _answer(client.delete(f"/access/agents/{agent_name}"))
+        _call(client, "DELETE", f"/access/agents/{agent_name}")
     typer.echo(f"revoked the token of {agent_name}")
 
 
@@ -286,7 +303,7 @@ def token_list(url: Optional[str] = UrlOption, admin_token: Optional[str] = Admi
                config: Optional[Path] = ConfigOption) -> None:
     """The agents that have a token."""
     with _admin(url, admin_token, config) as client:
-        for agent in _answer(client.get("/access/agents"))["agents"]:
+        for agent in _call(client, "GET", "/access/agents")["agents"]:
             typer.echo(agent["agent_name"])
 
 
@@ -296,10 +313,12 @@ def approvals(url: Optional[str] = UrlOption, admin_token: Optional[str] = Admin
     """Answer the kernel's requests for approval (access.confirm.mode: ask) as they arrive; Ctrl-D ends it."""
     import json
 
+    from aios.sdk.transport import error_detail
+
     with _admin(url, admin_token, config) as client:
         typer.echo("waiting for operations that need your approval (Ctrl-D to stop)…")
         while True:
-            for approval in _answer(client.get("/access/approvals", params={"wait": 30}))["approvals"]:
+            for approval in _call(client, "GET", "/access/approvals", params={"wait": 30})["approvals"]:
                 typer.echo(f"[{approval['id']}] {approval['agent']} wants to {approval['action']}: "
                            f"{json.dumps(approval['detail'], ensure_ascii=False)}")
                 try:
@@ -308,11 +327,11 @@ def approvals(url: Optional[str] = UrlOption, admin_token: Optional[str] = Admin
                     typer.echo()
                     return
                 approve = answer in ("y", "yes")
-                reply = client.post(f"/access/approvals/{approval['id']}", json={"approve": approve})
+                reply = _request(client, "POST", f"/access/approvals/{approval['id']}", json={"approve": approve})
                 if reply.status_code == 200:
                     typer.echo("approved" if approve else "denied")
                 else:
-                    typer.echo(f"too late: {reply.json().get('detail')}")
+                    typer.echo(f"too late: {error_detail(reply)}")
 
 
 models_app = typer.Typer(help="The running kernel's models: list, add and remove them without a restart (the "
@@ -325,7 +344,7 @@ def models_list(url: Optional[str] = UrlOption, admin_token: Optional[str] = Adm
                 config: Optional[Path] = ConfigOption) -> None:
     """The models served now: name, backend, state and syscalls in flight."""
     with _admin(url, admin_token, config) as client:
-        for llm in _answer(client.get("/core/llms/check"))["llms"]:
+        for llm in _call(client, "GET", "/core/llms/check")["llms"]:
             typer.echo(f"{llm['name']}\t{llm['backend']}\t{llm['state']}\t{llm['in_flight']} in flight")
 
 
@@ -342,7 +361,7 @@ def models_add(
     """Load a model into the running kernel (other models keep serving) and route to it."""
     entry = {"name": name, "backend": backend, "hostname": hostname, "api_key": api_key, "cost": cost}
     with _admin(url, admin_token, config, read_timeout=None) as client:
-        reply = _answer(client.post("/core/llms/add", json={k: v for k, v in entry.items() if v is not None}))
+        reply = _call(client, "POST", "/core/llms/add", json={k: v for k, v in entry.items() if v is not None})
     typer.echo(reply["message"])
 
 
@@ -351,7 +370,7 @@ def models_remove(name: str, url: Optional[str] = UrlOption, admin_token: Option
                   config: Optional[Path] = ConfigOption) -> None:
     """Stop routing to a model, wait for its syscalls in flight to finish, then unload it."""
     with _admin(url, admin_token, config, read_timeout=None) as client:
-        reply = _answer(client.post("/core/llms/remove", json={"name": name}))
+        reply = _call(client, "POST", "/core/llms/remove", json={"name": name})
     typer.echo(f"{reply['message']} ({reply['drained']} syscalls in flight finished first)")
 
 

@@ -65,10 +65,10 @@ def stream_query(
     body = {"agent_name": agent_name, "query_type": query_type, "query_data": {**query_data, "stream": True}}
     url = kernel_url(base_url)
     exchange = httpx.stream("POST", f"{url}/query", json=body, headers=_headers(None), timeout=timeout)
-    with _reaching(url, f"the {query_type} syscall"), exchange as reply:
+    with reaching(url, f"the {query_type} syscall"), exchange as reply:
         if reply.status_code != 200:
             reply.read()
-            raise AIOSError(reply.status_code, _detail(reply))
+            raise AIOSError(reply.status_code, error_detail(reply))
         for line in reply.iter_lines():
             if line.strip():
                 yield _parsed_line(line, url)
@@ -100,10 +100,10 @@ def call_route(method: str, path: str, agent_name: str | None, base_url: str | N
 def _exchange(method: str, path: str, base_url: str | None, timeout: float | httpx.Timeout | None, what: str,
               **request: Any) -> dict[str, Any]:
     url = kernel_url(base_url)
-    with _reaching(url, what):
+    with reaching(url, what):
         reply = httpx.request(method, f"{url}{path}", timeout=timeout, **request)
     if reply.status_code != 200:
-        raise AIOSError(reply.status_code, _detail(reply))
+        raise AIOSError(reply.status_code, error_detail(reply))
     try:
         body = reply.json()
     except ValueError:
@@ -114,7 +114,7 @@ def _exchange(method: str, path: str, base_url: str | None, timeout: float | htt
 
 
 @contextmanager
-def _reaching(url: str, what: str) -> Iterator[None]:
+def reaching(url: str, what: str) -> Iterator[None]:
     """An exchange with the kernel at ``url``; what goes wrong on the way raises :class:`AIOSError`."""
     try:
         yield
@@ -138,7 +138,8 @@ def _excerpt(payload: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _detail(reply: httpx.Response) -> str:
+def error_detail(reply: httpx.Response) -> str:
+    """What a kernel's error reply says, on one line: its ``detail``, with each field's problem for a 422."""
     try:
         body = reply.json()
     except ValueError:
