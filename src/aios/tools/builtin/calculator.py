@@ -23,9 +23,12 @@ def _power(base: float, exponent: float) -> float:
         if exponent * math.log10(abs(base)) > MAX_DIGITS:
             raise ToolError(f"{base} ** {exponent} has more than {MAX_DIGITS} digits")
     try:
-        return operator.pow(base, exponent)
+        value = operator.pow(base, exponent)
     except OverflowError:
         raise ToolError(f"{base} ** {exponent} is too large") from None
+    if isinstance(value, complex):  # a negative base to a fractional power: Python answers a complex number
+        raise ToolError(f"({base}) ** {exponent} is not a real number (a negative number to a fractional power)")
+    return value
 
 
 def _factorial(n: float) -> int:
