@@ -96,6 +96,7 @@ BAD_CONFIGS = [
     ("unknown-section", "sever: {port: 1}\n", "sever: unknown field"),
     ("typo-in-model", "llms: {models: [{name: m, backnd: huggingface}]}\n", "llms.models.0.backnd: unknown field"),
     ("backend-not-a-provider-name", "llms: {models: [{name: m, backend: Gemini Pro}]}\n", "llms.models.0.backend: Value error, must be huggingface, openai, vllm, sglang, ollama or a LiteLLM provider name such as anthropic (lowercase letters, digits, _), not 'Gemini Pro'"),
+    ("backend-not-a-litellm-provider", "llms: {models: [{name: m, backend: nosuch}]}\n", "llms.models.0.backend: Value error, backend 'nosuch' is not a LiteLLM provider (e.g. anthropic, gemini, groq, deepseek, mistral)"),
     ("negative-cost", "llms: {models: [{name: m, cost: -1}]}\n", "llms.models.0.cost: Input should be greater than or equal to 0"),
     ("cost-as-text", "llms: {models: [{name: m, cost: cheap}]}\n", "llms.models.0.cost: Input should be a valid number"),
     ("unknown-strategy", "llms: {router: {strategy: random}}\n", "llms.router.strategy: Input should be 'sequential', 'least_loaded' or 'smart'"),

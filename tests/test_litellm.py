@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from aios.config import load_config
-from aios.errors import KernelError
+from aios.errors import ConfigError
 from aios.kernel import Kernel, load_cores
 from aios.llm.core import GenerationRequest, SamplingParams
 from aios.llm.handler import LLMQuery
@@ -124,5 +124,6 @@ def test_litellm_providers_load_from_the_config_with_keys_from_api_keys(tmp_path
     assert claude.describe() == {"name": "claude-x", "backend": "anthropic", "via": "litellm",
                                  "structured_output": "provider"}
     path.write_text("llms:\n  models:\n    - {name: m, backend: no_such_provider}\n")
-    with pytest.raises(KernelError, match="backend 'no_such_provider' is not a LiteLLM provider"):
-        load_cores(load_config(path, env={"AIOS_DATA_DIR": str(tmp_path)}))
+    with pytest.raises(ConfigError, match="llms.models.0.backend: .*backend 'no_such_provider' is not a LiteLLM "
+                       "provider"):  # refused with the file, before the kernel starts
+        load_config(path, env={"AIOS_DATA_DIR": str(tmp_path)})

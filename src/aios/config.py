@@ -140,6 +140,19 @@ class ModelConfig(_Section):
         default="grammar", description="JSON and tool-call replies: 'grammar' constrains decoding (valid by "
         "construction); 'prompt' only asks in the prompt, then checks the reply and retries once")
 
+    @field_validator("backend")
+    @classmethod
+    def _backend_is_served(cls, backend: str) -> str:
+        """Any backend but ours goes through LiteLLM: an unknown one is refused here, where the error names the
+        field, not when the kernel starts it."""
+        if backend not in OPENAI_COMPATIBLE | {"huggingface"}:
+            from aios.llm.litellm_backend import provider_problem  # imports LiteLLM, only for its providers
+
+            problem = provider_problem(backend)
+            if problem is not None:
+                raise ValueError(problem)
+        return backend
+
     @model_validator(mode="after")
     def _fields_fit_the_backend(self) -> "ModelConfig":
         if self.backend == "huggingface":

@@ -38,16 +38,28 @@ def import_litellm() -> Any:
     return litellm
 
 
+def provider_problem(provider: str) -> str | None:
+    """Why ``provider`` cannot be served through LiteLLM (``None`` when it can)."""
+    try:
+        litellm = import_litellm()
+    except KernelError as exc:
+        return str(exc)
+    if provider not in {p.value for p in litellm.provider_list}:
+        return (f"backend {provider!r} is not a LiteLLM provider (e.g. anthropic, gemini, groq, deepseek, mistral); "
+                "see https://docs.litellm.ai/docs/providers")
+    return None
+
+
 class LiteLLMBackend:
     constrains = False  # the provider decodes: structured replies are checked by the kernel
     max_prompt_chars = None  # the provider knows its model's context
 
     def __init__(self, model_name: str, provider: str, api_key: str | None = None, api_base: str | None = None,
                  retries: int = RETRIES, backoff_s: float = BACKOFF_S) -> None:
+        problem = provider_problem(provider)
+        if problem is not None:
+            raise BadRequest(problem)
         self._litellm = import_litellm()
-        if provider not in {p.value for p in self._litellm.provider_list}:
-            raise BadRequest(f"backend {provider!r} is not a LiteLLM provider (e.g. anthropic, gemini, groq, deepseek, "
-                             "mistral); see https://docs.litellm.ai/docs/providers")
         self.name, self.backend = model_name, provider
         self._api_key, self._api_base = api_key, api_base
         self._secrets = [*([api_key] if api_key else []), *(parse_service_url(api_base).secrets if api_base else [])]
