@@ -1,6 +1,7 @@
 """The access manager over real HTTP, on a kernel that requires tokens: who may call at all, who may touch whose
 files and which tools, grants to agents and groups and their revocation, permission requests, the audit log,
-and a person's approval of irreversible operations (approve, deny, time out); memories the same way."""
+and a person's approval of irreversible operations (approve, deny, time out); memories the same way. (And the one
+access route whose answer is everyone's, on the shared kernel that needs no tokens.)"""
 
 from __future__ import annotations
 
@@ -116,6 +117,28 @@ def test_an_aios_sdk_agent_puts_its_token_in_the_kernel_url(secured: Secured) ->
     reply = httpx.post(f"{url}/query", json={"agent_name": "alice", "query_type": "tool", "query_data": {
         "query_class": "tool", "tool_calls": [{"name": "aios/calculator", "parameters": {"expression": "1+1"}}]}})
     assert reply.status_code == 200 and json.loads(reply.json()["response"]["response_message"])["result"] == 2
+
+
+def test_revoking_a_token_stops_it_and_revoking_one_that_does_not_exist_is_a_404_that_audits_nothing(
+        secured: Secured) -> None:
+    token = secured.register("erin")
+    assert secured.route("admin", "DELETE", "/access/agents/erin").json() == {"status": "success"}
+    assert httpx.get(f"{secured.kernel.url}/tools", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    for agent in ("erin", "nobody"):  # revoked already; never registered
+        reply = secured.route("admin", "DELETE", f"/access/agents/{agent}")
+        assert reply.status_code == 404
+        assert reply.json()["detail"] == f"no agent '{agent}' is registered: `aios token list` shows those that are"
+    entries = secured.route("admin", "GET", "/access/audit", params={"agent": "kernel/admin"}).json()["entries"]
+    unregistered = [e["resource"] for e in entries if e["action"] == "unregister"]
+    assert unregistered.count("agent:erin") == 1 and "agent:nobody" not in unregistered
+
+
+def test_the_cli_fails_to_revoke_a_token_that_does_not_exist_saying_why(secured: Secured) -> None:
+    revoked = subprocess.run([sys.executable, "-m", "aios", "token", "revoke", "nobody", "--url", secured.kernel.url,
+                              "--admin-token", secured.admin_token], capture_output=True, text=True, timeout=60)
+    assert revoked.returncode == 1 and revoked.stdout == ""
+    assert ("the kernel answered 404: no agent 'nobody' is registered: `aios token list` shows those that are"
+            in revoked.stderr)
 
 
 def test_tokens_are_kept_only_as_hashes_and_shown_nowhere(secured: Secured) -> None:
@@ -285,6 +308,10 @@ BAD_ACCESS_REQUESTS = [
     ("approve-unknown", "admin", "POST", "/access/approvals/999999", {"approve": True}, 404, "no pending approval"),
     ("register-admin-name", "admin", "POST", "/access/agents", {"agent_name": "kernel/admin"}, 400,
      "the administrator's identity"),
+    ("revoke-unknown-agent", "admin", "DELETE", "/access/agents/nobody", None, 404,
+     "no agent 'nobody' is registered"),
+    ("remove-not-a-member", "admin", "DELETE", "/access/groups/team/members/nobody", None, 404,
+     "'nobody' is not a member of group 'team'"),
     ("audit-bad-limit", "alice", "GET", "/access/audit?limit=0", None, 422, "limit"),
     ("confirm-not-get", "alice", "POST", "/access/confirm", {"operations": []}, 405, "Method Not Allowed"),
     ("confirm-unknown-path", "alice", "GET", "/access/confirm/delete", None, 404, "Not Found"),
@@ -300,6 +327,18 @@ def test_bad_access_requests_get_a_clear_error_and_change_nothing(secured: Secur
     assert reply.status_code == status, reply.text
     assert text in json.dumps(reply.json()["detail"])
     assert secured.route("alice", "GET", "/access/permissions").json()["grants"] == before
+
+
+# --- a kernel that needs no tokens (the shared loopback one) ----------------------------------------------------
+
+def test_without_tokens_anyone_learns_what_the_kernel_counts_as_irreversible_without_naming_itself(
+        kernel: KernelProcess) -> None:
+    anonymous = kernel.client.get("/access/confirm")
+    assert anonymous.status_code == 200, anonymous.text
+    said = anonymous.json()
+    assert said["mode"] == "off" and "aios/delete_file" in said["tools"]  # the defaults
+    assert kernel.client.get("/access/confirm", headers={"X-AIOS-Agent": "alice"}).json() == said  # no matter who
+    assert kernel.client.get("/access/permissions").status_code == 401  # a route about the caller still asks
 
 
 # --- a person's approval ----------------------------------------------------------------------------------------

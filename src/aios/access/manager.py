@@ -73,7 +73,7 @@ class AccessManager:
 
     async def unregister(self, agent: str) -> None:
         if not await self._db(self.store.remove_agent, agent):
-            raise NotFound(f"no agent {agent!r} has a token")
+            raise NotFound(f"no agent {agent!r} is registered: `aios token list` shows those that are")
         await self.audit(ADMIN, "unregister", f"agent:{agent}", "done", "token revoked")
 
     async def agents(self) -> list[dict[str, Any]]:

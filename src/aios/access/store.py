@@ -73,9 +73,18 @@ class AccessStore:
             return self._db.execute(sql, args).fetchall()
 
     def _write(self, sql: str, *args: Any) -> int:
+        """Run an INSERT, UPDATE or DELETE; the number of rows it changed. (Not ``lastrowid``: sqlite3 sets it
+        after every statement to the connection's last inserted row, so a DELETE that matched nothing would
+        look like a success after any earlier INSERT (an audit entry's, say).)"""
         with self._lock:
-            cursor = self._db.execute(sql, args)
-            return cursor.lastrowid if cursor.lastrowid else cursor.rowcount
+            return self._db.execute(sql, args).rowcount
+
+    def _insert(self, sql: str, *args: Any) -> int:
+        """Run an INSERT; the id of the row it made."""
+        with self._lock:
+            row_id = self._db.execute(sql, args).lastrowid
+        assert row_id is not None
+        return row_id
 
     # -- agents --------------------------------------------------------------------------------------------------
     def set_token(self, agent: str, token: str) -> None:
@@ -137,8 +146,9 @@ class AccessStore:
 
     # -- permission requests -------------------------------------------------------------------------------------
     def add_request(self, requester: str, owner: str, resource: str, permission: str, note: str) -> Request:
-        request_id = self._write("INSERT INTO requests (requester, owner, resource, permission, note, created) "
-                                 "VALUES (?, ?, ?, ?, ?, ?)", requester, owner, resource, permission, note, time.time())
+        request_id = self._insert("INSERT INTO requests (requester, owner, resource, permission, note, created) "
+                                  "VALUES (?, ?, ?, ?, ?, ?)", requester, owner, resource, permission, note,
+                                  time.time())
         return self.request(request_id)  # type: ignore[return-value]
 
     def request(self, request_id: int) -> Request | None:

@@ -3,7 +3,8 @@ requests and the audit log (each agent's own); approvals of irreversible operati
 
 Who calls is the identity of the bearer token (see ``aios.server.auth``); on a kernel that does not require
 tokens, an agent may name itself with the ``X-AIOS-Agent`` header instead. Administrator routes always need the
-administrator's token (``<data_dir>/access/admin.token``).
+administrator's token (``<data_dir>/access/admin.token``); ``GET /access/confirm``, whose answer is the same for
+everyone, needs only what every route does (a valid token where tokens are required).
 """
 
 from __future__ import annotations
@@ -158,8 +159,8 @@ async def confirmations(request: Request) -> dict[str, Any]:
     """What this kernel counts as irreversible, for a client that asks its own person first (``aios terminal``):
     the storage and memory ``operations`` of ``access.confirm.operations``, the ``tools`` whose calls make them
     or are marked ``requires_confirmation``, and the ``mode`` that says whether the kernel itself waits for a
-    person's approval of them (``off``: it does not)."""
-    caller(request)  # any agent may ask, but it must say who it is
+    person's approval of them (``off``: it does not). The answer is the same for every caller, so the route
+    needs no agent's name: where tokens are required, the middleware has already asked for one (any agent's)."""
     kernel = request.app.state.kernel
     confirm = kernel.config.access.confirm
     marked = [tool.name for tool in kernel.tools.registry if tool.requires_confirmation]
