@@ -3,6 +3,8 @@ AIOS's shapes), the SDK functions and the ``aios run-agent`` / ``aios agents`` c
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import select
 import tarfile
@@ -14,6 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from aios.access.manager import AccessManager
+from aios.agents.runtime import AgentRuntime
+from aios.config import AccessConfig, AgentsConfig
+from aios.errors import Forbidden, NotFound
 from conftest import KernelProcess
 from test_cli import aios
 
@@ -227,6 +233,132 @@ def detail_of(reply: httpx.Response) -> str:
     if isinstance(detail, list):
         return "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in detail)
     return detail
+
+
+def test_a_refused_submission_takes_no_execution_id(kernel: KernelProcess, data_dir: Path, tmp_path: Path) -> None:
+    """An unknown agent, a missing path and a folder that is no package are refused and leave nothing behind: the
+    next run accepted gets the id after the last run's, and the id after that is no execution (not a deleted one),
+    with the runs so far counted right."""
+    first = submit(kernel, AGENTS / "echo", "before")
+    assert finished(kernel, first)["status"] == "completed"
+    before = runs_on_disk(data_dir)
+    for agent_id, code in [("example/bogus", 404), ("/nonexistent", 404), (_no_config(tmp_path), 400)]:
+        reply = kernel.client.post("/agents/submit", json={"agent_id": agent_id, "agent_config": {"task": "x"}})
+        assert reply.status_code == code, reply.text
+    assert runs_on_disk(data_dir) == before  # not even the folder a submission is prepared in
+    second = submit(kernel, AGENTS / "echo", "after")
+    assert second == first + 1 and finished(kernel, second)["status"] == "completed"
+    for method, route in [("GET", "status"), ("GET", "logs"), ("POST", "cancel")]:
+        reply = kernel.client.request(method, f"/agents/{second + 1}/{route}")
+        assert reply.status_code == 404
+        assert reply.json() == {"detail": f"no agent execution {second + 1} (runs so far: {second})"}
+
+
+def _runtime(data: Path, **settings: Any) -> AgentRuntime:
+    """The kernel's agent runtime on a data dir of its own, in this process (a restart is a new one)."""
+    agents = AgentRuntime(AgentsConfig(**settings), data, AccessManager(AccessConfig(), data))
+    agents.kernel_url = "http://127.0.0.1:9"  # nothing listens: these agents make no syscalls
+    return agents
+
+
+def test_execution_ids_go_to_accepted_runs_alone_when_submissions_race_and_after_a_restart(tmp_path: Path) -> None:
+    """Four submissions at once on the kernel's event loop, each prepared in a thread: an unknown agent, one the
+    caller may not submit (refused only once its package was read and its name known), and two that run. The two
+    get ids 1 and 2, whichever was prepared first; id 3 is no execution; nothing is left of the refused ones. The
+    next start of the kernel goes on from 3."""
+    async def first_start() -> None:
+        agents = _runtime(tmp_path)
+        outcomes = await asyncio.gather(agents.submit(str(AGENTS / "echo"), "one", None),
+                                        agents.submit("example/chat", "x", "alice"),
+                                        agents.submit("nobody/none", "x", None),
+                                        agents.submit(str(AGENTS / "echo"), "two", None), return_exceptions=True)
+        one, forbidden, unknown, two = outcomes
+        assert isinstance(forbidden, Forbidden) and isinstance(unknown, NotFound), outcomes
+        assert sorted([one.id, two.id]) == [1, 2]
+        for run in (one, two):
+            await run.ended.wait()
+        assert [one.result["task"], two.result["task"]] == ["one", "two"]
+        assert [one.folder.name, two.folder.name] == [str(one.id), str(two.id)]
+        with pytest.raises(NotFound, match=r"^no agent execution 3 \(runs so far: 2\)$"):
+            agents.get(3, None)
+        await agents.access.close()
+
+    asyncio.run(first_start())
+    assert runs_on_disk(tmp_path) == ["1", "2"]
+
+    async def second_start() -> int:
+        agents = _runtime(tmp_path)
+        run = await agents.submit(str(AGENTS / "echo"), "three", None)
+        await run.ended.wait()
+        await agents.access.close()
+        return run.id
+
+    assert asyncio.run(second_start()) == 3
+
+
+def test_an_execution_id_is_never_reused_after_a_restart_even_when_the_newest_run_s_folder_was_deleted(
+        tmp_path: Path) -> None:
+    """With agents.keep_runs 1, run 1 hangs while run 2 ends, then is cancelled: it ended last, so run 2's folder,
+    the newest id's, is deleted. The next start of the kernel still says run 2 was deleted, and gives the next
+    run id 3, not 2 again."""
+    async def first_start() -> None:
+        agents = _runtime(tmp_path, keep_runs=1)
+        hanging = await agents.submit(str(AGENTS / "sleeper"), "", None)
+        quick = await agents.submit(str(AGENTS / "echo"), "two", None)
+        await quick.ended.wait()
+        agents.cancel(hanging)
+        await hanging.ended.wait()
+        await asyncio.gather(*agents._tasks)  # the deletion, in a thread
+        await agents.access.close()
+
+    asyncio.run(first_start())
+    assert runs_on_disk(tmp_path) == ["1"]
+
+    async def second_start() -> int:
+        agents = _runtime(tmp_path, keep_runs=1)
+        with pytest.raises(NotFound, match="agent execution 2 was deleted"):
+            agents.get(2, None)
+        run = await agents.submit(str(AGENTS / "echo"), "three", None)
+        await run.ended.wait()
+        await agents.access.close()
+        return run.id
+
+    assert asyncio.run(second_start()) == 3
+
+
+def _returner(tmp_path: Path) -> Path:
+    """An agent whose run() returns the Python expression its task is."""
+    folder = tmp_path / "returner"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "name": "returner", "description": ["Returns its task, evaluated."],
+        "meta": {"author": "tests", "version": "0.1.0", "license": "MIT"},
+        "build": {"entry": "agent.py", "module": "Returner"}, "tools": []}))
+    (folder / "agent.py").write_text("class Returner:\n"
+                                     "    def __init__(self, agent_name):\n"
+                                     "        self.agent_name = agent_name\n\n"
+                                     "    def run(self, task_input):\n"
+                                     "        return eval(task_input)\n")
+    return folder
+
+
+@pytest.mark.parametrize(("returns", "error"), [
+    ("object()", "object of type object is not JSON serializable"),
+    ("{'answer': {'seen': {1, 2}}}", "object of type set is not JSON serializable"),
+    ("[float('nan')]", "out of range float values are not JSON compliant"),
+    ("{('a', 'b'): 1}", "keys must be str, int, float, bool or None, not tuple"),
+], ids=["object", "set-inside", "nan", "tuple-key"])
+def test_an_agent_whose_result_is_not_json_fails_saying_what_is_not(kernel: KernelProcess, tmp_path: Path,
+                                                                      returns: str, error: str) -> None:
+    status = finished(kernel, submit(kernel, _returner(tmp_path), returns))
+    assert status["status"] == "failed" and status["result"] is None and status["exit_code"] == 1, status
+    assert status["error"] == f"the agent's run() returned a value that is not JSON: {error}"
+    assert error in kernel.client.get(f"/agents/{status['execution_id']}/logs").json()["stderr"]
+
+
+def test_an_agent_s_result_is_json_as_python_writes_it(kernel: KernelProcess, tmp_path: Path) -> None:
+    status = finished(kernel, submit(kernel, _returner(tmp_path), "{'pair': (1, 2), 3: None, 'ok': True}"))
+    assert status["status"] == "completed" and status["result"] == {"pair": [1, 2], "3": None, "ok": True}, status
 
 
 @pytest.mark.parametrize(("method", "path", "code", "detail"), [

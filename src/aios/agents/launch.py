@@ -3,10 +3,16 @@ agent's name, calls ``run(task)`` and writes what came of it to ``RUN_DIR/result
 
 Standard library only, and run by its path, so it works under any interpreter (one that has the AIOS SDK,
 cerebrum, installed and not this project, say). ``RUN_DIR/request.json`` says what to run:
-``{"folder", "entry", "module", "agent_name", "task"}``.
+``{"folder", "entry", "module", "agent_name", "task"}`` (``folder`` relative to ``RUN_DIR`` when the package was
+unpacked there).
 
-Exit status: 0 done; 1 ``run`` raised; 2 the agent could not be loaded; anything else is the agent's own
-(``exit(3)``) or a signal's. The traceback of a failure goes to stderr, which the kernel keeps.
+The result must be a JSON value, as Python's ``json`` writes one (a tuple becomes a list, an int key a string);
+anything else (an object of the agent's own, a set, bytes, NaN) fails the run, naming it, rather than leaving a
+repr where a caller expects the value.
+
+Exit status: 0 done; 1 ``run`` raised, or returned something that is not JSON; 2 the agent could not be loaded;
+anything else is the agent's own (``exit(3)``) or a signal's. The traceback of a failure (or, for a result that is
+not JSON, the error) goes to stderr, which the kernel keeps.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ RAISED, UNLOADABLE = 1, 2
 
 def main(run_dir: Path) -> int:
     request = json.loads((run_dir / "request.json").read_text(encoding="utf-8"))
-    folder = Path(request["folder"])
+    folder = run_dir / request["folder"]  # one that is absolute stays as it is
     try:
         agent = _load(folder, request["entry"], request["module"])(request["agent_name"])
     except Exception as exc:
@@ -32,7 +38,13 @@ def main(run_dir: Path) -> int:
         result = agent.run(request["task"])
     except Exception as exc:
         return _failed(run_dir, RAISED, f"the agent's run() raised {type(exc).__name__}: {exc}")
-    _write(run_dir, {"result": result})
+    try:
+        outcome = json.dumps({"result": result}, allow_nan=False)  # NaN is no JSON: the kernel could not send it
+    except (TypeError, ValueError, RecursionError) as exc:  # ValueError: NaN or infinity, or a value in itself
+        why = str(exc)
+        return _failed(run_dir, RAISED, f"the agent's run() returned a value that is not JSON: "
+                                        f"{why[:1].lower()}{why[1:]}", trace=False)
+    (run_dir / "result.json").write_text(outcome, encoding="utf-8")
     return 0
 
 
@@ -48,15 +60,15 @@ def _load(folder: Path, entry: str, class_name: str) -> Any:
     return getattr(module, class_name)
 
 
-def _failed(run_dir: Path, code: int, error: str) -> int:
-    traceback.print_exc()
-    _write(run_dir, {"error": error})
+def _failed(run_dir: Path, code: int, error: str, trace: bool = True) -> int:
+    """Says why in stderr: the traceback, or (``trace`` false: the json module's would only show the encoder) the
+    error itself."""
+    if trace:
+        traceback.print_exc()
+    else:
+        print(error, file=sys.stderr)
+    (run_dir / "result.json").write_text(json.dumps({"error": error}), encoding="utf-8")
     return code
-
-
-def _write(run_dir: Path, outcome: dict[str, Any]) -> None:
-    # A result that is no JSON value (an object of the agent's own) is kept as its repr rather than lost.
-    (run_dir / "result.json").write_text(json.dumps(outcome, default=repr), encoding="utf-8")
 
 
 if __name__ == "__main__":

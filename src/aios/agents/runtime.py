@@ -114,14 +114,19 @@ class AgentRuntime:
             raise Unavailable("the kernel is not serving HTTP yet, so an agent could not reach it")
         if is_path(agent_id) and caller not in (None, ADMIN):
             raise Forbidden("only the administrator may run an agent from a path on the kernel's machine")
-        execution_id = self.folders.new_id()
-        folder = self.folders.folder(execution_id)
-        package = await asyncio.to_thread(self._prepare, folder, agent_id, task, caller)
+        # Prepared under a name of its own: a refused submission takes no id (see aios.agents.folders).
+        prepared = self.folders.preparing()
+        package = await asyncio.to_thread(self._prepare, prepared, agent_id, task, caller)
         name = package.config.full_name
-        if caller not in (None, ADMIN, name):
-            await asyncio.to_thread(shutil.rmtree, folder, True)
-            raise Forbidden(f"agent {name} runs as itself: submitting it needs its token or the administrator's, "
-                            f"not {caller!r}'s")
+        try:
+            if caller not in (None, ADMIN, name):
+                raise Forbidden(f"agent {name} runs as itself: submitting it needs its token or the "
+                                f"administrator's, not {caller!r}'s")
+            execution_id = self.folders.take(prepared)  # no await from here until the run is in self._runs
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, prepared, True)
+            raise
+        folder = self.folders.folder(execution_id)
         limit = min(time_limit_s or self.config.time_limit_s, self.config.time_limit_s)
         execution = Execution(execution_id, agent_id, name, task, folder, caller, limit)
         self._runs[execution_id] = execution
@@ -133,16 +138,22 @@ class AgentRuntime:
         return execution
 
     def _prepare(self, folder: Path, agent_id: str, task: str, caller: str | None) -> AgentPackage:
-        """The run's folder with its request (blocking: packages are read, archives unpacked)."""
+        """A folder for the run with its request (blocking: packages are read, archives unpacked); removed if
+        the submission is refused here. The folder is renamed once the run is accepted, so a package unpacked in
+        it is named in the request relative to it."""
         folder.mkdir(parents=True)
         try:
             package = resolve_agent(agent_id, self.hub, folder / "package", self.hub.max_bytes)
+            where = package.folder.resolve()
+            if where.is_relative_to(folder.resolve()):
+                where = where.relative_to(folder.resolve())
+            (folder / "request.json").write_text(json.dumps({
+                "folder": str(where), "entry": package.config.entry, "module": package.config.module,
+                "agent_name": package.config.full_name, "task": task, "agent_id": agent_id,
+                "submitted_by": caller}))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        (folder / "request.json").write_text(json.dumps({
-            "folder": str(package.folder.resolve()), "entry": package.config.entry, "module": package.config.module,
-            "agent_name": package.config.full_name, "task": task, "agent_id": agent_id, "submitted_by": caller}))
         return package
 
     def get(self, execution_id: int, caller: str | None) -> Execution:
