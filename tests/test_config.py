@@ -58,6 +58,13 @@ def test_aios_config_and_data_dir_come_from_the_environment(tmp_path: Path) -> N
     assert config.server.port == 8123 and config.data_dir == tmp_path / "d"
 
 
+def test_a_relative_data_dir_is_taken_from_the_current_directory_once(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agents' processes start in their own folders: a data dir left relative would name another place there."""
+    monkeypatch.chdir(tmp_path)
+    assert load_config(env={"AIOS_DATA_DIR": "data"}).data_dir == tmp_path / "data"
+
+
 def test_use_context_manager_selects_round_robin_unless_a_policy_is_given(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "llms: {use_context_manager: true}\n"), env={}).scheduler.policy == "rr"
     both = "llms: {use_context_manager: true}\nscheduler: {policy: priority}\n"

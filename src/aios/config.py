@@ -494,7 +494,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{where}: {_first_problem(exc)}") from None
-    return config.model_copy(update={"data_dir": config.data_dir.expanduser()})
+    # Absolute: agents' processes start in their run folders, where a relative data dir would name another place.
+    return config.model_copy(update={"data_dir": config.data_dir.expanduser().absolute()})
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
