@@ -161,6 +161,8 @@ def test_create_file_refuses_an_existing_file_and_create_dir_makes_parents(fs: F
     entries = fs.listing(AGENT, "", recursive=True)["entries"]
     assert [(e["file_path"], e["type"], e["version"]) for e in entries] == [
         ("a.txt", "file", 1), ("x", "dir", None), ("x/y", "dir", None), ("x/y/z", "dir", None)]
+    assert fs.listing(AGENT, "")["message"].startswith("2 entries in . (")
+    assert fs.listing(AGENT, "x")["message"].startswith("1 entry in x (")
 
 
 def test_limits_and_non_text(fs: FileSystem) -> None:

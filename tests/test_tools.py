@@ -193,11 +193,20 @@ def test_two_tools_of_one_name_are_refused_naming_both_sources() -> None:
         registry.add(Tool("a/t", "", NUMBER, lambda p, c: 2, source="folder two"))
 
 
-def test_an_unknown_tool_is_not_found_with_close_names() -> None:
+@pytest.mark.parametrize(("asked", "hint"), [
+    ("aios/calculater", "; did you mean aios/calculator?"),  # not aios/create_dir: the namespace is no likeness
+    ("calculator", "; did you mean aios/calculator?"),
+    ("aios/writefile", "; did you mean aios/write_file, aios/read_file?"),  # the closest first
+    ("example/calculator", "; did you mean aios/calculator?"),
+    ("aios/nothing_like_it", "; GET /tools lists them"),
+])
+def test_an_unknown_tool_is_not_found_with_close_names(asked: str, hint: str) -> None:
     registry = ToolRegistry()
-    registry.add(Tool("aios/calculator", "", NUMBER, lambda p, c: 1))
-    with pytest.raises(NotFound, match="did you mean aios/calculator"):
-        registry.get("aios/calculater")
+    for name in ("aios/calculator", "aios/create_dir", "aios/write_file", "aios/read_file"):
+        registry.add(Tool(name, "", NUMBER, lambda p, c: 1))
+    with pytest.raises(NotFound) as caught:
+        registry.get(asked)
+    assert str(caught.value).endswith(hint)
 
 
 # --- running calls ----------------------------------------------------------------------------------------------

@@ -370,7 +370,8 @@ class FileSystem:
         heads = {r.path: r.head for r in self.store.files(root.id) if r.hash is not None}
         entries = [_entry(Path(root.path), path, heads) for path in _walk(place.absolute, recursive)]
         return {"operation": "list", "path": str(place.absolute), "dir_path": place.relative, "entries": entries,
-                "message": f"{len(entries)} entries in {place.relative or '.'} ({place.absolute})"}
+                "message": f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'} in {place.relative or '.'} "
+                           f"({place.absolute})"}
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def file_place(self, agent: str, file_path: str) -> tuple[Root, Place]:

@@ -30,7 +30,7 @@ class ToolRegistry:
     def get(self, name: str) -> Tool:
         tool = self._tools.get(name)
         if tool is None:
-            close = difflib.get_close_matches(name, self._tools, n=3)
+            close = _close_names(name, self._tools)
             hint = f"; did you mean {', '.join(close)}?" if close else "; GET /tools lists them"
             raise NotFound(f"this kernel has no tool named {name!r}{hint}")
         return tool
@@ -43,3 +43,13 @@ class ToolRegistry:
 
     def __len__(self) -> int:
         return len(self._tools)
+
+
+def _close_names(name: str, names: Iterable[str]) -> list[str]:
+    """Up to three of ``names`` like ``name``, compared by what follows their namespace: the ``aios/`` that every
+    built-in shares would make any two of them look alike (``aios/calculater`` like ``aios/create_dir``)."""
+    by_short: dict[str, list[str]] = {}
+    for full in names:
+        by_short.setdefault(full.rsplit("/", 1)[-1], []).append(full)
+    close = difflib.get_close_matches(name.rsplit("/", 1)[-1], by_short, n=3)
+    return [full for short in close for full in by_short[short]][:3]
