@@ -176,11 +176,23 @@ BAD_QUERIES = [
     ("model-wrong-backend", llm({"messages": CAPITAL, "llms": [{"name": "HuggingFaceTB/SmolLM2-135M-Instruct",
                                                                  "backend": "openai"}]}), 404, "configured:"),
     ("llm-entry-bad-temperature", llm({"messages": CAPITAL, "llms": [{"name": "HuggingFaceTB/SmolLM2-135M-Instruct",
-                                                                       "temperature": -3}]}), 400, "temperature"),
+                                                                       "temperature": -3}]}), 400,
+     "llms entry 'HuggingFaceTB/SmolLM2-135M-Instruct': temperature must be a number from 0 to 2, got -3"),
     ("llm-entry-temperature-string", llm({"messages": CAPITAL, "llms": [
-        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "temperature": "hot"}]}), 400, "finite number"),
+        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "temperature": "hot"}]}), 400,
+     "temperature must be a number from 0 to 2, got 'hot'"),
     ("llm-entry-temperature-too-high", llm({"messages": CAPITAL, "llms": [
-        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "temperature": 99}]}), 400, "out-of-range"),
+        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "temperature": 99}]}), 400, "got 99"),
+    ("llm-entry-top-p-zero", llm({"messages": CAPITAL, "llms": [
+        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "top_p": 0}]}), 400,
+     "top_p must be a number above 0 and at most 1, got 0"),
+    ("llm-entry-max-tokens-fraction", llm({"messages": CAPITAL, "llms": [
+        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "max_tokens": 5.5}]}), 400,
+     "max_tokens must be a whole number from 1 to 32768, got 5.5"),
+    ("llm-entry-max-tokens-zero", llm({"messages": CAPITAL, "llms": [
+        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "max_tokens": 0}]}), 400, "got 0"),
+    ("llm-entry-max-tokens-true", llm({"messages": CAPITAL, "llms": [
+        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "max_tokens": True}]}), 400, "got True"),
     ("deeply-nested-response-format", llm({"messages": CAPITAL, "response_format": _nested(400)}), 422,
      "response_format"),
     ("memory-without-content", {"agent_name": "a", "query_type": "memory", "query_data": {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -310,31 +311,29 @@ def _invalid(error: str, generation: Generation) -> LLMResponse:
 
 
 def _sampling(query: LLMQuery, entry: dict[str, Any]) -> SamplingParams:
-    """Explicit query fields win over the ``llms`` entry's (AIOS puts temperature/max_tokens there)."""
+    """Explicit query fields win over the ``llms`` entry's (AIOS puts temperature/max_tokens there); an entry's
+    value is held to the rule its query field is held to, and a bad one is refused naming it."""
     defaults = SamplingParams()
 
-    def pick(value: Any, *keys: str, default: Any, kind: type) -> Any:
+    def pick(value: Any, *keys: str, default: Any, whole: bool, valid: Callable[[float], bool], rule: str) -> Any:
         if value is not None:
             return value
         key = next((k for k in keys if entry.get(k) is not None), None)
         if key is None:
             return default
         raw = entry[key]
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw != raw or raw in (float("inf"), float("-inf")):
-            raise BadRequest(f"llms entry {entry.get('name')!r}: {key} must be a finite number, got {raw!r}")
-        return kind(raw)
+        number = not isinstance(raw, bool) and isinstance(raw, (int, float)) and math.isfinite(raw)
+        if not number or (whole and not float(raw).is_integer()) or not valid(raw):
+            raise BadRequest(f"llms entry {entry.get('name')!r}: {key} must be {rule}, got {raw!r}")
+        return int(raw) if whole else float(raw)
 
-    sampling = SamplingParams(
-        temperature=pick(query.temperature, "temperature", default=defaults.temperature, kind=float),
-        top_p=pick(query.top_p, "top_p", default=defaults.top_p, kind=float),
+    return SamplingParams(
+        temperature=pick(query.temperature, "temperature", default=defaults.temperature, whole=False,
+                         valid=lambda v: 0 <= v <= 2, rule="a number from 0 to 2"),
+        top_p=pick(query.top_p, "top_p", default=defaults.top_p, whole=False, valid=lambda v: 0 < v <= 1,
+                   rule="a number above 0 and at most 1"),
         max_new_tokens=pick(query.max_new_tokens, "max_new_tokens", "max_tokens", default=defaults.max_new_tokens,
-                            kind=int),
+                            whole=True, valid=lambda v: 1 <= v <= 32768, rule="a whole number from 1 to 32768"),
         stop=list(query.stop),
         seed=query.seed,
     )
-    if not 0 <= sampling.temperature <= 2 or not 0 < sampling.top_p <= 1 or not 1 <= sampling.max_new_tokens <= 32768:
-        raise BadRequest(
-            "llms entry has an out-of-range sampling value: temperature must be in [0, 2], top_p in (0, 1], "
-            f"max_tokens in [1, 32768] (got {sampling.temperature}, {sampling.top_p}, {sampling.max_new_tokens})"
-        )
-    return sampling
