@@ -80,6 +80,17 @@ def test_serve_with_a_missing_model_stops_with_one_line_naming_what_was_tried(tm
     assert result.stderr.strip().splitlines()[-1].startswith("aios: model 'nobody/missing-model' not found; tried:")
 
 
+def test_serve_with_a_backend_that_is_no_api_provider_stops_naming_the_file_and_field(tmp_path: Path,
+                                                                                      data_dir: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("llms: {models: [{name: some-model, backend: nosuch}]}\n")
+    result = aios("serve", "--config", str(config), data_dir=data_dir, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"aios: {config}: llms.models.0.backend: backend 'nosuch' is not a LiteLLM "
+                                     "provider (e.g. anthropic, gemini, groq, deepseek, mistral); see "
+                                     "https://docs.litellm.ai/docs/providers")
+
+
 def test_serve_rejects_a_bad_port(data_dir: Path) -> None:
     result = aios("serve", "--port", "70000", data_dir=data_dir)
     assert result.returncode == 2 and "--port" in result.stderr
@@ -134,8 +145,9 @@ ADMIN_COMMANDS = [("token", "create", "dave"), ("token", "revoke", "dave"), ("to
 def test_the_administrator_s_commands_report_an_unreachable_kernel_in_one_line(words: tuple[str, ...]) -> None:
     result = CliRunner().invoke(cli.app, [*words, "--url", "http://127.0.0.1:9", "--admin-token", "t"])
     assert result.exit_code == 1
-    assert result.stderr.splitlines()[-1] == ("aios: [0] cannot reach the kernel at http://127.0.0.1:9 ([Errno 111] "
-                                              "Connection refused); is `aios serve` running?")
+    said = result.stderr.splitlines()[-1]
+    assert said.startswith("aios: [0] cannot reach the kernel at http://127.0.0.1:9 (") and said.endswith(
+        "); is `aios serve` running?")
     assert "Traceback" not in result.output
 
 

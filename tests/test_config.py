@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aios.config import EMBEDDED_MODEL, load_config
+from aios.config import EMBEDDED_MODEL, Config, load_config
 from aios.errors import ConfigError
 
 
@@ -63,6 +63,7 @@ def test_a_relative_data_dir_is_taken_from_the_current_directory_once(tmp_path: 
     """Agents' processes start in their own folders: a data dir left relative would name another place there."""
     monkeypatch.chdir(tmp_path)
     assert load_config(env={"AIOS_DATA_DIR": "data"}).data_dir == tmp_path / "data"
+    assert Config(data_dir="data").data_dir == tmp_path / "data"  # a config made in code, too
 
 
 def test_use_context_manager_selects_round_robin_unless_a_policy_is_given(tmp_path: Path) -> None:
@@ -103,7 +104,6 @@ BAD_CONFIGS = [
     ("unknown-section", "sever: {port: 1}\n", "sever: unknown field"),
     ("typo-in-model", "llms: {models: [{name: m, backnd: huggingface}]}\n", "llms.models.0.backnd: unknown field"),
     ("backend-not-a-provider-name", "llms: {models: [{name: m, backend: Gemini Pro}]}\n", "llms.models.0.backend: Value error, must be huggingface, openai, vllm, sglang, ollama or a LiteLLM provider name such as anthropic (lowercase letters, digits, _), not 'Gemini Pro'"),
-    ("backend-not-a-litellm-provider", "llms: {models: [{name: m, backend: nosuch}]}\n", "llms.models.0.backend: Value error, backend 'nosuch' is not a LiteLLM provider (e.g. anthropic, gemini, groq, deepseek, mistral)"),
     ("negative-cost", "llms: {models: [{name: m, cost: -1}]}\n", "llms.models.0.cost: Input should be greater than or equal to 0"),
     ("cost-as-text", "llms: {models: [{name: m, cost: cheap}]}\n", "llms.models.0.cost: Input should be a valid number"),
     ("unknown-strategy", "llms: {router: {strategy: random}}\n", "llms.router.strategy: Input should be 'sequential', 'least_loaded' or 'smart'"),

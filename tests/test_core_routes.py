@@ -107,7 +107,7 @@ BAD_ROUTES = [
      "model '/no/such/model' not found"),
     ("add-served-name", "admin", "POST", "/core/llms/add", {"name": "gpt-test", "backend": "vllm",
                                                               "hostname": "http://127.0.0.1:9"}, 409, "already served"),
-    ("add-unknown-provider", "admin", "POST", "/core/llms/add", {"name": "m", "backend": "no_such_provider"}, 422,
+    ("add-unknown-provider", "admin", "POST", "/core/llms/add", {"name": "m", "backend": "no_such_provider"}, 400,
      "not a LiteLLM provider"),
     ("add-not-an-object", "admin", "POST", "/core/llms/add", ["m"], 422, "valid dictionary"),
     ("remove-without-token", None, "POST", "/core/llms/remove", {"name": "gpt-test"}, 403, "administrator's token"),

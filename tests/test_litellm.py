@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from aios.config import load_config
-from aios.errors import ConfigError
+from aios.errors import ConfigError, KernelError
 from aios.kernel import Kernel, load_cores
 from aios.llm.core import GenerationRequest, SamplingParams
 from aios.llm.handler import LLMQuery
@@ -124,6 +125,9 @@ def test_litellm_providers_load_from_the_config_with_keys_from_api_keys(tmp_path
     assert claude.describe() == {"name": "claude-x", "backend": "anthropic", "via": "litellm",
                                  "structured_output": "provider"}
     path.write_text("llms:\n  models:\n    - {name: m, backend: no_such_provider}\n")
-    with pytest.raises(ConfigError, match="llms.models.0.backend: .*backend 'no_such_provider' is not a LiteLLM "
-                       "provider"):  # refused with the file, before the kernel starts
-        load_config(path, env={"AIOS_DATA_DIR": str(tmp_path)})
+    unknown = load_config(path, env={"AIOS_DATA_DIR": str(tmp_path)})  # reading a file needs no LiteLLM
+    with pytest.raises(KernelError, match="backend 'no_such_provider' is not a LiteLLM provider"):
+        load_cores(unknown)
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: llms.models.0.backend: backend 'no_such_provider' "
+                       "is not a LiteLLM provider"):  # a kernel about to start says so with the file and field
+        load_config(path, env={"AIOS_DATA_DIR": str(tmp_path)}, check_providers=True)

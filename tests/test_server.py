@@ -189,6 +189,12 @@ BAD_QUERIES = [
     ("llm-entry-max-tokens-fraction", llm({"messages": CAPITAL, "llms": [
         {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "max_tokens": 5.5}]}), 400,
      "max_tokens must be a whole number from 1 to 32768, got 5.5"),
+    ("llm-entry-max-tokens-float", llm({"messages": CAPITAL, "llms": [
+        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "max_tokens": 5.0}]}), 400, "got 5.0"),
+    ("llm-entry-max-tokens-huge", llm({"messages": CAPITAL, "llms": [
+        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "max_tokens": 10 ** 400}]}), 400, "got 1000000000000"),
+    ("llm-entry-temperature-huge", llm({"messages": CAPITAL, "llms": [
+        {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "temperature": 10 ** 400}]}), 400, "temperature must be"),
     ("llm-entry-max-tokens-zero", llm({"messages": CAPITAL, "llms": [
         {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "max_tokens": 0}]}), 400, "got 0"),
     ("llm-entry-max-tokens-true", llm({"messages": CAPITAL, "llms": [

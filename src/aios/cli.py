@@ -27,11 +27,14 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(config_path: Optional[Path], host: Optional[str] = None, port: Optional[int] = None):  # noqa: ANN202
+def _load(config_path: Optional[Path], host: Optional[str] = None, port: Optional[int] = None,  # noqa: ANN202
+          models: bool = False):
+    """The config, or the command ends with the file, field and problem; ``models``: it is about to load them, so
+    its API providers are checked too."""
     from aios.config import load_config
 
     try:
-        config = load_config(config_path)
+        config = load_config(config_path, check_providers=models)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     server = config.server.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v is not None})
@@ -56,7 +59,7 @@ def serve(
     port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="port (default 8000; 0 = any free)"),
 ) -> None:
     """Start the kernel and its HTTP API; prints the URL when ready."""
-    settings = _load(config, host, port)
+    settings = _load(config, host, port, models=True)
     from aios.server.auth import exposure_problem
 
     problem = exposure_problem(settings.access.auth, settings.server.host)
@@ -77,7 +80,7 @@ def serve(
 @app.command()
 def prepare(config: Optional[Path] = ConfigOption) -> None:
     """Load every configured model once, converting GGUF files into the cache (shows progress)."""
-    settings = _load(config)
+    settings = _load(config, models=True)
     from aios.kernel import load_cores
 
     try:
@@ -158,7 +161,7 @@ def demo(config: Optional[Path] = ConfigOption) -> None:
     """Start a kernel and run the six example agents at once, each in its own process."""
     from aios.demo import run_demo
 
-    settings = _load(config, host="127.0.0.1", port=0)
+    settings = _load(config, host="127.0.0.1", port=0, models=True)
     sys.exit(asyncio.run(run_demo(_kernel(settings))))
 
 

@@ -140,19 +140,6 @@ class ModelConfig(_Section):
         default="grammar", description="JSON and tool-call replies: 'grammar' constrains decoding (valid by "
         "construction); 'prompt' only asks in the prompt, then checks the reply and retries once")
 
-    @field_validator("backend")
-    @classmethod
-    def _backend_is_served(cls, backend: str) -> str:
-        """Any backend but ours goes through LiteLLM: an unknown one is refused here, where the error names the
-        field, not when the kernel starts it."""
-        if backend not in OPENAI_COMPATIBLE | {"huggingface"}:
-            from aios.llm.litellm_backend import provider_problem  # imports LiteLLM, only for its providers
-
-            problem = provider_problem(backend)
-            if problem is not None:
-                raise ValueError(problem)
-        return backend
-
     @model_validator(mode="after")
     def _fields_fit_the_backend(self) -> "ModelConfig":
         if self.backend == "huggingface":
@@ -470,6 +457,12 @@ class Config(_Section):
             raise ValueError("must not be empty")
         return value
 
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir_absolute(cls, value: Path) -> Path:
+        # Agents' processes start in their run folders, where a relative data dir would name another place.
+        return value.expanduser().absolute()
+
 
 def default_data_dir() -> Path:
     from platformdirs import user_data_dir
@@ -477,10 +470,13 @@ def default_data_dir() -> Path:
     return Path(user_data_dir("aios", appauthor=False))
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None,
+                check_providers: bool = False) -> Config:
     """Build the config from ``path`` (else ``$AIOS_CONFIG``, else defaults) and environment overrides.
 
-    Raises :class:`ConfigError` with one line naming the file, the field and the problem.
+    Raises :class:`ConfigError` with one line naming the file, the field and the problem. ``check_providers``
+    (a kernel about to start): a backend that is none of ours must be a LiteLLM provider, which takes importing
+    LiteLLM (seconds), so only what serves the models checks it; elsewhere the model's start refuses it.
     """
     env = os.environ if env is None else env
     path = path or env.get("AIOS_CONFIG") or None
@@ -494,8 +490,14 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{where}: {_first_problem(exc)}") from None
-    # Absolute: agents' processes start in their run folders, where a relative data dir would name another place.
-    return config.model_copy(update={"data_dir": config.data_dir.expanduser().absolute()})
+    for index, model in enumerate(config.llms.models if check_providers else []):
+        if model.backend not in OPENAI_COMPATIBLE | {"huggingface"}:
+            from aios.llm.litellm_backend import provider_problem
+
+            problem = provider_problem(model.backend)
+            if problem is not None:
+                raise ConfigError(f"{where}: llms.models.{index}.backend: {problem}")
+    return config
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -6,9 +6,9 @@ cerebrum, installed and not this project, say). ``RUN_DIR/request.json`` says wh
 ``{"folder", "entry", "module", "agent_name", "task"}`` (``folder`` relative to ``RUN_DIR`` when the package was
 unpacked there).
 
-The result must be a JSON value, as Python's ``json`` writes one (a tuple becomes a list, an int key a string);
-anything else (an object of the agent's own, a set, bytes, NaN) fails the run, naming it, rather than leaving a
-repr where a caller expects the value.
+The result is sent as JSON, what JSON has no type for converted as AIOS's kernel converts it (``_plain``); a value
+that still is not JSON (an ``object()``, NaN) fails the run, naming it, rather than leaving a repr where a caller
+expects the value.
 
 Exit status: 0 done; 1 ``run`` raised, or returned something that is not JSON; 2 the agent could not be loaded;
 anything else is the agent's own (``exit(3)``) or a signal's. The traceback of a failure (or, for a result that is
@@ -17,11 +17,16 @@ not JSON, the error) goes to stderr, which the kernel keeps.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
+import enum
 import importlib.util
 import json
 import sys
 import traceback
-from pathlib import Path
+import uuid
+from pathlib import Path, PurePath
 from typing import Any
 
 RAISED, UNLOADABLE = 1, 2
@@ -39,13 +44,43 @@ def main(run_dir: Path) -> int:
     except Exception as exc:
         return _failed(run_dir, RAISED, f"the agent's run() raised {type(exc).__name__}: {exc}")
     try:
-        outcome = json.dumps({"result": result}, allow_nan=False)  # NaN is no JSON: the kernel could not send it
+        # NaN is no JSON: the kernel could not send it.
+        outcome = json.dumps({"result": result}, allow_nan=False, default=_plain)
     except (TypeError, ValueError, RecursionError) as exc:  # ValueError: NaN or infinity, or a value in itself
         why = str(exc)
         return _failed(run_dir, RAISED, f"the agent's run() returned a value that is not JSON: "
                                         f"{why[:1].lower()}{why[1:]}", trace=False)
     (run_dir / "result.json").write_text(outcome, encoding="utf-8")
     return 0
+
+
+def _plain(value: Any) -> Any:
+    """A value JSON has no type for, as AIOS's kernel (FastAPI's ``jsonable_encoder``) sends it, so an agent
+    written for AIOS gets back what it got there: a pydantic model or a dataclass as an object, a set as a list,
+    a date or time in ISO 8601, an enum as its value, a Decimal as a number, a path or a UUID as a string, bytes
+    decoded, and any other object as ``dict(obj)``, else its attributes. What none of these fits raises."""
+    if hasattr(value, "model_dump") and callable(value.model_dump):
+        return value.model_dump()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value.as_tuple().exponent >= 0 else float(value)  # type: ignore[operator]
+    if isinstance(value, (PurePath, uuid.UUID)):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode()
+    for convert in (dict, vars):
+        try:
+            return convert(value)
+        except (TypeError, ValueError):
+            pass
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _load(folder: Path, entry: str, class_name: str) -> Any:

@@ -103,7 +103,7 @@ class AgentRuntime:
         self.hub = Hub(data_dir / "hub", int(config.hub_max_package_mb * 2**20))
         self.kernel_url: str | None = None  # set once the server is bound
         self._runs: dict[int, Execution] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._slots = asyncio.Semaphore(config.max_concurrent)
         self.folders = RunFolders(data_dir / "agents" / "runs", config.keep_runs)
         self._first_id = self.folders.next_id  # runs before it are an earlier start's
@@ -116,7 +116,12 @@ class AgentRuntime:
             raise Forbidden("only the administrator may run an agent from a path on the kernel's machine")
         # Prepared under a name of its own: a refused submission takes no id (see aios.agents.folders).
         prepared = self.folders.preparing()
-        package = await asyncio.to_thread(self._prepare, prepared, agent_id, task, caller)
+        preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, prepared, agent_id, task, caller))
+        try:
+            package = await asyncio.shield(preparing)
+        except asyncio.CancelledError:  # the caller left; the thread goes on, and its folder goes when it is done
+            self._track(asyncio.ensure_future(self._discard(prepared, preparing)))
+            raise
         name = package.config.full_name
         try:
             if caller not in (None, ADMIN, name):
@@ -131,11 +136,23 @@ class AgentRuntime:
         execution = Execution(execution_id, agent_id, name, task, folder, caller, limit)
         self._runs[execution_id] = execution
         execution.runner = asyncio.create_task(self._run(execution))
-        self._tasks.add(execution.runner)
-        execution.runner.add_done_callback(self._tasks.discard)
+        self._track(execution.runner)
         # Settled when its task ends however it ends: cancelled while waiting for a place, even before it began.
         execution.runner.add_done_callback(lambda _: self._settle(execution))
         return execution
+
+    async def _discard(self, prepared: Path, preparing: asyncio.Future[AgentPackage]) -> None:
+        """Remove the folder of a submission whose caller left while it was prepared, once it is."""
+        try:
+            await preparing
+        except BaseException:  # noqa: BLE001 - a refusal nobody waits for any more: its folder is gone already
+            return
+        await asyncio.to_thread(shutil.rmtree, prepared, True)
+
+    def _track(self, task: asyncio.Future[Any]) -> None:
+        """Keep ``task`` until it ends; ``close`` waits for it."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _prepare(self, folder: Path, agent_id: str, task: str, caller: str | None) -> AgentPackage:
         """A folder for the run with its request (blocking: packages are read, archives unpacked); removed if
@@ -268,9 +285,7 @@ class AgentRuntime:
         self._forget_ended()
         for execution_id, folder in self.folders.ended(execution.id):
             self._runs.pop(execution_id, None)
-            deleting = asyncio.create_task(asyncio.to_thread(remove, folder))
-            self._tasks.add(deleting)
-            deleting.add_done_callback(self._tasks.discard)
+            self._track(asyncio.create_task(asyncio.to_thread(remove, folder)))
 
     def _forget_ended(self) -> None:
         """Keep the last ``RUNS_IN_MEMORY`` ended runs in memory; older ones are read from their folders."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import reprlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -322,9 +323,10 @@ def _sampling(query: LLMQuery, entry: dict[str, Any]) -> SamplingParams:
         if key is None:
             return default
         raw = entry[key]
-        number = not isinstance(raw, bool) and isinstance(raw, (int, float)) and math.isfinite(raw)
-        if not number or (whole and not float(raw).is_integer()) or not valid(raw):
-            raise BadRequest(f"llms entry {entry.get('name')!r}: {key} must be {rule}, got {raw!r}")
+        # As the query's own fields: a whole number is a JSON integer (not 5.0, not true), any number is finite.
+        number = isinstance(raw, int) if whole else isinstance(raw, int) or (isinstance(raw, float) and math.isfinite(raw))
+        if isinstance(raw, bool) or not number or not valid(raw):
+            raise BadRequest(f"llms entry {entry.get('name')!r}: {key} must be {rule}, got {reprlib.repr(raw)}")
         return int(raw) if whole else float(raw)
 
     return SamplingParams(
