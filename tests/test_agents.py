@@ -4,16 +4,21 @@ AIOS's shapes), the SDK functions and the ``aios run-agent`` / ``aios agents`` c
 from __future__ import annotations
 
 import asyncio
+import datetime
+import decimal
 import json
 import os
 import select
+import sys
 import tarfile
 import threading
+import types
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pydantic
 import pytest
 
 from aios.access.manager import AccessManager
@@ -301,13 +306,16 @@ def test_a_submission_whose_caller_left_while_it_was_prepared_leaves_no_folder(t
     and once it is done its folder is removed; no id was taken, and the next run gets 1."""
     async def main() -> None:
         agents = _runtime(tmp_path)
-        reading, release = threading.Event(), threading.Event()
+        reading, release, prepared = threading.Event(), threading.Event(), threading.Event()
         prepare = agents._prepare
 
         def held(*args: Any) -> Any:
             reading.set()
             release.wait(30)
-            return prepare(*args)
+            try:
+                return prepare(*args)
+            finally:
+                prepared.set()
 
         agents._prepare = held  # type: ignore[method-assign]
         submitting = asyncio.ensure_future(agents.submit(str(AGENTS / "echo"), "left", None))
@@ -316,7 +324,8 @@ def test_a_submission_whose_caller_left_while_it_was_prepared_leaves_no_folder(t
         with pytest.raises(asyncio.CancelledError):
             await submitting
         release.set()
-        await agents.close()  # waits for the folder's removal
+        await asyncio.to_thread(prepared.wait, 30)  # the folder is whole now: only its removal can take it away
+        await agents.close()  # waits for that removal
         await agents.access.close()
         assert list((tmp_path / "agents" / "runs").iterdir()) == []
         again = _runtime(tmp_path)
@@ -396,6 +405,23 @@ def test_an_agent_s_result_comes_back_as_an_aios_kernel_sends_it(kernel: KernelP
     assert status["status"] == "completed", status
     assert status["result"] == {"pair": [1, 2], "3": None, "seen": [7], "when": "2026-11-27", "price": 2.5,
                                 "point": {"x": 1}}
+
+
+PLAIN_RESULTS = [
+    ({7}, [7]), (datetime.date(2026, 11, 27), "2026-11-27"), (datetime.timedelta(seconds=3), 3.0),
+    (decimal.Decimal("2.50"), 2.5), (decimal.Decimal("3"), 3), (Path("/x"), "/x"), (b"hi", "hi"),
+    (types.SimpleNamespace(x=1), {"x": 1}), (pydantic.SecretStr("sk-1"), "**********"),
+]
+
+
+@pytest.mark.parametrize(("value", "sent"), PLAIN_RESULTS, ids=[type(v).__name__ for v, _ in PLAIN_RESULTS])
+def test_without_fastapi_an_agent_s_result_is_converted_alike(monkeypatch: pytest.MonkeyPatch, value: Any,
+                                                               sent: Any) -> None:
+    """Under an interpreter of its own (agents.python) that lacks FastAPI, the common cases convert as it would."""
+    from aios.agents.launch import _as_json
+
+    monkeypatch.setitem(sys.modules, "fastapi.encoders", None)  # import fails
+    assert json.loads(_as_json({"v": value})) == {"result": {"v": sent}}
 
 
 @pytest.mark.parametrize(("method", "path", "code", "detail"), [

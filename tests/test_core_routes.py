@@ -180,6 +180,13 @@ def test_refresh_applies_the_models_of_the_config_file_and_names_what_needs_a_re
     served.config.write_text("llms: [not, a, mapping]\n")
     broken = served.admin.post("/core/refresh")
     assert broken.status_code == 400 and "the config file was not applied" in broken.text and "llms" in broken.text
+    unknown = yaml.safe_load(config_text(served.provider.url))  # SECOND gone, and a backend that is no provider
+    unknown["llms"]["models"].append({"name": "m", "backend": "nosuch"})
+    served.config.write_text(yaml.safe_dump(unknown))
+    refused = served.admin.post("/core/refresh")
+    assert refused.status_code == 400 and "the config file was not applied" in refused.text
+    assert "llms.models.2.backend: backend 'nosuch' is not a LiteLLM provider" in refused.text
+    assert served.served() == [EMBEDDED, "gpt-test", SECOND]  # nothing of it applied: SECOND still served
     served.config.write_text(config_text(served.provider.url))
     assert served.admin.post("/core/refresh").json()["removed"] == [SECOND]
     assert served.served() == [EMBEDDED, "gpt-test"]

@@ -432,7 +432,7 @@ class Config(_Section):
     # AIOS sections kept for compatibility; their subsystems read them when they exist.
     api_keys: dict[str, Any] = Field(default_factory=dict)
     agent_factory: dict[str, Any] = Field(default_factory=dict)
-    data_dir: Path = Field(default_factory=lambda: default_data_dir())
+    data_dir: Path = Field(default_factory=lambda: default_data_dir(), validate_default=True)
 
     @model_validator(mode="after")
     def _context_manager_selects_round_robin(self) -> "Config":

@@ -253,7 +253,7 @@ class Kernel:
             raise NotAvailable("this kernel was started without a config file: there is nothing to read again")
         path, at_start = self.config_file
         try:
-            fresh = await asyncio.to_thread(load_config, path)
+            fresh = await asyncio.to_thread(load_config, path, check_providers=True)
         except ConfigError as exc:
             raise BadRequest(f"the config file was not applied: {exc}") from None
         current = {model.name: model for model in self.config.llms.models}

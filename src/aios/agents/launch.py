@@ -6,9 +6,9 @@ cerebrum, installed and not this project, say). ``RUN_DIR/request.json`` says wh
 ``{"folder", "entry", "module", "agent_name", "task"}`` (``folder`` relative to ``RUN_DIR`` when the package was
 unpacked there).
 
-The result is sent as JSON, what JSON has no type for converted as AIOS's kernel converts it (``_plain``); a value
-that still is not JSON (an ``object()``, NaN) fails the run, naming it, rather than leaving a repr where a caller
-expects the value.
+The result is sent as JSON, what JSON has no type for converted as AIOS's kernel converts it (``_as_json``); a
+value that still is not JSON (an ``object()``, NaN) fails the run, naming it, rather than leaving a repr where a
+caller expects the value.
 
 Exit status: 0 done; 1 ``run`` raised, or returned something that is not JSON; 2 the agent could not be loaded;
 anything else is the agent's own (``exit(3)``) or a signal's. The traceback of a failure (or, for a result that is
@@ -44,9 +44,8 @@ def main(run_dir: Path) -> int:
     except Exception as exc:
         return _failed(run_dir, RAISED, f"the agent's run() raised {type(exc).__name__}: {exc}")
     try:
-        # NaN is no JSON: the kernel could not send it.
-        outcome = json.dumps({"result": result}, allow_nan=False, default=_plain)
-    except (TypeError, ValueError, RecursionError) as exc:  # ValueError: NaN or infinity, or a value in itself
+        outcome = _as_json(result)
+    except Exception as exc:  # noqa: BLE001 - ValueError: NaN, or a value in itself; any: an object's own conversion
         why = str(exc)
         return _failed(run_dir, RAISED, f"the agent's run() returned a value that is not JSON: "
                                         f"{why[:1].lower()}{why[1:]}", trace=False)
@@ -54,23 +53,50 @@ def main(run_dir: Path) -> int:
     return 0
 
 
+def _as_json(result: Any) -> str:
+    """``{"result": ...}`` as JSON (NaN refused: the kernel could not send it). What JSON has no type for is
+    converted as AIOS's kernel converts it, so an agent written for AIOS gets back what it got there: by FastAPI's
+    ``jsonable_encoder`` where this interpreter has FastAPI (the kernel's has), else by ``_plain``."""
+    try:
+        return json.dumps({"result": result}, allow_nan=False)
+    except TypeError:
+        pass
+    try:
+        from fastapi.encoders import jsonable_encoder
+    except ImportError:
+        converted = result
+    else:
+        try:
+            converted = jsonable_encoder(result)
+        except Exception:  # noqa: BLE001 - json.dumps below names the value that is not JSON
+            converted = result
+    return json.dumps({"result": converted}, allow_nan=False, default=_plain)
+
+
 def _plain(value: Any) -> Any:
-    """A value JSON has no type for, as AIOS's kernel (FastAPI's ``jsonable_encoder``) sends it, so an agent
-    written for AIOS gets back what it got there: a pydantic model or a dataclass as an object, a set as a list,
-    a date or time in ISO 8601, an enum as its value, a Decimal as a number, a path or a UUID as a string, bytes
-    decoded, and any other object as ``dict(obj)``, else its attributes. What none of these fits raises."""
-    if hasattr(value, "model_dump") and callable(value.model_dump):
-        return value.model_dump()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    """The common values JSON has no type for, as ``jsonable_encoder`` converts them: a pydantic model or a
+    dataclass as an object, a set as a list, a date or time in ISO 8601, an enum as its value, a Decimal as a
+    number, a path or a UUID as a string, bytes decoded, a secret masked, and any other object as ``dict(obj)``,
+    else its attributes. What none of these fits raises."""
+    if isinstance(value, type):
+        raise TypeError(f"the class {value.__name__} is not JSON serializable")
+    if type(value).__name__ in ("SecretStr", "SecretBytes"):
+        return str(value)  # pydantic masks it: "**********"
+    if callable(getattr(value, "model_dump", None)):
+        return value.model_dump(mode="json", by_alias=True)
+    if dataclasses.is_dataclass(value):
         return dataclasses.asdict(value)
     if isinstance(value, (set, frozenset)):
         return list(value)
     if isinstance(value, (datetime.date, datetime.time)):
         return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, decimal.Decimal):
-        return int(value) if value.as_tuple().exponent >= 0 else float(value)  # type: ignore[operator]
+        exponent = value.as_tuple().exponent
+        return int(value) if isinstance(exponent, int) and exponent >= 0 else float(value)
     if isinstance(value, (PurePath, uuid.UUID)):
         return str(value)
     if isinstance(value, bytes):
@@ -78,8 +104,8 @@ def _plain(value: Any) -> Any:
     for convert in (dict, vars):
         try:
             return convert(value)
-        except (TypeError, ValueError):
-            pass
+        except Exception:  # noqa: BLE001, S112 - as jsonable_encoder, try the next way
+            continue
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 

@@ -145,6 +145,8 @@ class AgentRuntime:
         """Remove the folder of a submission whose caller left while it was prepared, once it is."""
         try:
             await preparing
+        except asyncio.CancelledError:
+            raise
         except BaseException:  # noqa: BLE001 - a refusal nobody waits for any more: its folder is gone already
             return
         await asyncio.to_thread(shutil.rmtree, prepared, True)
@@ -208,7 +210,8 @@ class AgentRuntime:
         for execution in self._runs.values():
             if execution.status == RUNNING:
                 self._stop(execution, "the kernel stopped")
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._tasks:  # runs that end now start their folders' deletions: those too
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- one run ---------------------------------------------------------------------------------------------
     async def _run(self, execution: Execution) -> None:
