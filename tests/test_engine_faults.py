@@ -105,12 +105,22 @@ def test_an_engine_whose_loop_ends_fails_every_waiting_request_at_once_and_is_re
 
     async def main() -> list[Generation | BaseException]:
         story = request(STORY, 400, temperature=0)
-        running = asyncio.Event()
+        running, queued = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         story.on_running = lambda now: now and loop.call_soon_threadsafe(running.set)
         tasks = [asyncio.ensure_future(own_backend.complete(story))]
         await running.wait()
+        submit = old.submit
+
+        def submitted(sequence: Any) -> None:
+            submit(sequence)
+            loop.call_soon_threadsafe(queued.set)
+
+        old.submit = submitted  # type: ignore[method-assign]
         tasks.append(asyncio.ensure_future(own_backend.complete(request(CAPITAL))))
+        # The faults only once the question is in the old engine's queue: it is read into tokens on a thread
+        # first, and one that reached the engine only after the old one ended would be answered by the new one.
+        await queued.wait()
         old._recover = failing(1, old._recover)  # type: ignore[method-assign]
         old._forward = failing(1, old._forward)  # type: ignore[method-assign]
         return list(await asyncio.gather(*tasks, return_exceptions=True))
