@@ -146,7 +146,7 @@ def test_the_administrator_s_commands_report_an_unreachable_kernel_in_one_line(w
     result = CliRunner().invoke(cli.app, [*words, "--url", "http://127.0.0.1:9", "--admin-token", "t"])
     assert result.exit_code == 1
     said = result.stderr.splitlines()[-1]
-    assert said.startswith("aios: [0] cannot reach the kernel at http://127.0.0.1:9 (") and said.endswith(
+    assert said.startswith("aios: cannot reach the kernel at http://127.0.0.1:9 (") and said.endswith(
         "); is `aios serve` running?")
     assert "Traceback" not in result.output
 

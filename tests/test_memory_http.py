@@ -92,6 +92,24 @@ def test_an_update_is_searchable_at_once_and_recorded_in_the_history(memory: Mem
     assert len(unchanged["metadata"]["evolution_history"]) == 1  # nothing changed, nothing recorded
 
 
+def test_metadata_sent_back_as_a_reply_gave_it_changes_only_what_the_agent_may_set(memory: MemoryServer) -> None:
+    """An AIOS agent updates a note with the metadata get_memory gave it: the kernel's own fields in it (links,
+    history, counts, times) are left out and keep the kernel's values; the agent's own keys are applied."""
+    agent = "aios/roundtrip"
+    memory_id = memory.add(agent, "Lunch is at noon.", {"tags": ["food"]})
+    given = memory.ok(agent, "get_memory", {"memory_id": memory_id})["metadata"]
+    sent = {**given, "tags": ["food", "daily"], "retrieval_count": 999, "links": ["forged"],
+            "created_at": "1999-01-01T00:00:00", "evolution_history": []}
+    updated = memory.ok(agent, "update_memory", {"memory_id": memory_id, "content": "Lunch is at one.",
+                                                 "metadata": sent})["metadata"]
+    assert updated["tags"] == ["food", "daily"] and updated["links"] == given["links"]
+    assert updated["created_at"] == given["created_at"] and updated["retrieval_count"] != 999
+    assert [entry["cause"] for entry in updated["evolution_history"]] == ["update_memory"]
+    made = memory.ok(agent, "add_memory", {"content": "Dinner is at seven.", "metadata": {"links": ["x"],
+                                                                                        "timestamp": "then"}})
+    assert memory.ok(agent, "get_memory", {"memory_id": made["memory_id"]})["metadata"]["links"] == []
+
+
 def test_search_filters_by_tags_category_time_and_metadata(memory: MemoryServer) -> None:
     agent = "aios/filterer"
     memory.add(agent, "Pasta with tomato sauce for dinner.", {"tags": ["food"], "category": "meals"})
@@ -140,10 +158,6 @@ MALFORMED: list[tuple[str, Any, Any, str]] = [
     ("add-content-lone-surrogate", "add_memory", {"content": "\ud800"},
      "body.query_data.params.content: not valid Unicode text"),
     ("metadata-not-object", "add_memory", {"content": "x", "metadata": ["tag"]}, "params.metadata: must be an object"),
-    ("metadata-kernel-field", "add_memory", {"content": "x", "metadata": {"links": []}},
-     "params.metadata: links is kept by the kernel"),
-    ("metadata-history", "update_memory", {"memory_id": "m", "metadata": {"evolution_history": []}},
-     "params.metadata: evolution_history is kept by the kernel"),
     ("metadata-tags-number", "add_memory", {"content": "x", "metadata": {"tags": 5}},
      "params.metadata: tags must be a list of strings"),
     ("metadata-tags-empty-string", "add_memory", {"content": "x", "metadata": {"tags": [""]}},
@@ -292,7 +306,6 @@ SDK_BAD: list[tuple[str, Callable[[str], Any], int, str]] = [
     ("delete-unknown", lambda url: sdk.delete_memory("sdk/bad", "nope", url), 404, "no memory"),
     ("empty-content", lambda url: sdk.create_memory("sdk/bad", "", base_url=url), 422, "content: must not be empty"),
     ("content-not-string", lambda url: sdk.create_memory("sdk/bad", 5, base_url=url), 422, "must be a string"),  # type: ignore[arg-type]
-    ("kernel-field", lambda url: sdk.create_memory("sdk/bad", "x", {"links": ["a"]}, url), 422, "kept by the kernel"),
     ("k-zero", lambda url: sdk.search_memories("sdk/bad", "q", 0, url), 422, "k: must be between 1 and 100"),
     ("tags-number", lambda url: sdk.search_memories("sdk/bad", "q", 5, url, tags=3), 422, "tags"),  # type: ignore[arg-type]
     ("no-kernel", lambda url: sdk.get_memory("sdk/bad", "x", "http://127.0.0.1:9"), 0, "cannot reach the kernel"),

@@ -57,16 +57,15 @@ def _memory_id(value: Any) -> str:
 
 
 def _metadata(value: Any) -> dict[str, Any]:
-    """The agent's metadata: a JSON object; its note fields checked, the kernel's own refused."""
+    """The agent's metadata: a JSON object; its note fields checked. The kernel's own fields are left out: an
+    agent may send back the metadata a reply gave it (AIOS agents do, and AIOS ignores them too), and the
+    kernel's values stand."""
     if not isinstance(value, dict):
         raise ValueError(f"must be an object, not {kind_of(value)}")
     size = len(json.dumps(value, ensure_ascii=False).encode())
     if size > MAX_METADATA_BYTES:
         raise ValueError(f"is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
-    kept = sorted(set(value) & set(KERNEL_FIELDS))
-    if kept:
-        raise ValueError(f"{kept[0]} is kept by the kernel ({', '.join(KERNEL_FIELDS)} are); it cannot be set")
-    checked = dict(value)
+    checked = {key: item for key, item in value.items() if key not in KERNEL_FIELDS}
     for name, check in (("keywords", _labels), ("tags", _labels), ("context", _context), ("category", _category)):
         if checked.get(name) is not None:
             try:

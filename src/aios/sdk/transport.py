@@ -22,7 +22,7 @@ class AIOSError(Exception):
     """
 
     def __init__(self, status_code: int, message: str, response: Any = None) -> None:
-        super().__init__(f"[{status_code}] {message}")
+        super().__init__(f"[{status_code}] {message}" if status_code else message)  # 0: no reply had a status
         self.status_code = status_code
         self.message = message
         self.response = response
