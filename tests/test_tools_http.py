@@ -89,6 +89,16 @@ def test_the_aios_tool_body_runs_each_call_and_replies_in_the_aios_shape(tooled:
     assert len(body["start_times"]) == 1 and body["waiting_times"][0] >= 0
 
 
+def test_calls_sent_back_as_a_reply_gave_them_or_with_parameters_as_json_text_run(tooled: KernelProcess) -> None:
+    """As AIOS takes them: a reply's calls (with their result, error and status_code) sent back, OpenAI's "type",
+    and parameters as a string holding a JSON object."""
+    first = tool_query(tooled, [{"name": "testmcp/add", "parameters": {"a": 2, "b": 3}}])["response"]["tool_calls"]
+    again = tool_query(tooled, [*first, {"type": "function", "name": "aios/calculator",
+                                         "parameters": '{"expression": "6 * 7"}'}])["response"]
+    assert again["status_code"] == 200 and [c["result"] for c in again["tool_calls"]] == [
+        "5", {"expression": "6 * 7", "result": 42}]
+
+
 def test_one_call_replies_with_its_result_as_text(tooled: KernelProcess) -> None:
     reply = sdk.call_tool("tools/agent", [{"name": "aios/calculator", "parameters": {"expression": "6 * 7"}}],
                           tooled.url)
@@ -123,6 +133,10 @@ BAD_TOOL_QUERIES = [
      "body.query_data.tool_calls.0.parameters"),
     ("unknown-key", {"tool_calls": [{"name": "aios/calculator", "params": {}}]}, 422, None,
      "body.query_data.tool_calls.0.params: Extra inputs are not permitted"),
+    ("parameters-text-not-json", {"tool_calls": [{"name": "aios/calculator", "parameters": "{expression: 1}"}]}, 422,
+     None, "body.query_data.tool_calls.0.parameters: Value error, is a string that is not a JSON object"),
+    ("parameters-text-not-object", {"tool_calls": [{"name": "aios/calculator", "parameters": "[1]"}]}, 422, None,
+     "body.query_data.tool_calls.0.parameters: Input should be a valid dictionary"),
     ("wrong-query-class", {"query_class": "llm", "tool_calls": [{"name": "aios/calculator"}]}, 422, None,
      "body.query_data.query_class"),
     ("too-many-calls", {"tool_calls": [{"name": "aios/calculator"}] * 65}, 422, None,

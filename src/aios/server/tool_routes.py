@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aios.server.wire import query_data_as
 from aios.tools.handler import MAX_CALLS
@@ -14,12 +15,33 @@ from aios.tools.handler import MAX_CALLS
 router = APIRouter()
 
 
+# Keys a call may carry beside its own and that say nothing to the kernel: OpenAI's "type", and what a reply's
+# calls hold (result, error, status_code), so an agent can send back the calls a reply gave it.
+_PASSING_KEYS = frozenset({"type", "result", "error", "status_code"})
+
+
 class ToolCallData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=256, examples=["aios/calculator"])
-    parameters: dict[str, Any] | None = Field(default=None, description="as the tool's JSON Schema says")
+    parameters: dict[str, Any] | None = Field(default=None, description="as the tool's JSON Schema says; a string "
+                                              "holding a JSON object is read as that object, as AIOS reads it")
     id: str | None = Field(default=None, max_length=128, description="kept on the call's result")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _without_passing_keys(cls, value: Any) -> Any:
+        return {k: v for k, v in value.items() if k not in _PASSING_KEYS} if isinstance(value, dict) else value
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _parameters_from_json_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"is a string that is not a JSON object ({exc.msg} at character {exc.pos})") from None
 
 
 class ToolQueryData(BaseModel):
