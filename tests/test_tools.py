@@ -209,6 +209,16 @@ def test_an_unknown_tool_is_not_found_with_close_names(asked: str, hint: str) ->
     assert str(caught.value).endswith(hint)
 
 
+def test_close_names_of_the_asked_namespace_come_first() -> None:
+    registry = ToolRegistry()
+    for name in ("aios/calculator", "x/calculator"):
+        registry.add(Tool(name, "", NUMBER, lambda p, c: 1))
+    for asked, hint in (("x/calculater", "x/calculator, aios/calculator"), ("aios/calculater",
+                                                                          "aios/calculator, x/calculator")):
+        with pytest.raises(NotFound, match=f"did you mean {hint}\\?$"):
+            registry.get(asked)
+
+
 # --- running calls ----------------------------------------------------------------------------------------------
 
 def runner_with(*tools: Tool, default_timeout_s: float = 30.0) -> ToolRunner:

@@ -51,5 +51,8 @@ def _close_names(name: str, names: Iterable[str]) -> list[str]:
     by_short: dict[str, list[str]] = {}
     for full in names:
         by_short.setdefault(full.rsplit("/", 1)[-1], []).append(full)
+    namespace = name.rsplit("/", 1)[0] if "/" in name else None
     close = difflib.get_close_matches(name.rsplit("/", 1)[-1], by_short, n=3)
-    return [full for short in close for full in by_short[short]][:3]
+    # Among tools of one short name, the asked namespace's first.
+    return [full for short in close
+            for full in sorted(by_short[short], key=lambda f: f.rsplit("/", 1)[0] != namespace)][:3]
