@@ -19,7 +19,6 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
@@ -129,7 +128,7 @@ class AgentRuntime:
                                 f"administrator's, not {caller!r}'s")
             execution_id = self.folders.take(prepared)  # no await from here until the run is in self._runs
         except BaseException:
-            await asyncio.to_thread(shutil.rmtree, prepared, True)
+            await asyncio.to_thread(remove, prepared)
             raise
         folder = self.folders.folder(execution_id)
         limit = min(time_limit_s or self.config.time_limit_s, self.config.time_limit_s)
@@ -149,7 +148,7 @@ class AgentRuntime:
             raise
         except BaseException:  # noqa: BLE001 - a refusal nobody waits for any more: its folder is gone already
             return
-        await asyncio.to_thread(shutil.rmtree, prepared, True)
+        await asyncio.to_thread(remove, prepared)
 
     def _track(self, task: asyncio.Future[Any]) -> None:
         """Keep ``task`` until it ends; ``close`` waits for it."""
@@ -171,7 +170,7 @@ class AgentRuntime:
                 "agent_name": package.config.full_name, "task": task, "agent_id": agent_id,
                 "submitted_by": caller}))
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            remove(folder)
             raise
         return package
 
