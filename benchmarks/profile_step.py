@@ -2,7 +2,8 @@
 sizes, with the share spent in matrix products and their achieved GFLOP/s, and what the step costs beside the
 model's arithmetic: the same step timed with the projections' products, then also attention, answered by
 zeros of their shapes (what is left is the norms, the rotary embedding, the residual adds, the activations and
-each operation's dispatch). With native weights, also what a step must read (the fp32 weights and the rows' KV)
+each operation's dispatch). Beside it, the step with decode attention in torch instead of the C kernel (the
+runner's fallback), interleaved. With native weights, also what a step must read (the fp32 weights and the rows' KV)
 and how long that takes at the machine's memory read bandwidth (a sum over 512 MB, best of 5): the floor a step
 cannot go under without reading fewer bytes. Prints a markdown table and writes it to benchmarks/profile.md.
 
@@ -52,16 +53,17 @@ def main() -> None:
         f"context {args.context} tokens; memory read at {bandwidth / 1e9:.1f} GB/s; "
         f"`{' '.join(['.venv/bin/python', 'benchmarks/profile_step.py', *sys.argv[1:]])}`",
         "",
-        "| batch | ms / step | tokens / s | matmul share | matmul GFLOP/s | ms / step without the projections' "
-        "products | and without attention | MB a step reads (fp32 weights, KV) | their read time, ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| batch | ms / step | tokens / s | ms / step, attention in torch | matmul share | matmul GFLOP/s | "
+        "ms / step without the projections' products | and without attention | MB a step reads (fp32 weights, KV) "
+        "| their read time, ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for batch in args.batches:
         kv = SlotKV(c.num_hidden_layers, batch, runner.kv_heads, runner.head_dim, torch.float32, torch.device("cpu"))
         kv.reserve(batch, args.context + 1)
         chunks = [Chunk(row, [1], args.context) for row in range(batch)]  # one decode token per row
         with torch.inference_mode():
-            per_step = step_s(runner, chunks, kv, args.steps)
+            per_step, in_torch = interleaved(runner, chunks, kv, args.steps)
             without_products = step_s(runner, chunks, kv, args.steps, skipped=((Linear, "__call__", _no_product),))
             without_attention = step_s(runner, chunks, kv, args.steps, skipped=(
                 (Linear, "__call__", _no_product), (_Plan, "attend", _no_attention)))
@@ -73,7 +75,8 @@ def main() -> None:
         kv_bytes = 2 * c.num_hidden_layers * batch * runner.kv_heads * (args.context + 1) * runner.head_dim * 4
         read = f"{(flops_per_token * 2 + kv_bytes) / 1e6:.0f}" if args.weights == "native" else "–"
         floor = f"{(flops_per_token * 2 + kv_bytes) / bandwidth * 1e3:.1f}" if args.weights == "native" else "–"
-        lines.append(f"| {batch} | {per_step * 1e3:.1f} | {batch / per_step:.1f} | {mm / total:.0%} | {gflops:.1f} | "
+        lines.append(f"| {batch} | {per_step * 1e3:.1f} | {batch / per_step:.1f} | {in_torch * 1e3:.1f} | "
+                     f"{mm / total:.0%} | {gflops:.1f} | "
                      f"{without_products * 1e3:.1f} | {without_attention * 1e3:.1f} | {read} | {floor} |")
         print(lines[-1], flush=True)
     out = Path(__file__).with_name("profile.md")
@@ -106,6 +109,20 @@ def step_s(runner: LlamaRunner, chunks: list[Chunk], kv: SlotKV, steps: int,
             runner.forward(chunks, kv)
             times.append(time.perf_counter() - began)
     return sorted(times)[len(times) // 2]
+
+
+def interleaved(runner: LlamaRunner, chunks: list[Chunk], kv: SlotKV, steps: int) -> tuple[float, float]:
+    """:func:`step_s` as the runner is and with its decode attention in torch, in turns (medians)."""
+    kernel, as_is, in_torch = runner.kernel, [], []
+    try:
+        for _ in range(steps):
+            as_is.append(step_s(runner, chunks, kv, 1))
+            runner.kernel = None
+            in_torch.append(step_s(runner, chunks, kv, 1))
+            runner.kernel = kernel
+    finally:
+        runner.kernel = kernel
+    return sorted(as_is)[steps // 2], sorted(in_torch)[steps // 2]
 
 
 def _no_product(linear: Linear, x: torch.Tensor) -> torch.Tensor:

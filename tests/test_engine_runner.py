@@ -20,6 +20,7 @@ from aios.llm.core import GenerationRequest
 from aios.llm.hf import HfLocalBackend
 from aios.llm.hf import backend as backend_module
 from aios.llm.hf import engine as engine_module
+from aios.llm.hf.attention_kernel import _build as build_kernel
 from aios.llm.hf.engine import MB, EngineSettings
 from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs, decode_inputs
 from aios.llm.hf.kv import SharedKV, SlotKV
@@ -278,11 +279,15 @@ def test_a_decode_step_from_device_inputs_gives_the_eager_replies_and_leaves_oth
 START = SharedKV(list(range(256)), [], [])
 
 
+@pytest.mark.parametrize("kernel", [True, False], ids=["c-kernel", "torch"])
 def test_a_decode_step_from_device_inputs_attends_to_a_shared_start_like_the_eager_step(
-        backend: HfLocalBackend) -> None:
+        backend: HfLocalBackend, kernel: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two rows start with a shared system prompt (a SharedKV), a third does not, a fourth pads the batch: decode
-    steps from device inputs, with the shared start as a graph would hold it, give the eager steps' replies."""
+    steps from device inputs, with the shared start as a graph would hold it, give the eager steps' replies,
+    whether the eager steps attend in the C kernel or in torch."""
     runner = backend.runner
+    if not kernel:
+        monkeypatch.setattr(runner, "kernel", None)
     prompts = [backend.prompt_ids(system_request(q)) for q in QUESTIONS[:2]] + [backend.prompt_ids(ask(QUESTIONS[2]))]
     shared = common_prefix(prompts[0], prompts[1], len(prompts[0]) - 1)
     assert shared >= 64
@@ -307,6 +312,34 @@ def test_a_decode_step_from_device_inputs_attends_to_a_shared_start_like_the_eag
 
     with torch.inference_mode():
         assert replies(decode=True) == replies(decode=False)
+
+
+def test_decode_tokens_attending_in_torch_get_the_replies_of_the_c_kernel(
+        backend: HfLocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU decode tokens attend in the C kernel; where it cannot be built they attend in torch, with the same
+    replies (prompts read together, then decoded together)."""
+    runner = backend.runner
+    assert runner.kernel is not None and backend.describe()["engine"]["attention"] == "c-kernel"
+    prompts = [backend.prompt_ids(ask(q)) for q in QUESTIONS]
+    with torch.inference_mode():
+        with_kernel = greedy_replies(runner, prompts, 24, piece=16)
+        monkeypatch.setattr(runner, "kernel", None)
+        assert greedy_replies(runner, prompts, 24, piece=16) == with_kernel
+
+
+def test_without_a_c_compiler_decode_attention_runs_in_torch_and_the_status_says_why(
+        backend: HfLocalBackend, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    build_kernel.cache_clear()
+    other = own_backend(data_dir)
+    try:
+        assert other.runner.kernel is None
+        assert other.describe()["engine"]["attention"] == (
+            "torch (cannot run the C compiler '/nonexistent/cc': No such file or directory (set CC to one))")
+        assert other.generate(ask(QUESTIONS[0])).text == backend.generate(ask(QUESTIONS[0])).text
+    finally:
+        other.close()
+        build_kernel.cache_clear()
 
 
 @pytest.mark.parametrize(("chunks", "takes"), [

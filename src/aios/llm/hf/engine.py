@@ -664,6 +664,7 @@ class Engine:
             "runner": self.runner.name,
             "weights": self.runner.weights,
             "decode": self.runner.decode_mode,
+            "attention": self.runner.attention,
             "prefill_chunk": self.prefill_chunk,
         }
 

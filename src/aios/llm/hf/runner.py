@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from aios.errors import BadRequest
+from aios.llm.hf.attention_kernel import DecodeAttention, DecodeRows, KernelUnavailable, load as load_kernel
 from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs
 from aios.llm.hf.kv import SharedKV, SlotKV
 from aios.llm.hf.weights import CPU_FORMATS, FormatError, Linear, WeightFormat
@@ -82,6 +83,16 @@ class LlamaRunner:
         self.graphs = DecodeGraphs(self) if self.device.type == "cuda" else None
         self.group_pieces = self.device.type == "cuda"  # see _Plan
         self.decode_mode = "cuda-graphs" if self.graphs is not None else f"eager ({self.device.type})"
+        # On a CPU, decode tokens attend in a C kernel where one can be built for this model (else in torch).
+        self.kernel: DecodeAttention | None = None
+        self.attention = "torch"
+        if self.device.type == "cpu":
+            try:
+                self.kernel = load_kernel(self.head_dim, self.heads // self.kv_heads, self.dtype)
+                self.attention = "c-kernel"
+            except KernelUnavailable as exc:
+                log.warning("decode attention runs in torch: %s", exc)
+                self.attention = f"torch ({exc})"
 
     @staticmethod
     def supports(model: Any) -> str | None:
@@ -109,7 +120,7 @@ class LlamaRunner:
             except CaptureFailed as exc:
                 log.warning("decode steps run eagerly from now on: %s", exc)
                 self.run_eagerly(str(exc))
-        return self._run(_Plan(chunks, kv, self.device, self.dtype, self.group_pieces))
+        return self._run(_Plan(chunks, kv, self.device, self.dtype, self.group_pieces, self.kernel))
 
     def run_eagerly(self, why: str) -> None:
         """No more CUDA graphs: every step runs eagerly, and the status says ``why``."""
@@ -180,7 +191,7 @@ class _Plan:
     """
 
     def __init__(self, chunks: list[Chunk], kv: SlotKV | None, device: torch.device, dtype: torch.dtype,
-                 group_pieces: bool = False) -> None:
+                 group_pieces: bool = False, kernel: DecodeAttention | None = None) -> None:
         ids, positions, logit_rows = [], [], []
         singles: dict[int, tuple[SlotKV, list[tuple[int, Chunk]]]] = {}  # by cache: (offset in the list, chunk)
         self.runs: list[tuple[int, Chunk, SlotKV]] = []
@@ -199,7 +210,7 @@ class _Plan:
         self.ids = torch.tensor(ids, device=device)
         self.positions = torch.tensor(positions, device=device)
         self.logit_rows = torch.tensor(logit_rows, dtype=torch.long, device=device)
-        self.singles = [_Singles(cache, group, device, dtype) for cache, group in singles.values()]
+        self.singles = [_Singles(cache, group, device, dtype, kernel) for cache, group in singles.values()]
         self.pieces: list[_Pieces] = []
         if group_pieces:
             self.pieces = [_Pieces(group, device) for group in _similar([r for r in self.runs if r[1].base is None])]
@@ -231,12 +242,13 @@ class _Plan:
 
 
 class _Singles:
-    """The one-token chunks whose rows are in one cache, attending in one batched call over its rows
-    ``0 .. rows-1`` (rows of longer chunks, with a dummy query, to position 0 only)."""
+    """The one-token chunks whose rows are in one cache, attending together: in the C kernel where the runner has
+    one (each over its own row's positions), else in one batched torch call over the cache's rows ``0 .. rows-1``
+    (rows of longer chunks, with a dummy query, to position 0 only)."""
 
     def __init__(self, cache: SlotKV, singles: list[tuple[int, Chunk]], device: torch.device,
-                 dtype: torch.dtype) -> None:
-        self.cache = cache
+                 dtype: torch.dtype, kernel: DecodeAttention | None = None) -> None:
+        self.cache, self.kernel = cache, kernel
         offsets = [offset for offset, _ in singles]
         rows = [chunk.row for _, chunk in singles]
         starts = [chunk.offset for _, chunk in singles]  # where in its row each token goes
@@ -250,50 +262,76 @@ class _Singles:
         self.offsets = torch.tensor(offsets, device=device)
         self.single_rows = torch.tensor(rows, device=device)
         self.starts = torch.tensor(starts, device=device)
-        row_starts = torch.zeros(self.rows, dtype=torch.long, device=device)
-        row_starts[self.single_rows] = self.starts
-        visible = torch.arange(self.span, device=device)[None, :] <= row_starts[:, None]
-        self.bias = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, -torch.inf)
-        self.bias = self.bias.view(self.rows, 1, 1, self.span)
         sharing: dict[int, tuple[SharedKV, list[int]]] = {}
         for _, chunk in singles:
             if chunk.base is not None:
                 sharing.setdefault(id(chunk.base), (chunk.base, []))[1].append(chunk.row)
         self.shared = [(base, torch.tensor(rows, device=device), None) for base, rows in sharing.values()]
+        if kernel is not None:
+            # Results go straight to the step's output, or by row where they are merged with shared KV first.
+            written = self.single_rows if self.shared else self.offsets
+            self.batch: DecodeRows = kernel.rows(self.offsets, self.single_rows, self.starts, written, self.span)
+            return
+        row_starts = torch.zeros(self.rows, dtype=torch.long, device=device)
+        row_starts[self.single_rows] = self.starts
+        visible = torch.arange(self.span, device=device)[None, :] <= row_starts[:, None]
+        self.bias = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, -torch.inf)
+        self.bias = self.bias.view(self.rows, 1, 1, self.span)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, out: torch.Tensor) -> None:
         keys, values = self.cache.keys[layer], self.cache.values[layer]
-        if self.dense:
-            tokens = slice(self.first, self.first + self.rows)
+        if self.kernel is not None and not self.shared:
+            self.kernel(self.batch, q, k, v, keys, values, out)
+            return
+        if self.kernel is not None:
+            own = q.new_empty(self.rows, q.shape[1] * q.shape[2])
+            lse = q.new_zeros(self.rows, q.shape[1], 1)
+            self.kernel(self.batch, q, k, v, keys, values, own, lse)
+            # A normalized result is the unnormalized one over the exp of its log-sum-exp: maximum lse, total 1.
+            kv_heads, dim = keys.shape[1], keys.shape[3]
+            parts = (lse.view(self.rows, kv_heads, -1, 1), torch.ones_like(lse).view(self.rows, kv_heads, -1, 1),
+                     own.view(self.rows, kv_heads, -1, dim))
+            attended = _with_shared(self._queries(q).view(self.rows, kv_heads, -1, dim), parts, self.shared, layer)
+        else:
+            tokens = slice(self.first, self.first + self.rows) if self.dense else self.offsets
             keys[self.single_rows, :, self.starts] = k[tokens]
             values[self.single_rows, :, self.starts] = v[tokens]
-            query = q[tokens]
-        else:
-            keys[self.single_rows, :, self.starts] = k[self.offsets]
-            values[self.single_rows, :, self.starts] = v[self.offsets]
-            query = q.new_zeros(self.rows, q.shape[1], q.shape[2])
-            query[self.single_rows] = q[self.offsets]
-        grouped, scores = _row_scores(query, keys, self.span, self.bias)
-        if self.shared:
-            attended = _with_shared(grouped, scores, values[:self.rows, :, :self.span], self.shared, layer)
-        else:
-            attended = scores.softmax(dim=-1) @ values[:self.rows, :, :self.span]
+            grouped, scores = _row_scores(self._queries(q), keys, self.span, self.bias)
+            seen = values[:self.rows, :, :self.span]
+            if self.shared:
+                attended = _with_shared(grouped, _softmax_parts(scores, seen), self.shared, layer)
+            else:
+                attended = scores.softmax(dim=-1) @ seen
         if self.dense:
-            out[tokens] = attended.reshape(self.rows, -1)
+            out[self.first:self.first + self.rows] = attended.reshape(self.rows, -1)
         else:
-            out[self.offsets] = attended[self.single_rows].reshape(len(self.single_rows), -1)
+            out[self.offsets] = attended.reshape(self.rows, -1)[self.single_rows]
+
+    def _queries(self, q: torch.Tensor) -> torch.Tensor:
+        """The queries by cache row, ``[rows, heads, dim]`` (zeros in rows without a token here)."""
+        if self.dense:
+            return q[self.first:self.first + self.rows]
+        query = q.new_zeros(self.rows, q.shape[1], q.shape[2])
+        query[self.single_rows] = q[self.offsets]
+        return query
 
 
-def _with_shared(grouped: torch.Tensor, scores: torch.Tensor, values: torch.Tensor,
-                 shared: list[tuple[SharedKV, torch.Tensor, torch.Tensor | None]], layer: int) -> torch.Tensor:
-    """Attention over each row's own cache (``scores``) and, for the rows that start with shared KV, over that
-    too. Each part's softmax is taken on its own and the parts are merged by their maxima and sums (as flash
-    attention merges blocks): the shared keys are read once for all the rows that share them, where a copy in
-    every row would be read once per row. ``shared`` holds, for each shared start, the rows that attend to it
-    and a bias added to their scores over it (``[1, rows * group, 1]``, or None)."""
+def _softmax_parts(scores: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Attention over one set of keys as the parts that merge with another's (as flash attention merges blocks):
+    the scores' maximum, the sum of their exponentials shifted by it, and the values weighted by those."""
     top = scores.amax(dim=-1, keepdim=True)
     weights = (scores - top).exp()
-    total, out = weights.sum(dim=-1, keepdim=True), weights @ values
+    return top, weights.sum(dim=-1, keepdim=True), weights @ values
+
+
+def _with_shared(grouped: torch.Tensor, own: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                 shared: list[tuple[SharedKV, torch.Tensor, torch.Tensor | None]], layer: int) -> torch.Tensor:
+    """Attention over each row's own cache (``own``: its parts, see :func:`_softmax_parts`) and, for the rows
+    that start with shared KV, over that too. Each part's softmax is taken on its own and the parts are merged by
+    their maxima and sums: the shared keys are read once for all the rows that share them, where a copy in
+    every row would be read once per row. ``shared`` holds, for each shared start, the rows that attend to it
+    and a bias added to their scores over it (``[1, rows * group, 1]``, or None)."""
+    top, total, out = own
     kv_heads, group, dim = grouped.shape[1:]
     for base, rows, bias in shared:
         n = len(rows)
@@ -302,12 +340,8 @@ def _with_shared(grouped: torch.Tensor, scores: torch.Tensor, values: torch.Tens
         shared_scores = query @ base.keys[layer].transpose(-1, -2) * dim ** -0.5
         if bias is not None:
             shared_scores = shared_scores + bias
-        shared_top = shared_scores.amax(dim=-1, keepdim=True)
-        shared_weights = (shared_scores - shared_top).exp()
         per_row = lambda t: t.view(kv_heads, n, group, -1).transpose(0, 1)  # noqa: E731
-        shared_total = per_row(shared_weights.sum(dim=-1, keepdim=True))
-        shared_out = per_row(shared_weights @ base.values[layer])
-        shared_top = per_row(shared_top)
+        shared_top, shared_total, shared_out = map(per_row, _softmax_parts(shared_scores, base.values[layer]))
         new_top = torch.maximum(top[rows], shared_top)
         own_scale, shared_scale = (top[rows] - new_top).exp(), (shared_top - new_top).exp()
         out[rows] = out[rows] * own_scale + shared_out * shared_scale
@@ -405,7 +439,7 @@ class _DecodePlan:
         values[self.rows, :, self.offsets] = v
         grouped, scores = _row_scores(q, keys, keys.shape[2], self.bias)
         if self.shared:
-            return _with_shared(grouped, scores, values[:n], self.shared, layer).reshape(n, -1)
+            return _with_shared(grouped, _softmax_parts(scores, values[:n]), self.shared, layer).reshape(n, -1)
         return (scores.softmax(dim=-1) @ values[:n]).reshape(n, -1)
 
 
@@ -431,6 +465,7 @@ class TransformersRunner:
     name = "transformers"
     attends_shared = False  # the module sees a row as the whole cache: sequences never get a ``base`` here
     decode_mode = "eager (transformers)"
+    attention = "transformers"
 
     def __init__(self, model: Any) -> None:
         self.model, self.config, self.device, self.dtype = model, model.config, model.device, model.dtype
