@@ -5,11 +5,14 @@ where it cannot be built."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
 
 from aios.llm.hf.attention_kernel import DecodeAttention, KernelUnavailable, _build, load
+from aios.llm.hf.kv import SlotKV
+from aios.llm.hf.runner import Chunk, _Singles
 
 CAPACITY = 40
 
@@ -105,3 +108,31 @@ def test_a_kernel_that_cannot_be_had_says_why(head_dim: int, group: int, dtype: 
     assert str(caught.value).startswith(why)
     if compiler == "cc -fno-such-option":
         assert "-fno-such-option" in str(caught.value)  # the compiler's own last line names the problem
+
+
+def replaced(data: dict[str, torch.Tensor], name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {**data, name: tensor}
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    (lambda d: replaced(d, "q", d["q"].to(torch.bfloat16)), "q"),
+    (lambda d: replaced(d, "k", d["k"].transpose(1, 2).contiguous().transpose(1, 2)), "k"),  # heads not rows
+    (lambda d: replaced(d, "v", d["v"][:, :2]), "v"),  # fewer heads than the cache
+    (lambda d: replaced(d, "keys", d["keys"][:, :, :20]), "keys/values"),  # a slice of the positions
+    (lambda d: replaced(d, "values", d["values"].double()), "values"),
+])
+def test_tensors_laid_out_otherwise_are_refused_before_anything_is_written(change: Any, named: str) -> None:
+    kernel = load(64, 3, torch.float32)
+    data = change(step(64, 3, 3, [4, 9]))
+    before = data["keys"].clone(), data["values"].clone()
+    with pytest.raises(ValueError, match=f"unexpected layout of .*{named}"):
+        attend(kernel, data, [0, 1], [4, 9])
+    assert torch.equal(data["keys"], before[0]) and torch.equal(data["values"], before[1])
+
+
+@pytest.mark.parametrize(("row", "offset"), [(2, 5), (0, 64), (-1, 5), (0, -1)])
+def test_decode_tokens_outside_their_cache_are_refused_before_the_kernel_writes(row: int, offset: int) -> None:
+    cache = SlotKV(1, 2, 3, 64, torch.float32, torch.device("cpu"), rows=2, capacity=64)
+    with pytest.raises(IndexError, match="decode tokens outside their cache"):
+        _Singles(cache, [(0, Chunk(row, [7], offset))], torch.device("cpu"), torch.float32,
+                 load(64, 3, torch.float32))

@@ -327,6 +327,46 @@ def test_decode_tokens_attending_in_torch_get_the_replies_of_the_c_kernel(
         assert greedy_replies(runner, prompts, 24, piece=16) == with_kernel
 
 
+def test_rows_with_a_shared_start_beside_a_prompt_being_read_attend_alike_in_the_kernel_and_in_torch(
+        backend: HfLocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows 1 and 3 start with a shared system prompt, row 2 does not, and row 0 reads a prompt in pieces that
+    come first in each step (so the decode tokens are not rows 0..n-1 in order): the kernel, merging the shared
+    start by its log-sum-exps, gives torch's logits up to rounding and the same tokens."""
+    runner = backend.runner
+    kernel = runner.kernel
+    with_system = [backend.prompt_ids(system_request(q)) for q in QUESTIONS[:2]]
+    plain = [backend.prompt_ids(ask(q)) for q in QUESTIONS[2:4]]
+    shared = common_prefix(with_system[0], with_system[1], len(with_system[0]) - 1)
+    prompts = {0: plain[0], 1: with_system[0], 2: plain[1], 3: with_system[1]}
+    starts = {0: 0, 1: shared, 2: 0, 3: shared}
+    piece = len(plain[0]) // 6  # row 0's prompt is read over six steps
+
+    def run(attention: Any) -> list[torch.Tensor]:
+        monkeypatch.setattr(runner, "kernel", attention)
+        kv = SlotKV(runner.config.num_hidden_layers, 4, runner.kv_heads, runner.head_dim, runner.dtype, runner.device)
+        kv.reserve(4, max(map(len, prompts.values())) + 8)
+        runner.forward([Chunk(0, with_system[0][:shared], 0)], kv)
+        base = SharedKV.start_of(with_system[0], kv.read_row(0, shared), shared)
+        first = runner.forward([Chunk(0, plain[0][:piece], 0, wants_logits=False)] + [
+            Chunk(row, prompts[row][starts[row]:], starts[row], base=base if starts[row] else None)
+            for row in (1, 2, 3)], kv)
+        steps, tokens = [first], first.argmax(-1).tolist()
+        for step in range(1, 6):
+            singles = [Chunk(row, [token], len(prompts[row]) + step - 1, base=base if starts[row] else None)
+                       for row, token in zip((1, 2, 3), tokens)]
+            reading = Chunk(0, plain[0][piece * step:piece * (step + 1)], piece * step, wants_logits=False)
+            logits = runner.forward([reading] + singles, kv)
+            steps.append(logits)
+            tokens = logits.argmax(-1).tolist()
+        return steps
+
+    with torch.inference_mode():
+        in_torch, in_kernel = run(None), run(kernel)
+    for a, b in zip(in_torch, in_kernel):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+        assert b.argmax(-1).tolist() == a.argmax(-1).tolist()
+
+
 def test_without_a_c_compiler_decode_attention_runs_in_torch_and_the_status_says_why(
         backend: HfLocalBackend, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CC", "/nonexistent/cc")

@@ -9,7 +9,8 @@
 
    Why not torch: there this is a matrix product per (row, key head) of GROUP x HEAD_DIM by HEAD_DIM x span, a
    softmax and another product, each call paying a small-matrix overhead, and the keys read again for the
-   values: 2-2.6x slower at 16-32 rows (benchmarks/profile.md). */
+   values: 1.8-2.6x slower at 16-32 rows, a whole decode step 1.10-1.16x slower (BENCHMARKS.md, "Engine
+   speed against its targets (CPU)"). */
 
 #include <math.h>
 #include <omp.h>
@@ -33,17 +34,18 @@ static inline float sum_lanes(vec x) {
    layer, [rows, kv_heads, capacity, HEAD_DIM] with the given row and head strides. The result of token i goes
    to out[written[i]] ([*, heads, HEAD_DIM], contiguous), and, when lse is not NULL, each head's log-sum-exp of
    its scores to lse[written[i]] ([*, heads]), for merging with attention over other keys. scratch holds
-   threads x GROUP x longest floats, longest being the most positions a row attends to. */
+   threads x GROUP x stride floats for the scores, stride being at least the most positions a row attends to
+   and a multiple of LANES (every head's scores then start equally aligned, whatever the batch). */
 void decode_attention(int64_t n, const int64_t *tokens, const int64_t *rows, const int64_t *offsets,
                       const int64_t *written, const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                       const float *v, int64_t v_stride, float *keys, float *values, int64_t row_stride,
-                      int64_t head_stride, int64_t kv_heads, int64_t longest, float *out, float *lse,
+                      int64_t head_stride, int64_t kv_heads, int64_t stride, float *out, float *lse,
                       float *scratch, int threads) {
     const int64_t heads = kv_heads * GROUP;
     const float scale = 1.0f / sqrtf((float)HEAD_DIM);
     #pragma omp parallel num_threads(threads)
     {
-        float *scores = scratch + omp_get_thread_num() * GROUP * longest;
+        float *scores = scratch + omp_get_thread_num() * GROUP * stride;
         #pragma omp for schedule(static)
         for (int64_t item = 0; item < n * kv_heads; item++) {
             const int64_t i = item / kv_heads, h = item % kv_heads, token = tokens[i], span = offsets[i] + 1;
@@ -69,13 +71,13 @@ void decode_attention(int64_t n, const int64_t *tokens, const int64_t *rows, con
                     vec acc = query[g][0] * key[0];
                     for (int c = 1; c < CHUNKS; c++) acc += query[g][c] * key[c];
                     const float s = sum_lanes(acc);
-                    scores[g * longest + p] = s;
+                    scores[g * stride + p] = s;
                     top[g] = (p == 0 || s > top[g]) ? s : top[g];
                 }
             }
             float inverse[GROUP];
             for (int g = 0; g < GROUP; g++) {
-                float *S = scores + g * longest, total = 0.0f;
+                float *S = scores + g * stride, total = 0.0f;
                 const float m = top[g];
                 #pragma omp simd reduction(+:total)
                 for (int64_t p = 0; p < span; p++) {
@@ -90,7 +92,7 @@ void decode_attention(int64_t n, const int64_t *tokens, const int64_t *rows, con
             for (int64_t p = 0; p < span; p++) {
                 const vec *value = (const vec *)(V + p * HEAD_DIM);
                 for (int g = 0; g < GROUP; g++) {
-                    const float w = scores[g * longest + p];
+                    const float w = scores[g * stride + p];
                     for (int c = 0; c < CHUNKS; c++) acc[g][c] += w * value[c];
                 }
             }

@@ -2,10 +2,10 @@
 the model loads and called through ctypes.
 
 The function writes each decode token's key and value into its cache row and attends over the row, all rows in
-one call on torch's threads: 2-2.6x faster than the same attention in torch at 16-32 rows, where torch pays a
-small-matrix product's overhead per row and key head (``benchmarks/profile.md``). Where it cannot be built (no C
-compiler, a head size it does not take, not fp32), :func:`load` raises :class:`KernelUnavailable` saying why,
-and the runner attends in torch.
+one call on torch's threads: 1.8-2.6x faster than the same attention in torch at 16-32 rows, where torch pays a
+small-matrix product's overhead per row and key head; a decode step is 1.10-1.16x faster (BENCHMARKS.md, "Engine
+speed against its targets (CPU)"). Where it cannot be built (no C compiler, a shape it does not take, not fp32),
+:func:`load` raises :class:`KernelUnavailable` saying why, and the runner attends in torch.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ import torch
 
 SOURCE = Path(__file__).with_name("attention_kernel.c")
 # -march=native: the library is built on the machine that runs it. -ffast-math lets the compiler vectorize the
-# sums and the exponentials (glibc's vector expf); the kernel never relies on infinities or NaN.
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC")
+# sums and the exponentials (glibc's vector expf); the kernel never relies on infinities or NaN. It is given
+# to the compile step only: linked with it, some compilers add code that makes the loading thread flush
+# denormal numbers to zero, for the whole process's later work on that thread.
+COMPILE = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-c")
+LINK = ("-shared", "-fopenmp")
 LANES = 16  # floats in the kernel's vector type
 MAX_GROUP = 16  # query heads per key head it keeps in registers
 COMPILE_TIMEOUT_S = 120
@@ -46,8 +49,10 @@ class DecodeRows:
     rows: torch.Tensor
     offsets: torch.Tensor
     written: torch.Tensor
-    longest: int  # the most positions a row attends to
-    scratch: torch.Tensor  # the scores, per thread
+    stride: int  # room for one head's scores: the most positions a row attends to, rounded up to LANES
+    threads: int
+    scratch: torch.Tensor  # the scores, threads x group x stride floats
+    checked: bool = False  # whether the tensors of a call were checked (every layer's are alike)
 
 
 class DecodeAttention:
@@ -59,9 +64,12 @@ class DecodeAttention:
 
     def rows(self, tokens: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor, written: torch.Tensor,
              longest: int) -> DecodeRows:
-        """A step's decode tokens (int64 tensors on the CPU, see :class:`DecodeRows`)."""
-        scratch = torch.empty(torch.get_num_threads() * self.group * longest)
-        return DecodeRows(tokens, rows, offsets, written, longest, scratch)
+        """A step's decode tokens (int64 tensors on the CPU, see :class:`DecodeRows`); ``longest``: the most
+        positions a row attends to (its offset + 1). The caller has checked that rows and offsets are within the
+        cache."""
+        threads, stride = torch.get_num_threads(), -(-longest // LANES) * LANES
+        scratch = torch.empty(threads * self.group * stride, dtype=torch.float32)
+        return DecodeRows(tokens, rows, offsets, written, stride, threads, scratch)
 
     def __call__(self, batch: DecodeRows, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
                  values: torch.Tensor, out: torch.Tensor, lse: torch.Tensor | None = None) -> None:
@@ -70,12 +78,34 @@ class DecodeAttention:
         head_dim]``); each of q/k/v may have any stride between tokens but must be contiguous within one. Results
         go to ``out`` (``[*, heads * head_dim]``) and, if given, each head's log-sum-exp of its scores to ``lse``
         (``[*, heads]``), at the batch's ``written`` rows."""
-        threads = len(batch.scratch) // (self.group * batch.longest)
+        if not batch.checked:
+            self._check(batch, q, k, v, keys, values, out, lse)
+            batch.checked = True
         self._function(len(batch.tokens), batch.tokens.data_ptr(), batch.rows.data_ptr(), batch.offsets.data_ptr(),
                        batch.written.data_ptr(), q.data_ptr(), q.stride(0), k.data_ptr(), k.stride(0),
                        v.data_ptr(), v.stride(0), keys.data_ptr(), values.data_ptr(), keys.stride(0),
-                       keys.stride(1), keys.shape[1], batch.longest, out.data_ptr(),
-                       None if lse is None else lse.data_ptr(), batch.scratch.data_ptr(), threads)
+                       keys.stride(1), keys.shape[1], batch.stride, out.data_ptr(),
+                       None if lse is None else lse.data_ptr(), batch.scratch.data_ptr(), batch.threads)
+
+    def _check(self, batch: DecodeRows, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor,
+               values: torch.Tensor, out: torch.Tensor, lse: torch.Tensor | None) -> None:
+        """The layouts the C function reads and writes blindly (a mistake here would corrupt memory)."""
+        dim, kv_heads = self.head_dim, keys.shape[1]
+        tensors = {"q": q, "k": k, "v": v, "keys": keys, "values": values, "out": out, "lse": lse}
+        wrong = [name for name, t in tensors.items() if t is not None and (t.dtype != torch.float32 or t.is_cuda)]
+        wrong += [name for name, t, heads in (("q", q, kv_heads * self.group), ("k", k, kv_heads), ("v", v, kv_heads))
+                  if t.shape[1:] != (heads, dim) or t.stride()[1:] != (dim, 1)]
+        if keys.shape[3] != dim or not keys.is_contiguous() or values.shape != keys.shape or not values.is_contiguous():
+            wrong.append("keys/values")
+        if not out.is_contiguous() or out.shape[1] != kv_heads * self.group * dim:
+            wrong.append("out")
+        if lse is not None and (not lse.is_contiguous() or lse.numel() != len(out) * kv_heads * self.group):
+            wrong.append("lse")
+        indices = (batch.tokens, batch.rows, batch.offsets, batch.written)
+        if any(t.dtype != torch.int64 or not t.is_contiguous() or len(t) != len(batch.tokens) for t in indices):
+            wrong.append("indices")
+        if wrong:
+            raise ValueError(f"decode attention kernel: unexpected layout of {', '.join(wrong)}")
 
 
 def load(head_dim: int, group: int, dtype: torch.dtype) -> DecodeAttention:
@@ -95,22 +125,34 @@ def _build(head_dim: int, group: int) -> ctypes._CFuncPtr:
     """Compile the kernel for one shape (a fraction of a second; once per process and shape) and load it."""
     compiler = shlex.split(os.environ.get("CC") or "cc")
     with tempfile.TemporaryDirectory(prefix="aios-attention-") as folder:
-        library = Path(folder) / "attention_kernel.so"
-        command = [*compiler, *FLAGS, f"-DHEAD_DIM={head_dim}", f"-DGROUP={group}", "-o", str(library),
-                   str(SOURCE), "-lm"]
+        objects, library = Path(folder) / "attention_kernel.o", Path(folder) / "attention_kernel.so"
+        _run(compiler, [*COMPILE, f"-DHEAD_DIM={head_dim}", f"-DGROUP={group}", "-o", str(objects), str(SOURCE)],
+             Path(folder))
+        _run(compiler, [*LINK, "-o", str(library), str(objects), "-lm"], Path(folder))
+        # Loaded after torch: where torch's OpenMP is libgomp (its Linux wheels), the kernel's is that same
+        # library (one soname), so it runs on torch's threads. The file can go once loaded.
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+            function = ctypes.CDLL(str(library)).decode_attention
+        except (OSError, AttributeError) as exc:  # e.g. a temp dir mounted noexec
+            raise KernelUnavailable(f"the compiled kernel does not load: {exc}") from exc
+    function.argtypes, function.restype = _ARGUMENTS, None
+    return function
+
+
+def _run(compiler: list[str], arguments: list[str], folder: Path) -> None:
+    """Run the compiler; its output goes to a file, so that a timeout ends the wait even if the programs it
+    started (cc1, as, ld) hold on."""
+    with open(folder / "compiler.log", "w+") as log:
+        try:
+            done = subprocess.run([*compiler, *arguments], stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, timeout=COMPILE_TIMEOUT_S)
         except OSError as exc:
             raise KernelUnavailable(f"cannot run the C compiler {compiler[0]!r}: {exc.strerror or exc} "
                                     "(set CC to one)") from exc
         except subprocess.TimeoutExpired as exc:
             raise KernelUnavailable(f"the C compiler {compiler[0]!r} took over {COMPILE_TIMEOUT_S} s") from exc
         if done.returncode != 0:
-            lines = (done.stderr or done.stdout).strip().splitlines()
+            log.seek(0)
+            lines = log.read().strip().splitlines()
             raise KernelUnavailable(f"the C compiler {compiler[0]!r} failed: "
                                     f"{lines[-1] if lines else f'exit status {done.returncode}'}")
-        # Loaded after torch: the kernel's OpenMP library is the one torch already loaded (same soname), so it
-        # runs on torch's threads. The file can go once loaded.
-        function = ctypes.CDLL(str(library)).decode_attention
-    function.argtypes, function.restype = _ARGUMENTS, None
-    return function

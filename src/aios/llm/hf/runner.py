@@ -268,6 +268,10 @@ class _Singles:
                 sharing.setdefault(id(chunk.base), (chunk.base, []))[1].append(chunk.row)
         self.shared = [(base, torch.tensor(rows, device=device), None) for base, rows in sharing.values()]
         if kernel is not None:
+            # The kernel writes where it is told: what torch's indexing would refuse must be refused here.
+            if min(rows) < 0 or min(starts) < 0 or self.rows > cache.rows or self.span > cache.capacity:
+                raise IndexError(f"decode tokens outside their cache: rows {min(rows)}..{self.rows - 1} of "
+                                 f"{cache.rows}, offsets {min(starts)}..{self.span - 1} of {cache.capacity}")
             # Results go straight to the step's output, or by row where they are merged with shared KV first.
             written = self.single_rows if self.shared else self.offsets
             self.batch: DecodeRows = kernel.rows(self.offsets, self.single_rows, self.starts, written, self.span)
