@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from aios.llm.hf import attention_kernel
 from aios.llm.hf.attention_kernel import DecodeAttention, KernelUnavailable, _build, load
 from aios.llm.hf.kv import SlotKV
 from aios.llm.hf.runner import Chunk, _Singles
@@ -136,3 +137,13 @@ def test_decode_tokens_outside_their_cache_are_refused_before_the_kernel_writes(
     with pytest.raises(IndexError, match="decode tokens outside their cache"):
         _Singles(cache, [(0, Chunk(row, [7], offset))], torch.device("cpu"), torch.float32,
                  load(64, 3, torch.float32))
+
+
+def test_a_compiled_kernel_that_does_not_load_says_why(monkeypatch: pytest.MonkeyPatch, fresh_build: None) -> None:
+    """E.g. a temp dir mounted noexec: the library builds but cannot be mapped; attention then stays in torch."""
+    def refuse(path: str) -> None:
+        raise OSError(f"{path}: failed to map segment from shared object")
+
+    monkeypatch.setattr(attention_kernel.ctypes, "CDLL", refuse)
+    with pytest.raises(KernelUnavailable, match="^the compiled kernel does not load: .*failed to map segment"):
+        load(64, 3, torch.float32)
