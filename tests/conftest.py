@@ -22,6 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a
 # cores with kernels, agents and itself, where spinning (aios's default, aios.torch_threads) only holds cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+ENVELOPE = {"response", "start_times", "end_times", "waiting_times", "turnaround_times"}  # a /query reply's keys
+
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -97,6 +99,15 @@ def stop_kernel(kernel: KernelProcess) -> None:
     kernel.client.close()
     kernel.process.terminate()
     kernel.process.wait(timeout=30)
+
+
+def refused_before_running(reply: httpx.Response, reply_fields: set[str]) -> dict[str, Any]:
+    """The ``response`` of a ``/query`` whose syscall the kernel refused before it ran, checked: HTTP 200 (where an
+    AIOS agent can read why), a reply of the shape ``reply_fields``, no scheduling slices."""
+    assert reply.status_code == 200, reply.text
+    envelope = reply.json()
+    assert set(envelope) == ENVELOPE and set(envelope["response"]) == reply_fields and envelope["start_times"] == []
+    return envelope["response"]
 
 
 @contextmanager

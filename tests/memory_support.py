@@ -14,9 +14,8 @@ import httpx
 from aios.config import load_config
 from aios.embeddings import Embedder
 from aios.kernel import Kernel
-from conftest import served_in_thread
+from conftest import ENVELOPE, served_in_thread
 
-ENVELOPE = {"response", "start_times", "end_times", "waiting_times", "turnaround_times"}
 MEMORY_REPLY = {"response_class", "memory_id", "content", "metadata", "search_results", "success", "error",
                 "status_code"}
 

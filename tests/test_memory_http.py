@@ -17,7 +17,8 @@ import pytest
 
 from aios import sdk
 from aios.sdk import AIOSError
-from memory_support import MemoryServer, body, config_text, dsn_for, served_kernel
+from conftest import refused_before_running
+from memory_support import MEMORY_REPLY, MemoryServer, body, config_text, dsn_for, served_kernel
 
 RESULT_KEYS = {"memory_id", "content", "score", "metadata", "keywords", "tags", "category", "timestamp"}
 RAW_EXTRA = {"id", "context", "links", "retrieval_count", "last_accessed", "evolution_history"}
@@ -148,46 +149,26 @@ def test_an_agent_never_reaches_another_agents_memory(memory: MemoryServer) -> N
 
 
 KEEP = "guarded/agent"
-# (id, operation, params, text a 422 problem must contain: the field and what is wrong)
+# Type and shape problems. (id, operation, params, text a 422 problem must contain: the field and what is wrong)
 MALFORMED: list[tuple[str, Any, Any, str]] = [
     ("add-without-content", "add_memory", {"metadata": {}}, "params.content: is required for 'add_memory'"),
-    ("add-empty-content", "add_memory", {"content": "  "}, "params.content: must not be empty"),
     ("add-content-number", "add_memory", {"content": 42}, "params.content: must be a string"),
     ("add-content-list", "add_agentic_memory", {"content": ["a"]}, "params.content: must be a string"),
-    ("add-content-too-long", "add_memory", {"content": "x" * 100_001}, "params.content: is 100001 characters long"),
     ("add-content-lone-surrogate", "add_memory", {"content": "\ud800"},
      "body.query_data.params.content: not valid Unicode text"),
     ("metadata-not-object", "add_memory", {"content": "x", "metadata": ["tag"]}, "params.metadata: must be an object"),
     ("metadata-tags-number", "add_memory", {"content": "x", "metadata": {"tags": 5}},
      "params.metadata: tags must be a list of strings"),
-    ("metadata-tags-empty-string", "add_memory", {"content": "x", "metadata": {"tags": [""]}},
-     "params.metadata: tags must hold strings of 1 to 100 characters"),
-    ("metadata-category-empty", "add_memory", {"content": "x", "metadata": {"category": " "}},
-     "params.metadata: category must be a string of 1 to 100"),
     ("metadata-context-number", "add_memory", {"content": "x", "metadata": {"context": 3}},
      "params.metadata: context must be a string"),
-    ("metadata-too-large", "add_memory", {"content": "x", "metadata": {"blob": "y" * 70_000}},
-     "params.metadata: is 70012 bytes as JSON; the limit is 65536"),
     ("get-without-id", "get_memory", {}, "params.memory_id: is required for 'get_memory'"),
     ("get-id-number", "get_memory", {"memory_id": 7}, "params.memory_id: must be a memory id"),
-    ("get-id-empty", "get_memory", {"memory_id": ""}, "params.memory_id: must be a memory id"),
-    ("get-id-too-long", "remove_memory", {"memory_id": "m" * 129}, "params.memory_id: is 129 characters long"),
-    ("update-content-empty", "update_memory", {"memory_id": "m", "content": ""}, "params.content: must not be empty"),
     ("search-without-query", "retrieve_memory", {"k": 3}, "params.content: is required for 'retrieve_memory'"),
-    ("search-empty-query", "retrieve_memory", {"content": ""}, "params.content: must not be empty"),
-    ("search-k-zero", "retrieve_memory", {"content": "q", "k": 0}, "params.k: must be between 1 and 100"),
-    ("search-k-string", "retrieve_memory", {"content": "q", "k": "5"}, "params.k: must be an integer"),
+    ("search-k-string", "search_memories", {"content": "q", "k": "5"}, "params.k: must be an integer"),
     ("search-k-bool", "retrieve_memory_raw", {"content": "q", "k": True}, "params.k: must be an integer"),
-    ("search-k-too-many", "retrieve_memory", {"content": "q", "k": 101}, "params.k: must be between 1 and 100"),
     ("search-tags-number", "retrieve_memory", {"content": "q", "tags": 1}, "params.tags: must be a list of strings"),
     ("search-time-words", "retrieve_memory", {"content": "q", "created_after": "last week"},
      "params.created_after: must be Unix seconds or an ISO 8601"),
-    ("search-time-reversed", "retrieve_memory", {"content": "q", "created_after": 10, "created_before": 5},
-     "params.created_after: is later than created_before"),
-    ("search-user-id-empty", "retrieve_memory", {"content": "q", "user_id": ""}, "params.user_id: must be a string"),
-    ("list-k-zero", "list_memories", {"k": 0}, "params.k: must be between 1 and 100"),
-    ("list-k-too-many", "list_memories", {"k": 101}, "params.k: must be between 1 and 100"),
-    ("list-offset-negative", "list_memories", {"offset": -1}, "params.offset: must be 0 or more"),
     ("list-offset-string", "list_memories", {"offset": "2"}, "params.offset: must be an integer"),
     ("list-offset-bool", "list_memories", {"offset": True}, "params.offset: must be an integer"),
     ("list-with-query", "list_memories", {"content": "q"}, "params.content: is not a parameter"),
@@ -201,26 +182,73 @@ MALFORMED: list[tuple[str, Any, Any, str]] = [
 _KEPT: dict[str, str] = {}  # backend -> the memory_id of the note the bad requests must not touch
 
 
-def _kept(memory: MemoryServer) -> tuple[str, dict[str, Any]]:
-    """The kept note as it is (what reading it counts aside)."""
+def _kept(memory: MemoryServer) -> tuple[str, dict[str, Any], list[str]]:
+    """The kept note as it is (what reading it counts aside), and which memories its agent has."""
     if memory.backend not in _KEPT:
         _KEPT[memory.backend] = memory.add(KEEP, "A precious memory.", {"tags": ["keep"]})
     got = memory.ok(KEEP, "get_memory", {"memory_id": _KEPT[memory.backend]})
     counted = ("retrieval_count", "last_accessed")
-    return got["content"], {k: v for k, v in got["metadata"].items() if k not in counted}
+    stored = [r["memory_id"] for r in memory.ok(KEEP, "list_memories", {"k": 100})["search_results"]]
+    return got["content"], {k: v for k, v in got["metadata"].items() if k not in counted}, stored
+
+
+def _post(memory: MemoryServer, operation: Any, params: Any) -> Any:
+    # Sent as ASCII JSON (escapes), which is how a lone surrogate can travel at all.
+    return memory.client.post("/query", content=json.dumps(body(KEEP, operation, params)),
+                              headers={"content-type": "application/json"})
 
 
 @pytest.mark.parametrize(("operation", "params", "expected"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
 def test_a_malformed_memory_request_is_422_naming_the_field_and_loses_nothing(
         memory: MemoryServer, operation: Any, params: Any, expected: str) -> None:
     before = _kept(memory)
-    # Sent as ASCII JSON (escapes), which is how a lone surrogate can travel at all.
-    reply = memory.client.post("/query", content=json.dumps(body(KEEP, operation, params)),
-                               headers={"content-type": "application/json"})
+    reply = _post(memory, operation, params)
     assert reply.status_code == 422, reply.text
     problems = [f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in reply.json()["detail"]]
     assert any(expected in problem for problem in problems), problems
     assert all(problem.startswith("body.query_data.") for problem in problems)
+    assert _kept(memory) == before
+
+
+# Values of the right type that the kernel refuses: answered in the envelope, as upstream AIOS answers its errors,
+# since the AIOS SDK raises on a 422 before an agent could read why. (id, operation, params, text the error must
+# contain: the field and what is wrong)
+REFUSED_VALUES: list[tuple[str, str, Any, str]] = [
+    ("add-empty-content", "add_memory", {"content": "  "}, "params.content: must not be empty"),
+    ("add-content-too-long", "add_memory", {"content": "x" * 100_001}, "params.content: is 100001 characters long"),
+    ("metadata-tags-empty-string", "add_memory", {"content": "x", "metadata": {"tags": [""]}},
+     "params.metadata: tags must hold strings of 1 to 100 characters"),
+    ("metadata-too-many-tags", "add_memory", {"content": "x", "metadata": {"tags": [str(n) for n in range(33)]}},
+     "params.metadata: tags has 33 entries; the limit is 32"),
+    ("metadata-category-empty", "add_memory", {"content": "x", "metadata": {"category": " "}},
+     "params.metadata: category must be a string of 1 to 100"),
+    ("metadata-too-large", "add_memory", {"content": "x", "metadata": {"blob": "y" * 70_000}},
+     "params.metadata: is 70012 bytes as JSON; the limit is 65536"),
+    ("get-id-empty", "get_memory", {"memory_id": ""}, "params.memory_id: must not be empty"),
+    ("get-id-too-long", "remove_memory", {"memory_id": "m" * 129}, "params.memory_id: is 129 characters long"),
+    ("update-content-empty", "update_memory", {"memory_id": "m", "content": ""}, "params.content: must not be empty"),
+    ("search-empty-query", "retrieve_memory", {"content": ""}, "params.content: must not be empty"),
+    ("search-k-zero", "search_memories", {"content": "q", "k": 0}, "params.k: must be between 1 and 100, not 0"),
+    ("search-k-too-many", "retrieve_memory", {"content": "q", "k": 101},
+     "params.k: must be between 1 and 100, not 101"),
+    ("search-time-reversed", "retrieve_memory", {"content": "q", "created_after": 10, "created_before": 5},
+     "params.created_after: is later than created_before"),
+    ("search-user-id-empty", "retrieve_memory", {"content": "q", "user_id": ""}, "params.user_id: must be a string"),
+    ("list-k-zero", "list_memories", {"k": 0}, "params.k: must be between 1 and 100"),
+    ("list-k-too-many", "list_memories", {"k": 101}, "params.k: must be between 1 and 100"),
+    ("list-offset-negative", "list_memories", {"offset": -1}, "params.offset: must be 0 or more"),
+]
+
+
+@pytest.mark.parametrize(("operation", "params", "expected"), [r[1:] for r in REFUSED_VALUES],
+                         ids=[r[0] for r in REFUSED_VALUES])
+def test_a_refused_memory_value_is_200_with_400_in_the_envelope_naming_the_field_and_stores_nothing(
+        memory: MemoryServer, operation: str, params: Any, expected: str) -> None:
+    before = _kept(memory)
+    response = refused_before_running(_post(memory, operation, params), MEMORY_REPLY)
+    assert (response["status_code"], response["success"], response["response_class"]) == (400, False, "memory")
+    assert response["error"].startswith("memory request: ") and expected in response["error"], response["error"]
+    assert response["memory_id"] is None and response["search_results"] is None
     assert _kept(memory) == before
 
 
@@ -304,9 +332,11 @@ SDK_BAD: list[tuple[str, Callable[[str], Any], int, str]] = [
     ("unknown-id", lambda url: sdk.get_memory("sdk/bad", "nope", url), 404, "no memory 'nope'"),
     ("update-unknown", lambda url: sdk.update_memory("sdk/bad", "nope", "x", base_url=url), 404, "no memory"),
     ("delete-unknown", lambda url: sdk.delete_memory("sdk/bad", "nope", url), 404, "no memory"),
-    ("empty-content", lambda url: sdk.create_memory("sdk/bad", "", base_url=url), 422, "content: must not be empty"),
+    ("empty-content", lambda url: sdk.create_memory("sdk/bad", "", base_url=url), 400,
+     "memory request: params.content: must not be empty"),
     ("content-not-string", lambda url: sdk.create_memory("sdk/bad", 5, base_url=url), 422, "must be a string"),  # type: ignore[arg-type]
-    ("k-zero", lambda url: sdk.search_memories("sdk/bad", "q", 0, url), 422, "k: must be between 1 and 100"),
+    ("k-zero", lambda url: sdk.search_memories("sdk/bad", "q", 0, url), 400,
+     "memory request: params.k: must be between 1 and 100, not 0"),
     ("tags-number", lambda url: sdk.search_memories("sdk/bad", "q", 5, url, tags=3), 422, "tags"),  # type: ignore[arg-type]
     ("no-kernel", lambda url: sdk.get_memory("sdk/bad", "x", "http://127.0.0.1:9"), 0, "cannot reach the kernel"),
 ]
@@ -318,5 +348,5 @@ def test_the_sdk_raises_one_error_type_with_the_status_and_why(
     with pytest.raises(AIOSError) as caught:
         call(memory.url)
     assert caught.value.status_code == status and expected in caught.value.message
-    if status == 404:  # a refusal after parsing carries the typed reply too
+    if status not in (0, 422):  # a refusal after parsing carries the typed reply too
         assert isinstance(caught.value.response, sdk.MemoryResponse) and not caught.value.response.success

@@ -20,10 +20,9 @@ from aios import sdk
 from aios.config import load_config
 from aios.kernel import Kernel
 from aios.sdk import AIOSError
-from conftest import served_in_thread
+from conftest import ENVELOPE, refused_before_running, served_in_thread
 from storage_support import FakeClock, file_permissions_bind
 
-ENVELOPE = {"response", "start_times", "end_times", "waiting_times", "turnaround_times"}
 STORAGE_REPLY = {"response_class", "response_message", "finished", "error", "status_code"}
 
 
@@ -122,7 +121,7 @@ def test_a_rollback_by_time_takes_an_iso_time_or_unix_seconds(lsfs: StorageServe
 
 
 KEEP = "guarded/agent"
-# (id, operation, params, text the 422 must contain: the field and the problem)
+# Type and shape problems. (id, operation, params, text the 422 must contain: the field and the problem)
 MALFORMED = [
     ("write-without-content", "write", {"file_path": "keep.txt"}, "content: is required"),
     ("write-without-path", "write", {"content": "x"}, "file_path: is required"),
@@ -133,25 +132,14 @@ MALFORMED = [
     ("content-list", "write", {"file_path": "keep.txt", "content": ["x"]}, "content: must be a string"),
     ("content-bytes-as-numbers", "write", {"file_path": "keep.txt", "content": [104, 105]}, "content: must be a string"),
     ("content-lone-surrogate", "write", {"file_path": "keep.txt", "content": "\ud800"}, "body.query_data.params.content: not valid Unicode text"),
-    ("path-nul", "write", {"file_path": "keep\x00.txt", "content": "x"}, "file_path: contains a NUL"),
-    ("path-newline", "write", {"file_path": "keep\n.txt", "content": "x"}, "file_path: contains the control character"),
-    ("path-carriage-return", "read", {"file_path": "keep.txt\r"}, "file_path: contains the control character"),
-    ("path-component-too-long", "write", {"file_path": "a" * 300, "content": "x"}, "longer than 255 bytes"),
-    ("path-too-long", "read", {"file_path": "a/" * 2100}, "the limit is 4096"),
-    ("path-too-long-in-bytes", "read", {"file_path": "é/" * 1400}, "4200 bytes long in UTF-8; the limit is 4096"),
     ("n-string", "retrieve", {"query_text": "q", "n": "3"}, "n: must be an integer"),
     ("n-bool", "rollback", {"file_path": "keep.txt", "n": True}, "n: must be an integer"),
-    ("n-zero", "rollback", {"file_path": "keep.txt", "n": 0}, "n: must be at least 1"),
-    ("n-too-many", "retrieve", {"query_text": "q", "n": 101}, "n: must be between 1 and 100"),
-    ("empty-query", "retrieve", {"query_text": "  ", "n": 1}, "query_text: must not be empty"),
     ("keywords-number", "retrieve", {"query_text": "q", "n": 1, "keywords": 5}, "keywords: must be a list of strings"),
-    ("keywords-empty-word", "retrieve", {"query_text": "q", "n": 1, "keywords": [""]}, "must not hold empty"),
     ("recursive-string", "list", {"dir_path": "", "recursive": "yes"}, "recursive: must be true or false"),
-    ("version-zero", "read", {"file_path": "keep.txt", "version": 0}, "version: must be at least 1"),
     ("time-words", "rollback", {"file_path": "keep.txt", "time": "yesterday"}, "time: must be Unix seconds or an ISO"),
     ("n-and-time", "rollback", {"file_path": "keep.txt", "n": 1, "time": 5}, "give n (versions back) or time"),
-    ("expires-negative", "share", {"file_path": "keep.txt", "expires_in": -1}, "expires_in: must be at least 1"),
     ("delete-both", "delete", {"file_path": "keep.txt", "dir_path": "d"}, "exactly one of file_path and dir_path"),
+    ("unshare-neither", "unshare", {}, "exactly one of link and file_path"),
     ("unknown-param", "write", {"file_path": "keep.txt", "content": "x", "mode": "a"}, "mode: is not a parameter"),
     ("unknown-operation", "format_disk", {}, "operation_type: must be one of"),
     ("operation-not-string", 7, {}, "operation_type: must be one of"),
@@ -159,25 +147,72 @@ MALFORMED = [
 
 
 def _kept(lsfs: StorageServer) -> tuple[str, int]:
+    lsfs.ok(KEEP, "write", {"file_path": "keep.txt", "content": "precious"}) if not _exists(lsfs) else None
     read = lsfs.ok(KEEP, "read", {"file_path": "keep.txt"})
     return read["content"], read["version"]
+
+
+def _stored(lsfs: StorageServer) -> tuple[tuple[str, int], list[tuple[str, int | None]]]:
+    """The kept file, and what the agent's mount holds."""
+    kept = _kept(lsfs)
+    return kept, [(e["file_path"], e["version"]) for e in lsfs.ok(KEEP, "list", {"dir_path": ""})["entries"]]
+
+
+def _post(lsfs: StorageServer, operation: Any, params: Any) -> httpx.Response:
+    """A storage query of KEEP's, sent as ASCII JSON (escapes), which is how a lone surrogate can travel at all."""
+    body = {"agent_name": KEEP, "query_type": "storage",
+            "query_data": {"query_class": "storage", "operation_type": operation, "params": params}}
+    return lsfs.client.post("/query", content=json.dumps(body), headers={"content-type": "application/json"})
 
 
 @pytest.mark.parametrize(("operation", "params", "expected"), [(o, p, e) for _, o, p, e in MALFORMED],
                          ids=[i for i, *_ in MALFORMED])
 def test_a_malformed_storage_request_is_422_naming_the_field_and_loses_nothing(
         lsfs: StorageServer, operation: Any, params: Any, expected: str) -> None:
-    lsfs.ok(KEEP, "write", {"file_path": "keep.txt", "content": "precious"}) if not _exists(lsfs) else None
     before = _kept(lsfs)
-    body = {"agent_name": KEEP, "query_type": "storage",
-            "query_data": {"query_class": "storage", "operation_type": operation, "params": params}}
-    # Sent as ASCII JSON (escapes), which is how a lone surrogate can travel at all.
-    reply = lsfs.client.post("/query", content=json.dumps(body), headers={"content-type": "application/json"})
+    reply = _post(lsfs, operation, params)
     assert reply.status_code == 422
     problems = [f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in reply.json()["detail"]]
     assert any(expected in p for p in problems), problems
     assert all(p.startswith("body.query_data.") for p in problems)
     assert _kept(lsfs) == before
+
+
+# Values of the right type that the kernel refuses: answered in the envelope, as upstream AIOS answers its errors,
+# since the AIOS SDK raises on a 422 before an agent could read why. (id, operation, params, text the error must
+# contain: the field and the problem)
+REFUSED_VALUES = [
+    ("path-nul", "write", {"file_path": "keep\x00.txt", "content": "x"}, "params.file_path: contains a NUL"),
+    ("path-newline", "write", {"file_path": "keep\n.txt", "content": "x"},
+     "params.file_path: contains the control character"),
+    ("path-carriage-return", "read", {"file_path": "keep.txt\r"}, "params.file_path: contains the control character"),
+    ("path-component-too-long", "write", {"file_path": "a" * 300, "content": "x"},
+     "params.file_path: has a component longer than 255 bytes"),
+    ("path-too-long", "read", {"file_path": "a/" * 2100},
+     "params.file_path: is 4200 bytes long in UTF-8; the limit is 4096"),
+    ("path-too-long-in-bytes", "read", {"file_path": "é/" * 1400}, "4200 bytes long in UTF-8; the limit is 4096"),
+    ("n-zero", "rollback", {"file_path": "keep.txt", "n": 0}, "params.n: must be at least 1, not 0"),
+    ("n-too-many", "retrieve_file", {"query_text": "q", "n": 101}, "params.n: must be between 1 and 100, not 101"),
+    ("k-too-many", "retrieve", {"query_text": "q", "k": 500}, "params.k: must be between 1 and 100, not 500"),
+    ("empty-query", "retrieve", {"query_text": "  ", "n": 1}, "params.query_text: must not be empty"),
+    ("query-too-long", "retrieve", {"query_text": "q" * 10_001}, "params.query_text: is 10001 characters long"),
+    ("keywords-empty-word", "retrieve", {"query_text": "q", "n": 1, "keywords": [""]},
+     "params.keywords: must not hold empty keywords"),
+    ("version-zero", "read", {"file_path": "keep.txt", "version": 0}, "params.version: must be at least 1"),
+    ("expires-negative", "share", {"file_path": "keep.txt", "expires_in": -1}, "params.expires_in: must be at least 1"),
+    ("link-empty", "unshare", {"link": " "}, "params.link: must be a share URL or token"),
+]
+
+
+@pytest.mark.parametrize(("operation", "params", "expected"), [(o, p, e) for _, o, p, e in REFUSED_VALUES],
+                         ids=[i for i, *_ in REFUSED_VALUES])
+def test_a_refused_storage_value_is_200_with_400_in_the_envelope_naming_the_field_and_stores_nothing(
+        lsfs: StorageServer, operation: str, params: Any, expected: str) -> None:
+    before = _stored(lsfs)
+    response = refused_before_running(_post(lsfs, operation, params), STORAGE_REPLY)
+    assert (response["status_code"], response["response_class"], response["response_message"]) == (400, "storage", None)
+    assert response["error"].startswith("storage request: ") and expected in response["error"], response["error"]
+    assert _stored(lsfs) == before
 
 
 def _exists(lsfs: StorageServer) -> bool:
@@ -378,11 +413,15 @@ def test_the_sdk_functions_return_typed_replies(lsfs: StorageServer) -> None:
 SDK_BAD: list[tuple[str, Callable[[str], Any], int, str]] = [
     ("escape", lambda url: sdk.write_file("sdk/bad", "../x.txt", "x", url), 403, "outside the mount"),
     ("missing", lambda url: sdk.read_file("sdk/bad", "absent.txt", url), 404, "no file absent.txt"),
-    ("bad-version", lambda url: sdk.read_file("sdk/bad", "absent.txt", url, version=0), 422, "version"),
+    ("bad-version", lambda url: sdk.read_file("sdk/bad", "absent.txt", url, version=0), 400,
+     "storage request: params.version: must be at least 1"),
     ("path-not-string", lambda url: sdk.write_file("sdk/bad", 5, "x", url), 422, "file_path: must be a string"),  # type: ignore[arg-type]
-    ("empty-query", lambda url: sdk.retrieve_file("sdk/bad", "", 3, None, url), 422, "query_text"),
-    ("zero-rollback", lambda url: sdk.rollback_file("sdk/bad", "a.txt", 0, url), 422, "n: must be at least 1"),
-    ("zero-expiry", lambda url: sdk.share_file("sdk/bad", "a.txt", url, expires_in=0), 422, "expires_in"),
+    ("empty-query", lambda url: sdk.retrieve_file("sdk/bad", "", 3, None, url), 400,
+     "storage request: params.query_text: must not be empty"),
+    ("too-many-results", lambda url: sdk.retrieve_file("sdk/bad", "q", 101, None, url), 400,
+     "storage request: params.n: must be between 1 and 100, not 101"),
+    ("zero-rollback", lambda url: sdk.rollback_file("sdk/bad", "a.txt", 0, url), 400, "n: must be at least 1"),
+    ("zero-expiry", lambda url: sdk.share_file("sdk/bad", "a.txt", url, expires_in=0), 400, "expires_in"),
     ("mount-outside", lambda url: sdk.mount("sdk/bad", "/etc", url), 403, "may mount"),
     ("no-kernel", lambda url: sdk.read_file("sdk/bad", "a.txt", "http://127.0.0.1:9"), 0, "cannot reach the kernel"),
 ]

@@ -2,7 +2,10 @@
 the AIOS SDK sends them, read against a table of each operation's parameters.
 
 A problem raises :class:`InvalidRequest` naming the field (``operation_type`` or ``params.<name>``) and what is
-wrong with it; the HTTP layer answers it as 422 located at that field, a syscall made inside the kernel as 400.
+wrong with it, and whether the request is malformed (a wrong type, an unknown or missing parameter) or only
+refused (a value of the right type that the kernel does not take: see :class:`Refused`). The HTTP layer answers
+a malformed one as 422 located at that field and a refused one as 400 in the reply envelope; a syscall made
+inside the kernel gets 400 for either.
 """
 
 from __future__ import annotations
@@ -16,14 +19,25 @@ from aios.errors import BadRequest
 
 MAX_QUERY_CHARS = 10_000
 
-Check = Callable[[Any], Any]  # returns the value as the operation takes it; raises ValueError saying why not
+Check = Callable[[Any], Any]  # returns the value as the operation takes it; raises ValueError (Refused) saying why not
 Spec = dict[str, tuple[Check, bool]]  # per parameter: its check, and whether it is required
 
 
+class Refused(ValueError):
+    """A value of the type and form a parameter takes that the kernel refuses: out of range, empty, too long, too
+    many entries. Apart from a plain ValueError (a malformed request) because the HTTP layer answers it inside the
+    reply envelope (HTTP 200) rather than as 422: the AIOS SDK raises on any non-2xx status before it reads the
+    body, so an AIOS agent learns why only from the envelope, as upstream AIOS answers such values. A value not of
+    the form a parameter takes (a date that does not parse, an operation's unknown name) stays malformed."""
+
+
 class InvalidRequest(ValueError):
-    def __init__(self, field: str, message: str) -> None:
+    """What is wrong with a request, at ``field``; ``malformed``: its shape or a type is wrong (not merely a value
+    the kernel refuses)."""
+
+    def __init__(self, field: str, message: str, malformed: bool = True) -> None:
         super().__init__(f"{field}: {message}")
-        self.field, self.message = field, message
+        self.field, self.message, self.malformed = field, message, malformed
 
 
 @dataclass(frozen=True)
@@ -44,8 +58,13 @@ def syscall_request(payload: Any, kind: type[Request], parse: Callable[[Any, Any
         try:
             return parse(payload.get("operation_type"), payload.get("params"))
         except InvalidRequest as exc:
-            raise BadRequest(f"{what} request: {exc}") from None
+            raise bad_request(what, exc) from None
     raise BadRequest(f"a {what} syscall takes a {kind.__name__}, not {type(payload).__name__}")
+
+
+def bad_request(what: str, problem: InvalidRequest) -> BadRequest:
+    """``problem`` of a ``what`` request (``memory``, ``storage``) as the error a caller is answered with."""
+    return BadRequest(f"{what} request: {problem}")
 
 
 def operation_of(operation_type: Any, operations: dict[str, Spec], aliases: dict[str, str]) -> str:
@@ -74,7 +93,7 @@ def checked_params(operation: str, spec: Spec, params: Any, aliases: dict[str, s
             try:
                 checked[name] = spec[name][0](value)
             except ValueError as exc:
-                raise InvalidRequest(f"params.{raw_name}", str(exc)) from None
+                raise InvalidRequest(f"params.{raw_name}", str(exc), malformed=not isinstance(exc, Refused)) from None
     missing = [name for name, (_, required) in spec.items() if required and name not in checked]
     if missing:
         raise InvalidRequest(f"params.{missing[0]}", f"is required for {operation!r}")
@@ -98,9 +117,9 @@ def non_empty_text(limit: int) -> Check:
     def check(value: Any) -> str:
         found = text(value)
         if not found.strip():
-            raise ValueError("must not be empty")
+            raise Refused("must not be empty")
         if len(found) > limit:
-            raise ValueError(f"is {len(found)} characters long; the limit is {limit}")
+            raise Refused(f"is {len(found)} characters long; the limit is {limit}")
         return found
 
     return check
@@ -114,7 +133,7 @@ def positive(limit: int | None = None) -> Check:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"must be an integer, not {kind_of(value)}")
         if value < 1 or (limit is not None and value > limit):
-            raise ValueError(f"must be between 1 and {limit}, not {value}" if limit else f"must be at least 1, not {value}")
+            raise Refused(f"must be between 1 and {limit}, not {value}" if limit else f"must be at least 1, not {value}")
         return value
 
     return check
@@ -143,8 +162,10 @@ def point_in_time(value: Any) -> float:
 
 def agent_name(value: Any) -> str:
     """Another agent's name (``owner``: whose files or memories to reach; the access manager checks the grant)."""
-    if not isinstance(value, str) or not value.strip() or len(value) > 256:
-        raise ValueError(f"must be an agent's name, not {kind_of(value) if not isinstance(value, str) else repr(value[:60])}")
+    if not isinstance(value, str):
+        raise ValueError(f"must be an agent's name, not {kind_of(value)}")
+    if not value.strip() or len(value) > 256:
+        raise Refused(f"must be an agent's name, not {value[:60]!r}")
     return value
 
 

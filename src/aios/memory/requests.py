@@ -1,9 +1,9 @@
 """Memory requests as the AIOS SDK sends them — ``{operation_type, params}`` — checked and normalised.
 
-One parser serves the HTTP layer (a problem is a 422 naming the field), the handler's ``prepare`` for syscalls
-made inside the kernel (personalization), and tests. ``metadata`` is the agent's own: any JSON object, whose
-``keywords``, ``tags``, ``context`` and ``category`` become the note's fields; the fields the kernel keeps
-(links, times, counts, history) cannot be set through it.
+One parser serves the HTTP layer (a malformed request is a 422 naming the field, a refused value a 400 in the
+reply envelope), the handler's ``prepare`` for syscalls made inside the kernel (personalization), and tests.
+``metadata`` is the agent's own: any JSON object, whose ``keywords``, ``tags``, ``context`` and ``category``
+become the note's fields; the fields the kernel keeps (links, times, counts, history) cannot be set through it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from aios.memory.store import Filters
 from aios.params import (
     InvalidRequest,
     OperationRequest,
+    Refused,
     Spec,
     agent_name,
     checked_params,
@@ -46,14 +47,13 @@ class MemoryRequest(OperationRequest):
 
 
 _content = non_empty_text(MAX_CONTENT_CHARS)
+_id_text = non_empty_text(MAX_ID_CHARS)
 
 
 def _memory_id(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be a memory id (a non-empty string), not {kind_of(value)}")
-    if len(value) > MAX_ID_CHARS:
-        raise ValueError(f"is {len(value)} characters long; memory ids are at most {MAX_ID_CHARS}")
-    return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be a memory id (a string), not {kind_of(value)}")
+    return _id_text(value)
 
 
 def _metadata(value: Any) -> dict[str, Any]:
@@ -64,14 +64,14 @@ def _metadata(value: Any) -> dict[str, Any]:
         raise ValueError(f"must be an object, not {kind_of(value)}")
     size = len(json.dumps(value, ensure_ascii=False).encode())
     if size > MAX_METADATA_BYTES:
-        raise ValueError(f"is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+        raise Refused(f"is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
     checked = {key: item for key, item in value.items() if key not in KERNEL_FIELDS}
     for name, check in (("keywords", _labels), ("tags", _labels), ("context", _context), ("category", _category)):
         if checked.get(name) is not None:
             try:
                 checked[name] = check(checked[name])
             except ValueError as exc:
-                raise ValueError(f"{name} {exc}") from None
+                raise type(exc)(f"{name} {exc}") from None  # a refused value stays refused
     return checked
 
 
@@ -81,11 +81,11 @@ def _labels(value: Any) -> list[str]:
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise ValueError(f"must be a list of strings, not {kind_of(value)}")
     if len(labels) > MAX_LABELS:
-        raise ValueError(f"has {len(labels)} entries; the limit is {MAX_LABELS}")
+        raise Refused(f"has {len(labels)} entries; the limit is {MAX_LABELS}")
     unique: dict[str, str] = {}
     for label in (text(label).strip() for label in labels):
         if not label or len(label) > MAX_LABEL_CHARS:
-            raise ValueError(f"must hold strings of 1 to {MAX_LABEL_CHARS} characters, not {label[:40]!r}")
+            raise Refused(f"must hold strings of 1 to {MAX_LABEL_CHARS} characters, not {label[:40]!r}")
         unique.setdefault(label.casefold(), label)
     return list(unique.values())
 
@@ -93,14 +93,14 @@ def _labels(value: Any) -> list[str]:
 def _context(value: Any) -> str:
     found = text(value).strip()
     if len(found) > MAX_CONTEXT_CHARS:
-        raise ValueError(f"is {len(found)} characters long; the limit is {MAX_CONTEXT_CHARS}")
+        raise Refused(f"is {len(found)} characters long; the limit is {MAX_CONTEXT_CHARS}")
     return found
 
 
 def _category(value: Any) -> str:
     found = text(value).strip()
     if not found or len(found) > MAX_LABEL_CHARS:
-        raise ValueError(f"must be a string of 1 to {MAX_LABEL_CHARS} characters")
+        raise Refused(f"must be a string of 1 to {MAX_LABEL_CHARS} characters")
     return found
 
 
@@ -108,14 +108,14 @@ def _offset(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"must be an integer, not {kind_of(value)}")
     if value < 0:
-        raise ValueError(f"must be 0 or more, not {value}")
+        raise Refused(f"must be 0 or more, not {value}")
     return value
 
 
 def _filter_value(value: Any) -> str:
     found = text(value)
     if not found or len(found) > MAX_LABEL_CHARS:
-        raise ValueError(f"must be a string of 1 to {MAX_LABEL_CHARS} characters")
+        raise Refused(f"must be a string of 1 to {MAX_LABEL_CHARS} characters")
     return found
 
 
@@ -161,7 +161,8 @@ def parse_request(operation_type: Any, params: Any) -> MemoryRequest:
 def _check_time_range(checked: dict[str, Any]) -> None:
     after, before = checked.get("created_after"), checked.get("created_before")
     if after is not None and before is not None and after > before:
-        raise InvalidRequest("params.created_after", "is later than created_before: no memory can match")
+        raise InvalidRequest("params.created_after", "is later than created_before: no memory can match",
+                             malformed=False)
 
 
 def filters_of(params: dict[str, Any]) -> Filters:

@@ -1,6 +1,7 @@
 """Memory syscalls: the AIOS SDK's memory functions (same names and arguments) with typed replies. Each raises
 :class:`AIOSError` when the kernel refused or failed the operation (``status_code`` 404: no such memory of
-this agent; 422: a malformed request, naming the field)."""
+this agent; 400: a value the kernel refuses, such as ``k`` over 100 or empty content; 422: a malformed request,
+such as a wrong type; both name the field)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Storage syscalls: the AIOS SDK's file functions (same names and arguments), the ones it lacks (read, list,
 delete, history, unshare), and ``llm_operate_file``. Each returns a typed reply and raises :class:`AIOSError`
-when the kernel refused or failed the operation (``status_code`` says why: 403 outside the mount, 404 no such
-file or version, 409 a clash, 413 too large, ...)."""
+when the kernel refused or failed the operation (``status_code`` says why: 400 a value it refuses, naming the
+field, 403 outside the mount, 404 no such file or version, 409 a clash, 413 too large, 422 a malformed request,
+...)."""
 
 from __future__ import annotations
 

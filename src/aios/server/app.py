@@ -101,22 +101,13 @@ def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
         with the envelope's ``error`` and ``status_code`` saying why a syscall was refused or failed (the AIOS SDK
         raises on any other HTTP status before reading the body, so this is how an agent learns why)."""
         kind = SyscallKind(body.query_type)
-        payload, priority, stream = body.query_data, 0, False
-        if kind is SyscallKind.LLM:
-            llm_data = query_data_as(LLMQueryData, body.query_data)
-            payload, priority, stream = llm_data.to_query(), llm_data.priority, llm_data.stream
-        elif kind is SyscallKind.STORAGE:
-            payload = storage_request(body.query_data, request)
-        elif kind is SyscallKind.MEMORY:
-            payload = memory_request(body.query_data)
-        elif kind is SyscallKind.TOOL:
-            payload = tool_calls_of(body.query_data)
         try:
+            payload, priority, stream = _payload(kind, body, request)
             _acting_as(body.agent_name, request)
             if stream:
                 return await _streamed_envelope(StreamedCall(kernel, request), body.agent_name, payload, priority)
             syscall = await until_done_or_disconnected(kernel.call(kind, body.agent_name, payload, priority), request)
-        except KernelError as exc:  # refused at submission: unknown model or tool, bad parameters, ...
+        except KernelError as exc:  # refused: a value the kernel does not take, unknown model or tool, ...
             return refusal(kind, exc)
         if syscall is None:  # the client hung up; its syscall was cancelled and nobody reads this reply
             return Response(status_code=499)
@@ -144,6 +135,20 @@ def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
         return kernel.components()
 
     return app
+
+
+def _payload(kind: SyscallKind, body: QueryRequest, request: Request) -> tuple[Any, int, bool]:
+    """What ``body`` asks the kernel to run, its priority, and whether to stream the reply. A malformed
+    ``query_data`` raises RequestValidationError (a 422); a memory or storage value the kernel refuses raises
+    BadRequest, which ``/query`` answers in the envelope like any other refusal."""
+    if kind is SyscallKind.LLM:
+        llm_data = query_data_as(LLMQueryData, body.query_data)
+        return llm_data.to_query(), llm_data.priority, llm_data.stream
+    if kind is SyscallKind.STORAGE:
+        return storage_request(body.query_data, request), 0, False
+    if kind is SyscallKind.MEMORY:
+        return memory_request(body.query_data), 0, False
+    return tool_calls_of(body.query_data), 0, False
 
 
 async def _streamed_envelope(call: StreamedCall, agent: str, query: LLMQuery, priority: int) -> StreamingResponse:

@@ -1,5 +1,5 @@
 """The memory side of the HTTP API: reading a memory ``query_data`` into a request (422 naming the field when
-it is malformed)."""
+it is malformed, a BadRequest naming it when the kernel refuses a value)."""
 
 from __future__ import annotations
 

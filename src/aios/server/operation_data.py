@@ -1,6 +1,7 @@
 """Reading the ``query_data`` of the operation-style subsystems (storage, memory) — ``{query_class,
-operation_type, params}`` as the AIOS SDK sends it — into a request; a malformed one is a 422 that names the
-field (``body.query_data.params.content``)."""
+operation_type, params}`` as the AIOS SDK sends it — into a request. A malformed one is a 422 that names the
+field (``body.query_data.params.content``); one whose values the kernel refuses is a BadRequest naming it too,
+which ``/query`` answers inside the reply envelope (HTTP 200), where an AIOS agent can read it."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from typing import Any, Callable, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 
-from aios.params import InvalidRequest
+from aios.params import InvalidRequest, bad_request
 
 Request = TypeVar("Request")
 _KEYS = ("query_class", "operation_type", "params")
 
 
 def read_operation(query_class: str, query_data: dict[str, Any], parse: Callable[[Any, Any], Request]) -> Request:
-    """``parse(operation_type, params)``, after checking the keys around them; raises RequestValidationError."""
+    """``parse(operation_type, params)``, after checking the keys around them; raises RequestValidationError
+    (malformed) or BadRequest (refused)."""
     problems = [(key, f"unknown field (a {query_class} query has {', '.join(_KEYS)})")
                 for key in query_data if key not in _KEYS]
     if query_data.get("query_class", query_class) not in (query_class, None):
@@ -25,6 +27,8 @@ def read_operation(query_class: str, query_data: dict[str, Any], parse: Callable
     try:
         return parse(query_data.get("operation_type"), query_data.get("params"))
     except InvalidRequest as exc:
+        if not exc.malformed:
+            raise bad_request(query_class, exc) from None
         raise _invalid([(*exc.field.split("."), exc.message)]) from None
 
 

@@ -1,5 +1,6 @@
 """The storage side of the HTTP API: reading a storage ``query_data`` into a request (422 naming the field when
-it is malformed), and ``GET /share/{token}``, which serves a shared file read-only."""
+it is malformed, a BadRequest naming it when the kernel refuses a value), and ``GET /share/{token}``, which
+serves a shared file read-only."""
 
 from __future__ import annotations
 

@@ -17,25 +17,27 @@ from pathlib import Path
 from urllib.parse import quote
 
 from aios.errors import BadRequest, Forbidden
+from aios.params import Refused
 
 MAX_PATH_BYTES = 4096  # a whole path, as Linux allows (PATH_MAX); file systems count bytes, not characters
 MAX_NAME_BYTES = 255  # one path component, as Linux file systems allow
 
 
 def check_path_text(text: str) -> None:
-    """Raise ValueError saying what is wrong with a path's text (the caller names the field)."""
+    """Raise ValueError saying what is wrong with a path's text (the caller names the field): :class:`Refused`
+    for a path this kernel does not take (too long, a NUL or a control character in it)."""
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_PATH_BYTES:
-        raise ValueError(f"is {size} bytes long in UTF-8; the limit is {MAX_PATH_BYTES}")
+        raise Refused(f"is {size} bytes long in UTF-8; the limit is {MAX_PATH_BYTES}")
     if "\x00" in text:
-        raise ValueError("contains a NUL character, which no file name can hold")
+        raise Refused("contains a NUL character, which no file name can hold")
     bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
     if bad is not None:
-        raise ValueError(f"contains the control character {bad!r} (line breaks and control characters are "
-                         "refused in file names)")
+        raise Refused(f"contains the control character {bad!r} (line breaks and control characters are "
+                      "refused in file names)")
     for part in text.split("/"):
         if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-            raise ValueError(f"has a component longer than {MAX_NAME_BYTES} bytes: {part[:40]!r}...")
+            raise Refused(f"has a component longer than {MAX_NAME_BYTES} bytes: {part[:40]!r}...")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -1,8 +1,9 @@
 """Storage requests as the AIOS SDK sends them — ``{operation_type, params}`` — checked and normalised.
 
-One parser serves every caller: the HTTP layer (which reports a problem as 422 naming the field), the handler's
-``prepare`` for syscalls made inside the kernel, and ``operate_file`` (calls a model wrote). A problem raises
-:class:`InvalidRequest` with the field (``operation_type`` or ``params.<name>``) and what is wrong with it.
+One parser serves every caller: the HTTP layer (which reports a malformed request as 422 naming the field, a
+refused value as 400 in the reply envelope), the handler's ``prepare`` for syscalls made inside the kernel, and
+``operate_file`` (calls a model wrote). A problem raises :class:`InvalidRequest` with the field
+(``operation_type`` or ``params.<name>``) and what is wrong with it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from aios.params import (
     InvalidRequest,
     OperationRequest,
+    Refused,
     Spec,
     agent_name,
     checked_params,
@@ -55,16 +57,18 @@ def _keywords(value: Any) -> list[str] | None:
     if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
         raise ValueError(f"must be a list of strings, not {kind_of(value)}")
     if len(words) > MAX_KEYWORDS:
-        raise ValueError(f"has {len(words)} keywords; the limit is {MAX_KEYWORDS}")
+        raise Refused(f"has {len(words)} keywords; the limit is {MAX_KEYWORDS}")
     words = [text(w).strip() for w in words]
     if any(not w for w in words):
-        raise ValueError("must not hold empty keywords")
+        raise Refused("must not hold empty keywords")
     return words or None
 
 
 def _link(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
         raise ValueError(f"must be a share URL or token, not {kind_of(value)}")
+    if not value.strip():
+        raise Refused("must be a share URL or token, not an empty string")
     return value.strip()
 
 
@@ -107,6 +111,8 @@ def parse_request(operation_type: Any, params: Any, base_url: str | None = None)
 
 
 def _check_combination(operation: str, checked: dict[str, Any]) -> None:
+    """Which parameters go together: a wrong set is malformed (a 422 over HTTP), as a missing or an unknown
+    parameter is, whatever the values."""
     if operation in _ONE_OF and sum(name in checked for name in _ONE_OF[operation]) != 1:
         first, second = _ONE_OF[operation]
         raise InvalidRequest(f"params.{first}", f"{operation!r} takes exactly one of {first} and {second}")
