@@ -139,10 +139,10 @@ def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
 
 def _payload(kind: SyscallKind, body: QueryRequest, request: Request) -> tuple[Any, int, bool]:
     """What ``body`` asks the kernel to run, its priority, and whether to stream the reply. A malformed
-    ``query_data`` raises RequestValidationError (a 422); a memory or storage value the kernel refuses raises
-    BadRequest, which ``/query`` answers in the envelope like any other refusal."""
+    ``query_data`` raises RequestValidationError (a 422); a value the kernel refuses (out of its field's range)
+    raises BadRequest, which ``/query`` answers in the envelope like any other refusal."""
     if kind is SyscallKind.LLM:
-        llm_data = query_data_as(LLMQueryData, body.query_data)
+        llm_data = query_data_as(LLMQueryData, body.query_data, "llm")
         return llm_data.to_query(), llm_data.priority, llm_data.stream
     if kind is SyscallKind.STORAGE:
         return storage_request(body.query_data, request), 0, False

@@ -54,7 +54,7 @@ class ToolQueryData(BaseModel):
 
 
 def tool_calls_of(query_data: dict[str, Any]) -> list[dict[str, Any]]:
-    return [call.model_dump(exclude_none=True) for call in query_data_as(ToolQueryData, query_data).tool_calls]
+    return [call.model_dump(exclude_none=True) for call in query_data_as(ToolQueryData, query_data, "tool").tool_calls]
 
 
 @router.get("/tools")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import asdict
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -9,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from aios.errors import Cancelled, KernelError
+from aios.errors import BadRequest, Cancelled, KernelError
 from aios.llm.handler import ACTIONS, LLMQuery, LLMResponse
 from aios.llm.prompting import merge_messages_with_response_format, tools_for_model
 from aios.llm.structured import tool_choice_of
@@ -180,12 +181,25 @@ class LLMQueryData(BaseModel):
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def query_data_as(model: type[Model], query_data: dict[str, Any]) -> Model:
-    """``query_data`` read as ``model``; malformed, it is a 422 located inside query_data, like FastAPI's own."""
+# pydantic's errors for a value of the right type outside what its field takes (a range, a length).
+_REFUSED_VALUES = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short",
+                             "too_long", "string_too_short", "string_too_long"})
+
+
+def query_data_as(model: type[Model], query_data: dict[str, Any], what: str) -> Model:
+    """``query_data`` of a ``what`` query (``llm``, ``tool``) read as ``model``. Malformed (a wrong type or shape),
+    it is a 422 located inside query_data, like FastAPI's own; well-formed but with a value out of its field's
+    range (every error of that kind: a temperature of 3, no messages), it is a BadRequest, which ``/query``
+    answers in the envelope, where an AIOS agent can read it (DESIGN §3; memory and storage values alike)."""
     try:
         return model.model_validate(query_data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False)
+        if all(error["type"] in _REFUSED_VALUES for error in errors):
+            first = errors[0]
+            # A length's message says what it got; a bound's does not.
+            got = "" if "too_" in first["type"] else f", not {reprlib.repr(first['input'])}"
+            raise BadRequest(f"{what} request: {'.'.join(map(str, first['loc']))}: {first['msg']}{got}") from None
         for error in errors:
             error["loc"] = ("body", "query_data", *error["loc"])
         raise RequestValidationError(errors) from None
