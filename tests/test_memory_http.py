@@ -176,6 +176,12 @@ MALFORMED: list[tuple[str, Any, Any, str]] = [
     ("params-not-object", "add_memory", "remember this", "params: must be an object"),
     ("unknown-operation", "forget_everything", {}, "operation_type: must be one of add_memory"),
     ("operation-not-string", 3, {}, "operation_type: must be one of"),
+    # Malformed beside a refused value sent first: still malformed, whatever the order of the params.
+    ("refused-k-then-content-number", "retrieve_memory", {"k": 0, "content": 5}, "params.content: must be a string"),
+    ("refused-k-without-content", "retrieve_memory", {"k": 0}, "params.content: is required for 'retrieve_memory'"),
+    ("refused-k-then-typo", "list_memories", {"k": 0, "ofset": 1}, "params.ofset: is not a parameter"),
+    ("metadata-too-big-and-tags-number", "add_memory", {"content": "x", "metadata": {"blob": "x" * 70_000, "tags": 5}},
+     "params.metadata: tags must be a list of strings"),
 ]
 
 
@@ -214,6 +220,8 @@ def test_a_malformed_memory_request_is_422_naming_the_field_and_loses_nothing(
 # since the AIOS SDK raises on a 422 before an agent could read why. (id, operation, params, text the error must
 # contain: the field and what is wrong)
 REFUSED_VALUES: list[tuple[str, str, Any, str]] = [
+    ("search-time-huge", "retrieve_memory", {"content": "q", "created_after": 10 ** 400},
+     "params.created_after: must be a finite number of Unix seconds"),
     ("add-empty-content", "add_memory", {"content": "  "}, "params.content: must not be empty"),
     ("add-content-too-long", "add_memory", {"content": "x" * 100_001}, "params.content: is 100001 characters long"),
     ("metadata-tags-empty-string", "add_memory", {"content": "x", "metadata": {"tags": [""]}},

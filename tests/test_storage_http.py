@@ -143,6 +143,9 @@ MALFORMED = [
     ("unknown-param", "write", {"file_path": "keep.txt", "content": "x", "mode": "a"}, "mode: is not a parameter"),
     ("unknown-operation", "format_disk", {}, "operation_type: must be one of"),
     ("operation-not-string", 7, {}, "operation_type: must be one of"),
+    # A wrong set beside a refused value: still malformed.
+    ("delete-both-one-refused", "delete", {"file_path": "a\nb", "dir_path": "d"}, "exactly one of file_path and dir_path"),
+    ("n-and-time-n-refused", "rollback", {"file_path": "keep.txt", "n": 0, "time": 5}, "give n (versions back) or time"),
 ]
 
 

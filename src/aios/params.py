@@ -11,6 +11,7 @@ inside the kernel gets 400 for either.
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, TypeVar
@@ -75,28 +76,42 @@ def operation_of(operation_type: Any, operations: dict[str, Spec], aliases: dict
     return name  # type: ignore[return-value]
 
 
-def checked_params(operation: str, spec: Spec, params: Any, aliases: dict[str, str] | None = None) -> dict[str, Any]:
+def checked_params(operation: str, spec: Spec, params: Any, aliases: dict[str, str] | None = None,
+                   together: Callable[[set[str]], None] | None = None) -> dict[str, Any]:
     """``params`` checked against ``spec``: every value as its check returns it, null ones (and absent optional
-    ones) left out. ``aliases``: other names a parameter may be sent under."""
+    ones) left out. ``aliases``: other names a parameter may be sent under; ``together``: checks which parameters
+    were given (by their names in ``spec``) and raises InvalidRequest for a set that does not go together.
+
+    A malformed request (an unknown, missing or mistyped parameter, a wrong set) is reported before a refused
+    value, whatever the order of the params: the first decides between a 422 and a refusal in the envelope."""
     if params is None:
         params = {}
     if not isinstance(params, dict):
         raise InvalidRequest("params", f"must be an object, not {kind_of(params)}")
     aliases = aliases or {}
     checked: dict[str, Any] = {}
+    given: set[str] = set()
+    refused: InvalidRequest | None = None
     for raw_name, value in params.items():
         name = aliases.get(raw_name, raw_name) if raw_name not in spec else raw_name
         if name not in spec:
             raise InvalidRequest(f"params.{raw_name}"[:120], f"is not a parameter of {operation!r} (it takes "
                                  f"{', '.join(spec)})")
         if value is not None:
+            given.add(name)
             try:
                 checked[name] = spec[name][0](value)
+            except Refused as exc:
+                refused = refused or InvalidRequest(f"params.{raw_name}", str(exc), malformed=False)
             except ValueError as exc:
-                raise InvalidRequest(f"params.{raw_name}", str(exc), malformed=not isinstance(exc, Refused)) from None
-    missing = [name for name, (_, required) in spec.items() if required and name not in checked]
+                raise InvalidRequest(f"params.{raw_name}", str(exc)) from None
+    missing = [name for name, (_, required) in spec.items() if required and name not in given]
     if missing:
         raise InvalidRequest(f"params.{missing[0]}", f"is required for {operation!r}")
+    if together is not None:
+        together(given)
+    if refused is not None:
+        raise refused
     return checked
 
 
@@ -148,15 +163,22 @@ def flag(value: Any) -> bool:
 def point_in_time(value: Any) -> float:
     """Unix seconds, or an ISO 8601 date-time (one without a time zone is the kernel's local time)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number of Unix seconds")
-        return float(value)
+        try:
+            if math.isfinite(value):
+                return float(value)
+        except OverflowError:  # an integer too large for a float
+            pass
+        raise Refused(f"must be a finite number of Unix seconds, not {reprlib.repr(value)}")
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value).timestamp()
+            when = datetime.fromisoformat(value)
         except ValueError:
             raise ValueError(f"must be Unix seconds or an ISO 8601 date-time such as 2025-01-31T12:00:00, "
                              f"not {value[:60]!r}") from None
+        try:
+            return when.timestamp()
+        except (OverflowError, OSError, ValueError):  # a date this platform's clock cannot place
+            raise Refused(f"is outside the dates this kernel can place: {value[:60]!r}") from None
     raise ValueError(f"must be Unix seconds or an ISO 8601 date-time, not {kind_of(value)}")
 
 

@@ -62,9 +62,6 @@ def _metadata(value: Any) -> dict[str, Any]:
     kernel's values stand."""
     if not isinstance(value, dict):
         raise ValueError(f"must be an object, not {kind_of(value)}")
-    size = len(json.dumps(value, ensure_ascii=False).encode())
-    if size > MAX_METADATA_BYTES:
-        raise Refused(f"is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
     checked = {key: item for key, item in value.items() if key not in KERNEL_FIELDS}
     for name, check in (("keywords", _labels), ("tags", _labels), ("context", _context), ("category", _category)):
         if checked.get(name) is not None:
@@ -72,6 +69,10 @@ def _metadata(value: Any) -> dict[str, Any]:
                 checked[name] = check(checked[name])
             except ValueError as exc:
                 raise type(exc)(f"{name} {exc}") from None  # a refused value stays refused
+    # The size last: a field of the wrong type is malformed (422) whatever the size.
+    size = len(json.dumps(value, ensure_ascii=False).encode())
+    if size > MAX_METADATA_BYTES:
+        raise Refused(f"is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
     return checked
 
 

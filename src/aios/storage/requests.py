@@ -105,16 +105,16 @@ _ONE_OF = {"delete": ("file_path", "dir_path"), "unshare": ("link", "file_path")
 
 def parse_request(operation_type: Any, params: Any, base_url: str | None = None) -> StorageRequest:
     operation = operation_of(operation_type, OPERATIONS, OPERATION_ALIASES)
-    checked = checked_params(operation, OPERATIONS[operation], params, PARAM_ALIASES)
-    _check_combination(operation, checked)
+    checked = checked_params(operation, OPERATIONS[operation], params, PARAM_ALIASES,
+                             together=lambda given: _check_combination(operation, given))
     return StorageRequest(operation, checked, base_url)
 
 
-def _check_combination(operation: str, checked: dict[str, Any]) -> None:
+def _check_combination(operation: str, given: set[str]) -> None:
     """Which parameters go together: a wrong set is malformed (a 422 over HTTP), as a missing or an unknown
     parameter is, whatever the values."""
-    if operation in _ONE_OF and sum(name in checked for name in _ONE_OF[operation]) != 1:
+    if operation in _ONE_OF and sum(name in given for name in _ONE_OF[operation]) != 1:
         first, second = _ONE_OF[operation]
         raise InvalidRequest(f"params.{first}", f"{operation!r} takes exactly one of {first} and {second}")
-    if operation == "rollback" and "n" in checked and "time" in checked:
+    if operation == "rollback" and "n" in given and "time" in given:
         raise InvalidRequest("params.time", "give n (versions back) or time (a point in time), not both")
