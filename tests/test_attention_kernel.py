@@ -147,3 +147,20 @@ def test_a_compiled_kernel_that_does_not_load_says_why(monkeypatch: pytest.Monke
     monkeypatch.setattr(attention_kernel.ctypes, "CDLL", refuse)
     with pytest.raises(KernelUnavailable, match="^the compiled kernel does not load: .*failed to map segment"):
         load(64, 3, torch.float32)
+
+
+def test_the_kernel_runs_on_torchs_own_openmp_runtime(fresh_build: None) -> None:
+    before = attention_kernel.openmp_runtimes()
+    assert any("torch" in path for path in before)  # the Linux wheel's libgomp
+    load(64, 3, torch.float32)
+    assert attention_kernel.openmp_runtimes() == before
+
+
+def test_a_kernel_that_would_bring_a_second_openmp_runtime_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                                     fresh_build: None) -> None:
+    """A torch built with another OpenMP (Intel's, LLVM's): two thread pools would contend for the cores."""
+    seen = iter([{"/opt/torch/lib/libiomp5.so"}, {"/opt/torch/lib/libiomp5.so", "/usr/lib/libgomp.so.1"}])
+    monkeypatch.setattr(attention_kernel, "openmp_runtimes", lambda: next(seen))
+    with pytest.raises(KernelUnavailable, match=r"^it would bring a second OpenMP runtime \(/usr/lib/libgomp\.so\.1\) "
+                                                r"beside torch's \(/opt/torch/lib/libiomp5\.so\)"):
+        load(64, 3, torch.float32)

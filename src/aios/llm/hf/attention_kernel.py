@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import re
 import shlex
 import subprocess
 import tempfile
@@ -131,12 +132,28 @@ def _build(head_dim: int, group: int) -> ctypes._CFuncPtr:
         _run(compiler, [*LINK, "-o", str(library), str(objects), "-lm"], Path(folder))
         # Loaded after torch: where torch's OpenMP is libgomp (its Linux wheels), the kernel's is that same
         # library (one soname), so it runs on torch's threads. The file can go once loaded.
+        runtimes = openmp_runtimes()
         try:
             function = ctypes.CDLL(str(library)).decode_attention
         except (OSError, AttributeError) as exc:  # e.g. a temp dir mounted noexec
             raise KernelUnavailable(f"the compiled kernel does not load: {exc}") from exc
+    added = openmp_runtimes() - runtimes
+    if runtimes and added:
+        # Another OpenMP (torch built with Intel's or LLVM's): its threads and torch's would contend for the cores.
+        raise KernelUnavailable(f"it would bring a second OpenMP runtime ({', '.join(sorted(added))}) beside "
+                                f"torch's ({', '.join(sorted(runtimes))})")
     function.argtypes, function.restype = _ARGUMENTS, None
     return function
+
+
+def openmp_runtimes() -> set[str]:
+    """The OpenMP libraries mapped into this process (Linux; elsewhere none are seen)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if len(line.split()) >= 6}
+    except OSError:
+        return set()
+    return {path for path in paths if re.search(r"/lib(g|i|)omp[^/]*\.so", path)}
 
 
 def _run(compiler: list[str], arguments: list[str], folder: Path) -> None:
