@@ -244,7 +244,8 @@ REFUSED_VALUES: list[tuple[str, str, Any, str]] = [
     ("search-user-id-empty", "retrieve_memory", {"content": "q", "user_id": ""}, "params.user_id: must be a string"),
     ("list-k-zero", "list_memories", {"k": 0}, "params.k: must be between 1 and 100"),
     ("list-k-too-many", "list_memories", {"k": 101}, "params.k: must be between 1 and 100"),
-    ("list-offset-negative", "list_memories", {"offset": -1}, "params.offset: must be 0 or more"),
+    ("list-offset-negative", "list_memories", {"offset": -1}, "params.offset: must be from 0 to 9223372036854775807, not -1"),
+    ("list-offset-huge", "list_memories", {"offset": 10 ** 400}, "params.offset: must be from 0 to 9223372036854775807"),
 ]
 
 

@@ -143,12 +143,21 @@ def non_empty_text(limit: int) -> Check:
 query_text = non_empty_text(MAX_QUERY_CHARS)  # search text
 
 
-def positive(limit: int | None = None) -> Check:
+MAX_INTEGER = 2**63 - 1  # the largest integer the stores (SQLite, PostgreSQL bigint) can hold
+
+
+def positive(limit: int = MAX_INTEGER) -> Check:
+    """An integer from 1 to ``limit``."""
+
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"must be an integer, not {kind_of(value)}")
-        if value < 1 or (limit is not None and value > limit):
-            raise Refused(f"must be between 1 and {limit}, not {value}" if limit else f"must be at least 1, not {value}")
+        if limit != MAX_INTEGER and not 1 <= value <= limit:
+            raise Refused(f"must be between 1 and {limit}, not {reprlib.repr(value)}")
+        if value < 1:
+            raise Refused(f"must be at least 1, not {reprlib.repr(value)}")
+        if value > limit:
+            raise Refused(f"must be at most {limit} (a 64-bit integer), not {reprlib.repr(value)}")
         return value
 
     return check

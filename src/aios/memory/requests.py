@@ -9,12 +9,14 @@ become the note's fields; the fields the kernel keeps (links, times, counts, his
 from __future__ import annotations
 
 import json
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
 from aios.memory.notes import KERNEL_FIELDS
 from aios.memory.store import Filters
 from aios.params import (
+    MAX_INTEGER,
     InvalidRequest,
     OperationRequest,
     Refused,
@@ -108,8 +110,8 @@ def _category(value: Any) -> str:
 def _offset(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"must be an integer, not {kind_of(value)}")
-    if value < 0:
-        raise Refused(f"must be 0 or more, not {value}")
+    if not 0 <= value <= MAX_INTEGER:
+        raise Refused(f"must be from 0 to {MAX_INTEGER}, not {reprlib.repr(value)}")
     return value
 
 
