@@ -26,7 +26,7 @@ Spec = dict[str, tuple[Check, bool]]  # per parameter: its check, and whether it
 
 class Refused(ValueError):
     """A value of the type and form a parameter takes that the kernel refuses: out of range, empty, too long, too
-    many entries. Apart from a plain ValueError (a malformed request) because the HTTP layer answers it inside the
+    many entries. Kept apart from a plain ValueError (a malformed request) because the HTTP layer answers it in the
     reply envelope (HTTP 200) rather than as 422: the AIOS SDK raises on any non-2xx status before it reads the
     body, so an AIOS agent learns why only from the envelope, as upstream AIOS answers such values. A value not of
     the form a parameter takes (a date that does not parse, an operation's unknown name) stays malformed."""
