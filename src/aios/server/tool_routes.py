@@ -9,7 +9,6 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aios.errors import BadRequest
 from aios.server.wire import query_data_as
 from aios.tools.handler import MAX_CALLS
 
@@ -51,16 +50,13 @@ class ToolQueryData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query_class: Literal["tool"] | None = None
-    # At most MAX_CALLS, checked after the calls are read (tool_calls_of): pydantic stops at a list's limit
-    # without reading its items, and a malformed call must stay a 422 however many there are.
+    # At most MAX_CALLS: the tool handler refuses more (in the envelope). A limit here would make pydantic stop
+    # at it without reading the calls, and a malformed call must stay a 422 however many there are.
     tool_calls: list[ToolCallData] = Field(min_length=1, description=f"at most {MAX_CALLS}")
 
 
 def tool_calls_of(query_data: dict[str, Any]) -> list[dict[str, Any]]:
-    calls = query_data_as(ToolQueryData, query_data, "tool").tool_calls
-    if len(calls) > MAX_CALLS:
-        raise BadRequest(f"tool request: tool_calls: List should have at most {MAX_CALLS} items, not {len(calls)}")
-    return [call.model_dump(exclude_none=True) for call in calls]
+    return [call.model_dump(exclude_none=True) for call in query_data_as(ToolQueryData, query_data, "tool").tool_calls]
 
 
 @router.get("/tools")

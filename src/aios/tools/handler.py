@@ -82,7 +82,7 @@ class ToolHandler:
         if not calls:
             raise BadRequest("tool_calls is empty: give at least one {name, parameters}")
         if len(calls) > MAX_CALLS:
-            raise BadRequest(f"{len(calls)} tool calls in one syscall; at most {MAX_CALLS}")
+            raise BadRequest(f"tool request: tool_calls: List should have at most {MAX_CALLS} items, not {len(calls)}")
         return ToolRequest(self.runner.check(calls))
 
     async def __call__(self, syscall: Syscall) -> ToolResponse:
