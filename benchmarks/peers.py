@@ -181,10 +181,11 @@ def healthy(server: Server) -> bool:
         return False
 
 
-def kernel_attention(server: Server) -> str:
-    """Where the kernel's decode tokens attend (its ``/status``: ``engine.attention``): ``c-kernel``, or torch
-    and why."""
-    return httpx.get(server.url + "/status", timeout=10).json()["llms"][0]["engine"]["attention"]
+def kernel_engine(server: Server) -> str:
+    """How the kernel computes, from its ``/status``: where decode tokens attend (``engine.attention``) and how
+    the weights are multiplied (``engine.products``)."""
+    engine = httpx.get(server.url + "/status", timeout=10).json()["llms"][0]["engine"]
+    return f"decode attention `{engine['attention']}`, products `{engine['products']}`"
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -287,7 +288,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def report(rounds: list[Round], args: argparse.Namespace, seconds: float, load: float, attention: set[str]) -> str:
+def report(rounds: list[Round], args: argparse.Namespace, seconds: float, load: float, engine: set[str]) -> str:
     command = " ".join([".venv/bin/python", "benchmarks/peers.py", *sys.argv[1:]])
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
@@ -303,8 +304,8 @@ def report(rounds: list[Round], args: argparse.Namespace, seconds: float, load: 
         f"Each round sends N streamed chat completions at once to one server: greedy, up to {args.tokens} new "
         f"tokens each. tokens/s = completion tokens / the round's wall time; {args.rounds} round(s) per N, "
         "the servers in turn (kernel, fp32, Q4_1), medians over rounds. The kernel is `aios serve` with its "
-        f"defaults (max_batch raised to N where N is larger; `weights: {args.weights}`; decode attention, from its "
-        f"`/status`: {', '.join(f'`{a}`' for a in sorted(attention))}); llama.cpp is `llama-server -t "
+        f"defaults (max_batch raised to N where N is larger; `weights: {args.weights}`; from its `/status`: "
+        f"{'; '.join(sorted(engine))}); llama.cpp is `llama-server -t "
         f"{args.threads} --parallel N -cb -c N×({PROMPT_ROOM}+{args.tokens}) {' '.join(NO_AMX)}` (repacking would "
         "only bring AMX to Q4_1, which dies with SIGILL on the KVM guests measured) with `ignore_eos`, so each of "
         "its requests runs the full length; the kernel stops at end-of-sequence (its tokens per request are shown). "
@@ -361,7 +362,7 @@ def main() -> None:
     q4_1 = find_model(EMBEDDED_MODEL, offline=True).gguf
     fp32 = fp32_copy(q4_1, load_config().data_dir / "peers")
     rounds: list[Round] = []
-    attention: set[str] = set()
+    engine: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="aios-peers-") as folder:
         for n in args.concurrency:
             servers = [kernel_server(n, args.threads, args.weights, Path(folder)),
@@ -370,10 +371,10 @@ def main() -> None:
             with ExitStack() as stack:
                 for server in servers:
                     stack.enter_context(running(server, Path(folder) / f"{server.name.replace(' ', '-')}-{n}.log"))
-                attention.add(kernel_attention(servers[0]))
+                engine.add(kernel_engine(servers[0]))
                 rounds += asyncio.run(measure(servers, n, args.rounds, args.tokens))
     print(table(rounds, args.concurrency))
-    write_section(args.out, section, report(rounds, args, time.perf_counter() - began, load, attention))
+    write_section(args.out, section, report(rounds, args, time.perf_counter() - began, load, engine))
     plot(rounds, args.concurrency, args.plot)
     print(f"wrote {args.out} and {args.plot}")
 

@@ -1,7 +1,8 @@
 """Weight formats of the engine's runner side by side: how many greedy replies each changes against native, the
 time of one decode step at several batch sizes and of reading one prompt (rounds interleaved across formats,
-best of each kept). Native weights run twice: packed for MKL's GEMM (the default on a CPU with MKL) and as a
-plain matrix. Prints a markdown table and writes it into BENCHMARKS.md (section "weights").
+best of each kept). Native weights run twice: held as the exact GGUF blocks they are and multiplied by the block
+kernel (the default on a CPU with a C compiler, for the embedded model), and as fp32 packed for MKL's GEMM (what
+the runner does without that kernel, or for weights that are not blocks). Prints a markdown table and writes it into BENCHMARKS.md (section "weights").
 
     .venv/bin/python benchmarks/weights.py [--batches 1 8 16 32] [--tokens 48] [--rounds 3]
 """
@@ -21,13 +22,13 @@ import torch
 
 from aios.config import EMBEDDED_MODEL, load_config
 from aios.llm.hf.kv import SlotKV
-from aios.llm.hf import weights
+from aios.llm.hf import runner as runner_module
 from aios.llm.hf.loader import find_model, load_model
 from aios.llm.hf.runner import Chunk, LlamaRunner
 from report import write_section
 
-UNPACKED = "native, not packed for MKL"
-FORMATS = ("native", UNPACKED, "bf16", "int8", "int4")
+MKL = "native, fp32 packed for MKL"
+FORMATS = ("native", MKL, "bf16", "int8", "int4")
 PROMPT_TOKENS = 512  # the prompt read in one step (the CPU's prefill_chunk)
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "List three uses of Python.",
            "Explain photosynthesis briefly.", "Who wrote Hamlet?", "Give me a recipe for pancakes.",
@@ -75,8 +76,9 @@ def main() -> None:
     runners = {}
     for fmt in FORMATS:
         model, tokenizer = load_model(source, data_dir, dtype=torch.float32, device_map="cpu")
-        with mock.patch.object(weights, "mkl_packs", lambda weight: False) if fmt == UNPACKED else nullcontext():
-            runners[fmt] = LlamaRunner(model, "native" if fmt == UNPACKED else fmt)
+        no_blocks = mock.patch.object(runner_module, "_block_products", lambda *_: (None, "torch"))
+        with no_blocks if fmt == MKL else nullcontext():
+            runners[fmt] = LlamaRunner(model, "native" if fmt == MKL else fmt)
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
                                              tokenize=True, return_dict=True)["input_ids"] for p in PROMPTS]
     began = time.perf_counter()

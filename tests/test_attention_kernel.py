@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-from aios.llm.hf import attention_kernel
-from aios.llm.hf.attention_kernel import DecodeAttention, KernelUnavailable, _build, load
+from aios.llm.hf import cbuild
+from aios.llm.hf.attention_kernel import DecodeAttention, load
+from aios.llm.hf.cbuild import KernelUnavailable
 from aios.llm.hf.kv import SlotKV
 from aios.llm.hf.runner import Chunk, _Singles
 
@@ -86,9 +87,9 @@ def test_a_rows_result_is_bitwise_the_same_alone_and_among_other_rows() -> None:
 @pytest.fixture
 def fresh_build() -> Iterator[None]:
     """Compile again in this test (the compiled kernels are kept per process)."""
-    _build.cache_clear()
+    cbuild.build.cache_clear()
     yield
-    _build.cache_clear()
+    cbuild.build.cache_clear()
 
 
 @pytest.mark.parametrize(("head_dim", "group", "dtype", "compiler", "why"), [
@@ -144,23 +145,23 @@ def test_a_compiled_kernel_that_does_not_load_says_why(monkeypatch: pytest.Monke
     def refuse(path: str) -> None:
         raise OSError(f"{path}: failed to map segment from shared object")
 
-    monkeypatch.setattr(attention_kernel.ctypes, "CDLL", refuse)
+    monkeypatch.setattr(cbuild.ctypes, "CDLL", refuse)
     with pytest.raises(KernelUnavailable, match="^the compiled kernel does not load: .*failed to map segment"):
         load(64, 3, torch.float32)
 
 
 def test_the_kernel_runs_on_torchs_own_openmp_runtime(fresh_build: None) -> None:
-    before = attention_kernel.openmp_runtimes()
+    before = cbuild.openmp_runtimes()
     assert any("torch" in path for path in before)  # the Linux wheel's libgomp
     load(64, 3, torch.float32)
-    assert attention_kernel.openmp_runtimes() == before
+    assert cbuild.openmp_runtimes() == before
 
 
 def test_a_kernel_that_would_bring_a_second_openmp_runtime_is_refused(monkeypatch: pytest.MonkeyPatch,
                                                                      fresh_build: None) -> None:
     """A torch built with another OpenMP (Intel's, LLVM's): two thread pools would contend for the cores."""
     seen = iter([{"/opt/torch/lib/libiomp5.so"}, {"/opt/torch/lib/libiomp5.so", "/usr/lib/libgomp.so.1"}])
-    monkeypatch.setattr(attention_kernel, "openmp_runtimes", lambda: next(seen))
+    monkeypatch.setattr(cbuild, "openmp_runtimes", lambda: next(seen))
     with pytest.raises(KernelUnavailable, match=r"^it would bring a second OpenMP runtime \(/usr/lib/libgomp\.so\.1\) "
                                                 r"beside torch's \(/opt/torch/lib/libiomp5\.so\)"):
         load(64, 3, torch.float32)

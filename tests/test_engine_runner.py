@@ -20,7 +20,7 @@ from aios.llm.core import GenerationRequest
 from aios.llm.hf import HfLocalBackend
 from aios.llm.hf import backend as backend_module
 from aios.llm.hf import engine as engine_module
-from aios.llm.hf.attention_kernel import _build as build_kernel
+from aios.llm.hf.cbuild import build as build_kernel
 from aios.llm.hf.engine import MB, EngineSettings
 from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs, decode_inputs
 from aios.llm.hf.kv import SharedKV, SlotKV
@@ -180,22 +180,20 @@ def decoded(runner: LlamaRunner, prompts: list[list[int]], tokens: int,
 
 
 def test_native_weights_give_a_sequence_bitwise_the_same_logits_alone_and_batched(backend: HfLocalBackend) -> None:
-    """On a CPU with MKL (this project's torch) native weights are packed for MKL's GEMM, whose product does not
-    depend on the number of rows (with up to 8 threads): prompts read together and decoded together get every
-    logit they get alone (plain ``x @ W`` gave differences in the last bits)."""
+    """The embedded model's weights are exactly GGUF blocks (Q4_1 layers, a Q8_0 embedding tied to the output
+    layer), held so and multiplied by the block kernel, whose sums run in one order whatever the number of rows:
+    prompts read together and decoded together get every logit they get alone (plain ``x @ W`` gave differences
+    in the last bits)."""
     runner = backend.runner
-    assert all(layer.qkv.mkl is not None and layer.down.mkl is not None for layer in runner.layers)
+    assert all(linear.blocks is not None for layer in runner.layers for linear in layer)
+    assert runner.lm_head.blocks is not None and runner.lm_head.blocks.kind == "q8_0"
+    assert backend.describe()["engine"]["products"] == "c-kernel (exact blocks: 120 q4_1, 1 q8_0 of 121 matrices)"
     prompts = [backend.prompt_ids(ask(q)) for q in QUESTIONS]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, 8))  # with 12 or more, MKL splits a few rows' products over its threads
-    try:
-        with torch.inference_mode():
-            _, together = decoded(runner, prompts, 6)
-            for prompt, batched in zip(prompts, together):
-                _, (alone,) = decoded(runner, [prompt], 6)
-                assert all(torch.equal(a, b) for a, b in zip(alone, batched))
-    finally:
-        torch.set_num_threads(threads)
+    with torch.inference_mode():
+        _, together = decoded(runner, prompts, 6)
+        for prompt, batched in zip(prompts, together):
+            _, (alone,) = decoded(runner, [prompt], 6)
+            assert all(torch.equal(a, b) for a, b in zip(alone, batched))
 
 
 def test_prompt_pieces_attending_together_give_the_replies_of_each_prompt_alone(
@@ -367,15 +365,17 @@ def test_rows_with_a_shared_start_beside_a_prompt_being_read_attend_alike_in_the
         assert b.argmax(-1).tolist() == a.argmax(-1).tolist()
 
 
-def test_without_a_c_compiler_decode_attention_runs_in_torch_and_the_status_says_why(
+def test_without_a_c_compiler_attention_and_products_run_in_torch_and_the_status_says_why(
         backend: HfLocalBackend, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CC", "/nonexistent/cc")
     build_kernel.cache_clear()
     other = own_backend(data_dir)
     try:
         assert other.runner.kernel is None
-        assert other.describe()["engine"]["attention"] == (
-            "torch (cannot run the C compiler '/nonexistent/cc': No such file or directory (set CC to one))")
+        why = "cannot run the C compiler '/nonexistent/cc': No such file or directory (set CC to one)"
+        assert other.describe()["engine"]["attention"] == f"torch ({why})"
+        assert other.describe()["engine"]["products"] == f"torch ({why})"  # native weights packed for MKL
+        assert all(layer.qkv.mkl is not None and layer.qkv.blocks is None for layer in other.runner.layers)
         assert other.generate(ask(QUESTIONS[0])).text == backend.generate(ask(QUESTIONS[0])).text
     finally:
         other.close()

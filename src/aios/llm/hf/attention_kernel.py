@@ -11,33 +11,16 @@ speed against its targets (CPU)"). Where it cannot be built (no C compiler, a sh
 from __future__ import annotations
 
 import ctypes
-import functools
-import os
-import re
-import shlex
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("attention_kernel.c")
-# -march=native: the library is built on the machine that runs it. -ffast-math lets the compiler vectorize the
-# sums and the exponentials (glibc's vector expf); the kernel never relies on infinities or NaN. It is given
-# to the compile step only: linked with it, some compilers add code that makes the loading thread flush
-# denormal numbers to zero, for the whole process's later work on that thread.
-COMPILE = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-c")
-LINK = ("-shared", "-fopenmp")
+from aios.llm.hf.cbuild import KernelUnavailable, build
+
 LANES = 16  # floats in the kernel's vector type
 MAX_GROUP = 16  # query heads per key head it keeps in registers
-COMPILE_TIMEOUT_S = 120
 _P, _I = ctypes.c_void_p, ctypes.c_int64
-_ARGUMENTS = [_I, _P, _P, _P, _P, _P, _I, _P, _I, _P, _I, _P, _P, _I, _I, _I, _I, _P, _P, _P, ctypes.c_int]
-
-
-class KernelUnavailable(Exception):
-    """The kernel cannot serve this model here; the message says why."""
+_ARGUMENTS = (_I, _P, _P, _P, _P, _P, _I, _P, _I, _P, _I, _P, _P, _I, _I, _I, _I, _P, _P, _P, ctypes.c_int)
 
 
 @dataclass
@@ -61,7 +44,10 @@ class DecodeAttention:
 
     def __init__(self, head_dim: int, group: int) -> None:
         self.head_dim, self.group = head_dim, group
-        self._function = _build(head_dim, group)
+        # -ffast-math lets the compiler vectorize the sums and the exponentials (glibc's vector expf); the kernel
+        # never relies on infinities or NaN.
+        self._function = build("attention_kernel.c", "decode_attention", _ARGUMENTS,
+                               defines=(("HEAD_DIM", head_dim), ("GROUP", group)), fast_math=True)
 
     def rows(self, tokens: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor, written: torch.Tensor,
              longest: int) -> DecodeRows:
@@ -120,56 +106,3 @@ def load(head_dim: int, group: int, dtype: torch.dtype) -> DecodeAttention:
         raise KernelUnavailable(f"{group} query heads per key head is more than {MAX_GROUP}")
     return DecodeAttention(head_dim, group)
 
-
-@functools.cache
-def _build(head_dim: int, group: int) -> ctypes._CFuncPtr:
-    """Compile the kernel for one shape (a fraction of a second; once per process and shape) and load it."""
-    compiler = shlex.split(os.environ.get("CC") or "cc")
-    with tempfile.TemporaryDirectory(prefix="aios-attention-") as folder:
-        objects, library = Path(folder) / "attention_kernel.o", Path(folder) / "attention_kernel.so"
-        _run(compiler, [*COMPILE, f"-DHEAD_DIM={head_dim}", f"-DGROUP={group}", "-o", str(objects), str(SOURCE)],
-             Path(folder))
-        _run(compiler, [*LINK, "-o", str(library), str(objects), "-lm"], Path(folder))
-        # Loaded after torch: where torch's OpenMP is libgomp (its Linux wheels), the kernel's is that same
-        # library (one soname), so it runs on torch's threads. The file can go once loaded.
-        runtimes = openmp_runtimes()
-        try:
-            function = ctypes.CDLL(str(library)).decode_attention
-        except (OSError, AttributeError) as exc:  # e.g. a temp dir mounted noexec
-            raise KernelUnavailable(f"the compiled kernel does not load: {exc}") from exc
-    added = openmp_runtimes() - runtimes
-    if runtimes and added:
-        # Another OpenMP (torch built with Intel's or LLVM's): its threads and torch's would contend for the cores.
-        raise KernelUnavailable(f"it would bring a second OpenMP runtime ({', '.join(sorted(added))}) beside "
-                                f"torch's ({', '.join(sorted(runtimes))})")
-    function.argtypes, function.restype = _ARGUMENTS, None
-    return function
-
-
-def openmp_runtimes() -> set[str]:
-    """The OpenMP libraries mapped into this process (Linux; elsewhere none are seen)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if len(line.split()) >= 6}
-    except OSError:
-        return set()
-    return {path for path in paths if re.search(r"/lib(g|i|)omp[^/]*\.so", path)}
-
-
-def _run(compiler: list[str], arguments: list[str], folder: Path) -> None:
-    """Run the compiler; its output goes to a file, so that a timeout ends the wait even if the programs it
-    started (cc1, as, ld) hold on."""
-    with open(folder / "compiler.log", "w+") as log:
-        try:
-            done = subprocess.run([*compiler, *arguments], stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, timeout=COMPILE_TIMEOUT_S)
-        except OSError as exc:
-            raise KernelUnavailable(f"cannot run the C compiler {compiler[0]!r}: {exc.strerror or exc} "
-                                    "(set CC to one)") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise KernelUnavailable(f"the C compiler {compiler[0]!r} took over {COMPILE_TIMEOUT_S} s") from exc
-        if done.returncode != 0:
-            log.seek(0)
-            lines = log.read().strip().splitlines()
-            raise KernelUnavailable(f"the C compiler {compiler[0]!r} failed: "
-                                    f"{lines[-1] if lines else f'exit status {done.returncode}'}")

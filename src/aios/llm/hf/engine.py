@@ -665,6 +665,7 @@ class Engine:
             "weights": self.runner.weights,
             "decode": self.runner.decode_mode,
             "attention": self.runner.attention,
+            "products": self.runner.products,
             "prefill_chunk": self.prefill_chunk,
         }
 

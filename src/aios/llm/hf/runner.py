@@ -15,6 +15,8 @@ runner computes them all in one pass and returns the next-token logits of the ch
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from aios.errors import BadRequest
-from aios.llm.hf.attention_kernel import DecodeAttention, DecodeRows, KernelUnavailable, load as load_kernel
+from aios.llm.hf.attention_kernel import DecodeAttention, DecodeRows, load as load_kernel
+from aios.llm.hf.blocks import BlockProducts
+from aios.llm.hf.cbuild import KernelUnavailable
 from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs
 from aios.llm.hf.kv import SharedKV, SlotKV
 from aios.llm.hf.weights import CPU_FORMATS, FormatError, Linear, WeightFormat
@@ -68,14 +72,17 @@ class LlamaRunner:
         self.eps = config.rms_norm_eps
         inner = model.model
         self.norm = inner.norm.weight.detach()
-        self.layers = [_Layer(layer, weights) for layer in inner.layers]
+        products, self.products = _block_products(weights, self.device, self.dtype)
+        self.layers = [_Layer(layer, weights, products) for layer in inner.layers]
         # The output layer stays in the model's dtype: rounding it moves the top token more than rounding all
         # the rest (measured on the embedded model: bf16 everywhere changed 4 of 8 greedy replies within 48
         # tokens, bf16 but the output layer 1 of 8).
         # An embedding tied to the output layer is looked up in it: the model holds that matrix once.
         tied = model.lm_head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr()
-        self.lm_head = Linear(model.lm_head.weight, "native", lookup=tied)
+        self.lm_head = Linear(model.lm_head.weight, "native", lookup=tied, products=products)
         self.embedding = None if tied else inner.embed_tokens.weight.detach()
+        if products is not None:
+            self.products = _described_blocks([self.lm_head, *(linear for layer in self.layers for linear in layer)])
         positions = torch.arange(config.max_position_embeddings, device=self.device)
         cos, sin = inner.rotary_emb(self.norm[None], positions[None])
         self.cos, self.sin = cos[0], sin[0]  # [positions, head_dim]
@@ -149,7 +156,7 @@ class LlamaRunner:
             gate, up = layer.gate_up(h).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)
         x = F.rms_norm(x[plan.logit_rows], self.norm.shape, self.norm, self.eps)
-        if len(x) == 1 and self.lm_head.mkl is None:
+        if len(x) == 1 and not self.lm_head.row_invariant:
             # A plain matrix (a tied output layer, see Linear) is multiplied by a single row with another kernel
             # than by several (its last bits differ), so it goes as two: a reply's logits are then bitwise the same
             # alone as in a batch.
@@ -158,17 +165,44 @@ class LlamaRunner:
 
 
 class _Layer:
-    def __init__(self, layer: Any, weights: WeightFormat) -> None:
+    def __init__(self, layer: Any, weights: WeightFormat, products: BlockProducts | None) -> None:
         attention, mlp = layer.self_attn, layer.mlp
         projections = (attention.q_proj, attention.k_proj, attention.v_proj)
         biases = [p.bias for p in projections]
         bias = torch.cat([b.detach() for b in biases]) if all(b is not None for b in biases) else None
-        self.qkv = Linear(torch.cat([p.weight.detach() for p in projections]), weights, bias)
-        self.o = Linear(attention.o_proj.weight, weights)
-        self.gate_up = Linear(torch.cat([mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach()]), weights)
-        self.down = Linear(mlp.down_proj.weight, weights)
+        self.qkv = Linear(torch.cat([p.weight.detach() for p in projections]), weights, bias, products=products)
+        self.o = Linear(attention.o_proj.weight, weights, products=products)
+        self.gate_up = Linear(torch.cat([mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach()]), weights,
+                              products=products)
+        self.down = Linear(mlp.down_proj.weight, weights, products=products)
         self.norm1 = layer.input_layernorm.weight.detach()
         self.norm2 = layer.post_attention_layernorm.weight.detach()
+
+    def __iter__(self) -> Iterator[Linear]:
+        return iter((self.qkv, self.o, self.gate_up, self.down))
+
+
+def _block_products(weights: WeightFormat, device: torch.device,
+                    dtype: torch.dtype) -> tuple[BlockProducts | None, str]:
+    """The kernel for native fp32 weights that are exactly GGUF blocks, where it can be built (a CPU with a C
+    compiler), and the status's word on how the weights are multiplied."""
+    if weights != "native" or device.type != "cpu" or dtype != torch.float32:
+        return None, "torch"
+    try:
+        return BlockProducts(), "c-kernel"
+    except KernelUnavailable as exc:
+        log.warning("native weights are multiplied in torch: %s", exc)
+        return None, f"torch ({exc})"
+
+
+def _described_blocks(linears: list[Linear]) -> str:
+    """How many weight matrices the block kernel multiplies, by block format: ``c-kernel (exact blocks: 210 q4_1,
+    1 q8_0 of 211 matrices)``."""
+    kinds = Counter(linear.blocks.kind for linear in linears if linear.blocks is not None)
+    if not kinds:
+        return "torch (no weight matrix is exactly a GGUF block format)"
+    counts = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+    return f"c-kernel (exact blocks: {counts} of {len(linears)} matrices)"
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -469,7 +503,7 @@ class TransformersRunner:
     name = "transformers"
     attends_shared = False  # the module sees a row as the whole cache: sequences never get a ``base`` here
     decode_mode = "eager (transformers)"
-    attention = "transformers"
+    attention = products = "transformers"
 
     def __init__(self, model: Any) -> None:
         self.model, self.config, self.device, self.dtype = model, model.config, model.device, model.dtype

@@ -4,7 +4,10 @@ Decoding multiplies a few rows of activations by every weight of the model, so a
 many bytes of weights it reads (and, on a CPU, by how well its kernels do with few rows). A format is chosen per
 model (``llms.models[].weights``):
 
-- ``native``: the weights in the dtype the model was loaded in (fp32 on a CPU); the reference. On a CPU with MKL
+- ``native``: the weights in the dtype the model was loaded in (fp32 on a CPU); the reference. On a CPU, fp32
+  weights that are exactly GGUF blocks (a model read from a Q4_1 or Q8_0 file) are held as those blocks and
+  multiplied by a C kernel (:mod:`aios.llm.hf.blocks`): the same values, a fifth of the bytes, the fastest
+  here, and a row's result independent of the batch. Other weights: on a CPU with MKL
   (torch's x86 builds) they are packed once into the layout of MKL's GEMM (``cblas_sgemm_pack``), whose product
   gives a row bitwise the same result whatever the number of rows, with up to 8 threads (every projection shape
   of the embedded model and a 1.7B one, ``benchmarks/row_invariance.py``; a tiny one, 96 × 128, differed at one
@@ -23,7 +26,7 @@ model (``llms.models[].weights``):
   take three quarters of native fp32's memory). The model is the same either way; the rounding of the two
   kernels differs, so a greedy reply can depend on how many rows its step had.
 - ``int4``: weight-only 4-bit, in groups of ``INT4_GROUP`` inputs with a scale and a zero each (activations
-  stay bfloat16), an eighth of the bytes: the fastest for one agent. It is the layout of a Q4_1 GGUF file, so
+  stay bfloat16), an eighth of the bytes: the fewest of any format. It is the layout of a Q4_1 GGUF file, so
   a model loaded from one (the embedded model is) gets its own 4-bit values back, only its scales rounded to
   bfloat16; any other model is quantized to it (round to nearest). Its kernel computes every row the same way
   whatever the number of rows, so the weights never make a reply depend on its batch.
@@ -43,6 +46,8 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from aios.llm.hf.blocks import BlockProducts, exact_blocks
 
 log = logging.getLogger(__name__)
 
@@ -95,21 +100,24 @@ class Linear:
     """``y = x @ W.T (+ bias)`` for activations ``x`` of shape ``[rows, in]``; the result has ``x``'s dtype."""
 
     def __init__(self, weight: torch.Tensor, fmt: WeightFormat, bias: torch.Tensor | None = None,
-                 lookup: bool = False) -> None:
+                 lookup: bool = False, products: BlockProducts | None = None) -> None:
         """``lookup``: an embedding tied to this layer looks its tokens up here (:meth:`weight_rows`), so native
-        weights stay a plain matrix (MKL's packed layout gives no rows back)."""
+        weights stay a plain matrix (MKL's packed layout gives no rows back). ``products``: the CPU kernel for
+        native weights that are exactly GGUF blocks (:mod:`aios.llm.hf.blocks`), held so where they are."""
         weight = weight.detach()
         self.out_features = weight.shape[0]
         self.bias = None if bias is None else bias.detach()
         self.native_t = self.mkl = self.mkl_shape = None
-        if fmt == "native" and not lookup:
-            self.mkl = _mkl_packed(weight)
-        if self.mkl is not None:
-            self.mkl_shape = weight.new_empty(1).expand(weight.shape)  # the call reads only the weight's shape
-        elif fmt == "native":
-            # As [in, out]: MKL multiplies a few rows by it faster than by [out, in] (a decode step of the embedded
-            # model at 1-32 rows: 1.07-1.2x), with the same results from 16 rows on.
-            self.native_t = weight.t().contiguous()
+        self.products = products if fmt == "native" else None
+        self.blocks = exact_blocks(weight) if self.products is not None else None
+        if fmt == "native" and self.blocks is None:
+            self.mkl = None if lookup else _mkl_packed(weight)
+            if self.mkl is not None:
+                self.mkl_shape = weight.new_empty(1).expand(weight.shape)  # the call reads only the weight's shape
+            else:
+                # As [in, out]: MKL multiplies a few rows by it faster than by [out, in] (a decode step of the
+                # embedded model at 1-32 rows: 1.07-1.2x), with the same results from 16 rows on.
+                self.native_t = weight.t().contiguous()
         self.int8 = self.int4 = None
         self.scales: torch.Tensor | None = None  # int8: one per output; int4: (scale, zero) per group and output
         if fmt == "int4":
@@ -127,7 +135,16 @@ class Linear:
         else:
             self.bf16 = bf16
 
+    @property
+    def row_invariant(self) -> bool:
+        """Whether a row's result is bitwise the same whatever the number of rows multiplied with it (native
+        weights in blocks or packed for MKL; plain ones take another kernel for a single row)."""
+        return self.blocks is not None or self.mkl is not None
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.blocks is not None:
+            y = self.products(x, self.blocks)
+            return y if self.bias is None else y + self.bias
         if self.mkl is not None:
             # Rows must be the last argument: for another count the op multiplies by the placeholder instead.
             assert x.dim() == 2, "packed weights take [rows, in] activations"
@@ -150,6 +167,8 @@ class Linear:
     def weight_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` of a native weight, ``[len(ids), in]``: an embedding tied to this output layer looks its
         tokens up here, so the model holds that matrix once."""
+        if self.blocks is not None:
+            return self.blocks.rows(ids)
         if self.native_t is None:
             raise TypeError("this layer's weights give no rows back: make it with lookup=True")
         return self.native_t[:, ids].t().contiguous()
