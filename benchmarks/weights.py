@@ -76,7 +76,7 @@ def main() -> None:
     runners = {}
     for fmt in FORMATS:
         model, tokenizer = load_model(source, data_dir, dtype=torch.float32, device_map="cpu")
-        no_blocks = mock.patch.object(runner_module, "_block_products", lambda *_: (None, "torch"))
+        no_blocks = mock.patch.object(runner_module, "_block_kernel", lambda *_: (None, "torch"))
         with no_blocks if fmt == MKL else nullcontext():
             runners[fmt] = LlamaRunner(model, "native" if fmt == MKL else fmt)
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,

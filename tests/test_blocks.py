@@ -3,14 +3,16 @@ multiplied as fp32 does (within rounding), and a row's product the same whatever
 
 from __future__ import annotations
 
+import platform
 import re
 from collections.abc import Iterator
 
 import pytest
 import torch
 
+from aios.llm.hf import cbuild
 from aios.llm.hf.blocks import BlockProducts, exact_blocks
-from aios.llm.hf.weights import Linear
+from aios.llm.hf.weights import Linear, mkl_packs
 
 
 def q4_1(outputs: int, inputs: int, seed: int = 0) -> torch.Tensor:
@@ -60,6 +62,7 @@ def test_weights_that_are_gguf_blocks_are_held_so_and_give_back_every_weight(wei
     assert torch.equal(blocks.rows(everything), weight)
     ids = torch.tensor([len(weight) - 1, 0, 16, 15, 31, 0])  # both halves of a byte, repeats, any order
     assert torch.equal(blocks.rows(ids), weight[ids])
+    assert blocks.rows(ids[:0]).shape == (0, weight.shape[1])
     assert blocks.q.nbytes + blocks.scales.nbytes < weight.nbytes / (2.5 if kind == "q4_1" else 1.5)
 
 
@@ -78,12 +81,26 @@ def one_weight_moved(weight: torch.Tensor) -> torch.Tensor:
     q4_1(64, 96).double(),
     q4_1(64, 64).to(torch.bfloat16),
     torch.full((32, 32), float("nan")),
+    torch.full((32, 32), float("inf")),
+    q4_1(64, 64) * 1e7,  # d beyond float16's range
+    torch.full((32, 64), -0.0),  # q * d + m gives +0.0 for it
+    torch.zeros(0, 64),
+    torch.zeros(32, 0),
 ])
 def test_weights_that_are_not_exactly_blocks_stay_as_they_are(weight: torch.Tensor) -> None:
     assert exact_blocks(weight) is None
-    if weight.dtype == torch.float32:
-        linear = Linear(weight, "native", products=BlockProducts())
-        assert linear.blocks is None and linear.mkl is not None  # packed for MKL, as before
+    if weight.dtype == torch.float32 and weight.isfinite().all():
+        linear = Linear(weight, "native", block_kernel=BlockProducts())
+        assert linear.blocks is None and (linear.mkl is not None) == mkl_packs(weight)  # held as before
+
+
+@pytest.mark.parametrize("weight", [q4_1(64, 96), q8_0(96, 64)])
+def test_the_kernel_restores_every_weight_bit_for_bit(weight: torch.Tensor, products: BlockProducts) -> None:
+    """Rows of the identity pick single weights out: with one row at a time and all rows at once (the kernel's
+    two ways through), each product is exactly a weight."""
+    blocks, identity = exact_blocks(weight), torch.eye(weight.shape[1])
+    assert torch.equal(products(identity, blocks), weight.T)
+    assert all(torch.equal(products(identity[i:i + 1], blocks)[0], weight[:, i]) for i in range(weight.shape[1]))
 
 
 @pytest.mark.parametrize("weight", [q4_1(96, 64), q4_1(576, 1536), q8_0(192, 576)])
@@ -111,6 +128,26 @@ def test_a_rows_product_is_the_same_whatever_rows_and_threads_are_beside_it(prod
     assert torch.equal(products(x[:7], blocks), whole[:7])
 
 
+# Where the compiler targets no AVX-512 the kernel takes its generic vector code: same algorithm, same claims.
+GENERIC = ["cc -mno-avx512f"] if platform.machine() in ("x86_64", "AMD64") else []
+
+
+@pytest.mark.parametrize("compiler", GENERIC)
+def test_the_generic_kernel_multiplies_alike(compiler: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", compiler)
+    cbuild.build.cache_clear()
+    try:
+        products = BlockProducts()
+    finally:
+        cbuild.build.cache_clear()
+    for weight in (q4_1(96, 576), q8_0(64, 96)):
+        blocks = exact_blocks(weight)
+        x = torch.randn(30, weight.shape[1], generator=torch.Generator().manual_seed(3))
+        whole = products(x, blocks)
+        torch.testing.assert_close(whole, x @ weight.T, rtol=1e-5, atol=1e-5)
+        assert all(torch.equal(products(x[i:i + 1], blocks), whole[i:i + 1]) for i in (0, 13, 29))
+
+
 def test_strided_activations_are_multiplied_as_contiguous_ones(products: BlockProducts) -> None:
     blocks = exact_blocks(q4_1(64, 64))
     wide = torch.randn(6, 128)
@@ -132,8 +169,8 @@ def test_activations_of_another_shape_or_dtype_are_refused_naming_them(x: torch.
 
 def test_a_native_linear_in_blocks_adds_its_bias_and_looks_rows_up(products: BlockProducts) -> None:
     weight, bias, x = q8_0(64, 96), torch.randn(64), torch.randn(4, 96)
-    linear = Linear(weight, "native", bias=bias, lookup=True, products=products)
+    linear = Linear(weight, "native", bias=bias, lookup=True, block_kernel=products)
     assert linear.blocks is not None and linear.mkl is None and linear.native_t is None and linear.row_invariant
     torch.testing.assert_close(linear(x), x @ weight.T + bias, rtol=1e-5, atol=1e-5)
     assert torch.equal(linear.weight_rows(torch.tensor([9, 63])), weight[[9, 63]])
-    assert Linear(weight, "int8", products=products).blocks is None  # another format: its own kernel
+    assert Linear(weight, "int8", block_kernel=products).blocks is None  # another format: its own kernel

@@ -46,8 +46,8 @@ class DecodeAttention:
         self.head_dim, self.group = head_dim, group
         # -ffast-math lets the compiler vectorize the sums and the exponentials (glibc's vector expf); the kernel
         # never relies on infinities or NaN.
-        self._function = build("attention_kernel.c", "decode_attention", _ARGUMENTS,
-                               defines=(("HEAD_DIM", head_dim), ("GROUP", group)), fast_math=True)
+        self._function = build("attention_kernel.c", "decode_attention", _ARGUMENTS, ("-ffast-math",),
+                               (("HEAD_DIM", head_dim), ("GROUP", group)))
 
     def rows(self, tokens: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor, written: torch.Tensor,
              longest: int) -> DecodeRows:

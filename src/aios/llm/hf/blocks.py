@@ -4,16 +4,17 @@ A model read from a quantized GGUF file (the embedded model is one) has fp32 wei
 for a small integer q and one pair (d, m) per block of 32 inputs: Q4_1 (q in 0..15) for the embedded model's
 layers, Q8_0 (q in -127..127, m = 0) for its embedding. :func:`exact_blocks` finds such a layout from the fp32
 weights alone and keeps it only if it gives back every weight bit for bit, so the model computed is the same fp32
-model. The kernel restores the weights in registers and multiplies in fp32; it reads a sixth (4 bits) or a
-quarter (8 bits) of fp32's bytes, which is what bounds a decode step: the products of the embedded model's 30
-layers are 1.6-2.4x faster than MKL's packed fp32 ones at 1-32 rows, and as fast for a prompt (BENCHMARKS.md,
-"Engine speed against its targets (CPU)"). Each output's sum runs in the same order whatever the number of rows,
+model. The kernel restores a block of weights at a time into a buffer in cache and multiplies in fp32; it reads
+3/16 (4 bits) or 5/16 (8 bits) of fp32's bytes, which is what bounds a decode step: on the embedded model a
+step is 1.6-3x faster than with fp32 packed for MKL at 1-32 rows, and a prompt is read as fast (BENCHMARKS.md,
+"Weight formats of the engine's runner"). Each output's sum runs in the same order whatever the number of rows,
 so a row's result never depends on the rows beside it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -23,13 +24,12 @@ from aios.llm.hf.cbuild import build
 GROUP = 32  # inputs per block (Q4_1's and Q8_0's)
 PANEL = 32  # outputs the kernel computes together
 _P, _I = ctypes.c_void_p, ctypes.c_int64
-_ARGUMENTS = (_I, _I, _I, _P, _P, _P, ctypes.c_int, _P, ctypes.c_int)
-_RETURNS = ctypes.c_int
-# A few thousand outputs at a time: the search's temporaries stay a fraction of the weight's size.
-_OUTPUTS_AT_ONCE = 4096
+_ARGUMENTS = (_I, _I, _I, _P, _P, _P, ctypes.c_int, _P, _P, ctypes.c_int)
+# Weights searched at a time: the search's temporaries (a few times this, in fp32) stay small beside a model.
+_WEIGHTS_AT_ONCE = 1 << 22
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Blocks:
     """A weight ``[out, in]`` as blocks: ``q`` (uint8, two 4-bit values a byte, or int8) in the kernel's layout
     (outputs in panels of ``PANEL``, each panel's inputs in order) and ``scales`` ``[panels, in / GROUP, 2,
@@ -54,20 +54,26 @@ class Blocks:
         else:
             q = self.q[panel, :, column]
         scale, low = self.scales[panel, :, 0, column], self.scales[panel, :, 1, column]
-        return _restored(q.view(len(ids), -1, GROUP), scale, low).view(len(ids), self.in_features)
+        blocks = self.in_features // GROUP
+        return _restored(q.view(len(ids), blocks, GROUP), scale, low).view(len(ids), self.in_features)
 
 
 def exact_blocks(weight: torch.Tensor) -> Blocks | None:
     """``weight`` (fp32 ``[out, in]`` on the CPU) as Q4_1 or Q8_0 blocks, if one of them gives back every weight
-    exactly; else ``None``."""
+    exactly; else ``None``. A matrix that is neither is usually told by its first outputs."""
     out_features, in_features = weight.shape
-    if (weight.dtype != torch.float32 or weight.device.type != "cpu" or out_features % PANEL
-            or in_features % GROUP):
+    if (weight.dtype != torch.float32 or weight.device.type != "cpu" or not out_features or not in_features
+            or out_features % PANEL or in_features % GROUP):
         return None
+    outputs = max(PANEL, _WEIGHTS_AT_ONCE // in_features)
     for bits in (4, 8):
-        parts = [_found(weight[start:start + _OUTPUTS_AT_ONCE], bits)
-                 for start in range(0, out_features, _OUTPUTS_AT_ONCE)]
-        if all(part is not None for part in parts):
+        parts = []
+        for start in range(0, out_features, outputs):
+            part = _found(weight[start:start + outputs], bits)
+            if part is None:
+                break
+            parts.append(part)
+        else:
             q, scale, low = (torch.cat(pieces) for pieces in zip(*parts))
             return Blocks(bits, _panels(q, bits), _scale_panels(scale, low), out_features, in_features)
     return None
@@ -84,9 +90,12 @@ def _found(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor,
     else:
         low, levels = blocks.new_zeros(blocks.shape[:2]), 127
         scale = (blocks.abs().amax(dim=2) / levels).half().float()
+    if not (scale.isfinite().all() and low.isfinite().all()):  # NaN or infinite weights, or d beyond float16
+        return None
     q = ((blocks - low[..., None]) / scale.clamp(min=torch.finfo(torch.float32).tiny)[..., None]).round()
     q = q.clamp(0 if bits == 4 else -levels, levels)
-    if not torch.equal(_restored(q, scale, low), blocks):
+    # Bit for bit: == would take a weight of -0.0 for the +0.0 that q * d + m gives.
+    if not torch.equal(_restored(q, scale, low).view(torch.int32), blocks.contiguous().view(torch.int32)):
         return None
     return q.to(torch.uint8 if bits == 4 else torch.int8).view(weight.shape), scale, low
 
@@ -116,21 +125,29 @@ def _scale_panels(scale: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
 
 class BlockProducts:
     """The compiled kernel: ``x @ W.T`` for weights held as :class:`Blocks`. Raises
-    :class:`~aios.llm.hf.cbuild.KernelUnavailable` where it cannot be built here."""
+    :class:`~aios.llm.hf.cbuild.KernelUnavailable` where it cannot be built here. Safe to call from several
+    threads: each has its own scratch."""
 
     def __init__(self) -> None:
-        self._function = build("blocks_kernel.c", "block_matmul", _ARGUMENTS, _RETURNS)
+        self._function = build("blocks_kernel.c", "block_matmul", _ARGUMENTS)
+        self._local = threading.local()
 
     def __call__(self, x: torch.Tensor, blocks: Blocks) -> torch.Tensor:
         """``x``: fp32 ``[rows, in]`` on the CPU; the result is fp32 ``[rows, out]``."""
         if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 2 or x.shape[1] != blocks.in_features:
             raise ValueError(f"block products take fp32 [rows, {blocks.in_features}] CPU activations, not "
                              f"{str(x.dtype).removeprefix('torch.')} {list(x.shape)} on {x.device.type}")
-        x = x.contiguous()
+        x, threads = x.contiguous(), torch.get_num_threads()
         y = x.new_empty(len(x), blocks.out_features)
-        failed = self._function(len(x), blocks.out_features, blocks.in_features, x.data_ptr(), blocks.q.data_ptr(),
-                                blocks.scales.data_ptr(), blocks.bits, y.data_ptr(), torch.get_num_threads())
-        if failed:
-            raise MemoryError(f"block products: no memory for a panel's weights ({blocks.in_features * PANEL * 4} "
-                              "bytes a thread)")
+        scratch = self._scratch(threads * blocks.in_features * PANEL)  # a restored panel per thread
+        self._function(len(x), blocks.out_features, blocks.in_features, x.data_ptr(), blocks.q.data_ptr(),
+                       blocks.scales.data_ptr(), blocks.bits, y.data_ptr(), scratch.data_ptr(), threads)
         return y
+
+    def _scratch(self, floats: int) -> torch.Tensor:
+        """This thread's buffer of at least ``floats`` floats, kept between calls (allocating it each call costs
+        page faults); torch aligns CPU tensors to 64 bytes."""
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None or scratch.numel() < floats:
+            scratch = self._local.scratch = torch.empty(floats, dtype=torch.float32)
+        return scratch

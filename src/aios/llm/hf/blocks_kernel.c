@@ -3,21 +3,22 @@
    Each weight is q * d + m, with d and m one pair per block of GROUP inputs of one output (Q4_1: q in 0..15, 4
    bits; Q8_0: q in -127..127, 8 bits, m = 0). d is a half-precision value, so q * d is exact in float and one
    fused multiply-add gives the weight bit for bit (blocks.py checks this for every weight before choosing it).
-   The products are then those of the fp32 model, with a quarter (8 bits) or a sixth (4 bits) of its bytes read
-   from memory: a decode step, which reads every weight for a few rows, is bound by those bytes.
+   The products are then those of the fp32 model, with 3/16 (4 bits) or 5/16 (8 bits) of its bytes read from
+   memory: a decode step, which reads every weight for a few rows, is bound by those bytes.
 
    Layout: outputs in panels of NR = 32. For panel p, the GROUP x NR weights of input block g are bytes
    q + (p * K + g * GROUP) * NR * BITS / 8, row by input (4 bits: byte j holds output j in its low nibble and
    output j + 16 in its high one); their d and m are scales[((p * groups + g) * 2 + 0 or 1) * NR + j].
 
-   For each panel the weights are restored into a buffer (in L2), then multiplied by every row: each output's sum runs over its inputs in order, one fused multiply-add at a time within a block, and the
+   Every output's sum runs over its inputs in order, one fused multiply-add at a time within a block, and the
    blocks' sums are added in order. That order is the same whatever the number of rows and however the panels
-   are split over threads, so a row's result never depends on the rows beside it. Summing per block keeps the
-   rounding error below a single running sum's (and below MKL's, measured). */
+   are split over threads, so a row's result never depends on the rows beside it. It is compiled with
+   -ffp-contract=off, so that no multiply and add is fused in one inlined copy and not in another. Summing per
+   block keeps the rounding error below a single running sum's (measured on the embedded model's shapes: below
+   MKL's too). */
 
 #include <omp.h>
 #include <stdint.h>
-#include <stdlib.h>
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -25,18 +26,19 @@
 #define NR 32
 #define GROUP 32
 #define LANES 16
-#define MR 12 /* rows per pass: 2 x MR accumulators and the weights' 2 vectors fit the 32 vector registers */
+#define MR 12 /* rows per pass: 2 x MR accumulators and the weights' 2 vectors fit AVX-512's 32 registers */
 
 typedef float vec __attribute__((vector_size(LANES * sizeof(float)), aligned(sizeof(float))));
 typedef int32_t ivec __attribute__((vector_size(LANES * sizeof(int32_t)), aligned(sizeof(int32_t))));
 
-/* Spelled out where the compiler might otherwise not fuse or broadcast well; the generic forms compute the same
-   values (a fused multiply-add where the target has one). */
+/* A fused multiply-add, lane by lane: one rounding, whatever the target (AVX-512, AVX2 with FMA, or none). */
 static inline vec fmadd(vec a, vec b, vec c) {
 #ifdef __AVX512F__
     return (vec)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
 #else
-    return a * b + c;
+    vec r;
+    for (int i = 0; i < LANES; i++) r[i] = __builtin_fmaf(a[i], b[i], c[i]);
+    return r;
 #endif
 }
 
@@ -71,7 +73,7 @@ static inline ivec widen_i8(const int8_t *bytes) {
 
 static inline vec to_float(ivec v) { return __builtin_convertvector(v, vec); }
 
-/* One input block of one panel restored: w[k * NR + j] for k < GROUP, j < NR. */
+/* One input block of one panel restored into w: w[k * NR + j] for k < GROUP, j < NR. */
 static void restore(int bits, const uint8_t *q, const float *scales, float *w) {
     const vec d0 = *(const vec *)scales, d1 = *(const vec *)(scales + LANES);
     const vec m0 = *(const vec *)(scales + NR), m1 = *(const vec *)(scales + NR + LANES);
@@ -90,7 +92,8 @@ static void restore(int bits, const uint8_t *q, const float *scales, float *w) {
 }
 
 /* rows (<= MR) rows of x, inputs k0 .. k0 + GROUP - 1, times one restored block w (GROUP x NR): added to y (or
-   written to it, for the first block). Inlined for each constant number of rows, so the accumulators stay in registers. */
+   written to it, for the first block). Inlined for each constant number of rows: the accumulators stay in
+   registers. */
 static inline __attribute__((always_inline)) void multiply(int rows, const float *x, int64_t ldx, int64_t k0,
                                                           const float *w, float *y, int64_t ldy) {
     vec acc[MR][2];
@@ -120,24 +123,24 @@ static inline __attribute__((always_inline)) void multiply(int rows, const float
 
 /* multiply() for 1 to MR rows. */
 static void pass(int64_t rows, const float *x, int64_t K, int64_t k0, const float *w, float *out, int64_t N) {
-    switch (rows) { ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8) ROWS(9) ROWS(10) ROWS(11) ROWS(12) }
+    switch (rows) {
+        ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8) ROWS(9) ROWS(10) ROWS(11) ROWS(12)
+    }
 }
 
-/* x: [M, K] contiguous; y: [M, N] contiguous; N a multiple of NR, K of GROUP. bits: 4 or 8. Returns 0, or -1
-   where a thread's buffer for a restored panel (K x NR floats) could not be allocated (y is then incomplete).
+/* x: [M, K] contiguous; y: [M, N] contiguous; N a multiple of NR, K of GROUP. bits: 4 or 8. scratch: threads x
+   K x NR floats, 64-byte aligned (one restored panel per thread; used with more than MR rows).
 
    Up to MR rows (decode steps), each input block is restored just before its one pass, into a buffer in L1.
-   With more, a panel is restored whole into a buffer in L2 first, and each MR rows pass over it in turn.
+   With more, a panel is restored whole into scratch (in L2) first, and each MR rows pass over it in turn.
    Either way every output's sum is the same sequence of operations. */
-int block_matmul(int64_t M, int64_t N, int64_t K, const float *x, const uint8_t *q, const float *scales, int bits,
-                 float *y, int threads) {
+void block_matmul(int64_t M, int64_t N, int64_t K, const float *x, const uint8_t *q, const float *scales, int bits,
+                  float *y, float *scratch, int threads) {
     const int64_t panels = N / NR, groups = K / GROUP, block_bytes = GROUP * NR * bits / 8;
-    int failed = 0;
-    #pragma omp parallel num_threads(threads) reduction(|: failed)
+    #pragma omp parallel num_threads(threads)
     {
         float block[GROUP * NR] __attribute__((aligned(64)));
-        float *panel = M > MR ? aligned_alloc(64, (size_t)K * NR * sizeof(float)) : NULL;
-        failed = M > MR && panel == NULL;
+        float *panel = scratch + omp_get_thread_num() * K * NR;
         #pragma omp for schedule(static)
         for (int64_t p = 0; p < panels; p++) {
             const uint8_t *qp = q + p * groups * block_bytes;
@@ -148,14 +151,13 @@ int block_matmul(int64_t M, int64_t N, int64_t K, const float *x, const uint8_t 
                     restore(bits, qp + g * block_bytes, sp + g * 2 * NR, block);
                     pass(M, x, K, g * GROUP, block, out, N);
                 }
-            } else if (panel != NULL) {
-                for (int64_t g = 0; g < groups; g++) restore(bits, qp + g * block_bytes, sp + g * 2 * NR, panel + g * GROUP * NR);
-                for (int64_t m = 0; m < M; m += MR)
-                    for (int64_t k0 = 0; k0 < K; k0 += GROUP)
-                        pass(M - m < MR ? M - m : MR, x + m * K, K, k0, panel + k0 * NR, out + m * N, N);
+                continue;
             }
+            for (int64_t g = 0; g < groups; g++)
+                restore(bits, qp + g * block_bytes, sp + g * 2 * NR, panel + g * GROUP * NR);
+            for (int64_t m = 0; m < M; m += MR)
+                for (int64_t k0 = 0; k0 < K; k0 += GROUP)
+                    pass(M - m < MR ? M - m : MR, x + m * K, K, k0, panel + k0 * NR, out + m * N, N);
         }
-        free(panel);
     }
-    return failed ? -1 : 0;
 }

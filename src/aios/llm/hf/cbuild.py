@@ -16,11 +16,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-# -march=native: the library is built on the machine that runs it.
-COMPILE = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-c")
-# Given to the compile step only: linked with it, some compilers add code that makes the loading thread flush
+# -march=native: the library is built on the machine that runs it. A kernel's own flags (e.g. -ffast-math) go
+# to the compile step only: linked with -ffast-math, some compilers add code that makes the loading thread flush
 # denormal numbers to zero, for the whole process's later work on that thread.
-FAST_MATH = "-ffast-math"
+COMPILE = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-c")
 LINK = ("-shared", "-fopenmp")
 COMPILE_TIMEOUT_S = 120
 
@@ -30,13 +29,12 @@ class KernelUnavailable(Exception):
 
 
 @functools.cache
-def build(source: str, function: str, argtypes: tuple[type, ...], restype: type | None = None,
-          defines: tuple[tuple[str, int], ...] = (), fast_math: bool = False) -> ctypes._CFuncPtr:
-    """``function`` (taking ``argtypes``, returning ``restype``) of the kernel ``source`` (a file name beside this
-    module) compiled with ``defines`` as ``-DNAME=VALUE``; ``fast_math`` lets the compiler reorder the kernel's
-    float arithmetic."""
+def build(source: str, function: str, argtypes: tuple[type, ...], flags: tuple[str, ...] = (),
+          defines: tuple[tuple[str, int], ...] = ()) -> ctypes._CFuncPtr:
+    """``function`` (taking ``argtypes``, returning nothing) of the kernel ``source`` (a file name beside this
+    module) compiled with its own ``flags`` and ``defines`` as ``-DNAME=VALUE``."""
     compiler = shlex.split(os.environ.get("CC") or "cc")
-    flags = [*COMPILE, *([FAST_MATH] if fast_math else []), *(f"-D{name}={value}" for name, value in defines)]
+    flags = [*COMPILE, *flags, *(f"-D{name}={value}" for name, value in defines)]
     with tempfile.TemporaryDirectory(prefix="aios-kernel-") as folder:
         objects, library = Path(folder) / "kernel.o", Path(folder) / "kernel.so"
         _run(compiler, [*flags, "-o", str(objects), str(Path(__file__).with_name(source))], Path(folder))
@@ -53,7 +51,7 @@ def build(source: str, function: str, argtypes: tuple[type, ...], restype: type 
         # Another OpenMP (torch built with Intel's or LLVM's): its threads and torch's would contend for the cores.
         raise KernelUnavailable(f"it would bring a second OpenMP runtime ({', '.join(sorted(added))}) beside "
                                 f"torch's ({', '.join(sorted(runtimes))})")
-    loaded.argtypes, loaded.restype = list(argtypes), restype
+    loaded.argtypes, loaded.restype = list(argtypes), None
     return loaded
 
 

@@ -72,17 +72,18 @@ class LlamaRunner:
         self.eps = config.rms_norm_eps
         inner = model.model
         self.norm = inner.norm.weight.detach()
-        products, self.products = _block_products(weights, self.device, self.dtype)
-        self.layers = [_Layer(layer, weights, products) for layer in inner.layers]
+        block_kernel, why_not = _block_kernel(weights, self.device, self.dtype)
+        self.layers = [_Layer(layer, weights, block_kernel) for layer in inner.layers]
         # The output layer stays in the model's dtype: rounding it moves the top token more than rounding all
         # the rest (measured on the embedded model: bf16 everywhere changed 4 of 8 greedy replies within 48
         # tokens, bf16 but the output layer 1 of 8).
         # An embedding tied to the output layer is looked up in it: the model holds that matrix once.
         tied = model.lm_head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr()
-        self.lm_head = Linear(model.lm_head.weight, "native", lookup=tied, products=products)
+        self.lm_head = Linear(model.lm_head.weight, "native", lookup=tied, block_kernel=block_kernel)
         self.embedding = None if tied else inner.embed_tokens.weight.detach()
-        if products is not None:
-            self.products = _described_blocks([self.lm_head, *(linear for layer in self.layers for linear in layer)])
+        # How the weights are multiplied, for the status: the block kernel (and how many matrices it holds) or
+        # torch, and why.
+        self.products = why_not or _described_blocks([self.lm_head, *(m for layer in self.layers for m in layer)])
         positions = torch.arange(config.max_position_embeddings, device=self.device)
         cos, sin = inner.rotary_emb(self.norm[None], positions[None])
         self.cos, self.sin = cos[0], sin[0]  # [positions, head_dim]
@@ -165,16 +166,17 @@ class LlamaRunner:
 
 
 class _Layer:
-    def __init__(self, layer: Any, weights: WeightFormat, products: BlockProducts | None) -> None:
+    def __init__(self, layer: Any, weights: WeightFormat, block_kernel: BlockProducts | None) -> None:
         attention, mlp = layer.self_attn, layer.mlp
         projections = (attention.q_proj, attention.k_proj, attention.v_proj)
         biases = [p.bias for p in projections]
         bias = torch.cat([b.detach() for b in biases]) if all(b is not None for b in biases) else None
-        self.qkv = Linear(torch.cat([p.weight.detach() for p in projections]), weights, bias, products=products)
-        self.o = Linear(attention.o_proj.weight, weights, products=products)
-        self.gate_up = Linear(torch.cat([mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach()]), weights,
-                              products=products)
-        self.down = Linear(mlp.down_proj.weight, weights, products=products)
+        fused_qkv = torch.cat([p.weight.detach() for p in projections])
+        self.qkv = Linear(fused_qkv, weights, bias, block_kernel=block_kernel)
+        self.o = Linear(attention.o_proj.weight, weights, block_kernel=block_kernel)
+        fused_gate_up = torch.cat([mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach()])
+        self.gate_up = Linear(fused_gate_up, weights, block_kernel=block_kernel)
+        self.down = Linear(mlp.down_proj.weight, weights, block_kernel=block_kernel)
         self.norm1 = layer.input_layernorm.weight.detach()
         self.norm2 = layer.post_attention_layernorm.weight.detach()
 
@@ -182,14 +184,14 @@ class _Layer:
         return iter((self.qkv, self.o, self.gate_up, self.down))
 
 
-def _block_products(weights: WeightFormat, device: torch.device,
-                    dtype: torch.dtype) -> tuple[BlockProducts | None, str]:
+def _block_kernel(weights: WeightFormat, device: torch.device,
+                  dtype: torch.dtype) -> tuple[BlockProducts | None, str | None]:
     """The kernel for native fp32 weights that are exactly GGUF blocks, where it can be built (a CPU with a C
-    compiler), and the status's word on how the weights are multiplied."""
+    compiler); else ``None`` and the status's word on how the weights are multiplied instead."""
     if weights != "native" or device.type != "cpu" or dtype != torch.float32:
         return None, "torch"
     try:
-        return BlockProducts(), "c-kernel"
+        return BlockProducts(), None
     except KernelUnavailable as exc:
         log.warning("native weights are multiplied in torch: %s", exc)
         return None, f"torch ({exc})"

@@ -6,8 +6,9 @@ model (``llms.models[].weights``):
 
 - ``native``: the weights in the dtype the model was loaded in (fp32 on a CPU); the reference. On a CPU, fp32
   weights that are exactly GGUF blocks (a model read from a Q4_1 or Q8_0 file) are held as those blocks and
-  multiplied by a C kernel (:mod:`aios.llm.hf.blocks`): the same values, a fifth of the bytes, the fastest
-  here, and a row's result independent of the batch. Other weights: on a CPU with MKL
+  multiplied by a C kernel (:mod:`aios.llm.hf.blocks`): the same values, under a fifth of the bytes (Q4_1),
+  faster than every other format here up to 16 rows, and a row's result independent of the batch. Other
+  weights: on a CPU with MKL
   (torch's x86 builds) they are packed once into the layout of MKL's GEMM (``cblas_sgemm_pack``), whose product
   gives a row bitwise the same result whatever the number of rows, with up to 8 threads (every projection shape
   of the embedded model and a 1.7B one, ``benchmarks/row_invariance.py``; a tiny one, 96 × 128, differed at one
@@ -21,7 +22,7 @@ model (``llms.models[].weights``):
   prepacked into oneDNN's blocked layout once, and each product runs as one oneDNN call (plain ``F.linear`` in
   bf16 was slower than fp32 at one row, and a third slower than the packed call at 8-32 rows).
 - ``int8``: weight-only int8 with one scale per output channel (activations stay bfloat16), a quarter of the
-  bytes. The fastest for a handful of rows; with many rows its kernel is slower than bf16's, so above
+  bytes. Its kernel is fast for a handful of rows; with many rows its kernel is slower than bf16's, so above
   ``INT8_ROWS`` rows the same int8 weights are multiplied in bf16 (dequantized once: int8 and bf16 together
   take three quarters of native fp32's memory). The model is the same either way; the rounding of the two
   kernels differs, so a greedy reply can depend on how many rows its step had.
@@ -100,16 +101,17 @@ class Linear:
     """``y = x @ W.T (+ bias)`` for activations ``x`` of shape ``[rows, in]``; the result has ``x``'s dtype."""
 
     def __init__(self, weight: torch.Tensor, fmt: WeightFormat, bias: torch.Tensor | None = None,
-                 lookup: bool = False, products: BlockProducts | None = None) -> None:
+                 lookup: bool = False, block_kernel: BlockProducts | None = None) -> None:
         """``lookup``: an embedding tied to this layer looks its tokens up here (:meth:`weight_rows`), so native
-        weights stay a plain matrix (MKL's packed layout gives no rows back). ``products``: the CPU kernel for
-        native weights that are exactly GGUF blocks (:mod:`aios.llm.hf.blocks`), held so where they are."""
+        weights stay a plain matrix (MKL's packed layout gives no rows back) unless they are blocks.
+        ``block_kernel``: the CPU kernel for native weights that are exactly GGUF blocks
+        (:mod:`aios.llm.hf.blocks`); with it, such weights are held as their blocks."""
         weight = weight.detach()
         self.out_features = weight.shape[0]
         self.bias = None if bias is None else bias.detach()
         self.native_t = self.mkl = self.mkl_shape = None
-        self.products = products if fmt == "native" else None
-        self.blocks = exact_blocks(weight) if self.products is not None else None
+        self.block_kernel = block_kernel if fmt == "native" else None
+        self.blocks = exact_blocks(weight) if self.block_kernel is not None else None
         if fmt == "native" and self.blocks is None:
             self.mkl = None if lookup else _mkl_packed(weight)
             if self.mkl is not None:
@@ -143,7 +145,7 @@ class Linear:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.blocks is not None:
-            y = self.products(x, self.blocks)
+            y = self.block_kernel(x, self.blocks)
             return y if self.bias is None else y + self.bias
         if self.mkl is not None:
             # Rows must be the last argument: for another count the op multiplies by the placeholder instead.
