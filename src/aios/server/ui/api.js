@@ -12,8 +12,12 @@ if (pathToken) {
 export const hasToken = sessionStorage.getItem(TOKEN) !== null;
 
 // The login page, then back to this view: its token replaces this tab's. It says why in its own words, from a
-// code (the API's 401 messages speak to programs).
+// code (the API's 401 messages speak to programs). Once: the page's calls run at once and each gets its 401, and
+// a second navigation would abort the first, saying "missing" for a token that was refused.
+let leaving = false;
 export function logIn() {
+  if (leaving) return;
+  leaving = true;
   const reason = sessionStorage.getItem(TOKEN) === null ? "missing" : "refused";
   sessionStorage.removeItem(TOKEN);
   location.assign(`/ui/login.html?reason=${reason}${location.hash}`);
