@@ -3,8 +3,8 @@ sizes, with the share spent in matrix products and their achieved GFLOP/s, and w
 model's arithmetic: the same step timed with the projections' products, then also attention, answered by
 zeros of their shapes (what is left is the norms, the rotary embedding, the residual adds, the activations and
 each operation's dispatch). Beside it, the step with decode attention in torch instead of the C kernel (the
-runner's fallback), interleaved. With native weights, also what a step must read (the fp32 weights and the rows' KV)
-and how long that takes at the machine's memory read bandwidth (a sum over 512 MB, best of 5): the floor a step
+runner's fallback), interleaved. With native weights, also what a step must read (the weights as the runner holds
+them: exact blocks or fp32; and the rows' KV) and how long that takes at the machine's memory read bandwidth (a sum over 512 MB, best of 5): the floor a step
 cannot go under without reading fewer bytes. Prints a markdown table and writes it to benchmarks/profile.md.
 
     .venv/bin/python benchmarks/profile_step.py [--batches 1 8 32] [--context 128] [--weights native]
@@ -16,21 +16,24 @@ import argparse
 import platform
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from unittest import mock
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from aios.config import EMBEDDED_MODEL, load_config
+from aios.llm.hf.blocks import BlockProducts, Blocks
 from aios.llm.hf.kv import SlotKV
 from aios.llm.hf.loader import find_model, load_model
 from aios.llm.hf.runner import Chunk, LlamaRunner, _Plan
 from aios.llm.hf.weights import Linear
 
+BLOCKS = "blocks::block_matmul"  # the block kernel's calls, which the profiler sees only as this label
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm_for_cpu",
-           "mkldnn::_linear_pointwise", "mkl::_mkl_linear")
+           "mkldnn::_linear_pointwise", "mkl::_mkl_linear", BLOCKS)
 
 
 def main() -> None:
@@ -54,7 +57,7 @@ def main() -> None:
         f"`{' '.join(['.venv/bin/python', 'benchmarks/profile_step.py', *sys.argv[1:]])}`",
         "",
         "| batch | ms / step | tokens / s | ms / step, attention in torch | matmul share | matmul GFLOP/s | "
-        "ms / step without the projections' products | and without attention | MB a step reads (fp32 weights, KV) "
+        "ms / step without the projections' products | and without attention | MB a step reads (weights, KV) "
         "| their read time, ms |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -67,14 +70,14 @@ def main() -> None:
             without_products = step_s(runner, chunks, kv, args.steps, skipped=((Linear, "__call__", _no_product),))
             without_attention = step_s(runner, chunks, kv, args.steps, skipped=(
                 (Linear, "__call__", _no_product), (_Plan, "attend", _no_attention)))
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
+            with profile(activities=[ProfilerActivity.CPU]) as prof, labelled_block_products():
                 runner.forward(chunks, kv)
         total = sum(e.self_cpu_time_total for e in prof.key_averages())
         mm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS)
         gflops = flops_per_token * batch / (mm / 1e6) / 1e9 if mm else float("nan")
         kv_bytes = 2 * c.num_hidden_layers * batch * runner.kv_heads * (args.context + 1) * runner.head_dim * 4
-        read = f"{(flops_per_token * 2 + kv_bytes) / 1e6:.0f}" if args.weights == "native" else "–"
-        floor = f"{(flops_per_token * 2 + kv_bytes) / bandwidth * 1e3:.1f}" if args.weights == "native" else "–"
+        read = f"{(held_bytes(runner) + kv_bytes) / 1e6:.0f}" if args.weights == "native" else "–"
+        floor = f"{(held_bytes(runner) + kv_bytes) / bandwidth * 1e3:.1f}" if args.weights == "native" else "–"
         lines.append(f"| {batch} | {per_step * 1e3:.1f} | {batch / per_step:.1f} | {in_torch * 1e3:.1f} | "
                      f"{mm / total:.0%} | {gflops:.1f} | "
                      f"{without_products * 1e3:.1f} | {without_attention * 1e3:.1f} | {read} | {floor} |")
@@ -123,6 +126,30 @@ def interleaved(runner: LlamaRunner, chunks: list[Chunk], kv: SlotKV, steps: int
     finally:
         runner.kernel = kernel
     return sorted(as_is)[steps // 2], sorted(in_torch)[steps // 2]
+
+
+def held_bytes(runner: LlamaRunner) -> int:
+    """Bytes of native weights a decode step reads: exact blocks where the runner holds them so, else fp32."""
+    total = 0
+    for linear in [runner.lm_head, *(m for layer in runner.layers for m in layer)]:
+        if linear.blocks is not None:
+            total += linear.blocks.q.nbytes + linear.blocks.scales.nbytes
+        else:
+            total += (linear.native_t if linear.mkl_shape is None else linear.mkl_shape).numel() * 4
+    return total
+
+
+@contextmanager
+def labelled_block_products() -> Iterator[None]:
+    """The block kernel's calls under one label in the profile (a ctypes call is not a torch op)."""
+    product = BlockProducts.__call__
+
+    def labelled(self: BlockProducts, x: torch.Tensor, blocks: Blocks) -> torch.Tensor:
+        with record_function(BLOCKS):
+            return product(self, x, blocks)
+
+    with mock.patch.object(BlockProducts, "__call__", labelled):
+        yield
 
 
 def _no_product(linear: Linear, x: torch.Tensor) -> torch.Tensor:
