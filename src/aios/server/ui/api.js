@@ -15,6 +15,9 @@ export const hasToken = sessionStorage.getItem(TOKEN) !== null;
 // code (the API's 401 messages speak to programs). Once: the page's calls run at once and each gets its 401, and
 // a second navigation would abort the first, saying "missing" for a token that was refused.
 let leaving = false;
+addEventListener("pageshow", (event) => {
+  if (event.persisted) leaving = false; // back from the login page, out of the browser's page cache
+});
 export function logIn() {
   if (leaving) return;
   leaving = true;
