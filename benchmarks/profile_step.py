@@ -135,7 +135,8 @@ def held_bytes(runner: LlamaRunner) -> int:
         if linear.blocks is not None:
             total += linear.blocks.q.nbytes + linear.blocks.scales.nbytes
         else:
-            total += (linear.native_t if linear.mkl_shape is None else linear.mkl_shape).numel() * 4
+            weight = linear.native_t if linear.mkl_shape is None else linear.mkl_shape
+            total += weight.numel() * weight.element_size()
     return total
 
 
