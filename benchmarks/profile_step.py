@@ -131,7 +131,7 @@ def interleaved(runner: LlamaRunner, chunks: list[Chunk], kv: SlotKV, steps: int
 def held_bytes(runner: LlamaRunner) -> int:
     """Bytes of native weights a decode step reads: exact blocks where the runner holds them so, else fp32."""
     total = 0
-    for linear in [runner.lm_head, *(m for layer in runner.layers for m in layer)]:
+    for linear in runner.linears:
         if linear.blocks is not None:
             total += linear.blocks.q.nbytes + linear.blocks.scales.nbytes
         else:

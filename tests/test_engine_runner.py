@@ -185,7 +185,7 @@ def test_native_weights_give_a_sequence_bitwise_the_same_logits_alone_and_batche
     prompts read together and decoded together get every logit they get alone (plain ``x @ W`` gave differences
     in the last bits)."""
     runner = backend.runner
-    assert all(linear.blocks is not None for layer in runner.layers for linear in layer)
+    assert all(linear.blocks is not None for linear in runner.linears)
     assert runner.lm_head.blocks is not None and runner.lm_head.blocks.kind == "q8_0"
     assert backend.describe()["engine"]["products"] == "c-kernel (exact blocks: 120 q4_1, 1 q8_0 of 121 matrices)"
     prompts = [backend.prompt_ids(ask(q)) for q in QUESTIONS]

@@ -83,7 +83,7 @@ class LlamaRunner:
         self.embedding = None if tied else inner.embed_tokens.weight.detach()
         # How the weights are multiplied, for the status: the block kernel (and how many matrices it holds) or
         # torch, and why.
-        self.products = why_not or _described_blocks([self.lm_head, *(m for layer in self.layers for m in layer)])
+        self.products = why_not or _described_blocks(self.linears)
         positions = torch.arange(config.max_position_embeddings, device=self.device)
         cos, sin = inner.rotary_emb(self.norm[None], positions[None])
         self.cos, self.sin = cos[0], sin[0]  # [positions, head_dim]
@@ -101,6 +101,11 @@ class LlamaRunner:
             except KernelUnavailable as exc:
                 log.warning("decode attention runs in torch: %s", exc)
                 self.attention = f"torch ({exc})"
+
+    @property
+    def linears(self) -> list[Linear]:
+        """Every weight matrix the runner multiplies by: the output layer, then each layer's."""
+        return [self.lm_head, *(linear for layer in self.layers for linear in layer)]
 
     @staticmethod
     def supports(model: Any) -> str | None:
