@@ -188,6 +188,7 @@ def test_native_weights_give_a_sequence_bitwise_the_same_logits_alone_and_batche
     assert all(linear.blocks is not None for linear in runner.linears)
     assert runner.lm_head.blocks is not None and runner.lm_head.blocks.kind == "q8_0"
     assert backend.describe()["engine"]["products"] == "c-kernel (exact blocks: 120 q4_1, 1 q8_0 of 121 matrices)"
+    assert backend.describe()["engine"]["elementwise"] == "c-kernel"
     prompts = [backend.prompt_ids(ask(q)) for q in QUESTIONS]
     with torch.inference_mode():
         _, together = decoded(runner, prompts, 6)
@@ -365,7 +366,7 @@ def test_rows_with_a_shared_start_beside_a_prompt_being_read_attend_alike_in_the
         assert b.argmax(-1).tolist() == a.argmax(-1).tolist()
 
 
-def test_without_a_c_compiler_attention_and_products_run_in_torch_and_the_status_says_why(
+def test_without_a_c_compiler_attention_products_and_elementwise_work_run_in_torch_and_the_status_says_why(
         backend: HfLocalBackend, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CC", "/nonexistent/cc")
     build_kernel.cache_clear()
@@ -375,6 +376,7 @@ def test_without_a_c_compiler_attention_and_products_run_in_torch_and_the_status
         why = "cannot run the C compiler '/nonexistent/cc': No such file or directory (set CC to one)"
         assert other.describe()["engine"]["attention"] == f"torch ({why})"
         assert other.describe()["engine"]["products"] == f"torch ({why})"  # native weights packed for MKL
+        assert other.describe()["engine"]["elementwise"] == f"torch ({why})"
         assert all(layer.qkv.mkl is not None and layer.qkv.blocks is None for layer in other.runner.layers)
         assert other.generate(ask(QUESTIONS[0])).text == backend.generate(ask(QUESTIONS[0])).text
     finally:

@@ -17,6 +17,7 @@ from aios.llm.core import GenerationRequest, SamplingParams
 from aios.llm.hf import HfLocalBackend
 from aios.llm.hf import backend as backend_module
 from aios.llm.hf.loader import _embedded_gguf, find_model
+from test_engine import ask, started
 
 CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
 WEATHER_TOOL = {"type": "function", "function": {
@@ -72,9 +73,11 @@ def test_a_cancelled_request_stops_at_the_next_token(backend: HfLocalBackend) ->
 
 def test_cancelling_the_awaiting_task_cancels_the_generation(backend: HfLocalBackend) -> None:
     async def main() -> GenerationRequest:
-        request = GenerationRequest(CAPITAL, greedy(max_new_tokens=500))
+        # A reply far longer than the wait for its first step (a short one could end before the cancel).
+        request = ask("Tell me a very long story.", 2000)
+        running = started(request)
         task = asyncio.create_task(backend.complete(request))
-        await asyncio.sleep(0.2)
+        await running.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

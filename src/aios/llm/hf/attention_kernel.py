@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from aios.llm.hf.cbuild import KernelUnavailable, build
+from aios.llm.hf.cbuild import KernelUnavailable, build, function
 
 LANES = 16  # floats in the kernel's vector type
 MAX_GROUP = 16  # query heads per key head it keeps in registers
@@ -46,8 +46,8 @@ class DecodeAttention:
         self.head_dim, self.group = head_dim, group
         # -ffast-math lets the compiler vectorize the sums and the exponentials (glibc's vector expf); the kernel
         # never relies on infinities or NaN.
-        self._function = build("attention_kernel.c", "decode_attention", _ARGUMENTS, ("-ffast-math",),
-                               (("HEAD_DIM", head_dim), ("GROUP", group)))
+        library = build("attention_kernel.c", ("-ffast-math",), (("HEAD_DIM", head_dim), ("GROUP", group)))
+        self._function = function(library, "decode_attention", _ARGUMENTS)
 
     def rows(self, tokens: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor, written: torch.Tensor,
              longest: int) -> DecodeRows:

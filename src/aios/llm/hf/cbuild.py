@@ -29,10 +29,9 @@ class KernelUnavailable(Exception):
 
 
 @functools.cache
-def build(source: str, function: str, argtypes: tuple[type, ...], flags: tuple[str, ...] = (),
-          defines: tuple[tuple[str, int], ...] = ()) -> ctypes._CFuncPtr:
-    """``function`` (taking ``argtypes``, returning nothing) of the kernel ``source`` (a file name beside this
-    module) compiled with its own ``flags`` and ``defines`` as ``-DNAME=VALUE``."""
+def build(source: str, flags: tuple[str, ...] = (), defines: tuple[tuple[str, int], ...] = ()) -> ctypes.CDLL:
+    """The kernel ``source`` (a file name beside this module) compiled with its own ``flags`` and ``defines`` as
+    ``-DNAME=VALUE``, and loaded; take its functions with :func:`function`."""
     compiler = shlex.split(os.environ.get("CC") or "cc")
     flags = [*COMPILE, *flags, *(f"-D{name}={value}" for name, value in defines)]
     with tempfile.TemporaryDirectory(prefix="aios-kernel-") as folder:
@@ -43,14 +42,20 @@ def build(source: str, function: str, argtypes: tuple[type, ...], flags: tuple[s
         # library (one soname), so it runs on torch's threads. The file can go once loaded.
         runtimes = openmp_runtimes()
         try:
-            loaded = getattr(ctypes.CDLL(str(library)), function)
-        except (OSError, AttributeError) as exc:  # e.g. a temp dir mounted noexec
+            loaded = ctypes.CDLL(str(library))
+        except OSError as exc:  # e.g. a temp dir mounted noexec
             raise KernelUnavailable(f"the compiled kernel does not load: {exc}") from exc
     added = openmp_runtimes() - runtimes
     if runtimes and added:
         # Another OpenMP (torch built with Intel's or LLVM's): its threads and torch's would contend for the cores.
         raise KernelUnavailable(f"it would bring a second OpenMP runtime ({', '.join(sorted(added))}) beside "
                                 f"torch's ({', '.join(sorted(runtimes))})")
+    return loaded
+
+
+def function(library: ctypes.CDLL, name: str, argtypes: tuple[type, ...]) -> ctypes._CFuncPtr:
+    """The function ``name`` of a built kernel, taking ``argtypes`` and returning nothing."""
+    loaded = getattr(library, name)
     loaded.argtypes, loaded.restype = list(argtypes), None
     return loaded
 

@@ -666,6 +666,7 @@ class Engine:
             "decode": self.runner.decode_mode,
             "attention": self.runner.attention,
             "products": self.runner.products,
+            "elementwise": self.runner.elementwise,
             "prefill_chunk": self.prefill_chunk,
         }
 

@@ -29,6 +29,7 @@ from aios.errors import BadRequest
 from aios.llm.hf.attention_kernel import DecodeAttention, DecodeRows, load as load_kernel
 from aios.llm.hf.blocks import BlockProducts
 from aios.llm.hf.cbuild import KernelUnavailable
+from aios.llm.hf.elementwise import Elementwise, load as load_elementwise
 from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs
 from aios.llm.hf.kv import SharedKV, SlotKV
 from aios.llm.hf.weights import CPU_FORMATS, FormatError, Linear, WeightFormat
@@ -87,6 +88,9 @@ class LlamaRunner:
         positions = torch.arange(config.max_position_embeddings, device=self.device)
         cos, sin = inner.rotary_emb(self.norm[None], positions[None])
         self.cos, self.sin = cos[0], sin[0]  # [positions, head_dim]
+        # The norms, the rotary embedding and the gate: in C on a CPU where it can be built, else in torch.
+        self.ops: Elementwise
+        self.ops, self.elementwise = load_elementwise(self.eps, self.device, self.dtype)
         # Decode steps replay CUDA graphs on a GPU; anything else (a CPU, prompt pieces, shared starts) runs eagerly.
         self.graphs = DecodeGraphs(self) if self.device.type == "cuda" else None
         self.group_pieces = self.device.type == "cuda"  # see _Plan
@@ -146,22 +150,21 @@ class LlamaRunner:
         return self._run(_DecodePlan(inputs, kv, self.dtype, base, self.heads // self.kv_heads))
 
     def _run(self, plan: "_Plan | _DecodePlan") -> torch.Tensor:
+        ops = self.ops
         x = self.lm_head.weight_rows(plan.ids) if self.embedding is None else self.embedding[plan.ids]
-        cos, sin = self.cos[plan.positions].unsqueeze(1), self.sin[plan.positions].unsqueeze(1)
+        cos, sin = self.cos[plan.positions], self.sin[plan.positions]
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        pending = None  # the last sublayer's output: added to x where the next norm reads it
         for index, layer in enumerate(self.layers):
-            h = F.rms_norm(x, layer.norm1.shape, layer.norm1, self.eps)
+            x, h = ops.add_norm(x, pending, layer.norm1)
             qkv = layer.qkv(h)
             # Queries and keys sit side by side in the fused output: one rotation turns both.
-            qk = _rotate(qkv[:, :q_size + kv_size].view(-1, self.heads + self.kv_heads, self.head_dim), cos, sin)
+            qk = ops.rotate(qkv, self.heads + self.kv_heads, self.head_dim, cos, sin)
             q, k = qk[:, :self.heads], qk[:, self.heads:]
             v = qkv[:, q_size + kv_size:].view(-1, self.kv_heads, self.head_dim)
-            attended = plan.attend(q, k, v, index)
-            x = x + layer.o(attended)
-            h = F.rms_norm(x, layer.norm2.shape, layer.norm2, self.eps)
-            gate, up = layer.gate_up(h).chunk(2, dim=-1)
-            x = x + layer.down(F.silu(gate) * up)
-        x = F.rms_norm(x[plan.logit_rows], self.norm.shape, self.norm, self.eps)
+            x, h = ops.add_norm(x, layer.o(plan.attend(q, k, v, index)), layer.norm2)
+            pending = layer.down(ops.gate(layer.gate_up(h)))
+        x = F.rms_norm((x + pending)[plan.logit_rows], self.norm.shape, self.norm, self.eps)
         if len(x) == 1 and not self.lm_head.row_invariant:
             # A plain matrix (a tied output layer, see Linear) is multiplied by a single row with another kernel
             # than by several (its last bits differ), so it goes as two: a reply's logits are then bitwise the same
@@ -210,12 +213,6 @@ def _described_blocks(linears: list[Linear]) -> str:
         return "torch (no weight matrix is exactly a GGUF block format)"
     counts = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
     return f"c-kernel (exact blocks: {counts} of {len(linears)} matrices)"
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
 
 
 class _Plan:
@@ -510,7 +507,7 @@ class TransformersRunner:
     name = "transformers"
     attends_shared = False  # the module sees a row as the whole cache: sequences never get a ``base`` here
     decode_mode = "eager (transformers)"
-    attention = products = "transformers"
+    attention = products = elementwise = "transformers"
 
     def __init__(self, model: Any) -> None:
         self.model, self.config, self.device, self.dtype = model, model.config, model.device, model.dtype
