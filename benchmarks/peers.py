@@ -182,10 +182,11 @@ def healthy(server: Server) -> bool:
 
 
 def kernel_engine(server: Server) -> str:
-    """How the kernel computes, from its ``/status``: where decode tokens attend (``engine.attention``) and how
-    the weights are multiplied (``engine.products``)."""
+    """How the kernel computes, from its ``/status``: where decode tokens attend (``engine.attention``), how the
+    weights are multiplied (``engine.products``) and where the element-wise work runs (``engine.elementwise``)."""
     engine = httpx.get(server.url + "/status", timeout=10).json()["llms"][0]["engine"]
-    return f"decode attention `{engine['attention']}`, products `{engine['products']}`"
+    return (f"decode attention `{engine['attention']}`, products `{engine['products']}`, element-wise work "
+            f"`{engine['elementwise']}`")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -16,22 +16,27 @@ import argparse
 import platform
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from aios.config import EMBEDDED_MODEL, load_config
-from aios.llm.hf.blocks import BlockProducts, Blocks
+from aios.llm.hf.attention_kernel import DecodeAttention
+from aios.llm.hf.blocks import BlockProducts
+from aios.llm.hf.elementwise import KernelElementwise
 from aios.llm.hf.kv import SlotKV
 from aios.llm.hf.loader import find_model, load_model
 from aios.llm.hf.runner import Chunk, LlamaRunner, _Plan
 from aios.llm.hf.weights import Linear
 
 BLOCKS = "blocks::block_matmul"  # the block kernel's calls, which the profiler sees only as this label
+KERNELS = ((BlockProducts, "__call__", BLOCKS), (DecodeAttention, "__call__", "attention::decode_attention"),
+           *((KernelElementwise, name, f"elementwise::{name}") for name in ("add_norm", "rotate", "gate")))
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm_for_cpu",
            "mkldnn::_linear_pointwise", "mkl::_mkl_linear", BLOCKS)
 
@@ -70,7 +75,7 @@ def main() -> None:
             without_products = step_s(runner, chunks, kv, args.steps, skipped=((Linear, "__call__", _no_product),))
             without_attention = step_s(runner, chunks, kv, args.steps, skipped=(
                 (Linear, "__call__", _no_product), (_Plan, "attend", _no_attention)))
-            with profile(activities=[ProfilerActivity.CPU]) as prof, labelled_block_products():
+            with profile(activities=[ProfilerActivity.CPU]) as prof, labelled_kernels():
                 runner.forward(chunks, kv)
         total = sum(e.self_cpu_time_total for e in prof.key_averages())
         mm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS)
@@ -141,16 +146,21 @@ def held_bytes(runner: LlamaRunner) -> int:
 
 
 @contextmanager
-def labelled_block_products() -> Iterator[None]:
-    """The block kernel's calls under one label in the profile (a ctypes call is not a torch op)."""
-    product = BlockProducts.__call__
-
-    def labelled(self: BlockProducts, x: torch.Tensor, blocks: Blocks) -> torch.Tensor:
-        with record_function(BLOCKS):
-            return product(self, x, blocks)
-
-    with mock.patch.object(BlockProducts, "__call__", labelled):
+def labelled_kernels() -> Iterator[None]:
+    """The C kernels' calls under their labels in the profile (a ctypes call is not a torch op, and without a
+    label its time would be missing from the profile's total)."""
+    with ExitStack() as patches:
+        for owner, name, label in KERNELS:
+            patches.enter_context(mock.patch.object(owner, name, _labelled(getattr(owner, name), label)))
         yield
+
+
+def _labelled(method: Callable[..., Any], label: str) -> Callable[..., Any]:
+    def labelled(*args: Any) -> Any:
+        with record_function(label):
+            return method(*args)
+
+    return labelled
 
 
 def _no_product(linear: Linear, x: torch.Tensor) -> torch.Tensor:

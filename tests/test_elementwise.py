@@ -65,20 +65,21 @@ def test_the_gate_is_silu_of_the_gate_times_up(kernel: KernelElementwise, width:
 
 
 def test_each_row_is_computed_the_same_alone_and_among_others(kernel: KernelElementwise) -> None:
-    """Rows of 72 floats start at every alignment; 100 rows go over threads, one row stays on this one."""
-    rows, hidden, heads, head_dim = 100, 72, 4, 24
+    """Rows of 75 floats (and heads of 26) start at many alignments, the last elements past the vectors; 100 rows
+    go over threads, one row alone stays on this one, in a buffer of its own."""
+    rows, hidden, heads, head_dim = 100, 75, 4, 26
     x, y, weight = randn(rows, hidden), randn(rows, hidden, seed=1), randn(hidden, seed=2)
     qkv, angles = randn(rows, (heads + 1) * head_dim, seed=4), randn(rows, head_dim, seed=5)
     gate_up = randn(rows, 2 * hidden, seed=6)
     _, normed = kernel.add_norm(x.clone(), y, weight)
     turned = kernel.rotate(qkv.clone(), heads, head_dim, angles.cos(), angles.sin())
     gated = kernel.gate(gate_up)
-    for i in (0, 1, 37, 99):
+    for i in (0, 1, 37, 98, 99):
         one = slice(i, i + 1)
-        assert torch.equal(kernel.add_norm(x[one].clone(), y[one], weight)[1], normed[one])
+        assert torch.equal(kernel.add_norm(x[one].clone(), y[one].clone(), weight)[1], normed[one])
         assert torch.equal(kernel.rotate(qkv[one].clone(), heads, head_dim, angles[one].cos(), angles[one].sin()),
                            turned[one])
-        assert torch.equal(kernel.gate(gate_up[one]), gated[one])
+        assert torch.equal(kernel.gate(gate_up[one].clone()), gated[one])
 
 
 def test_strided_inputs_are_read_as_contiguous_ones(kernel: KernelElementwise) -> None:
@@ -94,9 +95,11 @@ def test_strided_inputs_are_read_as_contiguous_ones(kernel: KernelElementwise) -
     (lambda k: k.add_norm(torch.zeros(2, 8, dtype=torch.float64), None, torch.ones(8)), "not float64 [2, 8]"),
     (lambda k: k.add_norm(torch.zeros(2, 8), torch.zeros(3, 8), torch.ones(8)), "fp32 [2, 8] CPU tensors, not float32 [3, 8]"),
     (lambda k: k.add_norm(torch.zeros(2, 8), None, torch.ones(9)), "fp32 [8] CPU tensors, not float32 [9]"),
-    (lambda k: k.add_norm(torch.zeros(8), None, torch.ones(8)), "not float32 [8]"),
+    (lambda k: k.add_norm(torch.zeros(8), None, torch.ones(8)), "the norm takes [tokens, hidden] rows, not [8]"),
     (lambda k: k.rotate(torch.zeros(2, 32), 3, 16, torch.ones(2, 16), torch.ones(2, 16)),
-     "fp32 [2, 48] CPU tensors, not float32 [2, 32]"),  # fewer columns than the heads to turn
+     "3 heads of 16 needs an even head size and [tokens, at least 48] rows, not [2, 32]"),
+    (lambda k: k.rotate(torch.zeros(2, 64), 3, 15, torch.ones(2, 15), torch.ones(2, 15)), "3 heads of 15 needs"),
+    (lambda k: k.rotate(torch.zeros(64), 3, 16, torch.ones(2, 16), torch.ones(2, 16)), "rows, not [64]"),
     (lambda k: k.rotate(torch.zeros(2, 64), 3, 16, torch.ones(1, 16), torch.ones(2, 16)),
      "fp32 [2, 16] CPU tensors, not float32 [1, 16]"),
     (lambda k: k.gate(torch.zeros(2, 7)), "fp32 [2, 6] CPU tensors, not float32 [2, 7]"),

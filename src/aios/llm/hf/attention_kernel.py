@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from aios.llm.hf.cbuild import KernelUnavailable, build, function
+from aios.llm.hf.cbuild import KernelUnavailable, bind, build
 
 LANES = 16  # floats in the kernel's vector type
 MAX_GROUP = 16  # query heads per key head it keeps in registers
@@ -47,7 +47,7 @@ class DecodeAttention:
         # -ffast-math lets the compiler vectorize the sums and the exponentials (glibc's vector expf); the kernel
         # never relies on infinities or NaN.
         library = build("attention_kernel.c", ("-ffast-math",), (("HEAD_DIM", head_dim), ("GROUP", group)))
-        self._function = function(library, "decode_attention", _ARGUMENTS)
+        self._function = bind(library, "decode_attention", _ARGUMENTS)
 
     def rows(self, tokens: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor, written: torch.Tensor,
              longest: int) -> DecodeRows:

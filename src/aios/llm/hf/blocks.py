@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from aios.llm.hf.cbuild import build, function
+from aios.llm.hf.cbuild import bind, build
 
 GROUP = 32  # inputs per block (Q4_1's and Q8_0's)
 PANEL = 32  # outputs the kernel computes together
@@ -130,7 +130,7 @@ class BlockProducts:
 
     def __init__(self) -> None:
         # No contraction: every multiply-add the kernel fuses it fuses explicitly, the same in each inlined copy.
-        self._function = function(build("blocks_kernel.c", ("-ffp-contract=off",)), "block_matmul", _ARGUMENTS)
+        self._function = bind(build("blocks_kernel.c", ("-ffp-contract=off",)), "block_matmul", _ARGUMENTS)
         self._local = threading.local()
 
     def __call__(self, x: torch.Tensor, blocks: Blocks) -> torch.Tensor:

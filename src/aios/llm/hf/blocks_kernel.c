@@ -130,9 +130,10 @@ static void pass(int64_t rows, const float *x, int64_t K, int64_t k0, const floa
     }
 }
 
-/* Panel p's input block g of the next panel fetched ahead into the cache: with few rows a panel is computed
-   sooner than memory answers, and the hardware's prefetcher is slow to follow the stream into the next panel
-   (measured: a decode step's products 1.2x faster at 1-4 rows, the same at 16). */
+/* Block g of panel p + 1, fetched into the cache while panel p's block g is computed: with few rows a panel is
+   computed sooner than memory answers, and the hardware's prefetcher is slow to follow the stream into the next
+   panel (measured: a decode step's products 1.2x faster at 1-4 rows, the same at 16). The last panel of a
+   thread's share fetches the next thread's first: wasted, harmless. */
 static inline void fetch_ahead(const uint8_t *q, const float *scales, int64_t block_bytes) {
     for (int64_t line = 0; line < block_bytes; line += LINE) __builtin_prefetch((const char *)q + line);
     for (int64_t line = 0; line < 2 * NR * (int64_t)sizeof(float); line += LINE)
@@ -165,6 +166,7 @@ void block_matmul(int64_t M, int64_t N, int64_t K, const float *x, const uint8_t
                     if (p + 1 < panels) fetch_ahead(qp + (groups + g) * block_bytes, sp + (groups + g) * 2 * NR,
                                                     block_bytes);
                     restore(bits, qp + g * block_bytes, sp + g * 2 * NR, block);
+                    /* The rows left over the passes left, rounded down: from 1 to MR, as M <= passes * MR. */
                     for (int64_t i = 0, m = 0, rows; i < passes; i++, m += rows) {
                         rows = (M - m) / (passes - i);
                         pass(rows, x + m * K, K, g * GROUP, block, out + m * N, N);

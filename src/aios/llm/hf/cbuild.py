@@ -31,7 +31,7 @@ class KernelUnavailable(Exception):
 @functools.cache
 def build(source: str, flags: tuple[str, ...] = (), defines: tuple[tuple[str, int], ...] = ()) -> ctypes.CDLL:
     """The kernel ``source`` (a file name beside this module) compiled with its own ``flags`` and ``defines`` as
-    ``-DNAME=VALUE``, and loaded; take its functions with :func:`function`."""
+    ``-DNAME=VALUE``, and loaded; take its functions with :func:`bind`."""
     compiler = shlex.split(os.environ.get("CC") or "cc")
     flags = [*COMPILE, *flags, *(f"-D{name}={value}" for name, value in defines)]
     with tempfile.TemporaryDirectory(prefix="aios-kernel-") as folder:
@@ -53,9 +53,13 @@ def build(source: str, flags: tuple[str, ...] = (), defines: tuple[tuple[str, in
     return loaded
 
 
-def function(library: ctypes.CDLL, name: str, argtypes: tuple[type, ...]) -> ctypes._CFuncPtr:
-    """The function ``name`` of a built kernel, taking ``argtypes`` and returning nothing."""
-    loaded = getattr(library, name)
+def bind(library: ctypes.CDLL, name: str, argtypes: tuple[type, ...]) -> ctypes._CFuncPtr:
+    """The function ``name`` of a built kernel, taking ``argtypes`` and returning nothing (a binding of its own:
+    another of the same name keeps its types)."""
+    try:
+        loaded = library[name]
+    except AttributeError as exc:  # e.g. CC compiles C++ (mangled names) or hides symbols
+        raise KernelUnavailable(f"the compiled kernel has no function {name!r}") from exc
     loaded.argtypes, loaded.restype = list(argtypes), None
     return loaded
 

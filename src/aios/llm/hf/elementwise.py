@@ -3,9 +3,9 @@ it, the rotary embedding of queries and keys, and SwiGLU's gate.
 
 :class:`Elementwise` does it in torch, on any device and dtype. :class:`KernelElementwise` does it on a CPU in one
 C call each (``elementwise_kernel.c``, compiled when the model loads, like the other kernels): torch spends about
-ten operations on an RMS norm alone, each paying its dispatch, and in a decode step these small operations took
-longer than attention; in C a decode step is 1.1-1.25x faster at 1-32 rows (BENCHMARKS.md, "Engine speed
-against its targets (CPU)"). Each row is computed the same whatever the rows beside it.
+ten operations on an RMS norm alone, each paying its dispatch, and inside a decode step of 16 rows these small
+operations took longer than attention; in C a decode step is 1.12-1.21x faster at 1-32 rows (BENCHMARKS.md,
+"Engine speed against its targets (CPU)"). Each row is computed the same whatever the rows beside it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from aios.llm.hf.cbuild import KernelUnavailable, build, function
+from aios.llm.hf.cbuild import KernelUnavailable, bind, build
 
 log = logging.getLogger(__name__)
 _P, _I = ctypes.c_void_p, ctypes.c_int64
@@ -58,13 +58,16 @@ class KernelElementwise(Elementwise):
 
     def __init__(self, eps: float) -> None:
         super().__init__(eps)
-        library = build("elementwise_kernel.c", ("-ffast-math",))  # fast math: glibc's vector expf for the gate
-        self._add_norm = function(library, "add_rms_norm", (_I, _I, _P, _P, _P, ctypes.c_float, _P, ctypes.c_int))
-        self._rotate = function(library, "rotate", (_I, _I, _I, _I, _P, _P, _P, ctypes.c_int))
-        self._gate = function(library, "gate", (_I, _I, _P, _P, ctypes.c_int))
+        # Fast math: glibc's vector expf for the gate (and the CPU's reciprocal square root for the norm).
+        library = build("elementwise_kernel.c", ("-ffast-math",))
+        self._add_norm = bind(library, "add_rms_norm", (_I, _I, _P, _P, _P, ctypes.c_float, _P, ctypes.c_int))
+        self._rotate = bind(library, "rotate", (_I, _I, _I, _I, _P, _P, _P, ctypes.c_int))
+        self._gate = bind(library, "gate", (_I, _I, _P, _P, ctypes.c_int))
 
     def add_norm(self, x: torch.Tensor, y: torch.Tensor | None,
                  weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.dim() != 2:
+            raise ValueError(f"the norm takes [tokens, hidden] rows, not {list(x.shape)}")
         x = _checked(x, x.shape)
         if y is not None:
             y = _checked(y, x.shape)
@@ -76,8 +79,11 @@ class KernelElementwise(Elementwise):
 
     def rotate(self, qkv: torch.Tensor, heads: int, head_dim: int, cos: torch.Tensor,
                sin: torch.Tensor) -> torch.Tensor:
+        if qkv.dim() != 2 or qkv.shape[1] < heads * head_dim or head_dim % 2:
+            raise ValueError(f"the rotary embedding of {heads} heads of {head_dim} needs an even head size and "
+                             f"[tokens, at least {heads * head_dim}] rows, not {list(qkv.shape)}")
         tokens = len(qkv)
-        qkv = _checked(qkv, (tokens, max(qkv.shape[-1], heads * head_dim)))  # room for the heads turned
+        qkv = _checked(qkv, qkv.shape)
         cos, sin = _checked(cos, (tokens, head_dim)), _checked(sin, (tokens, head_dim))
         self._rotate(tokens, qkv.shape[1], heads, head_dim, qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(),
                      torch.get_num_threads())

@@ -3,14 +3,19 @@
 
    Why not torch: there each is several operations (an RMS norm alone is about ten: copies, a power, a mean, an
    add, a reciprocal square root, products), each paying its dispatch with the caches cold from the matrix
-   product before it: in a decode step of 16 rows they took longer than attention (BENCHMARKS.md, "Engine speed
-   against its targets (CPU)").
+   product before it. Timed inside a decode step of 16 rows, the time between the products and attention (these
+   operations, mostly) was 10.8 of 42 ms, attention 6.6 ms (BENCHMARKS.md, "Engine speed against its targets
+   (CPU)").
 
-   Each row is computed on its own by the same operations in the same order, whatever its place in the batch: the
-   loops run over explicit vectors of LANES floats from the row's start (a compiler's own vectorizing may peel a
-   few elements to reach an aligned address, and compute them otherwise), and the last D % LANES elements one by
-   one. So a row's result never depends on the rows beside it. A prompt's many rows are split over torch's OpenMP
-   threads; a decode step's few stay on the calling thread. */
+   Each row is computed on its own by the same operations in the same order, whatever its place in the batch:
+   every element goes through the same vector code, LANES floats at a time from the row's start (the last few
+   loaded into a vector padded with zeros), never through a compiler's own vectorizing, which may take some
+   elements apart from the others (to reach an aligned address, or by a check of the addresses at run time) and
+   compute them another way. So a row's result never depends on the rows beside it. A prompt's many rows are
+   split over torch's OpenMP threads; a decode step's few stay on the calling thread.
+
+   Compiled with -ffast-math (for glibc's vector expf): the norm's reciprocal square root is then the CPU's
+   approximation refined by a Newton step, the same for every row. */
 
 #include <math.h>
 #include <omp.h>
@@ -22,6 +27,25 @@
 /* LANES floats at any 4-byte-aligned address. */
 typedef float vec __attribute__((vector_size(LANES * sizeof(float)), aligned(sizeof(float))));
 
+/* How many of the elements left go in the next vector. */
+static inline int64_t upto(int64_t left) { return left < LANES ? left : LANES; }
+
+/* n (at most LANES) floats from p, the lanes past them zero. */
+static inline vec load(const float *p, int64_t n) {
+    if (n == LANES) return *(const vec *)p;
+    vec v = {0};
+    for (int64_t i = 0; i < n; i++) v[i] = p[i];
+    return v;
+}
+
+static inline void store(float *p, vec v, int64_t n) {
+    if (n == LANES) {
+        *(vec *)p = v;
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) p[i] = v[i];
+}
+
 static inline float sum_lanes(vec x) {
     float s = 0.0f;
     for (int i = 0; i < LANES; i++) s += x[i];
@@ -32,35 +56,24 @@ static inline float sum_lanes(vec x) {
    weight. */
 void add_rms_norm(int64_t M, int64_t D, float *x, const float *y, const float *weight, float eps, float *out,
                   int threads) {
-    const int64_t body = D - D % LANES;
     #pragma omp parallel for num_threads(threads) schedule(static) if (M >= PARALLEL_ROWS)
     for (int64_t r = 0; r < M; r++) {
         float *row = x + r * D, *normed = out + r * D;
         vec squares = {0};
-        float tail = 0.0f;
-        for (int64_t i = 0; i < body; i += LANES) {
-            vec *v = (vec *)(row + i);
-            if (y) *v += *(const vec *)(y + r * D + i);
-            squares += *v * *v;
+        for (int64_t i = 0, n; i < D; i += n) {
+            n = upto(D - i);
+            vec v = load(row + i, n);
+            if (y) {
+                v += load(y + r * D + i, n);
+                store(row + i, v, n);
+            }
+            squares += v * v;
         }
-        for (int64_t i = body; i < D; i++) {
-            if (y) row[i] += y[r * D + i];
-            tail += row[i] * row[i];
+        const float scale = 1.0f / sqrtf(sum_lanes(squares) / (float)D + eps);
+        for (int64_t i = 0, n; i < D; i += n) {
+            n = upto(D - i);
+            store(normed + i, load(row + i, n) * scale * load(weight + i, n), n);
         }
-        const float scale = 1.0f / sqrtf((sum_lanes(squares) + tail) / (float)D + eps);
-        for (int64_t i = 0; i < body; i += LANES)
-            *(vec *)(normed + i) = *(const vec *)(row + i) * scale * *(const vec *)(weight + i);
-        for (int64_t i = body; i < D; i++) normed[i] = row[i] * scale * weight[i];
-    }
-}
-
-/* x1 cos - x2 sin and x2 cos + x1 sin for n elements of a head's halves (x1 at x, x2 at x + half; c and s the
-   cos and sin of the head's position at the same places). */
-static inline void turn(float *x, const float *c, const float *s, int64_t half, int64_t from, int64_t n) {
-    for (int64_t i = from; i < from + n; i++) {
-        const float x1 = x[i], x2 = x[i + half];
-        x[i] = x1 * c[i] - x2 * s[i];
-        x[i + half] = x2 * c[i + half] + x1 * s[i + half];
     }
 }
 
@@ -69,37 +82,34 @@ static inline void turn(float *x, const float *c, const float *s, int64_t half, 
    x2 cos + x1 sin. */
 void rotate(int64_t M, int64_t stride, int64_t heads, int64_t D, float *qkv, const float *cos, const float *sin,
             int threads) {
-    const int64_t half = D / 2, body = half - half % LANES;
+    const int64_t half = D / 2;
     #pragma omp parallel for num_threads(threads) schedule(static) if (M >= PARALLEL_ROWS)
     for (int64_t r = 0; r < M; r++) {
         const float *c = cos + r * D, *s = sin + r * D;
         for (int64_t h = 0; h < heads; h++) {
             float *x = qkv + r * stride + h * D;
-            for (int64_t i = 0; i < body; i += LANES) {
-                vec *x1 = (vec *)(x + i), *x2 = (vec *)(x + half + i);
-                const vec a = *x1, b = *x2;
-                *x1 = a * *(const vec *)(c + i) - b * *(const vec *)(s + i);
-                *x2 = b * *(const vec *)(c + half + i) + a * *(const vec *)(s + half + i);
+            for (int64_t i = 0, n; i < half; i += n) {
+                n = upto(half - i);
+                const vec x1 = load(x + i, n), x2 = load(x + half + i, n);
+                store(x + i, x1 * load(c + i, n) - x2 * load(s + i, n), n);
+                store(x + half + i, x2 * load(c + half + i, n) + x1 * load(s + half + i, n), n);
             }
-            turn(x, c, s, half, body, half - body);
         }
     }
 }
 
 /* gate_up: [M, 2 I], each row's gate then its up projection; out: [M, I] = silu(gate) * up. */
 void gate(int64_t M, int64_t I, const float *gate_up, float *out, int threads) {
-    const int64_t body = I - I % LANES;
     #pragma omp parallel for num_threads(threads) schedule(static) if (M >= PARALLEL_ROWS)
     for (int64_t r = 0; r < M; r++) {
         const float *g = gate_up + r * 2 * I, *u = g + I;
-        float *o = out + r * I;
-        for (int64_t i = 0; i < body; i += LANES) {
-            const vec v = *(const vec *)(g + i);
+        for (int64_t i = 0, n; i < I; i += n) {
+            n = upto(I - i);
+            const vec v = load(g + i, n);
             vec e;
             #pragma omp simd
             for (int l = 0; l < LANES; l++) e[l] = expf(-v[l]);
-            *(vec *)(o + i) = v / (1.0f + e) * *(const vec *)(u + i);
+            store(out + r * I + i, v / (1.0f + e) * load(u + i, n), n);
         }
-        for (int64_t i = body; i < I; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
     }
 }

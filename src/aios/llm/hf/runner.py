@@ -164,7 +164,7 @@ class LlamaRunner:
             v = qkv[:, q_size + kv_size:].view(-1, self.kv_heads, self.head_dim)
             x, h = ops.add_norm(x, layer.o(plan.attend(q, k, v, index)), layer.norm2)
             pending = layer.down(ops.gate(layer.gate_up(h)))
-        x = F.rms_norm((x + pending)[plan.logit_rows], self.norm.shape, self.norm, self.eps)
+        _, x = ops.add_norm(x[plan.logit_rows], pending[plan.logit_rows], self.norm)
         if len(x) == 1 and not self.lm_head.row_invariant:
             # A plain matrix (a tied output layer, see Linear) is multiplied by a single row with another kernel
             # than by several (its last bits differ), so it goes as two: a reply's logits are then bitwise the same
