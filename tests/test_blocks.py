@@ -12,6 +12,8 @@ import torch
 
 from aios.llm.hf import cbuild
 from aios.llm.hf.blocks import BlockProducts, exact_blocks
+from aios.llm.hf.cbuild import KernelUnavailable
+from aios.llm.hf.runner import _block_kernel
 from aios.llm.hf.weights import Linear, mkl_packs
 
 
@@ -128,26 +130,25 @@ def test_a_rows_product_is_the_same_whatever_rows_and_threads_are_beside_it(prod
     assert torch.equal(products(x[:7], blocks), whole[:7]) and torch.equal(products(x[:40], blocks), whole[:40])
 
 
-# Where the compiler targets no AVX-512 the kernel takes its generic vector code: same algorithm, same claims.
-GENERIC = ["cc -mno-avx512f"] if platform.machine() in ("x86_64", "AMD64") else []
+# A compiler that targets no AVX-512 (as on most desktop CPUs: AVX2 at most).
+WITHOUT_AVX512 = ["cc -mno-avx512f"] if platform.machine() in ("x86_64", "AMD64") else []
 
 
-@pytest.mark.parametrize("compiler", GENERIC)
-def test_the_generic_kernel_multiplies_alike(compiler: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("compiler", WITHOUT_AVX512)
+def test_without_avx512_the_kernel_is_refused_and_native_weights_stay_fp32_saying_why(
+        compiler: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CC", compiler)
     cbuild.build.cache_clear()
     try:
-        products = BlockProducts()
+        with pytest.raises(KernelUnavailable, match="^the block kernel needs AVX-512, which the C compiler's target "
+                                                    "lacks"):
+            BlockProducts()
+        kernel, why = _block_kernel("native", torch.device("cpu"), torch.float32)
     finally:
         cbuild.build.cache_clear()
-    for weight in (q4_1(96, 576), q8_0(64, 96)):
-        blocks = exact_blocks(weight)
-        x = torch.randn(30, weight.shape[1], generator=torch.Generator().manual_seed(3))
-        whole = products(x, blocks)
-        torch.testing.assert_close(whole, x @ weight.T, rtol=1e-5, atol=1e-5)
-        assert all(torch.equal(products(x[i:i + 1], blocks), whole[i:i + 1]) for i in (0, 13, 29))
-        identity = torch.eye(weight.shape[1])
-        assert torch.equal(products(identity, blocks), weight.T)  # every weight restored exactly
+    assert kernel is None and why.startswith("torch (the block kernel needs AVX-512")
+    linear = Linear(q4_1(64, 64), "native", block_kernel=kernel)
+    assert linear.blocks is None and linear.mkl is not None  # fp32, packed for MKL
 
 
 def test_strided_activations_are_multiplied_as_contiguous_ones(products: BlockProducts) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from aios.llm.hf.cbuild import bind, build
+from aios.llm.hf.cbuild import KernelUnavailable, bind, build
 
 GROUP = 32  # inputs per block (Q4_1's and Q8_0's)
 PANEL = 32  # outputs the kernel computes together
@@ -130,7 +130,11 @@ class BlockProducts:
 
     def __init__(self) -> None:
         # No contraction: every multiply-add the kernel fuses it fuses explicitly, the same in each inlined copy.
-        self._function = bind(build("blocks_kernel.c", ("-ffp-contract=off",)), "block_matmul", _ARGUMENTS)
+        library = build("blocks_kernel.c", ("-ffp-contract=off",))
+        if not bind(library, "block_kernel_built", (), ctypes.c_int)():
+            raise KernelUnavailable("the block kernel needs AVX-512, which the C compiler's target lacks (there "
+                                    "torch's fp32 products are faster)")
+        self._function = bind(library, "block_matmul", _ARGUMENTS)
         self._local = threading.local()
 
     def __call__(self, x: torch.Tensor, blocks: Blocks) -> torch.Tensor:

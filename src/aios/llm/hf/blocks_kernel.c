@@ -19,9 +19,21 @@
 
 #include <omp.h>
 #include <stdint.h>
+
+/* Whether this build holds the kernel. It is written for AVX-512: 2 x MR accumulators of 16 floats and the
+   weights' 2 vectors in its 32 registers. Built for less (AVX2's 16 registers of 8 floats, measured with
+   -mno-avx512f) its accumulators spill, and it was 2-3x slower than torch's fp32 products: there the runner
+   keeps those. */
+int block_kernel_built(void) {
+#ifdef __AVX512F__
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 #ifdef __AVX512F__
 #include <immintrin.h>
-#endif
 
 #define NR 32
 #define GROUP 32
@@ -33,44 +45,18 @@
 typedef float vec __attribute__((vector_size(LANES * sizeof(float)), aligned(sizeof(float))));
 typedef int32_t ivec __attribute__((vector_size(LANES * sizeof(int32_t)), aligned(sizeof(int32_t))));
 
-/* A fused multiply-add, lane by lane: one rounding, whatever the target (AVX-512, AVX2 with FMA, or none). */
-static inline vec fmadd(vec a, vec b, vec c) {
-#ifdef __AVX512F__
-    return (vec)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
-#else
-    vec r;
-    for (int i = 0; i < LANES; i++) r[i] = __builtin_fmaf(a[i], b[i], c[i]);
-    return r;
-#endif
-}
+/* A fused multiply-add, lane by lane: one rounding. */
+static inline vec fmadd(vec a, vec b, vec c) { return (vec)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c); }
 
-static inline vec broadcast(float a) {
-#ifdef __AVX512F__
-    return (vec)_mm512_set1_ps(a);
-#else
-    return (vec){0} + a;
-#endif
-}
+static inline vec broadcast(float a) { return (vec)_mm512_set1_ps(a); }
 
 /* 16 bytes (4 bits) or 16 of 32 bytes (8 bits) widened to 16 integers. */
 static inline ivec widen_u8(const uint8_t *bytes) {
-#ifdef __AVX512F__
     return (ivec)_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)bytes));
-#else
-    ivec v;
-    for (int i = 0; i < LANES; i++) v[i] = bytes[i];
-    return v;
-#endif
 }
 
 static inline ivec widen_i8(const int8_t *bytes) {
-#ifdef __AVX512F__
     return (ivec)_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)bytes));
-#else
-    ivec v;
-    for (int i = 0; i < LANES; i++) v[i] = bytes[i];
-    return v;
-#endif
 }
 
 static inline vec to_float(ivec v) { return __builtin_convertvector(v, vec); }
@@ -182,3 +168,4 @@ void block_matmul(int64_t M, int64_t N, int64_t K, const float *x, const uint8_t
         }
     }
 }
+#endif

@@ -53,14 +53,15 @@ def build(source: str, flags: tuple[str, ...] = (), defines: tuple[tuple[str, in
     return loaded
 
 
-def bind(library: ctypes.CDLL, name: str, argtypes: tuple[type, ...]) -> ctypes._CFuncPtr:
-    """The function ``name`` of a built kernel, taking ``argtypes`` and returning nothing (a binding of its own:
-    another of the same name keeps its types)."""
+def bind(library: ctypes.CDLL, name: str, argtypes: tuple[type, ...],
+         restype: type | None = None) -> ctypes._CFuncPtr:
+    """The function ``name`` of a built kernel, taking ``argtypes`` and returning ``restype`` (nothing by default;
+    a binding of its own: another of the same name keeps its types)."""
     try:
         loaded = library[name]
     except AttributeError as exc:  # e.g. CC compiles C++ (mangled names) or hides symbols
         raise KernelUnavailable(f"the compiled kernel has no function {name!r}") from exc
-    loaded.argtypes, loaded.restype = list(argtypes), None
+    loaded.argtypes, loaded.restype = list(argtypes), restype
     return loaded
 
 
