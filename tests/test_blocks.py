@@ -6,6 +6,7 @@ from __future__ import annotations
 import platform
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -130,22 +131,44 @@ def test_a_rows_product_is_the_same_whatever_rows_and_threads_are_beside_it(prod
     assert torch.equal(products(x[:7], blocks), whole[:7]) and torch.equal(products(x[:40], blocks), whole[:40])
 
 
-# A compiler that targets no AVX-512 (as on most desktop CPUs: AVX2 at most).
-WITHOUT_AVX512 = ["cc -mno-avx512f"] if platform.machine() in ("x86_64", "AMD64") else []
+# Compilers that target less than this CPU (x86 only): AVX2 and FMA but no AVX-512 (most desktop CPUs), and
+# neither.
+AVX2, NEITHER = (["cc -mno-avx512f"], ["cc -mno-avx512f -mno-avx2"]) if platform.machine() in ("x86_64", "AMD64") \
+    else ([], [])
 
 
-@pytest.mark.parametrize("compiler", WITHOUT_AVX512)
-def test_without_avx512_the_kernel_is_refused_and_native_weights_stay_fp32_saying_why(
-        compiler: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@contextmanager
+def compiled_by(compiler: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Kernels built in this block by ``compiler`` (the compiled ones are kept per process)."""
     monkeypatch.setenv("CC", compiler)
     cbuild.build.cache_clear()
     try:
-        with pytest.raises(KernelUnavailable, match="^the block kernel needs AVX-512, which the C compiler's target "
-                                                    "lacks"):
-            BlockProducts()
-        kernel, why = _block_kernel("native", torch.device("cpu"), torch.float32)
+        yield
     finally:
         cbuild.build.cache_clear()
+
+
+@pytest.mark.parametrize("compiler", AVX2)
+def test_the_avx2_build_gives_the_same_bits_as_this_cpus(compiler: str, products: BlockProducts,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    with compiled_by(compiler, monkeypatch):
+        avx2 = BlockProducts()
+    for weight in (q4_1(96, 576), q8_0(64, 96)):
+        blocks = exact_blocks(weight)
+        x = torch.randn(100, weight.shape[1], generator=torch.Generator().manual_seed(3))
+        for count in (1, 2, 3, 7, 8, 9, 30, 100):  # one pass, passes over L1 (2 rows each), the panel in L2
+            assert torch.equal(avx2(x[:count], blocks), products(x[:count], blocks)), f"{count} rows differ"
+        assert torch.equal(avx2(torch.eye(weight.shape[1]), blocks), weight.T)  # every weight restored exactly
+
+
+@pytest.mark.parametrize("compiler", NEITHER)
+def test_without_avx2_the_kernel_is_refused_and_native_weights_stay_fp32_saying_why(
+        compiler: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with compiled_by(compiler, monkeypatch):
+        with pytest.raises(KernelUnavailable, match="^the block kernel needs AVX-512, or AVX2 with FMA, which the "
+                                                    "C compiler's target lacks"):
+            BlockProducts()
+        kernel, why = _block_kernel("native", torch.device("cpu"), torch.float32)
     assert kernel is None and why.startswith("torch (the block kernel needs AVX-512")
     linear = Linear(q4_1(64, 64), "native", block_kernel=kernel)
     assert linear.blocks is None and linear.mkl is not None  # fp32, packed for MKL

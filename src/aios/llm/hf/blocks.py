@@ -132,8 +132,8 @@ class BlockProducts:
         # No contraction: every multiply-add the kernel fuses it fuses explicitly, the same in each inlined copy.
         library = build("blocks_kernel.c", ("-ffp-contract=off",))
         if not bind(library, "block_kernel_built", (), ctypes.c_int)():
-            raise KernelUnavailable("the block kernel needs AVX-512, which the C compiler's target lacks (there "
-                                    "torch's fp32 products are faster)")
+            raise KernelUnavailable("the block kernel needs AVX-512, or AVX2 with FMA, which the C compiler's "
+                                    "target lacks (there torch's fp32 products are faster)")
         self._function = bind(library, "block_matmul", _ARGUMENTS)
         self._local = threading.local()
 

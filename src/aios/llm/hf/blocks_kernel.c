@@ -20,37 +20,44 @@
 #include <omp.h>
 #include <stdint.h>
 
-/* Whether this build holds the kernel. It is written for AVX-512: 2 x MR accumulators of 16 floats and the
-   weights' 2 vectors in its 32 registers. Built for less (AVX2's 16 registers of 8 floats, measured with
-   -mno-avx512f) its accumulators spill, and it was 2-3x slower than torch's fp32 products: there the runner
-   keeps those. */
+/* Whether this build holds the kernel: it is written for AVX-512 (vectors of 16 floats, 32 registers) and for
+   AVX2 with FMA (vectors of 8, 16 registers: fewer rows a pass). The two give the same bits: the same fused
+   multiply-adds in the same order. Elsewhere (other CPUs, or a compiler targeting less) the runner keeps
+   torch's fp32 products: the same code in generic vectors, compiled for AVX2, was 2-3x slower than those. */
 int block_kernel_built(void) {
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
     return 1;
 #else
     return 0;
 #endif
 }
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 
 #define NR 32
 #define GROUP 32
+#ifdef __AVX512F__
 #define LANES 16
-#define MR 12 /* rows per pass: 2 x MR accumulators and the weights' 2 vectors fit AVX-512's 32 registers */
+#define MR 12 /* rows per pass: MR x NV accumulators and the weights' NV vectors fit the 32 vector registers */
+#else
+#define LANES 8
+#define MR 2 /* AVX2's 16 registers: 2 x 4 accumulators, 4 weight vectors, a broadcast (3 rows: no faster) */
+#endif
+#define NV (NR / LANES) /* vectors in a row of a panel */
 #define L1_ROWS (4 * MR) /* up to this many rows, a block is restored into L1 (beyond, a prompt's rows, into L2) */
 #define LINE 64
 
 typedef float vec __attribute__((vector_size(LANES * sizeof(float)), aligned(sizeof(float))));
 typedef int32_t ivec __attribute__((vector_size(LANES * sizeof(int32_t)), aligned(sizeof(int32_t))));
 
+#ifdef __AVX512F__
 /* A fused multiply-add, lane by lane: one rounding. */
 static inline vec fmadd(vec a, vec b, vec c) { return (vec)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c); }
 
 static inline vec broadcast(float a) { return (vec)_mm512_set1_ps(a); }
 
-/* 16 bytes (4 bits) or 16 of 32 bytes (8 bits) widened to 16 integers. */
+/* LANES bytes widened to LANES integers. */
 static inline ivec widen_u8(const uint8_t *bytes) {
     return (ivec)_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)bytes));
 }
@@ -58,24 +65,37 @@ static inline ivec widen_u8(const uint8_t *bytes) {
 static inline ivec widen_i8(const int8_t *bytes) {
     return (ivec)_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)bytes));
 }
+#else
+static inline vec fmadd(vec a, vec b, vec c) { return (vec)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c); }
+
+static inline vec broadcast(float a) { return (vec)_mm256_set1_ps(a); }
+
+static inline ivec widen_u8(const uint8_t *bytes) {
+    return (ivec)_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)bytes));
+}
+
+static inline ivec widen_i8(const int8_t *bytes) {
+    return (ivec)_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)bytes));
+}
+#endif
 
 static inline vec to_float(ivec v) { return __builtin_convertvector(v, vec); }
 
 /* One input block of one panel restored into w: w[k * NR + j] for k < GROUP, j < NR. */
 static void restore(int bits, const uint8_t *q, const float *scales, float *w) {
-    const vec d0 = *(const vec *)scales, d1 = *(const vec *)(scales + LANES);
-    const vec m0 = *(const vec *)(scales + NR), m1 = *(const vec *)(scales + NR + LANES);
+    vec d[NV], m[NV];
+    for (int v = 0; v < NV; v++)
+        d[v] = *(const vec *)(scales + v * LANES), m[v] = *(const vec *)(scales + NR + v * LANES);
     for (int k = 0; k < GROUP; k++) {
-        vec low, high;
-        if (bits == 4) {
-            const ivec v = widen_u8(q + k * NR / 2);
-            low = to_float(v & 15), high = to_float(v >> 4);
-        } else {
-            low = to_float(widen_i8((const int8_t *)q + k * NR));
-            high = to_float(widen_i8((const int8_t *)q + k * NR + LANES));
-        }
-        *(vec *)(w + k * NR) = fmadd(low, d0, m0);
-        *(vec *)(w + k * NR + LANES) = fmadd(high, d1, m1);
+        vec q_k[NV];
+        if (bits == 4) /* byte j: output j in its low nibble, output j + NR / 2 in its high one */
+            for (int v = 0; v < NV / 2; v++) {
+                const ivec packed = widen_u8(q + k * NR / 2 + v * LANES);
+                q_k[v] = to_float(packed & 15), q_k[v + NV / 2] = to_float(packed >> 4);
+            }
+        else
+            for (int v = 0; v < NV; v++) q_k[v] = to_float(widen_i8((const int8_t *)q + k * NR + v * LANES));
+        for (int v = 0; v < NV; v++) *(vec *)(w + k * NR + v * LANES) = fmadd(q_k[v], d[v], m[v]);
     }
 }
 
@@ -84,26 +104,21 @@ static void restore(int bits, const uint8_t *q, const float *scales, float *w) {
    registers. */
 static inline __attribute__((always_inline)) void multiply(int rows, const float *x, int64_t ldx, int64_t k0,
                                                           const float *w, float *y, int64_t ldy) {
-    vec acc[MR][2];
-    for (int r = 0; r < rows; r++) acc[r][0] = acc[r][1] = (vec){0};
+    vec acc[MR][NV];
+    for (int r = 0; r < rows; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = (vec){0};
     #pragma GCC unroll 4
     for (int k = 0; k < GROUP; k++) {
-        const vec b0 = *(const vec *)(w + k * NR), b1 = *(const vec *)(w + k * NR + LANES);
+        vec b[NV];
+        for (int v = 0; v < NV; v++) b[v] = *(const vec *)(w + k * NR + v * LANES);
         for (int r = 0; r < rows; r++) {
             const vec a = broadcast(x[r * ldx + k0 + k]);
-            acc[r][0] = fmadd(a, b0, acc[r][0]);
-            acc[r][1] = fmadd(a, b1, acc[r][1]);
+            for (int v = 0; v < NV; v++) acc[r][v] = fmadd(a, b[v], acc[r][v]);
         }
     }
     for (int r = 0; r < rows; r++) {
         vec *out = (vec *)(y + r * ldy);
-        if (k0) {
-            out[0] += acc[r][0];
-            out[1] += acc[r][1];
-        } else {
-            out[0] = acc[r][0];
-            out[1] = acc[r][1];
-        }
+        for (int v = 0; v < NV; v++) out[v] = k0 ? out[v] + acc[r][v] : acc[r][v];
     }
 }
 
@@ -112,7 +127,10 @@ static inline __attribute__((always_inline)) void multiply(int rows, const float
 /* multiply() for 1 to MR rows. */
 static void pass(int64_t rows, const float *x, int64_t K, int64_t k0, const float *w, float *out, int64_t N) {
     switch (rows) {
-        ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8) ROWS(9) ROWS(10) ROWS(11) ROWS(12)
+        ROWS(1) ROWS(2)
+#if MR == 12
+        ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8) ROWS(9) ROWS(10) ROWS(11) ROWS(12)
+#endif
     }
 }
 
