@@ -5,10 +5,11 @@ for a small integer q and one pair (d, m) per block of 32 inputs: Q4_1 (q in 0..
 layers, Q8_0 (q in -127..127, m = 0) for its embedding. :func:`exact_blocks` finds such a layout from the fp32
 weights alone and keeps it only if it gives back every weight bit for bit, so the model computed is the same fp32
 model. The kernel restores a block of weights at a time into a buffer in cache and multiplies in fp32; it reads
-3/16 (4 bits) or 5/16 (8 bits) of fp32's bytes, which is what bounds a decode step: on the embedded model a
-step is 1.6-3x faster than with fp32 packed for MKL at 1-32 rows, and a prompt is read as fast (BENCHMARKS.md,
-"Weight formats of the engine's runner"). Each output's sum runs in the same order whatever the number of rows,
-so a row's result never depends on the rows beside it.
+3/16 (4 bits) or 5/16 (8 bits) of fp32's bytes, which is what bounds a decode step: on the embedded model, with
+AVX-512, a step is 1.5-3x faster than with fp32 packed for MKL at 1-32 rows, and a prompt is read about as fast
+(BENCHMARKS.md, "Weight formats of the engine's runner"); its AVX2 build gives the same bits, somewhat slower.
+Each output's sum runs in the same order whatever the number of rows, so a row's result never depends on the
+rows beside it.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class BlockProducts:
         library = build("blocks_kernel.c", ("-ffp-contract=off",))
         if not bind(library, "block_kernel_built", (), ctypes.c_int)():
             raise KernelUnavailable("the block kernel needs AVX-512, or AVX2 with FMA, which the C compiler's "
-                                    "target lacks (there torch's fp32 products are faster)")
+                                    "target lacks")
         self._function = bind(library, "block_matmul", _ARGUMENTS)
         self._local = threading.local()
 
