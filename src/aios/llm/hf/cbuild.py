@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 import re
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 # -march=native: the library is built on the machine that runs it. A kernel's own flags (e.g. -ffast-math) go
 # to the compile step only: linked with -ffast-math, some compilers add code that makes the loading thread flush
@@ -22,6 +25,9 @@ from pathlib import Path
 COMPILE = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-c")
 LINK = ("-shared", "-fopenmp")
 COMPILE_TIMEOUT_S = 120
+
+log = logging.getLogger(__name__)
+Kernel = TypeVar("Kernel")
 
 
 class KernelUnavailable(Exception):
@@ -63,6 +69,16 @@ def bind(library: ctypes.CDLL, name: str, argtypes: tuple[type, ...],
         raise KernelUnavailable(f"the compiled kernel has no function {name!r}") from exc
     loaded.argtypes, loaded.restype = list(argtypes), restype
     return loaded
+
+
+def built_or_why(make: Callable[[], Kernel], work: str) -> tuple[Kernel | None, str]:
+    """A kernel from ``make`` and the status's word ``c-kernel``; where it cannot be had, ``None`` and ``torch
+    (why)``, with a warning that ``work`` runs in torch."""
+    try:
+        return make(), "c-kernel"
+    except KernelUnavailable as exc:
+        log.warning("%s runs in torch: %s", work, exc)
+        return None, f"torch ({exc})"
 
 
 def openmp_runtimes() -> set[str]:

@@ -11,14 +11,12 @@ operations took longer than attention; in C a decode step is 1.12-1.21x faster a
 from __future__ import annotations
 
 import ctypes
-import logging
 
 import torch
 import torch.nn.functional as F
 
-from aios.llm.hf.cbuild import KernelUnavailable, bind, build
+from aios.llm.hf.cbuild import bind, build, built_or_why
 
-log = logging.getLogger(__name__)
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 
 
@@ -54,7 +52,8 @@ class Elementwise:
 
 
 class KernelElementwise(Elementwise):
-    """In C, for fp32 activations on a CPU. Raises :class:`KernelUnavailable` where the kernel cannot be built."""
+    """In C, for fp32 activations on a CPU. Raises :class:`~aios.llm.hf.cbuild.KernelUnavailable` where the kernel
+    cannot be built."""
 
     def __init__(self, eps: float) -> None:
         super().__init__(eps)
@@ -110,8 +109,5 @@ def load(eps: float, device: torch.device, dtype: torch.dtype) -> tuple[Elementw
     compiler), else in torch; and the status's word on which (``c-kernel``, ``torch (why)``, ``torch``)."""
     if device.type != "cpu" or dtype != torch.float32:
         return Elementwise(eps), "torch"
-    try:
-        return KernelElementwise(eps), "c-kernel"
-    except KernelUnavailable as exc:
-        log.warning("element-wise work runs in torch: %s", exc)
-        return Elementwise(eps), f"torch ({exc})"
+    ops, status = built_or_why(lambda: KernelElementwise(eps), "element-wise work")
+    return ops if ops is not None else Elementwise(eps), status

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from aios.errors import BadRequest
 from aios.llm.hf.attention_kernel import DecodeAttention, DecodeRows, load as load_kernel
 from aios.llm.hf.blocks import BlockProducts
-from aios.llm.hf.cbuild import KernelUnavailable
+from aios.llm.hf.cbuild import built_or_why
 from aios.llm.hf.elementwise import Elementwise, load as load_elementwise
 from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs
 from aios.llm.hf.kv import SharedKV, SlotKV
@@ -99,12 +99,8 @@ class LlamaRunner:
         self.kernel: DecodeAttention | None = None
         self.attention = "torch"
         if self.device.type == "cpu":
-            try:
-                self.kernel = load_kernel(self.head_dim, self.heads // self.kv_heads, self.dtype)
-                self.attention = "c-kernel"
-            except KernelUnavailable as exc:
-                log.warning("decode attention runs in torch: %s", exc)
-                self.attention = f"torch ({exc})"
+            self.kernel, self.attention = built_or_why(
+                lambda: load_kernel(self.head_dim, self.heads // self.kv_heads, self.dtype), "decode attention")
 
     @property
     def linears(self) -> list[Linear]:
@@ -198,11 +194,8 @@ def _block_kernel(weights: WeightFormat, device: torch.device,
     compiler); else ``None`` and the status's word on how the weights are multiplied instead."""
     if weights != "native" or device.type != "cpu" or dtype != torch.float32:
         return None, "torch"
-    try:
-        return BlockProducts(), None
-    except KernelUnavailable as exc:
-        log.warning("native weights are multiplied in torch: %s", exc)
-        return None, f"torch ({exc})"
+    kernel, status = built_or_why(BlockProducts, "multiplying native weights")
+    return kernel, None if kernel is not None else status
 
 
 def _described_blocks(linears: list[Linear]) -> str:
