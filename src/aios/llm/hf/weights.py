@@ -8,8 +8,8 @@ model (``llms.models[].weights``):
   weights that are exactly GGUF blocks (a model read from a Q4_1 or Q8_0 file) are held as those blocks and
   multiplied by a C kernel (:mod:`aios.llm.hf.blocks`): the same values, under a fifth of the bytes (Q4_1),
   the fastest decode steps of all formats here at 1-32 rows (prompts: bf16's and int8's), and a row's result
-  independent of the batch. Other weights: on a CPU with MKL (torch's x86 builds) they are packed once into the layout of MKL's GEMM (``cblas_sgemm_pack``), whose product
-  gives a row bitwise the same result whatever the number of rows, with up to 8 threads (every projection shape
+  independent of the batch. Other weights: on a CPU with MKL (torch's x86 builds) they are packed once into the
+  layout of MKL's GEMM (``cblas_sgemm_pack``), whose product gives a row bitwise the same result whatever the number of rows, with up to 8 threads (every projection shape
   of the embedded model and a 1.7B one, ``benchmarks/row_invariance.py``; a tiny one, 96 × 128, differed at one
   row; with 12 threads or more MKL splits some products of a few rows over its threads, and they differ): plain
   ``x @ W`` takes another kernel for one row, and for the larger shapes rounds differently at most numbers of
