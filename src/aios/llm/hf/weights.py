@@ -6,17 +6,17 @@ model (``llms.models[].weights``):
 
 - ``native``: the weights in the dtype the model was loaded in (fp32 on a CPU); the reference. On a CPU, fp32
   weights that are exactly GGUF blocks (a model read from a Q4_1 or Q8_0 file) are held as those blocks and
-  multiplied by a C kernel (:mod:`aios.llm.hf.blocks`): the same values, under a fifth of the bytes (Q4_1),
-  the fastest decode steps of all formats here at 1-32 rows (prompts: bf16's and int8's), and a row's result
-  independent of the batch. Other weights: on a CPU with MKL (torch's x86 builds) they are packed once into the
-  layout of MKL's GEMM (``cblas_sgemm_pack``), whose product gives a row bitwise the same result whatever the number of rows, with up to 8 threads (every projection shape
-  of the embedded model and a 1.7B one, ``benchmarks/row_invariance.py``; a tiny one, 96 × 128, differed at one
-  row; with 12 threads or more MKL splits some products of a few rows over its threads, and they differ): plain
-  ``x @ W`` takes another kernel for one row, and for the larger shapes rounds differently at most numbers of
-  rows. So a sequence's logits do not depend on what it is batched with. It is also faster with several rows (decode steps
-  of the embedded model at 8-32 rows 1.05-1.09× plain; at one row and reading a prompt 0.97-0.98×:
-  ``benchmarks/weights.py``). Elsewhere, and for a layer whose rows an embedding looks up, they are kept as
-  [in, out].
+  multiplied by a C kernel (:mod:`aios.llm.hf.blocks`): the same values, under a fifth of the bytes (Q4_1), the
+  fastest decode steps of all formats here at 1-32 rows (prompts: bf16's and int8's), and a row's result independent
+  of the batch. Other weights: on a CPU with MKL (torch's x86 builds) they are packed once into the layout of MKL's
+  GEMM (``cblas_sgemm_pack``), whose product gives a row bitwise the same result whatever the number of rows, with
+  up to 8 threads (every projection shape of the embedded model and a 1.7B one, ``benchmarks/row_invariance.py``; a
+  tiny one, 96 × 128, differed at one row; with 12 threads or more MKL splits some products of a few rows over its
+  threads, and they differ): plain ``x @ W`` takes another kernel for one row, and for the larger shapes rounds
+  differently at most numbers of rows. So a sequence's logits do not depend on what it is batched with. It is also
+  faster with several rows (decode steps of the embedded model at 8-32 rows 1.05-1.09× plain; at one row and reading
+  a prompt 0.97-0.98×: ``benchmarks/weights.py``). Elsewhere, and for a layer whose rows an embedding looks up, they
+  are kept as [in, out].
 - ``bf16``: half the bytes. On a CPU whose oneDNN has bfloat16 kernels (AMX or AVX512-BF16) the weights are
   prepacked into oneDNN's blocked layout once, and each product runs as one oneDNN call (plain ``F.linear`` in
   bf16 was slower than fp32 at one row, and a third slower than the packed call at 8-32 rows).
