@@ -45,3 +45,12 @@ def test_the_device_benchmark_and_profile_run_on_a_cpu(capsys: pytest.CaptureFix
     parts = re.search(r"by part \(ms each\): forward call ([\d.]+), sampling ([\d.]+), "
                       r"the engine's own work ([\d.]+)", out)
     assert parts is not None and all(float(ms) > 0 for ms in parts.groups()), out
+
+
+def test_the_host_step_benchmark_times_each_part_of_a_decode_step() -> None:
+    import step_host
+
+    with torch.inference_mode():
+        step, parts = step_host.measure(rows=4, tokens=8)
+    assert step > 0
+    assert set(parts) == set(step_host.PARTS) and all(spent > 0 for spent in parts.values()), parts

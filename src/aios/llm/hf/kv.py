@@ -191,7 +191,7 @@ class BatchKV:
     def bytes_for(self, needs: list[int]) -> int:
         """What the caches take holding rows that need these positions each."""
         if needs and not self.classes:  # one class: every row as long as the longest
-            needs = [max(needs)] * len(needs)
+            return _rows_for(len(needs), self.max_rows) * capacity_for(max(needs)) * self.bytes_per_position
         rows = Counter(capacity_for(need) for need in needs)
         return sum(_rows_for(n, self.max_rows) * capacity for capacity, n in rows.items()) * self.bytes_per_position
 
