@@ -184,6 +184,9 @@ def test_native_weights_give_a_sequence_bitwise_the_same_logits_alone_and_batche
     layer), held so and multiplied by the block kernel, whose sums run in one order whatever the number of rows:
     prompts read together and decoded together get every logit they get alone (plain ``x @ W`` gave differences
     in the last bits)."""
+    products = backend.describe()["engine"]["products"]
+    if "needs AVX-512, or AVX2 with FMA" in products:  # (ARM, say) the weights stay fp32 for torch: not promised
+        pytest.skip(products)
     runner = backend.runner
     assert all(linear.blocks is not None for linear in runner.linears)
     assert runner.lm_head.blocks is not None and runner.lm_head.blocks.kind == "q8_0"
