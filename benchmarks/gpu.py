@@ -86,10 +86,10 @@ def new_engine(model: Any, graphs: bool = True, tokenizer: Any = None, **setting
 
 
 def generate_with(engine: Engine, batch: list[list[int]], tokens: int | list[int],
-                  constraint: Callable[[], Any] | None = None) -> list[str]:
+                  constraint: Callable[[], Any] | None = None, sampled: bool = False) -> list[str]:
     """Submit every prompt at once, for ``tokens`` new tokens each (or ``tokens[i]`` for prompt ``i``); each
-    reply (its token ids, spelled out), once all are done. ``constraint`` makes each sequence's grammar
-    constraint."""
+    reply (its token ids, spelled out), once all are done. Greedy, unless ``sampled`` (temperature 0.8, top_p
+    0.9, prompt ``i`` seeded with ``i``). ``constraint`` makes each sequence's grammar constraint."""
     lengths = tokens if isinstance(tokens, list) else [tokens] * len(batch)
     replies = [""] * len(batch)
     left, all_done, lock = [len(batch)], threading.Event(), threading.Lock()
@@ -104,8 +104,10 @@ def generate_with(engine: Engine, batch: list[list[int]], tokens: int | list[int
         return done
 
     for index, ids in enumerate(batch):
-        request = GenerationRequest([], SamplingParams(temperature=0, max_new_tokens=lengths[index]))
-        engine.submit(Sequence(request, ids, on_done(index), constraint=constraint() if constraint else None))
+        sampling = SamplingParams(temperature=0.8 if sampled else 0, top_p=0.9, max_new_tokens=lengths[index])
+        generator = torch.Generator().manual_seed(index) if sampled else None
+        engine.submit(Sequence(GenerationRequest([], sampling), ids, on_done(index), generator=generator,
+                               constraint=constraint() if constraint else None))
     all_done.wait()
     return replies
 
@@ -237,7 +239,8 @@ def profile_steps(args: argparse.Namespace) -> None:
 def check(args: argparse.Namespace) -> bool:
     """In fp32 (bf16 rounding would make the comparisons about the kernels' last bits, not the engine): batched
     greedy replies equal the replies alone and the eager engine's; a generation preempted again and again (round
-    robin, one slot, 4-token slices) gives the uninterrupted tokens; decode steps replayed CUDA graphs; with
+    robin, one slot, 4-token slices) gives the uninterrupted tokens; sampled replies (all rows of a step sampled
+    at once) are the same for the same seeds, and not the greedy ones; decode steps replayed CUDA graphs; with
     ``--tokenizer``, grammar-constrained replies under graphs are whole JSON of their schema. The replies have
     different lengths, so the batch shrinks from 8 to 1 (graphs padded to 8, 4, 2 rows), and they outgrow the
     first KV capacity (graphs captured again). ``--quick`` (the script itself, on a CPU) makes the replies
@@ -253,13 +256,18 @@ def check(args: argparse.Namespace) -> bool:
     eager_engine = new_engine(model(), graphs=False, max_batch=8)
     eager = generate_with(eager_engine, batch, tokens)
     eager_engine.stop()
+    sampling = new_engine(model(), max_batch=8)
+    sampled = [generate_with(sampling, batch, tokens, sampled=True) for _ in range(2)]
+    sampling.stop()
     slices = new_engine(model(), max_batch=1, policy="rr", quantum_tokens=4)
     interleaved = generate_with(slices, batch[:2], tokens[:2])
     preemptions = slices.preemptions
     slices.stop()
     results = {"batched greedy == alone": together == alone,
                "CUDA graphs == eager": together == eager,
-               f"preempted ({preemptions} times) == uninterrupted": interleaved == alone[:2] and preemptions > 0}
+               f"preempted ({preemptions} times) == uninterrupted": interleaved == alone[:2] and preemptions > 0,
+               "sampled replies the same in two runs for the same seeds, and not the greedy ones (top_p 0.9)":
+                   sampled[0] == sampled[1] and sampled[0] != together}
     results.update(check_shared_start(model, tokens, repeats=3 if args.quick else 10))
     if args.device != "cpu":
         results[f"decode steps replayed CUDA graphs ({graphs.captures if graphs else 0} captures, "

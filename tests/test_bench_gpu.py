@@ -25,6 +25,7 @@ def test_the_device_checks_pass_on_a_cpu(backend: Any, tmp_path: Path, capsys: p
     assert passed, report
     checks = [line.removeprefix("PASS  ").split(" (")[0] for line in report.splitlines() if line.startswith("PASS")]
     assert checks == ["batched greedy == alone", "CUDA graphs == eager", "preempted",
+                      "sampled replies the same in two runs for the same seeds, and not the greedy ones",
                       "agents sharing a 96-token start: CUDA graphs == eager",
                       "grammar-constrained replies under CUDA graphs are whole JSON of their schema"]
 

@@ -175,7 +175,7 @@ class HfLocalBackend:
             request.sampling = replace(request.sampling, max_new_tokens=room)
         generator = None
         if not request.sampling.greedy:
-            generator = torch.Generator(device=self.runner.device)
+            generator = torch.Generator()  # on the CPU wherever the model runs (see sampling.py)
             seed = request.sampling.seed
             generator.manual_seed(secrets.randbits(63) if seed is None else seed)
         self.engine.submit(Sequence(request, prompt_ids, on_done, generator=generator, constraint=constraint))

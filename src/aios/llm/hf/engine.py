@@ -35,6 +35,7 @@ from aios.llm.hf.grammar import Grammars
 from aios.llm.hf.kv import BatchKV, SharedKV, SlotKV
 from aios.llm.hf.prefix import Match, PrefixCache, common_prefix
 from aios.llm.hf.runner import Chunk, Runner
+from aios.llm.hf.sampling import next_tokens
 from aios.llm.hf.sequence import Sequence
 from aios.scheduler.policy import Policy, make_policy
 
@@ -529,14 +530,7 @@ class Engine:
         if constrained:
             self.grammars.mask(logits, constrained, [sequences[i].constraint for i in constrained],
                                [_closing(sequences[i]) for i in constrained])
-        tokens: list[int | Exception] = list(logits.argmax(dim=-1).tolist())
-        for i, sequence in enumerate(sequences):
-            if not sequence.sampling.greedy:
-                try:
-                    tokens[i] = _sample_one(logits[i], sequence)
-                except Exception as exc:  # e.g. the model's logits were NaN for this row
-                    tokens[i] = exc
-        return tokens
+        return next_tokens(logits, [s.sampling for s in sequences], [s.generator for s in sequences])
 
     def _take(self, sequence: Sequence, token: int | Exception) -> None:
         sequence.slice_tokens += 1
@@ -679,24 +673,6 @@ def _joined(base: SharedKV | None, own: KV, begin: int = 0) -> KV:
     keys, values = ([torch.cat((shared[:, begin:], mine), dim=1) for shared, mine in zip(start, row)]
                     for start, row in zip((base.keys, base.values), own))
     return keys, values
-
-
-def _sample_one(logits: torch.Tensor, sequence: Sequence) -> int:
-    # Shifted so the largest logit is 0: dividing by a small temperature then underflows to 0 probability
-    # instead of overflowing to inf.
-    probs = torch.softmax((logits - logits.max()) / sequence.sampling.temperature, dim=-1)
-    if sequence.sampling.top_p < 1:
-        sorted_probs, order = probs.sort(descending=True)
-        keep = sorted_probs.cumsum(-1) - sorted_probs < sequence.sampling.top_p
-        keep[0] = True  # the top token stays, however small top_p is (1e-300 is 0 in float32)
-        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-    # Inverse-CDF sampling: one random number per token. torch.multinomial took ~1.6 ms per draw over the
-    # embedded model's 49k tokens, and a random number per vocabulary entry (the exponential race) ~1.3 ms.
-    cdf = probs.cumsum(0)
-    draw = torch.rand((), generator=sequence.generator, device=probs.device)  # the generator's device
-    index = int(torch.searchsorted(cdf, draw * cdf[-1], right=True))
-    # rand() < 1, but the product can round up to the total: then the draw is the last token that can occur.
-    return index if index < len(cdf) else int(probs.nonzero()[-1])
 
 
 def _closing(sequence: Sequence) -> bool:
