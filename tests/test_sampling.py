@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from aios.llm.core import SamplingParams
-from aios.llm.hf.sampling import NUCLEUS_FIRST, SamplingFailed, next_tokens
+from aios.llm.hf.sampling import NUCLEUS_FIRST, SamplingFailed, last_possible, next_tokens
 
 VOCAB = 4096
 
@@ -102,6 +102,22 @@ def test_a_row_with_broken_logits_fails_alone(broken: float | str) -> None:
     assert isinstance(picks[1], SamplingFailed) and "not finite" in str(picks[1])
     assert picks[0] == reference(logits[0], params[0], generators(3)[0])
     assert picks[2] == reference(logits[2], params[2], generators(3)[2])
+
+
+def test_a_temperature_the_api_refuses_fails_the_row_instead_of_picking_past_the_vocabulary() -> None:
+    logits = logits_like_a_model(2, seed=6)
+    logits[:, 9] = float("-inf")  # (inf / inf: the probabilities are not numbers)
+    picks = next_tokens(logits, [SamplingParams(temperature=float("inf")), SamplingParams(temperature=0.5)],
+                        generators(2))
+    assert isinstance(picks[0], SamplingFailed) and isinstance(picks[1], int) and 0 <= picks[1] < VOCAB
+
+
+def test_a_pick_on_a_token_that_cannot_occur_moves_to_the_last_possible_one_before_it() -> None:
+    """What a GPU does after its running sum (a parallel scan) rose by an ulp at a masked token."""
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.0, 0.5, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]])
+    assert last_possible(probs, torch.tensor([3, 5])).tolist() == [1, 2]
+    assert last_possible(probs, torch.tensor([4, 2])).tolist() == [4, 2]  # possible already: kept
+    assert last_possible(probs, torch.tensor([0, 6])).tolist() == [-1, 2]  # none before; past the end: the last
 
 
 def test_greedy_rows_take_their_largest_logit_and_draw_nothing() -> None:

@@ -54,7 +54,8 @@ SHARE_ONCE = 256
 # its tokens cost, so a small budget keeps the running generations' steps short. On a GPU a step that reads prompts
 # runs eagerly and its cost is kernel launches, not tokens: on an H200 a 512-token step of the 135M architecture
 # took ~70 ms beside 4.9 ms for a decode step in CUDA graphs, and reading 128 agents' prompts 512 tokens at a time
-# took half of their whole run.
+# took half of their whole run; read 4,096 a step, they take one step of 70 ms (0.35x then 1.20x the speed of
+# compiled `generate` at N = 128: BENCHMARKS.md).
 PREFILL_CHUNK = {"cpu": 512, "cuda": 4096}
 # Prompts with the least left to read get each step's prompt budget first; one passed over this many steps in a
 # row reads first, so that short prompts arriving one after another cannot keep a long one waiting for ever.

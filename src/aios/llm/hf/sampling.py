@@ -6,9 +6,10 @@ at a time waited once a row, and launched a dozen kernels for each).
 A row samples by inverse CDF: its probabilities (softmax of logits / temperature), within top_p its nucleus (the
 most likely tokens whose mass before each is under top_p), then one uniform draw from the sequence's generator
 against their running sum (torch.multinomial took ~1.6 ms a draw over the embedded model's 49k tokens, and a
-random number per token ~1.3 ms). A row's pick depends on its logits and its generator alone, never on the rows beside
-it. The generators are CPU ones wherever the model runs: a draw is a few microseconds there, and on a GPU a draw
-from a GPU generator is a kernel launch per row.
+random number per token ~1.3 ms). On a CPU a row's pick depends on its logits and its generator alone, never on
+the rows beside it (on a GPU, the last bits of its running sum may). The generators are CPU ones wherever the
+model runs: a draw is a few microseconds there, and on a GPU a draw from a GPU generator is a kernel launch per
+row (so a seed gives another reply on a GPU than it did when they were the GPU's).
 """
 
 from __future__ import annotations
@@ -58,11 +59,27 @@ def _sampled(logits: torch.Tensor, top: torch.Tensor, settings: torch.Tensor, na
         index = torch.tensor(narrow, device=logits.device)
         vocab = probs.shape[1]
         probs[index] = _nucleus(probs[index], top_p[index], vocab if probs.is_cuda else min(NUCLEUS_FIRST, vocab))
-    cdf = probs.cumsum_(dim=-1)
-    # A draw is at most 1 - 2^-24, so its product with the total rounds below the total (by at least half a unit
-    # in the last place): the first running sum above it is a token's, never one past the last.
-    picked = torch.searchsorted(cdf, draws[:, None] * cdf[:, -1:], right=True)[:, 0]
-    return torch.where(top.isfinite(), picked, -1)
+    if probs.is_cuda:
+        # A GPU's running sum is a parallel scan: its rounding varies with the position and from run to run (a
+        # seed would not give its reply again), and it can rise at a token of zero probability (one a grammar
+        # masks). In float64 the variation is far below a draw's resolution; a pick that lands on an impossible
+        # token still goes to the last possible one before it.
+        cdf = probs.cumsum(dim=-1, dtype=torch.float64)
+        picked = torch.searchsorted(cdf, draws[:, None].double() * cdf[:, -1:], right=True)[:, 0]
+        picked = last_possible(probs, picked)
+    else:  # a CPU sums each row in order: adding a zero never moves the sum
+        cdf = probs.cumsum_(dim=-1)
+        picked = torch.searchsorted(cdf, draws[:, None] * cdf[:, -1:], right=True)[:, 0]
+    # A draw is at most 1 - 2^-24, so its product with the total rounds below the total: the pick is a token,
+    # not one past the last (unless the probabilities are not numbers: a temperature the API does not take).
+    return torch.where(top.isfinite() & (picked >= 0) & (picked < probs.shape[1]), picked, -1)
+
+
+def last_possible(probs: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
+    """For each row, the last token at or before ``picked`` whose probability is above 0 (-1 if none)."""
+    positions = torch.arange(probs.shape[1], device=probs.device)
+    possible = torch.where(probs > 0, positions, -1).cummax(dim=-1).values
+    return possible.gather(1, picked.clamp(max=probs.shape[1] - 1)[:, None])[:, 0]
 
 
 def _nucleus(probs: torch.Tensor, top_p: torch.Tensor, candidates: int) -> torch.Tensor:
