@@ -24,6 +24,7 @@ import llguidance.hf
 import torch
 
 from aios.errors import BadRequest
+from aios.llm.hf.transfer import to_device
 from aios.llm.structured import OutputSpec
 
 log = logging.getLogger(__name__)
@@ -115,15 +116,18 @@ class Grammars:
         # One by one: on a few cores llguidance's thread pool (LLExecutor) only adds latency (BENCHMARKS.md).
         for i, constraint in enumerate(constraints):
             constraint.matcher.unsafe_compute_mask_ptr(bitmask.data_ptr() + i * row_bytes, row_bytes)
-        bits = bitmask.to(logits.device)  # 32x smaller than the mask it unpacks into
+        bits = to_device(bitmask, logits.device)  # 32x smaller than the mask it unpacks into
         shifts = torch.arange(32, dtype=torch.int32, device=logits.device)
         allowed = ((bits.unsqueeze(-1) >> shifts) & 1).view(len(rows), -1)[:, : logits.shape[1]].bool()
         for i in (i for i, close in enumerate(closing) if close):
-            for group in self._closers(logits.shape[1], logits.device):
-                if (closers := allowed[i] & group).any():
-                    allowed[i] = closers
-                    break
-        index = torch.tensor(rows, device=logits.device)
+            # The first group (in order of preference) with a token the grammar allows; chosen on the device, so
+            # the host does not wait for the GPU to ask which.
+            chosen = allowed[i]
+            for group in reversed(self._closers(logits.shape[1], logits.device)):
+                closers = allowed[i] & group
+                chosen = torch.where(closers.any(), closers, chosen)
+            allowed[i] = chosen
+        index = to_device(torch.tensor(rows), logits.device)
         logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
 
     def _closers(self, vocab: int, device: torch.device) -> list[torch.Tensor]:

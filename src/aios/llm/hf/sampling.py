@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from aios.llm.core import SamplingParams
+from aios.llm.hf.transfer import to_device
 
 # On a CPU a row's nucleus is looked for among its most likely tokens first: sorting all of the embedded model's
 # 49k tokens takes ~3 ms a row, its top 256 ~0.15 ms. A row whose nucleus goes past them (a flat distribution)
@@ -36,11 +37,12 @@ def next_tokens(logits: torch.Tensor, sampling: list[SamplingParams],
     top, tokens = logits.max(dim=-1)  # (argmax alone took 2.6x as long on a CPU)
     rows = [i for i, params in enumerate(sampling) if not params.greedy]
     if rows:
-        # Each sampled row's temperature, top_p and draw, moved to the logits' device in one copy.
+        # Each sampled row's temperature, top_p and draw, moved to the logits' device in one copy (that waits for
+        # nothing: see transfer.py).
         draws = torch.stack([torch.rand((), generator=generators[i]) for i in rows])
         settings = torch.tensor([[sampling[i].temperature, sampling[i].top_p] for i in rows])
-        settings = torch.cat((settings, draws[:, None]), dim=1).to(logits.device)
-        index = torch.tensor(rows, device=logits.device)
+        settings = to_device(torch.cat((settings, draws[:, None]), dim=1), logits.device)
+        index = to_device(torch.tensor(rows), logits.device)
         narrow = [j for j, i in enumerate(rows) if sampling[i].top_p < 1]
         tokens[index] = _sampled(logits[index], top[index], settings, narrow)
     return [token if token >= 0 else SamplingFailed("the model's logits for this sequence were not finite (NaN "
@@ -56,7 +58,7 @@ def _sampled(logits: torch.Tensor, top: torch.Tensor, settings: torch.Tensor, na
     # instead of overflowing to inf.
     probs = torch.softmax(logits.sub_(top[:, None]).div_(temperature[:, None]), dim=-1)
     if narrow:
-        index = torch.tensor(narrow, device=logits.device)
+        index = to_device(torch.tensor(narrow), logits.device)
         vocab = probs.shape[1]
         probs[index] = _nucleus(probs[index], top_p[index], vocab if probs.is_cuda else min(NUCLEUS_FIRST, vocab))
     if probs.is_cuda:
