@@ -2,7 +2,9 @@
 which is stubbed (it returns logits at once). On a GPU a decode step replays a CUDA graph, and this work is what
 the host adds to each step's GPU time (the last H200 run: ~4.95 ms a step at 128 rows, ~2.2 of it kernels). The
 KV layout is a GPU's (one size class), the step's graph inputs are built as on a GPU (`decode_inputs`), and no
-GPU is needed. Prints a table and writes it into BENCHMARKS.md (section "step-host").
+GPU is needed. Torch runs on one thread: the stubbed logits are a small CPU tensor, and waking OpenMP's workers for
+them (which a GPU's host never does) would be most of what is measured. Prints a table and writes it into
+BENCHMARKS.md (section "step-host").
 
     .venv/bin/python benchmarks/step_host.py [--rows 32 128 256] [--tokens 128]
 """
@@ -33,12 +35,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[32, 128, 256])
     parser.add_argument("--tokens", type=int, default=128)
     args = parser.parse_args()
+    torch.set_num_threads(1)
     lines = ["## The engine's host work per decode step", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}; load average "
              f"{os.getloadavg()[0]:.1f} at the start; "
              f"`{' '.join(['.venv/bin/python', 'benchmarks/step_host.py', *sys.argv[1:]])}`. N generations of "
-             f"{args.tokens} tokens at once, the forward pass stubbed, a GPU's KV layout; a decode step's host time "
-             "(median of its steps) and its parts (ms each; the forward call is building the graph's inputs).", "",
+             f"{args.tokens} tokens at once, the forward pass stubbed, a GPU's KV layout, one torch thread; a decode "
+             "step's host time (median of its steps) and its parts (ms each; the forward call is building the graph's "
+             "inputs).", "",
              "| rows | ms / step | µs / row | " + " | ".join(p.strip("_").replace("_", " ") for p in PARTS) + " |",
              "|---|---|---|" + "---|" * len(PARTS)]
     for rows in args.rows:
