@@ -13,6 +13,9 @@ of the embedded model's architecture and of a ~1.7B one). Greedy, N generations 
                                                       against the rest (reading prompts); a decode step's host time
                                                       by part (the forward call, sampling, the engine's own work);
                                                       and one decode step's kernels
+    python benchmarks/gpu.py --classes                KV in size classes against one class, at N = 128: speed, KV
+                                                      peak and graph captures, with prompts all short and with a
+                                                      few long ones beside them (section "gpu-classes")
     python benchmarks/gpu.py --device cpu --quick     the script itself, on a CPU (tests/test_bench_gpu.py runs
                                                       each mode so, with --check and --profile too)
 """
@@ -138,8 +141,7 @@ def generate_rate(model: Any, batch: list[list[int]], tokens: int, device: str, 
 def measure(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
     """Runs every row of the table; ``progress`` gets the table so far after each (a run cut short keeps the
     rows it finished)."""
-    gpu = torch.cuda.get_device_name() if args.device != "cpu" else "CPU"
-    lines = [f"## The engine on a GPU ({gpu})", "",
+    lines = [f"## The engine on a GPU ({_device_name(args)})", "",
              f"Random weights, bf16 on CUDA; {PROMPT_TOKENS}-token prompts, {args.tokens} new tokens each, greedy; "
              f"`{' '.join(['python', 'benchmarks/gpu.py', *sys.argv[1:]])}`. The engine decodes in CUDA graphs; "
              "'eager' is the same engine with them turned off.", "",
@@ -173,6 +175,70 @@ def engine_rate(shape: dict[str, Any], batch: list[list[int]], args: argparse.Na
     ours = rate(lambda: generate_with(engine, batch, args.tokens), len(batch) * args.tokens, args.device)
     engine.stop()
     return ours
+
+
+def after_each_step(engine: Engine, probe: Callable[[], None]) -> None:
+    """Call ``probe`` after each of the engine's steps (on its thread, between steps)."""
+    step = engine.step
+
+    def stepped() -> None:
+        step()
+        probe()
+
+    engine.step = stepped  # type: ignore[method-assign]
+
+
+def long_and_short(n: int, long_tokens: int) -> list[list[int]]:
+    """``n`` prompts: one in 32 (at least one) ``long_tokens`` long, the rest 32 tokens: agents reading a
+    document beside agents chatting."""
+    readers = max(1, n // 32)
+    generator = torch.Generator().manual_seed(7)
+    return torch.randint(3, VOCAB, (readers, long_tokens), generator=generator).tolist() + prompts(n - readers)
+
+
+def measure_classes(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
+    """KV in size classes against one class, the largest --concurrency, the 135M architecture: generations of
+    --tokens tokens from prompts all short, then from a few long prompts beside short ones. A step's graph covers
+    its rows' classes together, so classes bring graphs of more shapes: their captures are counted and timed (in
+    the timed run, after a warm-up of 4 tokens), and the speed is shown without them too."""
+    n, shape = args.concurrency[-1], ARCHITECTURES["135M (embedded)"]
+    long_tokens = 256 if args.quick else 2000
+    readers = max(1, n // 32)
+    lines = [f"## KV size classes on a GPU ({_device_name(args)})", "",
+             f"The 135M architecture, random weights, {n} generations of {args.tokens} tokens at once, greedy; "
+             f"`{' '.join(['python', 'benchmarks/gpu.py', *sys.argv[1:]])}`. One class holds every row at the "
+             "longest row's length; size classes hold each about its own (powers of two). KV peak: the most the "
+             "batch's KV took after a step.", "",
+             "| prompts | KV | tok/s | tok/s less captures | KV peak MB | graph captures | capture s | ÷ one class |",
+             "|---|---|---|---|---|---|---|---|"]
+    mixes = {f"{n} × {PROMPT_TOKENS} tokens": prompts(n),
+             f"{readers} × {long_tokens:,} + {n - readers} × {PROMPT_TOKENS} tokens": long_and_short(n, long_tokens)}
+    for name, batch in mixes.items():
+        one_class = 0.0
+        for classes in (False, True):
+            engine = new_engine(random_model(shape, args.device), max_batch=n, kv_budget_mb=65536,
+                                kv_classes=classes)
+            generate_with(engine, batch, 4)
+            graphs = engine.runner.graphs
+            captures, capture_s = (graphs.captures, graphs.capture_s) if graphs is not None else (0, 0.0)
+            peak = [0]
+            after_each_step(engine, lambda kv=engine.kv, peak=peak: peak.__setitem__(0, max(peak[0], kv.nbytes)))
+            began = time.perf_counter()
+            ours = rate(lambda: generate_with(engine, batch, args.tokens), n * args.tokens, args.device)
+            wall = time.perf_counter() - began
+            if graphs is not None:
+                captures, capture_s = graphs.captures - captures, graphs.capture_s - capture_s
+            engine.stop()
+            one_class = one_class or ours
+            lines.append(f"| {name} | {'size classes' if classes else 'one class'} | {ours:.0f} | "
+                         f"{n * args.tokens / (wall - capture_s):.0f} | {peak[0] / 2**20:.0f} | {captures} | "
+                         f"{capture_s:.3f} | {ours / one_class:.2f} |")
+            print(lines[-1], flush=True)
+            progress("\n".join(lines))
+
+
+def _device_name(args: argparse.Namespace) -> str:
+    return torch.cuda.get_device_name() if args.device != "cpu" else "CPU"
 
 
 def profile_steps(args: argparse.Namespace) -> None:
@@ -225,12 +291,12 @@ def profile_steps(args: argparse.Namespace) -> None:
     kv = engine.kv.cache(0)  # (one class on a GPU) it shrank as sequences left: make room for n rows again
     kv.reserve(n, PROMPT_TOKENS + args.tokens)
     chunks = [Chunk(row, [7], PROMPT_TOKENS + args.tokens // 2) for row in range(n)]
-    inputs = decode_inputs(chunks, n, kv.capacity).to(args.device)
+    inputs = decode_inputs([(chunks, n, kv.capacity)]).to(args.device)
     cuda = args.device != "cpu"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         for _ in range(5):
-            runner.decode(inputs, kv)
+            runner.decode(inputs, [kv.segment(n)])
         if cuda:
             torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=20))
@@ -269,6 +335,7 @@ def check(args: argparse.Namespace) -> bool:
                "sampled replies the same in two runs for the same seeds, and not the greedy ones (top_p 0.9)":
                    sampled[0] == sampled[1] and sampled[0] != together}
     results.update(check_shared_start(model, tokens, repeats=3 if args.quick else 10))
+    results.update(check_classes(model, tokens, long_tokens=96 if args.quick else 384))
     if args.device != "cpu":
         results[f"decode steps replayed CUDA graphs ({graphs.captures if graphs else 0} captures, "
                 f"{graphs.replays if graphs else 0} replays)"] = graphs is not None and graphs.replays > 0
@@ -292,6 +359,25 @@ def check_shared_start(model: Callable[[], Any], tokens: list[int], repeats: int
         engine.stop()
     return {f"agents sharing a {len(start)}-token start: CUDA graphs == eager ({shared[0]} prompt tokens shared)":
             replies[0] == replies[1] and shared[0] > 0}
+
+
+def check_classes(model: Callable[[], Any], tokens: list[int], long_tokens: int) -> dict[str, bool]:
+    """Agents of very different lengths, their KV in size classes (two long prompts beside six short ones, and
+    rows moving up a class as they grow): their replies under CUDA graphs, a step's graph over all its rows'
+    classes, equal the eager engine's."""
+    generator = torch.Generator().manual_seed(6)
+    batch = torch.randint(3, VOCAB, (2, long_tokens), generator=generator).tolist() + prompts(6, seed=6)
+    replies, graphs, classes = [], None, [0]
+    for graphed in (True, False):
+        engine = new_engine(model(), graphs=graphed, max_batch=8, kv_classes=True)
+        if graphed:
+            graphs = engine.runner.graphs
+            after_each_step(engine, lambda kv=engine.kv: classes.__setitem__(0, max(classes[0], len(kv.caches))))
+        replies.append(generate_with(engine, batch, tokens))
+        engine.stop()
+    captures = f"{graphs.captures} captures, {graphs.replays} replays, " if graphs is not None else ""
+    return {f"agents of {long_tokens} and {PROMPT_TOKENS} tokens, KV in size classes: CUDA graphs == eager "
+            f"({captures}up to {classes[0]} classes at once)": replies[0] == replies[1] and classes[0] >= 2}
 
 
 def check_grammar(args: argparse.Namespace, model: Any) -> dict[str, bool]:
@@ -326,6 +412,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--tokenizer", help="with --check: a folder holding the embedded model's tokenizer")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--classes", action="store_true", help="KV in size classes against one class")
     parser.add_argument("--quick", action="store_true",
                         help="N = 1 and 4, 16 tokens, the small model only (with --check: replies of 8 to 15 tokens)")
     parser.add_argument("--no-compiled", dest="compiled", action="store_false",
@@ -345,10 +432,12 @@ def main() -> None:
             profile_steps(args)
         return
     report = Path(__file__).parents[1] / "BENCHMARKS.md"
+    section = "gpu-classes" if args.classes else "gpu"
     with torch.inference_mode():
         # A smoke run shows that the script works, not how fast anything is: it writes nothing.
-        measure(args, (lambda markdown: None) if args.quick else (lambda markdown: write_section(report, "gpu",
-                                                                                                  markdown)))
+        (measure_classes if args.classes else measure)(
+            args, (lambda markdown: None) if args.quick else (lambda markdown: write_section(report, section,
+                                                                                             markdown)))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from typing import Any, Callable
 import torch
 
 from aios.llm.hf.graphs import DecodeGraphs, decode_inputs
-from aios.llm.hf.kv import BatchKV
 from gpu import generate_with, new_engine, prompts, random_model
 from report import write_section
 
@@ -57,17 +56,15 @@ def main() -> None:
 
 def measure(rows: int, tokens: int) -> tuple[float, dict[str, float]]:
     """The median decode step's host time at ``rows`` rows, and the mean time of each of its ``PARTS``."""
-    engine = new_engine(random_model(TINY, "cpu"), max_batch=rows, kv_budget_mb=65536)
+    # A GPU's layout: one size class.
+    engine = new_engine(random_model(TINY, "cpu"), max_batch=rows, kv_budget_mb=65536, kv_classes=False)
     runner = engine.runner
-    # A GPU's layout: one size class (set before any sequence arrives, while the engine waits).
-    engine.kv = BatchKV(runner.config.num_hidden_layers, rows, runner.kv_heads, runner.head_dim, runner.dtype,
-                        runner.device, classes=False)
     prompt_forward = runner.forward
 
     def forward(chunks: list[Any], kv: Any = None) -> torch.Tensor:
         if not DecodeGraphs.takes(chunks):  # steps that read prompts run for real: they fill the KV
             return prompt_forward(chunks, kv)
-        decode_inputs(chunks, rows, engine.kv.cache(0).capacity)
+        decode_inputs([(chunks, rows, engine.kv.cache(0).capacity)])
         return torch.zeros(len(chunks), 256)
 
     runner.forward = forward  # type: ignore[method-assign]

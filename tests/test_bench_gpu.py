@@ -27,6 +27,7 @@ def test_the_device_checks_pass_on_a_cpu(backend: Any, tmp_path: Path, capsys: p
     assert checks == ["batched greedy == alone", "CUDA graphs == eager", "preempted",
                       "sampled replies the same in two runs for the same seeds, and not the greedy ones",
                       "agents sharing a 96-token start: CUDA graphs == eager",
+                      "agents of 96 and 32 tokens, KV in size classes: CUDA graphs == eager",
                       "grammar-constrained replies under CUDA graphs are whole JSON of their schema"]
 
 
@@ -46,6 +47,18 @@ def test_the_device_benchmark_and_profile_run_on_a_cpu(capsys: pytest.CaptureFix
     parts = re.search(r"by part \(ms each\): forward call ([\d.]+), sampling ([\d.]+), "
                       r"the engine's own work ([\d.]+)", out)
     assert parts is not None and all(float(ms) > 0 for ms in parts.groups()), out
+
+
+def test_the_size_classes_benchmark_runs_on_a_cpu_and_a_long_prompt_takes_less_kv_in_classes() -> None:
+    tables: list[str] = []
+    with torch.inference_mode():
+        gpu.measure_classes(gpu.parse(["--device", "cpu", "--quick", "--classes"]), tables.append)
+    rows = [line.split(" | ") for line in tables[-1].splitlines() if line.startswith("| 4 × 32") or
+            line.startswith("| 1 × 256")]
+    assert [row[1] for row in rows] == ["one class", "size classes"] * 2
+    assert all(float(row[2]) > 0 for row in rows)  # tokens/s
+    one_class, classes = (float(row[4]) for row in rows[2:])  # KV peak MB, a long prompt beside short ones
+    assert classes < one_class / 2, tables[-1]
 
 
 def test_the_host_step_benchmark_times_each_part_of_a_decode_step() -> None:

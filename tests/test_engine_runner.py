@@ -5,7 +5,9 @@ the same replies; the compact weight formats still answer, and every choice is r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +24,7 @@ from aios.llm.hf import backend as backend_module
 from aios.llm.hf import engine as engine_module
 from aios.llm.hf.cbuild import build as build_kernel
 from aios.llm.hf.engine import MB, EngineSettings
+from aios.llm.hf import graphs as graphs_module
 from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs, decode_inputs
 from aios.llm.hf.kv import SharedKV, SlotKV
 from aios.llm.hf.loader import find_model, load_model
@@ -76,12 +79,13 @@ def tokens_of_a_running_story_while_a_long_prompt_is_read(backend: HfLocalBacken
     return events[admitted:events.index("long", admitted)].count("story")
 
 
+@pytest.mark.parametrize("kv_classes", [None, False], ids=["size-classes", "one-class"])
 def test_a_long_prompt_beside_a_short_chat_takes_a_row_of_its_own_length_and_both_answer_as_alone(
-        backend: HfLocalBackend, data_dir: Path) -> None:
+        backend: HfLocalBackend, data_dir: Path, kv_classes: bool | None) -> None:
     """On a CPU the engine keeps rows in size classes: a long prompt admitted while a short chat decodes takes
-    one long row and the chat keeps its short one, where one class would give both the long row's length; both
-    replies are the ones they get alone."""
-    classes = own_backend(data_dir)
+    one long row and the chat keeps its short one; with ``kv_classes`` off (a GPU's default) one class gives both
+    the long row's length. Either way both replies are the ones they get alone."""
+    classes = own_backend(data_dir, kv_classes=kv_classes)
     seen: list[dict[str, Any]] = []
 
     async def main() -> list[str]:
@@ -98,10 +102,14 @@ def test_a_long_prompt_beside_a_short_chat_takes_a_row_of_its_own_length_and_bot
         assert replies == [backend.generate(ask(LONG_PROMPT, 8)).text,
                            backend.generate(ask("Write a long story about a dragon.", 120)).text]
         rows, long_row = seen[0]["kv_rows"], len(classes.prompt_ids(ask(LONG_PROMPT)))
-        assert seen[0]["running"] == 2 and sorted(rows.values()) == [1, 1], rows
-        assert min(rows) < 128 and max(rows) >= long_row
         per_position = classes.engine.kv.bytes_per_position
-        assert seen[0]["kv_cache_mb"] * MB < 2 * max(rows) * per_position  # less than two long rows
+        assert seen[0]["running"] == 2 and seen[0]["kv_classes"] is (kv_classes is None)
+        if kv_classes is None:
+            assert sorted(rows.values()) == [1, 1] and min(rows) < 128 and max(rows) >= long_row, rows
+            assert seen[0]["kv_cache_mb"] * MB < 2 * max(rows) * per_position  # less than two long rows
+        else:
+            assert list(rows.values()) == [2] and max(rows) >= long_row, rows
+            assert seen[0]["kv_cache_mb"] * MB >= 2 * long_row * per_position
     finally:
         classes.close()
 
@@ -131,6 +139,8 @@ def test_a_model_outside_the_llama_family_runs_through_transformers_with_the_sam
         assert backend.describe()["engine"]["decode"] == "eager (cpu)"
         alone = [backend.generate(ask(q)).text for q in QUESTIONS]
         assert [g.text for g in asyncio.run(together(other, [ask(q) for q in QUESTIONS]))] == alone
+        with pytest.raises(BadRequest, match="kv_classes: true needs a Llama-family model"):
+            own_backend(data_dir, kv_classes=True)
     finally:
         other.close()
 
@@ -270,7 +280,7 @@ def test_a_decode_step_from_device_inputs_gives_the_eager_replies_and_leaves_oth
         bystander = kv.read_row(3, len(prompts[3]))
         for _ in range(23):
             chunks = [Chunk(row, [r[-1]], len(prompts[row]) + len(r) - 1) for row, r in enumerate(replies)]
-            logits = runner.decode(decode_inputs(chunks, 4, kv.capacity), kv)[:3]
+            logits = runner.decode(decode_inputs([(chunks, 4, kv.capacity)]), [kv.segment(4)])[:3]
             for reply, token in zip(replies, logits.argmax(-1).tolist()):
                 reply.append(token)
         assert replies == expected
@@ -306,7 +316,7 @@ def test_a_decode_step_from_device_inputs_attends_to_a_shared_start_like_the_eag
         for _ in range(15):
             chunks = [Chunk(row, [r[-1]], len(prompts[row]) + len(r) - 1, base=base if starts[row] else None)
                       for row, r in enumerate(out)]
-            logits = (runner.decode(decode_inputs(chunks, 4, kv.capacity), kv, base)[:3] if decode
+            logits = (runner.decode(decode_inputs([(chunks, 4, kv.capacity)]), [kv.segment(4)], base)[:3] if decode
                       else runner.forward(chunks, kv))
             for reply, token in zip(out, logits.argmax(-1).tolist()):
                 reply.append(token)
@@ -396,10 +406,109 @@ def test_without_a_c_compiler_attention_products_and_elementwise_work_run_in_tor
     ([Chunk(0, [5], 300, base=START), Chunk(1, [6], 290), Chunk(2, [7], 280, base=START)], True),  # one start
     ([Chunk(0, [5], 300, base=START), Chunk(1, [6], 300, base=SharedKV(list(range(256)), [], []))], False),
     ([Chunk(0, [5], 10, cache=SHORT), Chunk(1, [6], 3, cache=SHORT)], True),
-    ([Chunk(0, [5], 10, cache=SHORT), Chunk(1, [6], 3, cache=LONG)], False),  # rows in two size classes
+    ([Chunk(0, [5], 10, cache=SHORT), Chunk(0, [6], 300, cache=LONG)], True),  # rows 0..n-1 of two size classes
+    ([Chunk(0, [5], 10, cache=SHORT), Chunk(1, [6], 300, cache=LONG)], False),  # the long class has no row 0 here
+    ([Chunk(0, [5], 10, cache=SHORT), Chunk(0, [6], 300, cache=LONG), Chunk(1, [7], 3, cache=SHORT)], False),
+    ([Chunk(0, [5], 300, base=START, cache=SHORT), Chunk(0, [6], 900, base=START, cache=LONG)], True),
 ])
 def test_only_plain_decode_steps_go_to_cuda_graphs(chunks: list[Chunk], takes: bool) -> None:
     assert DecodeGraphs.takes(chunks) is takes
+
+
+class Rerun:
+    """Stands in for CUDA graph capture, which needs a GPU (a test double): a replay runs the captured step again
+    over the KV buffers it was captured over (``kv.Segment``), as a graph replays its kernels over their
+    addresses, and writes its logits into the same tensor. A replay over buffers since replaced would compute
+    from stale KV and write where no row reads, and the replies would go wrong."""
+
+    def scope(self, device: torch.device) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+    def capture(self, run: Callable[[], torch.Tensor],
+                device: torch.device) -> tuple[Callable[[], None], torch.Tensor]:
+        logits = run()
+
+        def replay() -> None:
+            logits.copy_(run())
+
+        return replay, logits
+
+    def forget(self) -> None:
+        pass
+
+
+def test_agents_in_several_size_classes_decode_in_graphs_with_the_replies_they_get_alone(
+        backend: HfLocalBackend, data_dir: Path) -> None:
+    """Decode steps replay graphs (captured by the stand-in) over rows in size classes: short chats, agents with a
+    shared system prompt (a SharedKV) and a long prompt decode together, one graph a step over all their classes;
+    rows move to a bigger class as they grow, and the graphs over replaced buffers are captured again. Every
+    reply is the one the agent gets alone, from the eager engine."""
+    graphed = own_backend(data_dir)
+    runner = graphed.runner
+    graphs = runner.graphs = DecodeGraphs(runner, Rerun())
+    runner.decode_mode = "cuda-graphs"
+    shapes: list[int] = []
+    run = graphs.run
+    graphs.run = lambda chunks, kv=None: (shapes.append(len({id(c.cache) for c in chunks})), run(chunks, kv))[1]
+    requests = ([ask(q, 40) for q in QUESTIONS[:3]] + [system_request(q, max_new_tokens=40) for q in QUESTIONS[3:]]
+                + [ask(LONG_PROMPT, 40)])
+    try:
+        alone = [backend.generate(request).text for request in requests]
+        assert [g.text for g in asyncio.run(together(graphed, requests))] == alone
+        assert graphs.replays == len(shapes) > 20 and max(shapes) >= 3, shapes  # short, shared-start, long rows
+        assert graphs.captures >= 3 and graphed.describe()["engine"]["kv_classes"] is True
+    finally:
+        graphed.close()
+
+
+def test_graphs_of_the_least_used_shapes_go_beyond_the_limit_and_are_captured_again_when_met(
+        backend: HfLocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room for two graphs, steps of 1, 2 and 4 rows keep the last two; a step of 1 row again is captured
+    again, with the logits of the eager step each time."""
+    monkeypatch.setattr(graphs_module, "MAX_GRAPHS", 2)
+    runner = backend.runner
+    graphs = DecodeGraphs(runner, Rerun())
+    prompt = backend.prompt_ids(ask(QUESTIONS[0]))
+    with torch.inference_mode():
+        kv = SlotKV(runner.config.num_hidden_layers, 4, runner.kv_heads, runner.head_dim, runner.dtype, runner.device)
+        kv.reserve(4, len(prompt) + 4)
+        runner.forward([Chunk(row, prompt, 0) for row in range(4)], kv)
+        for rows, captures in ((1, 1), (2, 2), (4, 3), (2, 3), (1, 4)):
+            step = [Chunk(row, [prompt[-1]], len(prompt), cache=kv) for row in range(rows)]
+            expected = runner.forward(step)  # eager: writes the same KV at the same offset
+            torch.testing.assert_close(graphs.run(step), expected, atol=1e-4, rtol=1e-4)
+            assert graphs.captures == captures and len(graphs.graphs) <= 2
+        assert list(graphs.graphs) == [((kv.capacity, 2),), ((kv.capacity, 1),)]  # by shape, last used last
+
+
+def test_a_graph_is_captured_again_once_its_cache_buffers_are_replaced(backend: HfLocalBackend) -> None:
+    """Two rows decode three steps: a step in a graph, the cache's buffers grown (replaced), a step of the same
+    shape, then a step eagerly. The second step must not replay the first graph (over the old buffers, its KV
+    would be lost to the third step): the logits are those of three eager steps."""
+    runner = backend.runner
+    prompts = [backend.prompt_ids(ask(q)) for q in QUESTIONS[:2]]
+
+    def steps(graphs: DecodeGraphs | None) -> list[torch.Tensor]:
+        kv = SlotKV(runner.config.num_hidden_layers, 2, runner.kv_heads, runner.head_dim, runner.dtype,
+                    runner.device, rows=2)
+        kv.reserve(2, max(map(len, prompts)) + 4)
+        logits = [runner.forward([Chunk(row, p, 0) for row, p in enumerate(prompts)], kv)]
+        for step in range(3):
+            tokens = logits[-1].argmax(-1).tolist()
+            chunks = [Chunk(row, [tokens[row]], len(p) + step, cache=kv) for row, p in enumerate(prompts)]
+            logits.append(graphs.run(chunks) if graphs is not None and step < 2 else runner.forward(chunks))
+            if step == 0:
+                layout = kv.layout
+                kv.max_rows = 4
+                kv.reserve(4, max(map(len, prompts)) + 4)
+                assert kv.layout == layout + 1
+        return logits
+
+    graphs = DecodeGraphs(runner, Rerun())
+    with torch.inference_mode():
+        for graphed, eager in zip(steps(graphs), steps(None)):
+            torch.testing.assert_close(graphed, eager, atol=1e-4, rtol=1e-4)
+    assert graphs.captures == 2 and graphs.replays == 2
 
 
 def test_a_decode_step_that_cannot_be_captured_runs_eagerly_and_the_status_says_why(

@@ -105,7 +105,7 @@ _Backend = Annotated[str, _matching(re.compile(r"[a-z0-9_]+"), "huggingface, ope
 
 # Settings of the local backend (its device, engine and grammar), refused on an API backend's entry.
 _LOCAL_ONLY = frozenset({"max_gpu_memory", "eval_device", "max_batch", "prefix_cache_mb", "kv_budget_mb",
-                         "prefill_chunk", "weights", "structured_output"})
+                         "prefill_chunk", "kv_classes", "weights", "structured_output"})
 
 
 class ModelConfig(_Section):
@@ -131,6 +131,9 @@ class ModelConfig(_Section):
     prefill_chunk: _Int | None = Field(default=None, ge=0, description="prompt tokens read per engine step, over "
                                        "all prompts; a longer prompt is read over several steps while others "
                                        "decode; 0 = whole prompts at once; default: 512 on a CPU, 4096 on a GPU")
+    kv_classes: StrictBool | None = Field(default=None, description="KV rows in size classes, each about its own "
+                                    "length, rather than all as long as the longest; default: on a CPU, not on a "
+                                    "GPU; Llama-family models only")
     weights: Literal["native", "bf16", "int8", "int4"] = Field(
         default="native", description="weight format of a Llama-family model: native (as loaded: fp32 on CPU), "
         "bf16, int8 or int4 (weight-only, CPU); the output layer stays native")

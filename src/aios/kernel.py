@@ -90,7 +90,7 @@ def _load_core(model: ModelConfig, config: Config) -> LLMCore:
     settings = EngineSettings(
         max_batch=model.max_batch, policy=scheduler.policy, quantum_tokens=scheduler.quantum_tokens,
         aging=scheduler.aging, snapshot_ram_mb=scheduler.snapshot_ram_mb, prefix_cache_mb=model.prefix_cache_mb,
-        kv_budget_mb=model.kv_budget_mb, prefill_chunk=model.prefill_chunk,
+        kv_budget_mb=model.kv_budget_mb, prefill_chunk=model.prefill_chunk, kv_classes=model.kv_classes,
     )
     return HfLocalBackend(model.name, model.max_gpu_memory, model.eval_device, data_dir=config.data_dir,
                           settings=settings, structured_output=model.structured_output, weights=model.weights)

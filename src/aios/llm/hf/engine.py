@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 
 from aios.context import KV, ContextStore
-from aios.errors import CapacityExceeded, KernelError, Unavailable
+from aios.errors import BadRequest, CapacityExceeded, KernelError, Unavailable
 from aios.llm.hf.detokenize import IncrementalText
 from aios.llm.hf.grammar import Grammars
 from aios.llm.hf.kv import BatchKV, SharedKV, SlotKV
@@ -79,6 +79,10 @@ class EngineSettings:
     kv_budget_mb: int = 4096  # the batch's KV cache never grows past this; sequences are preempted instead
     # Prompt tokens read per step, over all sequences; 0 = whole prompts at once; None = PREFILL_CHUNK by device.
     prefill_chunk: int | None = None
+    # KV rows in size classes (each row about its own length) rather than one class as long as the longest row.
+    # None: on a CPU, not on a GPU, where CUDA graphs then capture a shape per combination of classes and what
+    # that costs has not been measured yet (BENCHMARKS.md, "KV size classes on a GPU").
+    kv_classes: bool | None = None
 
 
 class Engine:
@@ -108,9 +112,12 @@ class Engine:
         self._thread.start()
 
     def _new_kv(self) -> BatchKV:
-        runner = self.runner
-        # Size classes on a CPU: a GPU's CUDA graphs capture one layout, and the transformers runner sees one cache.
-        classes = runner.attends_shared and runner.device.type == "cpu"
+        runner, classes = self.runner, self.settings.kv_classes
+        if classes and not runner.attends_shared:
+            raise BadRequest("kv_classes: true needs a Llama-family model (the engine's own runner); this one runs "
+                             "through transformers, which sees one cache; leave kv_classes unset")
+        if classes is None:  # the transformers runner sees one cache
+            classes = runner.attends_shared and runner.device.type == "cpu"
         return BatchKV(runner.config.num_hidden_layers, self.settings.max_batch, runner.kv_heads, runner.head_dim,
                        runner.dtype, runner.device, classes)
 
@@ -654,6 +661,7 @@ class Engine:
             "prefix_cache_mb": round(self.prefixes.nbytes / MB, 1) if self.prefixes else 0.0,
             "kv_cache_mb": round(self.kv.nbytes / MB, 1),
             "kv_rows": self._rows_by_class(),
+            "kv_classes": self.kv.classes,
             "shared_kv": len(shared),
             "shared_kv_mb": round(sum(base.nbytes for base in shared) / MB, 1),
             "runner": self.runner.name,

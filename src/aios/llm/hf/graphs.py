@@ -1,113 +1,221 @@
-"""Decode steps in CUDA graphs: a step of B decode tokens is captured once per batch size and KV layout, then
-replayed with new inputs, so the GPU runs the whole step without waiting for Python to launch each kernel.
+"""Decode steps in CUDA graphs: a step of decode tokens is captured once per shape, then replayed with new inputs,
+so the GPU runs the whole step without waiting for Python to launch each kernel.
 
-A step qualifies when every chunk is one decode token of rows ``0..n-1`` and the rows hold at most one shared
+A step qualifies when every chunk is one decode token and the chunks of each cache (a size class of the batch's
+KV, ``kv.BatchKV``) are its rows ``0..n-1``, in order, one cache after the other, holding at most one shared
 start (``SharedKV``: agents with one long system prompt) among them: a batch that is only generating. Steps that
-read prompt pieces run eagerly, and so do steps whose rows hold two different shared starts. ``n`` is padded up
-to a power of two (the sizes the KV rows grow by, capped at ``max_batch``), so a KV layout has a handful of
-graphs. The graphs hold the addresses of the KV buffers and of the shared start's: when the buffers are replaced
-(``SlotKV.layout`` changes) or the rows hold another shared start, they are dropped and captured again as steps
-need them (which rows hold the start is an input, so rows joining or leaving it change nothing). A step copies
-its inputs in (one small copy) and waits on the GPU once, when the engine reads the sampled tokens; grammar
-masks and sampling work on the logits the graph leaves.
+read prompt pieces run eagerly, and so do steps whose rows hold two different shared starts.
+
+A step's shape is, for each of its caches, the cache's capacity and its rows padded up to a power of two (the
+sizes the rows grow by, capped at the cache's rows), so a layout has a handful of graphs. A graph holds the
+addresses of the KV buffers it was captured over (and of the shared start's): it is replayed only while those
+buffers are in place (``SlotKV.layout``), and all graphs are dropped when the rows hold another shared start
+(which rows hold it is an input, so rows joining or leaving it change nothing). At most ``MAX_GRAPHS`` are kept,
+the least recently used going first. A step copies its inputs in (one small copy) and waits on the GPU once,
+when the engine reads the sampled tokens; grammar masks and sampling work on the logits the graph leaves.
 """
 
 from __future__ import annotations
 
+import time
 import weakref
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
-from aios.llm.hf.kv import SharedKV, SlotKV
+from aios.llm.hf.kv import Segment, SharedKV, SlotKV
 
 if TYPE_CHECKING:
     from aios.llm.hf.runner import Chunk, LlamaRunner
+
+# Graphs kept at once. Each keeps its logits ([rows, vocab] fp32: 25 MB at 128 rows of a 49k vocabulary); with
+# size classes a few classes' shapes combine, and old combinations are seldom met again.
+MAX_GRAPHS = 32
 
 
 class CaptureFailed(RuntimeError):
     """A decode step could not be captured into a CUDA graph; the runner goes on eagerly."""
 
 
+class Capture(Protocol):
+    """How a step is captured and replayed: into CUDA graphs (:class:`CudaCapture`), or a stand-in."""
+
+    def scope(self, device: torch.device) -> AbstractContextManager[object]: ...
+
+    def capture(self, run: Callable[[], torch.Tensor], device: torch.device) -> tuple[Callable[[], None],
+                                                                                      torch.Tensor]:
+        """``run`` captured: a replay of it, and the tensor its replays write their result into."""
+        ...
+
+    def forget(self) -> None:
+        """No graph is left: memory kept for them may go."""
+        ...
+
+
+class CudaCapture:
+    """Captures into CUDA graphs that share one memory pool (a step's graphs never run at once; each keeps its
+    output apart, and the engine copies a replay's logits out before the next replay)."""
+
+    def __init__(self) -> None:
+        self.pool: tuple[int, int] | None = None
+
+    def scope(self, device: torch.device) -> AbstractContextManager[object]:
+        # Captures and replays run on the model's GPU, which need not be the thread's current one (cuda:1, say).
+        return torch.cuda.device(device)
+
+    def capture(self, run: Callable[[], torch.Tensor], device: torch.device) -> tuple[Callable[[], None],
+                                                                                      torch.Tensor]:
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        # A warm-up outside the capture lets the libraries pick their kernels and workspaces.
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            run()
+        torch.cuda.current_stream(device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: other threads (an embedding model, say) may use the GPU while the engine captures.
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+            logits = run()
+        return graph.replay, logits
+
+    def forget(self) -> None:
+        # A new pool for the next graphs: the old one goes with the last graph that used it, and cannot be reused.
+        self.pool = None
+
+
 @dataclass
 class _Graph:
-    graph: torch.cuda.CUDAGraph
+    replay: Callable[[], None]
     inputs: torch.Tensor  # [4, B]: token ids, positions, row offsets, holds the base (see runner._DecodePlan)
     logits: torch.Tensor  # [B, vocab], written by each replay
+    over: list[tuple[weakref.ref[SlotKV], int]]  # the caches it writes into, and their layouts then
+
+    def holds(self, caches: list[SlotKV]) -> bool:
+        """Whether it was captured over these caches' buffers as they are now."""
+        return len(caches) == len(self.over) and all(
+            ref() is cache and layout == cache.layout for (ref, layout), cache in zip(self.over, caches))
+
+    def current(self) -> bool:
+        return all((cache := ref()) is not None and layout == cache.layout for ref, layout in self.over)
 
 
 class DecodeGraphs:
-    def __init__(self, runner: "LlamaRunner") -> None:
+    def __init__(self, runner: "LlamaRunner", capture: Capture | None = None) -> None:
         self.runner = runner
-        self.pool: tuple[int, int] | None = None  # one memory pool for the graphs of a layout: they never run at once
-        self.graphs: dict[int, _Graph] = {}
+        self.capturer: Capture = capture or CudaCapture()
+        # By shape: ((capacity, padded rows) per cache); in use order, the most recently used last.
+        self.graphs: dict[tuple[tuple[int, int], ...], _Graph] = {}
         self.captures = self.replays = 0
-        self._kv: weakref.ref[SlotKV] | None = None  # the cache, and its layout, the graphs write into
-        self._layout = -1
+        self.capture_s = 0.0  # time spent capturing
         self._base: SharedKV | None = None  # the shared start the graphs read (held: they hold its addresses)
 
     @staticmethod
     def takes(chunks: list["Chunk"], kv: SlotKV | None = None) -> bool:
-        """Whether a step of ``chunks`` is a plain decode step of rows ``0..n-1`` of one cache (theirs, or
-        ``kv`` for chunks that name none) holding at most one shared start."""
-        return (bool(chunks)
-                and all(len(chunk.ids) == 1 and chunk.wants_logits and chunk.row == row
-                        for row, chunk in enumerate(chunks))
-                and len({id(chunk.cache or kv) for chunk in chunks}) == 1
-                and len({id(chunk.base) for chunk in chunks if chunk.base is not None}) <= 1)
+        """Whether a step of ``chunks`` is a plain decode step: one token each, the chunks of each cache (theirs,
+        or ``kv`` for chunks that name none) its rows ``0..n-1`` in order, one cache after the other, holding at
+        most one shared start."""
+        if not chunks or len({id(chunk.base) for chunk in chunks if chunk.base is not None}) > 1:
+            return False
+        caches = [chunk.cache or kv for chunk in chunks]
+        seen: set[int] = set()
+        row = 0
+        for index, (chunk, cache) in enumerate(zip(chunks, caches)):
+            if index == 0 or cache is not caches[index - 1]:  # the first chunk of a cache
+                if id(cache) in seen:
+                    return False
+                seen.add(id(cache))
+                row = 0
+            if len(chunk.ids) != 1 or not chunk.wants_logits or chunk.row != row:
+                return False
+            row += 1
+        return True
 
-    def run(self, chunks: list["Chunk"], kv: SlotKV) -> torch.Tensor:
-        """The step's logits ``[n, vocab]`` (fp32), by replaying its batch size's graph (captured first if
-        needed). The engine reserves rows for all running sequences, so ``kv.rows >= n``."""
+    def run(self, chunks: list["Chunk"], kv: SlotKV | None = None) -> torch.Tensor:
+        """The step's logits ``[n, vocab]`` (fp32), by replaying the graph of its shape (captured first if
+        needed). The engine reserves rows for all running sequences, so each cache has rows for its chunks."""
         base = next((chunk.base for chunk in chunks if chunk.base is not None), None)
-        if self._kv is None or self._kv() is not kv or self._layout != kv.layout or base is not self._base:
-            self.graphs.clear()  # they write into buffers that are gone, or read another shared start
-            # A new pool too: the old one goes with the last graph that used it, and cannot be used again.
-            self.pool = None
-            self._kv, self._layout, self._base = weakref.ref(kv), kv.layout, base
-        n = len(chunks)
-        size = min(1 << (n - 1).bit_length(), kv.rows)
-        # Captures and replays run on the model's GPU, which need not be the thread's current one (cuda:1, say).
-        with torch.cuda.device(kv.keys[0].device):
-            graph = self.graphs.get(size) or self._capture(size, kv)
-            graph.inputs.copy_(decode_inputs(chunks, size, kv.capacity))
-            graph.graph.replay()
+        if base is not self._base:  # the graphs read another shared start
+            self._drop()
+            self._base = base
+        groups = _by_cache(chunks, kv)
+        caches = [cache for cache, _ in groups]
+        sizes = [min(1 << (len(group) - 1).bit_length(), cache.rows) for cache, group in groups]
+        shape = tuple((cache.capacity, size) for cache, size in zip(caches, sizes))
+        device = caches[0].keys[0].device
+        with self.capturer.scope(device):
+            graph = self.graphs.pop(shape, None)
+            if graph is None or not graph.holds(caches):
+                graph = self._capture(caches, sizes, device)
+            self.graphs[shape] = graph  # the most recently used, last
+            graph.inputs.copy_(decode_inputs([(group, size, cache.capacity)
+                                              for (cache, group), size in zip(groups, sizes)]))
+            graph.replay()
             self.replays += 1
-            return graph.logits[:n].clone()  # the next replay overwrites the graph's own
+            # A copy of the real rows' logits: the next replay overwrites the graph's own.
+            if len(groups) == 1:
+                return graph.logits[:len(chunks)].clone()
+            rows, start = [], 0
+            for (_, group), size in zip(groups, sizes):
+                rows.append(graph.logits[start:start + len(group)])
+                start += size
+            return torch.cat(rows)
 
-    def _capture(self, size: int, kv: SlotKV) -> _Graph:
-        device = kv.keys[0].device
-        if self.pool is None:
-            self.pool = torch.cuda.graph_pool_handle()
+    def _capture(self, caches: list[SlotKV], sizes: list[int], device: torch.device) -> _Graph:
+        # Graphs over buffers that are gone go now (their memory is the pool's again); then the least used.
+        self.graphs = {shape: graph for shape, graph in self.graphs.items() if graph.current()}
+        while len(self.graphs) >= MAX_GRAPHS:
+            del self.graphs[next(iter(self.graphs))]
+        if not self.graphs:
+            self.capturer.forget()
+        segments = [cache.segment(size) for cache, size in zip(caches, sizes)]
         # Every row a padding row while capturing: the warm-up run writes only KV that no sequence holds.
-        inputs = decode_inputs([], size, kv.capacity).to(device)
+        inputs = decode_inputs([([], size, cache.capacity) for cache, size in zip(caches, sizes)]).to(device)
+        began = time.perf_counter()
         try:
-            # A warm-up outside the capture lets the libraries pick their kernels and workspaces.
-            stream = torch.cuda.Stream(device)
-            stream.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(stream):
-                self.runner.decode(inputs, kv, self._base)
-            torch.cuda.current_stream(device).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            # thread_local: other threads (an embedding model, say) may use the GPU while the engine captures.
-            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-                logits = self.runner.decode(inputs, kv, self._base)
+            replay, logits = self.capturer.capture(lambda: self.runner.decode(inputs, segments, self._base), device)
         except Exception as exc:
-            raise CaptureFailed(f"capturing a decode step of {size} rows failed: {type(exc).__name__}: {exc}") from exc
+            raise CaptureFailed(f"capturing a decode step of {sum(sizes)} rows failed: "
+                                f"{type(exc).__name__}: {exc}") from exc
         self.captures += 1
-        self.graphs[size] = _Graph(graph, inputs, logits)
-        return self.graphs[size]
+        self.capture_s += time.perf_counter() - began
+        return _Graph(replay, inputs, logits, [(weakref.ref(cache), cache.layout) for cache in caches])
+
+    def _drop(self) -> None:
+        self.graphs.clear()
+        self.capturer.forget()
 
 
-def decode_inputs(chunks: list["Chunk"], size: int, capacity: int) -> torch.Tensor:
-    """The ``[4, size]`` inputs of a decode step (see runner._DecodePlan): token ids, positions, row offsets and
-    whether each chunk's row holds the shared start, then padding rows (position 0, offset ``capacity - 1``,
-    which no sequence holds, and no shared start)."""
-    pad = size - len(chunks)
+def _by_cache(chunks: list["Chunk"], kv: SlotKV | None) -> list[tuple[SlotKV, list["Chunk"]]]:
+    """The chunks of a step that ``takes`` accepts, by cache, in order."""
+    groups: list[tuple[SlotKV, list["Chunk"]]] = []
+    for chunk in chunks:
+        cache = chunk.cache or kv
+        assert cache is not None, "a chunk names no cache and the step has none"
+        if not groups or groups[-1][0] is not cache:
+            groups.append((cache, []))
+        groups[-1][1].append(chunk)
+    return groups
+
+
+def decode_inputs(segments: list[tuple[list["Chunk"], int, int]]) -> torch.Tensor:
+    """The ``[4, B]`` inputs of a decode step (see runner._DecodePlan) over segments given as (their chunks, size,
+    capacity of their cache): per segment, the token ids, positions, row offsets and whether each chunk's row
+    holds the shared start, then padding rows up to its size (position 0, offset ``capacity - 1``, which no
+    sequence holds, and no shared start)."""
+    ids: list[int] = []
+    positions: list[int] = []
+    offsets: list[int] = []
+    holds: list[bool] = []
+    for chunks, size, capacity in segments:
+        pad = size - len(chunks)
+        ids += [chunk.ids[0] for chunk in chunks] + [0] * pad
+        positions += [chunk.start for chunk in chunks] + [0] * pad
+        offsets += [chunk.offset for chunk in chunks] + [capacity - 1] * pad
+        holds += [chunk.base is not None for chunk in chunks] + [False] * pad
     # Through numpy: torch.tensor reads a list of 512 ints in ~64 µs, numpy in ~8, which a GPU step feels.
-    return torch.from_numpy(np.array([[chunk.ids[0] for chunk in chunks] + [0] * pad,
-                                      [chunk.start for chunk in chunks] + [0] * pad,
-                                      [chunk.offset for chunk in chunks] + [capacity - 1] * pad,
-                                      [chunk.base is not None for chunk in chunks] + [False] * pad], dtype=np.int64))
+    return torch.from_numpy(np.array([ids, positions, offsets, holds], dtype=np.int64))

@@ -134,11 +134,31 @@ class SlotKV:
         for buffer in (self._keys, self._values):
             buffer[:, target, :, :length] = buffer[:, source, :, :length]
 
+    def segment(self, size: int) -> "Segment":
+        """Rows ``0..size-1`` of this cache as a decode step from device inputs reads them (see :class:`Segment`)."""
+        return Segment(list(self.keys), list(self.values), size)
+
     def prefill_view(self, row: int, start: int) -> "_PrefillView":
         return _PrefillView(self, row, start)
 
     def decode_view(self, lengths: torch.Tensor) -> "_DecodeView":
         return _DecodeView(self, lengths)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Rows ``0..size-1`` of one cache in a decode step from device inputs (``runner._DecodePlan``): the buffers'
+    per-layer views as they were when the step was planned. A CUDA graph holds those addresses; a graph replayed
+    after its cache's buffers were replaced would write into freed memory, so ``graphs.DecodeGraphs`` never
+    replays one (and its stand-in in the tests, replaying by running the plan again, goes wrong visibly)."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    size: int
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]  # [rows, kv_heads, capacity, head_dim]
 
 
 def _rows_for(rows: int, max_rows: int) -> int:
@@ -158,8 +178,8 @@ class BatchKV:
     reading a long document beside thirty chatting takes one long row, not thirty-one. The engine places rows
     (it knows what each sequence is about to write); this says which class fits and what classes cost.
 
-    With ``classes`` off (on a GPU, where a CUDA graph captures one layout; and for the transformers runner) one
-    SlotKV, class ``0``, holds every row at the longest row's capacity."""
+    With ``classes`` off (for the transformers runner, and by default on a GPU, see ``EngineSettings.kv_classes``)
+    one SlotKV, class ``0``, holds every row at the longest row's capacity."""
 
     def __init__(self, layers: int, max_rows: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
                  device: torch.device, classes: bool) -> None:

@@ -32,7 +32,7 @@ from aios.llm.hf.blocks import BlockProducts
 from aios.llm.hf.cbuild import built_or_why
 from aios.llm.hf.elementwise import Elementwise, load as load_elementwise
 from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs
-from aios.llm.hf.kv import SharedKV, SlotKV
+from aios.llm.hf.kv import Segment, SharedKV, SlotKV
 from aios.llm.hf.weights import CPU_FORMATS, FormatError, Linear, WeightFormat
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class LlamaRunner:
         in its own cache's row (``kv`` for those that name none)."""
         if self.graphs is not None and self.graphs.takes(chunks, kv):
             try:
-                return self.graphs.run(chunks, chunks[0].cache or kv)
+                return self.graphs.run(chunks, kv)
             except CaptureFailed as exc:
                 log.warning("decode steps run eagerly from now on: %s", exc)
                 self.run_eagerly(str(exc))
@@ -140,11 +140,12 @@ class LlamaRunner:
         """No more CUDA graphs: every step runs eagerly, and the status says ``why``."""
         self.graphs, self.decode_mode = None, f"eager ({why})"
 
-    def decode(self, inputs: torch.Tensor, kv: SlotKV, base: SharedKV | None = None) -> torch.Tensor:
-        """Logits of a decode step of cache rows ``0..B-1`` whose inputs are on the device (``inputs``: see
-        :class:`_DecodePlan`), the rows that hold ``base`` attending to it too. Every shape depends only on
-        ``B``, the KV buffers and ``base``, so a CUDA graph captures it once and replays it with new inputs."""
-        return self._run(_DecodePlan(inputs, kv, self.dtype, base, self.heads // self.kv_heads))
+    def decode(self, inputs: torch.Tensor, segments: list[Segment], base: SharedKV | None = None) -> torch.Tensor:
+        """Logits of a decode step of the rows of ``segments`` (rows ``0..size-1`` of a cache each, one after the
+        other) whose inputs are on the device (``inputs``: see :class:`_DecodePlan`), the rows that hold ``base``
+        attending to it too. Every shape depends only on the segments and ``base``, so a CUDA graph captures it
+        once and replays it with new inputs."""
+        return self._run(_DecodePlan(inputs, segments, self.dtype, base, self.heads // self.kv_heads))
 
     def _run(self, plan: "_Plan | _DecodePlan") -> torch.Tensor:
         ops = self.ops
@@ -434,45 +435,59 @@ def _similar(runs: list[tuple[int, Chunk, SlotKV]]) -> list[list[tuple[int, Chun
 
 
 class _DecodePlan:
-    """A decode step of cache rows ``0..B-1``, one token each, from ``inputs`` on the device: ``[4, B]`` token
+    """A decode step of the rows of ``segments``, one token each, from ``inputs`` on the device: ``[4, B]`` token
     ids, their positions, the offsets in their rows where their KV goes, and whether each row starts with
-    ``base`` (a shared start all its holders attend to). Attention reads every position of the rows, masked to
-    the offsets up to each token's own, so no shape depends on the sequences' lengths or on which rows hold the
-    base.
+    ``base`` (a shared start all its holders attend to), the segments' rows one after the other (``B`` is the
+    sum of their sizes). Attention reads every position of a segment's rows, masked to the offsets up to each
+    token's own, so no shape depends on the sequences' lengths or on which rows hold the base.
 
-    A row that only pads the batch to its graph's size has position 0, offset ``capacity - 1`` and no base: no
-    sequence holds that offset (the engine reserves a position past the longest row), and the row's output is
-    dropped."""
+    A row that only pads a segment to its size has position 0, offset ``capacity - 1`` and no base: no sequence
+    holds that offset (the engine reserves a position past the longest row), and the row's output is dropped."""
 
     logit_rows = slice(None)
 
-    def __init__(self, inputs: torch.Tensor, kv: SlotKV, dtype: torch.dtype, base: SharedKV | None,
+    def __init__(self, inputs: torch.Tensor, segments: list[Segment], dtype: torch.dtype, base: SharedKV | None,
                  group: int) -> None:
-        self.kv, capacity = kv, kv.capacity
-        self.ids, self.positions, self.offsets, holds = inputs
-        rows = len(self.ids)
-        self.rows = torch.arange(rows, device=inputs.device)
-        visible = torch.arange(capacity, device=inputs.device)[None, :] <= self.offsets[:, None]
-        bias = torch.zeros(visible.shape, dtype=dtype, device=inputs.device).masked_fill_(~visible, -torch.inf)
-        self.bias = bias.view(rows, 1, 1, capacity)
+        self.ids, self.positions, offsets, holds = inputs
+        device, rows = inputs.device, len(self.ids)
+        # Per segment: where its rows begin in the step, its buffers, its rows' indices and offsets, the mask.
+        self.parts: list[tuple[int, Segment, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        begin = 0
+        for segment in segments:
+            size, capacity = segment.size, segment.capacity
+            at = offsets[begin:begin + size]
+            visible = torch.arange(capacity, device=device)[None, :] <= at[:, None]
+            bias = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, -torch.inf)
+            self.parts.append((begin, segment, torch.arange(size, device=device), at, bias.view(size, 1, 1, capacity)))
+            begin += size
         self.shared: list[tuple[SharedKV, torch.Tensor, torch.Tensor | None]] = []
         if base is not None:
             # Rows without the base see none of it: a score far below any real one (not -inf, which would make
             # a row's shared maximum -inf and its weights NaN; half the dtype's lowest, so that adding a score
             # cannot overflow) leaves it a weight of exactly 0 after merging.
             far = torch.finfo(dtype).min / 2
-            apart = torch.zeros(rows, dtype=dtype, device=inputs.device).masked_fill_(holds == 0, far)
-            self.shared = [(base, self.rows, apart.repeat_interleave(group).view(1, rows * group, 1))]
+            apart = torch.zeros(rows, dtype=dtype, device=device).masked_fill_(holds == 0, far)
+            self.shared = [(base, torch.arange(rows, device=device),
+                            apart.repeat_interleave(group).view(1, rows * group, 1))]
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int) -> torch.Tensor:
-        n = len(q)
-        keys, values = self.kv.keys[layer], self.kv.values[layer]
-        keys[self.rows, :, self.offsets] = k
-        values[self.rows, :, self.offsets] = v
-        grouped, scores = _row_scores(q, keys, keys.shape[2], self.bias)
+        attended, grouped, own = [], [], []
+        for begin, segment, rows, at, bias in self.parts:
+            size = segment.size
+            keys, values = segment.keys[layer], segment.values[layer]
+            keys[rows, :, at] = k[begin:begin + size]
+            values[rows, :, at] = v[begin:begin + size]
+            queries, scores = _row_scores(q[begin:begin + size], keys, keys.shape[2], bias)
+            if self.shared:  # merged with the shared start's below, over all the step's rows at once
+                grouped.append(queries)
+                own.append(_softmax_parts(scores, values[:size]))
+            else:
+                attended.append((scores.softmax(dim=-1) @ values[:size]).reshape(size, -1))
         if self.shared:
-            return _with_shared(grouped, _softmax_parts(scores, values[:n]), self.shared, layer).reshape(n, -1)
-        return (scores.softmax(dim=-1) @ values[:n]).reshape(n, -1)
+            parts = own[0] if len(own) == 1 else tuple(torch.cat(part) for part in zip(*own))
+            queries = grouped[0] if len(grouped) == 1 else torch.cat(grouped)
+            return _with_shared(queries, parts, self.shared, layer).reshape(len(q), -1)
+        return attended[0] if len(attended) == 1 else torch.cat(attended)
 
 
 def _row_scores(query: torch.Tensor, keys: torch.Tensor, span: int,
