@@ -204,7 +204,7 @@ def measure_classes(args: argparse.Namespace, progress: Callable[[str], None]) -
     n, shape = args.concurrency[-1], ARCHITECTURES["135M (embedded)"]
     long_tokens = 256 if args.quick else 2000
     readers = max(1, n // 32)
-    lines = [f"## KV size classes on a GPU ({_device_name(args)})", "",
+    lines = [f"### Measured on {_device_name(args)}", "",
              f"The 135M architecture, random weights, {n} generations of {args.tokens} tokens at once, greedy; "
              f"`{' '.join(['python', 'benchmarks/gpu.py', *sys.argv[1:]])}`. One class holds every row at the "
              "longest row's length; size classes hold each about its own (powers of two). KV peak: the most the "
