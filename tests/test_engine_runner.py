@@ -511,6 +511,54 @@ def test_a_graph_is_captured_again_once_its_cache_buffers_are_replaced(backend: 
     assert graphs.captures == 2 and graphs.replays == 2
 
 
+def test_a_new_cache_of_a_freed_ones_shape_gets_graphs_of_its_own(backend: HfLocalBackend) -> None:
+    """A size class that empties is freed, and the one made again later has the old one's shape and layout
+    count: its steps are captured again over its own buffers, not replayed over the freed ones (whose prompt
+    was another)."""
+    runner = backend.runner
+    graphs = DecodeGraphs(runner, Rerun())
+
+    def decode_step(question: str) -> tuple[torch.Tensor, torch.Tensor]:
+        prompt = backend.prompt_ids(ask(question))
+        kv = SlotKV(runner.config.num_hidden_layers, 1, runner.kv_heads, runner.head_dim, runner.dtype,
+                    runner.device)
+        kv.reserve(1, len(prompt) + 2)
+        assert (kv.capacity, kv.layout) == (64, 0)
+        step = [Chunk(0, runner.forward([Chunk(0, prompt, 0)], kv).argmax(-1).tolist(), len(prompt), cache=kv)]
+        return graphs.run(step), runner.forward(step)  # the eager step writes the same KV again
+
+    with torch.inference_mode():
+        for question in QUESTIONS[:2]:
+            graphed, eager = decode_step(question)
+            torch.testing.assert_close(graphed, eager, atol=1e-4, rtol=1e-4)
+    assert graphs.captures == 2
+
+
+def test_steps_whose_rows_come_to_hold_a_shared_start_are_captured_again(backend: HfLocalBackend) -> None:
+    """Two rows decode in a graph holding no shared start; then, in the same shape, two rows that start with a
+    shared system prompt: a graph holds the start it was captured with (none), so the step is captured again,
+    and its logits are the eager step's."""
+    runner = backend.runner
+    graphs = DecodeGraphs(runner, Rerun())
+    plain = [backend.prompt_ids(ask(q)) for q in QUESTIONS[:2]]
+    prompts = [backend.prompt_ids(system_request(q)) for q in QUESTIONS[:2]]
+    shared = common_prefix(prompts[0], prompts[1], len(prompts[0]) - 1)
+    with torch.inference_mode():
+        kv = SlotKV(runner.config.num_hidden_layers, 2, runner.kv_heads, runner.head_dim, runner.dtype,
+                    runner.device, rows=2)
+        kv.reserve(2, max(map(len, plain + prompts)) + 2)
+        first = runner.forward([Chunk(row, p, 0) for row, p in enumerate(plain)], kv).argmax(-1).tolist()
+        graphs.run([Chunk(row, [first[row]], len(p), cache=kv) for row, p in enumerate(plain)])
+        runner.forward([Chunk(0, prompts[0][:shared], 0)], kv)
+        base = SharedKV.start_of(prompts[0], kv.read_row(0, shared), shared)
+        first = runner.forward([Chunk(row, p[shared:], shared, base=base) for row, p in enumerate(prompts)],
+                               kv).argmax(-1).tolist()
+        step = [Chunk(row, [first[row]], len(p), base=base, cache=kv) for row, p in enumerate(prompts)]
+        graphed = graphs.run(step)
+        torch.testing.assert_close(graphed, runner.forward(step), atol=1e-4, rtol=1e-4)
+    assert graphs.captures == 2
+
+
 def test_a_decode_step_that_cannot_be_captured_runs_eagerly_and_the_status_says_why(
         backend: HfLocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
     """Stands in for a GPU whose capture fails (capture itself needs CUDA): the step runs eagerly with the same

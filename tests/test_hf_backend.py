@@ -185,3 +185,19 @@ def test_a_model_is_loaded_on_a_thread_that_has_ended_when_the_backend_is_ready(
         assert again.generate(GenerationRequest(CAPITAL, greedy())).text  # and the model it loaded serves
     finally:
         again.close()
+
+
+@pytest.mark.parametrize(("device", "max_gpu_memory", "placement"), [
+    ("cpu", None, {"device_map": "cpu"}),
+    ("cpu", {0: "24GB"}, {"device_map": "cpu"}),  # GPU limits mean nothing without CUDA
+    ("cuda:1", None, {"device_map": "cuda:1"}),
+    ("cuda", None, {"device_map": "cuda:3"}),  # the caller's current GPU, named: the load runs on another thread
+    ("cuda", {0: "24GB", "1": "40GB"}, {"device_map": "auto", "max_memory": {0: "24GB", 1: "40GB"}}),
+])
+def test_a_model_is_placed_on_its_device_and_spread_over_gpus_within_their_limits(
+        device: str, max_gpu_memory: dict[int | str, str] | None, placement: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stands in for a machine whose current GPU is cuda:3 (a test double: this machine has none)."""
+    monkeypatch.setattr(backend_module.torch.cuda, "current_device", lambda: 3)
+    dtype = backend_module.torch.bfloat16
+    assert backend_module._placement(device, dtype, max_gpu_memory) == {"dtype": dtype, **placement}

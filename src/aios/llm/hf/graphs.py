@@ -32,8 +32,8 @@ from aios.llm.hf.kv import Segment, SharedKV, SlotKV
 if TYPE_CHECKING:
     from aios.llm.hf.runner import Chunk, LlamaRunner
 
-# Graphs kept at once. Each keeps its logits ([rows, vocab] fp32: 25 MB at 128 rows of a 49k vocabulary); with
-# size classes a few classes' shapes combine, and old combinations are seldom met again.
+# Graphs kept at once: with size classes a few classes' shapes combine, and old combinations are seldom met
+# again. A graph keeps little of its own (its inputs; its logits go to one buffer that all share).
 MAX_GRAPHS = 32
 
 
@@ -92,7 +92,7 @@ class CudaCapture:
 class _Graph:
     replay: Callable[[], None]
     inputs: torch.Tensor  # [4, B]: token ids, positions, row offsets, holds the base (see runner._DecodePlan)
-    logits: torch.Tensor  # [B, vocab], written by each replay
+    logits: torch.Tensor  # [B, vocab], written by each replay (rows of DecodeGraphs.logits)
     over: list[tuple[weakref.ref[SlotKV], int]]  # the caches it writes into, and their layouts then
 
     def holds(self, caches: list[SlotKV]) -> bool:
@@ -113,6 +113,10 @@ class DecodeGraphs:
         self.captures = self.replays = 0
         self.capture_s = 0.0  # time spent capturing
         self._base: SharedKV | None = None  # the shared start the graphs read (held: they hold its addresses)
+        # Where every graph leaves its logits, outside the graphs' pool: a graph's own logits are then scratch
+        # that the next capture reuses, not [rows, vocab] kept per graph. Each step copies its rows out before
+        # the next replay.
+        self.logits: torch.Tensor | None = None
 
     @staticmethod
     def takes(chunks: list["Chunk"], kv: SlotKV | None = None) -> bool:
@@ -150,6 +154,7 @@ class DecodeGraphs:
         with self.capturer.scope(device):
             graph = self.graphs.pop(shape, None)
             if graph is None or not graph.holds(caches):
+                graph = None  # first: a stale graph's memory goes back to the pool before the next capture
                 graph = self._capture(caches, sizes, device)
             self.graphs[shape] = graph  # the most recently used, last
             graph.inputs.copy_(decode_inputs([(group, size, cache.capacity)
@@ -166,6 +171,11 @@ class DecodeGraphs:
             return torch.cat(rows)
 
     def _capture(self, caches: list[SlotKV], sizes: list[int], device: torch.device) -> _Graph:
+        rows = sum(sizes)
+        if self.logits is None or len(self.logits) < rows:
+            self._drop()  # graphs that write into a smaller buffer (a step's sizes add up to < 2 * max_rows)
+            self.logits = torch.empty(max(rows, 2 * caches[0].max_rows), self.runner.config.vocab_size,
+                                      device=device)
         # Graphs over buffers that are gone go now (their memory is the pool's again); then the least used.
         self.graphs = {shape: graph for shape, graph in self.graphs.items() if graph.current()}
         while len(self.graphs) >= MAX_GRAPHS:
@@ -175,9 +185,14 @@ class DecodeGraphs:
         segments = [cache.segment(size) for cache, size in zip(caches, sizes)]
         # Every row a padding row while capturing: the warm-up run writes only KV that no sequence holds.
         inputs = decode_inputs([([], size, cache.capacity) for cache, size in zip(caches, sizes)]).to(device)
+        out, base = self.logits[:rows], self._base  # as captured: a replay reads no attribute again
+
+        def step() -> torch.Tensor:
+            return out.copy_(self.runner.decode(inputs, segments, base))
+
         began = time.perf_counter()
         try:
-            replay, logits = self.capturer.capture(lambda: self.runner.decode(inputs, segments, self._base), device)
+            replay, logits = self.capturer.capture(step, device)
         except Exception as exc:
             raise CaptureFailed(f"capturing a decode step of {sum(sizes)} rows failed: "
                                 f"{type(exc).__name__}: {exc}") from exc
