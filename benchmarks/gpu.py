@@ -16,6 +16,10 @@ of the embedded model's architecture and of a ~1.7B one). Greedy, N generations 
     python benchmarks/gpu.py --classes                KV in size classes against one class, at N = 128: speed, KV
                                                       peak and graph captures, with prompts all short and with a
                                                       few long ones beside them (section "gpu-classes")
+    python benchmarks/gpu.py --compile ...            any of the above with the engine's decode step compiled by
+                                                      torch.compile before its CUDA graphs capture it (element-wise
+                                                      work fused into fewer kernels: does it help?); tables go to
+                                                      sections of their own ("gpu-compile", "gpu-classes-compile")
     python benchmarks/gpu.py --device cpu --quick     the script itself, on a CPU (tests/test_bench_gpu.py runs
                                                       each mode so, with --check and --profile too)
 """
@@ -75,17 +79,29 @@ def prompts(n: int, seed: int = 1) -> list[list[int]]:
     return torch.randint(3, VOCAB, (n, PROMPT_TOKENS), generator=generator).tolist()
 
 
-def new_engine(model: Any, graphs: bool = True, tokenizer: Any = None, **settings: Any) -> Engine:
-    """An engine over ``model``; ``graphs=False`` runs every decode step eagerly. Without a real ``tokenizer``,
-    replies are spelled as token ids and never end early."""
+def new_engine(model: Any, decode: str = "graphs", tokenizer: Any = None, **settings: Any) -> Engine:
+    """An engine over ``model``, its decode steps in CUDA graphs where the device has them (``decode``
+    ``graphs``), the same with the step compiled first (``compiled``, see :func:`compile_decode`), or eagerly
+    (``eager``). Without a real ``tokenizer``, replies are spelled as token ids and never end early."""
     eos = {tokenizer.eos_token_id} if tokenizer is not None else set()
     tokenizer = tokenizer or IdsTokenizer()
     runner = make_runner(model, "native")
-    if not graphs and getattr(runner, "graphs", None) is not None:
-        runner.run_eagerly("turned off")
+    if getattr(runner, "graphs", None) is not None:
+        if decode == "eager":
+            runner.run_eagerly("turned off")
+        elif decode == "compiled":
+            compile_decode(runner)
     spill = Path(tempfile.mkdtemp(prefix="aios-gpu-"))
     return Engine(runner, tokenizer, eos, EngineSettings(**{"prefix_cache_mb": 0, **settings}), spill,
                   Grammars(tokenizer, VOCAB, eos))
+
+
+def compile_decode(runner: Any) -> None:
+    """The runner's decode step (the one its CUDA graphs capture) under torch.compile: inductor fuses its
+    element-wise work (norms, the rotary embedding, the gate, the attention's mask and softmax) into fewer
+    kernels, which the graphs then replay. Compiled at the first capture of each shape (the warm-up run before
+    the capture), later shapes with dynamic sizes."""
+    runner.decode = torch.compile(runner.decode)
 
 
 def generate_with(engine: Engine, batch: list[list[int]], tokens: int | list[int],
@@ -143,8 +159,9 @@ def measure(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
     rows it finished)."""
     lines = [f"## The engine on a GPU ({_device_name(args)})", "",
              f"Random weights, bf16 on CUDA; {PROMPT_TOKENS}-token prompts, {args.tokens} new tokens each, greedy; "
-             f"`{' '.join(['python', 'benchmarks/gpu.py', *sys.argv[1:]])}`. The engine decodes in CUDA graphs; "
-             "'eager' is the same engine with them turned off.", "",
+             f"`{' '.join(['python', 'benchmarks/gpu.py', *sys.argv[1:]])}`. The engine decodes in CUDA graphs"
+             f"{' (the step compiled by torch.compile)' if args.compile else ''}; 'eager' is the same engine with "
+             "them turned off.", "",
              "| model | N | engine tok/s | eager tok/s | static generate tok/s | compiled static-cache generate "
              "tok/s | engine ÷ eager | engine ÷ static | engine ÷ compiled |", "|---|---|---|---|---|---|---|---|---|"]
     for name, shape in ARCHITECTURES.items():
@@ -161,16 +178,16 @@ def measure(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
                 except Exception as exc:  # the other columns still count
                     print(f"compiled generate failed: {type(exc).__name__}: {exc}", flush=True)
             del model
-            ours, eager = (engine_rate(shape, batch, args, graphs) for graphs in (True, False))
+            ours, eager = (engine_rate(shape, batch, args, decode) for decode in (args.decode, "eager"))
             lines.append(f"| {name} | {n} | {ours:.0f} | {eager:.0f} | {static:.0f} | {compiled:.0f} | "
                          f"{ours / eager:.2f} | {ours / static:.2f} | {ours / compiled:.2f} |")
             print(lines[-1], flush=True)
             progress("\n".join(lines))
 
 
-def engine_rate(shape: dict[str, Any], batch: list[list[int]], args: argparse.Namespace, graphs: bool) -> float:
+def engine_rate(shape: dict[str, Any], batch: list[list[int]], args: argparse.Namespace, decode: str) -> float:
     # The KV budget fits the 1.7B model's 128 rows: the engine must not preempt here.
-    engine = new_engine(random_model(shape, args.device), graphs=graphs, max_batch=len(batch), kv_budget_mb=65536)
+    engine = new_engine(random_model(shape, args.device), decode, max_batch=len(batch), kv_budget_mb=65536)
     generate_with(engine, batch, 4)  # warm-up (and, with graphs, a capture at this batch size)
     ours = rate(lambda: generate_with(engine, batch, args.tokens), len(batch) * args.tokens, args.device)
     engine.stop()
@@ -216,7 +233,7 @@ def measure_classes(args: argparse.Namespace, progress: Callable[[str], None]) -
     for name, batch in mixes.items():
         one_class = 0.0
         for classes in (False, True):
-            engine = new_engine(random_model(shape, args.device), max_batch=n, kv_budget_mb=65536,
+            engine = new_engine(random_model(shape, args.device), args.decode, max_batch=n, kv_budget_mb=65536,
                                 kv_classes=classes)
             generate_with(engine, batch, 4)
             graphs = engine.runner.graphs
@@ -246,7 +263,7 @@ def profile_steps(args: argparse.Namespace) -> None:
     (CUDA graphs) and the rest (steps that read prompts, run eagerly); then the kernels of one decode step at N
     rows, run eagerly under the profiler (a graph replays the same kernels), by device time."""
     n, shape = args.concurrency[-1], ARCHITECTURES["135M (embedded)"]
-    engine = new_engine(random_model(shape, args.device), max_batch=n, kv_budget_mb=65536)
+    engine = new_engine(random_model(shape, args.device), args.decode, max_batch=n, kv_budget_mb=65536)
     batch = prompts(n)
     generate_with(engine, batch, 4)
     spent: dict[str, list[float]] = {"decode steps": [], "other steps": []}
@@ -314,18 +331,18 @@ def check(args: argparse.Namespace) -> bool:
     shape, batch = ARCHITECTURES["135M (embedded)"], prompts(8, seed=2)
     tokens = [8 + i for i in range(8)] if args.quick else [40 + 4 * i for i in range(8)]
     model = lambda: random_model(shape, args.device, torch.float32)  # noqa: E731
-    engine = new_engine(model(), max_batch=8)
+    engine = new_engine(model(), args.decode, max_batch=8)
     alone = [generate_with(engine, [ids], n)[0] for ids, n in zip(batch, tokens)]
     together = generate_with(engine, batch, tokens)
     graphs = engine.runner.graphs
     engine.stop()
-    eager_engine = new_engine(model(), graphs=False, max_batch=8)
+    eager_engine = new_engine(model(), "eager", max_batch=8)
     eager = generate_with(eager_engine, batch, tokens)
     eager_engine.stop()
-    sampling = new_engine(model(), max_batch=8)
+    sampling = new_engine(model(), args.decode, max_batch=8)
     sampled = [generate_with(sampling, batch, tokens, sampled=True) for _ in range(2)]
     sampling.stop()
-    slices = new_engine(model(), max_batch=1, policy="rr", quantum_tokens=4)
+    slices = new_engine(model(), args.decode, max_batch=1, policy="rr", quantum_tokens=4)
     interleaved = generate_with(slices, batch[:2], tokens[:2])
     preemptions = slices.preemptions
     slices.stop()
@@ -334,8 +351,8 @@ def check(args: argparse.Namespace) -> bool:
                f"preempted ({preemptions} times) == uninterrupted": interleaved == alone[:2] and preemptions > 0,
                "sampled replies the same in two runs for the same seeds, and not the greedy ones (top_p 0.9)":
                    sampled[0] == sampled[1] and sampled[0] != together}
-    results.update(check_shared_start(model, tokens, repeats=3 if args.quick else 10))
-    results.update(check_classes(model, tokens, long_tokens=96 if args.quick else 384))
+    results.update(check_shared_start(model, tokens, args.decode, repeats=3 if args.quick else 10))
+    results.update(check_classes(model, tokens, args.decode, long_tokens=96 if args.quick else 384))
     if args.device != "cpu":
         results[f"decode steps replayed CUDA graphs ({graphs.captures if graphs else 0} captures, "
                 f"{graphs.replays if graphs else 0} replays)"] = graphs is not None and graphs.replays > 0
@@ -346,14 +363,15 @@ def check(args: argparse.Namespace) -> bool:
     return all(results.values())
 
 
-def check_shared_start(model: Callable[[], Any], tokens: list[int], repeats: int) -> dict[str, bool]:
+def check_shared_start(model: Callable[[], Any], tokens: list[int], decode: str,
+                       repeats: int) -> dict[str, bool]:
     """Agents whose prompts start with the same ``repeats`` × 32 tokens (stored once, as a SharedKV): their
-    replies under CUDA graphs equal the eager engine's."""
+    replies under CUDA graphs (``decode``) equal the eager engine's."""
     start = prompts(1, seed=4)[0] * repeats
     batch = [start + tail for tail in prompts(8, seed=5)]
     replies, shared = [], []
-    for graphs in (True, False):
-        engine = new_engine(model(), graphs=graphs, max_batch=8)
+    for how in (decode, "eager"):
+        engine = new_engine(model(), how, max_batch=8)
         replies.append(generate_with(engine, batch, tokens))
         shared.append(engine.shared_tokens)
         engine.stop()
@@ -361,16 +379,16 @@ def check_shared_start(model: Callable[[], Any], tokens: list[int], repeats: int
             replies[0] == replies[1] and shared[0] > 0}
 
 
-def check_classes(model: Callable[[], Any], tokens: list[int], long_tokens: int) -> dict[str, bool]:
+def check_classes(model: Callable[[], Any], tokens: list[int], decode: str, long_tokens: int) -> dict[str, bool]:
     """Agents of very different lengths, their KV in size classes (two long prompts beside six short ones, and
-    rows moving up a class as they grow): their replies under CUDA graphs, a step's graph over all its rows'
-    classes, equal the eager engine's."""
+    rows moving up a class as they grow): their replies under CUDA graphs (``decode``), a step's graph over all
+    its rows' classes, equal the eager engine's."""
     generator = torch.Generator().manual_seed(6)
     batch = torch.randint(3, VOCAB, (2, long_tokens), generator=generator).tolist() + prompts(6, seed=6)
     replies, graphs, classes = [], None, [0]
-    for graphed in (True, False):
-        engine = new_engine(model(), graphs=graphed, max_batch=8, kv_classes=True)
-        if graphed:
+    for how in (decode, "eager"):
+        engine = new_engine(model(), how, max_batch=8, kv_classes=True)
+        if how != "eager":
             graphs = engine.runner.graphs
             after_each_step(engine, lambda kv=engine.kv: classes.__setitem__(0, max(classes[0], len(kv.caches))))
         replies.append(generate_with(engine, batch, tokens))
@@ -388,7 +406,7 @@ def check_grammar(args: argparse.Namespace, model: Any) -> dict[str, bool]:
     schema = {"type": "object", "properties": {"city": {"type": "string"}, "year": {"type": "integer"}},
               "required": ["city", "year"], "additionalProperties": False}
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    engine = new_engine(model, tokenizer=tokenizer, max_batch=8)
+    engine = new_engine(model, args.decode, tokenizer=tokenizer, max_batch=8)
     replies = generate_with(engine, prompts(8, seed=3), 64, lambda: engine.grammars.constraint(OutputSpec(schema)))
     replays = engine.runner.graphs.replays if engine.runner.graphs is not None else 0
     engine.stop()
@@ -413,11 +431,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tokenizer", help="with --check: a folder holding the embedded model's tokenizer")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--classes", action="store_true", help="KV in size classes against one class")
+    parser.add_argument("--compile", action="store_true",
+                        help="the engine's decode step compiled by torch.compile before its graphs capture it")
     parser.add_argument("--quick", action="store_true",
                         help="N = 1 and 4, 16 tokens, the small model only (with --check: replies of 8 to 15 tokens)")
     parser.add_argument("--no-compiled", dest="compiled", action="store_false",
                         help="skip the compiled static-cache generate (its compiles take minutes)")
     args = parser.parse_args(argv)
+    args.decode = "compiled" if args.compile else "graphs"
     if args.quick:
         args.concurrency, args.tokens = [1, 4], 16
     return args
@@ -432,7 +453,7 @@ def main() -> None:
             profile_steps(args)
         return
     report = Path(__file__).parents[1] / "BENCHMARKS.md"
-    section = "gpu-classes" if args.classes else "gpu"
+    section = "gpu" + ("-classes" if args.classes else "") + ("-compile" if args.compile else "")
     with torch.inference_mode():
         # A smoke run shows that the script works, not how fast anything is: it writes nothing.
         (measure_classes if args.classes else measure)(

@@ -61,6 +61,48 @@ def test_the_size_classes_benchmark_runs_on_a_cpu_and_a_long_prompt_takes_less_k
     assert classes < one_class / 2, tables[-1]
 
 
+def test_the_decode_step_compiles_into_one_graph_on_the_code_paths_a_gpu_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gpu.py --compile` compiles the runner's decode step before CUDA graphs capture it. Here, on a GPU's code
+    paths (element-wise work and attention in torch, weights neither in blocks nor packed for MKL; a small random
+    model): the step traces into one graph without a break, writes its KV in place, and gives the eager step's
+    logits."""
+    import torch._dynamo
+
+    from aios.llm.hf import weights
+    from aios.llm.hf.cbuild import build
+    from aios.llm.hf.elementwise import Elementwise
+    from aios.llm.hf.graphs import decode_inputs
+    from aios.llm.hf.kv import SlotKV
+    from aios.llm.hf.runner import Chunk, make_runner
+
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.setattr(weights, "_mkl_packed", lambda weight: None)
+    build.cache_clear()
+    try:
+        shape = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=1)
+        runner = make_runner(gpu.random_model(shape, "cpu"), "native")
+    finally:
+        build.cache_clear()
+    assert runner.kernel is None and type(runner.ops) is Elementwise
+    assert all(linear.native_t is not None for linear in runner.linears[1:])  # (the tied output layer: plain)
+    eager_decode = runner.decode
+    with torch.inference_mode():
+        kv = SlotKV(2, 4, runner.kv_heads, runner.head_dim, runner.dtype, runner.device, rows=4)
+        runner.forward([Chunk(row, [5 + row, 7, 9], 0) for row in range(4)], kv)
+        inputs = decode_inputs([([Chunk(row, [3 + row], 3) for row in range(3)], 4, kv.capacity)])
+        expected = eager_decode(inputs, [kv.segment(4)]).clone()
+        written = kv.read_row(1, 4)
+        kv.keys[0][:, :, 3] = 0  # the step writes its keys again: compiled, it must write into the buffer
+        explained = torch._dynamo.explain(eager_decode)(inputs, [kv.segment(4)])
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+        kv.keys[0][:, :, 3] = 0
+        gpu.compile_decode(runner)
+        torch.testing.assert_close(runner.decode(inputs, [kv.segment(4)]), expected, atol=1e-5, rtol=1e-5)
+        assert torch.equal(kv.read_row(1, 4)[0][0], written[0][0])
+
+
 def test_the_host_step_benchmark_times_each_part_of_a_decode_step() -> None:
     import step_host
 
