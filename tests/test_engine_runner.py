@@ -456,7 +456,11 @@ def test_agents_in_several_size_classes_decode_in_graphs_with_the_replies_they_g
         alone = [backend.generate(request).text for request in requests]
         assert [g.text for g in asyncio.run(together(graphed, requests))] == alone
         assert graphs.replays == len(shapes) > 20 and max(shapes) >= 3, shapes  # short, shared-start, long rows
-        assert graphs.captures >= 3 and graphed.describe()["engine"]["kv_classes"] is True
+        status = graphed.describe()["engine"]
+        assert status["kv_classes"] is True and graphs.captures >= 3
+        assert status["graphs"] == {"captures": graphs.captures, "replays": graphs.replays,
+                                    "capture_s": round(graphs.capture_s, 3), "kept": len(graphs.graphs)}
+        assert backend.describe()["engine"]["graphs"] is None  # a CPU's decode steps run eagerly
     finally:
         graphed.close()
 

@@ -667,6 +667,7 @@ class Engine:
             "runner": self.runner.name,
             "weights": self.runner.weights,
             "decode": self.runner.decode_mode,
+            "graphs": graphs.stats() if (graphs := getattr(self.runner, "graphs", None)) is not None else None,
             "attention": self.runner.attention,
             "products": self.runner.products,
             "elementwise": self.runner.elementwise,

@@ -118,6 +118,11 @@ class DecodeGraphs:
         # the next replay.
         self.logits: torch.Tensor | None = None
 
+    def stats(self) -> dict[str, int | float]:
+        """For the status: captures and replays so far, the seconds spent capturing, the graphs kept now."""
+        return {"captures": self.captures, "replays": self.replays, "capture_s": round(self.capture_s, 3),
+                "kept": len(self.graphs)}
+
     @staticmethod
     def takes(chunks: list["Chunk"], kv: SlotKV | None = None) -> bool:
         """Whether a step of ``chunks`` is a plain decode step: one token each, the chunks of each cache (theirs,
