@@ -16,15 +16,16 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from aios.config import EMBEDDED_MODEL
+from aios.config import EMBEDDED_MODEL, load_config
 from aios.errors import BadRequest
+from aios.kernel import load_cores
 from aios.llm.core import GenerationRequest
 from aios.llm.hf import HfLocalBackend
 from aios.llm.hf import backend as backend_module
 from aios.llm.hf import engine as engine_module
+from aios.llm.hf import graphs as graphs_module
 from aios.llm.hf.cbuild import build as build_kernel
 from aios.llm.hf.engine import MB, EngineSettings
-from aios.llm.hf import graphs as graphs_module
 from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs, decode_inputs
 from aios.llm.hf.kv import SharedKV, SlotKV
 from aios.llm.hf.loader import find_model, load_model
@@ -112,6 +113,20 @@ def test_a_long_prompt_beside_a_short_chat_takes_a_row_of_its_own_length_and_bot
             assert seen[0]["kv_cache_mb"] * MB >= 2 * long_row * per_position
     finally:
         classes.close()
+
+
+def test_a_models_engine_settings_in_the_config_reach_its_engine(data_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"llms: {{models: [{{name: {EMBEDDED_MODEL}, kv_classes: false, prefill_chunk: 64, "
+                    "max_batch: 3, kv_budget_mb: 512}]}\n")
+    (core,) = load_cores(load_config(path, env={"AIOS_DATA_DIR": str(data_dir)}))
+    try:
+        status = core.describe()
+        assert (status["engine"]["kv_classes"], status["engine"]["prefill_chunk"], status["max_batch"]) == (
+            False, 64, 3)
+        assert core.engine.settings.kv_budget_mb == 512
+    finally:
+        core.close()
 
 
 def test_running_sequences_keep_decoding_while_a_long_prompt_is_read_in_chunks(data_dir: Path) -> None:
