@@ -79,10 +79,15 @@ def prompts(n: int, seed: int = 1) -> list[list[int]]:
     return torch.randint(3, VOCAB, (n, PROMPT_TOKENS), generator=generator).tolist()
 
 
+DECODE = ("graphs", "compiled", "eager")
+
+
 def new_engine(model: Any, decode: str = "graphs", tokenizer: Any = None, **settings: Any) -> Engine:
     """An engine over ``model``, its decode steps in CUDA graphs where the device has them (``decode``
     ``graphs``), the same with the step compiled first (``compiled``, see :func:`compile_decode`), or eagerly
     (``eager``). Without a real ``tokenizer``, replies are spelled as token ids and never end early."""
+    if decode not in DECODE:
+        raise ValueError(f"decode: {decode!r} is not one of {', '.join(DECODE)}")
     eos = {tokenizer.eos_token_id} if tokenizer is not None else set()
     tokenizer = tokenizer or IdsTokenizer()
     runner = make_runner(model, "native")
@@ -100,8 +105,24 @@ def compile_decode(runner: Any) -> None:
     """The runner's decode step (the one its CUDA graphs capture) under torch.compile: inductor fuses its
     element-wise work (norms, the rotary embedding, the gate, the attention's mask and softmax) into fewer
     kernels, which the graphs then replay. Compiled at the first capture of each shape (the warm-up run before
-    the capture), later shapes with dynamic sizes."""
+    the capture), later shapes with dynamic sizes. A run meets a few dozen shapes (batch sizes, capacities,
+    size classes, a shared start or none), and dynamo's compiled entries for the step add up over every engine
+    of the process: past its default limit of 8 it would quietly run the rest uncompiled, so the limit is
+    raised and reaching it is an error (the capture fails, and the measurement with it, rather than report
+    eager speeds as compiled)."""
+    torch._dynamo.config.recompile_limit = 64
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
     runner.decode = torch.compile(runner.decode)
+
+
+def warm_up(engine: Engine, batch: list[list[int]], tokens: int, decode: str) -> None:
+    """Run ``batch`` once before it is timed: 4 tokens each, or with a compiled step the whole length (the
+    shapes a run meets, as its KV grows, are compiled here and not inside the timing; a compile takes
+    seconds where a capture takes milliseconds). Then the decode steps must still be in graphs: a capture
+    (or a compile) that failed turns them eager, which must not be reported as graphs."""
+    generate_with(engine, batch, tokens if decode == "compiled" else 4)
+    if decode != "eager" and engine.runner.device.type == "cuda" and engine.runner.decode_mode != "cuda-graphs":
+        raise RuntimeError(f"decode steps no longer run in CUDA graphs: {engine.runner.decode_mode}")
 
 
 def generate_with(engine: Engine, batch: list[list[int]], tokens: int | list[int],
@@ -157,7 +178,7 @@ def generate_rate(model: Any, batch: list[list[int]], tokens: int, device: str, 
 def measure(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
     """Runs every row of the table; ``progress`` gets the table so far after each (a run cut short keeps the
     rows it finished)."""
-    lines = [f"## The engine on a GPU ({_device_name(args)})", "",
+    lines = [f"## The engine on a GPU ({_device_name(args)}{', decode compiled' if args.compile else ''})", "",
              f"Random weights, bf16 on CUDA; {PROMPT_TOKENS}-token prompts, {args.tokens} new tokens each, greedy; "
              f"`{' '.join(['python', 'benchmarks/gpu.py', *sys.argv[1:]])}`. The engine decodes in CUDA graphs"
              f"{' (the step compiled by torch.compile)' if args.compile else ''}; 'eager' is the same engine with "
@@ -188,7 +209,7 @@ def measure(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
 def engine_rate(shape: dict[str, Any], batch: list[list[int]], args: argparse.Namespace, decode: str) -> float:
     # The KV budget fits the 1.7B model's 128 rows: the engine must not preempt here.
     engine = new_engine(random_model(shape, args.device), decode, max_batch=len(batch), kv_budget_mb=65536)
-    generate_with(engine, batch, 4)  # warm-up (and, with graphs, a capture at this batch size)
+    warm_up(engine, batch, args.tokens, decode)
     ours = rate(lambda: generate_with(engine, batch, args.tokens), len(batch) * args.tokens, args.device)
     engine.stop()
     return ours
@@ -217,15 +238,17 @@ def measure_classes(args: argparse.Namespace, progress: Callable[[str], None]) -
     """KV in size classes against one class, the largest --concurrency, the 135M architecture: generations of
     --tokens tokens from prompts all short, then from a few long prompts beside short ones. A step's graph covers
     its rows' classes together, so classes bring graphs of more shapes: their captures are counted and timed (in
-    the timed run, after a warm-up of 4 tokens), and the speed is shown without them too."""
+    the timed run, after a warm-up of 4 tokens; with --compile after a whole run, and a capture's time then
+    includes compiling), and the speed is shown without them too."""
     n, shape = args.concurrency[-1], ARCHITECTURES["135M (embedded)"]
     long_tokens = 256 if args.quick else 2000
     readers = max(1, n // 32)
-    lines = [f"### Measured on {_device_name(args)}", "",
+    lines = [f"### Measured on {_device_name(args)}{', decode compiled' if args.compile else ''}", "",
              f"The 135M architecture, random weights, {n} generations of {args.tokens} tokens at once, greedy; "
              f"`{' '.join(['python', 'benchmarks/gpu.py', *sys.argv[1:]])}`. One class holds every row at the "
              "longest row's length; size classes hold each about its own (powers of two). KV peak: the most the "
-             "batch's KV took after a step.", "",
+             "batch's KV took after a step. Captures: those in the timed run, and the seconds they took"
+             f"{' (compiling included)' if args.compile else ''}.", "",
              "| prompts | KV | tok/s | tok/s less captures | KV peak MB | graph captures | capture s | ÷ one class |",
              "|---|---|---|---|---|---|---|---|"]
     mixes = {f"{n} × {PROMPT_TOKENS} tokens": prompts(n),
@@ -235,7 +258,7 @@ def measure_classes(args: argparse.Namespace, progress: Callable[[str], None]) -
         for classes in (False, True):
             engine = new_engine(random_model(shape, args.device), args.decode, max_batch=n, kv_budget_mb=65536,
                                 kv_classes=classes)
-            generate_with(engine, batch, 4)
+            warm_up(engine, batch, args.tokens, args.decode)
             graphs = engine.runner.graphs
             captures, capture_s = (graphs.captures, graphs.capture_s) if graphs is not None else (0, 0.0)
             peak = [0]
@@ -265,7 +288,7 @@ def profile_steps(args: argparse.Namespace) -> None:
     n, shape = args.concurrency[-1], ARCHITECTURES["135M (embedded)"]
     engine = new_engine(random_model(shape, args.device), args.decode, max_batch=n, kv_budget_mb=65536)
     batch = prompts(n)
-    generate_with(engine, batch, 4)
+    warm_up(engine, batch, args.tokens, args.decode)
     spent: dict[str, list[float]] = {"decode steps": [], "other steps": []}
     # Within decode steps, the host's time by part: the forward call (inputs copied in, the graph replay launched),
     # the sampling (which first waits for the GPU, then reads the tokens back), and the rest (the engine's own work).

@@ -98,8 +98,14 @@ def test_the_decode_step_compiles_into_one_graph_on_the_code_paths_a_gpu_runs(
         explained = torch._dynamo.explain(eager_decode)(inputs, [kv.segment(4)])
         assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
         kv.keys[0][:, :, 3] = 0
-        gpu.compile_decode(runner)
-        torch.testing.assert_close(runner.decode(inputs, [kv.segment(4)]), expected, atol=1e-5, rtol=1e-5)
+        # compile_decode raises dynamo's limits for the process of a benchmark; a test gives them back.
+        with torch._dynamo.config.patch(recompile_limit=8, fail_on_recompile_limit_hit=False):
+            try:
+                gpu.compile_decode(runner)
+                logits = runner.decode(inputs, [kv.segment(4)])
+            finally:
+                torch._dynamo.reset()  # compiled entries of the step's code would count in later compiles
+        torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
         assert torch.equal(kv.read_row(1, 4)[0][0], written[0][0])
 
 

@@ -179,8 +179,8 @@ class DecodeGraphs:
         rows = sum(sizes)
         if self.logits is None or len(self.logits) < rows:
             self._drop()  # graphs that write into a smaller buffer (a step's sizes add up to < 2 * max_rows)
-            self.logits = torch.empty(max(rows, 2 * caches[0].max_rows), self.runner.config.vocab_size,
-                                      device=device)
+            self.logits = torch.empty(max(rows, 2 * caches[0].max_rows), self.runner.lm_head.out_features,
+                                      dtype=torch.float32, device=device)
         # Graphs over buffers that are gone go now (their memory is the pool's again); then the least used.
         self.graphs = {shape: graph for shape, graph in self.graphs.items() if graph.current()}
         while len(self.graphs) >= MAX_GRAPHS:
