@@ -57,8 +57,9 @@ class Capture(Protocol):
 
 
 class CudaCapture:
-    """Captures into CUDA graphs that share one memory pool (a step's graphs never run at once; each keeps its
-    output apart, and the engine copies a replay's logits out before the next replay)."""
+    """Captures into CUDA graphs that share one memory pool: a step's graphs never run at once, nothing of a
+    graph's own outlives its replay (its logits go to a buffer outside the pool, which the engine copies out
+    before the next replay), so each may use the memory of the others."""
 
     def __init__(self) -> None:
         self.pool: tuple[int, int] | None = None
@@ -101,6 +102,7 @@ class _Graph:
             ref() is cache and layout == cache.layout for (ref, layout), cache in zip(self.over, caches))
 
     def current(self) -> bool:
+        """Whether the caches it writes into are all still there, with the buffers it was captured over."""
         return all((cache := ref()) is not None and layout == cache.layout for ref, layout in self.over)
 
 
@@ -166,7 +168,7 @@ class DecodeGraphs:
                                               for (cache, group), size in zip(groups, sizes)]))
             graph.replay()
             self.replays += 1
-            # A copy of the real rows' logits: the next replay overwrites the graph's own.
+            # A copy of the real rows' logits: the next replay (of any graph) overwrites them.
             if len(groups) == 1:
                 return graph.logits[:len(chunks)].clone()
             rows, start = [], 0
@@ -190,10 +192,11 @@ class DecodeGraphs:
         segments = [cache.segment(size) for cache, size in zip(caches, sizes)]
         # Every row a padding row while capturing: the warm-up run writes only KV that no sequence holds.
         inputs = decode_inputs([([], size, cache.capacity) for cache, size in zip(caches, sizes)]).to(device)
-        out, base = self.logits[:rows], self._base  # as captured: a replay reads no attribute again
+        # As captured: a replay reads no attribute again (a graph would not see it change).
+        out, base, decode = self.logits[:rows], self._base, self.runner.decode
 
         def step() -> torch.Tensor:
-            return out.copy_(self.runner.decode(inputs, segments, base))
+            return out.copy_(decode(inputs, segments, base))
 
         began = time.perf_counter()
         try:
