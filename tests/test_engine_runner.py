@@ -24,6 +24,7 @@ from aios.llm.hf import HfLocalBackend
 from aios.llm.hf import backend as backend_module
 from aios.llm.hf import engine as engine_module
 from aios.llm.hf import graphs as graphs_module
+from aios.llm.hf.blocks import NEEDS_SIMD
 from aios.llm.hf.cbuild import build as build_kernel
 from aios.llm.hf.engine import MB, EngineSettings
 from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs, decode_inputs
@@ -210,7 +211,7 @@ def test_native_weights_give_a_sequence_bitwise_the_same_logits_alone_and_batche
     prompts read together and decoded together get every logit they get alone (plain ``x @ W`` gave differences
     in the last bits)."""
     products = backend.describe()["engine"]["products"]
-    if "needs AVX-512, or AVX2 with FMA" in products:  # (ARM, say) the weights stay fp32 for torch: not promised
+    if NEEDS_SIMD in products:  # (ARM, say) the weights stay fp32 for torch: not promised
         pytest.skip(products)
     runner = backend.runner
     assert all(linear.blocks is not None for linear in runner.linears)
