@@ -13,9 +13,10 @@ of the embedded model's architecture and of a ~1.7B one). Greedy, N generations 
                                                       against the rest (reading prompts); a decode step's host time
                                                       by part (the forward call, sampling, the engine's own work);
                                                       and one decode step's kernels
-    python benchmarks/gpu.py --classes                KV in size classes against one class, at N = 128: speed, KV
-                                                      peak and graph captures, with prompts all short and with a
-                                                      few long ones beside them (section "gpu-classes")
+    python benchmarks/gpu.py --classes                KV in size classes against one class, at N = 128 within one
+                                                      KV budget (--kv-budget-mb, 2048): speed, agents running at
+                                                      once, KV peak and graph captures, with prompts all short and
+                                                      with a few long ones beside them (section "gpu-classes")
     python benchmarks/gpu.py --compile ...            any of the above with the engine's decode step compiled by
                                                       torch.compile before its CUDA graphs capture it (element-wise
                                                       work fused into fewer kernels: does it help?); tables go to
@@ -246,23 +247,29 @@ def measure_classes(args: argparse.Namespace, progress: Callable[[str], None]) -
     lines = [f"### Measured on {_device_name(args)}{', decode compiled' if args.compile else ''}", "",
              f"The 135M architecture, random weights, {n} generations of {args.tokens} tokens at once, greedy; "
              f"`{' '.join(['python', 'benchmarks/gpu.py', *sys.argv[1:]])}`. One class holds every row at the "
-             "longest row's length; size classes hold each about its own (powers of two). KV peak: the most the "
-             "batch's KV took after a step. Captures: those in the timed run, and the seconds they took"
+             f"longest row's length; size classes hold each about its own (powers of two). Both run within a KV "
+             f"budget of {args.kv_budget_mb:,} MB (the engine preempts the longest generations to stay within it). "
+             "Running: the most generations running at once; KV peak: the most the batch's KV took after a step. "
+             "Captures: those in the timed run, and the seconds they took"
              f"{' (compiling included)' if args.compile else ''}.", "",
-             "| prompts | KV | tok/s | tok/s less captures | KV peak MB | graph captures | capture s | ÷ one class |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| prompts | KV | tok/s | tok/s less captures | running | KV peak MB | graph captures | capture s | "
+             "÷ one class |", "|---|---|---|---|---|---|---|---|---|"]
     mixes = {f"{n} × {PROMPT_TOKENS} tokens": prompts(n),
              f"{readers} × {long_tokens:,} + {n - readers} × {PROMPT_TOKENS} tokens": long_and_short(n, long_tokens)}
     for name, batch in mixes.items():
         one_class = 0.0
         for classes in (False, True):
-            engine = new_engine(random_model(shape, args.device), args.decode, max_batch=n, kv_budget_mb=65536,
-                                kv_classes=classes)
+            engine = new_engine(random_model(shape, args.device), args.decode, max_batch=n,
+                                kv_budget_mb=args.kv_budget_mb, kv_classes=classes)
             warm_up(engine, batch, args.tokens, args.decode)
             graphs = engine.runner.graphs
             captures, capture_s = (graphs.captures, graphs.capture_s) if graphs is not None else (0, 0.0)
-            peak = [0]
-            after_each_step(engine, lambda kv=engine.kv, peak=peak: peak.__setitem__(0, max(peak[0], kv.nbytes)))
+            peak = [0, 0]  # KV bytes, generations running
+
+            def measure_step(engine: Engine = engine, peak: list[int] = peak) -> None:
+                peak[:] = max(peak[0], engine.kv.nbytes), max(peak[1], len(engine.running))
+
+            after_each_step(engine, measure_step)
             began = time.perf_counter()
             ours = rate(lambda: generate_with(engine, batch, args.tokens), n * args.tokens, args.device)
             wall = time.perf_counter() - began
@@ -271,7 +278,7 @@ def measure_classes(args: argparse.Namespace, progress: Callable[[str], None]) -
             engine.stop()
             one_class = one_class or ours
             lines.append(f"| {name} | {'size classes' if classes else 'one class'} | {ours:.0f} | "
-                         f"{n * args.tokens / (wall - capture_s):.0f} | {peak[0] / 2**20:.0f} | {captures} | "
+                         f"{n * args.tokens / (wall - capture_s):.0f} | {peak[1]} | {peak[0] / 2**20:.0f} | {captures} | "
                          f"{capture_s:.3f} | {ours / one_class:.2f} |")
             print(lines[-1], flush=True)
             progress("\n".join(lines))
@@ -454,6 +461,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tokenizer", help="with --check: a folder holding the embedded model's tokenizer")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--classes", action="store_true", help="KV in size classes against one class")
+    parser.add_argument("--kv-budget-mb", type=int, default=2048, help="--classes: the KV budget both layouts run in")
     parser.add_argument("--compile", action="store_true",
                         help="the engine's decode step compiled by torch.compile before its graphs capture it")
     parser.add_argument("--quick", action="store_true",

@@ -49,16 +49,22 @@ def test_the_device_benchmark_and_profile_run_on_a_cpu(capsys: pytest.CaptureFix
     assert parts is not None and all(float(ms) > 0 for ms in parts.groups()), out
 
 
-def test_the_size_classes_benchmark_runs_on_a_cpu_and_a_long_prompt_takes_less_kv_in_classes() -> None:
+def test_the_size_classes_benchmark_runs_on_a_cpu_and_classes_run_more_agents_in_one_budget() -> None:
+    """A 256-token prompt beside three short ones in 50 MB of KV (fp32 on a CPU: 46 KB a position): as one class,
+    every row as long as the long one's 512 positions, 23.5 MB each, so they cannot all run at once; in size
+    classes they can. With short prompts alone both run all four."""
     tables: list[str] = []
     with torch.inference_mode():
-        gpu.measure_classes(gpu.parse(["--device", "cpu", "--quick", "--classes"]), tables.append)
+        gpu.measure_classes(gpu.parse(["--device", "cpu", "--quick", "--classes", "--kv-budget-mb", "50"]),
+                            tables.append)
     rows = [line.split(" | ") for line in tables[-1].splitlines() if line.startswith("| 4 × 32") or
             line.startswith("| 1 × 256")]
     assert [row[1] for row in rows] == ["one class", "size classes"] * 2
     assert all(float(row[2]) > 0 for row in rows)  # tokens/s
-    one_class, classes = (float(row[4]) for row in rows[2:])  # KV peak MB, a long prompt beside short ones
-    assert classes < one_class / 2, tables[-1]
+    assert [int(row[4]) for row in rows[:2]] == [4, 4]  # running at once, short prompts
+    one_class, classes = (int(row[4]) for row in rows[2:])  # a long prompt beside short ones
+    assert one_class < classes == 4, tables[-1]
+    assert all(float(row[5]) <= 50 for row in rows)  # KV peak MB, within the budget
 
 
 def test_the_decode_step_compiles_into_one_graph_on_the_code_paths_a_gpu_runs(
