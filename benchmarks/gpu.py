@@ -278,8 +278,8 @@ def measure_classes(args: argparse.Namespace, progress: Callable[[str], None]) -
             engine.stop()
             one_class = one_class or ours
             lines.append(f"| {name} | {'size classes' if classes else 'one class'} | {ours:.0f} | "
-                         f"{n * args.tokens / (wall - capture_s):.0f} | {peak[1]} | {peak[0] / 2**20:.0f} | {captures} | "
-                         f"{capture_s:.3f} | {ours / one_class:.2f} |")
+                         f"{n * args.tokens / (wall - capture_s):.0f} | {peak[1]} | {peak[0] / 2**20:.0f} | "
+                         f"{captures} | {capture_s:.3f} | {ours / one_class:.2f} |")
             print(lines[-1], flush=True)
             progress("\n".join(lines))
 
