@@ -115,6 +115,23 @@ def test_the_decode_step_compiles_into_one_graph_on_the_code_paths_a_gpu_runs(
         assert torch.equal(kv.read_row(1, 4)[0][0], written[0][0])
 
 
+@pytest.mark.parametrize(("argv", "error"), [
+    (["--kv-budget-mb", "lots"], "argument --kv-budget-mb: invalid int value: 'lots'"),
+    (["--concurrency"], "argument --concurrency: expected at least one argument"),
+    (["--compile", "yes"], "unrecognized arguments: yes"),
+])
+def test_the_device_script_refuses_bad_flags_saying_which(argv: list[str], error: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        gpu.parse(argv)
+    assert error in capsys.readouterr().err
+
+
+def test_an_engine_of_the_device_script_takes_only_the_decode_modes_it_names() -> None:
+    with pytest.raises(ValueError, match="decode: 'fast' is not one of graphs, compiled, eager"):
+        gpu.new_engine(None, "fast")
+
+
 def test_the_host_step_benchmark_times_each_part_of_a_decode_step() -> None:
     import step_host
 

@@ -98,8 +98,8 @@ class _Graph:
 
     def holds(self, caches: list[SlotKV]) -> bool:
         """Whether it was captured over these caches' buffers as they are now."""
-        return len(caches) == len(self.over) and all(
-            ref() is cache and layout == cache.layout for (ref, layout), cache in zip(self.over, caches))
+        return (len(caches) == len(self.over) and all(ref() is cache for (ref, _), cache in zip(self.over, caches))
+                and self.current())
 
     def current(self) -> bool:
         """Whether the caches it writes into are all still there, with the buffers it was captured over."""
@@ -132,19 +132,10 @@ class DecodeGraphs:
         most one shared start."""
         if not chunks or len({id(chunk.base) for chunk in chunks if chunk.base is not None}) > 1:
             return False
-        caches = [chunk.cache or kv for chunk in chunks]
-        seen: set[int] = set()
-        row = 0
-        for index, (chunk, cache) in enumerate(zip(chunks, caches)):
-            if index == 0 or cache is not caches[index - 1]:  # the first chunk of a cache
-                if id(cache) in seen:
-                    return False
-                seen.add(id(cache))
-                row = 0
-            if len(chunk.ids) != 1 or not chunk.wants_logits or chunk.row != row:
-                return False
-            row += 1
-        return True
+        groups = _by_cache(chunks, kv)
+        return (len({id(cache) for cache, _ in groups}) == len(groups)  # no cache comes back after another
+                and all(len(chunk.ids) == 1 and chunk.wants_logits and chunk.row == row
+                        for _, group in groups for row, chunk in enumerate(group)))
 
     def run(self, chunks: list["Chunk"], kv: SlotKV | None = None) -> torch.Tensor:
         """The step's logits ``[n, vocab]`` (fp32), by replaying the graph of its shape (captured first if
@@ -214,11 +205,11 @@ class DecodeGraphs:
 
 
 def _by_cache(chunks: list["Chunk"], kv: SlotKV | None) -> list[tuple[SlotKV, list["Chunk"]]]:
-    """The chunks of a step that ``takes`` accepts, by cache, in order."""
+    """The chunks of a step in runs of one cache (theirs, or ``kv`` for those that name none), in order: a cache
+    that comes back after another starts a run of its own."""
     groups: list[tuple[SlotKV, list["Chunk"]]] = []
     for chunk in chunks:
         cache = chunk.cache or kv
-        assert cache is not None, "a chunk names no cache and the step has none"
         if not groups or groups[-1][0] is not cache:
             groups.append((cache, []))
         groups[-1][1].append(chunk)
