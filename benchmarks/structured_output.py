@@ -25,7 +25,7 @@ import torch
 
 from aios.config import EMBEDDED_MODEL, load_config
 from aios.kernel import Kernel
-from aios.llm.core import GenerationRequest, SamplingParams
+from aios.llm.core import GenerationRequest
 from aios.llm.handler import LLMQuery
 from aios.llm.hf import HfLocalBackend
 from aios.llm.hf.grammar import Grammars

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from aios.config import ModelConfig, load_config
+from aios.config import ModelConfig
 from aios.errors import Conflict, NotFound
 from aios.kernel import Kernel
 from aios.llm.handler import LLMQuery

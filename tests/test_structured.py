@@ -18,7 +18,6 @@ from aios.llm.structured import (
     parse_reply,
     retry_message,
     tool_call_spec,
-    tool_choice_of,
 )
 
 WEATHER = {"type": "function", "function": {"name": "demo/get_weather", "parameters": {

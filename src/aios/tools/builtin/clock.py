@@ -3,7 +3,7 @@ from one zone to another (daylight saving included), from the system's time-zone
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 

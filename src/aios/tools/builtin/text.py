@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from aios.tools.tool import Tool, ToolContext
+from aios.tools.tool import Tool
 
 WORDS_PER_MINUTE = 238  # an adult's average silent reading speed
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
