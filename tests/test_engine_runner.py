@@ -5,9 +5,7 @@ the same replies; the compact weight formats still answer, and every choice is r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,7 +25,7 @@ from aios.llm.hf import graphs as graphs_module
 from aios.llm.hf.blocks import NEEDS_SIMD
 from aios.llm.hf.cbuild import build as build_kernel
 from aios.llm.hf.engine import MB, EngineSettings
-from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs, decode_inputs
+from aios.llm.hf.graphs import CaptureFailed, DecodeGraphs, Rerun, decode_inputs
 from aios.llm.hf.kv import SharedKV, SlotKV
 from aios.llm.hf.loader import find_model, load_model
 from aios.llm.hf.prefix import common_prefix
@@ -431,28 +429,6 @@ def test_only_plain_decode_steps_go_to_cuda_graphs(chunks: list[Chunk], takes: b
     assert DecodeGraphs.takes(chunks) is takes
 
 
-class Rerun:
-    """Stands in for CUDA graph capture, which needs a GPU (a test double): a replay runs the captured step again
-    over the KV buffers it was captured over (``kv.Segment``), as a graph replays its kernels over their
-    addresses, and writes its logits into the same tensor. A replay over buffers since replaced would compute
-    from stale KV and write where no row reads, and the replies would go wrong."""
-
-    def scope(self, device: torch.device) -> contextlib.nullcontext[None]:
-        return contextlib.nullcontext()
-
-    def capture(self, run: Callable[[], torch.Tensor],
-                device: torch.device) -> tuple[Callable[[], None], torch.Tensor]:
-        logits = run()
-
-        def replay() -> None:
-            logits.copy_(run())
-
-        return replay, logits
-
-    def forget(self) -> None:
-        pass
-
-
 def test_agents_in_several_size_classes_decode_in_graphs_with_the_replies_they_get_alone(
         backend: HfLocalBackend, data_dir: Path) -> None:
     """Decode steps replay graphs (captured by the stand-in) over rows in size classes: short chats, agents with a
@@ -465,7 +441,14 @@ def test_agents_in_several_size_classes_decode_in_graphs_with_the_replies_they_g
     runner.decode_mode = "cuda-graphs"
     shapes: list[int] = []
     run = graphs.run
-    graphs.run = lambda chunks, kv=None: (shapes.append(len({id(c.cache) for c in chunks})), run(chunks, kv))[1]
+
+    def counted(chunks: list[Chunk], kv: SlotKV | None = None) -> torch.Tensor | None:
+        logits = run(chunks, kv)
+        if logits is not None:  # a decode step, replayed: over how many classes
+            shapes.append(len({id(chunk.cache) for chunk in chunks}))
+        return logits
+
+    graphs.run = counted  # type: ignore[method-assign]
     requests = ([ask(q, 40) for q in QUESTIONS[:3]] + [system_request(q, max_new_tokens=40) for q in QUESTIONS[3:]]
                 + [ask(LONG_PROMPT, 40)])
     try:
@@ -584,9 +567,11 @@ def test_a_decode_step_that_cannot_be_captured_runs_eagerly_and_the_status_says_
     """Stands in for a GPU whose capture fails (capture itself needs CUDA): the step runs eagerly with the same
     logits, and later steps no longer try."""
     class Failing:
-        takes, tries = staticmethod(DecodeGraphs.takes), 0
+        tries = 0
 
-        def run(self, chunks: list[Chunk], kv: SlotKV) -> torch.Tensor:
+        def run(self, chunks: list[Chunk], kv: SlotKV) -> torch.Tensor | None:
+            if not DecodeGraphs.takes(chunks, kv):
+                return None  # a prompt runs eagerly, as with graphs that capture
             self.tries += 1
             raise CaptureFailed("capturing a decode step of 1 rows failed: no CUDA here")
 

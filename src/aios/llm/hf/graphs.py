@@ -20,14 +20,14 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
-from aios.llm.hf.kv import Segment, SharedKV, SlotKV
+from aios.llm.hf.kv import SharedKV, SlotKV
 
 if TYPE_CHECKING:
     from aios.llm.hf.runner import Chunk, LlamaRunner
@@ -89,6 +89,29 @@ class CudaCapture:
         self.pool = None
 
 
+class Rerun:
+    """Stands in for CUDA graph capture where there is no GPU (the tests, and ``benchmarks/captures.py``, which
+    counts captures): a replay runs the captured step again over the KV buffers it was captured over
+    (``kv.Segment``), as a graph replays its kernels over their addresses, and writes its logits into the same
+    tensor. A replay over buffers since replaced would compute from stale KV and write where no row reads, and
+    the replies would go wrong."""
+
+    def scope(self, device: torch.device) -> AbstractContextManager[object]:
+        return nullcontext()
+
+    def capture(self, run: Callable[[], torch.Tensor], device: torch.device) -> tuple[Callable[[], None],
+                                                                                      torch.Tensor]:
+        logits = run()
+
+        def replay() -> None:
+            logits.copy_(run())
+
+        return replay, logits
+
+    def forget(self) -> None:
+        pass
+
+
 @dataclass
 class _Graph:
     replay: Callable[[], None]
@@ -130,21 +153,19 @@ class DecodeGraphs:
         """Whether a step of ``chunks`` is a plain decode step: one token each, the chunks of each cache (theirs,
         or ``kv`` for chunks that name none) its rows ``0..n-1`` in order, one cache after the other, holding at
         most one shared start."""
-        if not chunks or len({id(chunk.base) for chunk in chunks if chunk.base is not None}) > 1:
-            return False
-        groups = _by_cache(chunks, kv)
-        return (len({id(cache) for cache, _ in groups}) == len(groups)  # no cache comes back after another
-                and all(len(chunk.ids) == 1 and chunk.wants_logits and chunk.row == row
-                        for _, group in groups for row, chunk in enumerate(group)))
+        return _decode_groups(chunks, kv) is not None
 
-    def run(self, chunks: list["Chunk"], kv: SlotKV | None = None) -> torch.Tensor:
+    def run(self, chunks: list["Chunk"], kv: SlotKV | None = None) -> torch.Tensor | None:
         """The step's logits ``[n, vocab]`` (fp32), by replaying the graph of its shape (captured first if
-        needed). The engine reserves rows for all running sequences, so each cache has rows for its chunks."""
+        needed); None for a step that is not a plain decode step (see :meth:`takes`), which runs eagerly. The
+        engine reserves rows for all running sequences, so each cache has rows for its chunks."""
+        groups = _decode_groups(chunks, kv)
+        if groups is None:
+            return None
         base = next((chunk.base for chunk in chunks if chunk.base is not None), None)
         if base is not self._base:  # the graphs read another shared start
             self._drop()
             self._base = base
-        groups = _by_cache(chunks, kv)
         caches = [cache for cache, _ in groups]
         sizes = [min(1 << (len(group) - 1).bit_length(), cache.rows) for cache, group in groups]
         shape = tuple((cache.capacity, size) for cache, size in zip(caches, sizes))
@@ -204,16 +225,20 @@ class DecodeGraphs:
         self.capturer.forget()
 
 
-def _by_cache(chunks: list["Chunk"], kv: SlotKV | None) -> list[tuple[SlotKV, list["Chunk"]]]:
-    """The chunks of a step in runs of one cache (theirs, or ``kv`` for those that name none), in order: a cache
-    that comes back after another starts a run of its own."""
+def _decode_groups(chunks: list["Chunk"], kv: SlotKV | None) -> list[tuple[SlotKV, list["Chunk"]]] | None:
+    """The chunks of a plain decode step (see ``DecodeGraphs.takes``) by cache, in order; None for another step."""
+    if not chunks or len({id(chunk.base) for chunk in chunks if chunk.base is not None}) > 1:
+        return None
     groups: list[tuple[SlotKV, list["Chunk"]]] = []
     for chunk in chunks:
         cache = chunk.cache or kv
         if not groups or groups[-1][0] is not cache:
             groups.append((cache, []))
         groups[-1][1].append(chunk)
-    return groups
+    plain = (len({id(cache) for cache, _ in groups}) == len(groups)  # no cache comes back after another
+             and all(len(chunk.ids) == 1 and chunk.wants_logits and chunk.row == row
+                     for _, group in groups for row, chunk in enumerate(group)))
+    return groups if plain else None
 
 
 def decode_inputs(segments: list[tuple[list["Chunk"], int, int]]) -> torch.Tensor:

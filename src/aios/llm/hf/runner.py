@@ -128,9 +128,11 @@ class LlamaRunner:
     def forward(self, chunks: list[Chunk], kv: SlotKV | None = None) -> torch.Tensor:
         """Next-token logits (fp32, one row per chunk that wants them, in order) after computing ``chunks``, each
         in its own cache's row (``kv`` for those that name none)."""
-        if self.graphs is not None and self.graphs.takes(chunks, kv):
+        if self.graphs is not None:
             try:
-                return self.graphs.run(chunks, kv)
+                logits = self.graphs.run(chunks, kv)
+                if logits is not None:
+                    return logits
             except CaptureFailed as exc:
                 log.warning("decode steps run eagerly from now on: %s", exc)
                 self.run_eagerly(str(exc))
