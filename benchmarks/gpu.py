@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -98,8 +100,10 @@ def new_engine(model: Any, decode: str = "graphs", tokenizer: Any = None, **sett
         elif decode == "compiled":
             compile_decode(runner)
     spill = Path(tempfile.mkdtemp(prefix="aios-gpu-"))
-    return Engine(runner, tokenizer, eos, EngineSettings(**{"prefix_cache_mb": 0, **settings}), spill,
-                  Grammars(tokenizer, VOCAB, eos))
+    engine = Engine(runner, tokenizer, eos, EngineSettings(**{"prefix_cache_mb": 0, **settings}), spill,
+                    Grammars(tokenizer, VOCAB, eos))
+    weakref.finalize(engine, shutil.rmtree, spill, ignore_errors=True)  # where preempted generations' KV went
+    return engine
 
 
 def compile_decode(runner: Any) -> None:

@@ -1,0 +1,83 @@
+"""How many CUDA graph captures a run needs, its KV in one size class (a GPU's default) and in size classes. A
+graph's shape is each class's capacity and rows, and a graph is captured again whenever a class's buffers are
+replaced, so the count depends on how the rows and their buffers change, not on the device: this runs on a CPU,
+with a stand-in for capture (``graphs.Rerun``: a replay runs the step again), the 1-layer random model of
+``step_host.py``, and ``gpu.py --classes``'s prompts (all short, and a few long ones beside them). As there, the
+captures are counted in the run after a warm-up of 4 tokens each; a GPU's own run (``gpu.py --classes``) says
+what they cost there. Prints a table and writes it into BENCHMARKS.md (section "kv-captures").
+
+    .venv/bin/python benchmarks/captures.py [--agents 128] [--tokens 128] [--prefill 4096 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from aios.llm.hf.graphs import DecodeGraphs, Rerun
+from gpu import PROMPT_TOKENS, generate_with, long_and_short, new_engine, prompts, random_model
+from report import write_section
+from step_host import TINY
+
+LONG_TOKENS = 2000
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=_positive, default=128)
+    parser.add_argument("--tokens", type=_positive, default=128, help="new tokens per generation")
+    parser.add_argument("--prefill", type=_positive, nargs="+", default=[4096, 512],
+                        help="prompt tokens read per step (a GPU's default, a CPU's)")
+    parser.add_argument("--long-tokens", type=_positive, default=LONG_TOKENS, help="the long prompts' length")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    n, readers = args.agents, max(1, args.agents // 32)
+    command = " ".join([".venv/bin/python", "benchmarks/captures.py", *(sys.argv[1:] if argv is None else argv)])
+    lines = ["### Captures a run needs: one KV class against size classes", "",
+             f"`{command}` (no GPU needed). {n} generations of {args.tokens} tokens at once, the 1-layer random "
+             "model of `step_host.py`; the captures of the run after a warm-up of 4 tokens each.", "",
+             "| prompts | prompt tokens read per step | one class | size classes |", "|---|---|---|---|"]
+    mixes = {f"{n} × {PROMPT_TOKENS} tokens": prompts(n),
+             f"{readers} × {args.long_tokens:,} + {n - readers} × {PROMPT_TOKENS} tokens":
+                 long_and_short(n, args.long_tokens)}
+    for name, batch in mixes.items():
+        for prefill in args.prefill:
+            counts = [captures(batch, args.tokens, prefill, classes) for classes in (False, True)]
+            lines.append(f"| {name} | {prefill:,} | {counts[0]} | {counts[1]} |")
+            print(lines[-1], flush=True)
+    write_section(args.out, "kv-captures", "\n".join(lines))
+
+
+def captures(batch: list[list[int]], tokens: int, prefill: int, classes: bool) -> int:
+    """The captures of a run of ``batch`` (after a warm-up of 4 tokens each), its decode steps in graphs."""
+    engine = new_engine(random_model(TINY, "cpu"), max_batch=len(batch), kv_budget_mb=65536, prefill_chunk=prefill,
+                        kv_classes=classes)
+    runner = engine.runner
+    runner.graphs, runner.decode_mode = DecodeGraphs(runner, Rerun()), "cuda-graphs"
+    try:
+        generate_with(engine, batch, 4)
+        before = runner.graphs.captures
+        generate_with(engine, batch, tokens)
+        if runner.graphs is None:  # a step failed under the stand-in: the count would be a partial one
+            raise RuntimeError(f"decode steps left the graphs: {runner.decode_mode}")
+        return runner.graphs.captures - before
+    finally:
+        engine.stop()
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""benchmarks/captures.py: how many CUDA graph captures a run needs, one KV class against size classes, counted on
+a CPU with the graphs' stand-in for capture (a replay runs the step again)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import captures  # noqa: E402
+
+
+def test_captures_are_counted_the_same_for_one_class_and_classes_while_every_row_is_in_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Short prompts read in one step all decode in one class either way: as many captures. A long prompt beside
+    them, read 128 tokens a step, puts rows in several classes, whose shapes combine: more captures. The table
+    goes into its section of the given file, the command that made it named."""
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n")
+    argv = ["--agents", "16", "--tokens", "40", "--long-tokens", "300", "--prefill", "4096", "128", "--out", str(out)]
+    captures.main(argv)
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [(row[0], row[1]) for row in rows] == [("| 16 × 32 tokens", "4,096"), ("| 16 × 32 tokens", "128"),
+                                                  ("| 1 × 300 + 15 × 32 tokens", "4,096"),
+                                                  ("| 1 × 300 + 15 × 32 tokens", "128")]
+    counts = [(int(row[2]), int(row[3].rstrip(" |"))) for row in rows]
+    assert all(one >= 1 and classes >= 1 for one, classes in counts), counts
+    assert counts[0][0] == counts[0][1], counts
+    assert counts[3][1] > counts[3][0], counts
+    text = out.read_text()
+    assert text.startswith("# Benchmarks\n") and "<!-- kv-captures:begin -->" in text
+    assert "benchmarks/captures.py --agents 16" in text and rows[3][0].lstrip("| ") in text
+
+
+@pytest.mark.parametrize("argv, error", [
+    (["--agents", "0"], "argument --agents: 0 is not a positive number"),
+    (["--tokens", "-3"], "argument --tokens: -3 is not a positive number"),
+    (["--prefill"], "argument --prefill: expected at least one argument"),
+    (["--prefill", "many"], "argument --prefill: 'many' is not a whole number"),
+    (["--long-tokens", "1.5"], "argument --long-tokens: '1.5' is not a whole number"),
+    (["--rows", "4"], "unrecognized arguments: --rows 4"),
+])
+def test_bad_flags_are_refused_naming_the_flag(argv: list[str], error: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        captures.main(argv)
+    assert exit_.value.code == 2
+    assert error in capsys.readouterr().err
