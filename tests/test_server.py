@@ -300,6 +300,11 @@ RAW_BODIES = [
      "finite number"),
     ("infinite-max-tokens", _raw_llm('{"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": Infinity}'),
      "max_new_tokens"),
+    ("nan-in-a-message", _raw_llm('{"messages": [{"role": "user", "content": "hi", "weight": NaN}]}'),
+     "query_data.messages.0.weight: not a finite number (nan: NaN and infinities are not JSON)"),
+    ("infinity-in-tool-parameters", b'{"agent_name": "a", "query_type": "tool", "query_data": {"tool_calls": '
+     b'[{"name": "aios/convert_units", "parameters": {"value": -Infinity, "from_unit": "m", "to_unit": "km"}}]}}',
+     "query_data.tool_calls.0.parameters.value: not a finite number (-inf"),
     ("lone-surrogate", _raw_llm('{"messages": [{"role": "user", "content": "hi \\ud800 there"}]}'),
      "query_data.messages.0.content: not valid Unicode text"),
     ("lone-surrogate-in-tool", _raw_llm('{"messages": [{"role": "user", "content": "hi"}], '

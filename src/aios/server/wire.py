@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import reprlib
 from dataclasses import asdict
 from typing import Annotated, Any, Literal, TypeVar
@@ -42,8 +43,9 @@ class QueryRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _plain_json(cls, body: Any) -> Any:
-        """Refuse, naming where, what no later step can handle: nesting deeper than ``MAX_JSON_DEPTH`` and
-        strings that are not valid Unicode (a lone surrogate such as ``\\ud800`` cannot be encoded)."""
+        """Refuse, naming where, what no later step can handle: nesting deeper than ``MAX_JSON_DEPTH``, strings
+        that are not valid Unicode (a lone surrogate such as ``\\ud800`` cannot be encoded) and NaN or infinities
+        (Python's parser takes them, but no reply that echoes them can be written as JSON)."""
         problem = json_problem(body)
         if problem is not None:
             path, what = problem
@@ -57,8 +59,8 @@ JSON_VALUE_ERROR = "invalid_json_value"
 
 
 def json_problem(value: Any) -> tuple[list[Any], str] | None:
-    """``(path, what)`` for the first part of a parsed JSON value that is nested too deeply or is a string
-    with a lone surrogate; None when there is none. Iterative, so any depth is safe to walk."""
+    """``(path, what)`` for the first part of a parsed JSON value that is nested too deeply, is a string with a
+    lone surrogate, or is NaN or an infinity; None when there is none. Iterative, so any depth is safe to walk."""
     stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
     while stack:
         item, path = stack.pop()
@@ -73,6 +75,8 @@ def json_problem(value: Any) -> tuple[list[Any], str] | None:
             stack.extend((child, (*path, index)) for index, child in enumerate(item))
         elif isinstance(item, str) and not _encodable(item):
             return list(path), "not valid Unicode text (it holds a lone surrogate such as \\ud800)"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return list(path), f"not a finite number ({item}: NaN and infinities are not JSON)"
     return None
 
 
