@@ -226,6 +226,8 @@ def test_a_malformed_memory_request_is_422_naming_the_field_and_loses_nothing(
 REFUSED_VALUES: list[tuple[str, str, Any, str]] = [
     ("search-time-huge", "retrieve_memory", {"content": "q", "created_after": 10 ** 400},
      "params.created_after: must be a finite number of Unix seconds"),
+    ("search-time-before-any-calendar", "retrieve_memory", {"content": "q", "created_before": -1e300},
+     "params.created_before: is outside the dates this kernel can place"),
     ("add-empty-content", "add_memory", {"content": "  "}, "params.content: must not be empty"),
     ("add-content-too-long", "add_memory", {"content": "x" * 100_001}, "params.content: is 100001 characters long"),
     ("metadata-tags-empty-string", "add_memory", {"content": "x", "metadata": {"tags": [""]}},

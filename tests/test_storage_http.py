@@ -207,6 +207,10 @@ REFUSED_VALUES = [
     ("version-zero", "read", {"file_path": "keep.txt", "version": 0}, "params.version: must be at least 1"),
     ("expires-negative", "share", {"file_path": "keep.txt", "expires_in": -1}, "params.expires_in: must be at least 1"),
     ("link-empty", "unshare", {"link": " "}, "params.link: must be a share URL or token"),
+    ("time-before-any-calendar", "rollback", {"file_path": "keep.txt", "time": -1e15},
+     "params.time: is outside the dates this kernel can place: -1000000000000000.0 seconds"),
+    ("time-past-any-clock", "rollback", {"file_path": "keep.txt", "time": 1e300},
+     "params.time: is outside the dates this kernel can place"),
 ]
 
 

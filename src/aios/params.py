@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import reprlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
 from aios.errors import BadRequest
@@ -173,11 +173,16 @@ def point_in_time(value: Any) -> float:
     """Unix seconds, or an ISO 8601 date-time (one without a time zone is the kernel's local time)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
-            if math.isfinite(value):
-                return float(value)
+            finite = math.isfinite(value)
         except OverflowError:  # an integer too large for a float
-            pass
-        raise Refused(f"must be a finite number of Unix seconds, not {reprlib.repr(value)}")
+            finite = False
+        if not finite:
+            raise Refused(f"must be a finite number of Unix seconds, not {reprlib.repr(value)}")
+        try:
+            datetime.fromtimestamp(value, timezone.utc)  # what the kernel's replies and errors write it as
+        except (OverflowError, OSError, ValueError):
+            raise Refused(f"is outside the dates this kernel can place: {reprlib.repr(value)} seconds") from None
+        return float(value)
     if isinstance(value, str):
         try:
             when = datetime.fromisoformat(value)
