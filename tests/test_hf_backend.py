@@ -53,6 +53,22 @@ def test_a_stop_string_ends_the_reply_before_it(backend: HfLocalBackend) -> None
     assert generation.finish_reason == "stop"
 
 
+def test_a_stop_string_of_characters_many_tokens_long_ends_the_reply_and_none_of_it_is_streamed(
+        backend: HfLocalBackend) -> None:
+    """A star is three tokens of this tokenizer: "🌟🌟" is six, more than its two characters. The reply ends at
+    it (the tokens after it are not generated), and the text streamed is the final one: nothing of the stop
+    string, nor what follows it, reaches the client first."""
+    stars = [{"role": "user", "content": "Repeat exactly: 🌟🌟🌟 hello 🌟🌟🌟 world 🌟🌟🌟"}]
+    full = backend.generate(GenerationRequest(stars, greedy(max_new_tokens=32)))
+    assert "🌟🌟" in full.text
+    streamed: list[str] = []
+    stopped = backend.generate(GenerationRequest(stars, greedy(max_new_tokens=32, stop=["🌟🌟"]),
+                                                 on_text=streamed.append))
+    assert stopped.text == full.text[:full.text.index("🌟🌟")] and stopped.finish_reason == "stop"
+    assert stopped.completion_tokens < full.completion_tokens
+    assert "".join(streamed) == stopped.text
+
+
 def test_sampling_with_temperature_varies_and_stays_text(backend: HfLocalBackend) -> None:
     sampling = SamplingParams(temperature=1.5, top_p=0.95, max_new_tokens=12)
     replies = {backend.generate(GenerationRequest(CAPITAL, sampling)).text for _ in range(4)}

@@ -71,6 +71,17 @@ def test_tools_are_called_with_arguments_that_fit_the_schema(kernel: KernelProce
         jsonschema.validate(json.loads(call["function"]["arguments"]), CITY)  # a JSON string, as OpenAI's
 
 
+def test_a_prose_reply_where_tools_were_offered_ends_at_a_stop_string(kernel: KernelProcess) -> None:
+    """Under tool_choice auto (what frameworks send) the model answers in prose here; the stop string cuts that
+    prose as it would without tools."""
+    ask = chat(messages=[{"role": "user", "content": "What is the weather in Paris?"}], tools=[WEATHER], max_tokens=16)
+    full = kernel.client.post("/v1/chat/completions", json=ask).json()["choices"][0]
+    assert "tool_calls" not in full["message"] and " is " in full["message"]["content"]
+    stopped = kernel.client.post("/v1/chat/completions", json={**ask, "stop": " is"}).json()["choices"][0]
+    assert stopped["message"]["content"] == full["message"]["content"][:full["message"]["content"].index(" is")]
+    assert stopped["finish_reason"] == "stop"
+
+
 def test_a_json_schema_response_format_gives_json_that_fits(kernel: KernelProcess) -> None:
     schema = {"type": "object", "properties": {"capital": {"type": "string"}, "population": {"type": "integer"}},
               "required": ["capital", "population"], "additionalProperties": False}
@@ -153,6 +164,7 @@ BAD_BODIES = [
     (chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), 400,
      "messages"),
     (chat(n=2), 400, "n"),
+    (chat(seed=2**64, temperature=1.0), 400, "seed"),
     (chat(temperature="hot"), 400, "temperature"),
     (chat(temperature=3), 400, "temperature"),
     (chat(top_p=0), 400, "top_p"),

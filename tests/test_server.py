@@ -241,6 +241,10 @@ BAD_QUERIES = [
     ("priority-string", llm({"messages": CAPITAL, "priority": "5"}), 422, "priority"),
     ("seed-string", llm({"messages": CAPITAL, "seed": "7"}), 422, "seed"),
     ("seed-fraction", llm({"messages": CAPITAL, "seed": 7.5}), 422, "seed"),
+    ("seed-past-64-bits", llm({"messages": CAPITAL, "temperature": 1.0, "seed": 2**64}), 400,
+     "seed: Input should be less than or equal to 18446744073709551615"),
+    ("seed-below-64-bits", llm({"messages": CAPITAL, "temperature": 1.0, "seed": -(2**63) - 1}), 400,
+     "seed: Input should be greater than or equal to -9223372036854775808"),
     # Nesting is refused the same way at every depth past the limit, naming where.
     ("schema-65-levels", llm({"messages": CAPITAL, "response_format": _nested(32)}), 422,
      "query_data.response_format.properties.a: nested more than 64 levels deep"),

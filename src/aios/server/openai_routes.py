@@ -30,6 +30,7 @@ from aios.server.wire import (
     MaxTokens,
     Message,
     ResponseFormat,
+    Seed,
     Stop,
     StrictBool,
     StrictFloat,
@@ -72,7 +73,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: MaxTokens = None
     stop: Stop = None
     n: StrictInt = 1
-    seed: StrictInt | None = None
+    seed: Seed = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, min_length=1, max_length=256)

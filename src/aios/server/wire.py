@@ -142,6 +142,9 @@ Stop = Annotated[str | list[str] | None, AfterValidator(_stop_strings)]
 Temperature = Annotated[StrictFloat | None, Field(ge=0, le=2, description="default 1.0; 0 = greedy")]
 TopP = Annotated[StrictFloat | None, Field(gt=0, le=1)]
 MaxTokens = Annotated[StrictInt | None, Field(ge=1, le=32768, description="default 1000")]
+# What a generator takes as its seed: a signed or an unsigned 64-bit integer.
+Seed = Annotated[StrictInt | None, Field(ge=-(2**63), le=2**64 - 1,
+                                         description="sampling's random seed, for a reproducible reply")]
 
 
 class LLMQueryData(BaseModel):
@@ -159,7 +162,7 @@ class LLMQueryData(BaseModel):
     top_p: TopP = None
     max_new_tokens: MaxTokens = None
     stop: Stop = Field(default_factory=list, description="stop strings; not returned")
-    seed: StrictInt | None = Field(default=None, description="sampling's random seed, for a reproducible reply")
+    seed: Seed = None
     message_return_type: Literal["text", "json"] = "text"
     response_format: ResponseFormat = None
     priority: StrictInt = Field(default=0, ge=-1000, le=1000, description="higher runs first under the priority policy")

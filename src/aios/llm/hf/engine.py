@@ -604,7 +604,8 @@ class Engine:
             return "length" if _closing(sequence) else "stop"  # "length": it was brought to an end early
         if stops := _stops(sequence):
             # A stop string can only end in the newest token: look at the last few tokens, not the whole reply.
-            window = max(len(stop) for stop in stops) + 2
+            # Tokens, not characters: every token holds at least a byte, and a character may take several (🌟: 3).
+            window = max(len(stop.encode("utf-8")) for stop in stops) + 2
             text = self.tokenizer.decode(sequence.output_ids[-window:], skip_special_tokens=True)
             if _first_stop(text, stops, 0) is not None:
                 return "stop"
@@ -695,9 +696,11 @@ def _closing(sequence: Sequence) -> bool:
 
 
 def _stops(sequence: Sequence) -> list[str]:
-    """The stop strings that apply: none while a grammar shapes the reply, which ends when the grammar does (a
-    stop string inside the JSON would only cut it short)."""
-    return [] if sequence.constraint is not None else sequence.sampling.stop
+    """The stop strings that apply: none while a grammar shapes the reply into JSON, which ends when the grammar
+    does (a stop string inside the JSON would only cut it short); a reply known to be prose (one that could
+    have been tool calls) stops at them as any other."""
+    constraint = sequence.constraint
+    return sequence.sampling.stop if constraint is None or constraint.prose else []
 
 
 def _first_stop(text: str, stops: list[str], skip: int) -> int | None:
