@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ def main() -> None:
              f"{os.getloadavg()[0]:.1f} at the start; "
              f"`{' '.join(['.venv/bin/python', 'benchmarks/step_host.py', *sys.argv[1:]])}`. N generations of "
              f"{args.tokens} tokens at once, the forward pass stubbed, a GPU's KV layout, one torch thread; a decode "
-             "step's host time (median of its steps) and its parts (ms each; the forward call is building the graph's "
+             "step's host time and its parts (ms each, medians of its steps; the forward call is building the graph's "
              "inputs).", "",
              "| rows | ms / step | µs / row | " + " | ".join(p.strip("_").replace("_", " ") for p in PARTS) + " |",
              "|---|---|---|" + "---|" * len(PARTS)]
@@ -55,7 +56,9 @@ def main() -> None:
 
 
 def measure(rows: int, tokens: int) -> tuple[float, dict[str, float]]:
-    """The median decode step's host time at ``rows`` rows, and the mean time of each of its ``PARTS``."""
+    """The median decode step's host time at ``rows`` rows, and the median of each of its ``PARTS`` (a step's
+    time in it, over its calls). Medians: a few steps that reallocate the KV (its capacity doubling) would
+    weigh on a mean as if each step spent a share of them."""
     # A GPU's layout: one size class.
     engine = new_engine(random_model(TINY, "cpu"), max_batch=rows, kv_budget_mb=65536, kv_classes=False)
     runner = engine.runner
@@ -71,21 +74,25 @@ def measure(rows: int, tokens: int) -> tuple[float, dict[str, float]]:
     batch = prompts(rows)
     generate_with(engine, batch, 4)  # warm-up
     decoding, steps, parts = [False], [], dict.fromkeys(PARTS, 0.0)
+    by_step: dict[str, list[float]] = {name: [] for name in PARTS}
     for name in PARTS:
         setattr(engine, name, _timed(getattr(engine, name), name, parts, decoding))
     step = engine.step
 
     def timed_step() -> None:
         decoding[0] = len(engine.running) == rows and all(s.output_ids for s in engine.running)
+        parts.update(dict.fromkeys(PARTS, 0.0))
         began = time.perf_counter()
         step()
         if decoding[0]:
             steps.append(time.perf_counter() - began)
+            for name, spent in parts.items():
+                by_step[name].append(spent)
 
     engine.step = timed_step  # type: ignore[method-assign]
     generate_with(engine, batch, tokens)
     engine.stop()
-    return sorted(steps)[len(steps) // 2], {name: spent / len(steps) for name, spent in parts.items()}
+    return statistics.median(steps), {name: statistics.median(spent) for name, spent in by_step.items()}
 
 
 def _timed(call: Callable[..., Any], name: str, parts: dict[str, float], decoding: list[bool]) -> Callable[..., Any]:
