@@ -318,6 +318,8 @@ RAW_BODIES = [
      "nested more than 64 levels deep"),
     ("nested-100000", _raw_llm('{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}"),
      "nested more than 64 levels deep"),
+    ("integer-of-5000-digits", _raw_llm('{"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": '
+                                        + "9" * 5000 + "}"), "a number in the body has more than 4300 digits"),
     ("not-utf8", _raw_llm('{"messages": [{"role": "user", "content": "cafe"}]}').replace(b"cafe", b"caf\xe9"),
      "not UTF-8 text"),
 ]

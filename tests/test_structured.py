@@ -145,8 +145,10 @@ def test_bad_tool_choices_are_refused_with_the_accepted_forms(choice: Any, probl
     ({"type": "integer", "minimum": "zero"}, "at minimum"),
     ({"properties": {"a": {"$ref": "#/$defs/missing"}}}, "$ref '#/$defs/missing' points at nothing"),
     ({"properties": {"a": {"$ref": "https://example.com/a.json"}}}, "only local references"),
-    (_nested(150), "nested too deeply"),
-], ids=["bad-type", "required-not-list", "nested-bad-type", "bad-minimum", "dangling-ref", "remote-ref", "deep"])
+    (_nested(150), "at properties/a/properties/a: nested more than 64 levels deep"),
+    ({"type": "number", "maximum": float("inf")}, "at maximum: not a finite number"),
+], ids=["bad-type", "required-not-list", "nested-bad-type", "bad-minimum", "dangling-ref", "remote-ref", "deep",
+        "infinite-maximum"])
 def test_an_invalid_schema_is_refused_naming_where(schema: dict[str, Any], problem: str) -> None:
     with pytest.raises(ValueError, match="response_format schema") as caught:
         json_spec(schema)

@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
 from jsonschema.exceptions import SchemaError, best_match
 
+from aios.jsonvalues import json_problem
 from aios.llm.prompting import (
     decode_hf_tool_calls,
     extract_json,
@@ -182,6 +183,12 @@ def check_schema(schema: Any, what: str) -> None:
     """Raise ValueError naming ``what`` when ``schema`` is not a usable JSON Schema."""
     if not isinstance(schema, dict):
         raise ValueError(f"{what} must be a JSON Schema object, got {type(schema).__name__}")
+    # First, and without recursing: the checks below recurse, and how deep they may go depends on the process
+    # (compiling a model with torch raises Python's recursion limit for good).
+    problem = json_problem(schema)
+    if problem is not None:
+        path, why = problem
+        raise ValueError(f"{what}{' at ' + '/'.join(map(str, path)) if path else ''}: {why}")
     try:
         validator_for(schema, default=Draft202012Validator).check_schema(schema)
         _check_references(schema, schema, what)

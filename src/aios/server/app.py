@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable
 
@@ -18,6 +19,7 @@ from aios import __version__
 from aios.server.auth import BearerAuth, auth_required as needs_auth
 from aios.access.manager import ADMIN
 from aios.errors import Forbidden, KernelError
+from aios.jsonvalues import MAX_JSON_DEPTH
 from aios.kernel import Kernel
 from aios.llm.handler import LLMQuery
 from aios.server.calls import StreamedCall, until_done_or_disconnected
@@ -36,7 +38,6 @@ from aios.server.tool_routes import tool_calls_of
 from aios.server.ui_routes import router as ui_router
 from aios.server.wire import (
     JSON_VALUE_ERROR,
-    MAX_JSON_DEPTH,
     LLMQueryData,
     QueryRequest,
     envelope,
@@ -186,6 +187,8 @@ def _unparsable(cause: BaseException | None) -> str | None:
         return f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
     if isinstance(cause, UnicodeDecodeError):
         return f"the body is not UTF-8 text (bad byte at offset {cause.start})"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return f"a number in the body has more than {sys.get_int_max_str_digits()} digits"
     return None
 
 

@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect
 
 from aios.access.manager import ADMIN
 from aios.errors import KernelError
+from aios.jsonvalues import json_problem
 from aios.kernel import Kernel
 from aios.llm.handler import LLMQuery
 from aios.llm.structured import TOOL_CHOICES, tool_choice_of
@@ -40,7 +41,6 @@ from aios.server.wire import (
     Tools,
     TopP,
     envelope,
-    json_problem,
 )
 from aios.syscall import Syscall, SyscallKind
 

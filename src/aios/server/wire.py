@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import reprlib
 from dataclasses import asdict
 from typing import Annotated, Any, Literal, TypeVar
@@ -12,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from aios.errors import BadRequest, Cancelled, KernelError
+from aios.jsonvalues import json_problem
 from aios.llm.handler import ACTIONS, LLMQuery, LLMResponse
 from aios.llm.prompting import merge_messages_with_response_format, tools_for_model
 from aios.llm.structured import tool_choice_of
@@ -20,10 +20,6 @@ from aios.storage.handler import StorageResponse
 from aios.syscall import Syscall, SyscallKind, SyscallStatus
 from aios.tools.handler import ToolResponse
 
-
-# JSON nested deeper than this is refused before anything walks it: real schemas and messages stay far below,
-# and every check after this one can then recurse safely.
-MAX_JSON_DEPTH = 64
 
 # Numbers as JSON numbers only: "16", true and 16.5 are mistakes to report, not to coerce; NaN is no number.
 StrictInt = Annotated[int, Field(strict=True)]
@@ -56,40 +52,6 @@ class QueryRequest(BaseModel):
 
 
 JSON_VALUE_ERROR = "invalid_json_value"
-
-
-def json_problem(value: Any) -> tuple[list[Any], str] | None:
-    """``(path, what)`` for the first part of a parsed JSON value that is nested too deeply, is a string with a
-    lone surrogate, or is NaN or an infinity; None when there is none. Iterative, so any depth is safe to walk."""
-    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
-    while stack:
-        item, path = stack.pop()
-        if len(path) > MAX_JSON_DEPTH:
-            return list(path[:4]), f"nested more than {MAX_JSON_DEPTH} levels deep"
-        if isinstance(item, dict):
-            for key, child in item.items():
-                if not _encodable(key):
-                    return list(path), "a key is not valid Unicode (it holds a lone surrogate)"
-                stack.append((child, (*path, key)))
-        elif isinstance(item, list):
-            stack.extend((child, (*path, index)) for index, child in enumerate(item))
-        elif isinstance(item, str) and not _encodable(item):
-            return list(path), "not valid Unicode text (it holds a lone surrogate such as \\ud800)"
-        elif isinstance(item, float) and not math.isfinite(item):
-            return list(path), f"not a finite number ({item}: NaN and infinities are not JSON)"
-    return None
-
-
-def _encodable(text: str) -> bool:
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 
 
 class Message(BaseModel):
