@@ -132,9 +132,10 @@ def warm_up(engine: Engine, batch: list[list[int]], tokens: int, decode: str) ->
 
 def generate_with(engine: Engine, batch: list[list[int]], tokens: int | list[int],
                   constraint: Callable[[], Any] | None = None, sampled: bool = False) -> list[str]:
-    """Submit every prompt at once, for ``tokens`` new tokens each (or ``tokens[i]`` for prompt ``i``); each
-    reply (its token ids, spelled out), once all are done. Greedy, unless ``sampled`` (temperature 0.8, top_p
-    0.9, prompt ``i`` seeded with ``i``). ``constraint`` makes each sequence's grammar constraint."""
+    """Submit every prompt at once (the engine takes them in one step), for ``tokens`` new tokens each (or
+    ``tokens[i]`` for prompt ``i``); each reply (its token ids, spelled out), once all are done. Greedy, unless
+    ``sampled`` (temperature 0.8, top_p 0.9, prompt ``i`` seeded with ``i``). ``constraint`` makes each
+    sequence's grammar constraint."""
     lengths = tokens if isinstance(tokens, list) else [tokens] * len(batch)
     replies = [""] * len(batch)
     left, all_done, lock = [len(batch)], threading.Event(), threading.Lock()
@@ -148,11 +149,13 @@ def generate_with(engine: Engine, batch: list[list[int]], tokens: int | list[int
                     all_done.set()
         return done
 
+    sequences = []
     for index, ids in enumerate(batch):
         sampling = SamplingParams(temperature=0.8 if sampled else 0, top_p=0.9, max_new_tokens=lengths[index])
         generator = torch.Generator().manual_seed(index) if sampled else None
-        engine.submit(Sequence(GenerationRequest([], sampling), ids, on_done(index), generator=generator,
-                               constraint=constraint() if constraint else None))
+        sequences.append(Sequence(GenerationRequest([], sampling), ids, on_done(index), generator=generator,
+                                  constraint=constraint() if constraint else None))
+    engine.submit_all(sequences)
     all_done.wait()
     return replies
 

@@ -4,14 +4,19 @@ sequences join and leave at token boundaries, and a cancelled or finished one fr
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from aios.config import EMBEDDED_MODEL
 from aios.llm.core import Generation, GenerationRequest, SamplingParams
 from aios.llm.hf import HfLocalBackend
 from aios.llm.hf.engine import EngineSettings
+from aios.llm.hf.kv import SlotKV
+from aios.llm.hf.sequence import Sequence
 
 QUESTIONS = ["What is the capital of France?", "Write a haiku about the sea.", "List three fruits.",
              "What is 2+2?", "Who wrote Hamlet?"]
@@ -53,6 +58,47 @@ def test_batched_greedy_answers_equal_the_answers_given_alone(backend: HfLocalBa
     batched = asyncio.run(together(backend, [ask(q) for q in QUESTIONS]))
     assert [g.text for g in batched] == alone
     assert "Paris" in batched[0].text
+
+
+def test_prompts_taken_in_one_step_get_their_rows_in_one_growth_of_the_kv_and_their_alone_replies(
+        backend: HfLocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sixteen prompts arrive together and are admitted in one step: their rows are placed together,
+    so their size class's buffers are made and grown once, not again at each doubling of its rows (2, 4, 8,
+    16: a copy of everything the class holds each time). Every reply is the one the prompt gets alone."""
+    requests = [ask(f"Count from {n} to {n + 3}.", 8) for n in range(16)]
+    alone = [backend.generate(request).text for request in requests]
+    engine, made, admitting = backend.engine, [], [False]
+    set_buffers, admit = SlotKV._set, engine._admit_waiting
+
+    def counted(kv: SlotKV, keys: torch.Tensor, values: torch.Tensor) -> None:
+        if admitting[0]:
+            made.append(tuple(keys.shape))
+        set_buffers(kv, keys, values)
+
+    def admitting_all() -> None:
+        admitting[0] = len(engine.policy) == len(requests)
+        try:
+            admit()
+        finally:
+            admitting[0] = False
+
+    monkeypatch.setattr(SlotKV, "_set", counted)
+    monkeypatch.setattr(engine, "_admit_waiting", admitting_all)
+    replies: dict[int, Generation | BaseException] = {}
+    done = threading.Event()
+
+    def on_done(index: int) -> Callable[[Generation | BaseException], None]:
+        def record(outcome: Generation | BaseException) -> None:
+            replies[index] = outcome
+            if len(replies) == len(requests):
+                done.set()
+        return record
+
+    engine.submit_all([Sequence(request, backend.prompt_ids(request), on_done(index))
+                       for index, request in enumerate(requests)])
+    assert done.wait(120)
+    assert [getattr(replies[index], "text", replies[index]) for index in range(len(requests))] == alone
+    assert len(made) <= 2 and made[-1][1] == 16, made  # the class's cache made, then its rows for all 16
 
 
 def test_more_requests_than_slots_wait_their_turn_and_all_complete(backend: HfLocalBackend,

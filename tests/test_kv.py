@@ -3,10 +3,12 @@ start stored once (SharedKV) gives every row that attends to it what the same ke
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 
-from aios.llm.hf.kv import BatchKV, SharedKV, SlotKV
+from aios.llm.hf.kv import BatchKV, SharedKV, SlotKV, capacity_for
 from aios.llm.hf.runner import Chunk, _Plan
 
 LAYERS, KV_HEADS, HEADS, DIM = 2, 2, 4, 8
@@ -116,4 +118,6 @@ def test_size_classes_take_memory_for_each_row_s_own_length(needs: list[int], in
     made = [BatchKV(LAYERS, 32, KV_HEADS, DIM, torch.float32, torch.device("cpu"), classes) for classes in (True, False)]
     per_position = 2 * LAYERS * KV_HEADS * DIM * 4
     assert [kv.bytes_for(needs) for kv in made] == [in_classes * per_position, in_one * per_position]
+    counted = Counter(capacity_for(need) for need in needs)  # rows counted by capacity, as the engine admits them
+    assert [kv.bytes_of(counted) for kv in made] == [in_classes * per_position, in_one * per_position]
     assert [kv.class_of(65) for kv in made] == [128, 0]

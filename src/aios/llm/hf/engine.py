@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +33,7 @@ from aios.context import KV, ContextStore
 from aios.errors import BadRequest, CapacityExceeded, KernelError, Unavailable
 from aios.llm.hf.detokenize import IncrementalText
 from aios.llm.hf.grammar import Grammars
-from aios.llm.hf.kv import BatchKV, SharedKV, SlotKV
+from aios.llm.hf.kv import BatchKV, SharedKV, SlotKV, capacity_for
 from aios.llm.hf.prefix import Match, PrefixCache, common_prefix
 from aios.llm.hf.runner import Chunk, Runner
 from aios.llm.hf.sampling import next_tokens
@@ -60,6 +61,8 @@ PREFILL_CHUNK = {"cpu": 512, "cuda": 4096}
 # Prompts with the least left to read get each step's prompt budget first; one passed over this many steps in a
 # row reads first, so that short prompts arriving one after another cannot keep a long one waiting for ever.
 READ_PATIENCE = 8
+# Writes what a sequence joining the batch brings (its saved KV, a cached start) into its row, once it has one.
+Fill = Callable[[], None]
 
 
 class StepFailed(KernelError):
@@ -128,12 +131,17 @@ class Engine:
     # -- called from other threads ---------------------------------------------------------------------------
 
     def submit(self, sequence: Sequence) -> None:
+        self.submit_all([sequence])
+
+    def submit_all(self, sequences: list[Sequence]) -> None:
+        """Submit sequences that arrive together: the loop takes them all in one step."""
         with self._wake:
             if not self._stopped:
-                self._inbox.append(sequence)
+                self._inbox.extend(sequences)
                 self._wake.notify()
                 return
-        sequence.report(self._ended())
+        for sequence in sequences:
+            sequence.report(self._ended())
 
     def poke(self) -> None:
         """Wake the loop (a sequence was cancelled), so it lets go of it now rather than at the next step."""
@@ -224,16 +232,28 @@ class Engine:
             self._run()
 
     def _admit_waiting(self) -> None:
-        """Admit waiting sequences, in policy order, while the batch has a free row and the memory for it."""
+        """Admit waiting sequences, in policy order, while the batch has a free row and the memory for it. Their
+        rows are placed together at the end, so a burst of arrivals grows each class's buffers once, and the
+        rows' needs are counted once, not again for each arrival."""
+        if not (len(self.policy) and len(self.running) < self.max_batch):
+            return  # most steps: no counting the rows
+        rows, joining = Counter(capacity_for(need) for need in self._needs()), []
         while len(self.policy) and len(self.running) < self.max_batch:
             candidate = self.policy.peek()
-            if not self._fits(candidate):
+            need = capacity_for(self._need_of(candidate))
+            if self.kv.bytes_of(rows + Counter({need: 1})) > self._row_budget():
                 if self.running:
-                    return  # it waits until running sequences finish or yield, and free memory
+                    break  # it waits until running sequences finish or yield, and free memory
                 self.policy.pop()
                 self._refuse(candidate, self._need_of(candidate))
                 continue
-            self._admit(self.policy.pop())
+            joining.append((candidate, self._admit(self.policy.pop())))
+            rows[capacity_for(candidate.row_length + 2)] += 1  # as _needs() counts it, now that it runs
+        # A row for all each will hold once its prompt is read; then what they bring goes into their rows.
+        self._place([(sequence, sequence.row_length + 2) for sequence, _ in joining])
+        for _, fill in joining:
+            if fill is not None:
+                fill()
 
     def _fits(self, candidate: Sequence) -> bool:
         """Whether ``candidate`` can join the batch now: a free row, and KV memory for it beside the others."""
@@ -365,32 +385,35 @@ class Engine:
         self.policy.push(sequence)
         self.preemptions += 1
 
-    def _admit(self, sequence: Sequence) -> None:
+    def _admit(self, sequence: Sequence) -> Fill | None:
+        """Add a sequence to the batch; the caller places its row. What it brings that the row must hold (a
+        suspended sequence's KV, a new prompt's cached start) is returned, to write once the row is there."""
         self.running.append(sequence)
         sequence.slice_tokens = 0
         if sequence.admitted_at is None:
             sequence.admitted_at = time.perf_counter()
         sequence.running(True)
         if sequence.snapshot is not None:  # resume: its KV comes back as it was, nothing is recomputed
-            self._place([(sequence, sequence.row_length + 2)])
-            self._cache(sequence).write_row(sequence.row, self.contexts.restore(sequence.snapshot), 0,
-                                            sequence.row_tokens)
-            sequence.snapshot = None
-            return
+            return lambda: self._resume(sequence)
         if sequence.fresh:
             self._adopt_shared(sequence)
             match = self.prefixes.lookup(sequence.prompt_ids) if self.prefixes else None
             if match is not None and match.length > sequence.prefilled:
-                self._take_cached(sequence, match)
-        if sequence.row < 0:  # a row for all it will hold once its prompt is read
-            self._place([(sequence, sequence.row_length + 2)])
+                return self._take_cached(sequence, match)
+        return None
 
-    def _take_cached(self, sequence: Sequence, match: Match) -> None:
+    def _resume(self, sequence: Sequence) -> None:
+        assert sequence.snapshot is not None
+        self._cache(sequence).write_row(sequence.row, self.contexts.restore(sequence.snapshot), 0,
+                                        sequence.row_tokens)
+        sequence.snapshot = None
+
+    def _take_cached(self, sequence: Sequence, match: Match) -> Fill | None:
         """A new prompt takes the KV of its longest cached start. A start that other cached conversations
         continue too (agents' system prompt) becomes its shared start, the one SharedKV the prefix cache hands
         every prompt that has it; and a long cached start of its own (an agent's next turn) becomes a shared start
         that the agents arriving after it take from this sequence (``_adopt_shared``). Either way it is stored
-        once however many take it. What is left is copied into its row."""
+        once however many take it. What is left is copied into its row (returned, to run once it has one)."""
         assert self.prefixes is not None
         end = match.length
         if self.runner.attends_shared:
@@ -399,12 +422,17 @@ class Engine:
                 sequence.base, sequence.prefilled = fork, len(fork)
             elif end - sequence.base_len >= SHARE_ONCE:
                 sequence.base, sequence.prefilled = SharedKV(sequence.prompt_ids[:end], *match.kv(0, end)), end
-                return
-        if end > sequence.prefilled:
-            self._place([(sequence, end - sequence.base_len + 1)])
-            self._cache(sequence).write_row(sequence.row, match.kv(sequence.prefilled, end), 0,
-                                            end - sequence.prefilled, at=sequence.prefilled - sequence.base_len)
+                return None
+        if end <= sequence.prefilled:
+            return None
+
+        def fill() -> None:
+            begin = sequence.prefilled
+            self._cache(sequence).write_row(sequence.row, match.kv(begin, end), 0, end - begin,
+                                            at=begin - sequence.base_len)
             sequence.prefilled = end
+
+        return fill
 
     def _adopt_shared(self, sequence: Sequence) -> None:
         """A new prompt that begins with the shared start of a running sequence takes it."""

@@ -13,6 +13,7 @@ hold.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,8 +212,14 @@ class BatchKV:
     def bytes_for(self, needs: list[int]) -> int:
         """What the caches take holding rows that need these positions each."""
         if needs and not self.classes:  # one class: every row as long as the longest
-            return _rows_for(len(needs), self.max_rows) * capacity_for(max(needs)) * self.bytes_per_position
-        rows = Counter(capacity_for(need) for need in needs)
+            return self.bytes_of({capacity_for(max(needs)): len(needs)})
+        return self.bytes_of(Counter(capacity_for(need) for need in needs))
+
+    def bytes_of(self, rows: Mapping[int, int]) -> int:
+        """What the caches take holding ``rows[capacity]`` rows of each capacity (``capacity_for`` their needs):
+        a count kept up to date as rows join costs less than counting all the rows again for each."""
+        if rows and not self.classes:
+            rows = {max(rows): sum(rows.values())}
         return sum(_rows_for(n, self.max_rows) * capacity for capacity, n in rows.items()) * self.bytes_per_position
 
 
