@@ -42,23 +42,23 @@ def main() -> None:
              f"`{' '.join(['.venv/bin/python', 'benchmarks/step_host.py', *sys.argv[1:]])}`. N generations of "
              f"{args.tokens} tokens at once, the forward pass stubbed, a GPU's KV layout, one torch thread; a decode "
              "step's host time and its parts (ms each, medians of its steps; the forward call is building the graph's "
-             "inputs).", "",
-             "| rows | ms / step | µs / row | " + " | ".join(p.strip("_").replace("_", " ") for p in PARTS) + " |",
-             "|---|---|---|" + "---|" * len(PARTS)]
+             "inputs); and the time the engine took to admit the N prompts, which arrived together (ms).", "",
+             "| rows | ms / step | µs / row | " + " | ".join(p.strip("_").replace("_", " ") for p in PARTS)
+             + " | admitting all |", "|---|---|---|" + "---|" * len(PARTS) + "---|"]
     for rows in args.rows:
-        step, parts = measure(rows, args.tokens)
+        step, parts, admitting = measure(rows, args.tokens)
         lines.append(f"| {rows} | {step * 1e3:.3f} | {step * 1e6 / rows:.1f} | "
-                     + " | ".join(f"{parts[p] * 1e3:.3f}" for p in PARTS) + " |")
+                     + " | ".join(f"{parts[p] * 1e3:.3f}" for p in PARTS) + f" | {admitting * 1e3:.2f} |")
         print(lines[-1], flush=True)
     markdown = "\n".join(lines)
     print(markdown)
     write_section(Path(__file__).parents[1] / "BENCHMARKS.md", "step-host", markdown)
 
 
-def measure(rows: int, tokens: int) -> tuple[float, dict[str, float]]:
-    """The median decode step's host time at ``rows`` rows, and the median of each of its ``PARTS`` (a step's
-    time in it, over its calls). Medians: a few steps that reallocate the KV (its capacity doubling) would
-    weigh on a mean as if each step spent a share of them."""
+def measure(rows: int, tokens: int) -> tuple[float, dict[str, float], float]:
+    """The median decode step's host time at ``rows`` rows, the median of each of its ``PARTS`` (a step's time
+    in it, over its calls), and the time taken to admit the ``rows`` prompts. Medians: a few steps that
+    reallocate the KV (its capacity doubling) would weigh on a mean as if each step spent a share of them."""
     # A GPU's layout: one size class.
     engine = new_engine(random_model(TINY, "cpu"), max_batch=rows, kv_budget_mb=65536, kv_classes=False)
     runner = engine.runner
@@ -77,22 +77,26 @@ def measure(rows: int, tokens: int) -> tuple[float, dict[str, float]]:
     by_step: dict[str, list[float]] = {name: [] for name in PARTS}
     for name in PARTS:
         setattr(engine, name, _timed(getattr(engine, name), name, parts, decoding))
+    admitting, parts["admitting"] = [False], 0.0  # the step that finds all the prompts waiting
+    engine._admit_waiting = _timed(engine._admit_waiting, "admitting", parts, admitting)  # type: ignore[method-assign]
     step = engine.step
 
     def timed_step() -> None:
         decoding[0] = len(engine.running) == rows and all(s.output_ids for s in engine.running)
+        admitting[0] = len(engine.policy) == rows
         parts.update(dict.fromkeys(PARTS, 0.0))
         began = time.perf_counter()
         step()
         if decoding[0]:
             steps.append(time.perf_counter() - began)
-            for name, spent in parts.items():
-                by_step[name].append(spent)
+            for name in PARTS:
+                by_step[name].append(parts[name])
 
     engine.step = timed_step  # type: ignore[method-assign]
     generate_with(engine, batch, tokens)
     engine.stop()
-    return statistics.median(steps), {name: statistics.median(spent) for name, spent in by_step.items()}
+    return (statistics.median(steps), {name: statistics.median(spent) for name, spent in by_step.items()},
+            parts["admitting"])
 
 
 def _timed(call: Callable[..., Any], name: str, parts: dict[str, float], decoding: list[bool]) -> Callable[..., Any]:

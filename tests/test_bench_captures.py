@@ -13,11 +13,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import captures  # noqa: E402
 
 
-def test_captures_are_counted_the_same_for_one_class_and_classes_while_every_row_is_in_one(
+def test_one_class_replays_the_warm_ups_graphs_and_classes_capture_more_for_rows_of_many_lengths(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Short prompts read in one step all decode in one class either way: as many captures. A long prompt beside
-    them, read 128 tokens a step, puts rows in several classes, whose shapes combine: more captures. The table
-    goes into its section of the given file, the command that made it named."""
+    """Short prompts read in one step: one class keeps its buffers after the warm-up's generations end, and the
+    run's first steps replay the warm-up's graph; size classes free a class's buffers once it empties, and
+    capture again. A long prompt beside them, read 128 tokens a step, puts rows in several classes, whose
+    shapes combine: more captures. The table goes into its section of the given file, the command named."""
     out = tmp_path / "BENCHMARKS.md"
     out.write_text("# Benchmarks\n")
     argv = ["--agents", "16", "--tokens", "40", "--long-tokens", "300", "--prefill", "4096", "128", "--out", str(out)]
@@ -27,8 +28,7 @@ def test_captures_are_counted_the_same_for_one_class_and_classes_while_every_row
                                                   ("| 1 × 300 + 15 × 32 tokens", "4,096"),
                                                   ("| 1 × 300 + 15 × 32 tokens", "128")]
     counts = [(int(row[2]), int(row[3].rstrip(" |"))) for row in rows]
-    assert all(one >= 1 and classes >= 1 for one, classes in counts), counts
-    assert counts[0][0] == counts[0][1], counts
+    assert counts[0][0] < counts[0][1], counts
     assert counts[3][1] > counts[3][0], counts
     text = out.read_text()
     assert text.startswith("# Benchmarks\n") and "<!-- kv-captures:begin -->" in text
