@@ -18,6 +18,7 @@ from aios.errors import BadRequest, NotFound
 from aios.tools.builtin.calculator import calculate
 from aios.tools.builtin.clock import TOOLS as CLOCK_TOOLS
 from aios.tools.builtin.text import text_stats
+from aios.tools.builtin.units import TOOL as UNITS_TOOL
 from aios.tools.builtin.units import convert
 from aios.tools.folder import load_tool_folder, load_tool_folders
 from aios.tools.registry import ToolRegistry
@@ -92,6 +93,27 @@ def test_units_of_different_kinds_or_unknown_units_are_refused(source: str, targ
 def test_below_absolute_zero_is_refused() -> None:
     with pytest.raises(ToolError, match="below absolute zero"):
         convert(-300, "C", "K")
+
+
+@pytest.mark.parametrize(("params", "problem"), [
+    ({"value": 1e308, "from_unit": "km", "to_unit": "m"}, "1e+308 km in m is too large a number"),
+    ({"value": 1e308, "from_unit": "C", "to_unit": "F"}, "1e+308 C in F is too large a number"),
+])
+def test_a_conversion_past_what_a_number_holds_is_refused(params: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ToolError, match=re.escape(problem)):  # not infinity: a reply holding it is not JSON
+        UNITS_TOOL.run(params, CONTEXT)
+
+
+@pytest.mark.parametrize(("params", "problem"), [
+    ({"time": "9999-12-31T23:59", "from_timezone": "Etc/GMT+12", "to_timezone": "Etc/GMT-14"},
+     "time '9999-12-31T23:59' in Etc/GMT-14 falls outside the years 1 to 9999"),
+    ({"time": "0001-01-01T00:00", "from_timezone": "Etc/GMT-14", "to_timezone": "UTC"},
+     "time '0001-01-01T00:00' in UTC falls outside the years 1 to 9999"),
+])
+def test_a_time_converted_past_the_calendar_is_refused(params: dict[str, Any], problem: str) -> None:
+    convert_time = next(t for t in CLOCK_TOOLS if t.name == "aios/convert_time")
+    with pytest.raises(ToolError, match=re.escape(problem)):
+        convert_time.run(params, CONTEXT)
 
 
 def test_times_convert_between_zones_with_daylight_saving() -> None:

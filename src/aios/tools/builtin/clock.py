@@ -36,7 +36,11 @@ def _convert(params: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         moment = moment.replace(tzinfo=zone(params.get("from_timezone", "UTC")))
     elif "from_timezone" in params:
         raise ToolError("the time carries its own UTC offset; give from_timezone only for a time without one")
-    return _described(moment.astimezone(zone(params["to_timezone"])))
+    target = zone(params["to_timezone"])
+    try:
+        return _described(moment.astimezone(target))
+    except (OverflowError, ValueError):  # past year 9999 or before year 1 once in the other zone
+        raise ToolError(f"time {params['time']!r} in {target.key} falls outside the years 1 to 9999") from None
 
 
 _ZONE = {"type": "string", "minLength": 1, "description": "an IANA time zone, e.g. 'Asia/Tokyo'"}

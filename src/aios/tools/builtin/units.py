@@ -3,6 +3,7 @@ data, temperature). Each unit is its factor to the kind's base unit; temperature
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from aios.tools.tool import Tool, ToolContext, ToolError
@@ -69,6 +70,8 @@ def convert(value: float, from_unit: str, to_unit: str) -> float:
 
 def _run(params: dict[str, Any], context: ToolContext) -> dict[str, Any]:
     result = convert(params["value"], params["from_unit"], params["to_unit"])
+    if not math.isfinite(result):
+        raise ToolError(f"{params['value']} {params['from_unit']} in {params['to_unit']} is too large a number")
     return {"value": params["value"], "from_unit": params["from_unit"], "to_unit": params["to_unit"],
             "result": round(result, 12)}
 
