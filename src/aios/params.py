@@ -90,7 +90,7 @@ def checked_params(operation: str, spec: Spec, params: Any, aliases: dict[str, s
         raise InvalidRequest("params", f"must be an object, not {kind_of(params)}")
     aliases = aliases or {}
     checked: dict[str, Any] = {}
-    given: set[str] = set()
+    given: dict[str, str] = {}  # parameter -> the name it was sent under
     refused: InvalidRequest | None = None
     for raw_name, value in params.items():
         name = aliases.get(raw_name, raw_name) if raw_name not in spec else raw_name
@@ -98,7 +98,10 @@ def checked_params(operation: str, spec: Spec, params: Any, aliases: dict[str, s
             raise InvalidRequest(f"params.{raw_name}"[:120], f"is not a parameter of {operation!r} (it takes "
                                  f"{', '.join(spec)})")
         if value is not None:
-            given.add(name)
+            if name in given:  # under its name and an alias: which one was meant is not ours to guess
+                raise InvalidRequest(f"params.{raw_name}", f"and params.{given[name]} are one parameter ({name}) of "
+                                     f"{operation!r}: give it once")
+            given[name] = raw_name
             try:
                 checked[name] = spec[name][0](value)
             except Refused as exc:
@@ -109,7 +112,7 @@ def checked_params(operation: str, spec: Spec, params: Any, aliases: dict[str, s
     if missing:
         raise InvalidRequest(f"params.{missing[0]}", f"is required for {operation!r}")
     if together is not None:
-        together(given)
+        together(set(given))
     if refused is not None:
         raise refused
     return checked
