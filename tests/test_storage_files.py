@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import os
 import subprocess
 import sys
@@ -307,6 +308,19 @@ def test_the_default_mount_is_per_agent_and_names_never_collide(fs: FileSystem) 
     assert a.parent == ab.parent == dots.parent == fs.settings.storage_root
     assert len({a, ab, dots}) == 3
     assert fs.read("a", "x.txt")["content"] == "a" and fs.read("a/b", "x.txt")["content"] == "a/b"
+
+
+def test_a_name_shaped_like_a_long_names_directory_cannot_take_it(fs: FileSystem) -> None:
+    """A name that escapes to over 200 characters gets a directory cut to 150 and a hash of the whole. A plain
+    name of that very form would be that directory: it is refused, and the long-named agent keeps its files."""
+    long = "q" * 220
+    assert fs.write(long, "mine.txt", "the long name's")["version"] == 1
+    squatter = "q" * 150 + "-" + hashlib.sha256(long.encode()).hexdigest()[:16]
+    with pytest.raises(Forbidden, match="has the form of a long name's cut directory"):
+        fs.read(squatter, "mine.txt")
+    with pytest.raises(Forbidden, match="has the form of a long name's cut directory"):
+        fs.write(squatter, "squat.txt", "x")
+    assert fs.read(long, "mine.txt")["content"] == "the long name's"
 
 
 def test_share_links_pin_a_version_expire_and_are_revocable(fs: FileSystem) -> None:

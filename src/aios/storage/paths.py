@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,12 +73,21 @@ def check_or_bad_request(text: str) -> None:
         raise BadRequest(f"path {text[:200]!r} {exc}") from None
 
 
+# A name escaped past 200 characters is cut to 150 and a hash of the whole: ``<150>-<16 hex digits>``.
+_CUT_NAME = re.compile(r".{150}-[0-9a-f]{16}", re.DOTALL)
+
+
 def default_mount(storage_root: Path, agent_name: str) -> Path:
     """``<storage_root>/<agent>``: the agent's name as one directory name, with anything that is not a plain
-    name character percent-encoded, so ``a/b`` and ``a`` never share (or nest) a directory."""
+    name character percent-encoded, so ``a/b`` and ``a`` never share (or nest) a directory. A name that
+    escapes to over 200 characters is cut, with a hash of the whole; a name that escapes to that very form is
+    refused (Forbidden), or an agent could take the directory of another's long name."""
     name = quote(agent_name, safe="-_.@+")
     if name in (".", ".."):
         name = name.replace(".", "%2E")
+    if _CUT_NAME.fullmatch(name):
+        raise Forbidden(f"agent name {agent_name[:40]!r}... has the form of a long name's cut directory (150 "
+                        "characters, a dash, 16 hex digits), which storage keeps for those names")
     if len(name) > 200:  # still one valid, distinct name when escaping made it too long
         name = f"{name[:150]}-{hashlib.sha256(agent_name.encode()).hexdigest()[:16]}"
     return storage_root / name
