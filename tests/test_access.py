@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from aios.access.approvals import Approvals
+from aios.access.manager import ADMIN
 from aios.sdk import AIOSError, confirmations
 from conftest import KernelProcess, data_dir_of_its_own, start_kernel, stop_kernel
 
@@ -339,6 +340,19 @@ def test_without_tokens_anyone_learns_what_the_kernel_counts_as_irreversible_wit
     assert said["mode"] == "off" and "aios/delete_file" in said["tools"]  # the defaults
     assert kernel.client.get("/access/confirm", headers={"X-AIOS-Agent": "alice"}).json() == said  # no matter who
     assert kernel.client.get("/access/permissions").status_code == 401  # a route about the caller still asks
+
+
+def test_without_tokens_no_syscall_acts_as_the_administrator(kernel: KernelProcess) -> None:
+    """The administrator's name reaches every agent's files and memories without a grant: without its token, a
+    body naming it is refused, and nothing of the owner's is read."""
+    def storage(agent: str, operation: str, **params: Any) -> dict[str, Any]:
+        return kernel.query({"agent_name": agent, "query_type": "storage",
+                             "query_data": {"operation_type": operation, "params": params}}).json()["response"]
+
+    assert storage("owner/one", "write", file_path="mine.txt", content="mine")["status_code"] == 200
+    reply = storage(ADMIN, "read", file_path="mine.txt", owner="owner/one")
+    assert reply["status_code"] == 403 and "the administrator's identity" in reply["error"]
+    assert reply["response_message"] is None
 
 
 # --- a person's approval ----------------------------------------------------------------------------------------

@@ -167,10 +167,13 @@ async def _streamed_envelope(call: StreamedCall, agent: str, query: LLMQuery, pr
 
 
 def _acting_as(agent_name: str, request: Request) -> None:
-    """A token makes syscalls only as its own agent (the administrator's, as any)."""
+    """A token makes syscalls only as its own agent (the administrator's, as any); and only the administrator's
+    token acts as the administrator, whose name reaches every agent's resources without a grant."""
     identity = request.scope.get("state", {}).get("identity")
     if identity not in (None, ADMIN, agent_name):
         raise Forbidden(f"this bearer token is agent {identity!r}'s: it cannot make syscalls as {agent_name!r}")
+    if agent_name == ADMIN and identity != ADMIN:
+        raise Forbidden(f"{ADMIN!r} is the administrator's identity: it needs the administrator's token")
 
 
 def _located(error: dict[str, Any]) -> dict[str, Any]:
