@@ -158,6 +158,14 @@ def test_an_invalid_schema_is_refused_naming_where(schema: dict[str, Any], probl
         tool_call_spec([bad_tool], "required")
 
 
+@pytest.mark.parametrize("kind", ["string", "integer", "array", ["object", "null"]])
+def test_a_tool_whose_parameters_are_not_an_object_is_refused(kind: Any) -> None:
+    tool = {"type": "function", "function": {"name": "t", "parameters": {"type": kind}}}
+    with pytest.raises(ValueError, match=re.escape(f"tool 't' parameters must be an object schema (type: object), "
+                                                   f"not type {kind!r}")):
+        tool_call_spec([tool], "auto")
+
+
 def test_a_schema_that_names_an_older_draft_is_read_in_that_draft() -> None:
     pair = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "array",
             "items": [{"type": "string"}, {"type": "integer"}]}  # draft-07 tuple form

@@ -109,6 +109,9 @@ def tool_call_spec(tools: list[dict[str, Any]], tool_choice: Any) -> OutputSpec 
     offered = {tool["function"]["name"]: tool["function"]["parameters"] for tool in tools_for_model(tools)}
     for name, parameters in offered.items():
         check_schema(parameters, f"tool {names[name]!r} parameters")
+        if parameters.get("type", "object") != "object":  # calls pass their parameters by name, as an object
+            raise ValueError(f"tool {names[name]!r} parameters must be an object schema (type: object), not type "
+                             f"{parameters['type']!r}")
     if choice not in TOOL_CHOICES:
         name = next((n for n, original in names.items() if original == choice), choice)
         if name not in offered:
