@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -79,6 +80,7 @@ class HfLocalBackend:
         if not self.tokenizer.chat_template:
             raise BadRequest(f"model {model_name!r} has no chat template; use an instruction-tuned (chat) model")
         self.template_accepts_tools = _template_uses(self.tokenizer.chat_template, "tools")
+        self.control_text = _control_text(self.tokenizer)
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None) or 2**31
         # No token is longer than the longest vocabulary entry, so no longer prompt can fit the context.
         self.max_prompt_chars = self.max_positions * max(map(len, self.tokenizer.get_vocab()))
@@ -188,7 +190,10 @@ class HfLocalBackend:
 
         Tools go through the template when it takes them, unless the reply is constrained to the kernel's call
         format: then the prompt must describe that same format (a template would ask for its own)."""
-        messages = [_plain_message(m) for m in messages]
+        # What messages and tools say is text: none of it may spell a control token (a message that ends its own
+        # turn with <|im_end|> and writes a system turn after it). Only the template writes control tokens.
+        messages = [_plain_message(_as_text(m, self.control_text)) for m in messages]
+        tools = _as_text(tools, self.control_text)
         template_kwargs: dict[str, Any] = {}
         own_format = spec is not None and spec.tools is not None and self.constrains
         if tools and self.template_accepts_tools and not own_format:
@@ -267,6 +272,29 @@ def _template_uses(template: str, variable: str) -> bool:
     from jinja2 import Environment, meta
 
     return variable in meta.find_undeclared_variables(Environment().parse(template))
+
+
+def _control_text(tokenizer: Any) -> re.Pattern[str] | None:
+    """What spells one of the tokenizer's control tokens in text (``<|im_end|>``, ``<|endoftext|>``): tokenizing
+    a prompt reads each such spelling as the token itself."""
+    control = {token.content for token in tokenizer.added_tokens_decoder.values() if token.special}
+    control |= set(tokenizer.all_special_tokens)
+    control.discard("")
+    return re.compile("|".join(map(re.escape, sorted(control, key=len, reverse=True)))) if control else None
+
+
+def _as_text(value: Any, control: re.Pattern[str] | None) -> Any:
+    """``value`` (a message, tools, anything in them) with each spelling of a control token in its strings
+    broken by a zero-width space after its first character: it reads the same, and is tokenized as text."""
+    if control is None:
+        return value
+    if isinstance(value, str):
+        return control.sub(lambda found: found[0][0] + "\u200b" + found[0][1:], value)
+    if isinstance(value, dict):
+        return {key: _as_text(item, control) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_text(item, control) for item in value]
+    return value
 
 
 def _plain_message(message: dict[str, Any]) -> dict[str, Any]:
