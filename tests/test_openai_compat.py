@@ -136,6 +136,18 @@ def test_tool_calls_go_to_the_provider_natively_and_come_back_as_calls(provider:
     assert provider.headers[0]["Authorization"] == "Bearer sk-test"
 
 
+def test_a_providers_call_whose_arguments_hold_nan_is_no_valid_call(provider: Provider) -> None:
+    """NaN is not JSON: a call that holds it is an invalid reply (asked again, once), never one the kernel then
+    cannot write."""
+    scale = {"type": "function", "function": {"name": "demo/scale", "parameters": {
+        "type": "object", "properties": {"by": {"type": "number"}}, "required": ["by"]}}}
+    provider.script = [(200, completion(calls=[("demo__scale", '{"by": NaN}')], finish="tool_calls")),
+                       (200, completion(calls=[("demo__scale", '{"by": 2}')], finish="tool_calls"))]
+    response = answer(provider.url, LLMQuery(ASK, action_type="chat_with_tool_call_output", tools=[scale]))
+    assert [(c["name"], c["parameters"]) for c in response.tool_calls] == [("demo/scale", {"by": 2})]
+    assert len(provider.received) == 2
+
+
 @pytest.mark.parametrize(("choice", "sent"), [(None, "required"), ("auto", "auto"), (
     {"type": "function", "function": {"name": "clock"}}, {"type": "function", "function": {"name": "clock"}})])
 def test_tool_choice_reaches_the_provider(provider: Provider, choice: Any, sent: Any) -> None:

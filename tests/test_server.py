@@ -305,10 +305,16 @@ RAW_BODIES = [
     ("infinite-max-tokens", _raw_llm('{"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": Infinity}'),
      "max_new_tokens"),
     ("nan-in-a-message", _raw_llm('{"messages": [{"role": "user", "content": "hi", "weight": NaN}]}'),
-     "query_data.messages.0.weight: not a finite number (nan: NaN and infinities are not JSON)"),
+     "query_data.messages.0.weight: not a finite number (it reads as nan"),
     ("infinity-in-tool-parameters", b'{"agent_name": "a", "query_type": "tool", "query_data": {"tool_calls": '
      b'[{"name": "aios/convert_units", "parameters": {"value": -Infinity, "from_unit": "m", "to_unit": "km"}}]}}',
-     "query_data.tool_calls.0.parameters.value: not a finite number (-inf"),
+     "query_data.tool_calls.0.parameters.value: not a finite number (it reads as -inf"),
+    ("nan-in-tool-parameters-as-text", b'{"agent_name": "a", "query_type": "tool", "query_data": {"tool_calls": '
+     b'[{"name": "aios/convert_units", "parameters": "{\\"value\\": NaN, \\"from_unit\\": \\"m\\", '
+     b'\\"to_unit\\": \\"km\\"}"}]}}', "parameters: Value error, is a string whose JSON at value is not a "
+     "finite number"),
+    ("number-past-a-double", _raw_llm('{"messages": [{"role": "user", "content": "hi", "weight": 1e400}]}'),
+     "numbers beyond ±1.8e308 are refused"),
     ("lone-surrogate", _raw_llm('{"messages": [{"role": "user", "content": "hi \\ud800 there"}]}'),
      "query_data.messages.0.content: not valid Unicode text"),
     ("lone-surrogate-in-tool", _raw_llm('{"messages": [{"role": "user", "content": "hi"}], '

@@ -215,6 +215,8 @@ REFUSED_VALUES = [
      "params.time: is outside the dates this kernel can place: -1000000000000000.0 seconds"),
     ("time-past-any-clock", "rollback", {"file_path": "keep.txt", "time": 1e300},
      "params.time: is outside the dates this kernel can place"),
+    ("time-iso-before-year-1-in-utc", "rollback", {"file_path": "keep.txt", "time": "0001-01-01T00:00:00+05:00"},
+     "params.time: is outside the dates this kernel can place: '0001-01-01T00:00:00+05:00'"),
 ]
 
 

@@ -30,7 +30,8 @@ def json_problem(value: Any) -> tuple[list[Any], str] | None:
         elif isinstance(item, str) and not _encodable(item):
             return list(path), "not valid Unicode text (it holds a lone surrogate such as \\ud800)"
         elif isinstance(item, float) and not math.isfinite(item):
-            return list(path), f"not a finite number ({item}: NaN and infinities are not JSON)"
+            return list(path), (f"not a finite number (it reads as {item}: NaN, infinities and numbers beyond "
+                                "±1.8e308 are refused)")
     return None
 
 

@@ -181,11 +181,7 @@ def point_in_time(value: Any) -> float:
             finite = False
         if not finite:
             raise Refused(f"must be a finite number of Unix seconds, not {reprlib.repr(value)}")
-        try:
-            datetime.fromtimestamp(value, timezone.utc)  # what the kernel's replies and errors write it as
-        except (OverflowError, OSError, ValueError):
-            raise Refused(f"is outside the dates this kernel can place: {reprlib.repr(value)} seconds") from None
-        return float(value)
+        return _placeable(float(value), f"{reprlib.repr(value)} seconds")
     if isinstance(value, str):
         try:
             when = datetime.fromisoformat(value)
@@ -193,10 +189,20 @@ def point_in_time(value: Any) -> float:
             raise ValueError(f"must be Unix seconds or an ISO 8601 date-time such as 2025-01-31T12:00:00, "
                              f"not {value[:60]!r}") from None
         try:
-            return when.timestamp()
+            seconds = when.timestamp()
         except (OverflowError, OSError, ValueError):  # a date this platform's clock cannot place
             raise Refused(f"is outside the dates this kernel can place: {value[:60]!r}") from None
+        return _placeable(seconds, repr(value[:60]))
     raise ValueError(f"must be Unix seconds or an ISO 8601 date-time, not {kind_of(value)}")
+
+
+def _placeable(seconds: float, said: str) -> float:
+    """``seconds``, once sure the kernel can write them as a UTC date-time (as its replies and errors do)."""
+    try:
+        datetime.fromtimestamp(seconds, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise Refused(f"is outside the dates this kernel can place: {said}") from None
+    return seconds
 
 
 def agent_name(value: Any) -> str:

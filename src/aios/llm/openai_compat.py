@@ -18,6 +18,7 @@ from typing import Any, Callable
 import httpx
 
 from aios.errors import KernelError
+from aios.jsonvalues import json_problem
 from aios.llm.core import Generation, GenerationRequest
 from aios.llm.prompting import slash_to_double_underscore
 from aios.llm.structured import ANY_OBJECT, OutputSpec
@@ -199,14 +200,15 @@ def _error_text(error: Any) -> str:
 
 
 def _arguments(function: dict[str, Any]) -> Any:
-    """OpenAI sends arguments as a JSON string; a string that is not JSON is kept, for the check to report."""
-    arguments = function.get("arguments")
+    """OpenAI sends arguments as a JSON string; a string that is not JSON (NaN is not) is kept, for the check to
+    report."""
+    arguments = parsed = function.get("arguments")
     if isinstance(arguments, str):
         try:
-            return json.loads(arguments) if arguments.strip() else {}
+            parsed = json.loads(arguments) if arguments.strip() else {}
         except json.JSONDecodeError:
             return arguments
-    return arguments
+    return parsed if json_problem(parsed) is None else str(arguments)
 
 
 def _detail(reply: httpx.Response) -> str:

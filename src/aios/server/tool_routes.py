@@ -9,6 +9,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from aios.jsonvalues import json_problem
 from aios.server.wire import query_data_as
 from aios.tools.handler import MAX_CALLS
 
@@ -39,9 +40,14 @@ class ToolCallData(BaseModel):
         if not isinstance(value, str):
             return value
         try:
-            return json.loads(value) if value.strip() else {}
+            parsed = json.loads(value) if value.strip() else {}
         except json.JSONDecodeError as exc:
             raise ValueError(f"is a string that is not a JSON object ({exc.msg} at character {exc.pos})") from None
+        problem = json_problem(parsed)  # the body's own check saw only a string
+        if problem is not None:
+            path, why = problem
+            raise ValueError(f"is a string whose JSON{' at ' + '.'.join(map(str, path)) if path else ''} is {why}")
+        return parsed
 
 
 class ToolQueryData(BaseModel):
