@@ -89,10 +89,20 @@ def _known_response_format(response_format: dict[str, Any] | None) -> dict[str, 
     return response_format
 
 
+# Every running reply is checked for its stop strings at each step, on the engine's thread that serves everyone:
+# their number and length are bounded (OpenAI takes 4).
+MAX_STOPS, MAX_STOP_CHARS = 16, 256
+
+
 def _stop_strings(stop: str | list[str] | None) -> list[str]:
     stops = [stop] if isinstance(stop, str) else stop or []
     if any(not s for s in stops):
         raise ValueError("stop strings must not be empty")
+    if len(stops) > MAX_STOPS:
+        raise ValueError(f"at most {MAX_STOPS} stop strings, not {len(stops)}")
+    if any(len(s) > MAX_STOP_CHARS for s in stops):
+        raise ValueError(f"a stop string may be at most {MAX_STOP_CHARS} characters long, not "
+                         f"{max(map(len, stops))}")
     return stops
 
 
