@@ -161,9 +161,29 @@ def test_an_invalid_schema_is_refused_naming_where(schema: dict[str, Any], probl
 @pytest.mark.parametrize("kind", ["string", "integer", "array", ["object", "null"]])
 def test_a_tool_whose_parameters_are_not_an_object_is_refused(kind: Any) -> None:
     tool = {"type": "function", "function": {"name": "t", "parameters": {"type": kind}}}
-    with pytest.raises(ValueError, match=re.escape(f"tool 't' parameters must be an object schema (type: object), "
+    with pytest.raises(ValueError, match=re.escape(f"tool 't' parameters must describe an object (type: object), "
                                                    f"not type {kind!r}")):
         tool_call_spec([tool], "auto")
+    assert tool_call_spec([{**tool, "function": {"name": "t", "parameters": {"type": ["object"]}}}], "auto")
+
+
+@pytest.mark.parametrize(("reply", "problem"), [
+    ('[{"name": "t", "parameters": "a"}]', "call 0 (t): the parameters are not a JSON object"),
+    ('[{"name": "t", "parameters": {"by": NaN}}]', "call 0 (t): the parameters do not match the schema at by: not a "
+                                                   "finite number"),
+    ('<tool_call>{"name": "t", "arguments": {"by": Infinity}}</tool_call>', "at by: not a finite number"),
+])
+def test_a_call_whose_parameters_no_client_could_read_is_an_invalid_reply(reply: str, problem: str) -> None:
+    """A schema without a type allows a string; JSON Schema takes NaN for a number: neither is a call an agent
+    can read (nor a reply the kernel can write)."""
+    spec = tool_call_spec([{"type": "function", "function": {"name": "t", "parameters": {}}}], "required")
+    with pytest.raises(InvalidReply, match=re.escape(problem)):
+        parse_reply(spec, reply)
+
+
+def test_a_json_reply_holding_nan_is_an_invalid_reply() -> None:
+    with pytest.raises(InvalidReply, match=re.escape("the reply does not match the schema at x: not a finite number")):
+        parse_reply(json_spec({"type": "object"}), '{"x": NaN}')
 
 
 def test_a_schema_that_names_an_older_draft_is_read_in_that_draft() -> None:

@@ -152,8 +152,9 @@ def test_text_statistics_count_what_a_reader_sees() -> None:
     ({"timeout_s": 0}, "timeout_s must be a positive"),
     ({"max_concurrency": 0}, "max_concurrency must be 1 or more"),
     ({"max_concurrency": True}, "max_concurrency must be 1 or more"),
+    ({"parameters": {"type": "string"}}, r"parameters must describe an object \(type: object\), not type 'string'"),
 ], ids=["no-author", "space", "bad-schema", "schema-not-object", "zero-timeout", "zero-concurrency",
-        "bool-concurrency"])
+        "bool-concurrency", "parameters-of-a-string"])
 def test_a_tool_definition_the_kernel_cannot_use_is_refused_naming_the_problem(fields: dict[str, Any],
                                                                                problem: str) -> None:
     with pytest.raises(InvalidTool, match=problem):

@@ -43,3 +43,13 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def not_an_object(schema: dict[str, Any]) -> str | None:
+    """Why a parameters schema cannot describe an object (its ``type`` names others: calls pass their parameters
+    by name, as one object); None when it can. A schema without ``type`` may still allow other values: the
+    calls themselves are checked for an object."""
+    kind = schema.get("type", "object")
+    if kind == "object" or kind == ["object"]:
+        return None
+    return f"must describe an object (type: object), not type {kind!r}"

@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
 from jsonschema.exceptions import SchemaError, best_match
 
-from aios.jsonvalues import json_problem
+from aios.jsonvalues import json_problem, not_an_object
 from aios.llm.prompting import (
     decode_hf_tool_calls,
     extract_json,
@@ -109,9 +109,8 @@ def tool_call_spec(tools: list[dict[str, Any]], tool_choice: Any) -> OutputSpec 
     offered = {tool["function"]["name"]: tool["function"]["parameters"] for tool in tools_for_model(tools)}
     for name, parameters in offered.items():
         check_schema(parameters, f"tool {names[name]!r} parameters")
-        if parameters.get("type", "object") != "object":  # calls pass their parameters by name, as an object
-            raise ValueError(f"tool {names[name]!r} parameters must be an object schema (type: object), not type "
-                             f"{parameters['type']!r}")
+        if (why := not_an_object(parameters)) is not None:
+            raise ValueError(f"tool {names[name]!r} parameters {why}")
     if choice not in TOOL_CHOICES:
         name = next((n for n, original in names.items() if original == choice), choice)
         if name not in offered:
@@ -353,11 +352,17 @@ def _check_calls(spec: OutputSpec, calls: list[tuple[str, Any]]) -> None:
         if name not in spec.tools:
             offered = ", ".join(spec.names[n] for n in spec.tools)
             raise InvalidReply(f"call {index} names {name!r}, which is not one of the tools to call ({offered})")
+        if not isinstance(parameters, dict):  # whatever the schema allows: agents read a call's parameters by name
+            raise InvalidReply(f"call {index} ({spec.names[name]}): the parameters are not a JSON object")
         _validate(spec.tools[name], parameters,
                   f"call {index} ({spec.names[name]}): the parameters do not match the schema")
 
 
 def _validate(schema: dict[str, Any], value: Any, mismatch: str = "the reply does not match the schema") -> None:
+    problem = json_problem(value)  # NaN reads as a number to a schema, but no reply holding it can be written
+    if problem is not None:
+        path, why = problem
+        raise InvalidReply(f"{mismatch}{' at ' + '/'.join(map(str, path)) if path else ''}: {why}")
     error = best_match(validator_for(schema, default=Draft202012Validator)(schema).iter_errors(value))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path)

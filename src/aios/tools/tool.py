@@ -14,6 +14,8 @@ from typing import Any, Awaitable, Callable
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from aios.jsonvalues import not_an_object
+
 NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
@@ -55,6 +57,8 @@ class Tool:
             Draft202012Validator.check_schema(self.parameters)
         except SchemaError as exc:
             raise InvalidTool(f"tool {self.name}: parameters is not a valid JSON Schema: {exc.message}") from None
+        if (why := not_an_object(self.parameters)) is not None:
+            raise InvalidTool(f"tool {self.name}: parameters {why}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise InvalidTool(f"tool {self.name}: timeout_s must be a positive number of seconds")
         if self.max_concurrency is not None and (isinstance(self.max_concurrency, bool) or self.max_concurrency < 1):
