@@ -192,7 +192,7 @@ class HfLocalBackend:
         format: then the prompt must describe that same format (a template would ask for its own)."""
         # What messages and tools say is text: none of it may spell a control token (a message that ends its own
         # turn with <|im_end|> and writes a system turn after it). Only the template writes control tokens.
-        messages = [_plain_message(_as_text(m, self.control_text)) for m in messages]
+        messages = [_as_text(_plain_message(m), self.control_text) for m in messages]
         tools = _as_text(tools, self.control_text)
         template_kwargs: dict[str, Any] = {}
         own_format = spec is not None and spec.tools is not None and self.constrains
@@ -274,24 +274,31 @@ def _template_uses(template: str, variable: str) -> bool:
     return variable in meta.find_undeclared_variables(Environment().parse(template))
 
 
+# An added token that is markup (<tool_call>, </tool_response>, <think>, [INST]) frames turns even where the
+# tokenizer does not mark it special; other added tokens (runs of spaces in code models) are plain text.
+MARKUP = re.compile(r"<[^<>\s]+>|\[[A-Z_/]+\]")
+
+
 def _control_text(tokenizer: Any) -> re.Pattern[str] | None:
-    """What spells one of the tokenizer's control tokens in text (``<|im_end|>``, ``<|endoftext|>``): tokenizing
-    a prompt reads each such spelling as the token itself."""
-    control = {token.content for token in tokenizer.added_tokens_decoder.values() if token.special}
+    """What spells one of the tokenizer's control tokens in text (``<|im_end|>``, ``<|endoftext|>``,
+    ``<tool_call>``): tokenizing a prompt reads each such spelling as the token itself."""
+    control = {token.content for token in tokenizer.added_tokens_decoder.values()
+               if token.special or MARKUP.fullmatch(token.content)}
     control |= set(tokenizer.all_special_tokens)
     control.discard("")
     return re.compile("|".join(map(re.escape, sorted(control, key=len, reverse=True)))) if control else None
 
 
 def _as_text(value: Any, control: re.Pattern[str] | None) -> Any:
-    """``value`` (a message, tools, anything in them) with each spelling of a control token in its strings
-    broken by a zero-width space after its first character: it reads the same, and is tokenized as text."""
+    """``value`` (a message, tools, anything in them, keys too) with each spelling of a control token in its
+    strings broken by a zero-width space after its first character: it reads the same, and is tokenized as
+    text."""
     if control is None:
         return value
     if isinstance(value, str):
         return control.sub(lambda found: found[0][0] + "\u200b" + found[0][1:], value)
     if isinstance(value, dict):
-        return {key: _as_text(item, control) for key, item in value.items()}
+        return {_as_text(key, control): _as_text(item, control) for key, item in value.items()}
     if isinstance(value, list):
         return [_as_text(item, control) for item in value]
     return value
