@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -481,6 +482,22 @@ def test_an_agent_run_makes_syscalls_only_as_itself_and_its_token_ends_with_it(s
     assert result["as_alice"].startswith("403 this bearer token is agent 'tests/whoami'")
     with httpx.Client(base_url=secured.kernel.url) as client:  # the run's token ended with the run
         assert client.get("/tools", headers={"Authorization": f"Bearer {result['token']}"}).status_code == 401
+
+
+def test_no_agent_named_as_the_administrator_runs(secured: Secured, tmp_path: Path) -> None:
+    """Its run's token would be the administrator's identity, with every agent's files and memories."""
+    whoami = Path(__file__).parent / "fixtures" / "agents" / "whoami"
+    impostor = tmp_path / "impostor"
+    shutil.copytree(whoami, impostor)
+    config = json.loads((impostor / "config.json").read_text())
+    config["name"], config["meta"]["author"] = "admin", "kernel"
+    (impostor / "config.json").write_text(json.dumps(config))
+    before = secured.route("admin", "GET", "/agents/ps").json()["count"]
+    reply = secured.route("admin", "POST", "/agents/submit", json={"agent_id": str(impostor),
+                                                                    "agent_config": {"task": "mine"}})
+    assert reply.status_code == 403, reply.text
+    assert "'kernel/admin' is the administrator's identity" in reply.json()["detail"]
+    assert secured.route("admin", "GET", "/agents/ps").json()["count"] == before
 
 
 def test_an_aios_sdk_agent_runs_with_its_token_in_the_kernel_url(secured: Secured) -> None:

@@ -71,6 +71,14 @@ def test_tools_are_called_with_arguments_that_fit_the_schema(kernel: KernelProce
         jsonschema.validate(json.loads(call["function"]["arguments"]), CITY)  # a JSON string, as OpenAI's
 
 
+def test_without_tokens_no_chat_is_made_as_the_administrator(kernel: KernelProcess) -> None:
+    for reply in (kernel.client.post("/v1/chat/completions", json=chat(user="kernel/admin")),
+                  kernel.client.post("/v1/chat/completions", json=chat(), headers={"X-AIOS-Agent": "kernel/admin"})):
+        assert reply.status_code == 403, reply.text
+        error = reply.json()["error"]
+        assert error["type"] == "permission_error" and "the administrator's identity" in error["message"]
+
+
 def test_a_prose_reply_where_tools_were_offered_ends_at_a_stop_string(kernel: KernelProcess) -> None:
     """Under tool_choice auto (what frameworks send) the model answers in prose here; the stop string cuts that
     prose as it would without tools."""

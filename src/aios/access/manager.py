@@ -55,6 +55,7 @@ class AccessManager:
     def issue_run_token(self, agent: str) -> str:
         """A token for one agent process the kernel starts: held in memory only, so it never replaces the
         agent's own token, and ends with ``revoke_run_token`` when the process does (or with the kernel)."""
+        assert agent != ADMIN, "the runtime refuses an agent of the administrator's name"
         token = TOKEN_PREFIX + "run_" + secrets.token_urlsafe(32)
         self._run_tokens[token] = agent
         return token

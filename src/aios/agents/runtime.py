@@ -123,6 +123,8 @@ class AgentRuntime:
             raise
         name = package.config.full_name
         try:
+            if name == ADMIN:  # it would run with the administrator's rights
+                raise Forbidden(f"{ADMIN!r} is the administrator's identity: no agent of that name runs")
             if caller not in (None, ADMIN, name):
                 raise Forbidden(f"agent {name} runs as itself: submitting it needs its token or the "
                                 f"administrator's, not {caller!r}'s")

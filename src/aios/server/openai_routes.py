@@ -259,6 +259,8 @@ def _agent(request: Request, user: str | None) -> str:
     agent = user or request.headers.get(AGENT_HEADER) or DEFAULT_AGENT
     if len(agent) > 256:
         raise OpenAIError(400, "the agent name (X-AIOS-Agent) is longer than 256 characters")
+    if agent == ADMIN and identity != ADMIN:  # its memories, say, are no one else's to read
+        raise OpenAIError(403, f"{ADMIN!r} is the administrator's identity: it needs the administrator's token")
     return agent
 
 
