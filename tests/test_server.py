@@ -169,6 +169,10 @@ BAD_QUERIES = [
     ("huge-max-tokens", llm({"messages": CAPITAL, "max_new_tokens": 10**9}), 400,
      "max_new_tokens: Input should be less than or equal to 32768, not 1000000000"),
     ("empty-stop", llm({"messages": CAPITAL, "stop": [""]}), 422, "stop"),
+    ("image-part", llm({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "data:,"}}]}]}), 422,
+     "messages: Value error, messages[0]: only text content parts are supported (this kernel runs text models), "
+     "got a part of type 'image_url'"),
     ("too-many-stops", llm({"messages": CAPITAL, "stop": [str(n) for n in range(17)]}), 422,
      "stop: Value error, at most 16 stop strings, not 17"),
     ("stop-too-long", llm({"messages": CAPITAL, "stop": "x" * 257}), 422,

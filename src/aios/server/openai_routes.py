@@ -29,7 +29,7 @@ from aios.server.asgi import openai_error
 from aios.server.calls import StreamedCall, until_done_or_disconnected
 from aios.server.wire import (
     MaxTokens,
-    Message,
+    Messages,
     ResponseFormat,
     Seed,
     Stop,
@@ -63,7 +63,7 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1)
-    messages: list[Message] = Field(min_length=1)
+    messages: Messages
     tools: Tools = None
     tool_choice: ToolChoice = None
     response_format: ResponseFormat = None
@@ -89,16 +89,6 @@ class ChatCompletionRequest(BaseModel):
     service_tier: str | None = None
     prompt_cache_key: str | None = None
     safety_identifier: str | None = None
-
-    @field_validator("messages")
-    @classmethod
-    def _text_only(cls, messages: list[Message]) -> list[Message]:
-        for i, message in enumerate(messages):
-            for part in message.content if isinstance(message.content, list) else []:
-                if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise ValueError(f"messages[{i}]: only text content parts are supported (this kernel runs text "
-                                     f"models), got a part of type {part.get('type')!r}")
-        return messages
 
     @field_validator("n")
     @classmethod

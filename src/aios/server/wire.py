@@ -63,6 +63,19 @@ class Message(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
+def _text_only(messages: list[Message]) -> list[Message]:
+    for i, message in enumerate(messages):
+        for part in message.content if isinstance(message.content, list) else []:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ValueError(f"messages[{i}]: only text content parts are supported (this kernel runs text "
+                                 f"models), got a part of type {part.get('type')!r}")
+    return messages
+
+
+# At least one message; of content parts, only text ones (an image would be dropped without a word).
+Messages = Annotated[list[Message], Field(min_length=1), AfterValidator(_text_only)]
+
+
 class LLMChoice(BaseModel):
     """An ``llms`` entry: which model to use, optionally with sampling settings (AIOS SDK style)."""
 
@@ -123,7 +136,7 @@ class LLMQueryData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query_class: Literal["llm"] | None = None  # sent by the AIOS SDK; carries no information
-    messages: list[Message] = Field(min_length=1)
+    messages: Messages
     tools: Tools = None
     tool_choice: ToolChoice = Field(
         default=None, description="auto | required | none | {type: function, function: {name}}; "
