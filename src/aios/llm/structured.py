@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
@@ -190,7 +190,7 @@ def check_schema(schema: Any, what: str) -> None:
     problem = json_problem(schema)
     if problem is not None:
         path, why = problem
-        raise ValueError(f"{what}{' at ' + '/'.join(map(str, path)) if path else ''}: {why}")
+        raise ValueError(f"{what}{_at(path)}: {why}")
     try:
         validator_for(schema, default=Draft202012Validator).check_schema(schema)
         _check_references(schema, schema, what)
@@ -198,8 +198,7 @@ def check_schema(schema: Any, what: str) -> None:
             raise ValueError(f"{what} has no finite JSON value: it only refers to itself ($ref) without anything "
                              "to stop at, so no reply could ever match it")
     except SchemaError as exc:
-        where = "/".join(str(p) for p in exc.path)
-        raise ValueError(f"{what} is not a valid JSON Schema{f' at {where}' if where else ''}: {exc.message}") from None
+        raise ValueError(f"{what} is not a valid JSON Schema{_at(exc.path)}: {exc.message}") from None
     except RecursionError:
         raise ValueError(f"{what} is nested too deeply") from None
 
@@ -362,11 +361,16 @@ def _validate(schema: dict[str, Any], value: Any, mismatch: str = "the reply doe
     problem = json_problem(value)  # NaN reads as a number to a schema, but no reply holding it can be written
     if problem is not None:
         path, why = problem
-        raise InvalidReply(f"{mismatch}{' at ' + '/'.join(map(str, path)) if path else ''}: {why}")
+        raise InvalidReply(f"{mismatch}{_at(path)}: {why}")
     error = best_match(validator_for(schema, default=Draft202012Validator)(schema).iter_errors(value))
     if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path)
-        raise InvalidReply(f"{mismatch}{f' at {where}' if where else ''}: {error.message}")
+        raise InvalidReply(f"{mismatch}{_at(error.absolute_path)}: {error.message}")
+
+
+def _at(path: Iterable[Any]) -> str:
+    """Where in a JSON value a problem is, for a message: `` at properties/a`` (nothing at its root)."""
+    where = "/".join(map(str, path))
+    return f" at {where}" if where else ""
 
 
 def retry_message(spec: OutputSpec, problem: str) -> dict[str, str]:

@@ -235,10 +235,10 @@ class Engine:
         """Admit waiting sequences, in policy order, while the batch has a free row and the memory for it. Their
         rows are placed together at the end, so a burst of arrivals grows each class's buffers once, and the
         rows' needs are counted once, not again for each arrival."""
-        if not (len(self.policy) and len(self.running) < self.max_batch):
+        if not self._waiting_with_a_free_row():
             return  # most steps: no counting the rows
         rows, joining = Counter(capacity_for(need) for need in self._needs()), []
-        while len(self.policy) and len(self.running) < self.max_batch:
+        while self._waiting_with_a_free_row():
             candidate = self.policy.peek()
             need = capacity_for(self._need_of(candidate))
             if self.kv.bytes_of(rows + Counter({need: 1})) > self._row_budget():
@@ -254,6 +254,9 @@ class Engine:
         for _, fill in joining:
             if fill is not None:
                 fill()
+
+    def _waiting_with_a_free_row(self) -> bool:
+        return bool(len(self.policy)) and len(self.running) < self.max_batch
 
     def _fits(self, candidate: Sequence) -> bool:
         """Whether ``candidate`` can join the batch now: a free row, and KV memory for it beside the others."""
