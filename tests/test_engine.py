@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import data_dir_of_its_own
 
 from aios.config import EMBEDDED_MODEL
 from aios.llm.core import Generation, GenerationRequest, SamplingParams
 from aios.llm.hf import HfLocalBackend
-from aios.llm.hf.engine import EngineSettings
+from aios.llm.hf.engine import EngineSettings, StepFailed
 from aios.llm.hf.kv import SlotKV
 from aios.llm.hf.sequence import Sequence
 
@@ -321,6 +322,96 @@ def test_a_prompt_too_big_for_the_kv_budget_is_refused_and_a_lone_overflow_ends_
         assert overflow.finish_reason == "kv_budget" and 0 < overflow.completion_tokens < 64
     finally:
         tight.close()
+
+
+def test_a_suspended_generation_that_cannot_spill_to_disk_stays_in_ram_and_resumes_exactly(
+    backend: HfLocalBackend, data_dir: Path, tmp_path: Path
+) -> None:
+    """The spill folder cannot be made (a file is where it goes, as a full or read-only disk would refuse it):
+    snapshots stay in RAM past their budget, and the preempted story still gives its tokens alone."""
+    alone = backend.generate(ask(STORY, 24))
+    own = data_dir_of_its_own(data_dir, tmp_path / "data")
+    (own / "snapshots").write_text("not a folder")
+    switched = HfLocalBackend(EMBEDDED_MODEL, data_dir=own, settings=EngineSettings(
+        max_batch=1, policy="rr", quantum_tokens=8, snapshot_ram_mb=0))
+    try:
+        slices: list[bool] = []
+        target = ask(STORY, 24)
+        target.on_running = slices.append
+        assert run_with_rival(switched, target, ask(RIVAL, 500)).text == alone.text
+        assert slices.count(False) == 2 and switched.engine.contexts.spilled == 0
+    finally:
+        switched.close()
+
+
+def test_a_snapshot_lost_from_disk_fails_its_own_generation_and_no_other(
+    backend: HfLocalBackend, data_dir: Path, tmp_path: Path
+) -> None:
+    """Three generations take turns in two rows, each one's KV spilled to disk while it waits. The file of the
+    first one swapped out is deleted (a temp-folder cleaner, a disk error): that one fails when it is taken back,
+    saying so, and the two others go on to their tokens alone."""
+    questions = QUESTIONS[:3]
+    alone = [backend.generate(ask(q, 24)).text for q in questions]
+    own = data_dir_of_its_own(data_dir, tmp_path / "data")
+    switched = HfLocalBackend(EMBEDDED_MODEL, data_dir=own, settings=EngineSettings(
+        max_batch=2, policy="rr", quantum_tokens=4, snapshot_ram_mb=0))
+    requests, lost = [ask(q, 24) for q in questions], []
+
+    def losing(index: int) -> Callable[[bool], None]:
+        def on_running(running: bool) -> None:  # on the engine thread, right after the snapshot is written
+            if not running and not lost:
+                lost.append(index)
+                for path in (own / "snapshots").rglob("snapshot-*"):
+                    path.unlink()
+        return on_running
+
+    for index, request in enumerate(requests):
+        request.on_running = losing(index)
+
+    async def main() -> list[Generation | BaseException]:
+        return list(await asyncio.gather(*(switched.complete(r) for r in requests), return_exceptions=True))
+
+    try:
+        results = asyncio.run(main())
+        (failed,) = lost
+        texts = [r.text if isinstance(r, Generation) else repr(r) for r in results]
+        assert texts[:failed] + texts[failed + 1:] == alone[:failed] + alone[failed + 1:]
+        assert isinstance(results[failed], StepFailed)
+        assert "taking this request into the batch failed (FileNotFoundError" in str(results[failed])
+        assert len(switched.engine.contexts) == 0 and switched.engine.failed_steps == 0
+    finally:
+        switched.close()
+
+
+def test_a_request_whose_kv_cannot_be_allocated_fails_alone_and_the_running_one_goes_on(data_dir: Path) -> None:
+    """Growing the KV buffers for a joining request fails (a stand-in for a GPU out of memory, which cannot
+    happen on a CPU at will): that request gets the error, and the story already running keeps its row, its KV
+    and its tokens alone."""
+    engine_of = engine_backend(data_dir, max_batch=2)
+    try:
+        alone = engine_of.generate(ask(STORY, 48)).text
+        engine, reserve, armed = engine_of.engine, engine_of.engine._reserve, [True]
+
+        def failing_reserve(cls: int, positions: int) -> None:
+            if len(engine.running) == 2 and armed:  # the second request is joining: fail its growth, once
+                armed.clear()
+                raise torch.OutOfMemoryError("stand-in: no memory for the joining row")
+            reserve(cls, positions)
+
+        async def main() -> list[Generation | BaseException]:
+            story = ask(STORY, 48)
+            running = started(story)
+            first = asyncio.create_task(engine_of.complete(story))
+            await running.wait()
+            engine._reserve = failing_reserve
+            second = await asyncio.gather(engine_of.complete(ask(RIVAL, 8)), return_exceptions=True)
+            return [await first, *second]
+
+        story, rival = asyncio.run(main())
+        assert story.text == alone
+        assert isinstance(rival, StepFailed) and "OutOfMemoryError: stand-in" in str(rival)
+    finally:
+        engine_of.close()
 
 
 def test_time_slices_apply_when_kv_memory_keeps_requests_waiting(backend: HfLocalBackend, data_dir: Path) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from aios.leases import SNAPSHOTS, Lease
@@ -67,8 +68,10 @@ class ContextStore:
             self.in_ram -= snapshot.nbytes
             return snapshot.kv
         assert snapshot.path is not None
-        tensors = load_file(snapshot.path)
-        snapshot.path.unlink(missing_ok=True)
+        try:
+            tensors = load_file(snapshot.path)
+        finally:  # read or not (a damaged file), it is of no more use
+            snapshot.path.unlink(missing_ok=True)
         layers = len(tensors) // 2
         return [tensors[f"k{i}"] for i in range(layers)], [tensors[f"v{i}"] for i in range(layers)]
 
@@ -93,15 +96,28 @@ class ContextStore:
                 return
             if snapshot.kv is None:
                 continue
-            if self._spill_lease is None:
-                self._spill_lease = Lease(self.spill_root, SNAPSHOTS[1])
-            snapshot.path = self._spill_lease.path / f"snapshot-{handle}.safetensors"
-            keys, values = snapshot.kv
-            # Each its own copy: a snapshot's layers may be views of one tensor, which safetensors refuses.
-            tensors = {**{f"k{i}": t.cpu().clone() for i, t in enumerate(keys)},
-                       **{f"v{i}": t.cpu().clone() for i, t in enumerate(values)}}
-            save_file(tensors, snapshot.path)
+            try:
+                snapshot.path = self._spill(handle, snapshot.kv)
+            except (OSError, SafetensorError) as exc:  # a full disk: they stay in RAM, over budget, not lost
+                log.warning("could not spill a suspended generation's KV to disk (%s); keeping it in RAM", exc)
+                return
             snapshot.kv = None
             self.in_ram -= snapshot.nbytes
             self.spilled += 1
             log.debug("spilled snapshot %s (%d bytes) to %s", handle, snapshot.nbytes, snapshot.path)
+
+    def _spill(self, handle: int, kv: KV) -> Path:
+        """Write a snapshot's KV into a file of the spill directory; a file only partly written is removed."""
+        if self._spill_lease is None:
+            self._spill_lease = Lease(self.spill_root, SNAPSHOTS[1])
+        path = self._spill_lease.path / f"snapshot-{handle}.safetensors"
+        keys, values = kv
+        # Each its own copy: a snapshot's layers may be views of one tensor, which safetensors refuses.
+        tensors = {**{f"k{i}": t.cpu().clone() for i, t in enumerate(keys)},
+                   **{f"v{i}": t.cpu().clone() for i, t in enumerate(values)}}
+        try:
+            save_file(tensors, path)
+        except SafetensorError:
+            path.unlink(missing_ok=True)
+            raise
+        return path

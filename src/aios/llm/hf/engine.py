@@ -249,11 +249,26 @@ class Engine:
                 continue
             joining.append((candidate, self._admit(self.policy.pop())))
             rows[capacity_for(candidate.row_length + 2)] += 1  # as _needs() counts it, now that it runs
-        # A row for all each will hold once its prompt is read; then what they bring goes into their rows.
-        self._place([(sequence, sequence.row_length + 2) for sequence, _ in joining])
-        for _, fill in joining:
+        # A row for all each will hold once its prompt is read; then what they bring goes into their rows. What
+        # fails here fails only the sequences it was for: the running ones' rows and KV are left as they were.
+        try:
+            self._place([(sequence, sequence.row_length + 2) for sequence, _ in joining])
+        except Exception as exc:
+            # Each joining row is the last of its class, so leaving latest first moves no other row.
+            self._admission_failed([sequence for sequence, _ in reversed(joining)], exc)
+            return
+        for sequence, fill in joining:
             if fill is not None:
-                fill()
+                try:
+                    fill()
+                except Exception as exc:
+                    self._admission_failed([sequence], exc)
+
+    def _admission_failed(self, sequences: list[Sequence], exc: Exception) -> None:
+        log.exception("taking %d sequence(s) into the batch failed", len(sequences))
+        self._fail(sequences, StepFailed(
+            f"taking this request into the batch failed ({type(exc).__name__}: {exc}); the kernel goes on "
+            "serving, so sending it again may work"))
 
     def _waiting_with_a_free_row(self) -> bool:
         return bool(len(self.policy)) and len(self.running) < self.max_batch
