@@ -20,8 +20,9 @@ import pytest
 from aios.access.manager import AccessManager
 from aios.agents import runtime as runtime_module
 from aios.agents.runtime import AgentRuntime
+from aios.agents.sandbox import abi_version
 from aios.config import AccessConfig, AgentsConfig, load_config
-from aios.errors import NotFound
+from aios.errors import Conflict, NotFound
 from aios.kernel import Kernel
 from conftest import served_in_thread, wait_until
 from test_agents import AGENTS
@@ -39,8 +40,7 @@ def test_a_run_waiting_for_a_place_can_be_cancelled_and_the_kernel_stopping_ends
         hanging = await agents.submit(str(AGENTS / "sleeper"), "", None)
         waiting = await agents.submit(str(AGENTS / "echo"), "later", None)
         assert waiting.status == "running" and waiting.pid is None  # no place yet
-        agents.cancel(waiting)
-        await waiting.ended.wait()
+        await agents.cancel(waiting)
         assert waiting.status == "failed" and waiting.error == "cancelled" and waiting.pid is None
         await agents.close()
         assert hanging.status == "failed" and hanging.error == "the kernel stopped" and hanging.exit_code == -9
@@ -158,10 +158,10 @@ def test_a_daemon_that_holds_an_agents_output_open_does_not_hold_its_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent returns having started a process in a session of its own (which the kernel does not kill)
     that keeps its stdout and stderr open: the run still ends, completed, with its output kept. A cancel that
-    comes while the kernel still waits for that output changes nothing: the agent had ended."""
+    comes while the kernel still waits for that output changes nothing and says so: the agent had ended."""
     monkeypatch.setattr(runtime_module, "OUTPUT_GRACE_S", 0.5)
-    pid_file = tmp_path / "daemon.pid"
     outputs_end = runtime_module._outputs_end
+    pid_files: list[Path] = []  # in the run's folder, where a confined agent may write
 
     async def scenario() -> Any:
         exited = asyncio.Event()
@@ -172,10 +172,11 @@ def test_a_daemon_that_holds_an_agents_output_open_does_not_hold_its_run(
 
         monkeypatch.setattr(runtime_module, "_outputs_end", exited_then_outputs_end)
         agents = runtime(tmp_path)
-        run = await agents.submit(str(AGENTS / "chatty"), json.dumps({"lines": 2, "daemon": str(pid_file)}), None)
+        run = await agents.submit(str(AGENTS / "chatty"), json.dumps({"lines": 2, "daemon": "daemon.pid"}), None)
+        pid_files.append(run.folder / "work" / "daemon.pid")  # in its cwd
         await exited.wait()
-        agents.cancel(run)
-        await run.ended.wait()
+        with pytest.raises(Conflict, match=f"^agent execution {run.id} has already completed$"):
+            await agents.cancel(run)
         await agents.access.close()
         return run
 
@@ -184,7 +185,8 @@ def test_a_daemon_that_holds_an_agents_output_open_does_not_hold_its_run(
         assert (run.status, run.result, run.exit_code) == ("completed", "said", 0)
         assert (run.folder / "stdout.log").read_text().endswith("line 000001 of what this agent has to say\nthe end\n")
     finally:
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        for pid_file in pid_files:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def test_the_folders_of_the_runs_that_ended_first_are_deleted_past_keep_runs(tmp_path: Path) -> None:
@@ -198,8 +200,7 @@ def test_the_folders_of_the_runs_that_ended_first_are_deleted_past_keep_runs(tmp
         for n in (2, 3):
             runs.append(await agents.submit(str(AGENTS / "echo"), f"task {n}", None))
             await runs[-1].ended.wait()
-        agents.cancel(hanging)
-        await hanging.ended.wait()
+        await agents.cancel(hanging)
         await asyncio.gather(*agents._tasks)  # the deletion, in a thread
         with pytest.raises(NotFound, match=r"agent execution 2 was deleted: the kernel keeps the folders of the 2 "
                                            r"runs that ended last \(agents.keep_runs\)"):
@@ -222,3 +223,79 @@ def test_the_folders_of_the_runs_that_ended_first_are_deleted_past_keep_runs(tmp
 
     asyncio.run(second_start())
     assert [folder.exists() for folder in folders] == [True, False, False]
+
+
+def _ended(agents: AgentRuntime, agent: str, task: str) -> tuple[Any, dict[str, Any]]:
+    """A run of ``agent`` once it ended (bounded: a run that never settles fails the test), and its saved status."""
+    async def scenario() -> Any:
+        run = await agents.submit(str(AGENTS / agent), task, None)
+        await asyncio.wait_for(run.ended.wait(), 120)
+        await agents.access.close()
+        return run
+
+    run = asyncio.run(scenario())
+    return run, json.loads((run.folder / "status.json").read_text())
+
+
+@pytest.mark.parametrize(("number", "error"), [
+    (int(signal.SIGTERM), "the agent process was killed by SIGTERM"),
+    (40, "the agent process was killed by signal 40"),  # real-time: no name of its own
+], ids=["named", "real-time"])
+def test_a_run_killed_by_a_signal_ends_saying_which(tmp_path: Path, number: int, error: str) -> None:
+    run, saved = _ended(runtime(tmp_path), "quitter", f"signal {number}")
+    assert (run.status, run.error, run.exit_code) == ("failed", error, -number)
+    assert (saved["status"], saved["error"]) == ("failed", error)
+
+
+def test_a_run_whose_end_cannot_be_told_still_ends_failed_and_saved(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(code: int | None) -> str:
+        raise RuntimeError("no words for it")
+
+    monkeypatch.setattr(runtime_module, "_exit_reason", broken)
+    run, saved = _ended(runtime(tmp_path), "quitter", "go")
+    said = "the kernel could not tell how the run ended (see its log)"
+    assert (run.status, run.error, run.exit_code) == ("failed", said, 3)
+    assert (saved["status"], saved["error"]) == ("failed", said)
+
+
+@pytest.mark.parametrize("sandbox", ["auto", "off"])
+def test_a_confined_agent_reads_and_writes_only_what_is_its_own(tmp_path: Path, sandbox: str) -> None:
+    """Confined (the default, where the system has Landlock), an agent cannot read the kernel's data folder (the
+    administrator's token lies there, and every agent's files), write outside its run folder, or read the
+    kernel's environment; what it starts cannot either. It still reads the system, imports the SDK and writes
+    its temporary files. With ``sandbox: off`` it can do all of that."""
+    data = tmp_path / "data"
+    secret = data / "access" / "secret.txt"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("the administrator's token")
+    outside = tmp_path / "outside.txt"
+    task = {"read": [str(secret), "/etc/passwd", f"/proc/{os.getpid()}/environ"],
+            "write": [str(outside), "mine.txt"], "link": [[str(secret), "../planted.log"]],
+            "run": [["cat", str(secret)]], "temp": True, "import": ["aios.sdk"], "signal": os.getpid()}
+    run, _ = _ended(runtime(data, sandbox=sandbox), "prober", json.dumps(task))
+    assert run.status == "completed", run.error
+    confined = sandbox == "auto" and abi_version() > 0
+    denied = "PermissionError" if confined else "ok"
+    assert run.result == {
+        f"read {secret}": denied, "read /etc/passwd": "ok", f"read /proc/{os.getpid()}/environ": denied,
+        f"write {outside}": denied, "write mine.txt": "ok", "link ../planted.log": denied,
+        f"run cat {secret}": "exit 1" if confined else "ok", "temp": "ok", "import aios.sdk": "ok",
+        # signals to processes outside (the kernel) are scoped from Landlock's ABI 6
+        "signal": "PermissionError" if confined and abi_version() >= 6 else "ok"}
+    assert (run.folder / "work" / "mine.txt").read_text() == "x"  # its own folder, its cwd
+    unconfined = "this agent runs unconfined" in (run.folder / "stderr.log").read_text()
+    assert unconfined == (sandbox == "auto" and not confined)
+
+
+def test_a_result_the_agent_links_to_a_file_of_the_kernels_is_not_read(tmp_path: Path) -> None:
+    """The agent's folder is its own to write, links included: a result.json that is a link to a file of the
+    kernel's (one that happens to read as a result) is not followed. The run ended without a result of its own."""
+    data = tmp_path / "data"
+    secret = data / "access" / "secret.json"
+    secret.parent.mkdir(parents=True)
+    secret.write_text(json.dumps({"result": "the administrator's token"}))
+    task = {"link": [[str(secret), "result.json"]], "exit": True}
+    run, saved = _ended(runtime(data), "prober", json.dumps(task))
+    assert (run.status, run.result, run.exit_code) == ("failed", None, 0)
+    assert saved["result"] is None and "before returning a result" in run.error

@@ -9,11 +9,15 @@ import decimal
 import json
 import os
 import select
+import shutil
+import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import types
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ import pytest
 
 from aios.access.manager import AccessManager
 from aios.agents.runtime import AgentRuntime
+from aios.agents.sandbox import abi_version
 from aios.config import AccessConfig, AgentsConfig
 from aios.errors import Forbidden, NotFound
 from conftest import KernelProcess
@@ -61,7 +66,7 @@ def test_an_agent_runs_in_its_own_process_with_its_identity_and_logs(kernel: Ker
     env = result["env"]
     assert env["AIOS_KERNEL_URL"] == kernel.url and env["AIOS_TOKEN"].startswith("aios_run_")
     assert env["CEREBRUM_KERNEL_URL"] == f"{kernel.url}/as/{env['AIOS_TOKEN']}"
-    assert result["cwd"].endswith(f"agents/runs/{execution_id}")
+    assert result["cwd"].endswith(f"agents/runs/{execution_id}/work")  # its own folder in its run's
     logs = kernel.client.get(f"/agents/{execution_id}/logs").json()
     assert logs["stdout"] == "stdout of tests/echo: hello\n" and logs["stderr"] == "stderr of tests/echo\n"
     listed = kernel.client.get("/agents/ps").json()
@@ -116,8 +121,23 @@ def _ends(pid: int) -> bool:
         os.close(handle)
 
 
-def test_cancel_kills_the_agent_and_its_children(kernel: KernelProcess, tmp_path: Path) -> None:
-    fifo = tmp_path / "pid.fifo"
+def test_status_says_what_confines_the_agents_processes(kernel: KernelProcess) -> None:
+    version = abi_version()
+    said = f"landlock (ABI {version})" if version else "none (this system has no Landlock)"
+    assert kernel.client.get("/status").json()["agents"] == {"sandbox": said}
+
+
+@pytest.fixture
+def writable_by_agents(tmp_path: Path) -> Iterator[Path]:
+    """A folder a confined agent may write in (see aios.agents.sandbox): in /dev/shm, where there is one."""
+    shared = Path("/dev/shm")
+    folder = Path(tempfile.mkdtemp(dir=shared)) if shared.is_dir() else tmp_path
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_cancel_kills_the_agent_and_its_children(kernel: KernelProcess, writable_by_agents: Path) -> None:
+    fifo = writable_by_agents / "pid.fifo"
     os.mkfifo(fifo)
     execution_id = submit(kernel, AGENTS / "sleeper", str(fifo))
     child = _child_pid(fifo)
@@ -175,6 +195,14 @@ def test_a_packed_agent_runs(kernel: KernelProcess, tmp_path: Path, suffix: str)
     assert status["status"] == "completed" and status["result"]["task"] == "packed"
 
 
+def test_an_agent_packed_from_inside_its_folder_runs(kernel: KernelProcess, tmp_path: Path) -> None:
+    """The usual way to pack a folder, `tar -C echo -czf echo.tgz .`, names the members ./ and ./agent.py."""
+    archive = tmp_path / "echo.tgz"
+    subprocess.run(["tar", "-C", str(AGENTS / "echo"), "-czf", str(archive), "."], check=True)
+    status = finished(kernel, submit(kernel, archive, "packed"))
+    assert status["status"] == "completed" and status["result"]["task"] == "packed", status
+
+
 @pytest.mark.parametrize(("suffix", "member", "problem"), [
     (".zip", "../evil.py", "member '../evil.py' is not a file inside the package (it climbs out with ..)"),
     (".zip", "/tmp/evil.py", "member '/tmp/evil.py' is not a file inside the package (it is an absolute path)"),
@@ -193,6 +221,14 @@ def test_a_malicious_archive_is_refused_before_anything_is_unpacked(kernel: Kern
 def _no_config(tmp_path: Path) -> str:
     (tmp_path / "empty").mkdir()
     return str(tmp_path / "empty")
+
+
+def _with_config(tmp_path: Path, text: str) -> str:
+    """The echo agent's folder with ``text`` for its config.json."""
+    folder = tmp_path / "package"
+    shutil.copytree(AGENTS / "echo", folder)
+    (folder / "config.json").write_text(text)
+    return str(folder)
 
 
 BAD_SUBMISSIONS = [
@@ -219,6 +255,13 @@ BAD_SUBMISSIONS = [
      "/no/such/agent: no agent folder or archive"),
     ("folder-without-config", lambda t: {"agent_id": _no_config(t), "agent_config": {"task": "x"}}, 400,
      "has no config.json"),
+    ("config-nested-too-deeply", lambda t: {"agent_id": _with_config(t, "[" * 100_000 + "]" * 100_000),
+                                            "agent_config": {"task": "x"}}, 400,
+     "/package/config.json cannot be read as JSON: it is nested too deeply"),
+    ("description-not-text", lambda t: {"agent_id": _with_config(t, json.dumps({
+        "name": "echo", "description": ["ok", 1], "meta": {"author": "tests"},
+        "build": {"entry": "agent.py", "module": "EchoAgent"}})), "agent_config": {"task": "x"}}, 400,
+     "/package/config.json: 'description' must be a string or a list of strings, not [\"ok\", 1]"),
 ]
 
 
@@ -347,8 +390,7 @@ def test_an_execution_id_is_never_reused_after_a_restart_even_when_the_newest_ru
         hanging = await agents.submit(str(AGENTS / "sleeper"), "", None)
         quick = await agents.submit(str(AGENTS / "echo"), "two", None)
         await quick.ended.wait()
-        agents.cancel(hanging)
-        await hanging.ended.wait()
+        await agents.cancel(hanging)
         await asyncio.gather(*agents._tasks)  # the deletion, in a thread
         await agents.access.close()
 
@@ -427,6 +469,8 @@ def test_without_fastapi_an_agent_s_result_is_converted_alike(monkeypatch: pytes
 @pytest.mark.parametrize(("method", "path", "code", "detail"), [
     ("GET", "/agents/abc/status", 422, "path.execution_id: Input should be a valid integer"),
     ("GET", "/agents/999999/status", 404, "no agent execution 999999"),
+    ("GET", f"/agents/{2**64}/status", 422, "path.execution_id: Input should be less than or equal to"),
+    ("GET", "/agents/0/logs", 422, "path.execution_id: Input should be greater than or equal to 1"),
     ("GET", "/agents/1/status?wait=-1", 422, "query.wait: Input should be greater than or equal to 0"),
     ("GET", "/agents/1/status?wait=61", 422, "query.wait: Input should be less than or equal to 60"),
     ("POST", "/agents/999999/cancel", 404, "no agent execution 999999"),

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from aios.agents.hub import Hub, Upload
-from aios.errors import TooLarge
+from aios.agents.package import InvalidPackage, resolve_agent
+from aios.errors import Conflict, TooLarge
 from aios.tools.folder import load_tool_folder
 from conftest import KernelProcess
 from test_agents import detail_of, finished, submit
@@ -131,6 +132,19 @@ MALICIOUS = [
      "file '/etc/cron.d/evil' is not a file inside the package (it is an absolute path)"),
     ("backslash", _with(GOOD, files=[*GOOD["files"], _file("..\\x.py", b"x")]), 400, "is not a plain relative file name"),
     ("twice", _with(GOOD, files=[*GOOD["files"], _file("agent.py", b"")]), 400, "file 'agent.py' is listed twice"),
+    # the second spelling was stored over the checked config.json: the package ran as the agent it named
+    ("twice-spelled-otherwise", _with(GOOD, files=[*GOOD["files"], _file("./config.json", _config(name="victim"))]),
+     400, "file './config.json' is listed twice (as 'config.json')"),
+    ("twice-with-a-dot-inside", _with(GOOD, files=[*GOOD["files"], _file("lib/x.py", b""), _file("lib/./x.py", b"")]),
+     400, "file 'lib/./x.py' is listed twice (as 'lib/x.py')"),
+    ("file-and-folder", _with(GOOD, files=[*GOOD["files"], _file("x", b"a"), _file("x/y", b"b")]), 400,
+     "file 'x' is also the folder of file 'x/y': rename one"),
+    ("config-nested-too-deeply", _with(GOOD, files=[_file("config.json", b"[" * 100_000 + b"]" * 100_000),
+                                                     GOOD["files"][1]]), 400,
+     "config.json cannot be read as JSON: it is nested too deeply"),
+    ("description-not-text", _with(GOOD, files=[_file("config.json", _config(description=["ok", 1, None])),
+                                                 GOOD["files"][1]]), 400,
+     "config.json: 'description' must be a string or a list of strings, not [\"ok\", 1, null]"),
     ("not-base64", _with(GOOD, files=[*GOOD["files"], {"path": "a.py", "content": "%%%"}]), 400,
      "file 'a.py': content is not base64"),
     ("no-config", _with(GOOD, files=GOOD["files"][1:]), 400, "the agent has no config.json among its files"),
@@ -171,6 +185,44 @@ def test_another_content_under_a_stored_version_is_refused(kernel: KernelProcess
     download = kernel.client.get("/cerebrum/download", params={"author": "hubtest", "name": "fixed"}).json()
     words = [f for f in download["files"] if f["path"] == "lib/words.py"][0]
     assert base64.b64decode(words["content"]) == b"GREETING = 'A'\n"  # the first upload is kept
+
+
+def test_a_hub_package_whose_config_names_another_agent_does_not_run(tmp_path: Path) -> None:
+    """A package stored with a config.json naming someone else (as uploads could store it before the names of
+    files were compared as stored) would run as that agent, with its token: it is refused when run."""
+    hub = Hub(tmp_path / "hub", max_bytes=2**20)
+    hub.put("agent", Upload("hubtest", "evil", "1.0.0", "MIT", [(f["path"], f["content"]) for f in GOOD["files"]]))
+    (hub.folder("agent", "hubtest", "evil") / "config.json").write_bytes(_config(name="victim"))
+    with pytest.raises(InvalidPackage, match="hub package hubtest/evil has a config.json naming hubtest/victim"):
+        resolve_agent("hubtest/evil", hub, tmp_path / "unpacked", hub.max_bytes)
+
+
+@pytest.mark.parametrize(("greeting", "stored"), [("A", True), ("B", False)], ids=["same-content", "other-content"])
+def test_an_upload_racing_another_of_the_same_version_is_accepted_only_with_the_same_content(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, greeting: str, stored: bool) -> None:
+    """Two uploads of one new version at once: the second to move its folder into place finds the first's there.
+    The same content is accepted as stored; other content is the usual conflict (never an error naming the
+    kernel's folders)."""
+    def upload(who: str, greeting: str) -> Upload:
+        files = package(agent_folder(tmp_path / who, "raced", "1.0.0", greeting))["files"]
+        return Upload("hubtest", "raced", "1.0.0", "MIT", [(f["path"], f["content"]) for f in files])
+
+    hub, first, second = Hub(tmp_path / "hub", max_bytes=2**20), upload("first", "A"), upload("second", greeting)
+    write = hub._write
+
+    def stored_first_by_another(*args: Any) -> bool:
+        Hub(hub.root, hub.max_bytes).put("agent", first)  # the other upload gets there first
+        return write(*args)
+
+    monkeypatch.setattr(hub, "_write", stored_first_by_another)
+    if stored:
+        assert hub.put("agent", second).sha256 == hub.get("agent", "hubtest", "raced")[0].sha256
+    else:
+        with pytest.raises(Conflict, match=r"^agent hubtest/raced version 1.0.0 is already in the hub with other "
+                                           r"content: raise meta.version to upload a new one$"):
+            hub.put("agent", second)
+    assert hub.versions("agent", "hubtest", "raced") == ["1.0.0"]
+    assert list((hub.root / ".incoming").iterdir()) == []  # nothing half written is left
 
 
 def test_an_oversize_package_is_refused_with_nothing_stored(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ import inspect
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
@@ -165,6 +166,41 @@ def demo(config: Optional[Path] = ConfigOption) -> None:
     sys.exit(asyncio.run(run_demo(_kernel(settings))))
 
 
+def _one_word(token: Optional[str]) -> Optional[str]:
+    """A token is sent in a header: it cannot be empty or hold spaces or control characters."""
+    if token is not None and (not token or not token.isprintable() or any(ch.isspace() for ch in token)):
+        raise typer.BadParameter(f"a token is one word of printable characters, not {token!r}")
+    return token
+
+
+TokenOption = typer.Option(None, "--token", envvar="AIOS_TOKEN", show_envvar=False, callback=_one_word,
+                           help="the token to send, for a kernel that requires one (default: $AIOS_TOKEN, else the "
+                                "administrator's, from <data_dir>/access/admin.token)")
+
+
+@contextmanager
+def _agents_calls(token: Optional[str], config: Optional[Path], url: Optional[str]) -> Iterator[None]:
+    """The SDK's requests of an agents command, sent with ``token``, else, to a kernel on this machine, with the
+    administrator's token of the data dir when there is one (a kernel that requires none takes it too; another
+    machine's kernel is not sent it); a refusal ends the command with the kernel's words, and a 401 with how to
+    give a token."""
+    from urllib.parse import urlsplit
+
+    from aios.sdk import AIOSError, kernel_url
+    from aios.server.auth import is_loopback
+
+    local = is_loopback(urlsplit(kernel_url(url)).hostname or "")
+    sent = token if token is not None else _admin_token(config)[1] if local else None
+    if sent is not None:
+        os.environ["AIOS_TOKEN"] = sent  # the SDK sends $AIOS_TOKEN with every request
+    try:
+        yield
+    except AIOSError as exc:
+        hint = (f"; give --token TOKEN or set $AIOS_TOKEN (without either, a kernel on this machine is sent the "
+                f"administrator's token in {_admin_token(config)[0]})") if exc.status_code == 401 else ""
+        raise _fail(f"{exc}{hint}", code=1) from None
+
+
 @app.command("run-agent")
 def run_agent(
     agent: str = typer.Argument(..., help="a package folder or archive, example/NAME, or a hub id author/name[/version]"),
@@ -172,20 +208,19 @@ def run_agent(
     url: Optional[str] = typer.Option(None, "--url", help="kernel URL (default: $AIOS_KERNEL_URL or localhost:8000)"),
     time_limit: Optional[float] = typer.Option(None, "--time-limit", min=0.001, help="seconds (at most the "
                                                "kernel's agents.time_limit_s)"),
+    token: Optional[str] = TokenOption, config: Optional[Path] = ConfigOption,
 ) -> None:
     """Run an agent on a kernel, in a process of its own, and print its result (JSON) when it ends."""
     import json
 
-    from aios.sdk import AIOSError, submit_agent, wait_agent
+    from aios.sdk import submit_agent, wait_agent
 
     local = Path(agent).expanduser()
     agent_id = str(local.resolve()) if local.exists() else agent  # the kernel reads a path on its own machine
-    try:
+    with _agents_calls(token, config, url):
         execution_id = submit_agent(agent_id, task, url, time_limit_s=time_limit)
         typer.echo(f"execution {execution_id} started", err=True)
         status = wait_agent(execution_id, url)
-    except AIOSError as exc:
-        raise _fail(str(exc), code=1) from None
     if status.status != "completed":
         raise _fail(f"execution {execution_id} failed: {status.error}", code=1)
     typer.echo(json.dumps(status.result, ensure_ascii=False, indent=2))
@@ -197,14 +232,13 @@ AgentUrlOption = typer.Option(None, "--url", help="kernel URL (default: $AIOS_KE
 
 
 @agents_app.command("ps")
-def agents_ps(url: Optional[str] = AgentUrlOption) -> None:
+def agents_ps(url: Optional[str] = AgentUrlOption, token: Optional[str] = TokenOption,
+              config: Optional[Path] = ConfigOption) -> None:
     """Every agent run the kernel knows: id, agent, status, process id, and how it ended."""
-    from aios.sdk import AIOSError, list_agents
+    from aios.sdk import list_agents
 
-    try:
+    with _agents_calls(token, config, url):
         runs = list_agents(url)
-    except AIOSError as exc:
-        raise _fail(str(exc), code=1) from None
     for run in runs:
         ended = run.error or (f"exit {run.exit_code}" if run.exit_code is not None else "")
         typer.echo(f"{run.execution_id:>6}  {run.agent_name:<28} {run.status:<10} pid {run.pid or '-':<8} {ended}")
@@ -212,28 +246,25 @@ def agents_ps(url: Optional[str] = AgentUrlOption) -> None:
 
 @agents_app.command("logs")
 def agents_logs(execution_id: int = typer.Argument(..., min=1), url: Optional[str] = AgentUrlOption,
-                tail_kb: int = typer.Option(64, "--tail-kb", min=1, max=10_240, help="the last KiB of each stream")
-                ) -> None:
+                tail_kb: int = typer.Option(64, "--tail-kb", min=1, max=10_240, help="the last KiB of each stream"),
+                token: Optional[str] = TokenOption, config: Optional[Path] = ConfigOption) -> None:
     """What an agent wrote: its stdout, then its stderr (to stderr)."""
-    from aios.sdk import AIOSError, agent_logs
+    from aios.sdk import agent_logs
 
-    try:
+    with _agents_calls(token, config, url):
         logs = agent_logs(execution_id, url, tail_kb=tail_kb)
-    except AIOSError as exc:
-        raise _fail(str(exc), code=1) from None
     typer.echo(logs.stdout, nl=False)
     typer.echo(logs.stderr, nl=False, err=True)
 
 
 @agents_app.command("cancel")
-def agents_cancel(execution_id: int = typer.Argument(..., min=1), url: Optional[str] = AgentUrlOption) -> None:
+def agents_cancel(execution_id: int = typer.Argument(..., min=1), url: Optional[str] = AgentUrlOption,
+                  token: Optional[str] = TokenOption, config: Optional[Path] = ConfigOption) -> None:
     """Kill a running agent and its children."""
-    from aios.sdk import AIOSError, cancel_agent
+    from aios.sdk import cancel_agent
 
-    try:
+    with _agents_calls(token, config, url):
         status = cancel_agent(execution_id, url)
-    except AIOSError as exc:
-        raise _fail(str(exc), code=1) from None
     typer.echo(f"execution {execution_id}: {status.status} ({status.error})")
 
 
@@ -245,6 +276,15 @@ AdminTokenOption = typer.Option(None, "--admin-token", envvar="AIOS_ADMIN_TOKEN"
                                 help="default: <data_dir>/access/admin.token")
 
 
+def _admin_token(config: Optional[Path]) -> tuple[Path, Optional[str]]:
+    """Where the kernel of this data dir keeps the administrator's token, and the token (None: not there)."""
+    path = _load(config).data_dir / "access" / "admin.token"
+    try:
+        return path, path.read_text().strip()
+    except OSError:
+        return path, None
+
+
 def _admin(url: Optional[str], admin_token: Optional[str], config: Optional[Path],  # noqa: ANN202
            read_timeout: Optional[float] = 90.0):
     """An HTTP client to the kernel, as its administrator (``read_timeout`` None: wait as long as it takes)."""
@@ -253,11 +293,9 @@ def _admin(url: Optional[str], admin_token: Optional[str], config: Optional[Path
     from aios.sdk import kernel_url
 
     if admin_token is None:
-        path = _load(config).data_dir / "access" / "admin.token"
-        try:
-            admin_token = path.read_text().strip()
-        except OSError:
-            raise _fail(f"no administrator's token at {path}: start the kernel once, or give --admin-token") from None
+        path, admin_token = _admin_token(config)
+        if admin_token is None:
+            raise _fail(f"no administrator's token at {path}: start the kernel once, or give --admin-token")
     return httpx.Client(base_url=kernel_url(url), headers={"Authorization": f"Bearer {admin_token}"},
                         timeout=httpx.Timeout(read_timeout, connect=10.0))
 

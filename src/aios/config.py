@@ -421,6 +421,11 @@ class AgentsConfig(_Section):
                                "and of its stderr, each: the start, and the last 256 KB; the middle is dropped")
     keep_runs: _Int | None = Field(default=10_000, ge=1, description="ended runs whose folders are kept, those "
                                    "that ended last; older ones are deleted. null keeps every run")
+    sandbox: Literal["auto", "required", "off"] = Field(
+        default="auto", description="confine each agent's process (Linux Landlock): it reads the system's and Python's "
+        "files and its package, writes only in its own folder (work/ in its run folder), and cannot reach the data "
+        "folder. auto: where the system has Landlock (else its stderr says it runs unconfined); required: a run that "
+        "cannot be confined fails; off: agents can do on disk what the kernel's user can")
 
 
 class Config(_Section):

@@ -331,5 +331,6 @@ class Kernel:
             "llms": [core.describe() for core in self.router.cores],
             "queues": self.scheduler.stats(),
             "tools": self.tools.status(),
+            "agents": {"sandbox": self.agents.confinement},
         }
 

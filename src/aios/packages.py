@@ -53,6 +53,8 @@ def config_of(text: str, where: str, error: type[Exception]) -> dict[str, Any]:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
         raise error(f"{where} cannot be read as JSON: {exc}") from None
+    except RecursionError:  # the parser recurses once per level of [ or {
+        raise error(f"{where} cannot be read as JSON: it is nested too deeply") from None
     if not isinstance(config, dict):
         raise error(f"{where} must hold a JSON object")
     return config
@@ -71,10 +73,14 @@ def parse_config(config: dict[str, Any], where: str, error: type[Exception]) -> 
         raise error(f"{where}: build.entry {build['entry']!r} {problem}")
     version = meta.get("version")
     description = config.get("description", "")
+    if isinstance(description, list) and all(isinstance(line, str) for line in description):
+        description = " ".join(description)  # AIOS packages give it as a list of lines
+    if not isinstance(description, str):
+        raise error(f"{where}: 'description' must be a string or a list of strings, not {_excerpt(description)}")
     return PackageConfig(
         author=author, name=name, version=version if isinstance(version, str) else None,
         license=meta.get("license") if isinstance(meta.get("license"), str) else None,
-        description=" ".join(description) if isinstance(description, list) else str(description),
+        description=description,
         entry=build["entry"], module=build["module"], raw=config,
     )
 
@@ -98,3 +104,9 @@ def part_problem(value: Any, what: str) -> str | None:
     if not isinstance(value, str) or not SAFE_PART.fullmatch(value):
         return f"{what} must be 1-128 letters, digits, _ . + - (not starting with . + -), not {value!r}"
     return None
+
+
+def _excerpt(value: Any, limit: int = 80) -> str:
+    """``value`` as JSON, cut to ``limit`` characters: an error quotes what it refuses, not all of it."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "..."

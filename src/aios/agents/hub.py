@@ -13,17 +13,19 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from aios.errors import BadRequest, Conflict, NotFound, TooLarge
 from aios.packages import config_of, parse_config, part_problem, path_problem
 
 KINDS = ("agent", "tool")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,30 +68,36 @@ class Hub:
             if problem is not None:
                 raise BadRequest(f"{problem}{' (set meta.version in config.json)' if what == 'version' else ''}")
         files = self._decoded(upload.files)
+        _check_folders(files)
         entry = self._entry(kind, upload, files)
         target = self._folder(kind, entry.author, entry.name, entry.version)
-        if target.exists():
-            stored = self._entry_at(target)
-            if stored.sha256 != entry.sha256:
-                raise Conflict(f"{kind} {entry.author}/{entry.name} version {entry.version} is already in the hub "
-                               "with other content: raise meta.version to upload a new one")
-            return stored
-        self._write(target, files, entry)
+        if target.exists() or not self._write(target, files, entry):
+            return self._same_as_stored(kind, target, entry)
         return entry
+
+    def _same_as_stored(self, kind: str, target: Path, entry: HubEntry) -> HubEntry:
+        """The version stored at ``target``, when it holds the same files as ``entry``; else Conflict."""
+        stored = self._entry_at(target)
+        if stored.sha256 != entry.sha256:
+            raise Conflict(f"{kind} {entry.author}/{entry.name} version {entry.version} is already in the hub "
+                           "with other content: raise meta.version to upload a new one")
+        return stored
 
     def _decoded(self, files: list[tuple[str, str]]) -> dict[str, bytes]:
         decoded: dict[str, bytes] = {}
         total = 0
-        for path, content in files:
-            problem = path_problem(path)
+        for listed, content in files:
+            problem = path_problem(listed)
             if problem is not None:
-                raise BadRequest(f"file {path!r} {problem}")
+                raise BadRequest(f"file {listed!r} {problem}")
+            # Under the name it is stored as: './config.json' after 'config.json' would replace the checked one.
+            path = PurePosixPath(listed).as_posix()
             if path in decoded:
-                raise BadRequest(f"file {path!r} is listed twice")
+                raise BadRequest(f"file {listed!r} is listed twice (as {path!r})")
             try:
                 data = base64.b64decode(content, validate=True)
             except (binascii.Error, ValueError):
-                raise BadRequest(f"file {path!r}: content is not base64") from None
+                raise BadRequest(f"file {listed!r}: content is not base64") from None
             total += len(data)
             if total > self.max_bytes:
                 raise TooLarge(f"the package's files pass {self.max_bytes / 2**20:g} MB (agents.hub_max_package_mb)")
@@ -117,7 +125,8 @@ class Hub:
                         config.module, config.description, digest.hexdigest(), sum(map(len, files.values())),
                         time.time())
 
-    def _write(self, target: Path, files: dict[str, bytes], entry: HubEntry) -> None:
+    def _write(self, target: Path, files: dict[str, bytes], entry: HubEntry) -> bool:
+        """Store the version whole, or not at all; False when another upload of it was stored first."""
         incoming = self.root / ".incoming" / uuid.uuid4().hex
         try:
             for path, data in files.items():
@@ -125,11 +134,17 @@ class Hub:
                 (incoming / "files" / path).write_bytes(data)
             (incoming / "package.json").write_text(json.dumps(entry.listing()))
             target.parent.mkdir(parents=True, exist_ok=True)
-            incoming.rename(target)  # whole, or not at all: a concurrent upload of the version fails here
+            incoming.rename(target)  # fails if the version is there: a rename into place is whole
         except OSError as exc:
-            raise Conflict(f"{entry.author}/{entry.name} {entry.version} could not be stored: {exc}") from None
+            if target.exists():
+                return False
+            log.error("could not store %s/%s %s in the hub: %s", entry.author, entry.name, entry.version, exc)
+            # The uploader learns what went wrong, not where on the kernel's disk.
+            raise Conflict(f"{entry.author}/{entry.name} {entry.version} could not be stored: "
+                           f"{exc.strerror or type(exc).__name__}") from None
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
+        return True
 
     # -- reading ---------------------------------------------------------------------------------------------
     def get(self, kind: str, author: str, name: str, version: str | None = None) -> tuple[HubEntry, dict[str, bytes]]:
@@ -172,6 +187,14 @@ class Hub:
     @staticmethod
     def _entry_at(folder: Path) -> HubEntry:
         return HubEntry(**json.loads((folder / "package.json").read_text()))
+
+
+def _check_folders(files: dict[str, bytes]) -> None:
+    """BadRequest when a file is also the folder of another (``x`` and ``x/y``): both cannot be stored."""
+    for path in files:
+        for folder in PurePosixPath(path).parents[:-1]:  # the last is "."
+            if folder.as_posix() in files:
+                raise BadRequest(f"file {folder.as_posix()!r} is also the folder of file {path!r}: rename one")
 
 
 def version_key(version: str) -> list[tuple[int, int | str]]:

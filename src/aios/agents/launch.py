@@ -1,18 +1,19 @@
 """The agent side of a run: ``python launch.py RUN_DIR`` imports the package's entry class, makes it with the
-agent's name, calls ``run(task)`` and writes what came of it to ``RUN_DIR/result.json`` for the kernel.
+agent's name, calls ``run(task)`` and writes what came of it to ``RUN_DIR/work/result.json`` for the kernel.
 
 Standard library only, and run by its path, so it works under any interpreter (one that has the AIOS SDK,
 cerebrum, installed and not this project, say). ``RUN_DIR/request.json`` says what to run:
-``{"folder", "entry", "module", "agent_name", "task"}`` (``folder`` relative to ``RUN_DIR`` when the package was
-unpacked there).
+``{"folder", "entry", "module", "agent_name", "task", "sandbox"}`` (``folder`` relative to ``RUN_DIR`` when the
+package was unpacked there; ``sandbox``, unless null, what the process may read and write: ``{"read", "write",
+"hidden", "required"}``, see ``sandbox.py``).
 
 The result is sent as JSON, what JSON has no type for converted as AIOS's kernel converts it (``_as_json``); a
 value that still is not JSON (an ``object()``, NaN) fails the run, naming it, rather than leaving a repr where a
 caller expects the value.
 
-Exit status: 0 done; 1 ``run`` raised, or returned something that is not JSON; 2 the agent could not be loaded;
-anything else is the agent's own (``exit(3)``) or a signal's. The traceback of a failure (or, for a result that is
-not JSON, the error) goes to stderr, which the kernel keeps.
+Exit status: 0 done; 1 ``run`` raised, or returned something that is not JSON; 2 the agent could not be loaded (or
+confined, where that is required); anything else is the agent's own (``exit(3)``) or a signal's. The traceback of
+a failure (or, for a result that is not JSON, the error) goes to stderr, which the kernel keeps.
 """
 
 from __future__ import annotations
@@ -30,11 +31,27 @@ from pathlib import Path, PurePath
 from typing import Any
 
 RAISED, UNLOADABLE = 1, 2
+# The agent's own folder in its run folder: its working directory, and (confined) the one place it may write. The
+# result goes there too; the kernel's files (the logs, the status) stay beside it, out of the agent's reach.
+WORK = "work"
+RESULT = f"{WORK}/result.json"
+NO_LANDLOCK = "this system has no Landlock (Linux 5.13 or later, enabled)"
 
 
 def main(run_dir: Path) -> int:
     request = json.loads((run_dir / "request.json").read_text(encoding="utf-8"))
     folder = run_dir / request["folder"]  # one that is absolute stays as it is
+    sandbox = request.get("sandbox")
+    if sandbox is not None:
+        try:
+            confined = _confine(sandbox, folder, run_dir)
+        except OSError as exc:  # Landlock is there, and refused: nothing of the agent runs
+            return _failed(run_dir, UNLOADABLE, f"the agent could not be confined: {exc}", trace=False)
+        if not confined and sandbox["required"]:
+            return _failed(run_dir, UNLOADABLE, f"the agent could not be confined: {NO_LANDLOCK}, and "
+                                                "agents.sandbox is 'required'", trace=False)
+        if not confined:
+            print(f"aios: this agent runs unconfined: {NO_LANDLOCK}", file=sys.stderr)
     try:
         agent = _load(folder, request["entry"], request["module"])(request["agent_name"])
     except Exception as exc:
@@ -49,7 +66,7 @@ def main(run_dir: Path) -> int:
         why = str(exc)
         return _failed(run_dir, RAISED, f"the agent's run() returned a value that is not JSON: "
                                         f"{why[:1].lower()}{why[1:]}", trace=False)
-    (run_dir / "result.json").write_text(outcome, encoding="utf-8")
+    (run_dir / RESULT).write_text(outcome, encoding="utf-8")
     return 0
 
 
@@ -109,6 +126,22 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def _confine(sandbox: dict[str, Any], package: Path, run_dir: Path) -> bool:
+    """Confine this process (and what it starts) before any of the agent's code runs: to read its run folder, its
+    package, what the kernel names and this interpreter's files; to write in its own folder. See ``sandbox.py``,
+    loaded by its path under a name no agent's module can have. False where the system has no Landlock (nothing
+    done); OSError where it has, and confining failed."""
+    spec = importlib.util.spec_from_file_location("_aios_sandbox", Path(__file__).with_name("sandbox.py"))
+    assert spec is not None and spec.loader is not None
+    confining = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(confining)
+    if not confining.abi_version():
+        return False
+    readable = [str(run_dir), str(package), *sandbox["read"], *confining.python_paths()]
+    confining.confine(readable, [str(run_dir / WORK)], sandbox["hidden"])
+    return True
+
+
 def _load(folder: Path, entry: str, class_name: str) -> Any:
     sys.path.insert(0, str(folder))  # the entry file may import its siblings, as under Cerebrum
     spec = importlib.util.spec_from_file_location(class_name, folder / entry)
@@ -128,7 +161,7 @@ def _failed(run_dir: Path, code: int, error: str, trace: bool = True) -> int:
         traceback.print_exc()
     else:
         print(error, file=sys.stderr)
-    (run_dir / "result.json").write_text(json.dumps({"error": error}), encoding="utf-8")
+    (run_dir / RESULT).write_text(json.dumps({"error": error}), encoding="utf-8")
     return code
 
 

@@ -15,7 +15,7 @@ import shutil
 import tarfile
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from aios.agents.hub import Hub
 from aios.errors import BadRequest, NotFound, TooLarge
@@ -64,7 +64,11 @@ def resolve_agent(agent_id: str, hub: Hub, unpack_to: Path, max_bytes: int) -> A
     if len(parts) not in (2, 3) or not all(parts):
         raise BadRequest(f"agent_id {agent_id!r} names no agent: give author/name[/version] (a built-in example "
                          "or a hub package) or a path to a folder or archive")
-    return load_package(hub.folder("agent", parts[0], parts[1], parts[2] if len(parts) == 3 else None))
+    package = load_package(hub.folder("agent", parts[0], parts[1], parts[2] if len(parts) == 3 else None))
+    if package.config.full_name != f"{parts[0]}/{parts[1]}":  # it would run as the agent its config names
+        raise InvalidPackage(f"hub package {parts[0]}/{parts[1]} has a config.json naming {package.config.full_name}; "
+                             "upload it again under that name, or fix its config.json")
+    return package
 
 
 def unpack_archive(archive: Path, dest: Path, max_bytes: int) -> Path:
@@ -82,7 +86,9 @@ def unpack_archive(archive: Path, dest: Path, max_bytes: int) -> Path:
     return inner[0]
 
 
-def _check_member(archive: Path, name: str, size: int, total: int, max_bytes: int) -> int:
+def _check_member(archive: Path, name: str, is_dir: bool, size: int, total: int, max_bytes: int) -> int:
+    if is_dir and not PurePosixPath(name).parts:  # "./": the folder the archive was made in (tar -C pkg -cf x .)
+        return total
     problem = path_problem(name.rstrip("/"))
     if problem is not None:
         raise InvalidPackage(f"{archive.name}: member {name!r} {problem}")
@@ -99,7 +105,7 @@ def _unpack_zip(archive: Path, dest: Path, max_bytes: int) -> None:
             for member in members:
                 if (member.external_attr >> 16) & 0o170000 == 0o120000:
                     raise InvalidPackage(f"{archive.name}: member {member.filename!r} is a symbolic link")
-                total = _check_member(archive, member.filename, member.file_size, total, max_bytes)
+                total = _check_member(archive, member.filename, member.is_dir(), member.file_size, total, max_bytes)
             for member in members:
                 target = dest / member.filename
                 if member.is_dir():
@@ -119,7 +125,7 @@ def _unpack_tar(archive: Path, dest: Path, max_bytes: int) -> None:
             for member in packed.getmembers():
                 if not (member.isfile() or member.isdir()):
                     raise InvalidPackage(f"{archive.name}: member {member.name!r} is a link or a special file")
-                total = _check_member(archive, member.name, member.size, total, max_bytes)
+                total = _check_member(archive, member.name, member.isdir(), member.size, total, max_bytes)
             packed.extractall(dest, filter="data")  # checked above; the filter is a second guard
     except (tarfile.TarError, OSError) as exc:
         raise InvalidPackage(f"{archive.name} cannot be read as a tar archive: {exc}") from None

@@ -2,8 +2,9 @@
 agent), in its own process group, under a wall-clock limit.
 
 A run gets a folder ``<data_dir>/agents/runs/<execution_id>/`` with its request, its stdout and stderr
-(``stdout.log``, ``stderr.log``, each bounded by ``agents.max_log_mb``: see :mod:`aios.agents.output`), its
-``result.json`` and, once it has ended, its status (``status.json``). The kernel keeps the last
+(``stdout.log``, ``stderr.log``, each bounded by ``agents.max_log_mb``: see :mod:`aios.agents.output`), the
+agent's own folder ``work/`` (its cwd, the one place a confined agent may write, where its ``result.json``
+goes) and, once it has ended, its status (``status.json``). The kernel keeps the last
 ``RUNS_IN_MEMORY`` ended runs in memory; an older one, or one of an earlier start of the kernel, is read back
 from its folder. The folders of the last ``agents.keep_runs`` ended runs are kept; older ones are deleted.
 
@@ -20,14 +21,16 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aios
 from aios.access.manager import ADMIN, AccessManager
-from aios.agents import launch
+from aios.agents import launch, sandbox
 from aios.agents.folders import RunFolders, remove
 from aios.agents.hub import Hub
 from aios.agents.output import keep_output
@@ -98,7 +101,9 @@ class Execution:
 
 class AgentRuntime:
     def __init__(self, config: AgentsConfig, data_dir: Path, access: AccessManager) -> None:
-        self.config, self.access = config, access
+        self.config, self.access, self.data_dir = config, access, data_dir
+        # What confines the runs' processes, for /status (its stderr tells a run that went unconfined).
+        self.confinement = "off (agents.sandbox)" if config.sandbox == "off" else sandbox.describe()
         self.hub = Hub(data_dir / "hub", int(config.hub_max_package_mb * 2**20))
         self.kernel_url: str | None = None  # set once the server is bound
         self._runs: dict[int, Execution] = {}
@@ -163,6 +168,7 @@ class AgentRuntime:
         it is named in the request relative to it."""
         folder.mkdir(parents=True)
         try:
+            (folder / launch.WORK / "tmp").mkdir(parents=True)  # its cwd and TMPDIR
             package = resolve_agent(agent_id, self.hub, folder / "package", self.hub.max_bytes)
             where = package.folder.resolve()
             if where.is_relative_to(folder.resolve()):
@@ -170,11 +176,20 @@ class AgentRuntime:
             (folder / "request.json").write_text(json.dumps({
                 "folder": str(where), "entry": package.config.entry, "module": package.config.module,
                 "agent_name": package.config.full_name, "task": task, "agent_id": agent_id,
-                "submitted_by": caller}))
+                "submitted_by": caller, "sandbox": self._sandbox()}))
         except BaseException:
             remove(folder)
             raise
         return package
+
+    def _sandbox(self) -> dict[str, Any] | None:
+        """How a run's process is confined (launch.py does it; see aios.agents.sandbox): besides its package and
+        its run folder, it may read this kernel's code (the SDK of agents written for this project); the data
+        folder stays hidden."""
+        if self.config.sandbox == "off":
+            return None
+        return {"read": [str(Path(aios.__file__).resolve().parent.parent)], "hidden": str(self.data_dir.resolve()),
+                "required": self.config.sandbox == "required"}
 
     def get(self, execution_id: int, caller: str | None) -> Execution:
         execution = self._runs.get(execution_id)
@@ -198,10 +213,13 @@ class AgentRuntime:
         except TimeoutError:
             pass
 
-    def cancel(self, execution: Execution) -> None:
-        if execution.status != RUNNING:
+    async def cancel(self, execution: Execution) -> None:
+        """Kill the run and wait for its end; Conflict, saying how it ended, when it had ended by itself (its
+        process may have exited with its output still coming in)."""
+        stopped = execution.status == RUNNING and self._stop(execution, "cancelled")
+        await execution.ended.wait()  # the process group is killed: this is quick
+        if not stopped:
             raise Conflict(f"agent execution {execution.id} has already {execution.status}")
-        self._stop(execution, "cancelled")
 
     def logs(self, execution: Execution, tail_bytes: int = LOG_TAIL_BYTES) -> dict[str, str]:
         return {stream: _tail(execution.folder / f"{stream}.log", tail_bytes) for stream in ("stdout", "stderr")}
@@ -230,8 +248,9 @@ class AgentRuntime:
             try:
                 process = await asyncio.create_subprocess_exec(
                     self.config.python or sys.executable, launch.__file__, str(folder),
-                    stdin=asyncio.subprocess.DEVNULL, stdout=out_end, stderr=err_end, env=self._environment(token),
-                    cwd=folder, start_new_session=True)
+                    stdin=asyncio.subprocess.DEVNULL, stdout=out_end, stderr=err_end,
+                    env=self._environment(token, folder / launch.WORK), cwd=folder / launch.WORK,
+                    start_new_session=True)
             except BaseException:
                 os.close(out)
                 os.close(err)
@@ -259,32 +278,42 @@ class AgentRuntime:
         finally:
             self.access.revoke_run_token(token)
 
-    def _environment(self, token: str) -> dict[str, str]:
+    def _environment(self, token: str, work: Path) -> dict[str, str]:
+        """The kernel's environment but its own variables, with the agent's identity; confined, its temporary
+        files, caches and settings (what the AIOS SDK and Hugging Face libraries keep in the home folder) go into
+        its own folder, the one it may write."""
         url = self.kernel_url
         assert url is not None
         env = {key: value for key, value in os.environ.items() if not key.startswith(("AIOS_", "CEREBRUM_"))}
-        return {**env, "AIOS_KERNEL_URL": url, "AIOS_TOKEN": token, "CEREBRUM_KERNEL_URL": f"{url}/as/{token}",
+        env |= {"AIOS_KERNEL_URL": url, "AIOS_TOKEN": token, "CEREBRUM_KERNEL_URL": f"{url}/as/{token}",
                 "PYTHONUNBUFFERED": "1"}
+        if self.config.sandbox != "off":
+            env |= {"TMPDIR": str(work / "tmp"), "XDG_CACHE_HOME": str(work / ".cache"),
+                    "XDG_CONFIG_HOME": str(work / ".config"), "XDG_DATA_HOME": str(work / ".local" / "share")}
+        return env
 
-    def _stop(self, execution: Execution, reason: str) -> None:
-        if execution.exit_code is not None:  # it has ended by itself; only its output is still coming in
-            return
+    def _stop(self, execution: Execution, reason: str) -> bool:
+        """End the run for ``reason``; False when it had ended by itself (only its output is still coming in)."""
+        if execution.exit_code is not None:
+            return False
         execution.stop_reason = reason
         if not execution.launching and execution.runner is not None:
             execution.runner.cancel()  # still waiting for a slot
         elif execution.pid is not None and execution.exit_code is None:
             _kill_group(execution.pid)
+        return True
 
     def _settle(self, execution: Execution) -> None:
-        outcome = _read_json(execution.folder / "result.json")
         execution.ended_at = time.time()
-        if execution.stop_reason is None and execution.exit_code == 0 and "result" in outcome:
-            execution.status, execution.result = COMPLETED, outcome["result"]
-        else:
-            execution.status = FAILED
-            execution.error = execution.stop_reason or outcome.get("error") or _exit_reason(execution.exit_code)
-        _write_json(execution.folder / "status.json", execution.saved())
-        execution.ended.set()
+        try:
+            _conclude(execution)
+        except Exception:  # noqa: BLE001 - however that fails, the run must end for whoever waits on it
+            log.exception("could not tell how agent execution %d ended", execution.id)
+            execution.status, execution.error = FAILED, "the kernel could not tell how the run ended (see its log)"
+        try:
+            _write_json(execution.folder / "status.json", execution.saved())
+        finally:
+            execution.ended.set()
         log.info("agent %s (execution %d) %s", execution.agent_name, execution.id, execution.status)
         self._forget_ended()
         for execution_id, folder in self.folders.ended(execution.id):
@@ -321,15 +350,40 @@ def _kill_group(pid: int) -> None:
         pass
 
 
+def _conclude(execution: Execution) -> None:
+    """Its status from how its process ended and what it handed back."""
+    outcome = _read_json(execution.folder / launch.RESULT, follow=False)  # the agent's to write: no link of its
+    if execution.stop_reason is None and execution.exit_code == 0 and "result" in outcome:
+        execution.status, execution.result = COMPLETED, outcome["result"]
+    else:
+        execution.status = FAILED
+        execution.error = execution.stop_reason or outcome.get("error") or _exit_reason(execution.exit_code)
+
+
 def _exit_reason(code: int | None) -> str:
     if code is not None and code < 0:
-        return f"the agent process was killed by {signal.Signals(-code).name}"
+        return f"the agent process was killed by {_signal_name(-code)}"
     return f"the agent process exited with code {code} before returning a result"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _signal_name(number: int) -> str:
+    """SIGSEGV; a signal with no name of its own (a real-time one past SIGRTMIN) by its number."""
     try:
-        outcome = json.loads(path.read_text(encoding="utf-8"))
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _read_json(path: Path, follow: bool = True) -> dict[str, Any]:
+    """The object in a JSON file ({} if it holds none). ``follow=False`` for a file the agent wrote: a link it
+    put there (to a file of the kernel's) is not followed, and only a plain file is read (a FIFO would hold the
+    kernel up)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW | os.O_NONBLOCK))
+        with open(fd, encoding="utf-8") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return {}
+            outcome = json.loads(file.read())
     except (OSError, ValueError):
         return {}
     return outcome if isinstance(outcome, dict) else {}

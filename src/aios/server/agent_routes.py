@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from aios.agents.runtime import COMPLETED, FAILED, AgentRuntime, Execution
-from aios.server.wire import StrictFloat
+from aios.server.wire import PathId, StrictFloat
 
 router = APIRouter(prefix="/agents")
 
@@ -59,7 +59,7 @@ async def processes(request: Request) -> dict[str, Any]:
 
 
 @router.get("/{execution_id}/status")
-async def status(execution_id: int, request: Request,
+async def status(execution_id: PathId, request: Request,
                  wait: float = Query(default=0, ge=0, le=60, description="hold up to this many seconds until the "
                                      "run ends (a long poll)")) -> dict[str, Any]:
     runtime = _runtime(request)
@@ -79,16 +79,15 @@ def _status(execution: Execution) -> dict[str, Any]:
 
 
 @router.post("/{execution_id}/cancel")
-async def cancel(execution_id: int, request: Request) -> dict[str, Any]:
+async def cancel(execution_id: PathId, request: Request) -> dict[str, Any]:
     runtime = _runtime(request)
     execution = runtime.get(execution_id, _identity(request))
-    runtime.cancel(execution)
-    await execution.ended.wait()  # the process group is killed: this is quick
+    await runtime.cancel(execution)
     return {"status": "success", "execution_id": execution.id, "message": f"Agent execution {execution.id} cancelled"}
 
 
 @router.get("/{execution_id}/logs")
-async def logs(execution_id: int, request: Request,
+async def logs(execution_id: PathId, request: Request,
                tail_kb: int = Query(default=64, ge=1, le=10_240, description="the last KiB of each stream")
                ) -> dict[str, Any]:
     runtime = _runtime(request)

@@ -6,6 +6,7 @@ import reprlib
 from dataclasses import asdict
 from typing import Annotated, Any, Literal, TypeVar
 
+from fastapi import Path
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
@@ -25,6 +26,9 @@ from aios.tools.handler import ToolResponse
 StrictInt = Annotated[int, Field(strict=True)]
 StrictFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 StrictBool = Annotated[bool, Field(strict=True)]
+# An id in a route's path: a database row's, so positive and within SQLite's 64 bits (a larger one would
+# overflow there, a 500, where the caller should learn that the id cannot be one).
+PathId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class QueryRequest(BaseModel):
