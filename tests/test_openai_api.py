@@ -150,8 +150,8 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_slot(kernel: KernelProcess)
                            max_tokens=2000, stream=True)).encode()
     host, port = kernel.url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port))) as raw:
-        raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        raw.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         raw.settimeout(120)
         received = b""
         while b"chat.completion.chunk" not in received:  # it is streaming (the headers may come alone first)

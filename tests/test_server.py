@@ -364,6 +364,48 @@ def test_a_body_over_the_size_limit_is_refused_before_it_is_read(kernel: KernelP
     assert "Paris" in good.json()["response"]["response_message"]
 
 
+def _address(kernel: KernelProcess) -> str:
+    return kernel.url.split("//", 1)[1]
+
+
+# (method, path, headers other than the kernel's own address, body): what a web page can make a browser send.
+WEB_PAGES = [
+    ("rebinding", "POST", "/query", {"host": "attacker.example:{port}"}, None, 403, "for 'attacker.example:{port}'"),
+    ("rebinding-to-a-lan-address", "GET", "/status", {"host": "192.168.1.7:{port}"}, None, 403, "a loopback address"),
+    ("form-posted-from-a-site", "POST", "/agents/1/cancel", {"origin": "http://evil.example",
+     "content-type": "application/x-www-form-urlencoded"}, b"", 403, "the web page at 'http://evil.example'"),
+    ("text-plain-to-v1", "POST", "/v1/chat/completions",
+     {"origin": "http://evil.example", "content-type": "text/plain"},
+     json.dumps({"model": "x", "messages": CAPITAL}).encode(), 403, "the web page at 'http://evil.example'"),
+    ("sandboxed-page", "POST", "/query", {"origin": "null"}, b"{}", 403, "the web page at 'null'"),
+    ("another-port-of-this-machine", "POST", "/query", {"origin": "http://127.0.0.1:1"}, b"{}", 403, "web page"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "body", "code", "detail"), [w[1:] for w in WEB_PAGES],
+                         ids=[w[0] for w in WEB_PAGES])
+def test_requests_that_web_pages_make_behind_the_users_back_are_refused(
+        kernel: KernelProcess, method: str, path: str, headers: dict[str, str], body: bytes | None, code: int,
+        detail: str) -> None:
+    """A kernel on loopback without tokens: a page on another site cannot post to it (its Origin is not the
+    kernel's), nor read it by pointing its own name at 127.0.0.1 (its Host is not a loopback name)."""
+    port = kernel.url.rsplit(":", 1)[1]
+    sent = {name: value.format(port=port) for name, value in headers.items()}
+    reply = kernel.client.request(method, path, headers=sent, content=body)
+    assert reply.status_code == code, reply.text
+    said = reply.json()["error"]["message"] if path.startswith("/v1/") else reply.json()["detail"]
+    assert detail.format(port=port) in said
+
+
+def test_the_kernels_own_names_and_pages_are_served(kernel: KernelProcess) -> None:
+    port = kernel.url.rsplit(":", 1)[1]
+    for host in (_address(kernel), f"localhost:{port}", f"[::1]:{port}"):
+        assert kernel.client.get("/status", headers={"host": host}).status_code == 200, host
+    own_page = {"origin": kernel.url, "host": _address(kernel)}  # what the web UI's fetches send
+    reply = kernel.client.post("/query", headers=own_page, json=llm({"messages": CAPITAL, "max_new_tokens": 4}))
+    assert reply.status_code == 200, reply.text
+
+
 def _rss_kb(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
@@ -436,8 +478,8 @@ def test_a_client_that_hangs_up_cancels_its_syscall(kernel: KernelProcess) -> No
                            "temperature": 0, "max_new_tokens": 2000})).encode()
     host, port = kernel.url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port))) as raw:
-        raw.sendall(b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        raw.sendall(f"POST /query HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         wait_until(lambda: kernel.client.get("/status").json()["queues"]["llm"]["running"] == 1)
     wait_until(lambda: kernel.client.get("/status").json()["queues"]["llm"]["running"] == 0)
     reply = kernel.query(llm({"messages": CAPITAL, "temperature": 0, "max_new_tokens": 24}))

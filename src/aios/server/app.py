@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from aios import __version__
-from aios.server.auth import BearerAuth, auth_required as needs_auth
+from aios.server.auth import BearerAuth, auth_required as needs_auth, is_loopback
+from aios.server.origin import SameOrigin
 from aios.access.manager import ADMIN
 from aios.errors import Forbidden, KernelError
 from aios.jsonvalues import MAX_JSON_DEPTH
@@ -49,9 +50,10 @@ from aios.syscall import SyscallKind
 log = logging.getLogger(__name__)
 
 
-def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
-    """The HTTP app; its lifespan starts and stops the kernel's scheduler. With ``auth_required`` every route but
-    the share links needs a bearer token."""
+def create_app(kernel: Kernel, host: str) -> FastAPI:
+    """The HTTP app for a kernel served on ``host``; its lifespan starts and stops the kernel's scheduler. Where
+    the access settings require tokens there (``access.auth``), every route but the share links needs one."""
+    auth_required = needs_auth(kernel.config.access.auth, host)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,6 +68,11 @@ def create_app(kernel: Kernel, auth_required: bool = False) -> FastAPI:
     app.state.auth_required = auth_required
     app.state.exit = None  # set by serve(): how /core/cleanup stops the server
     app.add_middleware(BodyLimit, max_bytes=int(kernel.config.server.max_body_mb * MB))
+    # Web pages' requests are refused before their bodies are read; inside BearerAuth, which takes the token out
+    # of a /as/<token>/ path (so that a refusal under /v1/ has OpenAI's shape). Where no token is required, a
+    # kernel on loopback is for this machine's programs, whatever access.auth says.
+    app.add_middleware(SameOrigin, served_host=host if not auth_required and is_loopback(host) else None,
+                       public_url=kernel.config.storage.public_url)
     app.add_middleware(BearerAuth, access=kernel.access, required=auth_required)
     app.include_router(storage_router)
     app.include_router(tool_router)
@@ -227,7 +234,7 @@ async def serve(
 ) -> None:
     """Serve until interrupted or ``shutdown`` is set; ``on_ready(url)`` is called once the socket is bound and
     the kernel started."""
-    app = create_app(kernel, auth_required=needs_auth(kernel.config.access.auth, host))
+    app = create_app(kernel, host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
 
     def ready(url: str) -> None:
