@@ -20,9 +20,14 @@ import httpx
 import pytest
 
 from aios.access.approvals import Approvals
-from aios.access.manager import ADMIN
+from aios.access.manager import ADMIN, MAX_PENDING_REQUESTS
+from aios.config import load_config
+from aios.errors import Forbidden
+from aios.kernel import Kernel
 from aios.sdk import AIOSError, confirmations
+from aios.syscall import SyscallKind
 from conftest import KernelProcess, data_dir_of_its_own, start_kernel, stop_kernel
+from test_cli import aios
 
 CONFIG = {"access": {"auth": "required", "groups": {"team": ["carol"]}, "restricted_tools": ["aios/text_stats"],
                      "confirm": {"mode": "ask", "timeout_s": 3, "operations": ["delete", "remove_memory"]}}}
@@ -87,9 +92,30 @@ def test_without_a_token_every_route_is_refused_with_401(secured: Secured, route
     assert reply.headers["www-authenticate"] == "Bearer"
 
 
-def test_a_token_the_kernel_never_issued_is_refused_with_401(secured: Secured) -> None:
-    reply = httpx.get(f"{secured.kernel.url}/status", headers={"Authorization": "Bearer aios_forged"})
-    assert reply.status_code == 401 and "not valid" in reply.json()["detail"]
+def test_a_kernel_that_requires_tokens_answers_under_any_name_but_not_other_sites_pages(secured: Secured) -> None:
+    """Behind a proxy, under its public name: tokens guard it, so the Host it is reached by does not matter. A
+    page of another site is still refused."""
+    assert secured.route("alice", "GET", "/status", headers={"host": "aios.example.org"}).status_code == 200
+    page = secured.route("alice", "GET", "/status", headers={"origin": "https://evil.example"})
+    assert page.status_code == 403 and "the web page at 'https://evil.example'" in page.json()["detail"]
+    openai = secured.route(None, "GET", f"/as/{secured.tokens['alice']}/v1/models",
+                           headers={"origin": "https://evil.example"})  # refused in OpenAI's words under /v1/
+    assert openai.status_code == 403 and "the web page at" in openai.json()["error"]["message"]
+
+
+NOT_ASCII = "Bearer ét".encode("latin-1")  # as a client may send it: HTTP headers are bytes
+
+
+@pytest.mark.parametrize(("path", "authorization"), [
+    ("/status", b"Bearer aios_forged"),
+    ("/status", NOT_ASCII),
+    ("/v1/models", NOT_ASCII),
+    ("/as/%C3%A9t/status", None),
+], ids=["forged", "not-ascii", "not-ascii-openai", "not-ascii-in-the-address"])
+def test_a_token_the_kernel_never_issued_is_refused_with_401(secured: Secured, path: str,
+                                                             authorization: bytes | None) -> None:
+    reply = httpx.get(secured.kernel.url + path, headers={"Authorization": authorization} if authorization else {})
+    assert reply.status_code == 401 and "the bearer token is not valid" in reply.text
 
 
 def test_the_openai_api_needs_a_token_too_and_refuses_in_openai_s_shape(secured: Secured) -> None:
@@ -247,8 +273,70 @@ def test_a_permission_request_becomes_a_grant_when_the_owner_approves(secured: S
     answered = secured.route("alice", "POST", f"/access/requests/{asked['id']}", json={"approve": True}).json()
     assert answered["request"]["status"] == "granted"
     assert secured.storage("carol", "read", owner="alice", file_path="notes.txt")["status_code"] == 200
-    again = secured.route("alice", "POST", f"/access/requests/{asked['id']}", json={"approve": True})
-    assert again.status_code == 404
+    again = secured.route("alice", "POST", f"/access/requests/{asked['id']}", json={"approve": False})
+    assert again.status_code == 409
+    assert again.json()["detail"] == f"permission request {asked['id']} was already answered: it is granted"
+
+
+def newcomers(secured: Secured, *names: str) -> None:
+    """Agents of their own for a test whose counts another test's requests or grants would spoil."""
+    for name in names:
+        secured.tokens[name] = secured.register(name)
+
+
+def test_of_two_answers_at_once_only_one_counts_and_the_other_learns_what_the_request_became(
+        secured: Secured) -> None:
+    newcomers(secured, "owner-race", "asker-race")
+
+    async def approve_and_decline(request_id: int) -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {secured.tokens['owner-race']}"}
+        async with httpx.AsyncClient(base_url=secured.kernel.url, headers=headers, timeout=60) as owner:
+            return await asyncio.gather(*(owner.post(f"/access/requests/{request_id}", json={"approve": approve})
+                                          for approve in (True, False)))
+
+    for _ in range(10):  # each round a fresh race: the answers arrive together
+        asked = secured.route("asker-race", "POST", "/access/requests", json={
+            "resource": "memory:owner-race", "permission": "read"}).json()["request"]
+        replies = asyncio.run(approve_and_decline(asked["id"]))
+        assert sorted(reply.status_code for reply in replies) == [200, 409], [reply.text for reply in replies]
+        (won,) = [reply.json()["request"]["status"] for reply in replies if reply.status_code == 200]
+        (lost,) = [reply.json()["detail"] for reply in replies if reply.status_code == 409]
+        assert lost == f"permission request {asked['id']} was already answered: it is {won}"
+        grants = secured.route("owner-race", "GET", "/access/permissions").json()["grants"]
+        assert bool(grants) == (won == "granted")  # the grant exists exactly when the request says granted
+        for grant in grants:
+            secured.route("owner-race", "DELETE", f"/access/grants/{grant['id']}")
+
+
+def test_asking_again_while_a_request_waits_answers_with_the_waiting_one(secured: Secured) -> None:
+    newcomers(secured, "owner-again", "asker-again")
+    ask = {"resource": "files:owner-again", "permission": "read"}
+    first, *again = [secured.route("asker-again", "POST", "/access/requests", json={**ask, "note": f"try {n}"})
+                     .json()["request"] for n in range(3)]
+    assert all(request == first for request in again) and first["note"] == "try 0"
+    inbox = secured.route("owner-again", "GET", "/access/permissions").json()["requests"]
+    assert [request["id"] for request in inbox] == [first["id"]]
+    secured.route("owner-again", "POST", f"/access/requests/{first['id']}", json={"approve": False})
+    after_the_answer = secured.route("asker-again", "POST", "/access/requests", json=ask).json()["request"]
+    assert after_the_answer["id"] != first["id"] and after_the_answer["status"] == "pending"
+
+
+def test_an_agent_with_too_many_requests_waiting_is_refused_until_some_are_answered(secured: Secured) -> None:
+    newcomers(secured, "asker-many")
+
+    def ask(owner: int) -> httpx.Response:
+        return secured.route("asker-many", "POST", "/access/requests",
+                             json={"resource": f"files:owner-{owner}", "permission": "read"})
+
+    assert all(ask(owner).status_code == 200 for owner in range(MAX_PENDING_REQUESTS))
+    refused = ask(MAX_PENDING_REQUESTS)
+    assert refused.status_code == 409 and refused.json()["detail"] == (
+        f"agent 'asker-many' already has {MAX_PENDING_REQUESTS} permission requests waiting for an answer: ask "
+        "again once their owners have answered some")
+    assert ask(0).status_code == 200  # asking again for one that waits is no new request
+    first = ask(0).json()["request"]
+    secured.route("admin", "POST", f"/access/requests/{first['id']}", json={"approve": False})
+    assert ask(MAX_PENDING_REQUESTS).status_code == 200
 
 
 def test_any_agent_learns_which_operations_and_tools_the_kernel_asks_a_person_about(secured: Secured) -> None:
@@ -305,8 +393,19 @@ BAD_ACCESS_REQUESTS = [
                                                           "permission": "read", "forever": True}, 422, "forever"),
     ("revoke-unknown", "alice", "DELETE", "/access/grants/999999", None, 404, "no grant 999999 made by 'alice'"),
     ("revoke-not-a-number", "alice", "DELETE", "/access/grants/first", None, 422, "grant_id"),
-    ("answer-unknown", "alice", "POST", "/access/requests/999999", {"approve": True}, 404, "no pending permission"),
+    ("answer-unknown", "alice", "POST", "/access/requests/999999", {"approve": True}, 404,
+     "no permission request 999999 to 'alice'"),
     ("answer-not-bool", "alice", "POST", "/access/requests/1", {"approve": "yes please"}, 422, "approve"),
+    ("revoke-past-64-bits", "alice", "DELETE", f"/access/grants/{2**64}", None, 422,
+     "Input should be less than or equal to 9223372036854775807"),
+    ("answer-past-64-bits", "alice", "POST", f"/access/requests/{2**64}", {"approve": True}, 422,
+     "Input should be less than or equal to 9223372036854775807"),
+    ("approve-past-64-bits", "admin", "POST", f"/access/approvals/{2**64}", {"approve": True}, 422,
+     "Input should be less than or equal to 9223372036854775807"),
+    ("revoke-zero", "alice", "DELETE", "/access/grants/0", None, 422,
+     "Input should be greater than or equal to 1"),
+    ("note-too-long", "bob", "POST", "/access/requests", {"resource": "files:alice", "permission": "read",
+                                                          "note": "x" * 2001}, 422, "at most 2000 characters"),
     ("approve-unknown", "admin", "POST", "/access/approvals/999999", {"approve": True}, 404, "no pending approval"),
     ("register-admin-name", "admin", "POST", "/access/agents", {"agent_name": "kernel/admin"}, 400,
      "the administrator's identity"),
@@ -358,10 +457,11 @@ def test_without_tokens_no_syscall_acts_as_the_administrator(kernel: KernelProce
 
 # --- a person's approval ----------------------------------------------------------------------------------------
 
-def delete_in_background(secured: Secured, file_path: str) -> tuple[threading.Thread, list[dict[str, Any]]]:
-    secured.storage("alice", "write", file_path=file_path, content="precious")
+def delete_in_background(secured: Secured, file_path: str,
+                         agent: str = "alice") -> tuple[threading.Thread, list[dict[str, Any]]]:
+    secured.storage(agent, "write", file_path=file_path, content="precious")
     result: list[dict[str, Any]] = []
-    thread = threading.Thread(target=lambda: result.append(secured.storage("alice", "delete", file_path=file_path)))
+    thread = threading.Thread(target=lambda: result.append(secured.storage(agent, "delete", file_path=file_path)))
     thread.start()
     return thread, result
 
@@ -392,6 +492,56 @@ def test_a_delete_waits_for_a_person_and_happens_only_if_approved(secured: Secur
         assert secured.storage("alice", "read", file_path=name)["status_code"] == 200
 
 
+def test_an_answered_approval_is_no_longer_offered() -> None:
+    """`aios approvals` polls again right after it answers: the answer takes the approval off the list at once,
+    before the waiting operation wakes, or the person would be asked about it twice."""
+    async def main() -> list[Any]:
+        approvals = Approvals("ask", 60, audit=lambda *record: asyncio.sleep(0))
+        operation = asyncio.create_task(approvals.confirm("alice", "storage delete", {"file_path": "x.txt"}))
+        (offered,) = await approvals.waiting(60)  # wakes when the operation asks
+        approvals.answer(offered["id"], True, by="the administrator")
+        listed = await approvals.waiting(0)
+        await asyncio.wait_for(operation, 60)  # approved: it goes ahead
+        return listed
+
+    assert asyncio.run(main()) == []
+
+
+def test_operations_waiting_for_a_person_hold_up_no_other_agent(tmp_path: Path) -> None:
+    """Storage serves four syscalls at a time. Five deletes waiting for a person's approval (of files that need
+    not even exist) used to take all four, and every agent's files waited until someone answered; now they wait
+    before they are queued, and another agent writes and reads its files meanwhile. One agent may have at most
+    eight operations waiting: a ninth is refused at once."""
+    (tmp_path / "config.yaml").write_text(json.dumps({"storage": {"use_vector_db": False}, "access": {
+        "confirm": {"mode": "ask", "timeout_s": 600, "operations": ["delete"]}}}))
+    kernel = Kernel(load_config(tmp_path / "config.yaml", env={"AIOS_DATA_DIR": str(tmp_path)}), [])
+
+    def storage(agent: str, operation: str, **params: Any) -> Any:
+        return kernel.call(SyscallKind.STORAGE, agent, {"operation_type": operation, "params": params})
+
+    async def main() -> tuple[list[Any], Any, list[Any]]:
+        await kernel.start()
+        try:
+            approvals = kernel.access.approvals
+            deletes = [asyncio.create_task(storage("mallory", "delete", file_path=f"nope{n}.txt")) for n in range(8)]
+            async with approvals._arrived:  # notified as each asks (a bound: before, only four ever could)
+                await asyncio.wait_for(approvals._arrived.wait_for(lambda: len(approvals.pending) == 8), 60)
+            with pytest.raises(Forbidden, match="agent 'mallory' already has 8 operations waiting for one"):
+                await asyncio.wait_for(storage("mallory", "delete", file_path="nope8.txt"), 60)
+            await asyncio.wait_for(storage("dave", "write", file_path="d.txt", content="mine"), 60)
+            read = await asyncio.wait_for(storage("dave", "read", file_path="d.txt"), 60)
+            waiting = await approvals.waiting(0)
+            for approval in waiting:
+                approvals.answer(approval["id"], False, by="the test")
+            return waiting, read, await asyncio.gather(*deletes, return_exceptions=True)
+        finally:
+            await kernel.stop()
+
+    waiting, read, denied = asyncio.run(main())
+    assert len(waiting) == 8 and json.loads(read.value.response_message)["content"] == "mine"
+    assert all(isinstance(error, Forbidden) and "was not approved: denied by the test" in str(error) for error in denied)
+
+
 def test_removing_a_memory_waits_for_a_person_too(secured: Secured) -> None:
     memory_id = secured.memory("alice", "add_memory", content="Grandma's recipe: two eggs, a cup of flour.")["memory_id"]
     result: list[dict[str, Any]] = []
@@ -414,6 +564,23 @@ def test_an_unanswered_approval_times_out_to_deny(secured: Secured) -> None:
     assert secured.storage("alice", "read", file_path="unanswered.txt")["status_code"] == 200
 
 
+def test_operations_waiting_for_a_person_are_denied_when_the_kernel_stops() -> None:
+    """They wait in their callers' requests, which the server waits for before it stops: they end at once, denied,
+    and later ones are denied without waiting."""
+    async def main() -> tuple[BaseException | None, BaseException | None]:
+        approvals = Approvals("ask", 3600, audit=lambda *record: asyncio.sleep(0))
+        operation = asyncio.create_task(approvals.confirm("alice", "storage delete", {"file_path": "x.txt"}))
+        await approvals.waiting(60)  # wakes when the operation asks
+        await approvals.close()
+        later = approvals.confirm("alice", "storage delete", {"file_path": "y.txt"})
+        return (await asyncio.wait_for(asyncio.gather(operation, return_exceptions=True), 60))[0], \
+            (await asyncio.wait_for(asyncio.gather(later, return_exceptions=True), 60))[0]
+
+    waiting, later = asyncio.run(main())
+    assert isinstance(waiting, Forbidden) and "the kernel stopped before anyone answered" in str(waiting)
+    assert isinstance(later, Forbidden) and "the kernel is stopping" in str(later)
+
+
 def test_a_long_poll_for_approvals_answers_at_once_when_the_kernel_stops() -> None:
     """The server waits for every open request before it stops: a UI or `aios approvals` waiting for approvals
     (up to a minute) must not hold the kernel's exit. On close the waiting poll answers, and later ones do not
@@ -428,20 +595,40 @@ def test_a_long_poll_for_approvals_answers_at_once_when_the_kernel_stops() -> No
     assert asyncio.run(main()) == ([], [])
 
 
-def test_the_approvals_prompt_answers_from_the_terminal(secured: Secured) -> None:
-    thread, result = delete_in_background(secured, "prompted.txt")
+def answered_at_the_prompt(secured: Secured, thread: threading.Thread, answer: str) -> str:
+    """What `aios approvals` printed, answering ``answer`` to the operation ``thread`` waits on."""
     prompt = subprocess.Popen([sys.executable, "-m", "aios", "approvals", "--url", secured.kernel.url,
                                "--admin-token", secured.admin_token], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
-        prompt.stdin.write("y\n")  # type: ignore[union-attr]
+        prompt.stdin.write(f"{answer}\n")  # type: ignore[union-attr]
         prompt.stdin.flush()  # type: ignore[union-attr]
         thread.join(60)
     finally:
         prompt.terminate()
-        output = prompt.communicate(timeout=30)[0]
+    return prompt.communicate(timeout=30)[0]
+
+
+def test_the_approvals_prompt_answers_from_the_terminal(secured: Secured) -> None:
+    thread, result = delete_in_background(secured, "prompted.txt")
+    output = answered_at_the_prompt(secured, thread, "y")
     assert result[0]["status_code"] == 200
-    assert "alice wants to storage delete" in output and "approved" in output
+    assert '"alice" wants to "storage delete"' in output and "approved" in output
+
+
+def test_the_approvals_prompt_shows_what_an_agent_wrote_with_its_control_characters_escaped(
+        secured: Secured) -> None:
+    """A name that would erase the line and write another request in its place (then hide what follows) is shown
+    as written, so the person declines what they see."""
+    name = 'mallory\x1b[2K\r[5] mallory wants to storage delete: {"file_path": "scratch.tmp"}\x1b[8m\u202e'
+    newcomers(secured, name)
+    thread, result = delete_in_background(secured, "important.db", agent=name)
+    output = answered_at_the_prompt(secured, thread, "n")
+    assert "was not approved" in result[0]["error"]
+    shown = '"mallory\\u001b[2K\\r[5] mallory wants to storage delete: {\\"file_path\\": \\"scratch.tmp\\"}' \
+            '\\u001b[8m\\u202e" wants to "storage delete": {"owner": '
+    assert shown in output and "important.db" in output
+    assert not {"\x1b", "\r", "\u202e"} & set(output)
 
 
 def test_an_agent_token_from_the_cli_works_for_syscalls(secured: Secured) -> None:
@@ -452,6 +639,49 @@ def test_an_agent_token_from_the_cli_works_for_syscalls(secured: Secured) -> Non
     reply = httpx.post(f"{secured.kernel.url}/query", headers={"Authorization": f"Bearer {token}"}, json={
         "agent_name": "dave", "query_type": "storage", "query_data": {"operation_type": "list", "params": {}}})
     assert reply.json()["response"]["status_code"] == 200
+
+
+@pytest.mark.parametrize(("name", "decoy"), [("hunt/x?y", "hunt/x"), ("hunt/x#y", "hunt/x"), ("hunt/x%3Fy", "hunt/x?y"),
+                                            ("hunt/a/../x", "hunt/x")],
+                         ids=["question-mark", "hash", "percent", "dot-dot"])
+def test_the_cli_revokes_the_token_of_the_agent_it_names_whatever_its_name_holds(secured: Secured, name: str,
+                                                                                 decoy: str) -> None:
+    """Put into the URL as it is, each name would name the decoy (`hunt/x?y` revoked hunt/x)."""
+    newcomers(secured, name, decoy)
+    revoked = subprocess.run([sys.executable, "-m", "aios", "token", "revoke", name, "--url", secured.kernel.url,
+                              "--admin-token", secured.admin_token], capture_output=True, text=True, timeout=60)
+    assert revoked.returncode == 0 and revoked.stdout == f"revoked the token of {name}\n", revoked.stderr
+    agents = {agent["agent_name"] for agent in secured.route("admin", "GET", "/access/agents").json()["agents"]}
+    assert name not in agents and decoy in agents
+
+
+def test_the_agents_commands_send_the_administrator_s_token_of_the_data_dir_or_the_one_given(
+        secured: Secured) -> None:
+    echo = Path(__file__).parent / "fixtures" / "agents" / "echo"
+    url, data = secured.kernel.url, secured.data_dir
+    ran = aios("run-agent", str(echo), "--task", "hi", "--url", url, data_dir=data, timeout=120)
+    assert ran.returncode == 0 and json.loads(ran.stdout)["task"] == "hi", ran.stderr
+    execution_id = int(ran.stderr.split()[1])  # "execution 7 started"
+    logs = aios("agents", "logs", str(execution_id), "--url", url, data_dir=data)
+    assert logs.returncode == 0 and logs.stdout == "stdout of tests/echo: hi\n", logs.stderr
+    listed = aios("agents", "ps", "--url", url, data_dir=data)
+    assert f"{execution_id:>6}  tests/echo " in listed.stdout, listed.stderr
+    as_alice = aios("agents", "ps", "--url", url, "--token", secured.tokens["alice"], data_dir=data)
+    assert as_alice.returncode == 0 and "tests/echo" not in as_alice.stdout, as_alice.stderr  # not hers to see
+    cancelled = aios("agents", "cancel", str(execution_id), "--url", url, data_dir=data)
+    assert (cancelled.returncode, cancelled.stderr) == (1, f"aios: [409] agent execution {execution_id} has already "
+                                                           "completed\n")
+
+
+@pytest.mark.parametrize("words", [("agents", "ps"), ("agents", "logs", "1"), ("agents", "cancel", "1"),
+                                   ("run-agent", "example/chat", "--task", "x")], ids=" ".join)
+def test_the_agents_commands_without_a_token_say_how_to_give_one(secured: Secured, tmp_path: Path,
+                                                                 words: tuple[str, ...]) -> None:
+    result = aios(*words, "--url", secured.kernel.url, data_dir=tmp_path)  # a data dir with no administrator's token
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("aios: [401] this kernel requires a bearer token")
+    assert result.stderr.endswith("; give --token TOKEN or set $AIOS_TOKEN (without either, a kernel on this machine "
+                                  f"is sent the administrator's token in {tmp_path}/access/admin.token)\n")
 
 
 def test_serving_beyond_loopback_without_choosing_auth_is_refused(data_dir: Path) -> None:

@@ -103,6 +103,18 @@ def test_prepare_reports_the_model_ready_from_the_cache(backend, data_dir: Path)
     assert "Converting" not in result.stderr  # the cache made by the first load is reused
 
 
+def test_serve_with_a_restricted_tool_it_does_not_have_stops_naming_the_tool(backend, data_dir: Path,  # noqa: ANN001
+                                                                             tmp_path: Path) -> None:
+    """A misspelt restricted tool would restrict nothing and leave the tool it meant open to every agent."""
+    config = tmp_path / "config.yaml"
+    config.write_text("access: {restricted_tools: [aios__delete_file, aios/calculatr]}\n")
+    result = aios("serve", "--config", str(config), "--port", "0",
+                  data_dir=data_dir_of_its_own(data_dir, tmp_path / "data"), timeout=300)
+    assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == ("aios: access.restricted_tools: this kernel has no tool named "
+                                                      "'aios/calculatr'; did you mean aios/calculator?")
+
+
 def test_serve_with_a_tool_folder_that_cannot_load_stops_with_one_line(backend, data_dir: Path,  # noqa: ANN001
                                                                        tmp_path: Path) -> None:
     folder = tmp_path / "broken_tool"
@@ -149,6 +161,17 @@ def test_the_administrator_s_commands_report_an_unreachable_kernel_in_one_line(w
     assert said.startswith("aios: cannot reach the kernel at http://127.0.0.1:9 (") and said.endswith(
         "); is `aios serve` running?")
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("token", ["", "two words", "a\nline", "a\x07bell"],
+                         ids=["empty", "space", "newline", "control"])
+@pytest.mark.parametrize("words", [("agents", "ps"), ("agents", "logs", "1"), ("agents", "cancel", "1"),
+                                   ("run-agent", "example/chat", "--task", "x")], ids=" ".join)
+def test_the_agents_commands_refuse_a_token_that_cannot_be_sent(words: tuple[str, ...], token: str) -> None:
+    result = CliRunner().invoke(cli.app, [*words, "--url", "http://127.0.0.1:9", "--token", token])
+    assert result.exit_code == 2
+    said = " ".join(result.stderr.split())  # the usage error's box may fold the line
+    assert f"Invalid value for '--token': a token is one word of printable characters, not {token!r}" in said
 
 
 def test_a_refused_token_request_says_which_field_is_wrong(kernel: KernelProcess, data_dir: Path) -> None:

@@ -94,6 +94,9 @@ def test_prefill_chunk_is_left_to_the_engine_unless_given(tmp_path: Path) -> Non
 
 def test_agent_runs_are_kept_10000_at_a_time_unless_null_keeps_them_all(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, ""), env={}).agents.keep_runs == 10_000
+    # the spelling models see, taken as the kernel names the tool
+    assert load_config(write(tmp_path, "access: {restricted_tools: [aios__delete_file]}\n"), env={}
+                       ).access.restricted_tools == ["aios/delete_file"]
     assert load_config(write(tmp_path, "agents: {keep_runs: null, max_log_mb: 0.5}\n"), env={}).agents.keep_runs is None
 
 
@@ -142,6 +145,10 @@ BAD_CONFIGS = [
     ("access-group-members-not-list", "access: {groups: {team: alice}}\n", "access.groups.team: Input should be a valid list"),
     ("access-restricted-not-list", "access: {restricted_tools: aios/calculator}\n",
      "access.restricted_tools: Input should be a valid list"),
+    ("access-restricted-no-author", "access: {restricted_tools: [calculator]}\n",
+     "access.restricted_tools: Value error, 'calculator' names no tool: write author/name"),
+    ("access-restricted-too-deep", "access: {restricted_tools: [a/b/c]}\n",
+     "access.restricted_tools: Value error, 'a/b/c' names no tool"),
     ("confirm-mode-unknown", "access: {confirm: {mode: sometimes}}\n",
      "access.confirm.mode: Input should be 'off', 'ask', 'auto_approve' or 'auto_deny'"),
     ("confirm-zero-timeout", "access: {confirm: {timeout_s: 0}}\n", "access.confirm.timeout_s: Input should be greater than 0"),
@@ -259,6 +266,9 @@ BAD_CONFIGS = [
     ("agents-keep-no-runs", "agents: {keep_runs: 0}\n", "agents.keep_runs: Input should be greater than or equal to 1"),
     ("agents-keep-runs-float", "agents: {keep_runs: 2.5}\n", "agents.keep_runs: Input should be a valid integer"),
     ("agents-keep-runs-text", "agents: {keep_runs: all}\n", "agents.keep_runs: Input should be a valid integer"),
+    ("agents-sandbox-yes", "agents: {sandbox: yes}\n", "agents.sandbox: Input should be 'auto', 'required' or 'off'"),
+    ("agents-sandbox-unknown", "agents: {sandbox: strict}\n",
+     "agents.sandbox: Input should be 'auto', 'required' or 'off'"),
     ("agents-typo", "agents: {time_limit: 5}\n", "agents.time_limit: unknown field"),
     ("memory-write-barrier-list", "memory: {write_barrier: [on]}\n", "memory.write_barrier: Input should be a valid dictionary"),
 ]

@@ -154,6 +154,10 @@ def test_the_selection_bounds_every_agents_requests_until_it_is_lifted(served: S
         assert served.ask()["response_message"] == "from the selected model"
         refused = served.ask([{"name": EMBEDDED}])
         assert refused["status_code"] == 403 and "not among the models selected for this kernel" in refused["error"]
+        # Removing the selected model would leave every agent's requests refused, naming a model no more served.
+        kept = served.admin.post("/core/llms/remove", json={"name": "gpt-test"})
+        assert kept.status_code == 409 and "among the models selected for every agent" in kept.text
+        assert served.served() == [EMBEDDED, "gpt-test"]
     finally:
         lifted = served.kernel.client.post("/user/select/llms", json=[]).json()
     assert lifted == {"status": "warning", "message": "No LLM selected"}

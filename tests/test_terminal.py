@@ -189,6 +189,15 @@ def test_bad_commands_and_arguments_each_get_one_line_and_the_shell_goes_on(term
     assert terminal.leave() == 0
 
 
+@pytest.mark.parametrize("agent", ["term/a[/]", "term/[bold]x"], ids=["closing-tag", "opening-tag"])
+def test_names_that_look_like_markup_are_shown_as_written(kernel: KernelProcess, tmp_path: Path, agent: str) -> None:
+    shell = Terminal(kernel.url, tmp_path, agent=agent)
+    assert f"as {agent} (models:" in shell.banner
+    assert "(version 1)" in shell.run("write [red]notes.txt Plain.")
+    assert "[red]notes.txt" in shell.run("ls")  # a table shows it as written too
+    assert shell.leave() == 0
+
+
 ASKED = re.compile(r"(\S+ \{.*\}) cannot simply be undone\. Run it\?")
 
 

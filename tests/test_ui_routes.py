@@ -55,7 +55,8 @@ def test_the_ui_is_served_by_the_kernel_with_its_scripts(kernel: KernelProcess) 
 
 
 @pytest.mark.parametrize("path", ["/ui/no-such-page.js", "/ui/pages", "/ui/%2e%2e/app.py", "/ui/..%2fapp.py",
-                                  "/ui/pages/%2e%2e/%2e%2e/auth.py"])
+                                  "/ui/pages/%2e%2e/%2e%2e/auth.py", "/ui/" + "a" * 300],
+                         ids=["missing", "folder", "dot-dot", "escaped-slash", "deep-dot-dot", "name-too-long"])
 def test_nothing_but_the_ui_s_own_files_is_served(kernel: KernelProcess, path: str) -> None:
     reply = kernel.client.get(path)
     assert reply.status_code == 404 and "the web UI has no file" in reply.json()["detail"]
@@ -127,9 +128,10 @@ def test_the_ui_s_files_are_served_without_a_token_and_its_api_calls_are_refused
     assert anonymous.get("/scheduler/events").status_code == 401
 
 
+@pytest.mark.parametrize("token", ["aios_forged", "%C3%A9t"], ids=["forged", "not-ascii"])
 def test_a_token_in_the_address_that_is_not_valid_sends_the_browser_to_the_login_page_saying_so(
-        secured: Secured) -> None:
-    forged = secured.client(None).get("/as/aios_forged/ui/", follow_redirects=False)
+        secured: Secured, token: str) -> None:
+    forged = secured.client(None).get(f"/as/{token}/ui/", follow_redirects=False)
     assert forged.status_code == 303
     location = urlsplit(forged.headers["location"])
     assert (location.path, parse_qs(location.query)) == ("/ui/login.html", {"reason": ["refused"]})

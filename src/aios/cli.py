@@ -312,6 +312,14 @@ def _request(client, method: str, path: str, **kwargs):  # noqa: ANN001, ANN003,
         raise _fail(str(exc), code=1) from None
 
 
+def _segment(name: str) -> str:
+    """``name`` as one segment of a URL path: unescaped, its ``?``, ``#``, ``%`` or ``/`` would name another
+    route or agent, and the HTTP client drops ``.`` and ``..`` segments (the kernel decodes them all back)."""
+    from urllib.parse import quote
+
+    return quote(name, safe="").replace(".", "%2E")
+
+
 def _call(client, method: str, path: str, **kwargs) -> dict:  # noqa: ANN001, ANN003
     """The kernel's answer to one request; an error answer ends the command with the kernel's words."""
     from aios.sdk.transport import error_detail
@@ -335,7 +343,7 @@ def token_revoke(agent_name: str, url: Optional[str] = UrlOption, admin_token: O
                  config: Optional[Path] = ConfigOption) -> None:
     """Revoke an agent's token."""
     with _admin(url, admin_token, config) as client:
-        _call(client, "DELETE", f"/access/agents/{agent_name}")
+        _call(client, "DELETE", f"/access/agents/{_segment(agent_name)}")
     typer.echo(f"revoked the token of {agent_name}")
 
 
@@ -356,12 +364,19 @@ def approvals(url: Optional[str] = UrlOption, admin_token: Optional[str] = Admin
 
     from aios.sdk.transport import error_detail
 
+    def shown(value: object) -> str:
+        """What an agent wrote, as JSON with every unprintable character escaped: a control character (or a
+        bidi override) in it could otherwise rewrite the line, and the person would approve what they did not
+        see; the quotes show where a name ends."""
+        text = json.dumps(value, ensure_ascii=False)
+        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
     with _admin(url, admin_token, config) as client:
         typer.echo("waiting for operations that need your approval (Ctrl-D to stop)…")
         while True:
             for approval in _call(client, "GET", "/access/approvals", params={"wait": 30})["approvals"]:
-                typer.echo(f"[{approval['id']}] {approval['agent']} wants to {approval['action']}: "
-                           f"{json.dumps(approval['detail'], ensure_ascii=False)}")
+                typer.echo(f"[{approval['id']}] {shown(approval['agent'])} wants to {shown(approval['action'])}: "
+                           f"{shown(approval['detail'])}")
                 try:
                     answer = input("approve? [y/N] ").strip().lower()
                 except (EOFError, KeyboardInterrupt):

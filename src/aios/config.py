@@ -403,8 +403,20 @@ class AccessConfig(_Section):
     groups: dict[Annotated[str, Field(min_length=1)], list[Annotated[str, Field(min_length=1)]]] = Field(
         default_factory=dict, description="privilege groups: {group: [agent, ...]}")
     restricted_tools: list[Annotated[str, Field(min_length=1)]] = Field(
-        default_factory=list, description="tools only agents or groups granted `call` on tool:<name> may call")
+        default_factory=list, description="tools only agents or groups granted `call` on tool:<name> may call "
+        "(author/name; the spelling models see, author__name, is taken too); each must be a tool the kernel has")
     confirm: ConfirmConfig = ConfirmConfig()
+
+    @field_validator("restricted_tools")
+    @classmethod
+    def _tool_names(cls, names: list[str]) -> list[str]:
+        """Each as the kernel names tools: a name it does not match would leave that tool open to every agent."""
+        canonical = [name.replace("__", "/") for name in names]
+        for name, written in zip(canonical, names):
+            author, _, tool = name.partition("/")
+            if not (author and tool) or "/" in tool:
+                raise ValueError(f"{written!r} names no tool: write author/name, as `aios tools` lists them")
+        return canonical
 
 
 class AgentsConfig(_Section):

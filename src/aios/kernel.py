@@ -48,6 +48,11 @@ class SyscallHandler(Protocol):
         """Validate and route a payload when it is submitted; raise a KernelError to refuse it."""
         ...
 
+    async def admit(self, agent: str, request: Any) -> Any:
+        """The prepared request as ``agent`` may make it, once the access checks pass (a person's approval may
+        take minutes: this is before it is queued); raise a KernelError to refuse it."""
+        ...
+
     async def __call__(self, syscall: Syscall) -> Any: ...
 
 
@@ -162,6 +167,7 @@ class Kernel:
         """Stop serving and let go of what the kernel holds (its storage database among them, so another kernel
         may use the data dir). ``close_cores=False`` leaves the cores running for whoever shares them."""
         await self.agents.close()  # agents first: they make syscalls until they end
+        await self.access.approvals.close()  # operations waiting for a person end, denied
         await self.feed.close()
         await self.scheduler.stop()
         await self.tools.close()
@@ -181,7 +187,9 @@ class Kernel:
             syscall = Syscall(kind, agent_name, self.llm.prepare(payload, agent_name), priority)
             self.router.track(syscall.payload.route, syscall)  # counted against its core until it ends
         else:
-            syscall = Syscall(kind, agent_name, self.handlers[kind].prepare(payload), priority)
+            handler = self.handlers[kind]
+            # Admitted before it becomes a syscall: a wait for a person holds no worker, and its times start here.
+            syscall = Syscall(kind, agent_name, await handler.admit(agent_name, handler.prepare(payload)), priority)
         try:
             await self.scheduler.submit(syscall)
         except BaseException:
@@ -228,6 +236,9 @@ class Kernel:
             raise Conflict(f"model {name!r} is the only one served: add another before removing it")
         if name == self.config.memory.agentic_model:
             raise Conflict(f"model {name!r} is memory.agentic_model: agentic memory needs it")
+        if self.router.is_selected(core):  # every LLM syscall would then be refused, naming it
+            raise Conflict(f"model {name!r} is among the models selected for every agent (POST /user/select/llms): "
+                           "select others, or [] to lift the selection, before removing it")
         self.router.remove(core)
         self._set_models([m for m in self.config.llms.models if m.name != name])
         drained = self.router.in_flight(core)

@@ -45,6 +45,13 @@ class InvalidRequest(ValueError):
 class OperationRequest:
     operation: str  # one of the subsystem's operations
     params: dict[str, Any] = field(default_factory=dict)  # checked; absent (and null) ones are left out
+    owner: str | None = None  # whose resource it works on, once the access checks admitted it (the handler's admit)
+
+    def admitted_owner(self) -> str:
+        """Whose resource it works on; a request that was not admitted (``Kernel.submit`` admits each) has none."""
+        if self.owner is None:
+            raise RuntimeError(f"a {self.operation} request ran without being admitted (Kernel.submit admits each)")
+        return self.owner
 
 
 Request = TypeVar("Request", bound=OperationRequest)

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from aios.errors import Forbidden, NotFound
 
 Audit = Callable[[str, str, str, str, str], Any]  # (agent, action, resource, decision, reason), awaitable
+MAX_WAITING_PER_AGENT = 8  # operations of one agent waiting for a person at once
 
 
 @dataclass
@@ -57,12 +58,18 @@ class Approvals:
                 raise Forbidden(f"{action} needs a person's approval, and this kernel denies such operations "
                                 "(access.confirm.mode: auto_deny)")
             return
+        waiting = sum(approval.agent == agent for approval in self.pending.values())
+        if waiting >= MAX_WAITING_PER_AGENT:  # a person answers them one by one: one agent must not bury the rest
+            raise Forbidden(f"{action} needs a person's approval, and agent {agent!r} already has {waiting} "
+                            "operations waiting for one: wait for their answers, then ask again")
         approved, why = await self._ask(Approval(next(self._ids), agent, action, detail))
         await self._audit(agent, action, str(detail), "approved" if approved else "denied", why)
         if not approved:
             raise Forbidden(f"{action} was not approved: {why}")
 
     async def _ask(self, approval: Approval) -> tuple[bool, str]:
+        if self._closed:
+            return False, "the kernel is stopping"
         approval.future = asyncio.get_running_loop().create_future()
         self.pending[approval.id] = approval
         async with self._arrived:
@@ -75,7 +82,8 @@ class Approvals:
             self.pending.pop(approval.id, None)
 
     def answer(self, approval_id: int, approve: bool, by: str) -> Approval:
-        approval = self.pending.get(approval_id)
+        # Taken off the list now, not when the waiting operation wakes: a poll in between must not offer it again.
+        approval = self.pending.pop(approval_id, None)
         if approval is None or approval.future is None or approval.future.done():
             raise NotFound(f"no pending approval {approval_id} (it was answered, timed out, or never asked)")
         approval.future.set_result((approve, f"{'approved' if approve else 'denied'} by {by}"))
@@ -94,7 +102,11 @@ class Approvals:
 
     async def close(self) -> None:
         """The kernel is stopping: every wait for approvals answers now with what is pending, and later ones do
-        not wait (the server waits for every open request before it stops, up to a minute for a long poll)."""
+        not wait (the server waits for every open request before it stops, up to a minute for a long poll). The
+        operations waiting for an answer are denied, and later ones at once."""
         self._closed = True
         async with self._arrived:
             self._arrived.notify_all()
+        for approval in list(self.pending.values()):
+            if approval.future is not None and not approval.future.done():
+                approval.future.set_result((False, "the kernel stopped before anyone answered"))

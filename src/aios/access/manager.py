@@ -22,12 +22,13 @@ from aios.access.approvals import Approvals
 from aios.access.resources import GROUP_PREFIX, Resource, check_grantee, satisfies
 from aios.access.store import AccessStore
 from aios.config import AccessConfig
-from aios.errors import BadRequest, Forbidden, NotFound
+from aios.errors import BadRequest, Conflict, Forbidden, NotFound
 
 log = logging.getLogger(__name__)
 
 ADMIN = "kernel/admin"  # the identity of the administrator's token; no agent may take this name
 TOKEN_PREFIX = "aios_"
+MAX_PENDING_REQUESTS = 100  # per requester: what keeps an agent from filling owners' inboxes (and the database)
 
 
 class AccessManager:
@@ -46,7 +47,8 @@ class AccessManager:
     # -- who is asking ---------------------------------------------------------------------------------------
     async def identify(self, token: str) -> str | None:
         """The agent a bearer token belongs to (``ADMIN`` for the administrator's), or None."""
-        if secrets.compare_digest(token, self._admin_token):
+        # As bytes: compare_digest refuses str with non-ASCII characters, which any caller may send.
+        if secrets.compare_digest(token.encode(), self._admin_token.encode()):
             return ADMIN
         if token in self._run_tokens:
             return self._run_tokens[token]
@@ -145,17 +147,27 @@ class AccessManager:
         return asdict(grant)
 
     async def request(self, requester: str, resource_text: str, permission: str, note: str) -> dict[str, Any]:
+        """Ask the owner; asked again while the first is pending, the pending request is the answer (an agent
+        retrying must not fill its owner's inbox)."""
         resource = _parsed(resource_text, permission)
         owner = resource.owner or ADMIN
-        request = await self._db(self.store.add_request, requester, owner, str(resource), permission, note)
-        await self.audit(requester, "request", str(resource), "pending", f"{permission}, request {request.id}")
+        request, made = await self._db(self.store.add_request, requester, owner, str(resource), permission, note,
+                                       MAX_PENDING_REQUESTS)
+        if request is None:
+            raise Conflict(f"agent {requester!r} already has {MAX_PENDING_REQUESTS} permission requests waiting "
+                           "for an answer: ask again once their owners have answered some")
+        if made:
+            await self.audit(requester, "request", str(resource), "pending", f"{permission}, request {request.id}")
         return asdict(request)
 
     async def answer(self, owner: str, request_id: int, approve: bool) -> dict[str, Any]:
         request = await self._db(self.store.request, request_id)
-        if request is None or (owner not in (request.owner, ADMIN)) or request.status != "pending":
-            raise NotFound(f"no pending permission request {request_id} to {owner!r}")
-        await self._db(self.store.set_request_status, request_id, "granted" if approve else "declined")
+        if request is None or owner not in (request.owner, ADMIN):
+            raise NotFound(f"no permission request {request_id} to {owner!r}")
+        # Only the answer that moves it from pending grants: of two at once, the other learns what won.
+        if not await self._db(self.store.answer_request, request_id, "granted" if approve else "declined"):
+            now = await self._db(self.store.request, request_id)
+            raise Conflict(f"permission request {request_id} was already answered: it is {now.status}")
         if approve:
             await self.grant(request.owner, request.resource, request.requester, request.permission)
         else:

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, time REAL NOT NULL, ag
                                   reason TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_by_agent ON audit (agent, time);
 CREATE INDEX IF NOT EXISTS grants_by_grantee ON grants (grantee);
+CREATE INDEX IF NOT EXISTS requests_by_requester ON requests (requester, status);
 """
 
 
@@ -78,13 +79,6 @@ class AccessStore:
         look like a success after any earlier INSERT (an audit entry's, say).)"""
         with self._lock:
             return self._db.execute(sql, args).rowcount
-
-    def _insert(self, sql: str, *args: Any) -> int:
-        """Run an INSERT; the id of the row it made."""
-        with self._lock:
-            row_id = self._db.execute(sql, args).lastrowid
-        assert row_id is not None
-        return row_id
 
     # -- agents --------------------------------------------------------------------------------------------------
     def set_token(self, agent: str, token: str) -> None:
@@ -145,18 +139,29 @@ class AccessStore:
             f"SELECT * FROM grants WHERE owner = ? OR grantee IN ({marks}) ORDER BY id", agent, *grantees)]
 
     # -- permission requests -------------------------------------------------------------------------------------
-    def add_request(self, requester: str, owner: str, resource: str, permission: str, note: str) -> Request:
-        request_id = self._insert("INSERT INTO requests (requester, owner, resource, permission, note, created) "
-                                  "VALUES (?, ?, ?, ?, ?, ?)", requester, owner, resource, permission, note,
-                                  time.time())
-        return self.request(request_id)  # type: ignore[return-value]
+    def add_request(self, requester: str, owner: str, resource: str, permission: str, note: str,
+                    most_pending: int) -> tuple[Request | None, bool]:
+        """The requester's pending request for this permission, and whether it is new: one asked again is the one
+        already waiting, and none is added while the requester has ``most_pending`` waiting (None then). One
+        statement, so that kernels sharing the file cannot both add it."""
+        pending = "SELECT {} FROM requests WHERE requester = ? AND status = 'pending'"
+        same = " AND resource = ? AND permission = ?"
+        made = self._write("INSERT INTO requests (requester, owner, resource, permission, note, created) "
+                           f"SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS ({pending.format(1) + same}) "
+                           f"AND ({pending.format('COUNT(*)')}) < ?",
+                           requester, owner, resource, permission, note, time.time(),
+                           requester, resource, permission, requester, most_pending)
+        rows = self._rows(pending.format("*") + same, requester, resource, permission)
+        return (Request(*rows[0]) if rows else None), made > 0
 
     def request(self, request_id: int) -> Request | None:
         rows = self._rows("SELECT * FROM requests WHERE id = ?", request_id)
         return Request(*rows[0]) if rows else None
 
-    def set_request_status(self, request_id: int, status: str) -> None:
-        self._write("UPDATE requests SET status = ? WHERE id = ?", status, request_id)
+    def answer_request(self, request_id: int, status: str) -> bool:
+        """Move a pending request to ``status``; False if it was no longer pending (another answer came first)."""
+        return self._write("UPDATE requests SET status = ? WHERE id = ? AND status = 'pending'",
+                           status, request_id) > 0
 
     def requests_involving(self, agent: str) -> list[Request]:
         return [Request(*row) for row in self._rows(

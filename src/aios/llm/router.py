@@ -71,6 +71,10 @@ class Router:
                            f"; served: {', '.join(_label(c.name, c.backend) for c in self.cores)}")
         self.selected = llms
 
+    def is_selected(self, core: LLMCore) -> bool:
+        """Whether the selection names ``core``."""
+        return any(_matches(core, entry) for entry in self.selected)
+
     def _within_selection(self, llms: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
         if not self.selected:
             return llms

@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable
 
 import numpy as np
@@ -106,11 +106,16 @@ class MemoryHandler:
     def prepare(self, payload: Any) -> MemoryRequest:
         return syscall_request(payload, MemoryRequest, parse_request, "memory")
 
+    async def admit(self, agent: str, request: MemoryRequest) -> MemoryRequest:
+        """The request, with whose memories it works on, once ``agent`` may make it (a person's approval, where one
+        is asked, is awaited here, before the syscall is queued: waiting for one holds none of the workers).
+        Checked once: a grant revoked while the syscall is queued does not stop it."""
+        owner, params = await self.access.admit(agent, "memory", request.operation, request.params, NEEDS, self.confirm)
+        return replace(request, owner=owner, params=params)
+
     async def __call__(self, syscall: Syscall) -> MemoryResponse:
         request: MemoryRequest = syscall.payload
-        agent, params = await self.access.admit(syscall.agent_name, "memory", request.operation, request.params, NEEDS,
-                                                self.confirm)
-        return await self._operations[request.operation](agent, params)
+        return await self._operations[request.operation](request.admitted_owner(), dict(request.params))
 
     async def close(self) -> None:
         await self.run_io(self.store.close)

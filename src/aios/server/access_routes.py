@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aios.access.manager import ADMIN, AccessManager
 from aios.errors import Forbidden, KernelError
+from aios.server.wire import PathId
 from aios.tools.builtin import files
 
 router = APIRouter(prefix="/access")
@@ -127,7 +128,7 @@ async def grant(body: GrantBody, request: Request) -> dict[str, Any]:
 
 
 @router.delete("/grants/{grant_id}")
-async def revoke(grant_id: int, request: Request) -> dict[str, Any]:
+async def revoke(grant_id: PathId, request: Request) -> dict[str, Any]:
     return {"status": "success", "grant": await _access(request).revoke(caller(request), grant_id)}
 
 
@@ -139,7 +140,7 @@ async def request_permission(body: RequestBody, request: Request) -> dict[str, A
 
 
 @router.post("/requests/{request_id}")
-async def answer_request(request_id: int, body: AnswerBody, request: Request) -> dict[str, Any]:
+async def answer_request(request_id: PathId, body: AnswerBody, request: Request) -> dict[str, Any]:
     answered = await _access(request).answer(caller(request), request_id, body.approve)
     return {"status": "success", "request": answered}
 
@@ -177,7 +178,7 @@ async def pending_approvals(request: Request, wait: float = Query(default=0, ge=
 
 
 @router.post("/approvals/{approval_id}")
-async def answer_approval(approval_id: int, body: AnswerBody, request: Request) -> dict[str, Any]:
+async def answer_approval(approval_id: PathId, body: AnswerBody, request: Request) -> dict[str, Any]:
     administrator(request)
     answered = _access(request).approvals.answer(approval_id, body.approve, by="the administrator")
     return {"status": "success", "approval": answered.describe()}

@@ -36,10 +36,17 @@ async def ui_root() -> RedirectResponse:
 
 @router.get(UI_PREFIX + "/{name:path}", include_in_schema=False)
 async def ui_file(name: str) -> FileResponse:
-    try:
-        path = (UI_DIR / (name or "index.html")).resolve()
-    except ValueError:  # a NUL in the name
-        path = UI_DIR
-    if not path.is_relative_to(UI_DIR.resolve()) or not path.is_file():
+    path = _shipped(name or "index.html")
+    if path is None:
         raise HTTPException(404, f"the web UI has no file {name!r}")
     return FileResponse(path, headers=HEADERS)
+
+
+def _shipped(name: str) -> Path | None:
+    """The UI's file of that name, or None: also for a name no file system could hold (a NUL, a name too long),
+    which is a file the UI does not have, not the server's failure."""
+    try:
+        path = (UI_DIR / name).resolve()
+        return path if path.is_relative_to(UI_DIR.resolve()) and path.is_file() else None
+    except (ValueError, OSError):
+        return None

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -105,10 +105,16 @@ class StorageHandler:
     def prepare(self, payload: Any) -> StorageRequest:
         return syscall_request(payload, StorageRequest, parse_request, "storage")
 
+    async def admit(self, agent: str, request: StorageRequest) -> StorageRequest:
+        """The request, with whose files it works on, once ``agent`` may make it (a person's approval, where one
+        is asked, is awaited here, before the syscall is queued: waiting for one holds none of the workers).
+        Checked once: a grant revoked while the syscall is queued does not stop it."""
+        owner, params = await self.access.admit(agent, "files", request.operation, request.params, NEEDS, self.confirm)
+        return replace(request, owner=owner, params=params)
+
     async def __call__(self, syscall: Syscall) -> StorageResponse:
         request: StorageRequest = syscall.payload
-        agent, params = await self.access.admit(syscall.agent_name, "files", request.operation, request.params, NEEDS,
-                                                self.confirm)
+        agent, params = request.admitted_owner(), dict(request.params)
         if request.operation in _VERSIONED and agent != syscall.agent_name:
             params["by"] = syscall.agent_name
         if request.operation == "retrieve":

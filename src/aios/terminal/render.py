@@ -27,14 +27,15 @@ def done(console: Console, message: str | None) -> None:
 
 def banner(console: Console, agent: str, status: dict[str, Any]) -> None:
     models = ", ".join(llm.get("name", "?") for llm in status.get("llms", [])) or "none"
-    console.print(f"connected to AIOS {status.get('version', '?')} as [bold]{agent}[/] (models: {models}); "
-                  "`help` lists the commands, Ctrl-D leaves", highlight=False)
+    # Text, not markup: a name like 'a[/]' is a name, not a tag.
+    console.print(Text.assemble(f"connected to AIOS {status.get('version', '?')} as ", (agent, "bold"),
+                                f" (models: {models}); `help` lists the commands, Ctrl-D leaves"), highlight=False)
 
 
 def usage(console: Console, commands: dict[str, tuple[str, str]]) -> None:
     table = Table(show_header=False, box=None)
     for usage, summary in commands.values():
-        table.add_row(Text(usage, style="bold"), summary)
+        _row(table, Text(usage, style="bold"), summary)
     console.print(table)
 
 
@@ -60,39 +61,44 @@ def _table(*columns: str) -> Table:
     return Table(*columns, box=None, header_style="bold")
 
 
+def _row(table: Table, *cells: str | Text) -> None:
+    """Add a row of plain text: rich reads a str cell as markup, and names (of files, agents, models) are not."""
+    table.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in cells))
+
+
 def entries(console: Console, items: Iterable[DirEntry]) -> None:
     table = _table("name", "type", "size", "version")
     for entry in items:
-        table.add_row(entry.file_path, entry.type, _text(entry.size), _text(entry.version))
+        _row(table, entry.file_path, entry.type, _text(entry.size), _text(entry.version))
     console.print(table if table.rows else Text("(empty)", style="dim"))
 
 
 def versions(console: Console, items: Iterable[FileVersion]) -> None:
     table = _table("version", "time", "kind", "size", "by", "from")
     for version in items:
-        table.add_row(str(version.version), version.iso_time, version.kind, _text(version.size),
-                      _text(version.agent), _text(version.restored_from))
+        _row(table, str(version.version), version.iso_time, version.kind, _text(version.size),
+             _text(version.agent), _text(version.restored_from))
     console.print(table)
 
 
 def retrieved(console: Console, files: Iterable[RetrievedFile]) -> None:
     table = _table("file", "score", "snippet")
     for found in files:
-        table.add_row(found.file_path, f"{found.score:.3f}", _short(found.snippet))
+        _row(table, found.file_path, f"{found.score:.3f}", _short(found.snippet))
     console.print(table if table.rows else Text("nothing found", style="dim"))
 
 
 def memories(console: Console, results: Iterable[SearchResult]) -> None:
     table = _table("id", "score", "content")
     for result in results:
-        table.add_row(result.memory_id, f"{result.score:.3f}", _short(result.content))
+        _row(table, result.memory_id, f"{result.score:.3f}", _short(result.content))
     console.print(table if table.rows else Text("nothing found", style="dim"))
 
 
 def tools(console: Console, items: Iterable[ToolInfo]) -> None:
     table = _table("tool", "description", "asks first")
     for info in items:
-        table.add_row(info.name, _short(info.description), "yes" if info.requires_confirmation else "")
+        _row(table, info.name, _short(info.description), "yes" if info.requires_confirmation else "")
     console.print(table)
 
 
@@ -132,7 +138,7 @@ def agents(console: Console, runs: Iterable[AgentProcess]) -> None:
     table = _table("id", "agent", "status", "pid", "ended")
     for run in runs:
         ended = run.error or (f"exit {run.exit_code}" if run.exit_code is not None else "")
-        table.add_row(str(run.execution_id), run.agent_name, run.status, _text(run.pid), _short(ended))
+        _row(table, str(run.execution_id), run.agent_name, run.status, _text(run.pid), _short(ended))
     console.print(table if table.rows else Text("no agent runs", style="dim"))
 
 
@@ -153,11 +159,11 @@ def scheduler(status: dict[str, Any]) -> Group:
     models = _table("model", "state", "running", "waiting", "preemptions", "max batch")
     for llm in status.get("llms", []):
         engine = llm.get("engine", {})
-        models.add_row(llm.get("name", "?"), llm.get("state", "?"), _text(engine.get("running")),
-                       _text(engine.get("waiting")), _text(engine.get("preemptions")), _text(llm.get("max_batch")))
+        _row(models, llm.get("name", "?"), llm.get("state", "?"), _text(engine.get("running")),
+             _text(engine.get("waiting")), _text(engine.get("preemptions")), _text(llm.get("max_batch")))
     queues = _table("syscalls", "policy", "queued", "running")
     for kind, queue in status.get("queues", {}).items():
-        queues.add_row(kind, str(queue.get("policy")), str(queue.get("queued")), str(queue.get("running")))
+        _row(queues, kind, str(queue.get("policy")), str(queue.get("queued")), str(queue.get("running")))
     hint = Text(f"up {status.get('uptime_s', 0):.0f} s; any key ends the view", style="dim")
     return Group(models, queues, hint)
 

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 from aios.access.manager import AccessManager
 from aios.access.resources import Resource
 from aios.config import Config
-from aios.errors import BadRequest, Cancelled, KernelError, NotAvailable
+from aios.errors import BadRequest, Cancelled, KernelError, NotAvailable, NotFound
 from aios.llm.handler import LLMResponse
 from aios.llm.structured import distinct_calls
 from aios.tools.builtin import builtin_tools
@@ -50,6 +50,7 @@ class ToolResponse:
 @dataclass
 class ToolRequest:
     calls: list[ToolCall]
+    refusals: list[KernelError | None] | None = None  # per call, once admitted: why it may not run (None: it may)
 
 
 class ToolHandler:
@@ -68,10 +69,27 @@ class ToolHandler:
                 self.registry.add_all(load_entry_point_tools())
         except InvalidTool as exc:  # a configured tool that cannot load stops start-up, saying why
             raise NotAvailable(f"tools: {exc}") from None
+        self._check_restricted()
 
     async def start(self) -> None:
         for server in self.mcp_servers:
             self.registry.add_all(await server.start())
+        for name in self._restricted_of_servers():
+            if name not in self.registry:
+                log.warning("access.restricted_tools names %s, which its MCP server does not offer (now)", name)
+
+    def _check_restricted(self) -> None:
+        """Every tool ``access.restricted_tools`` names must be one the kernel has: a misspelt name would restrict
+        nothing, and leave the tool it meant open to every agent. (MCP servers' tools are known once they start.)"""
+        for name in set(self.access.config.restricted_tools) - set(self._restricted_of_servers()):
+            try:
+                self.registry.get(name)
+            except NotFound as exc:
+                raise NotAvailable(f"access.restricted_tools: {exc}") from None
+
+    def _restricted_of_servers(self) -> list[str]:
+        servers = {server.config.name for server in self.mcp_servers}
+        return [name for name in self.access.config.restricted_tools if name.split("/", 1)[0] in servers]
 
     async def close(self) -> None:
         for server in self.mcp_servers:
@@ -85,20 +103,33 @@ class ToolHandler:
             raise BadRequest(f"tool request: tool_calls: List should have at most {MAX_CALLS} items, not {len(calls)}")
         return ToolRequest(self.runner.check(calls))
 
+    async def admit(self, agent: str, request: ToolRequest) -> ToolRequest:
+        """Which calls ``agent`` may make (a restricted tool needs a grant; an irreversible one, a person's
+        approval when the config asks for one), before the syscall is queued: waiting for a person holds none of
+        the workers. A refusal fails its call only."""
+        return replace(request, refusals=[await self._refusal(call, agent) for call in request.calls])
+
+    async def _refusal(self, call: ToolCall, agent: str) -> KernelError | None:
+        try:
+            await self.access.authorize(agent, "call", Resource("tool", call.tool.name))
+            if call.tool.requires_confirmation:
+                await self.access.confirm(agent, f"tool {call.tool.name}", call.parameters)
+        except KernelError as exc:
+            return exc
+        return None
+
     async def __call__(self, syscall: Syscall) -> ToolResponse:
         request: ToolRequest = syscall.payload
+        if request.refusals is None:
+            raise RuntimeError("a tool request ran without being admitted (Kernel.submit admits each)")
         context = ToolContext(syscall.agent_name, self._call)
-        return reply([await self._run(call, context) for call in request.calls])
+        return reply([await self._run(call, refusal, context)
+                      for call, refusal in zip(request.calls, request.refusals)])
 
-    async def _run(self, call: ToolCall, context: ToolContext) -> CallOutcome:
-        """One call, if the agent may make it (a restricted tool needs a grant; an irreversible one, a
-        person's approval when the config asks for one); a refusal fails this call only."""
-        try:
-            await self.access.authorize(context.agent_name, "call", Resource("tool", call.tool.name))
-            if call.tool.requires_confirmation:
-                await self.access.confirm(context.agent_name, f"tool {call.tool.name}", call.parameters)
-        except KernelError as exc:
-            return CallOutcome(call.tool.name, call.parameters, call.id, error=str(exc), status_code=exc.status_code)
+    async def _run(self, call: ToolCall, refusal: KernelError | None, context: ToolContext) -> CallOutcome:
+        if refusal is not None:
+            return CallOutcome(call.tool.name, call.parameters, call.id, error=str(refusal),
+                               status_code=refusal.status_code)
         return await self.runner.run(call, context)
 
     def status(self) -> dict[str, Any]:
