@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -270,10 +271,15 @@ def test_a_confined_agent_reads_and_writes_only_what_is_its_own(tmp_path: Path, 
     secret.parent.mkdir(parents=True)
     secret.write_text("the administrator's token")
     outside = tmp_path / "outside.txt"
+    session_bus = socket.socket(socket.AF_UNIX)  # as the user's D-Bus, whose services start programs
+    session_bus.bind(str(tmp_path / "bus"))
+    session_bus.listen()
     task = {"read": [str(secret), "/etc/passwd", f"/proc/{os.getpid()}/environ"],
             "write": [str(outside), "mine.txt"], "link": [[str(secret), "../planted.log"]],
-            "run": [["cat", str(secret)]], "temp": True, "import": ["aios.sdk"], "signal": os.getpid()}
-    run, _ = _ended(runtime(data, sandbox=sandbox), "prober", json.dumps(task))
+            "run": [["cat", str(secret)]], "temp": True, "import": ["aios.sdk"], "signal": os.getpid(),
+            "connect": str(tmp_path / "bus")}
+    with session_bus:
+        run, _ = _ended(runtime(data, sandbox=sandbox), "prober", json.dumps(task))
     assert run.status == "completed", run.error
     confined = sandbox == "auto" and abi_version() > 0
     denied = "PermissionError" if confined else "ok"
@@ -282,7 +288,7 @@ def test_a_confined_agent_reads_and_writes_only_what_is_its_own(tmp_path: Path, 
         f"write {outside}": denied, "write mine.txt": "ok", "link ../planted.log": denied,
         f"run cat {secret}": "exit 1" if confined else "ok", "temp": "ok", "import aios.sdk": "ok",
         # signals to processes outside (the kernel) are scoped from Landlock's ABI 6
-        "signal": "PermissionError" if confined and abi_version() >= 6 else "ok"}
+        "signal": "PermissionError" if confined and abi_version() >= 6 else "ok", "connect": denied}
     assert (run.folder / "work" / "mine.txt").read_text() == "x"  # its own folder, its cwd
     unconfined = "this agent runs unconfined" in (run.folder / "stderr.log").read_text()
     assert unconfined == (sandbox == "auto" and not confined)
@@ -299,3 +305,12 @@ def test_a_result_the_agent_links_to_a_file_of_the_kernels_is_not_read(tmp_path:
     run, saved = _ended(runtime(data), "prober", json.dumps(task))
     assert (run.status, run.result, run.exit_code) == ("failed", None, 0)
     assert saved["result"] is None and "before returning a result" in run.error
+
+
+def test_a_result_past_the_bound_is_not_read(tmp_path: Path) -> None:
+    """A sparse result.json of a terabyte costs the agent nothing on disk, and would hold the kernel up reading it
+    (and then its memory): no more than the bound is read, and the run fails saying why."""
+    task = {"result_bytes": 1 << 40, "exit": True}
+    run, saved = _ended(runtime(tmp_path), "prober", json.dumps(task))
+    assert (run.status, run.result) == ("failed", None)
+    assert run.error == saved["error"] == "the agent's result is more than the 16 MB of JSON a run may return"

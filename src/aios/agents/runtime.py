@@ -44,6 +44,7 @@ RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 LOG_TAIL_BYTES = 64 * 1024
 OUTPUT_GRACE_S = 5.0  # for the agent's output to reach its logs once its process has ended
 RUNS_IN_MEMORY = 1000  # ended runs kept in memory (their tasks and results can be large)
+MAX_RESULT_BYTES = 16 << 20  # a run's result, as JSON: read on the event loop, kept in memory, sent whole
 STOPPED_UNSEEN = "the kernel stopped while it ran"  # a run whose folder has no status: the kernel did not end it
 
 
@@ -376,15 +377,21 @@ def _signal_name(number: int) -> str:
 
 def _read_json(path: Path, follow: bool = True) -> dict[str, Any]:
     """The object in a JSON file ({} if it holds none). ``follow=False`` for a file the agent wrote: a link it
-    put there (to a file of the kernel's) is not followed, and only a plain file is read (a FIFO would hold the
-    kernel up)."""
+    put there (to a file of the kernel's) is not followed, only a plain file is read (a FIFO would hold the kernel
+    up), and no more than ``MAX_RESULT_BYTES`` of it (a sparse file of terabytes costs the agent nothing)."""
     try:
         fd = os.open(path, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW | os.O_NONBLOCK))
-        with open(fd, encoding="utf-8") as file:
+        with open(fd, "rb") as file:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return {}
-            outcome = json.loads(file.read())
-    except (OSError, ValueError):
+            text = file.read() if follow else file.read(MAX_RESULT_BYTES + 1)
+    except OSError:
+        return {}
+    if not follow and len(text) > MAX_RESULT_BYTES:  # (read no further: the file may be growing still)
+        return {"error": f"the agent's result is more than the {MAX_RESULT_BYTES >> 20} MB of JSON a run may return"}
+    try:
+        outcome = json.loads(text)
+    except ValueError:
         return {}
     return outcome if isinstance(outcome, dict) else {}
 

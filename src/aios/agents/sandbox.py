@@ -5,8 +5,9 @@ the hub) is out of its reach, and so is everything else, the user's home include
 
 Landlock lets an unprivileged process give up access for itself and every process it starts; nothing can give
 it back. It also stops a confined process from tracing one outside it (the kernel) or reading its memory, and
-(from ABI 6, Linux 6.12) from signalling it or connecting to its abstract unix sockets. The network is left as
-it is: an agent reaches the kernel, and the web, over it.
+(from ABI 6, Linux 6.12) from signalling it or connecting to its abstract unix sockets. Unix sockets with a path
+it does not check: a seccomp filter refuses making any. The network is left as it is: an agent reaches the
+kernel, and the web, over it.
 
 Standard library only: ``launch.py`` loads this file by its path under whatever interpreter runs the agent, and
 confines itself before it imports the agent's code.
@@ -15,7 +16,9 @@ confines itself before it imports the agent's code.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import socket
 import stat
 import sys
 from pathlib import Path
@@ -32,12 +35,14 @@ SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
 READ = EXECUTE | READ_FILE | READ_DIR
 _ON_FILES = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV  # a rule on a file may give only these
 
-# Read (and run) beneath these; /run for the resolver's files that /etc links to. /dev's devices (null, tty,
-# urandom) may be written too, and /dev/shm used as multiprocessing's locks and queues use it (shared with every
-# process of the user). Of /proc, the system's files and this process's own folder: not other processes' (the
-# kernel's environment is readable by its user, and Landlock does not stop that).
+# Read (and run) beneath these; /run for the resolver's files that /etc links to. Of /dev, the devices every
+# program may use (not the user's cameras, disks or terminals), and /dev/shm as multiprocessing's locks and
+# queues use it (shared with every process of the user). Of /proc, the system's files and this process's own
+# folder: not other processes' (the kernel's environment is readable by its user, and Landlock does not stop
+# that).
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/run", "/sys")
-DEVICES, SHARED_MEMORY = "/dev", "/dev/shm"
+DEVICES = tuple(f"/dev/{name}" for name in ("null", "zero", "full", "random", "urandom", "tty"))
+SHARED_MEMORY = "/dev/shm"
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -77,6 +82,9 @@ def confine(readable: list[str], writable: list[str], hidden: str) -> None:
     version = abi_version()
     if not version:
         raise OSError("this system has no Landlock (Linux 5.13 or later, enabled) to confine the agent with")
+    exposed = [path for path in SYSTEM if _holds(path, hidden)]
+    if exposed:  # its rule would allow the data folder: no agent runs rather than one that reads it
+        raise OSError(f"the data folder {hidden} is inside {exposed[0]}, which agents may read: move it elsewhere")
     handled = (1 << 13) - 1 | (REFER if version >= 2 else 0) | (TRUNCATE if version >= 3 else 0) \
         | (IOCTL_DEV if version >= 5 else 0)
     ruleset = _RulesetAttr(handled, 0, SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL)
@@ -85,15 +93,60 @@ def confine(readable: list[str], writable: list[str], hidden: str) -> None:
     try:
         shown = [path for path in readable if not _holds(path, hidden)]
         rules = [(path, READ) for path in (*SYSTEM, *_proc(), *shown)]
-        rules += [(DEVICES, READ | WRITE_FILE | TRUNCATE | IOCTL_DEV), (SHARED_MEMORY, handled)]
-        rules += [(path, handled) for path in writable]
+        rules += [(path, READ | WRITE_FILE | TRUNCATE | IOCTL_DEV) for path in DEVICES]
+        rules += [(path, handled) for path in (SHARED_MEMORY, *writable)]
         for path, access in rules:
             _allow(fd, path, access & handled)
-        if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
         _syscall(_RESTRICT_SELF, fd, 0)
     finally:
         os.close(fd)
+    _no_unix_sockets()
+
+
+def _no_unix_sockets() -> None:
+    """Refuse this process (and what it starts) new unix sockets: Landlock does not check connecting to one by
+    its path, and sockets of the user's (the session's D-Bus, which starts programs; Docker's; an ssh agent)
+    would reach out of the sandbox. A seccomp filter refuses ``socket(AF_UNIX, ...)`` and io_uring (which makes
+    sockets without that call); socket pairs, which reach nothing, stay (asyncio uses them). On an architecture
+    this does not know, it says so on stderr and leaves them."""
+    arch = _ARCHES.get(os.uname().machine)
+    if arch is None:
+        print(f"aios: the sandbox leaves unix sockets open on {os.uname().machine}", file=sys.stderr)
+        return
+    audit_arch, socket_call = arch
+    refuse, allow = (_RET, 0, 0, 0x00050000 | errno.EACCES), (_RET, 0, 0, 0x7FFF0000)  # SECCOMP_RET_ERRNO, _ALLOW
+    program = [
+        (_LOAD, 0, 0, 4), (_JEQ, 1, 0, audit_arch), refuse,  # another architecture's calls: none
+        (_LOAD, 0, 0, 0), (_JGE, 0, 1, 0x40000000), refuse,  # x32's numbering: none
+        (_JEQ, 0, 1, _IO_URING_SETUP), refuse,
+        (_JEQ, 0, 3, socket_call), (_LOAD, 0, 0, 16), (_JEQ, 0, 1, socket.AF_UNIX), refuse,
+        allow,
+    ]
+    filters = (_SockFilter * len(program))(*(_SockFilter(*instruction) for instruction in program))
+    fprog = _SockFprog(len(program), filters)
+    if _libc().prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
+
+
+# seccomp's classic BPF (<linux/filter.h>, <linux/seccomp.h>): load a word of seccomp_data (nr at 0, arch at 4,
+# the first argument's low half at 16), compare, return.
+_LOAD, _JEQ, _JGE, _RET = 0x20, 0x15, 0x35, 0x06
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, _IO_URING_SETUP = 22, 2, 425
+_ARCHES = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # AUDIT_ARCH_*, socket's number
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _holds(path: str, hidden: str) -> bool:
@@ -132,7 +185,7 @@ def python_paths() -> list[str]:
 
 
 def _syscall(number: int, *args: object) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     libc.syscall.restype = ctypes.c_long
     result = libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
     if result < 0:
