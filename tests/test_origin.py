@@ -27,6 +27,10 @@ CASES = [
      200, None),
     ("behind-a-proxy-another-site", None, "https://aios.example.org", "127.0.0.1:8000", "https://evil.example",
      403, "'https://evil.example'"),
+    ("public-url-with-its-default-port", None, "https://aios.example.org:443/", "127.0.0.1:8000",
+     "https://aios.example.org", 200, None),
+    ("a-host-that-is-no-address", "127.0.0.1", None, "[::1", None, 403, "is no address"),
+    ("an-origin-that-is-no-address", "127.0.0.1", None, "127.0.0.1:8000", "http://[x", 403, "is no address"),
 ]
 
 

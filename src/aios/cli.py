@@ -191,6 +191,7 @@ def _agents_calls(token: Optional[str], config: Optional[Path], url: Optional[st
 
     local = is_loopback(urlsplit(kernel_url(url)).hostname or "")
     sent = token if token is not None else _admin_token(config)[1] if local else None
+    before = os.environ.get("AIOS_TOKEN")
     if sent is not None:
         os.environ["AIOS_TOKEN"] = sent  # the SDK sends $AIOS_TOKEN with every request
     try:
@@ -199,6 +200,11 @@ def _agents_calls(token: Optional[str], config: Optional[Path], url: Optional[st
         hint = (f"; give --token TOKEN or set $AIOS_TOKEN (without either, a kernel on this machine is sent the "
                 f"administrator's token in {_admin_token(config)[0]})") if exc.status_code == 401 else ""
         raise _fail(f"{exc}{hint}", code=1) from None
+    finally:  # for whatever runs next in this process
+        if before is None:
+            os.environ.pop("AIOS_TOKEN", None)
+        else:
+            os.environ["AIOS_TOKEN"] = before
 
 
 @app.command("run-agent")

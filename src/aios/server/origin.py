@@ -43,6 +43,12 @@ class SameOrigin:
 
     def _problem(self, host: str | None, origin: str | None) -> str | None:
         """Why a request must be refused (None when it may go on)."""
+        try:
+            return self._foreign(host, origin)
+        except ValueError:  # no browser sends such headers ("[::1", "http://[x")
+            return f"the request's Host ({host!r}) or Origin ({origin!r}) is no address"
+
+    def _foreign(self, host: str | None, origin: str | None) -> str | None:
         if self.served_host is not None and host is not None:
             name = _bare(urlsplit(f"//{host}").hostname or "")
             if not (is_loopback(name) or name == self.served_host):
@@ -62,6 +68,14 @@ def _bare(host: str) -> str:
 
 
 def _netloc(url: str) -> str | None:
-    """``host[:port]`` of an ``Origin`` or URL (None for ``null``, which sandboxed pages and files send)."""
+    """``host[:port]`` of an ``Origin`` or URL, without its scheme's default port, as browsers write it (None for
+    ``null``, which sandboxed pages and files send)."""
     parts = urlsplit(url)
-    return parts.netloc.lower() if parts.scheme in ("http", "https") and parts.netloc else None
+    if parts.scheme not in DEFAULT_PORTS or not parts.netloc:
+        return None
+    netloc = parts.netloc.lower()
+    return netloc.removesuffix(f":{DEFAULT_PORTS[parts.scheme]}") if parts.port == DEFAULT_PORTS[parts.scheme] \
+        else netloc
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
