@@ -4,8 +4,8 @@ agent's name, calls ``run(task)`` and writes what came of it to ``RUN_DIR/work/r
 Standard library only, and run by its path, so it works under any interpreter (one that has the AIOS SDK,
 cerebrum, installed and not this project, say). ``RUN_DIR/request.json`` says what to run:
 ``{"folder", "entry", "module", "agent_name", "task", "sandbox"}`` (``folder`` relative to ``RUN_DIR`` when the
-package was unpacked there; ``sandbox``, unless null, what the process may read and write: ``{"read", "write",
-"hidden", "required"}``, see ``sandbox.py``).
+package was unpacked there; ``sandbox``, unless null, how to confine the process: ``{"read": what it may read
+besides, "hidden": the data folder, "required"}``, see ``sandbox.py``).
 
 The result is sent as JSON, what JSON has no type for converted as AIOS's kernel converts it (``_as_json``); a
 value that still is not JSON (an ``object()``, NaN) fails the run, naming it, rather than leaving a repr where a

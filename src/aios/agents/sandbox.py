@@ -35,12 +35,13 @@ SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
 READ = EXECUTE | READ_FILE | READ_DIR
 _ON_FILES = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV  # a rule on a file may give only these
 
-# Read (and run) beneath these; /run for the resolver's files that /etc links to. Of /dev, the devices every
-# program may use (not the user's cameras, disks or terminals), and /dev/shm as multiprocessing's locks and
-# queues use it (shared with every process of the user). Of /proc, the system's files and this process's own
-# folder: not other processes' (the kernel's environment is readable by its user, and Landlock does not stop
-# that).
-SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/run", "/sys")
+# Read (and run) beneath these; of /run, the resolver's files that /etc links to (not the rest: the user's
+# runtime folder, secrets a container mounts in /run/secrets). Of /dev, the devices every program may use (not
+# the user's cameras, disks or terminals), and /dev/shm as multiprocessing's locks and queues use it (shared with
+# every process of the user). Of /proc, the system's files and this process's own folder: not other processes'
+# (the kernel's environment is readable by its user, and Landlock does not stop that).
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/sys", "/run/systemd/resolve",
+          "/run/resolvconf")
 DEVICES = tuple(f"/dev/{name}" for name in ("null", "zero", "full", "random", "urandom", "tty"))
 SHARED_MEMORY = "/dev/shm"
 
@@ -189,6 +190,6 @@ def _syscall(number: int, *args: object) -> int:
     libc.syscall.restype = ctypes.c_long
     result = libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
     if result < 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
     return result
