@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -271,15 +273,20 @@ def test_a_confined_agent_reads_and_writes_only_what_is_its_own(tmp_path: Path, 
     secret.parent.mkdir(parents=True)
     secret.write_text("the administrator's token")
     outside = tmp_path / "outside.txt"
-    session_bus = socket.socket(socket.AF_UNIX)  # as the user's D-Bus, whose services start programs
-    session_bus.bind(str(tmp_path / "bus"))
+    # As the user's D-Bus, whose services start programs; in a short folder (a socket's path is 107 bytes at most).
+    bus = Path(tempfile.mkdtemp(prefix="aios-bus-")) / "bus"
+    session_bus = socket.socket(socket.AF_UNIX)
+    session_bus.bind(str(bus))
     session_bus.listen()
     task = {"read": [str(secret), "/etc/passwd", f"/proc/{os.getpid()}/environ"],
             "write": [str(outside), "mine.txt"], "link": [[str(secret), "../planted.log"]],
             "run": [["cat", str(secret)]], "temp": True, "import": ["aios.sdk"], "signal": os.getpid(),
-            "connect": str(tmp_path / "bus")}
-    with session_bus:
+            "connect": str(bus)}
+    try:
         run, _ = _ended(runtime(data, sandbox=sandbox), "prober", json.dumps(task))
+    finally:
+        session_bus.close()
+        shutil.rmtree(bus.parent)
     assert run.status == "completed", run.error
     confined = sandbox == "auto" and abi_version() > 0
     denied = "PermissionError" if confined else "ok"
