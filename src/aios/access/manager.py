@@ -14,7 +14,7 @@ import logging
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +23,7 @@ from aios.access.resources import GROUP_PREFIX, Resource, check_grantee, satisfi
 from aios.access.store import AccessStore
 from aios.config import AccessConfig
 from aios.errors import BadRequest, Conflict, Forbidden, NotFound
+from aios.params import Request
 
 log = logging.getLogger(__name__)
 
@@ -99,19 +100,21 @@ class AccessManager:
         who = "the kernel's administrator" if resource.owner is None else f"its owner, {resource.owner!r},"
         raise Forbidden(f"{reason}; {who} can grant it (ask with request_permission)")
 
-    async def admit(self, caller: str, kind: str, operation: str, params: dict[str, Any], needs: dict[str, str],
-                    asking: frozenset[str]) -> tuple[str, dict[str, Any]]:
-        """Whose ``kind`` resource (files, memory) an operation works on — ``params["owner"]``, else the caller's
-        own — and its other params, once allowed: another agent's needs the permission ``needs[operation]`` on
-        it, and an operation in ``asking`` a person's approval. Raises Forbidden otherwise."""
-        params = dict(params)
+    async def admit(self, caller: str, kind: str, request: Request, needs: dict[str, str],
+                    asking: frozenset[str]) -> Request:
+        """The request with whose ``kind`` resource (files, memory) it works on as its ``owner`` —
+        ``params["owner"]``, else the caller's own — once allowed: another agent's needs the permission
+        ``needs[operation]`` on it, and an operation in ``asking`` a person's approval. Raises Forbidden
+        otherwise. Checked once, when the syscall is submitted: a grant revoked while it is queued does not stop
+        it."""
+        params = dict(request.params)
         owner = params.pop("owner", caller)
         if owner != caller:
-            await self.authorize(caller, needs[operation], Resource(kind, owner))
-        if operation in asking:
+            await self.authorize(caller, needs[request.operation], Resource(kind, owner))
+        if request.operation in asking:
             action = "storage" if kind == "files" else kind
-            await self.confirm(caller, f"{action} {operation}", {"owner": owner, **params})
-        return owner, params
+            await self.confirm(caller, f"{action} {request.operation}", {"owner": owner, **params})
+        return replace(request, owner=owner, params=params)
 
     async def groups_of(self, agent: str) -> set[str]:
         configured = {group for group, members in self.config.groups.items() if agent in members}

@@ -102,9 +102,10 @@ class Execution:
 
 class AgentRuntime:
     def __init__(self, config: AgentsConfig, data_dir: Path, access: AccessManager) -> None:
-        self.config, self.access, self.data_dir = config, access, data_dir
+        self.config, self.access = config, access
         # What confines the runs' processes, for /status (its stderr tells a run that went unconfined).
         self.confinement = "off (agents.sandbox)" if config.sandbox == "off" else sandbox.describe()
+        self._sandbox = _sandbox_of(config, data_dir)
         self.hub = Hub(data_dir / "hub", int(config.hub_max_package_mb * 2**20))
         self.kernel_url: str | None = None  # set once the server is bound
         self._runs: dict[int, Execution] = {}
@@ -177,20 +178,11 @@ class AgentRuntime:
             (folder / "request.json").write_text(json.dumps({
                 "folder": str(where), "entry": package.config.entry, "module": package.config.module,
                 "agent_name": package.config.full_name, "task": task, "agent_id": agent_id,
-                "submitted_by": caller, "sandbox": self._sandbox()}))
+                "submitted_by": caller, "sandbox": self._sandbox}))
         except BaseException:
             remove(folder)
             raise
         return package
-
-    def _sandbox(self) -> dict[str, Any] | None:
-        """How a run's process is confined (launch.py does it; see aios.agents.sandbox): besides its package and
-        its run folder, it may read this kernel's code (the SDK of agents written for this project); the data
-        folder stays hidden."""
-        if self.config.sandbox == "off":
-            return None
-        return {"read": [str(Path(aios.__file__).resolve().parent.parent)], "hidden": str(self.data_dir.resolve()),
-                "required": self.config.sandbox == "required"}
 
     def get(self, execution_id: int, caller: str | None) -> Execution:
         execution = self._runs.get(execution_id)
@@ -326,6 +318,16 @@ class AgentRuntime:
         ended = [e for e in self._runs.values() if e.status != RUNNING]
         for execution in ended[:max(0, len(ended) - RUNS_IN_MEMORY)]:
             del self._runs[execution.id]
+
+
+def _sandbox_of(config: AgentsConfig, data_dir: Path) -> dict[str, Any] | None:
+    """How a run's process is confined (launch.py does it; see aios.agents.sandbox): besides its package and
+    its run folder, it may read this kernel's code (the SDK of agents written for this project); the data
+    folder stays hidden."""
+    if config.sandbox == "off":
+        return None
+    return {"read": [str(Path(aios.__file__).resolve().parent.parent)], "hidden": str(data_dir.resolve()),
+            "required": config.sandbox == "required"}
 
 
 def _sees(caller: str | None, execution: Execution) -> bool:

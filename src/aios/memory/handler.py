@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import numpy as np
@@ -108,10 +108,8 @@ class MemoryHandler:
 
     async def admit(self, agent: str, request: MemoryRequest) -> MemoryRequest:
         """The request, with whose memories it works on, once ``agent`` may make it (a person's approval, where one
-        is asked, is awaited here, before the syscall is queued: waiting for one holds none of the workers).
-        Checked once: a grant revoked while the syscall is queued does not stop it."""
-        owner, params = await self.access.admit(agent, "memory", request.operation, request.params, NEEDS, self.confirm)
-        return replace(request, owner=owner, params=params)
+        is asked, is awaited here, before the syscall is queued: waiting for one holds none of the workers)."""
+        return await self.access.admit(agent, "memory", request, NEEDS, self.confirm)
 
     async def __call__(self, syscall: Syscall) -> MemoryResponse:
         request: MemoryRequest = syscall.payload

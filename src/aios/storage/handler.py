@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -107,10 +107,8 @@ class StorageHandler:
 
     async def admit(self, agent: str, request: StorageRequest) -> StorageRequest:
         """The request, with whose files it works on, once ``agent`` may make it (a person's approval, where one
-        is asked, is awaited here, before the syscall is queued: waiting for one holds none of the workers).
-        Checked once: a grant revoked while the syscall is queued does not stop it."""
-        owner, params = await self.access.admit(agent, "files", request.operation, request.params, NEEDS, self.confirm)
-        return replace(request, owner=owner, params=params)
+        is asked, is awaited here, before the syscall is queued: waiting for one holds none of the workers)."""
+        return await self.access.admit(agent, "files", request, NEEDS, self.confirm)
 
     async def __call__(self, syscall: Syscall) -> StorageResponse:
         request: StorageRequest = syscall.payload
