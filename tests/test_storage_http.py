@@ -384,6 +384,21 @@ def test_share_links_over_http_expire_and_are_revoked(lsfs: StorageServer) -> No
     assert revoked.status_code == 410 and "revoked" in revoked.json()["detail"]
 
 
+def test_a_share_link_names_the_address_its_caller_reached_the_kernel_at(lsfs: StorageServer) -> None:
+    """A kernel reached under another name (a LAN address, a proxy's Host) gives links under that name: the
+    one it listens at may be one the link's reader cannot reach. (The address was dropped on its way to the
+    share, and every link named the listening one.)"""
+    lsfs.ok("aios/sharer", "write", {"file_path": "named.txt", "content": "hello"})
+    port = httpx.URL(lsfs.url).port
+    assert httpx.URL(lsfs.url).host == "127.0.0.1"
+    body = {"query_type": "storage", "agent_name": "aios/sharer",
+            "query_data": {"operation_type": "share", "params": {"file_path": "named.txt"}}}
+    reply = lsfs.client.post("/query", json=body, headers={"Host": f"localhost:{port}"}).json()["response"]
+    url = json.loads(reply["response_message"])["url"]
+    assert url.startswith(f"http://localhost:{port}/share/")
+    assert httpx.get(url.replace("localhost", "127.0.0.1", 1)).text == "hello"
+
+
 @pytest.mark.parametrize("token", ["", "short", "a" * 43, "a" * 200, "..%2F..%2Fetc", "x" * 42 + "!"])
 def test_a_share_url_that_is_no_link_is_404(lsfs: StorageServer, token: str) -> None:
     reply = httpx.get(f"{lsfs.url}/share/{token}")

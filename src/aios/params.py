@@ -45,7 +45,12 @@ class InvalidRequest(ValueError):
 class OperationRequest:
     operation: str  # one of the subsystem's operations
     params: dict[str, Any] = field(default_factory=dict)  # checked; absent (and null) ones are left out
-    owner: str | None = None  # whose resource it works on, once the access checks admitted it (the handler's admit)
+    # Whose resource it works on, once the access checks admitted it (the handler's admit). The fields from here
+    # on are named, never positional: a subclass's own fields (StorageRequest.base_url) follow them.
+    owner: str | None = field(default=None, kw_only=True)
+    # A person approved it already: the tool call that makes it was asked about when it was admitted. Set only
+    # inside the kernel (no wire request can), so the operation is not asked about twice.
+    approved: bool = field(default=False, kw_only=True)
 
     def admitted_owner(self) -> str:
         """Whose resource it works on; a request that was not admitted (``Kernel.submit`` admits each) has none."""
