@@ -507,14 +507,20 @@ def test_an_answered_approval_is_no_longer_offered() -> None:
     assert asyncio.run(main()) == []
 
 
+def kernel_asking_about_deletes(data_dir: Path, **tools: Any) -> Kernel:
+    """A kernel in this process, with no model, whose deletes wait for a person (``tools``: its tools section)."""
+    (data_dir / "config.yaml").write_text(json.dumps({"storage": {"use_vector_db": False}, "tools": tools,
+                                                       "access": {"confirm": {"mode": "ask", "timeout_s": 600,
+                                                                              "operations": ["delete"]}}}))
+    return Kernel(load_config(data_dir / "config.yaml", env={"AIOS_DATA_DIR": str(data_dir)}), [])
+
+
 def test_operations_waiting_for_a_person_hold_up_no_other_agent(tmp_path: Path) -> None:
     """Storage serves four syscalls at a time. Five deletes waiting for a person's approval (of files that need
     not even exist) used to take all four, and every agent's files waited until someone answered; now they wait
     before they are queued, and another agent writes and reads its files meanwhile. One agent may have at most
     eight operations waiting: a ninth is refused at once."""
-    (tmp_path / "config.yaml").write_text(json.dumps({"storage": {"use_vector_db": False}, "access": {
-        "confirm": {"mode": "ask", "timeout_s": 600, "operations": ["delete"]}}}))
-    kernel = Kernel(load_config(tmp_path / "config.yaml", env={"AIOS_DATA_DIR": str(tmp_path)}), [])
+    kernel = kernel_asking_about_deletes(tmp_path)
 
     def storage(agent: str, operation: str, **params: Any) -> Any:
         return kernel.call(SyscallKind.STORAGE, agent, {"operation_type": operation, "params": params})
@@ -540,6 +546,44 @@ def test_operations_waiting_for_a_person_hold_up_no_other_agent(tmp_path: Path) 
     waiting, read, denied = asyncio.run(main())
     assert len(waiting) == 8 and json.loads(read.value.response_message)["content"] == "mine"
     assert all(isinstance(error, Forbidden) and "was not approved: denied by the test" in str(error) for error in denied)
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approved", "denied"])
+def test_a_file_tool_is_asked_about_before_it_runs_and_once(tmp_path: Path, approve: bool) -> None:
+    """``aios/delete_file`` makes a storage delete. It used to ask inside the running tool call: the person's
+    time counted against the tool's timeout (1 s here), the call failed with a timeout, and a later answer found
+    nothing waiting. Now the tool call is asked about before it runs, and its delete is not asked about again."""
+    kernel = kernel_asking_about_deletes(tmp_path, default_timeout_s=1)
+    delete = [{"name": "aios/delete_file", "parameters": {"file_path": "precious.txt"}}]
+
+    async def main() -> tuple[list[Any], dict[str, int], Any, Any]:
+        await kernel.start()
+        try:
+            await kernel.call(SyscallKind.STORAGE, "alice", {"operation_type": "write",
+                                                             "params": {"file_path": "precious.txt", "content": "x"}})
+            call = asyncio.create_task(kernel.call(SyscallKind.TOOL, "alice", delete))
+            approvals = kernel.access.approvals
+            waiting = await approvals.waiting(60)  # wakes when the call asks
+            running = dict(kernel.tools.runner.running)  # nothing runs yet: no timeout can pass meanwhile
+            approvals.answer(waiting[0]["id"], approve, by="the test")
+            done = await asyncio.wait_for(call, 60)
+            read = await kernel.submit(SyscallKind.STORAGE, "alice", {"operation_type": "read",
+                                                                      "params": {"file_path": "precious.txt"}})
+            await read.wait()
+            return waiting, running, done.value, read
+        finally:
+            await kernel.stop()
+
+    waiting, running, reply, read = asyncio.run(main())
+    assert [(w["agent"], w["action"], w["detail"]) for w in waiting] == [
+        ("alice", "tool aios/delete_file", {"file_path": "precious.txt"})]
+    assert not any(running.values())
+    if approve:  # deleted without a second question (one would have waited 600 s, and the call timed out)
+        assert reply.status_code == 200 and reply.error is None
+        assert read.error is not None and read.error.status_code == 404
+    else:
+        assert reply.status_code == 403 and "was not approved: denied by the test" in reply.error
+        assert json.loads(read.value.response_message)["content"] == "x"
 
 
 def test_removing_a_memory_waits_for_a_person_too(secured: Secured) -> None:

@@ -104,14 +104,15 @@ class AccessManager:
                     asking: frozenset[str]) -> Request:
         """The request with whose ``kind`` resource (files, memory) it works on as its ``owner`` —
         ``params["owner"]``, else the caller's own — once allowed: another agent's needs the permission
-        ``needs[operation]`` on it, and an operation in ``asking`` a person's approval. Raises Forbidden
+        ``needs[operation]`` on it, and an operation in ``asking`` a person's approval (unless one approved it
+        already: ``request.approved``). Raises Forbidden
         otherwise. Checked once, when the syscall is submitted: a grant revoked while it is queued does not stop
         it."""
         params = dict(request.params)
         owner = params.pop("owner", caller)
         if owner != caller:
             await self.authorize(caller, needs[request.operation], Resource(kind, owner))
-        if request.operation in asking:
+        if request.operation in asking and not request.approved:
             action = "storage" if kind == "files" else kind
             await self.confirm(caller, f"{action} {request.operation}", {"owner": owner, **params})
         return replace(request, owner=owner, params=params)

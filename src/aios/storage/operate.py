@@ -86,11 +86,11 @@ async def _run(call: Call, agent: str, tool_call: dict[str, Any]) -> dict[str, A
         return {**operation, "status_code": exc.status_code, "error": str(exc)}
 
 
-async def file_operation(call: Call, agent: str, name: str, parameters: Any) -> dict[str, Any]:
+async def file_operation(call: Call, agent: str, name: str, parameters: Any, approved: bool = False) -> dict[str, Any]:
     """Run one file operation (by its tool or SDK name) as a storage syscall of ``agent``: what happened (the
-    reply's JSON object), or a KernelError saying why it did not."""
+    reply's JSON object), or a KernelError saying why it did not. ``approved``: a person approved it already."""
     try:
-        request = parse_request(name, parameters)
+        request = replace(parse_request(name, parameters), approved=approved)
     except InvalidRequest as exc:
         raise BadRequest(str(exc)) from None
     syscall = await call(SyscallKind.STORAGE, agent, request)

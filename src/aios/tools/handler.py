@@ -20,7 +20,7 @@ from aios.config import Config
 from aios.errors import BadRequest, Cancelled, KernelError, NotAvailable, NotFound
 from aios.llm.handler import LLMResponse
 from aios.llm.structured import distinct_calls
-from aios.tools.builtin import builtin_tools
+from aios.tools.builtin import builtin_tools, files
 from aios.tools.entry_points import load_entry_point_tools
 from aios.tools.folder import load_tool_folders
 from aios.tools.mcp import McpServer
@@ -70,6 +70,9 @@ class ToolHandler:
         except InvalidTool as exc:  # a configured tool that cannot load stops start-up, saying why
             raise NotAvailable(f"tools: {exc}") from None
         self._check_restricted()
+        # The file tools whose storage operation a person approves: asked about as the tool call is admitted, as
+        # any tool marked requires_confirmation is (inside the call, the wait would count against its timeout).
+        self._asked_files = frozenset(files.confirmed(config.access.confirm.asking()))
 
     async def start(self) -> None:
         for server in self.mcp_servers:
@@ -112,25 +115,27 @@ class ToolHandler:
     async def _refusal(self, call: ToolCall, agent: str) -> KernelError | None:
         try:
             await self.access.authorize(agent, "call", Resource("tool", call.tool.name))
-            if call.tool.requires_confirmation:
+            if self._asked(call):
                 await self.access.confirm(agent, f"tool {call.tool.name}", call.parameters)
         except KernelError as exc:
             return exc
         return None
 
+    def _asked(self, call: ToolCall) -> bool:
+        return call.tool.requires_confirmation or call.tool.name in self._asked_files
+
     async def __call__(self, syscall: Syscall) -> ToolResponse:
         request: ToolRequest = syscall.payload
         if request.refusals is None:
             raise RuntimeError("a tool request ran without being admitted (Kernel.submit admits each)")
-        context = ToolContext(syscall.agent_name, self._call)
-        return reply([await self._run(call, refusal, context)
+        return reply([await self._run(call, refusal, syscall.agent_name)
                       for call, refusal in zip(request.calls, request.refusals)])
 
-    async def _run(self, call: ToolCall, refusal: KernelError | None, context: ToolContext) -> CallOutcome:
+    async def _run(self, call: ToolCall, refusal: KernelError | None, agent: str) -> CallOutcome:
         if refusal is not None:
             return CallOutcome(call.tool.name, call.parameters, call.id, error=str(refusal),
                                status_code=refusal.status_code)
-        return await self.runner.run(call, context)
+        return await self.runner.run(call, ToolContext(agent, self._call, approved=self._asked(call)))
 
     def status(self) -> dict[str, Any]:
         return {"tools": len(self.registry), "running": {k: v for k, v in self.runner.running.items() if v},

@@ -33,6 +33,8 @@ class ToolContext:
     agent_name: str
     # Make a syscall as the calling agent: ``await call(kind, agent_name, payload)`` (the kernel's ``call``).
     call: Callable[..., Awaitable[Any]]
+    # A person approved this call when it was admitted: a storage operation it makes is not asked about again.
+    approved: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from aios.tools.tool import Tool, ToolContext
 
 def _runner(operation: str):  # noqa: ANN202
     async def run(params: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-        return await file_operation(context.call, context.agent_name, operation, params)
+        return await file_operation(context.call, context.agent_name, operation, params, context.approved)
 
     return run
 
