@@ -24,7 +24,7 @@ from aios.access.manager import ADMIN, MAX_PENDING_REQUESTS
 from aios.config import load_config
 from aios.errors import Forbidden
 from aios.kernel import Kernel
-from aios.sdk import AIOSError, confirmations
+from aios.sdk import AIOSError, audit_log, confirmations
 from aios.syscall import SyscallKind
 from conftest import KernelProcess, data_dir_of_its_own, start_kernel, stop_kernel
 from test_cli import aios
@@ -373,6 +373,15 @@ def test_the_audit_log_records_denials_and_grants_and_each_agent_sees_its_own(se
     own = secured.route("bob", "GET", "/access/audit").json()["entries"]
     assert own and all(e["agent"] == "bob" for e in own)
     assert secured.route("bob", "GET", "/access/audit", params={"agent": "alice"}).status_code == 403
+
+
+def test_the_sdk_s_audit_log_sends_the_decision_as_one_value(secured: Secured) -> None:
+    secured.storage("bob", "read", owner="alice", file_path="plan.txt")  # denied: bob has no grant
+    url = f"{secured.kernel.url}/as/{secured.tokens['bob']}"
+    denied = audit_log("bob", url, decision="denied")
+    assert denied and all(e["agent"] == "bob" and e["decision"] == "denied" for e in denied)
+    # Not a second parameter (that asked for alice's entries, and was refused with 403): no entry has it.
+    assert audit_log("bob", url, decision="denied&agent=alice") == []
 
 
 BAD_ACCESS_REQUESTS = [

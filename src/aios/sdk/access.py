@@ -8,6 +8,7 @@ agent's token; the functions raise :class:`AIOSError` (403 when the agent may no
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from aios.sdk.transport import call_route, get_json
 
@@ -45,8 +46,8 @@ def answer_request(agent_name: str, request_id: int, approve: bool, base_url: st
 def audit_log(agent_name: str, base_url: str | None = None, *, decision: str | None = None,
               limit: int = 100) -> list[dict[str, Any]]:
     """``agent_name``'s own audit entries, newest first."""
-    query = f"?limit={int(limit)}" + (f"&decision={decision}" if decision else "")
-    return get_json(f"/access/audit{query}", base_url, agent_name=agent_name)["entries"]
+    query = urlencode({"limit": int(limit), **({"decision": decision} if decision else {})})
+    return get_json(f"/access/audit?{query}", base_url, agent_name=agent_name)["entries"]
 
 
 def confirmations(agent_name: str, base_url: str | None = None) -> dict[str, Any]:
