@@ -301,6 +301,25 @@ def test_a_confined_agent_reads_and_writes_only_what_is_its_own(tmp_path: Path, 
     assert unconfined == (sandbox == "auto" and not confined)
 
 
+@pytest.mark.parametrize(("env", "expected"), [
+    (None, {"PATH": "set", "LC_ALL": "set", "OPENAI_API_KEY": "unset", "MY_AGENT_SETTING": "unset"}),
+    (["PATH", "MY_*"], {"PATH": "set", "LC_ALL": "unset", "OPENAI_API_KEY": "unset", "MY_AGENT_SETTING": "set"}),
+    (["*"], {"PATH": "set", "LC_ALL": "set", "OPENAI_API_KEY": "set", "MY_AGENT_SETTING": "set"}),
+], ids=["default", "named", "all"])
+def test_an_agent_gets_only_the_environment_variables_agents_env_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: list[str] | None, expected: dict[str, str]) -> None:
+    """A provider's key in the kernel's environment is not an agent's business (a hub agent is someone else's
+    code); what programs need to run passes. The kernel's own variables never do; the agent's identity always."""
+    for name, value in {"LC_ALL": "C.UTF-8", "OPENAI_API_KEY": "sk-the-users", "MY_AGENT_SETTING": "on",
+                        "AIOS_ADMIN_TOKEN": "the administrator's"}.items():
+        monkeypatch.setenv(name, value)
+    names = [*expected, "AIOS_ADMIN_TOKEN", "AIOS_TOKEN", "AIOS_KERNEL_URL"]
+    run, _ = _ended(runtime(tmp_path, **({} if env is None else {"env": env})), "prober", json.dumps({"env": names}))
+    assert run.status == "completed", run.error
+    assert run.result == {f"env {name}": state for name, state in
+                          {**expected, "AIOS_ADMIN_TOKEN": "unset", "AIOS_TOKEN": "set", "AIOS_KERNEL_URL": "set"}.items()}
+
+
 def test_a_result_the_agent_links_to_a_file_of_the_kernels_is_not_read(tmp_path: Path) -> None:
     """The agent's folder is its own to write, links included: a result.json that is a link to a file of the
     kernel's (one that happens to read as a result) is not followed. The run ended without a result of its own."""

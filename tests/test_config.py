@@ -269,6 +269,10 @@ BAD_CONFIGS = [
     ("agents-sandbox-yes", "agents: {sandbox: yes}\n", "agents.sandbox: Input should be 'auto', 'required' or 'off'"),
     ("agents-sandbox-unknown", "agents: {sandbox: strict}\n",
      "agents.sandbox: Input should be 'auto', 'required' or 'off'"),
+    ("agents-env-not-a-list", "agents: {env: PATH}\n", "agents.env: Input should be a valid list"),
+    ("agents-env-empty-name", "agents: {env: ['']}\n", "agents.env.0: String should match pattern"),
+    ("agents-env-assignment", "agents: {env: ['KEY=value']}\n", "agents.env.0: String should match pattern"),
+    ("agents-env-number", "agents: {env: [7]}\n", "agents.env.0: Input should be a valid string"),
     ("agents-typo", "agents: {time_limit: 5}\n", "agents.time_limit: unknown field"),
     ("memory-write-barrier-list", "memory: {write_barrier: [on]}\n", "memory.write_barrier: Input should be a valid dictionary"),
 ]

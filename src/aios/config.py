@@ -419,6 +419,14 @@ class AccessConfig(_Section):
         return canonical
 
 
+# The kernel's environment variables an agent's process gets by default: what programs need to run (paths, the
+# locale, proxies, certificates, thread counts), no secrets. A provider's API key is not among them.
+AGENT_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM", "PYTHON*",
+             "VIRTUAL_ENV", "LD_LIBRARY_PATH", "*_proxy", "*_PROXY", "SSL_CERT_*", "REQUESTS_CA_BUNDLE",
+             "CURL_CA_BUNDLE", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE",
+             "TRANSFORMERS_OFFLINE")
+
+
 class AgentsConfig(_Section):
     """Agents the kernel runs as processes (``/agents/submit``, ``aios run-agent``) and the local hub."""
 
@@ -438,6 +446,10 @@ class AgentsConfig(_Section):
         "files and its package, writes only in its own folder (work/ in its run folder), and cannot reach the data "
         "folder. auto: where the system has Landlock (else its stderr says it runs unconfined); required: a run that "
         "cannot be confined fails; off: agents can do on disk what the kernel's user can")
+    env: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_*]+$")]] = Field(
+        default_factory=lambda: list(AGENT_ENV), description="the kernel's environment variables an agent gets: "
+        "names, where * stands for any characters (['*']: all of them); the others, API keys among them, stay with "
+        "the kernel. AIOS_* and CEREBRUM_* never pass: the kernel sets the agent's own")
 
 
 class Config(_Section):

@@ -17,6 +17,7 @@ import error or the limit ends only that run, and its status says which.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 import logging
 import os
@@ -272,12 +273,13 @@ class AgentRuntime:
             self.access.revoke_run_token(token)
 
     def _environment(self, token: str, work: Path) -> dict[str, str]:
-        """The kernel's environment but its own variables, with the agent's identity; confined, its temporary
-        files, caches and settings (what the AIOS SDK and Hugging Face libraries keep in the home folder) go into
-        its own folder, the one it may write."""
+        """The variables of the kernel's environment that ``agents.env`` lets through (never the kernel's own),
+        with the agent's identity; confined, its temporary files, caches and settings (what the AIOS SDK and
+        Hugging Face libraries keep in the home folder) go into its own folder, the one it may write."""
         url = self.kernel_url
         assert url is not None
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("AIOS_", "CEREBRUM_"))}
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("AIOS_", "CEREBRUM_"))
+               and any(fnmatch.fnmatchcase(key, pattern) for pattern in self.config.env)}
         env |= {"AIOS_KERNEL_URL": url, "AIOS_TOKEN": token, "CEREBRUM_KERNEL_URL": f"{url}/as/{token}",
                 "PYTHONUNBUFFERED": "1"}
         if self.config.sandbox != "off":
