@@ -157,6 +157,24 @@ def non_empty_text(limit: int) -> Check:
 
 query_text = non_empty_text(MAX_QUERY_CHARS)  # search text
 
+NUL_REFUSAL = "contains the NUL character (\\u0000), which PostgreSQL text cannot hold; remove it"
+
+
+def storable(check: Check) -> Check:
+    """``check`` for text that a store keeps or compares, refusing also the NUL character: PostgreSQL text cannot
+    hold it, and the kernel refuses it on SQLite too, so a request is answered alike on both backends."""
+
+    def checked(value: Any) -> str:
+        found = check(value)
+        if "\x00" in found:
+            raise Refused(NUL_REFUSAL)
+        return found
+
+    return checked
+
+
+stored_text = storable(text)
+
 
 MAX_INTEGER = 2**63 - 1  # the largest integer the stores (SQLite, PostgreSQL bigint) can hold
 

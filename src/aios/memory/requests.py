@@ -17,6 +17,7 @@ from aios.memory.notes import KERNEL_FIELDS
 from aios.memory.store import Filters
 from aios.params import (
     MAX_INTEGER,
+    NUL_REFUSAL,
     InvalidRequest,
     OperationRequest,
     Refused,
@@ -29,7 +30,8 @@ from aios.params import (
     point_in_time,
     positive,
     query_text,
-    text,
+    storable,
+    stored_text,
 )
 
 MAX_CONTENT_CHARS = 100_000
@@ -48,8 +50,8 @@ class MemoryRequest(OperationRequest):
     """A memory operation (one of OPERATIONS) and its checked params."""
 
 
-_content = non_empty_text(MAX_CONTENT_CHARS)
-_id_text = non_empty_text(MAX_ID_CHARS)
+_content = storable(non_empty_text(MAX_CONTENT_CHARS))
+_id_text = storable(non_empty_text(MAX_ID_CHARS))
 
 
 def _memory_id(value: Any) -> str:
@@ -71,11 +73,28 @@ def _metadata(value: Any) -> dict[str, Any]:
                 checked[name] = check(checked[name])
             except ValueError as exc:
                 raise type(exc)(f"{name} {exc}") from None  # a refused value stays refused
+    where = _nul_at(checked)
+    if where is not None:
+        where = where.replace("\x00", "\\u0000")  # the key that holds it, written out
+        raise Refused(f"{where} {NUL_REFUSAL}")
     # The size last: a field of the wrong type is malformed (422) whatever the size.
     size = len(json.dumps(value, ensure_ascii=False).encode())
     if size > MAX_METADATA_BYTES:
         raise Refused(f"is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
     return checked
+
+
+def _nul_at(value: Any, path: str = "") -> str | None:
+    """Where in ``value`` (JSON at ``path``) a key or a string holds the NUL character; None if none does."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        inner = f"{path}.{key}" if path else str(key)
+        found = inner if "\x00" in str(key) else _nul_at(item, inner)
+        if found is not None:
+            return found
+    return None
 
 
 def _labels(value: Any) -> list[str]:
@@ -86,7 +105,7 @@ def _labels(value: Any) -> list[str]:
     if len(labels) > MAX_LABELS:
         raise Refused(f"has {len(labels)} entries; the limit is {MAX_LABELS}")
     unique: dict[str, str] = {}
-    for label in (text(label).strip() for label in labels):
+    for label in (stored_text(label).strip() for label in labels):
         if not label or len(label) > MAX_LABEL_CHARS:
             raise Refused(f"must hold strings of 1 to {MAX_LABEL_CHARS} characters, not {label[:40]!r}")
         unique.setdefault(label.casefold(), label)
@@ -94,14 +113,14 @@ def _labels(value: Any) -> list[str]:
 
 
 def _context(value: Any) -> str:
-    found = text(value).strip()
+    found = stored_text(value).strip()
     if len(found) > MAX_CONTEXT_CHARS:
         raise Refused(f"is {len(found)} characters long; the limit is {MAX_CONTEXT_CHARS}")
     return found
 
 
 def _category(value: Any) -> str:
-    found = text(value).strip()
+    found = stored_text(value).strip()
     if not found or len(found) > MAX_LABEL_CHARS:
         raise Refused(f"must be a string of 1 to {MAX_LABEL_CHARS} characters")
     return found
@@ -116,7 +135,7 @@ def _offset(value: Any) -> int:
 
 
 def _filter_value(value: Any) -> str:
-    found = text(value)
+    found = stored_text(value)
     if not found or len(found) > MAX_LABEL_CHARS:
         raise Refused(f"must be a string of 1 to {MAX_LABEL_CHARS} characters")
     return found

@@ -87,12 +87,15 @@ class Indexer:
         if record.hash is None:
             return []  # deleted: its chunks go
         try:
-            return chunk_text(self.fs.blobs.get(record.hash).decode("utf-8"))
+            text = self.fs.blobs.get(record.hash).decode("utf-8")
         except UnicodeDecodeError:
             return []  # not text: nothing to search
         except (OSError, ValueError) as exc:  # a missing or damaged blob must not stop the rest of the index
             log.warning("cannot index %s (version %s): %s", record.path, record.head, exc)
             return []
+        # PostgreSQL text cannot hold NUL: indexed as a space, which is how SQLite's words already read it (a
+        # separator), so both stores index the same text and every chunk keeps its offset in the file.
+        return chunk_text(text.replace("\x00", " "))
 
     def _store(self, work: list[_Pending], vectors: np.ndarray | None) -> None:
         start = 0

@@ -24,6 +24,7 @@ from aios.params import (
     point_in_time,
     positive,
     query_text,
+    stored_text,
     text,
 )
 from aios.storage.paths import check_path_text
@@ -58,7 +59,7 @@ def _keywords(value: Any) -> list[str] | None:
         raise ValueError(f"must be a list of strings, not {kind_of(value)}")
     if len(words) > MAX_KEYWORDS:
         raise Refused(f"has {len(words)} keywords; the limit is {MAX_KEYWORDS}")
-    words = [text(w).strip() for w in words]
+    words = [stored_text(w).strip() for w in words]  # compared with the index's text in the store
     if any(not w for w in words):
         raise Refused("must not hold empty keywords")
     return words or None
