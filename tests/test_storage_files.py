@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import inspect
+import json
 import os
 import subprocess
 import sys
@@ -279,6 +281,84 @@ def test_a_mount_that_cannot_be_a_directory_is_refused_and_leaves_the_agent_work
     assert fs.mount(AGENT, str(home / "fine"))["files"] == 0
 
 
+def test_a_folder_another_agent_mounted_meanwhile_is_refused_not_shared(kind: str, tmp_path: Path,
+                                                                       request: pytest.FixtureRequest,
+                                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Kernels sharing a PostgreSQL database check each other's mounts. A check that missed a mount being made
+    at that moment (a kernel of an older version takes no lock) used to hand the folder over: the second agent
+    read the first one's files. Here the check sees no mounts at all."""
+    postgres = request.getfixturevalue("postgres") if kind == "postgres" else None
+    store = open_store(kind, tmp_path, postgres)
+    projects = tmp_path_factory.mktemp("projects")
+    fs = make_fs(store, tmp_path, more_mount_roots=(projects,))
+    fs.mount("alice", str(projects / "plans"))
+    fs.write("alice", "diary.txt", "alice's own")
+    store.roots = lambda: []  # the check's view: nobody has mounted anything yet
+    with pytest.raises(Forbidden, match="it is the mount of another agent"):
+        fs.mount("bob", str(projects / "plans"))
+    assert store.mount_of("bob") is None
+    with pytest.raises(NotFound):
+        fs.read("bob", "diary.txt")  # his own directory, still
+    store.close()
+
+
+def test_names_made_outside_the_kernel_that_it_cannot_keep_are_skipped_and_never_deleted_unrecorded(
+        fs: FileSystem) -> None:
+    """A file named with a tab, or with bytes that are not UTF-8, made outside the kernel: a mount skips it
+    saying why (it refused the whole mount, after switching to it), a listing leaves it out (it was a 500), and
+    deleting its folder refuses before anything is deleted (it recorded some deletions, then failed)."""
+    home = fs.home(AGENT)
+    (home / "ws" / "d").mkdir(parents=True)
+    (home / "ws" / "d" / "fine.txt").write_text("fine")
+    (home / "ws" / "tab\tname.txt").write_text("tab")
+    os.close(os.open(os.fsencode(home / "ws" / "d") + b"/caf\xe9.txt", os.O_CREAT | os.O_WRONLY, 0o644))
+    mounted = fs.mount(AGENT, "ws")
+    assert mounted["files"] == 1
+    assert sorted(skip["file_path"] for skip in mounted["skipped"]) == ["d/caf\\xe9.txt", "tab\tname.txt"]
+    assert "not UTF-8 text" in json.dumps(mounted["skipped"]) and "control character" in json.dumps(mounted["skipped"])
+    listed = fs.listing(AGENT, "d")
+    assert [entry["name"] for entry in listed["entries"]] == ["fine.txt"]
+    assert "1 whose names are not UTF-8 text left out" in listed["message"]
+    with pytest.raises(Conflict, match=r"names are not UTF-8 text.*\(d/caf\\xe9\.txt\)"):
+        fs.delete(AGENT, "d", recursive=True)
+    assert fs.read(AGENT, "d/fine.txt")["content"] == "fine"
+    assert [v["kind"] for v in fs.history(AGENT, "d/fine.txt")["versions"]] == ["external"]  # no deletion recorded
+    json.dumps(fs.listing(AGENT, "", recursive=True))  # every reply can be sent
+
+
+def test_a_mount_that_fails_while_scanning_leaves_the_agents_mount_as_it_was(fs: FileSystem) -> None:
+    """A tree too deep for Python to walk (it walks by recursion; made outside the kernel, which takes paths of
+    at most 256 components) fails the mount, saying so; the agent's files stay where they were (it used to
+    switch first, then fail). The recursion limit is lowered so that a tree of 300 folders is too deep: one deep
+    enough for the usual limit would be too deep for pytest to remove too."""
+    fs.mount(AGENT, "first")
+    fs.write(AGENT, "here.txt", "in first")
+    (fs.home(AGENT) / "deep").joinpath(*["a"] * 300).mkdir(parents=True)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack(0)) + 100)
+    try:
+        with pytest.raises(Conflict, match="nested too deep to walk"):
+            fs.mount(AGENT, "deep")
+    finally:
+        sys.setrecursionlimit(limit)
+    assert fs.read(AGENT, "here.txt")["content"] == "in first"
+
+
+def test_a_refused_write_of_the_same_content_makes_no_version(fs: FileSystem) -> None:
+    """The version was recorded before the file was replaced; refused, it stayed, and since the disk held that
+    content anyway, the history showed a write that had been refused."""
+    fs.write(AGENT, "frozen/a.txt", "same")
+    folder = fs.home(AGENT) / "frozen"
+    folder.chmod(0o555)
+    try:
+        with file_permissions_bind():
+            with pytest.raises(PermissionError):  # the storage handler answers it as a 403
+                fs.write(AGENT, "frozen/a.txt", "same")
+    finally:
+        folder.chmod(0o755)
+    assert [v["version"] for v in fs.history(AGENT, "frozen/a.txt")["versions"]] == [1]
+
+
 def test_the_kernels_data_cannot_be_mounted_also_through_a_symlinked_data_dir(
         tmp_path: Path, storage_handler: Callable[[Any], Any]) -> None:
     """The data dir as the config names it is a link; mount paths are resolved: the kernel's data is protected in
@@ -372,6 +452,24 @@ def test_a_share_link_is_gone_once_its_file_is_deleted_or_its_version_lost(fs: F
             lose()
             with pytest.raises(Gone, match="^the shared version is no longer available$"):  # naming no kernel path
                 links.open(again["token"])
+
+
+def test_a_link_ends_with_its_file_deleted_through_a_folder_mounted_too_and_is_revoked_through_it(
+        fs: FileSystem) -> None:
+    """A folder of a mount, mounted too, keeps histories of its own. A file shared through the outer mount and
+    deleted through the inner one stayed shared, and unsharing it through the inner one found no link."""
+    links = ShareLinks(fs, default_expiry_s=7 * 86400, max_expiry_s=30 * 86400, public_url=None)
+    fs.write(AGENT, "ws/secret.txt", "password=hunter2")
+    deleted = links.share(AGENT, "ws/secret.txt")
+    fs.write(AGENT, "ws/other.txt", "also shared")
+    revoked = links.share(AGENT, "ws/other.txt")
+    fs.mount(AGENT, "ws")
+    fs.delete(AGENT, "secret.txt")
+    with pytest.raises(Gone, match="the shared file was deleted"):
+        links.open(deleted["token"])
+    assert links.unshare(AGENT, file_path="other.txt")["revoked"] == 1
+    with pytest.raises(Gone, match="revoked"):
+        links.open(revoked["token"])
 
 
 # -- retrieval ----------------------------------------------------------------------------------------------------------

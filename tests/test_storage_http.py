@@ -198,6 +198,8 @@ REFUSED_VALUES = [
     ("path-too-long", "read", {"file_path": "a/" * 2100},
      "params.file_path: is 4200 bytes long in UTF-8; the limit is 4096"),
     ("path-too-long-in-bytes", "read", {"file_path": "é/" * 1400}, "4200 bytes long in UTF-8; the limit is 4096"),
+    ("path-too-deep", "create_dir", {"dir_path": "/".join(["a"] * 300)},
+     "params.dir_path: has 300 components; the limit is 256"),
     ("n-zero", "rollback", {"file_path": "keep.txt", "n": 0}, "params.n: must be at least 1, not 0"),
     ("version-huge", "read", {"file_path": "keep.txt", "version": 10 ** 400},
      "params.version: must be at most 9223372036854775807 (a 64-bit integer), not 1000000"),
@@ -267,6 +269,10 @@ REFUSED = [
     ("share-too-long", "share", {"file_path": "keep.txt", "expires_in": 10**9}, 400, "longer than the limit"),
     ("unshare-unknown", "unshare", {"link": "http://x/share/" + "a" * 43}, 404, "no share link of yours"),
     ("delete-root", "delete", {"dir_path": "."}, 403, "mount root itself"),
+    ("delete-dir-that-is-a-file", "delete_dir", {"dir_path": "keep.txt"}, 409,
+     "keep.txt is a file, not a directory: delete it with file_path"),
+    ("delete-file-that-is-a-dir", "delete_file", {"file_path": "folder"}, 409,
+     "folder is a directory, not a file: delete it with dir_path"),
     ("list-missing-dir", "list", {"dir_path": "nowhere"}, 404, "no directory nowhere"),
 ]
 

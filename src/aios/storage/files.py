@@ -28,7 +28,7 @@ from aios.storage.atomic import is_partial, remove_file, replace_file
 from aios.storage.blobs import BlobStore, DamagedBlob, content_hash
 from aios.storage.fingerprints import KnownHashes
 from aios.storage.os_errors import refusal
-from aios.storage.paths import Place, default_mount, inside, overlaps, resolve
+from aios.storage.paths import NOT_TEXT, Place, default_mount, escaped, inside, is_text, overlaps, resolve
 from aios.storage.reading import read_regular_file, regular_file_facts
 from aios.storage.store import FileRecord, Root, Store, Version
 
@@ -63,9 +63,10 @@ class FileSystem:
         """Make ``root_dir`` the agent's mount (a relative one is taken inside the agent's own directory), then
         record every file in it that the kernel has not seen as it is, so that history and search cover it."""
         path = self._mount_path(agent, root_dir)
-        root = self._attach(agent, path)
+        root = self._add_root(agent, path)
         before = {record.id: record.head for record in self.store.files(root.id)}
         tracked, skipped = self._scan(root)
+        self.store.set_mount(agent, root.id)  # once scanned: a refused mount leaves the agent's mount as it was
         recorded = sum(record.head - before.get(record.id, 0) for record in tracked)
         files = sum(record.hash is not None for record in tracked)
         unread = f"; {len(skipped)} skipped, as they cannot be read (see skipped)" if skipped else ""
@@ -78,7 +79,9 @@ class FileSystem:
         """The agent's mount: its last ``mount``, else its own directory (made on first use)."""
         root = self.store.mount_of(agent)
         if root is None:
-            return self._attach(agent, self.home(agent))
+            root = self._add_root(agent, self.home(agent))
+            self.store.set_mount(agent, root.id)
+            return root
         _make_mount_directory(Path(root.path))
         return root
 
@@ -108,16 +111,20 @@ class FileSystem:
                             f"own, and an agent mounts only within its own ({home})")
         return path
 
-    def _attach(self, agent: str, path: Path) -> Root:
+    def _add_root(self, agent: str, path: Path) -> Root:
+        """``path`` as a mount of ``agent``'s (recorded once), unless it overlaps another agent's."""
         self._refuse_kernel_data(path)
         _make_mount_directory(path)  # before anything is recorded: a mount that cannot work is never made
-        with self.store.transaction():
+        # One kernel at a time checks and adds (kernels may share a PostgreSQL database): two agents mounting
+        # overlapping folders at once would each find the other's mount not there yet.
+        with self.store.mounts_lock(), self.store.transaction():
             for other in self.store.roots():
                 # An agent's own mounts may nest (a folder of its own directory); each keeps its own history.
                 if other.owner != agent and overlaps(Path(other.path), path):
-                    raise Forbidden(f"{path} cannot be mounted: it overlaps the mount of another agent {other.path}")
+                    raise Forbidden(f"{path} cannot be mounted: it overlaps the mount of another agent")
             root = self.store.add_root(str(path), agent)
-            self.store.set_mount(agent, root.id)
+        if root.owner != agent:  # a root the lock did not cover (a kernel of an older version added it)
+            raise Forbidden(f"{path} cannot be mounted: it is the mount of another agent")
         return root
 
     def _refuse_kernel_data(self, path: Path) -> None:
@@ -132,13 +139,20 @@ class FileSystem:
     def _scan(self, root: Root) -> tuple[list[FileRecord], list[dict[str, str]]]:
         """Touch every file on disk under ``root`` and every file the history knows there. One that cannot be
         read is skipped, with nothing recorded for it, and reported with why: it does not fail the others."""
-        seen = {place.relative for place in self._disk_files(Path(root.path), root)}
+        try:
+            on_disk, unnamed = self._disk_files(Path(root.path), root)
+        except RecursionError:  # Python walks a tree by recursion; the kernel makes none this deep
+            raise Conflict(f"{root.path} cannot be mounted: its folders are nested too deep to walk") from None
+        seen = {place.relative for place in on_disk}
         known = {record.path for record in self.store.files(root.id) if record.head}
-        tracked, skipped = [], []
+        tracked, skipped = [], [{"file_path": name, "why": NOT_TEXT} for name in unnamed]
         for relative in sorted(seen | known):
             try:
                 place = resolve(Path(root.path), relative)
             except Forbidden:  # a parent was replaced by a link that leads out: not this mount's file any more
+                continue
+            except KernelError as exc:  # a name made outside the kernel that it does not take (a line break)
+                skipped.append({"file_path": relative, "why": str(exc)})
                 continue
             try:
                 tracked.append(self.touch(root, place))
@@ -148,16 +162,22 @@ class FileSystem:
                 skipped.append({"file_path": relative, "why": str(refusal(exc) or exc)})
         return tracked, skipped
 
-    def _disk_files(self, directory: Path, root: Root) -> list[Place]:
-        places = []
+    def _disk_files(self, directory: Path, root: Root) -> tuple[list[Place], list[str]]:
+        """The files under ``directory``, and those whose paths are not UTF-8 text (made outside the kernel, they
+        can be neither recorded nor named in a reply: shown with \\x escapes)."""
+        places, unnamed = [], []
         for folder, dirs, names in os.walk(directory):
             dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
             for name in names:
                 full = Path(folder) / name
                 if is_partial(name) or full.is_symlink() or not full.is_file():
                     continue
-                places.append(Place(full, full.relative_to(root.path).as_posix()))
-        return places
+                relative = full.relative_to(root.path).as_posix()
+                if is_text(relative):
+                    places.append(Place(full, relative))
+                else:
+                    unnamed.append(escaped(relative))
+        return places, unnamed
 
     # -- touching a file: settle a crash, record outside changes --------------------------------------------------
     def touch(self, root: Root, place: Place) -> FileRecord:
@@ -214,11 +234,15 @@ class FileSystem:
             version = Version(record.id, record.head + 1, self.clock(), len(data or b""), digest, agent, kind,
                               restored_from, pending=True)
             self.store.add_version(version)
-            if data is None:
-                remove_file(place.absolute)
-            else:
-                self._make_parents(place)
-                replace_file(place.absolute, data)
+            try:
+                if data is None:
+                    remove_file(place.absolute)
+                else:
+                    self._make_parents(place)
+                    replace_file(place.absolute, data)
+            except BaseException:  # refused (permissions, a full disk): the refused operation makes no version
+                self.store.settle(record.id, version.number, keep=False)
+                raise
             with self.store.transaction():
                 self.store.settle(record.id, version.number, keep=True)
                 self.store.set_head(record.id, version.number, digest, version.size)
@@ -327,12 +351,20 @@ class FileSystem:
                            f"go back at most {record.head - 1}")
         return self._version(record, place, record.head - steps)
 
-    def delete(self, agent: str, file_path: str, recursive: bool = False, by: str | None = None) -> Result:
+    def delete(self, agent: str, file_path: str, recursive: bool = False, by: str | None = None,
+               kind: str | None = None) -> Result:
+        """``kind``: "file" or "dir" when the caller said which it deletes (``file_path``, ``dir_path``): the other
+        is refused. None: whichever is there."""
         root = self.root_of(agent)
         place = resolve(Path(root.path), file_path)
         if place.relative == "":
             raise Forbidden("the mount root itself cannot be deleted")
-        if place.absolute.is_dir():
+        is_dir = place.absolute.is_dir()
+        if kind == "file" and is_dir:
+            raise Conflict(f"{place.relative} is a directory, not a file: delete it with dir_path")
+        if kind == "dir" and not is_dir and place.absolute.exists():
+            raise Conflict(f"{place.relative} is a file, not a directory: delete it with file_path")
+        if is_dir:
             return self._delete_dir(by or agent, root, place, recursive)
         version = self._change(by or agent, root, place, "delete", self._must_exist(place))
         result = _file_result("delete", place, version, f"deleted {place.relative} (version {version.number} "
@@ -348,10 +380,13 @@ class FileSystem:
         return check
 
     def _delete_dir(self, agent: str, root: Root, place: Place, recursive: bool) -> Result:
-        inside = self._disk_files(place.absolute, root)
+        inside, unnamed = self._disk_files(place.absolute, root)
         if not recursive and any(place.absolute.iterdir()):
             raise Conflict(f"directory {place.relative} is not empty; pass recursive: true to delete it and "
-                           f"its {len(inside)} files")
+                           f"its {len(inside) + len(unnamed)} files")
+        if unnamed:  # their deletion could not be recorded, nor undone: nothing is deleted
+            raise Conflict(f"directory {place.relative} holds files whose names are not UTF-8 text, which the "
+                           f"kernel cannot keep versions of ({', '.join(unnamed[:3])}): rename them first")
         for file in inside:
             self._change(agent, root, file, "delete", self._must_exist(file))
         _remove_tree(place.absolute)
@@ -368,10 +403,13 @@ class FileSystem:
         if not place.absolute.is_dir():
             raise NotFound(f"no directory {place.relative} in the mount {root.path}")
         heads = {r.path: r.head for r in self.store.files(root.id) if r.hash is not None}
-        entries = [_entry(Path(root.path), path, heads) for path in _walk(place.absolute, recursive)]
+        paths = _walk(place.absolute, recursive)
+        entries = [_entry(Path(root.path), path, heads) for path in paths if is_text(str(path))]
+        unnamed = len(paths) - len(entries)
+        left_out = f"; {unnamed} whose names are not UTF-8 text left out" if unnamed else ""
         return {"operation": "list", "path": str(place.absolute), "dir_path": place.relative, "entries": entries,
                 "message": f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'} in {place.relative or '.'} "
-                           f"({place.absolute})"}
+                           f"({place.absolute}){left_out}"}
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def file_place(self, agent: str, file_path: str) -> tuple[Root, Place]:

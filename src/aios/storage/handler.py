@@ -135,7 +135,9 @@ class StorageHandler:
 
     def _delete(self, agent: str, file_path: str | None = None, dir_path: str | None = None,
                 recursive: bool = False, by: str | None = None) -> Result:
-        return self.fs.delete(agent, file_path if file_path is not None else dir_path or "", recursive, by)
+        if file_path is not None:
+            return self.fs.delete(agent, file_path, recursive, by, kind="file")
+        return self.fs.delete(agent, dir_path or "", recursive, by, kind="dir")
 
     # -- share links (GET /share/{token}) -------------------------------------------------------------------------
     async def shared_file(self, token: str) -> SharedFile:

@@ -22,6 +22,7 @@ from aios.params import Refused
 
 MAX_PATH_BYTES = 4096  # a whole path, as Linux allows (PATH_MAX); file systems count bytes, not characters
 MAX_NAME_BYTES = 255  # one path component, as Linux file systems allow
+MAX_PATH_DEPTH = 256  # components of a path
 
 
 def check_path_text(text: str) -> None:
@@ -36,13 +37,34 @@ def check_path_text(text: str) -> None:
     if bad is not None:
         raise Refused(f"contains the control character {bad!r} (line breaks and control characters are "
                       "refused in file names)")
-    for part in text.split("/"):
+    parts = text.split("/")
+    for part in parts:
         if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
             raise Refused(f"has a component longer than {MAX_NAME_BYTES} bytes: {part[:40]!r}...")
+    if len(parts) > MAX_PATH_DEPTH:  # deeper trees than any user keeps; Python walks them by recursion
+        raise Refused(f"has {len(parts)} components; the limit is {MAX_PATH_DEPTH}")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("is not valid Unicode (it holds a lone surrogate)") from None
+
+
+NOT_TEXT = "its path is not UTF-8 text (a name made outside the kernel): rename it to keep versions of it"
+
+
+def is_text(path: str) -> bool:
+    """Whether a path read from the disk is UTF-8 text (Python holds the bytes of one that is not as lone
+    surrogates, which no reply and no database can carry)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def escaped(path: str) -> str:
+    """A path that is not UTF-8 text as text, its other bytes written \\xNN."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)

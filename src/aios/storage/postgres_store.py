@@ -9,7 +9,7 @@ an exact scan keeps results identical to the SQLite store's.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import ContextManager, Iterator
 
 import numpy as np
 
@@ -40,6 +40,9 @@ class PostgresStore(PostgresDatabase, SQLStore):
     def file_lock(self, root_id: int, path: str) -> Iterator[None]:
         with self.advisory_lock(f"{root_id}/{path}"):
             yield
+
+    def mounts_lock(self) -> ContextManager[None]:
+        return self.advisory_lock("mounts")
 
     def replace_chunks(self, file: FileRecord, chunks: list[Chunk], vectors: np.ndarray | None) -> bool:
         with self._db.transaction():

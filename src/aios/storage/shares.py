@@ -11,10 +11,12 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
-from aios.errors import BadRequest, Gone, NotFound
+from aios.errors import BadRequest, Gone, KernelError, NotFound
 from aios.storage.files import FileSystem, Result, iso_time
-from aios.storage.store import Share
+from aios.storage.paths import inside, resolve
+from aios.storage.store import FileRecord, Share
 
 TOKEN = re.compile(r"[A-Za-z0-9_-]{32,64}")
 
@@ -58,9 +60,9 @@ class ShareLinks:
         """Revoke one link (its URL or token) or every link to a file; only the agent that shared it may."""
         now = self.fs.clock()
         if file_path is not None:
-            root, place = self.fs.file_place(agent, file_path)
-            record = self.fs.store.file(root.id, place.relative)
-            revoked = self.fs.store.revoke_shares(now, file_id=record.id) if record else 0
+            _, place = self.fs.file_place(agent, file_path)
+            revoked = sum(self.fs.store.revoke_shares(now, file_id=record.id)
+                          for record in self._records(agent, place.absolute))
             what = f"link(s) to {place.relative}"
         else:
             token = (link or "").rstrip("/").rsplit("/", 1)[-1]
@@ -80,7 +82,7 @@ class ShareLinks:
             raise Gone(f"this share link was revoked at {iso_time(share.revoked)}")
         if self.fs.clock() >= share.expires:
             raise Gone(f"this share link expired at {iso_time(share.expires)}")
-        record = self.fs.store.file_by_id(share.file_id)
+        record = self._settled(self.fs.store.file_by_id(share.file_id))
         deletion = self.fs.store.deleted_after(record.id, share.version)
         if deletion is not None:  # for good: bringing the file back does not bring its old links back
             raise Gone(f"the shared file was deleted at {iso_time(deletion.time)}")
@@ -92,6 +94,25 @@ class ShareLinks:
         except (Gone, OSError):  # the details (where the kernel keeps versions) are not for whoever holds the link
             raise Gone("the shared version is no longer available") from None
         return SharedFile(record.path.rsplit("/", 1)[-1], data, version.number)
+
+    def _records(self, owner: str, path: Path) -> list[FileRecord]:
+        """The records of the file at ``path`` in each of ``owner``'s mounts that holds it: a folder of a mount
+        mounted too keeps histories of its own, and a link may have been made through either."""
+        records = []
+        for root in self.fs.store.roots():
+            if root.owner == owner and inside(path, Path(root.path)):
+                record = self.fs.store.file(root.id, path.relative_to(root.path).as_posix())
+                records += [record] if record is not None else []
+        return records
+
+    def _settled(self, record: FileRecord) -> FileRecord:
+        """``record`` once what happened to its file on disk is recorded: a deletion made through another mount
+        (or outside the kernel) ends its links as one made through this mount does."""
+        root = next(root for root in self.fs.store.roots() if root.id == record.root_id)
+        try:
+            return self.fs.touch(root, resolve(Path(root.path), record.path))
+        except (KernelError, OSError):  # unreadable now, or a parent turned into a link out: the history stands
+            return record
 
     def _base(self, base_url: str | None) -> str:
         base = self.public_url or base_url or self.served_url or "http://localhost:8000"

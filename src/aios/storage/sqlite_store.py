@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, ContextManager, Iterator
 
 import numpy as np
 
@@ -52,6 +52,9 @@ class SQLiteStore(SQLiteDatabase, SQLStore):
     @contextlib.contextmanager
     def file_lock(self, root_id: int, path: str) -> Iterator[None]:
         yield  # one kernel, one I/O thread: operations on the database are already one at a time
+
+    def mounts_lock(self) -> ContextManager[None]:
+        return contextlib.nullcontext()  # the same
 
     def replace_chunks(self, file: FileRecord, chunks: list[Chunk], vectors: np.ndarray | None) -> bool:
         with self._db:
