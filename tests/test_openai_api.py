@@ -62,7 +62,7 @@ def test_max_tokens_cuts_with_finish_reason_length(kernel: KernelProcess) -> Non
 def test_tools_are_called_with_arguments_that_fit_the_schema(kernel: KernelProcess) -> None:
     body = kernel.client.post("/v1/chat/completions", json=chat(
         messages=[{"role": "user", "content": "What is the weather in Paris?"}], tools=[WEATHER],
-        tool_choice="required", max_tokens=40)).json()
+        tool_choice="required", max_tokens=60)).json()  # room to end by itself: in the last quarter it is ended
     choice = body["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
     assert choice["message"]["tool_calls"]
@@ -96,6 +96,76 @@ def test_a_json_schema_response_format_gives_json_that_fits(kernel: KernelProces
     body = kernel.client.post("/v1/chat/completions", json=chat(max_tokens=40, response_format={
         "type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}})).json()
     jsonschema.validate(json.loads(body["choices"][0]["message"]["content"]), schema)
+
+
+def test_a_structured_reply_cut_by_max_tokens_comes_back_as_it_is_with_finish_reason_length(
+        kernel: KernelProcess) -> None:
+    """As OpenAI answers it: a 5xx would make OpenAI's clients send the request again, to the same end."""
+    for fields in ({"response_format": {"type": "json_object"}, "max_tokens": 3},
+                   {"messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [WEATHER],
+                    "tool_choice": "required", "max_tokens": 5}):
+        reply = kernel.client.post("/v1/chat/completions", json=chat(**fields))
+        assert reply.status_code == 200, reply.text
+        (choice,) = reply.json()["choices"]
+        assert choice["finish_reason"] == "length" and choice["message"]["content"]
+        assert reply.json()["usage"]["completion_tokens"] == fields["max_tokens"]
+
+
+@pytest.mark.parametrize(("response", "finish_reason"), [
+    ({"finish_reason": "length", "tool_calls": [{"name": "f", "parameters": {}, "id": "call_1"}]}, "length"),
+    ({"finish_reason": "kv_budget", "tool_calls": None}, "length"),
+    ({"finish_reason": "stop", "tool_calls": [{"name": "f", "parameters": {}, "id": "call_1"}]}, "tool_calls"),
+    ({"finish_reason": "stop", "tool_calls": []}, "stop"),
+], ids=["calls-cut-short", "kv-budget", "calls", "prose"])
+def test_a_reply_cut_short_finishes_with_length_even_with_tool_calls(response: dict[str, Any],
+                                                                     finish_reason: str) -> None:
+    from aios.server.openai_routes import _finish_reason
+
+    assert _finish_reason(response) == finish_reason
+
+
+def test_parallel_tool_calls_false_gives_one_call(kernel: KernelProcess) -> None:
+    """Sampled with a seed that makes several calls without the bound (the grammar holds the array to one)."""
+    time = {"type": "function", "function": {"name": "get_time", "description": "Current time in a city.",
+                                             "parameters": CITY}}
+    body = kernel.client.post("/v1/chat/completions", json=chat(
+        messages=[{"role": "user", "content": "What is the weather and the time in Paris?"}], tools=[WEATHER, time],
+        tool_choice="required", parallel_tool_calls=False, max_tokens=80, temperature=1.0, seed=0)).json()
+    assert len(body["choices"][0]["message"]["tool_calls"]) == 1, body
+
+
+def test_a_named_tool_choice_works_for_tools_in_the_bare_form(kernel: KernelProcess) -> None:
+    bare = {"name": "get_weather", "description": "Current weather in a city.", "parameters": CITY}
+    reply = kernel.client.post("/v1/chat/completions", json=chat(
+        tools=[bare], tool_choice={"type": "function", "function": {"name": "get_weather"}}, max_tokens=2))
+    assert reply.status_code == 200, reply.text
+
+
+def test_response_format_holds_when_tool_choice_is_none(kernel: KernelProcess) -> None:
+    body = kernel.client.post("/v1/chat/completions", json=chat(
+        tools=[WEATHER], tool_choice="none", max_tokens=40,
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": CITY}})).json()
+    jsonschema.validate(json.loads(body["choices"][0]["message"]["content"]), CITY)
+
+
+def test_a_developer_message_is_the_system_prompt(kernel: KernelProcess) -> None:
+    """The same prompt, token for token, as with a system message: no default system prompt of the template's,
+    no second system message for the tools the kernel describes in it."""
+    for tools in ({}, {"tools": [WEATHER]}):
+        prompt_tokens = [kernel.client.post("/v1/chat/completions", json=chat(
+            messages=[{"role": role, "content": "Be brief."}, *CAPITAL], max_tokens=1, **tools)).json()
+            ["usage"]["prompt_tokens"] for role in ("system", "developer")]
+        assert prompt_tokens[0] == prompt_tokens[1], (tools, prompt_tokens)
+
+
+def test_fields_openai_marks_nullable_take_null_as_their_default(kernel: KernelProcess) -> None:
+    nullable = ["n", "stream", "temperature", "top_p", "max_tokens", "stop", "seed", "tools", "tool_choice",
+                "response_format", "stream_options", "user", "logprobs", "parallel_tool_calls", "frequency_penalty",
+                "presence_penalty", "logit_bias", "top_logprobs", "store", "metadata", "service_tier"]
+    reply = kernel.client.post("/v1/chat/completions", json=chat(max_completion_tokens=2,
+                                                                 **dict.fromkeys(nullable)))
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["object"] == "chat.completion"
 
 
 def test_a_seed_makes_a_sampled_reply_reproducible(kernel: KernelProcess) -> None:
@@ -145,6 +215,15 @@ def test_the_agent_is_the_user_field_or_the_header(kernel: KernelProcess) -> Non
     assert long.status_code == 400 and "X-AIOS-Agent" in long.json()["error"]["message"]
 
 
+def test_a_stream_refused_when_it_runs_is_an_http_error(kernel: KernelProcess) -> None:
+    """A prompt longer than the model's context is found only once the syscall runs; nothing has been streamed
+    yet, so the client gets the error with its status, not a 200 that ends in an error event."""
+    reply = kernel.client.post("/v1/chat/completions", json=chat(
+        messages=[{"role": "user", "content": "word " * 9000}], stream=True))
+    assert reply.status_code == 400, reply.text[:300]
+    assert reply.json()["error"]["type"] == "invalid_request_error" and "tokens" in reply.json()["error"]["message"]
+
+
 def test_a_client_that_hangs_up_mid_stream_frees_its_slot(kernel: KernelProcess) -> None:
     body = json.dumps(chat(messages=[{"role": "user", "content": "Write a very long story about dragons."}],
                            max_tokens=2000, stream=True)).encode()
@@ -192,6 +271,14 @@ BAD_BODIES = [
     (chat(logprobs=True), 400, "logprobs"),
     (chat(user=""), 400, "user"),
     (chat(functions=[]), 400, "functions"),
+    (chat(messages=[{"role": "user"}]), 400, "messages[0].content"),
+    (chat(messages=[{"role": "user", "content": None}]), 400, "messages[0].content"),
+    (chat(messages=[*CAPITAL, {"role": "assistant", "content": None, "tool_calls": "get_weather"}]), 400,
+     "messages[1].tool_calls"),
+    (chat(messages=[*CAPITAL, {"role": "assistant", "content": None, "tool_calls": [{"name": "get_weather"}]}]),
+     400, "messages[1].tool_calls[0].id"),
+    (chat(messages=[*CAPITAL, {"role": "tool", "content": "sunny"}]), 400, "messages[1].tool_call_id"),
+    (chat(tools=[{"type": "web_search", "function": {"name": "search"}}]), 400, "tools"),
 ]
 
 
@@ -217,6 +304,26 @@ def test_bodies_that_are_not_a_request_object_get_a_400(kernel: KernelProcess, c
                                headers={"content-type": "application/json"})
     assert reply.status_code == 400 and reply.json()["error"]["type"] == "invalid_request_error"
     assert what is None or what in reply.json()["error"]["message"]
+
+
+def test_an_assistant_turn_of_tool_calls_without_content_is_accepted(kernel: KernelProcess) -> None:
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]
+    reply = kernel.client.post("/v1/chat/completions", json=chat(max_tokens=2, messages=[
+        {"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": None, "tool_calls": calls},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]))
+    assert reply.status_code == 200, reply.text
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("POST", "/v1/completions", 404), ("GET", "/v1/chat/completions", 405), ("DELETE", "/v1/models", 405)])
+def test_unknown_routes_and_methods_under_v1_get_an_openai_error(kernel: KernelProcess, method: str, path: str,
+                                                                 status: int) -> None:
+    reply = kernel.client.request(method, path)
+    assert reply.status_code == status
+    error = reply.json()["error"]
+    assert error["type"] == "invalid_request_error" and f"{method} {path}" in error["message"]
+    assert "POST /v1/chat/completions" in error["message"]
+    assert kernel.client.get("/no-such-route").json() == {"detail": "Not Found"}  # elsewhere, FastAPI's shape
 
 
 def test_deep_nesting_and_oversized_bodies_are_refused_as_openai_errors(kernel: KernelProcess) -> None:

@@ -95,6 +95,8 @@ def test_tools_for_model_is_idempotent_so_backends_may_convert_again() -> None:
         pytest.param([{"function": "get_weather"}], "tool 0: 'function' must be an object", id="string-function"),
         pytest.param([{"name": "x", "parameters": []}], "tool 0 (x): 'parameters' must be", id="list-parameters"),
         pytest.param({"name": "x"}, "tools must be a list", id="not-a-list"),
+        pytest.param([{"type": "web_search", "function": {"name": "x"}}], "tool 0 has type 'web_search': only "
+                     "'function' tools are supported", id="not-a-function-tool"),
     ],
 )
 def test_tools_for_model_rejects_unusable_tools_naming_index_and_problem(tools: Any, problem: str) -> None:

@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator, ValidationError
 
 from aios.llm.hf.grammar import LARGEST_EXACT, closed
 from aios.llm.structured import (
+    MAX_CALLS,
     InvalidReply,
     ProseGate,
     json_spec,
@@ -102,6 +103,45 @@ def test_auto_accepts_prose_or_valid_calls_but_not_invalid_calls() -> None:
     assert parse_reply(spec, json.dumps([call("clock")])).tool_calls[0]["name"] == "clock"
     with pytest.raises(InvalidReply):
         parse_reply(spec, json.dumps([call("clock", extra=1), call("nope")]))
+
+
+QUOTED_CALL = 'Here it is:\n```json\n{"name": "demo__get_weather", "parameters": {"town": "Paris"}}\n```'
+
+
+@pytest.mark.parametrize("constrained", [True, False], ids=["grammar", "prompt-only"])
+def test_under_auto_prose_quoting_json_like_a_call_is_prose(constrained: bool) -> None:
+    """The user asked for JSON that happens to look like a call (one that fits no tool's schema): an answer,
+    not a failed call to retry and then fail."""
+    reply = parse_reply(tool_call_spec(TOOLS, "auto"), QUOTED_CALL, constrained=constrained)
+    assert reply.tool_calls == [] and reply.text == QUOTED_CALL
+
+
+def test_under_a_grammar_only_the_bare_array_is_a_call() -> None:
+    """The grammar lets a reply be the array of calls or prose; a call quoted inside prose is part of the prose
+    there, while a prompt-only reply is read leniently and the call in it is made."""
+    fenced = '```json\n{"name": "demo__get_weather", "parameters": {"city": "Oslo"}}\n```'
+    spec = tool_call_spec(TOOLS, "auto")
+    assert parse_reply(spec, fenced, constrained=True).tool_calls == []
+    assert parse_reply(spec, fenced, constrained=False).tool_calls[0]["parameters"] == {"city": "Oslo"}
+    with pytest.raises(InvalidReply, match="calls no tool"):
+        parse_reply(tool_call_spec(TOOLS, "required"), fenced, constrained=True)
+
+
+@pytest.mark.parametrize(("parallel", "most"), [(False, 1), (True, MAX_CALLS)], ids=["one-call", "parallel"])
+def test_the_calls_a_grammar_allows_are_bounded(parallel: bool, most: int) -> None:
+    """``parallel_tool_calls: false`` allows one call; otherwise a small model under the grammar that repeats a
+    call stops at the bound instead of at its token limit."""
+    validator = Draft202012Validator(tool_call_spec(TOOLS, "required", parallel=parallel).schema)
+    validator.validate([call("clock")] * most)
+    with pytest.raises(ValidationError, match="too long"):
+        validator.validate([call("clock")] * (most + 1))
+
+
+def test_a_call_repeated_in_a_reply_is_read_once() -> None:
+    spec = tool_call_spec(TOOLS, "required")
+    repeated = [call("clock"), call("demo__get_weather", city="Oslo"), call("clock"), call("get_weather", city="Oslo")]
+    calls = parse_reply(spec, json.dumps(repeated)).tool_calls
+    assert [(c["name"], c["parameters"]) for c in calls] == [("clock", {}), ("demo/get_weather", {"city": "Oslo"})]
 
 
 def test_prompt_only_calls_in_other_shapes_are_read_and_checked() -> None:

@@ -50,6 +50,7 @@ class LLMQuery:
     action_type: str = "chat"
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None  # OpenAI's: "auto" | "required" | "none" | {"type": "function", "function": {...}}
+    parallel_tool_calls: bool = True  # OpenAI's: false lets the grammar allow one call per reply
     llms: list[dict[str, Any]] | None = None
     message_return_type: str = "text"
     response_format: dict[str, Any] | None = None
@@ -245,7 +246,7 @@ async def _structured_reply(query: LLMQuery, request: GenerationRequest, generat
     spec, core = query.spec, query.core
     assert spec is not None and core is not None
     try:
-        return _shaped(parse_reply(spec, generation.text), generation)
+        return _shaped(parse_reply(spec, generation.text, core.constrains), generation)
     except InvalidReply as exc:
         problem = exc
     if generation.finish_reason == "stop":
@@ -254,7 +255,7 @@ async def _structured_reply(query: LLMQuery, request: GenerationRequest, generat
                                            retry_message(spec, str(problem))], on_text=None)
         generation = await core.complete(retry)
         try:
-            return _shaped(parse_reply(spec, generation.text), generation)
+            return _shaped(parse_reply(spec, generation.text, core.constrains), generation)
         except InvalidReply as exc:
             problem = exc
         if generation.finish_reason == "stop":
@@ -272,10 +273,12 @@ _CUT_BY = {"length": "it reached that or the model's context length",
 
 def _output_spec(query: LLMQuery) -> OutputSpec | None:
     """What the reply must be: tool calls when tools are offered (``required`` by default for the tool actions,
-    ``auto`` for chat), else JSON when asked for, else free text."""
+    ``auto`` for chat), else (no tools, or ``tool_choice: none``) JSON when asked for, else free text."""
     if query.model_tools:
         default = "required" if query.action_type in TOOL_ACTIONS else "auto"
-        return tool_call_spec(query.tools or [], query.tool_choice or default)
+        calls = tool_call_spec(query.tools or [], query.tool_choice or default, query.parallel_tool_calls)
+        if calls is not None:
+            return calls
     if query.wants_json:
         return json_spec(requested_schema(query.response_format))
     return None

@@ -66,7 +66,7 @@ def tool_names(tools: list[dict[str, Any]]) -> dict[str, str]:
     names: dict[str, str] = {}
     for tool in tools_for_model(tools):
         model_name = tool["function"]["name"]
-        original = _offered_name(tools[len(names)])
+        original = offered_name(tools[len(names)])
         if model_name in names:
             if names[model_name] == original:
                 raise ValueError(f"two tools are named {original!r}; tool names must be unique")
@@ -76,13 +76,16 @@ def tool_names(tools: list[dict[str, Any]]) -> dict[str, str]:
     return names
 
 
-def _offered_name(tool: dict[str, Any]) -> str:
+def offered_name(tool: dict[str, Any]) -> str:
+    """The name a tool was offered by, in the OpenAI form or AIOS's bare one (a tool ``tools_for_model`` took)."""
     return tool.get("function", tool)["name"]
 
 
 def _tool_for_model(index: int, tool: Any) -> dict[str, Any]:
     if not isinstance(tool, dict):
         raise ValueError(f"tool {index} must be an object, got {type(tool).__name__}")
+    if tool.get("type", "function") != "function":  # OpenAI's other kinds (custom, web search) are not callable here
+        raise ValueError(f"tool {index} has type {tool['type']!r}: only 'function' tools are supported")
     function = tool.get("function", tool)
     if not isinstance(function, dict):
         raise ValueError(f"tool {index}: 'function' must be an object, got {type(function).__name__}")

@@ -30,6 +30,10 @@ from aios.llm.prompting import (
 
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 TOOL_CHOICES = ("auto", "required", "none")
+# The most calls a grammar lets one reply make (OpenAI names no number): under an unbounded one a small model
+# that repeats a call goes on until its token limit (88 identical calls were seen). An agent that needs more
+# makes them over several turns.
+MAX_CALLS = 8
 
 
 class ProseGate:
@@ -97,10 +101,11 @@ def json_spec(schema: dict[str, Any] | None) -> OutputSpec:
     return OutputSpec(schema)
 
 
-def tool_call_spec(tools: list[dict[str, Any]], tool_choice: Any) -> OutputSpec | None:
+def tool_call_spec(tools: list[dict[str, Any]], tool_choice: Any, parallel: bool = True) -> OutputSpec | None:
     """A spec for a reply of tool calls. ``tools`` are the tools as offered (OpenAI function tools or AIOS's
     bare form); ``tool_choice`` is ``required``, ``auto``, ``none`` (no spec: plain text) or
-    ``{"type": "function", "function": {"name": ...}}``. Raises ValueError naming a bad choice, a bad schema
+    ``{"type": "function", "function": {"name": ...}}``; ``parallel`` false lets the grammar allow one call
+    (OpenAI's ``parallel_tool_calls``), else up to ``MAX_CALLS``. Raises ValueError naming a bad choice, a bad schema
     or two tools whose names clash."""
     names = tool_names(tools)
     choice = tool_choice_of(tool_choice)
@@ -122,7 +127,8 @@ def tool_call_spec(tools: list[dict[str, Any]], tool_choice: Any) -> OutputSpec 
     calls = [_call_schema(spellings[name], _hoisted(name, parameters, definitions))
              for name, parameters in offered.items()]
     items = calls[0] if len(calls) == 1 else {"anyOf": calls}
-    schema = {"type": "array", "items": items, "minItems": 1, **({"$defs": definitions} if definitions else {})}
+    schema = {"type": "array", "items": items, "minItems": 1, "maxItems": MAX_CALLS if parallel else 1,
+              **({"$defs": definitions} if definitions else {})}
     return OutputSpec(schema, allow_text=choice == "auto", tools=offered, names=names, aliases=aliases)
 
 
@@ -290,12 +296,13 @@ def _resolve(root: dict[str, Any], ref: str) -> Any:
     return target
 
 
-def parse_reply(spec: OutputSpec, text: str) -> Reply:
-    """Read a reply against its spec, as leniently as the seed's decoders (code fences, prose around the JSON,
-    other tool-call shapes) so that prompt-only output is judged fairly. Raises :class:`InvalidReply` saying
-    what is wrong with it."""
+def parse_reply(spec: OutputSpec, text: str, constrained: bool = False) -> Reply:
+    """Read a reply against its spec. ``constrained``: it was decoded under the spec's grammar, so tool calls
+    are the bare JSON array it allows, and under ``auto`` anything else is prose. Otherwise it is read as
+    leniently as the seed's decoders (code fences, prose around the JSON, other tool-call shapes) so that
+    prompt-only output is judged fairly. Raises :class:`InvalidReply` saying what is wrong with it."""
     if spec.tools is not None:
-        return _tool_reply(spec, text)
+        return _tool_reply(spec, text, constrained)
     try:
         value = extract_json(text)
     except ValueError as exc:
@@ -304,20 +311,35 @@ def parse_reply(spec: OutputSpec, text: str) -> Reply:
     return Reply(text=text, value=value)
 
 
-def _tool_reply(spec: OutputSpec, text: str) -> Reply:
+def _tool_reply(spec: OutputSpec, text: str, constrained: bool) -> Reply:
+    """The calls in a reply. Under ``auto`` a reply that does not start as the instructed array of calls is
+    prose unless it holds valid calls: an answer may quote JSON that looks like a call (the user asked for
+    some), and that is no reason to fail it or to retry."""
     stripped = text.strip()
+    prose_allowed = spec.allow_text and not stripped.startswith("[")
     found = _instructed_calls(stripped)
-    if found is None:  # read as leniently as the seed: fences, tags, "arguments", prose around the calls
+    if found is None and not constrained:  # read as leniently as the seed: fences, tags, "arguments", prose around
         found = [{"name": slash_to_double_underscore(c["name"]), "parameters": c["parameters"]}
                  for c in decode_hf_tool_calls(text)]
-    if not found:
-        if spec.allow_text and not stripped.startswith("["):
-            return Reply(text=text, tool_calls=[])
+    if found:
+        try:
+            return Reply(text=text, tool_calls=_checked_calls(spec, found))
+        except InvalidReply:
+            if not prose_allowed:
+                raise
+    elif not prose_allowed:
         raise InvalidReply(_why_no_calls(stripped))
-    resolved = [(spec.aliases.get(c["name"], slash_to_double_underscore(c["name"])), c["parameters"]) for c in found]
+    return Reply(text=text, tool_calls=[])
+
+
+def _checked_calls(spec: OutputSpec, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls found in a reply, under the names their tools were offered by, each distinct one once. Their
+    number is not cut to ``maxItems`` here: a grammar holds them to it, and where none did, the one that set a
+    limit reports the calls past it (``operate_file``)."""
+    resolved = distinct_calls([{"name": spec.aliases.get(c["name"], slash_to_double_underscore(c["name"])),
+                                "parameters": c["parameters"]} for c in found])
     _check_calls(spec, resolved)
-    calls = [{"name": spec.names[name], "parameters": parameters, "id": new_call_id()} for name, parameters in resolved]
-    return Reply(text=text, tool_calls=calls)
+    return [{"name": spec.names[c["name"]], "parameters": c["parameters"], "id": new_call_id()} for c in resolved]
 
 
 def _instructed_calls(text: str) -> list[dict[str, Any]] | None:
@@ -343,11 +365,12 @@ def _why_no_calls(text: str) -> str:
     return "the reply calls no tool, and a tool call is required"
 
 
-def _check_calls(spec: OutputSpec, calls: list[tuple[str, Any]]) -> None:
-    """Each call (model-safe name, parameters) names an offered tool and has parameters that match its schema;
-    the message says which does not."""
+def _check_calls(spec: OutputSpec, calls: list[dict[str, Any]]) -> None:
+    """Each call (its model-safe name, its parameters) names an offered tool and has parameters that match its
+    schema; the message says which does not."""
     assert spec.tools is not None
-    for index, (name, parameters) in enumerate(calls):
+    for index, call in enumerate(calls):
+        name, parameters = call["name"], call["parameters"]
         if name not in spec.tools:
             offered = ", ".join(spec.names[n] for n in spec.tools)
             raise InvalidReply(f"call {index} names {name!r}, which is not one of the tools to call ({offered})")
@@ -382,7 +405,8 @@ def retry_message(spec: OutputSpec, problem: str) -> dict[str, str]:
 
 def distinct_calls(tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The calls, each distinct one (name and parameters) once, in order: small models repeat a call, and
-    running it again would be an action nobody asked for (a second write, a second message sent)."""
+    running it again would be an action nobody asked for (a second write, a second message sent). Every reply's
+    calls are read through it."""
     seen, distinct = set(), []
     for call in tool_calls:
         key = json.dumps([call["name"], call["parameters"]], sort_keys=True)

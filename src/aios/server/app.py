@@ -23,6 +23,7 @@ from aios.errors import Forbidden, KernelError
 from aios.jsonvalues import MAX_JSON_DEPTH
 from aios.kernel import Kernel
 from aios.llm.handler import LLMQuery
+from aios.server.asgi import OPENAI_PREFIX, openai_error
 from aios.server.calls import StreamedCall, until_done_or_disconnected
 from aios.server.limits import MB, BodyLimit
 from aios.server.access_routes import router as access_router
@@ -96,6 +97,9 @@ def create_app(kernel: Kernel, host: str) -> FastAPI:
         if why is not None:
             return JSONResponse(status_code=422, content={"detail": [{"loc": ["body"], "msg": why,
                                                                       "type": "json_invalid"}]})
+        if request.url.path.startswith(OPENAI_PREFIX):  # an unknown route or method there: OpenAI's clients read
+            return JSONResponse(status_code=exc.status_code, headers=exc.headers,  # its error object
+                                content=openai_error(exc.status_code, _not_served(request, exc)))
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -190,6 +194,11 @@ def _located(error: dict[str, Any]) -> dict[str, Any]:
     if error.get("type") == JSON_VALUE_ERROR:
         loc, msg = [*loc, *error["ctx"]["path"]], error["ctx"]["what"]
     return {"loc": loc, "msg": msg, "type": error.get("type")}
+
+
+def _not_served(request: Request, exc: HTTPException) -> str:
+    return (f"{exc.detail}: {request.method} {request.url.path}. The OpenAI-compatible API here serves "
+            "POST /v1/chat/completions, GET /v1/models and GET /v1/models/{model}")
 
 
 def _unparsable(cause: BaseException | None) -> str | None:

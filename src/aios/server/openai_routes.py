@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -24,12 +24,13 @@ from aios.errors import KernelError
 from aios.jsonvalues import json_problem
 from aios.kernel import Kernel
 from aios.llm.handler import LLMQuery
+from aios.llm.prompting import offered_name
 from aios.llm.structured import TOOL_CHOICES, tool_choice_of
 from aios.server.asgi import openai_error
 from aios.server.calls import StreamedCall, until_done_or_disconnected
 from aios.server.wire import (
     MaxTokens,
-    Messages,
+    Message,
     ResponseFormat,
     Seed,
     Stop,
@@ -41,6 +42,7 @@ from aios.server.wire import (
     Tools,
     TopP,
     envelope,
+    messages_of,
 )
 from aios.syscall import Syscall, SyscallKind
 
@@ -48,6 +50,48 @@ router = APIRouter(prefix="/v1")
 
 DEFAULT_AGENT = "openai-client"
 AGENT_HEADER = "x-aios-agent"
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    arguments: str  # JSON, as a string
+
+
+class ToolCall(BaseModel):
+    """A call an assistant made, fed back in the conversation."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class ChatMessage(Message):
+    """A message as OpenAI checks it: every message but an assistant's (which may call tools instead) has
+    content, an assistant's ``tool_calls`` are tool-call objects, and a tool's result names the call it answers
+    (``role`` is checked first, being declared first)."""
+
+    content: str | list[dict[str, Any]] | None = Field(default=None, validate_default=True)
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = Field(default=None, validate_default=True)
+
+    @field_validator("content")
+    @classmethod
+    def _has_content(cls, content: Any, info: ValidationInfo) -> Any:
+        role = info.data.get("role")
+        if content is None and role not in (None, "assistant"):
+            raise ValueError(f"a {role} message needs content: a string or a list of text parts")
+        return content
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _answers_a_call(cls, tool_call_id: str | None, info: ValidationInfo) -> str | None:
+        if tool_call_id is None and info.data.get("role") == "tool":
+            raise ValueError("a tool message needs the tool_call_id of the call whose result it holds")
+        return tool_call_id
 
 
 class StreamOptions(BaseModel):
@@ -63,7 +107,7 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1)
-    messages: Messages
+    messages: messages_of(ChatMessage)  # type: ignore[valid-type]
     tools: Tools = None
     tool_choice: ToolChoice = None
     response_format: ResponseFormat = None
@@ -72,17 +116,18 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: MaxTokens = None
     max_completion_tokens: MaxTokens = None
     stop: Stop = None
-    n: StrictInt = 1
+    # OpenAI marks most fields nullable: null means the default.
+    n: StrictInt | None = None
     seed: Seed = None
-    stream: StrictBool = False
+    stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, min_length=1, max_length=256)
     logprobs: StrictBool | None = None
+    parallel_tool_calls: StrictBool | None = None
     # Accepted without effect:
     frequency_penalty: StrictFloat | None = Field(default=None, ge=-2, le=2)
     presence_penalty: StrictFloat | None = Field(default=None, ge=-2, le=2)
     logit_bias: dict[str, StrictFloat] | None = None
-    parallel_tool_calls: StrictBool | None = None
     top_logprobs: StrictInt | None = Field(default=None, ge=0, le=0)
     store: StrictBool | None = None
     metadata: dict[str, str] | None = None
@@ -92,8 +137,8 @@ class ChatCompletionRequest(BaseModel):
 
     @field_validator("n")
     @classmethod
-    def _one_choice(cls, n: int) -> int:
-        if n != 1:
+    def _one_choice(cls, n: int | None) -> int | None:
+        if n not in (None, 1):
             raise ValueError("n must be 1: this kernel returns one choice per request (send n requests instead)")
         return n
 
@@ -114,7 +159,7 @@ class ChatCompletionRequest(BaseModel):
         if not tools and choice != "none":
             raise ValueError("tool_choice is only allowed when tools are given")
         name = tool_choice_of(choice)
-        if name not in TOOL_CHOICES and name not in {(t.get("function") or {}).get("name") for t in tools}:
+        if name not in TOOL_CHOICES and name not in map(offered_name, tools):
             raise ValueError(f"tool_choice names function {name!r}, which is not among the tools")
         return choice
 
@@ -124,6 +169,7 @@ class ChatCompletionRequest(BaseModel):
             messages=[m.model_dump(exclude_none=True) for m in self.messages],
             tools=self.tools or None,
             tool_choice=self.tool_choice if self.tools else None,
+            parallel_tool_calls=self.parallel_tool_calls is not False,
             llms=[{"name": self.model}],
             response_format=response_format,
             temperature=self.temperature,
@@ -157,10 +203,7 @@ async def chat_completions(request: Request) -> Response:
                               "model", "model_not_found")
         reply = Reply(body.model, body.stream_options is not None and body.stream_options.include_usage)
         if body.stream:
-            call = StreamedCall(kernel, request)
-            await call.submit(agent, body.to_query())
-            return StreamingResponse(reply.events(call), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return await _stream(StreamedCall(kernel, request), agent, body.to_query(), reply)
         syscall = await until_done_or_disconnected(kernel.call(SyscallKind.LLM, agent, body.to_query()), request)
         if syscall is None:  # the client hung up; its syscall was cancelled
             return Response(status_code=499)
@@ -184,6 +227,29 @@ async def model(model: str, request: Request) -> dict[str, Any] | JSONResponse:
         if core.name == model:
             return _model(kernel, core.name, core.backend)
     return OpenAIError(404, f"the model {model!r} does not exist here", "model", "model_not_found").response()
+
+
+async def _stream(call: StreamedCall, agent: str, query: LLMQuery, reply: Reply) -> Response:
+    """A streamed completion, started once the reply's first piece is decoded or the syscall has ended: until
+    then an error (a prompt longer than the model takes, found when it runs) can still have its HTTP status,
+    and the client waits for that first piece either way."""
+    await call.submit(agent, query)
+    pieces = call.pieces()
+    first = await anext(pieces, None)
+    if first is None:  # it ended, or the client went away, without a piece of text
+        if call.syscall is None or not call.syscall.done:
+            return Response(status_code=499)
+        _succeeded(call.syscall)  # raises OpenAIError for a failed syscall
+    return StreamingResponse(reply.events(call, _resumed(first, pieces)), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+
+
+async def _resumed(first: str | None, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The pieces of a stream whose first one (None: there was none) was already read."""
+    if first is not None:
+        yield first
+    async for piece in rest:
+        yield piece
 
 
 def _model(kernel: Kernel, name: str, backend: str) -> dict[str, Any]:
@@ -271,13 +337,13 @@ class Reply:
                              "logprobs": None}],
                 "usage": _usage(response)}
 
-    async def events(self, call: StreamedCall) -> AsyncIterator[str]:
+    async def events(self, call: StreamedCall, pieces: AsyncIterator[str]) -> AsyncIterator[str]:
         """Server-sent events: a chunk per piece of text as it is decoded (a structured reply — tool calls,
         JSON — arrives whole in one chunk at the end; prose under ``tool_choice: auto`` streams), the finish
         reason, the usage if asked, ``[DONE]``."""
         yield self._chunk({"role": "assistant", "content": ""})
         streamed = ""
-        async for piece in call.pieces():
+        async for piece in pieces:
             streamed += piece
             yield self._chunk({"content": piece})
         if call.syscall is None or not call.syscall.done:  # the client went away
@@ -313,11 +379,18 @@ def _event(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+# Why a reply was cut short: the token cap or the model's context, or its KV-cache budget.
+CUT_SHORT = ("length", "kv_budget")
+
+
 def _succeeded(syscall: Syscall) -> dict[str, Any]:
     """The LLM response of an ended syscall; OpenAIError if it failed (a provider's rate limit stays a 429;
-    a structured reply that stayed invalid, or a failed core, is the server's fault)."""
+    a structured reply still invalid after the model ended it, or a failed core, is the server's fault). A
+    structured reply cut short before it was complete is no failure here: as OpenAI does, its text goes back as
+    it is, with ``finish_reason: length`` (a 5xx would only make OpenAI's clients send it again, to the same
+    end). /query's envelope keeps the error, which the AIOS SDK raises."""
     response: dict[str, Any] = envelope(syscall)["response"]
-    if response["error"] is not None:
+    if response["error"] is not None and response["finish_reason"] not in CUT_SHORT:
         status = response["status_code"]
         raise OpenAIError(status if status < 500 or status == 503 else 500, response["error"],
                           code="cancelled" if response["finish_reason"] == "cancelled" else None)
@@ -331,9 +404,10 @@ def _tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _finish_reason(response: dict[str, Any]) -> str:
-    if response["tool_calls"]:
-        return "tool_calls"
-    return "length" if response["finish_reason"] in ("length", "kv_budget") else "stop"
+    """``length`` for any reply cut short, tool calls too (the calls may be fewer than the model meant)."""
+    if response["finish_reason"] in CUT_SHORT:
+        return "length"
+    return "tool_calls" if response["tool_calls"] else "stop"
 
 
 def _usage(response: dict[str, Any]) -> dict[str, int]:

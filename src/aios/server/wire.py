@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Path
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from aios.errors import BadRequest, Cancelled, KernelError
@@ -66,6 +66,13 @@ class Message(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
 
+    @field_validator("role")
+    @classmethod
+    def _developer_is_system(cls, role: str) -> str:
+        """``developer`` is OpenAI's newer name for the system prompt; chat templates, the kernel's own notes
+        (tools, JSON formats) and the providers messages are passed on to know it as ``system``."""
+        return "system" if role == "developer" else role
+
 
 def _text_only(messages: list[Message]) -> list[Message]:
     for i, message in enumerate(messages):
@@ -76,8 +83,13 @@ def _text_only(messages: list[Message]) -> list[Message]:
     return messages
 
 
-# At least one message; of content parts, only text ones (an image would be dropped without a word).
-Messages = Annotated[list[Message], Field(min_length=1), AfterValidator(_text_only)]
+def messages_of(message: type[Message]) -> Any:
+    """A list of messages of this model: at least one; of content parts, only text ones (an image would be
+    dropped without a word)."""
+    return Annotated[list[message], Field(min_length=1), AfterValidator(_text_only)]  # type: ignore[valid-type]
+
+
+Messages = messages_of(Message)
 
 
 class LLMChoice(BaseModel):
