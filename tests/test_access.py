@@ -6,6 +6,8 @@ access route whose answer is everyone's, on the shared kernel that needs no toke
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import json
 import os
 import shutil
@@ -726,6 +728,62 @@ def test_the_agents_commands_send_the_administrator_s_token_of_the_data_dir_or_t
                                                            "completed\n")
 
 
+@contextlib.contextmanager
+def another_server() -> Iterator[tuple[str, list[str | None]]]:
+    """A program of someone else's on a loopback port: its URL, and the Authorization header of each request it
+    got (it refuses them all)."""
+    seen: list[str | None] = []
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+            seen.append(self.headers.get("Authorization"))
+            body = json.dumps({"detail": "who are you?"}).encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", seen
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_the_cli_sends_the_administrator_s_token_only_to_the_kernel_serving_its_data_dir(
+        secured: Secured, tmp_path: Path) -> None:
+    """It went to any loopback port: on a shared machine, another user's program listening there got the
+    kernel. Now the administrator's commands refuse, saying where the kernel serves; the agents commands go
+    without it; and a kernel that stopped (its record left behind) is sent nothing."""
+    kernel = secured.kernel.url
+    with another_server() as (other, seen):
+        listed = aios("token", "list", "--url", other, data_dir=secured.data_dir)
+        ps = aios("agents", "ps", "--url", other, data_dir=secured.data_dir)
+        stopped = tmp_path / "access"
+        stopped.mkdir()
+        (stopped / "admin.token").write_text(secured.admin_token)
+        ended = subprocess.Popen([sys.executable, "-c", "pass"])  # the kernel that recorded it, ended
+        ended.wait()
+        (stopped / "admin.url").write_text(json.dumps({"url": other, "pid": ended.pid}))
+        after_stop = aios("token", "list", "--url", other, data_dir=tmp_path)
+    assert listed.returncode == 2 and listed.stderr == (
+        f"aios: the kernel of the data dir {secured.data_dir} serves at {kernel}, not {other}, and its administrator's "
+        f"token goes only there: give --url {kernel}, or --admin-token for another kernel\n")
+    assert ps.returncode == 1 and "[401] who are you?" in ps.stderr
+    assert after_stop.returncode == 2 and "is not running, and its administrator's token goes only to it" in after_stop.stderr
+    assert seen == [None]  # the agents command's request, without the token
+    as_localhost = aios("token", "list", "--url", kernel.replace("127.0.0.1", "localhost"), data_dir=secured.data_dir)
+    assert as_localhost.returncode == 0 and "alice" in as_localhost.stdout, as_localhost.stderr
+
+
 @pytest.mark.parametrize("words", [("agents", "ps"), ("agents", "logs", "1"), ("agents", "cancel", "1"),
                                    ("run-agent", "example/chat", "--task", "x")], ids=" ".join)
 def test_the_agents_commands_without_a_token_say_how_to_give_one(secured: Secured, tmp_path: Path,
@@ -733,8 +791,8 @@ def test_the_agents_commands_without_a_token_say_how_to_give_one(secured: Secure
     result = aios(*words, "--url", secured.kernel.url, data_dir=tmp_path)  # a data dir with no administrator's token
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("aios: [401] this kernel requires a bearer token")
-    assert result.stderr.endswith("; give --token TOKEN or set $AIOS_TOKEN (without either, a kernel on this machine "
-                                  f"is sent the administrator's token in {tmp_path}/access/admin.token)\n")
+    assert result.stderr.endswith("; give --token TOKEN or set $AIOS_TOKEN (without either, the kernel serving this "
+                                  f"data dir is sent the administrator's token in {tmp_path}/access/admin.token)\n")
 
 
 def test_serving_beyond_loopback_without_choosing_auth_is_refused(data_dir: Path) -> None:

@@ -175,30 +175,26 @@ def _one_word(token: Optional[str]) -> Optional[str]:
 
 TokenOption = typer.Option(None, "--token", envvar="AIOS_TOKEN", show_envvar=False, callback=_one_word,
                            help="the token to send, for a kernel that requires one (default: $AIOS_TOKEN, else the "
-                                "administrator's, from <data_dir>/access/admin.token)")
+                                "administrator's, from <data_dir>/access/admin.token, to the kernel serving that "
+                                "data dir)")
 
 
 @contextmanager
 def _agents_calls(token: Optional[str], config: Optional[Path], url: Optional[str]) -> Iterator[None]:
-    """The SDK's requests of an agents command, sent with ``token``, else, to a kernel on this machine, with the
-    administrator's token of the data dir when there is one (a kernel that requires none takes it too; another
-    machine's kernel is not sent it); a refusal ends the command with the kernel's words, and a 401 with how to
-    give a token."""
-    from urllib.parse import urlsplit
-
+    """The SDK's requests of an agents command, sent with ``token``, else, to the kernel serving the data dir,
+    with its administrator's token (a kernel that requires none takes it too; no other server is sent it); a
+    refusal ends the command with the kernel's words, and a 401 with how to give a token."""
     from aios.sdk import AIOSError, kernel_url
-    from aios.server.auth import is_loopback
 
-    local = is_loopback(urlsplit(kernel_url(url)).hostname or "")
-    sent = token if token is not None else _admin_token(config)[1] if local else None
+    sent = token if token is not None else _local_admin_token(config, kernel_url(url))
     before = os.environ.get("AIOS_TOKEN")
     if sent is not None:
         os.environ["AIOS_TOKEN"] = sent  # the SDK sends $AIOS_TOKEN with every request
     try:
         yield
     except AIOSError as exc:
-        hint = (f"; give --token TOKEN or set $AIOS_TOKEN (without either, a kernel on this machine is sent the "
-                f"administrator's token in {_admin_token(config)[0]})") if exc.status_code == 401 else ""
+        hint = (f"; give --token TOKEN or set $AIOS_TOKEN (without either, the kernel serving this data dir is sent "
+                f"the administrator's token in {_admin_token(config)[0]})") if exc.status_code == 401 else ""
         raise _fail(f"{exc}{hint}", code=1) from None
     finally:  # for whatever runs next in this process
         if before is None:
@@ -279,7 +275,8 @@ token_app = typer.Typer(help="Agents' tokens, for a kernel that requires them (t
 app.add_typer(token_app, name="token")
 UrlOption = typer.Option(None, "--url", help="kernel URL (default: $AIOS_KERNEL_URL or localhost:8000)")
 AdminTokenOption = typer.Option(None, "--admin-token", envvar="AIOS_ADMIN_TOKEN",
-                                help="default: <data_dir>/access/admin.token")
+                                help="default: <data_dir>/access/admin.token, for the kernel serving that "
+                                     "data dir only")
 
 
 def _admin_token(config: Optional[Path]) -> tuple[Path, Optional[str]]:
@@ -291,6 +288,46 @@ def _admin_token(config: Optional[Path]) -> tuple[Path, Optional[str]]:
         return path, None
 
 
+def _local_admin_token(config: Optional[Path], url: str) -> Optional[str]:
+    """The administrator's token of the data dir, if ``url`` is where the kernel that keeps it serves now (sent
+    to any other server, it would give that server's owner the kernel)."""
+    from aios.access import address
+
+    path, token = _admin_token(config)
+    served = address.serving(path.parent)
+    return token if served is not None and _same_address(served, url) else None
+
+
+def _same_address(served: str, url: str) -> bool:
+    """Whether ``url`` reaches the server at ``served``: the same port, and the same host or both loopback."""
+    from urllib.parse import urlsplit
+
+    from aios.server.auth import is_loopback
+
+    a, b = urlsplit(served), urlsplit(url)
+    try:
+        same_port = (a.scheme, a.port) == (b.scheme, b.port)
+    except ValueError:  # a port that is no number
+        return False
+    hosts = (a.hostname or "", b.hostname or "")
+    return same_port and (hosts[0] == hosts[1] or all(is_loopback(host) for host in hosts))
+
+
+def _no_admin_token(config: Optional[Path], url: str) -> typer.Exit:
+    """Why the administrator's token of the data dir is not sent to ``url``, and what to do."""
+    from aios.access import address
+
+    path, token = _admin_token(config)
+    if token is None:
+        return _fail(f"no administrator's token at {path}: start the kernel once, or give --admin-token")
+    served = address.serving(path.parent)
+    if served is None:
+        return _fail(f"the kernel of the data dir {path.parent.parent} is not running, and its administrator's token "
+                     "goes only to it: start it, or give --admin-token for another kernel")
+    return _fail(f"the kernel of the data dir {path.parent.parent} serves at {served}, not {url}, and its "
+                 f"administrator's token goes only there: give --url {served}, or --admin-token for another kernel")
+
+
 def _admin(url: Optional[str], admin_token: Optional[str], config: Optional[Path],  # noqa: ANN202
            read_timeout: Optional[float] = 90.0):
     """An HTTP client to the kernel, as its administrator (``read_timeout`` None: wait as long as it takes)."""
@@ -298,11 +335,12 @@ def _admin(url: Optional[str], admin_token: Optional[str], config: Optional[Path
 
     from aios.sdk import kernel_url
 
+    target = kernel_url(url)
     if admin_token is None:
-        path, admin_token = _admin_token(config)
+        admin_token = _local_admin_token(config, target)
         if admin_token is None:
-            raise _fail(f"no administrator's token at {path}: start the kernel once, or give --admin-token")
-    return httpx.Client(base_url=kernel_url(url), headers={"Authorization": f"Bearer {admin_token}"},
+            raise _no_admin_token(config, target)
+    return httpx.Client(base_url=target, headers={"Authorization": f"Bearer {admin_token}"},
                         timeout=httpx.Timeout(read_timeout, connect=10.0))
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from aios.access import address
 from aios.access.approvals import Approvals
 from aios.access.resources import GROUP_PREFIX, Resource, check_grantee, satisfies
 from aios.access.store import AccessStore
@@ -213,7 +214,13 @@ class AccessManager:
             agent = viewer
         return await self._db(self.store.audit_log, agent, decision, since, limit)
 
+    def serving_at(self, url: str) -> None:
+        """Record where this kernel serves, beside the administrator's token: the command line sends the token
+        there only (``aios.access.address``)."""
+        address.record(self.admin_token_path.parent, url)
+
     async def close(self) -> None:
+        address.forget(self.admin_token_path.parent)
         await asyncio.get_running_loop().run_in_executor(self._thread, self.store.close)
         self._thread.shutdown(wait=False)
 

@@ -249,6 +249,7 @@ async def serve(
     def ready(url: str) -> None:
         kernel.storage.shares.served_url = url  # share links name this URL when no other is known
         kernel.agents.kernel_url = url  # the agents it runs call it here
+        kernel.access.serving_at(url)  # the command line sends the administrator's token here only
         on_ready(url)
 
     server = _Server(config, ready, kernel)
