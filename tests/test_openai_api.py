@@ -247,6 +247,7 @@ BAD_BODIES = [
     ({"messages": CAPITAL}, 400, "model"),
     (chat(model="no-such-model"), 404, "model"),
     (chat(messages=[]), 400, "messages"),
+    (chat(user="a\x00b"), 400, "user"),  # NUL: no store keeps it
     (chat(messages=[{"role": "wizard", "content": "hi"}]), 400, "messages[0].role"),
     (chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), 400,
      "messages"),

@@ -150,6 +150,8 @@ BAD_QUERIES = [
     # (id, body, HTTP status, text the error must contain)
     ("no-agent", {"query_type": "llm", "query_data": {"messages": CAPITAL}}, 422, "agent_name"),
     ("empty-agent", {"agent_name": "", "query_type": "llm", "query_data": {"messages": CAPITAL}}, 422, "agent_name"),
+    ("nul-in-agent", {"agent_name": "a\x00b", "query_type": "memory", "query_data": {"operation_type": "add_memory",
+     "params": {"content": "x"}}}, 422, "an agent's name cannot hold the NUL character"),
     ("unknown-query-type", {"agent_name": "a", "query_type": "gpu", "query_data": {}}, 422, "query_type"),
     ("query-data-not-object", {"agent_name": "a", "query_type": "llm", "query_data": []}, 422, "query_data"),
     ("no-messages", llm({}), 422, "messages"),

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aios.access.manager import ADMIN, AccessManager
 from aios.errors import Forbidden, KernelError
-from aios.server.wire import PathId
+from aios.server.wire import AgentName, PathId
 from aios.tools.builtin import files
 
 router = APIRouter(prefix="/access")
@@ -53,7 +53,7 @@ class _Body(BaseModel):
 
 
 class AgentBody(_Body):
-    agent_name: str = Field(min_length=1, max_length=256)
+    agent_name: AgentName
 
 
 class GrantBody(_Body):

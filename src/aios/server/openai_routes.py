@@ -29,6 +29,7 @@ from aios.llm.structured import TOOL_CHOICES, tool_choice_of
 from aios.server.asgi import openai_error
 from aios.server.calls import StreamedCall, until_done_or_disconnected
 from aios.server.wire import (
+    AgentName,
     MaxTokens,
     Message,
     ResponseFormat,
@@ -121,7 +122,7 @@ class ChatCompletionRequest(BaseModel):
     seed: Seed = None
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
-    user: str | None = Field(default=None, min_length=1, max_length=256)
+    user: AgentName | None = None
     logprobs: StrictBool | None = None
     parallel_tool_calls: StrictBool | None = None
     # Accepted without effect:

@@ -31,12 +31,23 @@ StrictBool = Annotated[bool, Field(strict=True)]
 PathId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
+def _no_nul(name: str) -> str:
+    if "\x00" in name:
+        raise ValueError("an agent's name cannot hold the NUL character (\\u0000): no store keeps it")
+    return name
+
+
+# An agent's name as a request gives it. Other characters are the agent's own to choose (every display escapes
+# them), but not NUL: PostgreSQL text cannot hold it, and the agent's first syscall there would fail.
+AgentName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_no_nul)]
+
+
 class QueryRequest(BaseModel):
     """``POST /query`` body. ``query_data`` is checked against the model for its ``query_type``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    agent_name: str = Field(min_length=1, max_length=256, examples=["example/demo"])
+    agent_name: AgentName = Field(examples=["example/demo"])
     query_type: Literal["llm", "memory", "storage", "tool"]
     query_data: dict[str, Any]
 
