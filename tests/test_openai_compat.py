@@ -157,6 +157,14 @@ def test_tool_choice_reaches_the_provider(provider: Provider, choice: Any, sent:
     assert provider.received[0]["tool_choice"] == sent
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+def test_parallel_tool_calls_false_reaches_the_provider(provider: Provider, parallel: bool) -> None:
+    provider.script = [(200, completion(calls=[("clock", "{}")]))]
+    answer(provider.url, LLMQuery(ASK, action_type="chat_with_tool_call_output", tools=[WEATHER, {"name": "clock"}],
+                                  parallel_tool_calls=parallel))
+    assert provider.received[0].get("parallel_tool_calls", "not sent") == ("not sent" if parallel else False)
+
+
 def test_json_goes_to_the_provider_as_its_response_format(provider: Provider) -> None:
     provider.script = [(200, completion('{"name": "Ada", "age": 36}'))]
     response = answer(provider.url, LLMQuery(ASK, action_type="chat_with_json_output", response_format={

@@ -113,6 +113,8 @@ def chat_body(model: str, request: GenerationRequest, tokens_field: str = "max_t
     if spec is not None and spec.tools is not None:
         body["tools"] = request.tools
         body["tool_choice"] = _tool_choice(spec)
+        if spec.schema.get("maxItems") == 1:  # sent only when false: not every server copying the API knows it
+            body["parallel_tool_calls"] = False
     elif spec is not None:
         body["response_format"] = _response_format(spec)
     return body
