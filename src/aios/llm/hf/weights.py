@@ -12,7 +12,9 @@ model (``llms.models[].weights``):
   GEMM (``cblas_sgemm_pack``), whose product gives a row bitwise the same result whatever the number of rows, with
   up to 8 threads (every projection shape of the embedded model and a 1.7B one, ``benchmarks/row_invariance.py``; a
   tiny one, 96 × 128, differed at one row; with 12 threads or more MKL splits some products of a few rows over its
-  threads, and they differ): plain ``x @ W`` takes another kernel for one row, and for the larger shapes rounds
+  threads, and they differ). That is on Intel's CPUs; on AMD's EPYC the rows past the last group of four differ,
+  so there the rows go in groups of four (zeros fill the last), which the kernel measures once (``mkl_row_multiple``).
+  Plain ``x @ W`` takes another kernel for one row, and for the larger shapes rounds
   differently at most numbers of rows. So a sequence's logits do not depend on what it is batched with. It is also
   faster with several rows (decode steps of the embedded model at 8-32 rows 1.05-1.09× plain; at one row and reading
   a prompt 0.97-0.98×: ``benchmarks/weights.py``). Elsewhere, and for a layer whose rows an embedding looks up, they
@@ -41,6 +43,7 @@ differ only in their last bits, which has not changed a reply in the tests).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Literal
 
@@ -91,6 +94,38 @@ def _mkl_packed(weight: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
+@functools.cache
+def mkl_row_multiple(threads: int) -> int | None:
+    """In groups of how many rows MKL's packed GEMM must be given activations, on this CPU with ``threads``
+    threads, for each row's result to be the same whatever rows are beside it: 1 where any number will do
+    (Intel's CPUs, up to 8 threads), 4 on AMD's EPYC (rows past the last group of four go through another kernel,
+    whose last bits differ); None where no group of up to 16 rows does. Measured once per thread count, on a
+    product of the embedded model's size (every shape measured behaves alike: ``benchmarks/row_invariance.py``)."""
+    numbers = torch.Generator().manual_seed(0)
+    weight, x = torch.randn(576, 576, generator=numbers), torch.randn(48, 576, generator=numbers)
+    packed = _mkl_packed(weight)
+    if packed is None:
+        return None
+    shape = weight.new_empty(1).expand(weight.shape)
+    whole = torch.ops.mkl._mkl_linear(x, packed, shape, None, len(x))  # 48 rows: a multiple of every group
+    for multiple in (1, 2, 4, 8, 16):
+        if all(torch.equal(_in_groups(x[:rows], multiple, packed, shape), whole[:rows]) for rows in range(1, 40)):
+            return multiple
+    log.warning("MKL's products depend on the rows beside them here (%d threads): a greedy reply may change "
+                "with its batch", threads)
+    return None
+
+
+def _in_groups(x: torch.Tensor, multiple: int, packed: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    """MKL's product of ``x`` by packed weights, given rows in groups of ``multiple`` (zeros fill the last)."""
+    rows = len(x)
+    whole = -(-rows // multiple) * multiple
+    if whole != rows:
+        x = torch.cat([x, x.new_zeros(whole - rows, x.shape[1])])
+    # Rows must be the last argument: for another count the op multiplies by the placeholder instead.
+    return torch.ops.mkl._mkl_linear(x, packed, shape, None, whole)[:rows]
+
+
 def onednn_bf16() -> bool:
     """Whether this CPU runs bfloat16 matrix products in hardware through oneDNN (AMX or AVX512-BF16)."""
     return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -109,12 +144,14 @@ class Linear:
         self.out_features = weight.shape[0]
         self.bias = None if bias is None else bias.detach()
         self.native_t = self.mkl = self.mkl_shape = None
+        self.mkl_rows: int | None = None  # MKL's products go in groups of this many rows (see mkl_row_multiple)
         self.block_kernel = block_kernel if fmt == "native" else None
         self.blocks = exact_blocks(weight) if self.block_kernel is not None else None
         if fmt == "native" and self.blocks is None:
             self.mkl = None if lookup else _mkl_packed(weight)
             if self.mkl is not None:
                 self.mkl_shape = weight.new_empty(1).expand(weight.shape)  # the call reads only the weight's shape
+                self.mkl_rows = mkl_row_multiple(torch.get_num_threads())
             else:
                 # As [in, out]: MKL multiplies a few rows by it faster than by [out, in] (a decode step of the
                 # embedded model at 1-32 rows: 1.07-1.2x), with the same results from 16 rows on.
@@ -139,17 +176,17 @@ class Linear:
     @property
     def row_invariant(self) -> bool:
         """Whether a row's result is bitwise the same whatever the number of rows multiplied with it (native
-        weights in blocks or packed for MKL; plain ones take another kernel for a single row)."""
-        return self.blocks is not None or self.mkl is not None
+        weights in blocks, or packed for MKL on a CPU where some group of rows makes it so; plain ones take
+        another kernel for a single row)."""
+        return self.blocks is not None or self.mkl_rows is not None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.blocks is not None:
             y = self.block_kernel(x, self.blocks)
             return y if self.bias is None else y + self.bias
         if self.mkl is not None:
-            # Rows must be the last argument: for another count the op multiplies by the placeholder instead.
             assert x.dim() == 2, "packed weights take [rows, in] activations"
-            y = torch.ops.mkl._mkl_linear(x, self.mkl, self.mkl_shape, None, len(x))
+            y = _in_groups(x, self.mkl_rows or 1, self.mkl, self.mkl_shape)
             return y if self.bias is None else y + self.bias
         if self.native_t is not None:
             return x @ self.native_t if self.bias is None else torch.addmm(self.bias, x, self.native_t)
