@@ -148,6 +148,25 @@ def test_response_format_holds_when_tool_choice_is_none(kernel: KernelProcess) -
     jsonschema.validate(json.loads(body["choices"][0]["message"]["content"]), CITY)
 
 
+ANSWER = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+
+
+@pytest.mark.parametrize("question", ["What is the capital of France?", "What is the weather in Paris?"])
+def test_with_tools_under_auto_a_reply_without_calls_is_the_json_asked_for(kernel: KernelProcess,
+                                                                          question: str) -> None:
+    """An agent with tools and an output type (the OpenAI Agents SDK sends both): the reply calls a tool or is
+    the JSON asked for, never prose (it was prose, which the agent could not read)."""
+    body = kernel.client.post("/v1/chat/completions", json=chat(
+        messages=[{"role": "user", "content": question}], tools=[WEATHER], max_tokens=60,
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER}})).json()
+    message = body["choices"][0]["message"]
+    if message.get("tool_calls"):
+        assert body["choices"][0]["finish_reason"] == "tool_calls"
+        jsonschema.validate(json.loads(message["tool_calls"][0]["function"]["arguments"]), CITY)
+    else:
+        jsonschema.validate(json.loads(message["content"]), ANSWER)
+
+
 def test_a_developer_message_is_the_system_prompt(kernel: KernelProcess) -> None:
     """The same prompt, token for token, as with a system message: no default system prompt of the template's,
     no second system message for the tools the kernel describes in it."""

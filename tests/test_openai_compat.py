@@ -165,6 +165,14 @@ def test_parallel_tool_calls_false_reaches_the_provider(provider: Provider, para
     assert provider.received[0].get("parallel_tool_calls", "not sent") == ("not sent" if parallel else False)
 
 
+def test_tools_and_a_json_answer_go_to_the_provider_together(provider: Provider) -> None:
+    provider.script = [(200, completion('{"city": "Paris"}'))]
+    reply = answer(provider.url, LLMQuery(ASK, tools=[WEATHER], response_format={"type": "json_object"}))
+    sent = provider.received[0]
+    assert (sent["tool_choice"], sent["response_format"]) == ("auto", {"type": "json_object"})
+    assert json.loads(reply.response_message) == {"city": "Paris"} and reply.tool_calls == []
+
+
 def test_json_goes_to_the_provider_as_its_response_format(provider: Provider) -> None:
     provider.script = [(200, completion('{"name": "Ada", "age": 36}'))]
     response = answer(provider.url, LLMQuery(ASK, action_type="chat_with_json_output", response_format={

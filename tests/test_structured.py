@@ -15,6 +15,7 @@ from aios.llm.structured import (
     MAX_CALLS,
     InvalidReply,
     ProseGate,
+    calls_or_answer,
     json_spec,
     parse_reply,
     retry_message,
@@ -103,6 +104,32 @@ def test_auto_accepts_prose_or_valid_calls_but_not_invalid_calls() -> None:
     assert parse_reply(spec, json.dumps([call("clock")])).tool_calls[0]["name"] == "clock"
     with pytest.raises(InvalidReply):
         parse_reply(spec, json.dumps([call("clock", extra=1), call("nope")]))
+
+
+def test_under_auto_with_a_json_answer_a_reply_is_calls_or_that_json_never_prose() -> None:
+    spec = calls_or_answer(tool_call_spec(TOOLS, "auto"), json_spec(PERSON))
+    assert parse_reply(spec, json.dumps([call("clock")])).tool_calls[0]["name"] == "clock"
+    answer = parse_reply(spec, '{"name": "Ada", "age": 36}')
+    assert (answer.value, answer.tool_calls) == ({"name": "Ada", "age": 36}, [])
+    for reply, problem in [("Ada is 36.", "the reply is not JSON"), ('{"age": -1}', "'name' is a required property")]:
+        with pytest.raises(InvalidReply, match=problem):
+            parse_reply(spec, reply)
+    whole = Draft202012Validator(spec.whole_schema)  # what the grammar holds the reply to: both, nothing else
+    assert whole.is_valid([call("clock")]) and whole.is_valid({"name": "Ada"}) and not whole.is_valid("Ada")
+    assert spec.key != tool_call_spec(TOOLS, "auto").key  # a grammar of its own
+
+
+def test_definitions_of_the_tools_and_of_the_answer_both_resolve_and_may_not_clash() -> None:
+    booking = {"name": "book", "parameters": {"type": "object", "$defs": {"Guest": PERSON},
+                                              "properties": {"guest": {"$ref": "#/$defs/Guest"}}, "required": ["guest"]}}
+    answer = {"type": "object", "$defs": {"Reason": {"type": "string", "minLength": 3}},
+              "properties": {"why": {"$ref": "#/$defs/Reason"}}, "required": ["why"]}
+    whole = Draft202012Validator(calls_or_answer(tool_call_spec([booking], "auto"), json_spec(answer)).whole_schema)
+    assert whole.is_valid([call("book", guest={"name": "Ada"})]) and whole.is_valid({"why": "because"})
+    assert not whole.is_valid({"why": "no"}) and not whole.is_valid([call("book", guest={})])
+    clashing = {**answer, "$defs": {**answer["$defs"], "book.Guest": {"type": "string"}}}
+    with pytest.raises(ValueError, match="both define \\$defs/book.Guest, differently"):
+        calls_or_answer(tool_call_spec([booking], "auto"), json_spec(clashing))
 
 
 QUOTED_CALL = 'Here it is:\n```json\n{"name": "demo__get_weather", "parameters": {"town": "Paris"}}\n```'

@@ -30,6 +30,7 @@ from aios.llm.structured import (
     OutputSpec,
     ProseGate,
     Reply,
+    calls_or_answer,
     json_spec,
     parse_reply,
     retry_message,
@@ -273,10 +274,13 @@ _CUT_BY = {"length": "it reached that or the model's context length",
 
 def _output_spec(query: LLMQuery) -> OutputSpec | None:
     """What the reply must be: tool calls when tools are offered (``required`` by default for the tool actions,
-    ``auto`` for chat), else (no tools, or ``tool_choice: none``) JSON when asked for, else free text."""
+    ``auto`` for chat, where a reply without calls is the JSON asked for, if any), else (no tools, or
+    ``tool_choice: none``) JSON when asked for, else free text."""
     if query.model_tools:
         default = "required" if query.action_type in TOOL_ACTIONS else "auto"
         calls = tool_call_spec(query.tools or [], query.tool_choice or default, query.parallel_tool_calls)
+        if calls is not None and calls.allow_text and query.wants_json:  # no call: then the JSON, not prose
+            return calls_or_answer(calls, json_spec(requested_schema(query.response_format)))
         if calls is not None:
             return calls
     if query.wants_json:
@@ -294,6 +298,8 @@ def _request(query: LLMQuery, request: GenerationRequest) -> GenerationRequest:
     request.constraint = spec
     if spec.tools is not None:
         request.tools = query.model_tools
+        if spec.answer is not None:  # how to answer when no tool fits
+            request.messages = merge_messages_with_response_format(query.messages, query.response_format)
     else:
         request.messages = merge_messages_with_response_format(query.messages, query.response_format)
         if not query.core.constrains:  # type: ignore[union-attr]
@@ -302,11 +308,13 @@ def _request(query: LLMQuery, request: GenerationRequest) -> GenerationRequest:
 
 
 def _shaped(reply: Reply, generation: Generation) -> LLMResponse:
-    if reply.tool_calls is not None:
+    if reply.tool_calls:
+        return LLMResponse.ended(generation, response_message=None, tool_calls=reply.tool_calls)
+    if reply.tool_calls is not None and reply.value is None:
         # With tool_choice auto, a model that answers in prose instead of calling a tool gives an answer.
-        return LLMResponse.ended(generation, response_message=None if reply.tool_calls else reply.text,
-                                 tool_calls=reply.tool_calls)
-    return LLMResponse.ended(generation, response_message=json.dumps(reply.value, ensure_ascii=False))
+        return LLMResponse.ended(generation, response_message=reply.text, tool_calls=[])
+    return LLMResponse.ended(generation, response_message=json.dumps(reply.value, ensure_ascii=False),
+                             tool_calls=reply.tool_calls)
 
 
 def _invalid(error: str, generation: Generation) -> LLMResponse:

@@ -115,6 +115,8 @@ def chat_body(model: str, request: GenerationRequest, tokens_field: str = "max_t
         body["tool_choice"] = _tool_choice(spec)
         if spec.schema.get("maxItems") == 1:  # sent only when false: not every server copying the API knows it
             body["parallel_tool_calls"] = False
+        if spec.answer is not None:  # no call: then this JSON
+            body["response_format"] = _response_format(OutputSpec(spec.answer))
     elif spec is not None:
         body["response_format"] = _response_format(spec)
     return body
@@ -133,7 +135,7 @@ def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tool_choice(spec: OutputSpec) -> Any:
-    if spec.allow_text:
+    if spec.without_a_call != "call":
         return "auto"
     if len(spec.tools or {}) == 1:
         return {"type": "function", "function": {"name": next(iter(spec.tools or {}))}}

@@ -109,11 +109,12 @@ def _tool_for_model(index: int, tool: Any) -> dict[str, Any]:
 
 
 def merge_messages_with_tools(
-    messages: list[dict[str, Any]], tools: list[dict[str, Any]], must_call: bool = False
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]], otherwise: str = "text"
 ) -> list[dict[str, Any]]:
     """New messages with the tools and how to call them folded into the system prompt, for chat templates that
-    have no ``tools`` slot. ``must_call`` says a reply without a call will not do (``tool_choice`` required).
-    An empty tool list adds nothing. The input is not modified."""
+    have no ``tools`` slot. ``otherwise``: what a reply that calls no tool may be — ``text``, ``json`` (the
+    JSON that the messages ask for), or ``call`` (none: a reply without a call will not do, ``tool_choice``
+    required). An empty tool list adds nothing. The input is not modified."""
     if not tools:
         return copy.deepcopy(messages)
     described = json.dumps(tools_for_model(tools), separators=(",", ":"), ensure_ascii=False)
@@ -121,9 +122,14 @@ def merge_messages_with_tools(
         f"You can call these tools:\n{described}\n"
         "To call tools, reply with ONLY a JSON array of calls and no other text, using the exact tool names "
         'given above, like: [{"name": "tool_name", "parameters": {"argument": "value"}}]\n'
-        + ("Reply with a call." if must_call else "If no tool fits the request, answer normally in plain text.")
+        + _WITHOUT_A_CALL[otherwise]
     )
     return _with_system_note(messages, instruction)
+
+
+_WITHOUT_A_CALL = {"call": "Reply with a call.",
+                   "text": "If no tool fits the request, answer normally in plain text.",
+                   "json": "If no tool fits the request, answer with the JSON asked for."}
 
 
 # --- response formats -------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ form ``merge_messages_with_tools`` asks for — so prompt-only and constrained d
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator
 
 from jsonschema import Draft202012Validator
@@ -68,18 +68,31 @@ class OutputSpec:
     """The reply is JSON matching ``schema``; with ``allow_text`` it may instead be prose that does not start
     like JSON (``tool_choice: auto``). For a list of tool calls, ``tools`` maps each callable tool's
     model-safe name to its parameters schema, ``names`` maps it to the name the tool was offered by, and
-    ``aliases`` maps short names the calls may use to model-safe names."""
+    ``aliases`` maps short names the calls may use to model-safe names; ``answer``, when set, is the JSON a
+    reply that calls no tool must be instead of prose (``tool_choice: auto`` with a JSON ``response_format``)."""
 
     schema: dict[str, Any]
     allow_text: bool = False
     tools: dict[str, dict[str, Any]] | None = None
     names: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    answer: dict[str, Any] | None = None
+
+    @property
+    def whole_schema(self) -> dict[str, Any]:
+        """What the whole reply matches: ``schema``, or it or ``answer``."""
+        return self.schema if self.answer is None else either(self.schema, self.answer)
+
+    @property
+    def without_a_call(self) -> str:
+        """What a reply that calls no tool may be: ``text`` (``auto``), ``json`` (the answer) or ``call`` (no
+        such reply will do)."""
+        return "json" if self.answer is not None else "text" if self.allow_text else "call"
 
     @property
     def key(self) -> str:
         """A stable text form, for caching compiled grammars."""
-        return json.dumps([self.schema, self.allow_text], sort_keys=True, separators=(",", ":"))
+        return json.dumps([self.whole_schema, self.allow_text], sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,28 @@ class Reply:
     text: str
     value: Any = None
     tool_calls: list[dict[str, Any]] | None = None
+
+
+def calls_or_answer(calls: OutputSpec, answer: OutputSpec) -> OutputSpec:
+    """Tool calls under ``auto`` (``calls``), where a reply that calls none is the JSON ``answer`` asks for,
+    not prose. Raises ValueError naming a definition both schemas give differently."""
+    either(calls.schema, answer.schema)  # what it refuses is refused now (a 400), not when the grammar is built
+    return replace(calls, allow_text=False, answer=answer.schema)
+
+
+def either(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """A schema matching what matches ``first`` or ``second``. Their definitions move to the root, where their
+    references (``#/$defs/...``, ``#/definitions/...``) point."""
+    parts, hoisted = [], {}
+    for schema in (first, second):
+        part = dict(schema)
+        for key in ("$defs", "definitions"):
+            for name, definition in (part.pop(key, None) or {}).items():
+                if hoisted.setdefault(key, {}).setdefault(name, definition) != definition:
+                    raise ValueError(f"the response_format schema and the tools' parameters both define {key}/{name}, "
+                                     "differently: rename one")
+        parts.append(part)
+    return {"anyOf": parts, **hoisted}
 
 
 def json_spec(schema: dict[str, Any] | None) -> OutputSpec:
@@ -303,12 +338,17 @@ def parse_reply(spec: OutputSpec, text: str, constrained: bool = False) -> Reply
     prompt-only output is judged fairly. Raises :class:`InvalidReply` saying what is wrong with it."""
     if spec.tools is not None:
         return _tool_reply(spec, text, constrained)
+    return Reply(text=text, value=_answer(spec.schema, text))
+
+
+def _answer(schema: dict[str, Any], text: str) -> Any:
+    """The JSON value of a reply that must match ``schema``."""
     try:
         value = extract_json(text)
     except ValueError as exc:
         raise InvalidReply(f"the reply is not JSON: {exc}") from None
-    _validate(spec.schema, value)
-    return Reply(text=text, value=value)
+    _validate(schema, value)
+    return value
 
 
 def _tool_reply(spec: OutputSpec, text: str, constrained: bool) -> Reply:
@@ -316,6 +356,8 @@ def _tool_reply(spec: OutputSpec, text: str, constrained: bool) -> Reply:
     prose unless it holds valid calls: an answer may quote JSON that looks like a call (the user asked for
     some), and that is no reason to fail it or to retry."""
     stripped = text.strip()
+    if spec.answer is not None and not stripped.startswith("["):
+        return Reply(text=text, value=_answer(spec.answer, text), tool_calls=[])
     prose_allowed = spec.allow_text and not stripped.startswith("[")
     found = _instructed_calls(stripped)
     if found is None and not constrained:  # read as leniently as the seed: fences, tags, "arguments", prose around
@@ -398,7 +440,8 @@ def _at(path: Iterable[Any]) -> str:
 
 def retry_message(spec: OutputSpec, problem: str) -> dict[str, str]:
     """The user turn that shows the model why its reply was refused, for one more try."""
-    wanted = "a JSON array of tool calls" if spec.tools is not None else "JSON"
+    wanted = "JSON" if spec.tools is None else "a JSON array of tool calls, or the JSON answer asked for" \
+        if spec.answer is not None else "a JSON array of tool calls"
     return {"role": "user", "content": f"That reply was not valid: {problem}. Reply again with ONLY {wanted} "
                                        f"that matches the required schema, and no other text."}
 

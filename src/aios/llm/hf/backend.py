@@ -199,7 +199,7 @@ class HfLocalBackend:
         if tools and self.template_accepts_tools and not own_format:
             template_kwargs["tools"] = tools
         elif tools:
-            messages = merge_messages_with_tools(messages, tools, must_call=spec is not None and not spec.allow_text)
+            messages = merge_messages_with_tools(messages, tools, spec.without_a_call if spec else "text")
         try:
             prompt = self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, tokenize=False, **template_kwargs

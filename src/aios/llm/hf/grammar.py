@@ -148,7 +148,7 @@ class Grammars:
 
 def grammar_of(spec: OutputSpec) -> str:
     """The llguidance grammar for a spec: compact JSON for its schema, or (``allow_text``) that or prose."""
-    schema = closed(spec.schema)
+    schema = closed(spec.whole_schema)
     if not spec.allow_text:
         return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=COMPACT_JSON)
     schema["x-guidance"] = COMPACT_JSON
