@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +22,12 @@ import pytest
 from aios.errors import BadRequest, NotFound
 from aios.tools.builtin.calculator import calculate
 from aios.tools.builtin.clock import TOOLS as CLOCK_TOOLS
-from aios.tools.builtin.text import text_stats
+from aios.tools.builtin.text import MAX_TEXT, text_stats
+from aios.tools.builtin.text import TOOL as TEXT_TOOL
 from aios.tools.builtin.units import TOOL as UNITS_TOOL
 from aios.tools.builtin.units import convert
 from aios.tools.folder import load_tool_folder, load_tool_folders
+from aios.tools.handler import reply
 from aios.tools.registry import ToolRegistry
 from aios.tools.runner import CallOutcome, ToolRunner
 from aios.tools.tool import InvalidTool, Tool, ToolContext, ToolError
@@ -28,6 +35,7 @@ from aios.tools.tool import InvalidTool, Tool, ToolContext, ToolError
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_TOOLS = ROOT / "docs" / "examples" / "tools"
 NUMBER = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+BOUND_S = 30  # how long a test waits for a process before it fails: never reached when the kernel behaves
 
 
 async def _no_syscalls(*args: Any) -> None:
@@ -54,9 +62,13 @@ def test_the_calculator_computes_arithmetic(expression: str, value: float) -> No
     ("(1).real", "is not allowed"),
     ("[x for x in range(9)]", "is not allowed"),
     ("x + 1", "'x' is not allowed"),
-    ("9 ** 9 ** 9", "more than 10000 digits"),
-    ("10 ** 100000", "more than 10000 digits"),
-    ("factorial(100000)", "factorial takes a whole number from 0 to 3000"),
+    ("9 ** 9 ** 9", "more than 4300 digits"),
+    ("10 ** 100000", "more than 4300 digits"),
+    ("10 ** 4299 * 10", "'10 ** 4299 * 10' has more than 4300 digits"),  # past what Python writes as text
+    ("factorial(100000)", "factorial takes a whole number from 0 to 1500"),
+    ("round(5, -100000)", "round takes a number of digits from -4300 to 4300, not -100000"),  # 10 ** 100000
+    ("-" * 999 + "1", "the expression nests more than 100 operations in one another"),
+    ("1" + "**1" * 300, "the expression nests more than 100 operations in one another"),
     ("1 / 0", "division by zero"),
     ("1e308 * 10", "not a finite number"),
     ("2 +", "not an arithmetic expression"),
@@ -64,11 +76,17 @@ def test_the_calculator_computes_arithmetic(expression: str, value: float) -> No
     ("sqrt(-1)", "cannot compute it"),
     ("(-8) ** (1/3)", "(-8) ** 0.3333333333333333 is not a real number"),
     ("abs((-8) ^ 0.5)", "(-8) ** 0.5 is not a real number"),  # not the size of a complex number, silently
-], ids=["import", "open", "attribute", "comprehension", "name", "tower", "huge-power", "huge-factorial",
-        "zero-division", "infinite", "syntax", "too-long", "domain", "complex", "complex-inside"])
+], ids=["import", "open", "attribute", "comprehension", "name", "tower", "huge-power", "huge-product",
+        "huge-factorial", "huge-round", "deep-signs", "deep-powers", "zero-division", "infinite", "syntax",
+        "too-long", "domain", "complex", "complex-inside"])
 def test_the_calculator_refuses_what_is_not_safe_arithmetic_saying_why(expression: str, problem: str) -> None:
     with pytest.raises(ToolError, match=re.escape(problem)):
         calculate(expression)
+
+
+def test_the_calculators_largest_result_is_written_as_json() -> None:
+    """Its digits are bounded by what Python converts to text, so the reply can be written."""
+    assert json.dumps(calculate("9 * 10 ** 4299 + (10 ** 4299 - 1)")) == "9" * 4300
 
 
 @pytest.mark.parametrize(("value", "source", "target", "expected"), [
@@ -98,6 +116,9 @@ def test_below_absolute_zero_is_refused() -> None:
 @pytest.mark.parametrize(("params", "problem"), [
     ({"value": 1e308, "from_unit": "km", "to_unit": "m"}, "1e+308 km in m is too large a number"),
     ({"value": 1e308, "from_unit": "C", "to_unit": "F"}, "1e+308 C in F is too large a number"),
+    ({"value": 10 ** 400, "from_unit": "km", "to_unit": "m"},
+     "the value is too large a number (at most about 1.8e+308)"),  # an integer of 401 digits, as JSON may hold
+    ({"value": -10 ** 400, "from_unit": "C", "to_unit": "K"}, "the value is too large a number"),
 ])
 def test_a_conversion_past_what_a_number_holds_is_refused(params: dict[str, Any], problem: str) -> None:
     with pytest.raises(ToolError, match=re.escape(problem)):  # not infinity: a reply holding it is not JSON
@@ -142,6 +163,24 @@ def test_text_statistics_count_what_a_reader_sees() -> None:
     assert text_stats("")["words"] == 0
 
 
+def test_text_stats_refuses_a_text_past_its_limit_before_running() -> None:
+    runner = runner_with(TEXT_TOOL)
+    long_text = re.escape(f"tool call 0 (aios/text_stats): parameter text: '{'.' * 59}... ({MAX_TEXT + 1} characters) "
+                          "is too long")  # not the megabyte of dots, repeated back
+    with pytest.raises(BadRequest, match=long_text):
+        runner.check([{"name": "aios/text_stats", "parameters": {"text": "." * (MAX_TEXT + 1)}}])
+
+
+def test_text_stats_counts_the_longest_text_allowed_of_one_run_of_dots() -> None:
+    """The sentence ends are found in one pass: searched from every dot of a run, the counting would take hours
+    (and hold the interpreter's lock, stalling the kernel all along). In a process of its own, so that the test
+    fails at its bound rather than hang."""
+    count = ("from aios.tools.builtin.text import MAX_TEXT, text_stats\n"
+             "print(text_stats('.' * (MAX_TEXT - 1) + 'x')['sentences'])")
+    counted = subprocess.run([sys.executable, "-c", count], capture_output=True, text=True, timeout=BOUND_S)
+    assert counted.stdout == "1\n", counted.stderr
+
+
 # --- tool definitions and folders -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("fields", "problem"), [
@@ -150,11 +189,14 @@ def test_text_statistics_count_what_a_reader_sees() -> None:
     ({"parameters": {"type": "objekt"}}, "not a valid JSON Schema"),
     ({"parameters": "a string"}, "must be a JSON Schema object"),
     ({"timeout_s": 0}, "timeout_s must be a positive"),
-    ({"max_concurrency": 0}, "max_concurrency must be 1 or more"),
-    ({"max_concurrency": True}, "max_concurrency must be 1 or more"),
+    ({"max_concurrency": 0}, "max_concurrency must be a whole number, 1 or more, not 0"),
+    ({"max_concurrency": True}, "max_concurrency must be a whole number, 1 or more, not True"),
+    ({"max_concurrency": "2"}, "max_concurrency must be a whole number, 1 or more, not '2'"),
+    ({"timeout_s": "5"}, "timeout_s must be a positive number of seconds, not '5'"),
+    ({"requires_confirmation": "false"}, "requires_confirmation must be true or false, not 'false'"),
     ({"parameters": {"type": "string"}}, r"parameters must describe an object \(type: object\), not type 'string'"),
 ], ids=["no-author", "space", "bad-schema", "schema-not-object", "zero-timeout", "zero-concurrency",
-        "bool-concurrency", "parameters-of-a-string"])
+        "bool-concurrency", "text-concurrency", "text-timeout", "text-confirmation", "parameters-of-a-string"])
 def test_a_tool_definition_the_kernel_cannot_use_is_refused_naming_the_problem(fields: dict[str, Any],
                                                                                problem: str) -> None:
     with pytest.raises(InvalidTool, match=problem):
@@ -195,13 +237,23 @@ GOOD_CONFIG = {"name": "t", "meta": {"author": "me"}, "build": {"entry": "tool.p
     (GOOD_CONFIG, "class Tool:\n    def run(self, params): ...\n    def get_tool_call_format(self): return 3\n",
      "must return an OpenAI function tool"),
     ({**GOOD_CONFIG, "timeout_s": -1}, None, "timeout_s must be a positive"),
+    ({**GOOD_CONFIG, "timeout_s": "5"}, None, "tool me/t: timeout_s must be a positive number of seconds, not '5'"),
+    ({**GOOD_CONFIG, "requires_confirmation": "false"}, None,
+     "tool me/t: requires_confirmation must be true or false, not 'false'"),  # not read as true
 ], ids=["bad-json", "not-object", "no-author", "no-build", "entry-escapes", "no-class", "needs-cerebrum",
-        "import-fails", "no-run", "bad-call-format", "bad-timeout"])
+        "import-fails", "no-run", "bad-call-format", "bad-timeout", "text-timeout", "text-confirmation"])
 def test_a_broken_tool_folder_is_refused_saying_what_is_wrong(tmp_path: Path, config: Any, source: str | None,
                                                              problem: str) -> None:
     kwargs = {} if source is None else {"source": source}
     with pytest.raises(InvalidTool, match=re.escape(problem)):
         load_tool_folder(_folder(tmp_path, config, **kwargs))
+
+
+def test_a_folder_tool_with_an_async_run_is_awaited(tmp_path: Path) -> None:
+    source = "class Tool:\n    async def run(self, params):\n        return {'got': params}\n"
+    runner = runner_with(load_tool_folder(_folder(tmp_path, GOOD_CONFIG, source)))
+    ran, = run_calls(runner, [{"name": "me/t", "parameters": {"n": 1}}])
+    assert (ran.status_code, ran.result) == (200, {"got": {"n": 1}})
 
 
 def test_a_folder_without_config_json_is_named(tmp_path: Path) -> None:
@@ -418,9 +470,57 @@ def test_a_blocking_tool_never_stalls_the_event_loop() -> None:
     assert still_running and outcome.result == "released"
 
 
+def test_a_timeout_the_tool_raises_itself_is_its_failure_not_the_kernels_timeout() -> None:
+    def remote(params: dict[str, Any], context: ToolContext) -> str:
+        raise TimeoutError("timed out")  # as a socket's timeout reads
+
+    runner = runner_with(Tool("t/remote", "", NUMBER, remote, timeout_s=30))
+    failed, = run_calls(runner, [{"name": "t/remote", "parameters": {"n": 1}}])
+    assert (failed.status_code, failed.error) == (500, "the tool failed: TimeoutError: timed out")
+
+
+def test_a_result_holding_a_lone_surrogate_fails_its_call_alone_and_the_reply_is_utf8() -> None:
+    """A file name decoded as os.fsdecode does (a Latin-1 name on a UTF-8 system) is not text: the reply holding
+    it could not be written, and would fail every call in it."""
+    runner = runner_with(Tool("t/name", "", NUMBER, lambda p, c: os.fsdecode(b"report-\xe9t\xe9.txt")),
+                         Tool("t/fine", "", NUMBER, lambda p, c: "caf\u00e9"))
+    named, fine = run_calls(runner, [{"name": "t/name", "parameters": {"n": 1}},
+                                     {"name": "t/fine", "parameters": {"n": 2}}])
+    assert (named.status_code, named.result) == (500, None) and named.error.startswith(
+        "the tool's result is not JSON: it holds '\\udce9', a lone surrogate, which is not text")
+    assert (fine.status_code, fine.result) == (200, "caf\u00e9")
+    json.dumps(asdict(reply([named, fine])), ensure_ascii=False).encode()  # the whole reply is UTF-8
+
+
 def test_a_result_that_is_not_json_is_an_error_not_a_crash() -> None:
     runner = runner_with(Tool("t/odd", "", NUMBER, lambda p, c: object()),
                          Tool("t/nan", "", NUMBER, lambda p, c: {"x": float("nan")}))
     odd, nan = run_calls(runner, [{"name": "t/odd", "parameters": {"n": 1}}, {"name": "t/nan", "parameters": {"n": 1}}])
     assert odd.status_code == 500 and "not JSON" in odd.error
     assert nan.status_code == 500 and "not JSON" in nan.error
+
+
+HANGING_PROCESS = """
+    import asyncio, threading
+    from aios.tools.registry import ToolRegistry
+    from aios.tools.runner import ToolRunner
+    from aios.tools.tool import Tool, ToolContext
+
+    async def main():
+        registry = ToolRegistry()
+        registry.add(Tool("t/hang", "", {"type": "object"}, lambda p, c: threading.Event().wait(), timeout_s=0.2))
+        runner = ToolRunner(registry, 30.0, max_threads=4)
+        (call,) = runner.check([{"name": "t/hang"}])
+        outcome = await runner.run(call, ToolContext("test/agent", None))
+        runner.close()
+        print(outcome.status_code)
+
+    asyncio.run(main())
+"""
+
+
+def test_a_process_exits_though_a_tool_thread_hangs_past_its_timeout() -> None:
+    """Ctrl-C on ``aios serve`` must end it: a tool's thread that will never end is not waited for at exit."""
+    exited = subprocess.run([sys.executable, "-c", textwrap.dedent(HANGING_PROCESS)], capture_output=True,
+                            text=True, timeout=BOUND_S)
+    assert (exited.returncode, exited.stdout) == (0, "504\n"), exited.stderr

@@ -3,7 +3,8 @@
     my_tool/
       config.json   {"name": "weather", "description": "...", "meta": {"author": "me", "version": "0.1.0",
                      "license": "MIT"}, "build": {"entry": "tool.py", "module": "Weather"}}
-      tool.py       class Weather: run(self, params) -> str | dict; get_tool_call_format(self) -> OpenAI tool
+      tool.py       class Weather: run(self, params) -> str | dict (or async def run, awaited on the event loop);
+                    get_tool_call_format(self) -> OpenAI tool
 
 The tool is named ``<meta.author>/<name>``; its parameters schema comes from ``get_tool_call_format()``. Beside
 Cerebrum's keys, ``config.json`` may set ``timeout_s``, ``max_concurrency`` and ``requires_confirmation``.
@@ -13,6 +14,7 @@ A tool written against the AIOS SDK (``from cerebrum.tool.base import BaseTool``
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ def load_tool_folder(folder: Path) -> Tool:
         parameters=function.get("parameters") or EMPTY_PARAMETERS,
         run=_runs(instance),
         timeout_s=config.raw.get("timeout_s"), max_concurrency=config.raw.get("max_concurrency"),
-        requires_confirmation=bool(config.raw.get("requires_confirmation", False)),
+        requires_confirmation=config.raw.get("requires_confirmation", False),
         source=f"folder {folder}",
     )
 
@@ -76,11 +78,19 @@ def _call_format(instance: Any, folder: Path) -> dict[str, Any]:
 
 
 def _runs(instance: Any):  # noqa: ANN202
-    if not callable(getattr(instance, "run", None)):
+    """The tool's ``run(params)`` as the kernel calls it (with the keyword AIOS's tool manager calls it with); an
+    ``async def run`` stays a coroutine function, so that it is awaited on the event loop."""
+    method = getattr(instance, "run", None)
+    if not callable(method):
         raise InvalidTool(f"{type(instance).__name__} has no run(params) method")
+    if inspect.iscoroutinefunction(method):
+        async def run_async(params: dict[str, Any], context: ToolContext) -> Any:
+            return await method(params=params)
+
+        return run_async
 
     def run(params: dict[str, Any], context: ToolContext) -> Any:
-        return instance.run(params=params)  # the keyword AIOS's tool manager calls it with
+        return method(params=params)
 
     return run
 

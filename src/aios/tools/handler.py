@@ -27,7 +27,7 @@ from aios.tools.mcp import McpServer
 from aios.tools.registry import ToolRegistry
 from aios.syscall import Syscall, SyscallKind, SyscallStatus
 from aios.tools.runner import CallOutcome, ToolCall, ToolRunner
-from aios.tools.tool import InvalidTool, ToolContext
+from aios.tools.tool import InvalidTool, Tool, ToolContext
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,19 @@ class ToolHandler:
 
     async def start(self) -> None:
         for server in self.mcp_servers:
-            self.registry.add_all(await server.start())
+            for tool in await server.start():
+                self._add_served(tool)
         for name in self._restricted_of_servers():
             if name not in self.registry:
                 log.warning("access.restricted_tools names %s, which its MCP server does not offer (now)", name)
+
+    def _add_served(self, tool: Tool) -> None:
+        """An MCP server's tool, unless another tool has its name: then it alone is skipped, with a warning — the
+        server's other tools are offered, and the kernel starts."""
+        try:
+            self.registry.add(tool)
+        except InvalidTool as exc:  # names both sources
+            log.warning("skipping a tool: %s; name the MCP server differently to offer it", exc)
 
     def _check_restricted(self) -> None:
         """Every tool ``access.restricted_tools`` names must be one the kernel has: a misspelt name would restrict

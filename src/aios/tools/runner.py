@@ -10,6 +10,9 @@ while it has calls past their timeout and no thread left of its share, its new c
 tools with calls past their timeout hold half of the threads together, none of them takes new calls until one
 of those calls ends. That limits what several hanging tools take; it cannot prevent it: a tool whose calls have
 not yet timed out is not known to hang.
+
+The threads are daemon threads of the runner's own: a thread left running past its call's timeout must never keep
+the kernel from exiting (``ThreadPoolExecutor`` joins its threads when the interpreter exits).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import functools
 import inspect
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from jsonschema.exceptions import best_match
+from jsonschema.exceptions import ValidationError, best_match
 
 from aios.errors import BadRequest, KernelError
 from aios.llm.prompting import new_call_id
@@ -32,6 +37,8 @@ from aios.tools.registry import ToolRegistry
 from aios.tools.tool import Tool, ToolContext, ToolError
 
 log = logging.getLogger(__name__)
+
+SHOWN_CHARACTERS = 60  # of a parameter's value, in an error
 
 
 @dataclass
@@ -61,7 +68,7 @@ class CallOutcome:
 class ToolRunner:
     def __init__(self, registry: ToolRegistry, default_timeout_s: float, max_threads: int) -> None:
         self.registry, self.default_timeout_s = registry, default_timeout_s
-        self._threads = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="tool")
+        self._threads = _DaemonThreads(max_threads)
         self._limits: dict[str, asyncio.Semaphore] = {}
         self.running: dict[str, int] = {}  # calls in progress per tool, for status pages and tests
         self.overdue: dict[str, int] = {}  # per tool, calls ended (timed out, caller gone) whose threads still run
@@ -80,7 +87,7 @@ class ToolRunner:
             error = best_match(tool.validator.iter_errors(parameters))
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path) or "(the parameters object)"
-                raise BadRequest(f"tool call {index} ({tool.name}): parameter {where}: {error.message}")
+                raise BadRequest(f"tool call {index} ({tool.name}): parameter {where}: {_shortened(error)}")
             checked.append(ToolCall(tool, parameters, call.get("id") or new_call_id()))
         return checked
 
@@ -96,10 +103,10 @@ class ToolRunner:
             async with limit:
                 self.running[call.tool.name] = self.running.get(call.tool.name, 0) + 1
                 try:
-                    outcome.result = await asyncio.wait_for(self._invoke(call, context), timeout)
+                    outcome.result = await self._within(timeout, call, context)
                 finally:
                     self.running[call.tool.name] -= 1
-        except TimeoutError:
+        except _PastTimeout:
             outcome.error, outcome.status_code = f"timed out after {timeout:g} s", 504
         except ToolError as exc:
             outcome.error, outcome.status_code = str(exc), 422
@@ -112,6 +119,17 @@ class ToolRunner:
         if problem is not None:
             outcome.result, outcome.error, outcome.status_code = None, f"the tool's result is not JSON: {problem}", 500
         return outcome
+
+    async def _within(self, timeout: float, call: ToolCall, context: ToolContext) -> Any:
+        """The call's result, or _PastTimeout once ``timeout`` has run out; a TimeoutError the tool raised itself
+        (a socket's, say) stays the tool's own failure."""
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                return await self._invoke(call, context)
+        except TimeoutError:
+            if deadline.expired():
+                raise _PastTimeout from None
+            raise
 
     def _refusal(self, name: str) -> str | None:
         """Why a call of tool ``name`` is refused at once (None: it is not): the tool has calls past their timeout,
@@ -170,7 +188,70 @@ class ToolRunner:
         return self._limits[tool.name]
 
     def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._threads.close()
+
+
+def _shortened(error: ValidationError) -> str:
+    """The schema's complaint, without a long value in full: a text past its maxLength is not repeated back."""
+    shown = repr(error.instance)
+    if len(shown) <= SHOWN_CHARACTERS or not error.message.startswith(shown):
+        return error.message
+    size = f" ({len(error.instance)} characters)" if isinstance(error.instance, str) else ""
+    return f"{shown[:SHOWN_CHARACTERS]}...{size}{error.message[len(shown):]}"
+
+
+class _PastTimeout(Exception):
+    """The kernel's timeout for a call ran out."""
+
+
+class _DaemonThreads:
+    """At most ``max_threads`` daemon threads running submitted functions, started as the work needs them. Unlike
+    ``ThreadPoolExecutor``'s, they are not joined when the interpreter exits: a tool hung past its timeout is left
+    behind, rather than keeping the process alive."""
+
+    def __init__(self, max_threads: int) -> None:
+        self.max_threads = max_threads
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)  # threads waiting for work
+        self._lock = threading.Lock()
+        self._started = 0
+        self._closed = False
+
+    def submit(self, function: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the tool threads are closed: the kernel is stopping")
+            self._work.put((future, function))
+            if not self._idle.acquire(blocking=False) and self._started < self.max_threads:
+                self._started += 1
+                threading.Thread(target=self._serve, name=f"tool_{self._started}", daemon=True).start()
+        return future
+
+    def _serve(self) -> None:
+        while (work := self._work.get()) is not None:
+            future, function = work
+            if future.set_running_or_notify_cancel():  # False: cancelled while it waited
+                try:
+                    future.set_result(function())
+                except BaseException as exc:  # the tool's, whatever it is, goes to its caller
+                    future.set_exception(exc)
+            del work, future, function  # the result is its caller's, not kept alive by an idle thread
+            self._idle.release()
+
+    def close(self) -> None:
+        """Calls that have not started never will; each thread ends once its call (if any) has."""
+        with self._lock:
+            self._closed = True
+            while True:
+                try:
+                    work = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                if work is not None:
+                    work[0].cancel()
+            for _ in range(self._started):
+                self._work.put(None)
 
 
 def _when_done(running: concurrent.futures.Future[Any], callback: Callable[[], None]) -> None:
@@ -199,7 +280,11 @@ _NO_LIMIT = _NoLimit()
 
 def _json_problem(value: Any) -> str | None:
     try:
-        json.dumps(value, allow_nan=False)  # NaN and infinities are not JSON: no client could read them
+        # NaN and infinities are not JSON, and a lone surrogate is not UTF-8 text: no client could read them.
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        return (f"it holds {exc.object[exc.start:exc.end]!r}, a lone surrogate, which is not text (bytes decoded "
+                "with surrogateescape, as os.fsdecode does? decode them with errors='replace')")
     except (TypeError, ValueError) as exc:
         return str(exc)
     return None

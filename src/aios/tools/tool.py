@@ -61,10 +61,17 @@ class Tool:
             raise InvalidTool(f"tool {self.name}: parameters is not a valid JSON Schema: {exc.message}") from None
         if (why := not_an_object(self.parameters)) is not None:
             raise InvalidTool(f"tool {self.name}: parameters {why}")
-        if self.timeout_s is not None and not self.timeout_s > 0:
-            raise InvalidTool(f"tool {self.name}: timeout_s must be a positive number of seconds")
-        if self.max_concurrency is not None and (isinstance(self.max_concurrency, bool) or self.max_concurrency < 1):
-            raise InvalidTool(f"tool {self.name}: max_concurrency must be 1 or more")
+        # Types checked too: a config.json may hold "5" or "false", which would compare badly or read as true.
+        if self.timeout_s is not None and not (_number(self.timeout_s) and self.timeout_s > 0):
+            raise InvalidTool(f"tool {self.name}: timeout_s must be a positive number of seconds, "
+                              f"not {self.timeout_s!r}")
+        if self.max_concurrency is not None and not (_number(self.max_concurrency, (int,))
+                                                     and self.max_concurrency >= 1):
+            raise InvalidTool(f"tool {self.name}: max_concurrency must be a whole number, 1 or more, "
+                              f"not {self.max_concurrency!r}")
+        if not isinstance(self.requires_confirmation, bool):
+            raise InvalidTool(f"tool {self.name}: requires_confirmation must be true or false, "
+                              f"not {self.requires_confirmation!r}")
         object.__setattr__(self, "validator", Draft202012Validator(self.parameters))
 
     def call_format(self) -> dict[str, Any]:
@@ -76,3 +83,8 @@ class Tool:
         return {"name": self.name, "description": self.description, "parameters": self.parameters,
                 "timeout_s": self.timeout_s, "max_concurrency": self.max_concurrency,
                 "requires_confirmation": self.requires_confirmation, "source": self.source}
+
+
+def _number(value: Any, types: tuple[type, ...] = (int, float)) -> bool:
+    """``value`` is one of ``types``, and not a bool (which Python counts as an int)."""
+    return isinstance(value, types) and not isinstance(value, bool)

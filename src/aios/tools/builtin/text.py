@@ -10,8 +10,12 @@ from typing import Any
 from aios.tools.tool import Tool
 
 WORDS_PER_MINUTE = 238  # an adult's average silent reading speed
+MAX_TEXT = 1_000_000  # characters (a long novel); counted in well under a second
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
-_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
+# A run of . ! ? before a space or the end. Matched only from the run's first mark, and without giving marks back:
+# tried from every mark of a run, the search would be quadratic in the run's length — and ``re`` holds the
+# interpreter's lock, so a text of dots would stall the whole kernel.
+_SENTENCE_END = re.compile(r"(?<![.!?])[.!?]++(?=\s|$)")
 
 
 def text_stats(text: str) -> dict[str, Any]:
@@ -36,7 +40,7 @@ TOOL = Tool(
     name="aios/text_stats",
     description="Statistics of a text: characters, words, sentences, paragraphs, lines, average word length, "
                 "reading time and the most common words.",
-    parameters={"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"],
-                "additionalProperties": False},
+    parameters={"type": "object", "properties": {"text": {"type": "string", "maxLength": MAX_TEXT}},
+                "required": ["text"], "additionalProperties": False},
     run=lambda params, context: text_stats(params["text"]), timeout_s=10.0,
 )

@@ -4,6 +4,7 @@ data, temperature). Each unit is its factor to the kind's base unit; temperature
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from aios.tools.tool import Tool, ToolContext, ToolError
@@ -55,17 +56,25 @@ def _kind(unit: str) -> str:
 
 
 def convert(value: float, from_unit: str, to_unit: str) -> float:
+    number = _as_float(value)
     source, target = _canonical(from_unit), _canonical(to_unit)
     kind, other = _kind(source), _kind(target)
     if kind != other:
         raise ToolError(f"cannot convert {kind} ({from_unit}) to {other} ({to_unit})")
     if kind == "temperature":
         (a, b), (c, d) = _TEMPERATURE[source], _TEMPERATURE[target]
-        kelvin = value * a + b
+        kelvin = number * a + b
         if kelvin < 0:
             raise ToolError(f"{value} {from_unit} is below absolute zero")
         return (kelvin - d) / c
-    return value * _FACTORS[kind][source] / _FACTORS[kind][target]
+    return number * _FACTORS[kind][source] / _FACTORS[kind][target]
+
+
+def _as_float(value: float) -> float:
+    try:
+        return float(value)  # a JSON integer may have hundreds of digits, more than a float holds
+    except OverflowError:
+        raise ToolError(f"the value is too large a number (at most about {sys.float_info.max:.1e})") from None
 
 
 def _run(params: dict[str, Any], context: ToolContext) -> dict[str, Any]:
