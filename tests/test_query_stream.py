@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from aios.sdk import AIOSError, ChatStream, llm_chat_stream
-from conftest import KernelProcess
+from conftest import KernelProcess, wait_until
 
 CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
 TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -64,6 +64,17 @@ def test_llm_chat_stream_yields_text_then_holds_the_reply(kernel: KernelProcess)
     assert len(pieces) > 1 and "Paris" in "".join(pieces)
     assert stream.response is not None and stream.response.response_message == "".join(pieces)
     assert stream.response.timings.start_times
+
+
+def test_a_loop_left_early_cancels_the_generation(kernel: KernelProcess) -> None:
+    """The stream object stays (its reply is read from it), but the loop left: the kernel stops generating at
+    once, not when the object is collected (it held its batch slot to the last of 1,500 tokens)."""
+    stream = llm_chat_stream("sdk/leaves", [{"role": "user", "content": "Write a very long story."}], kernel.url,
+                             temperature=0, max_new_tokens=1500)
+    for _ in zip(range(3), stream):
+        pass
+    wait_until(lambda: kernel.client.get("/status").json()["queues"]["llm"]["running"] == 0)
+    assert stream.response is None  # it ended before the reply
 
 
 def test_llm_chat_stream_offering_tools_streams_a_prose_answer(kernel: KernelProcess) -> None:

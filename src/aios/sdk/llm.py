@@ -3,7 +3,7 @@ keywords (``priority``: higher runs first when the kernel uses the priority poli
 
 from __future__ import annotations
 
-from typing import Any, Iterator, TypeVar, overload
+from typing import Any, Generator, Iterator, TypeVar, overload
 
 from aios.sdk.transport import AIOSError, send_query, stream_query
 from aios.sdk.types import LLMResponse
@@ -31,16 +31,19 @@ class ChatStream:
     """The reply of :func:`llm_chat_stream`, read as it is written: iterate it for the text in pieces; once the
     iteration ends, ``response`` is the whole reply (as :func:`llm_chat` returns it, timings included)."""
 
-    def __init__(self, lines: Iterator[dict[str, Any]]) -> None:
+    def __init__(self, lines: Generator[dict[str, Any], None, None]) -> None:
         self._lines = lines
         self.response: LLMResponse | None = None
 
     def __iter__(self) -> Iterator[str]:
-        for line in self._lines:
-            if "delta" in line:
-                yield line["delta"]
-            else:
-                self.response = LLMResponse.from_envelope(line)
+        try:
+            for line in self._lines:
+                if "delta" in line:
+                    yield line["delta"]
+                else:
+                    self.response = LLMResponse.from_envelope(line)
+        finally:  # a loop left early: the connection closes now, which cancels the generation (not when collected)
+            self._lines.close()
         if self.response is None:
             raise AIOSError(0, "the stream ended before the kernel sent the final reply")
         _raise_on_error(self.response)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 import httpx
 
@@ -59,7 +59,7 @@ def stream_query(
     query_data: dict[str, Any],
     base_url: str | None = None,
     timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
-) -> Iterator[dict[str, Any]]:
+) -> Generator[dict[str, Any], None, None]:
     """POST one syscall with ``stream: true`` and yield each NDJSON line as it comes (deltas, then the envelope);
     errors as for :func:`send_query`."""
     body = {"agent_name": agent_name, "query_type": query_type, "query_data": {**query_data, "stream": True}}
