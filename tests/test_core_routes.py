@@ -10,18 +10,20 @@ paid and unreachable here. The kernel, its local models, HTTP and the CLI are re
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
 import tempfile
+import weakref
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 import httpx
 import pytest
 import yaml
 
-from aios.config import ModelConfig
+from aios.config import ModelConfig, load_config
 from aios.errors import Conflict, NotFound
 from aios.kernel import Kernel
 from aios.llm.handler import LLMQuery
@@ -116,6 +118,12 @@ BAD_ROUTES = [
     ("select-unknown", None, "POST", "/user/select/llms", [{"name": "nope"}], 404, "no served model matches nope"),
     ("select-not-a-list", None, "POST", "/user/select/llms", {"name": "gpt-test"}, 422, "valid list"),
     ("select-without-name", None, "POST", "/user/select/llms", [{"backend": "vllm"}], 422, "Field required"),
+    ("select-hot-temperature", None, "POST", "/user/select/llms", [{"name": EMBEDDED, "temperature": 5}], 400,
+     "temperature must be a number from 0 to 2, got 5"),
+    ("select-zero-top-p", None, "POST", "/user/select/llms", [{"name": EMBEDDED, "top_p": 0}], 400,
+     "top_p must be a number above 0 and at most 1"),
+    ("select-wordy-max-tokens", None, "POST", "/user/select/llms", [{"name": EMBEDDED, "max_tokens": "lots"}], 400,
+     "max_tokens must be a whole number from 1 to 32768, got 'lots'"),
     ("key-without-token", None, "POST", "/core/config/update", {"provider": "vllm", "api_key": "k"}, 403,
      "administrator's token"),
     ("key-empty", "admin", "POST", "/core/config/update", {"provider": "vllm", "api_key": ""}, 422,
@@ -235,3 +243,150 @@ def test_a_removed_model_finishes_its_syscalls_in_flight_then_closes(config: Any
 
     with tempfile.TemporaryDirectory() as own:
         asyncio.run(main(own))
+
+
+def own_kernel(config: Any, backend: Any, data_dir: Path, own: Path) -> Kernel:
+    """A kernel in this process serving the embedded model, on a data dir of its own."""
+    return Kernel(config.model_copy(update={"data_dir": data_dir_of_its_own(data_dir, own)}), [backend])
+
+
+def run_in(kernel: Kernel, steps: Callable[[], Awaitable[None]]) -> None:
+    """Start ``kernel``, take ``steps`` with it, stop it (the shared embedded model stays open)."""
+
+    async def main() -> None:
+        await kernel.start()
+        try:
+            await steps()
+        finally:
+            await kernel.stop(close_cores=False)
+
+    asyncio.run(main())
+
+
+def api_model(name: str, url: str = "http://127.0.0.1:9") -> ModelConfig:
+    """An API model (its provider is only reached when it is asked something)."""
+    return ModelConfig(name=name, backend="vllm", hostname=url)
+
+
+def test_a_removed_model_is_freed(config: Any, backend: Any, data_dir: Path, tmp_path: Path) -> None:
+    """Once removed, nothing of the kernel holds the model (its weights, on a GPU its memory): not the router,
+    where it was a candidate for a request naming no model, nor the syscall it served."""
+    kernel = own_kernel(config, backend, data_dir, tmp_path)
+
+    async def steps() -> None:
+        await kernel.add_model(ModelConfig(name=SECOND))
+        second = weakref.ref(kernel.router.named(SECOND))
+        for llms in ([{"name": SECOND}], None):  # served by it, then by the embedded model (its turn)
+            served = await kernel.call(SyscallKind.LLM, "test/freed", LLMQuery(
+                ASK, llms=llms, temperature=0, max_new_tokens=2))
+            assert served.status is SyscallStatus.DONE
+        del served
+        await kernel.remove_model(SECOND)
+        gc.collect()
+        assert second() is None, [type(r).__name__ for r in gc.get_referrers(second())]
+
+    run_in(kernel, steps)
+
+
+def test_model_changes_take_turns_and_an_add_of_a_name_being_added_is_refused_at_once(
+        config: Any, backend: Any, data_dir: Path, tmp_path: Path) -> None:
+    kernel = own_kernel(config, backend, data_dir, tmp_path)
+
+    async def steps() -> None:
+        for name in ("a", "b"):
+            await kernel.add_model(api_model(name))
+        # A key restarts a, then b; the removal of b, asked meanwhile, waits for it.
+        restarted, removed = await asyncio.gather(kernel.set_api_key("vllm", "sk-1"), kernel.remove_model("b"))
+        assert restarted == ["a", "b"] and removed == {"name": "b", "drained": 0}
+        assert [core.name for core in kernel.router.cores] == [EMBEDDED, "a"]
+        turns = [asyncio.ensure_future(change) for change in (
+            kernel.set_api_key("vllm", "sk-2"), kernel.add_model(api_model("b")), kernel.add_model(api_model("b")))]
+        done, _ = await asyncio.wait(turns, return_when=asyncio.FIRST_COMPLETED)
+        assert done == {turns[2]}  # while the first add waits its turn
+        with pytest.raises(Conflict, match="model 'b' is already loading"):
+            turns[2].result()
+        assert await turns[0] == ["a"] and (await turns[1])["name"] == "b"
+        assert [m.name for m in kernel.config.llms.models] == [EMBEDDED, "a", "b"]
+
+    run_in(kernel, steps)
+
+
+def test_a_removed_model_takes_its_scheduler_workers_back(config: Any, backend: Any, data_dir: Path,
+                                                          tmp_path: Path) -> None:
+    kernel = own_kernel(config, backend, data_dir, tmp_path)
+
+    async def steps() -> None:
+        tasks = len(asyncio.all_tasks())
+        for _ in range(3):
+            await kernel.add_model(api_model("m"))
+            assert len(asyncio.all_tasks()) > tasks  # its workers
+            await kernel.remove_model("m")
+        assert len(asyncio.all_tasks()) == tasks
+        assert (await kernel.call(SyscallKind.LLM, "test/workers", LLMQuery(ASK, max_new_tokens=2))).error is None
+
+    run_in(kernel, steps)
+
+
+class Refreshing:
+    """An in-process kernel started from a config file that the test rewrites, with an API model (``gpt``) whose
+    provider is the mock."""
+
+    def __init__(self, kernel: Kernel, file: Path, provider: Provider) -> None:
+        self.kernel, self.file, self.provider = kernel, file, provider
+        self.gpt = {"name": "gpt-test", "backend": "vllm", "hostname": provider.url}
+
+    def write(self, api_keys: dict[str, str], *models: dict[str, Any]) -> None:
+        self.file.write_text(yaml.safe_dump({"api_keys": api_keys, "llms": {"models": [{"name": EMBEDDED}, *models]}}))
+
+    async def key_sent(self, model: str) -> str | None:
+        """The Authorization header ``model`` sends its provider."""
+        self.provider.script = [(200, completion("hello"))]
+        asked = await self.kernel.call(SyscallKind.LLM, "test/keys", LLMQuery(ASK, llms=[{"name": model}]))
+        assert asked.error is None and asked.value.response_message == "hello"
+        return self.provider.headers[-1].get("Authorization")
+
+
+@pytest.fixture
+def refreshing(config: Any, backend: Any, data_dir: Path, tmp_path: Path) -> Iterator[Refreshing]:
+    provider = Provider()
+    own = own_kernel(config, backend, data_dir, tmp_path)
+    running = Refreshing(own, tmp_path / "config.yaml", provider)
+    running.write({})
+    own.config_file = (str(running.file), load_config(running.file, env={"AIOS_DATA_DIR": str(tmp_path)}))
+    yield running
+    provider.server.shutdown()
+    provider.server.server_close()
+
+
+def test_refresh_applies_the_files_api_keys_under_those_set_at_run_time(refreshing: Refreshing) -> None:
+    kernel, gpt = refreshing.kernel, refreshing.gpt
+
+    async def steps() -> None:
+        refreshing.write({"vllm": "sk-file-1"}, gpt)
+        assert (await kernel.refresh())["added"] == ["gpt-test"]
+        assert await refreshing.key_sent("gpt-test") == "Bearer sk-file-1"
+        refreshing.write({"vllm": "sk-file-2"}, gpt)  # the model's key changed: it restarts with the new one
+        assert (await kernel.refresh())["restarted"] == ["gpt-test"]
+        assert await refreshing.key_sent("gpt-test") == "Bearer sk-file-2"
+        assert await kernel.set_api_key("vllm", "sk-run") == ["gpt-test"]
+        refreshing.write({"vllm": "sk-file-3"}, gpt)  # a key set at run time stays over the file's
+        assert (await kernel.refresh())["restarted"] == []
+        assert await refreshing.key_sent("gpt-test") == "Bearer sk-run"
+
+    run_in(kernel, steps)
+
+
+def test_a_refresh_that_fails_partway_says_what_it_had_applied(refreshing: Refreshing) -> None:
+    kernel, gpt = refreshing.kernel, refreshing.gpt
+
+    async def steps() -> None:
+        await kernel.add_model(ModelConfig(**gpt))
+        refreshing.write({}, {**gpt, "cost": 3}, {"name": "/no/such/model"})  # a restart, then a failing add
+        with pytest.raises(NotFound) as refused:
+            await kernel.refresh()
+        assert str(refused.value).startswith("the config file was applied in part (restarted gpt-test: that "
+                                             "stays), then stopped: model '/no/such/model' not found")
+        assert str(refused.value).endswith("Fix that and refresh again")
+        assert [(m.name, m.cost) for m in kernel.config.llms.models] == [(EMBEDDED, None), ("gpt-test", 3)]
+
+    run_in(kernel, steps)

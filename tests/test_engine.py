@@ -284,6 +284,24 @@ def test_streamed_pieces_arrive_one_by_one_and_add_up_to_the_reply(backend: HfLo
     assert len(pieces) > 5 and "".join(pieces) == whole
 
 
+def test_a_reply_cut_by_the_token_limit_inside_a_character_ends_before_it(backend: HfLocalBackend) -> None:
+    """The model answers with emoji, each spelled by several byte tokens: a token limit that falls inside one
+    leaves its first bytes, which decode to U+FFFD. The reply, and what was streamed of it, end before it."""
+    question = "Reply with only this emoji: 🌟"
+    whole = backend.generate(ask(question, 12)).text
+    ids = backend.tokenizer(whole, add_special_tokens=False)["input_ids"]
+    inside = [n for n in range(1, 6) if backend.tokenizer.decode(ids[:n]).endswith("\ufffd")]
+    assert whole.startswith("🌟") and inside, (whole, ids)  # else this test no longer cuts a character
+
+    async def streamed(request: GenerationRequest) -> list[str]:
+        return [piece async for piece in backend.stream(request)]
+
+    for n in inside:
+        cut = backend.generate(ask(question, n))
+        assert cut.finish_reason == "length" and cut.text == backend.tokenizer.decode(ids[:n])[:-1], n
+        assert "".join(asyncio.run(streamed(ask(question, n)))) == cut.text
+
+
 def test_a_streamed_reply_never_shows_a_stop_string(backend: HfLocalBackend) -> None:
     full = backend.generate(ask("What is the capital of France?")).text
     request = ask("What is the capital of France?")

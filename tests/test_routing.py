@@ -18,13 +18,18 @@ from typing import Any
 import pytest
 
 from aios.config import ModelConfig
-from aios.errors import Forbidden, NotFound
+from aios.errors import Forbidden, NotFound, Unavailable
 from aios.kernel import Kernel, model_cost
+from aios.llm.core import GenerationRequest, SamplingParams
 from aios.llm.handler import LLMQuery
+from aios.llm.hf import HfLocalBackend
+from aios.llm.hf.engine import EngineSettings
+from aios.llm.hf.loader import _embedded_gguf
 from aios.llm.litellm_backend import LiteLLMBackend
 from aios.llm.router import Router
 from aios.llm.routing import LeastLoaded, Smart, make_strategy, query_kind
 from aios.syscall import Syscall, SyscallKind
+from test_engine_faults import failing
 
 
 @dataclass(eq=False)
@@ -173,6 +178,28 @@ def test_smart_routing_learns_to_leave_a_failing_cheap_model_for_the_local_one(c
         message = str(failed.error)
         assert "provider anthropic, model cheap-model" in message and "sk-ant-fake-key-1234" not in message
     assert third.error is None and "Paris" in third.value.response_message
+
+
+def test_a_model_that_is_down_is_passed_over_while_an_allowed_one_is_up(backend: Any, data_dir: Path) -> None:
+    """A second model (the embedded one's GGUF) is made down as test_engine_faults does. It refuses at once, so
+    it looks idle: every strategy would send it the requests that name no model. Each gives them to the model
+    that is up; a request allowing only the down model still reaches it, and gets its 503."""
+    down = HfLocalBackend(str(_embedded_gguf()), data_dir=data_dir, settings=EngineSettings(max_batch=1))
+    try:
+        down.max_restarts = 0
+        down.engine._recover = failing(1, down.engine._recover)  # type: ignore[method-assign]
+        down.engine._forward = failing(1, down.engine._forward)  # type: ignore[method-assign]
+        with pytest.raises(Unavailable):
+            down.generate(GenerationRequest([{"role": "user", "content": "Hi"}], SamplingParams(max_new_tokens=2)))
+        assert down.down
+        for strategy in ("sequential", "least_loaded", "smart"):
+            router = Router([down, backend], make_strategy(strategy), costs={down.name: 0.0, backend.name: 1.0})
+            assert names(router, 3) == [backend.name] * 3, strategy
+            assert router.pick([{"name": down.name}]).core is down
+        with pytest.raises(Unavailable, match="is down"):
+            down.generate(GenerationRequest([{"role": "user", "content": "Hi"}], SamplingParams(max_new_tokens=2)))
+    finally:
+        down.close()
 
 
 def test_a_local_model_costs_its_size_and_an_api_model_more(backend: Any) -> None:

@@ -173,6 +173,73 @@ def test_a_finished_syscall_cannot_be_settled_again() -> None:
     run(main())
 
 
+def test_workers_taken_back_leave_idle_ones_at_once_busy_ones_after_their_syscall() -> None:
+    """Five workers, two busy; four taken back: the three idle ones have left when remove_workers returns, and
+    one busy one leaves once its syscall ends. The one left serves on."""
+
+    async def main() -> None:
+        release, started = asyncio.Event(), asyncio.Semaphore(0)
+
+        async def handler(syscall: Syscall) -> str:
+            if syscall.payload == "held":
+                started.release()
+                await release.wait()
+            return syscall.payload
+
+        scheduler = await _scheduler(handler, workers=3)
+        scheduler.add_workers(SyscallKind.LLM, 2)
+        held = [await scheduler.submit(Syscall(SyscallKind.LLM, "a", "held")) for _ in range(2)]
+        for _ in held:
+            await asyncio.wait_for(started.acquire(), 10)
+        workers = [task for task in asyncio.all_tasks() if task.get_name().startswith("llm-worker")]
+        assert len(workers) == 5
+        await scheduler.remove_workers(SyscallKind.LLM, 4)
+        busy = [task for task in workers if not task.done()]
+        assert len(busy) == 2
+        release.set()
+        assert [await call.result() for call in held] == ["held", "held"]
+        await asyncio.wait(busy, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        assert sum(task.done() for task in workers) == 4
+        calls = [await scheduler.submit(Syscall(SyscallKind.LLM, "b", f"job{i}")) for i in range(3)]
+        assert [await call.result() for call in calls] == ["job0", "job1", "job2"]
+        assert sum(task.done() for task in workers) == 4
+        await scheduler.stop()
+
+    run(main())
+
+
+def test_a_handler_that_times_slices_shows_running_only_what_runs() -> None:
+    """An LLM handler hands its syscalls to an engine, which runs some and holds others waiting or suspended:
+    ``running`` counts the first, ``queued`` the others with those still in the kernel's queue."""
+
+    async def main() -> None:
+        release, handed = asyncio.Event(), asyncio.Semaphore(0)
+
+        async def engine(syscall: Syscall) -> None:
+            if syscall.payload in ("runs", "suspended"):
+                syscall.start_slice()
+            if syscall.payload == "suspended":
+                syscall.suspend()
+            handed.release()
+            await release.wait()
+
+        scheduler = Scheduler()
+        scheduler.add_queue(SyscallKind.LLM, FifoPolicy(), engine, workers=3, handler_times_slices=True)
+        await scheduler.start()
+        calls = [await scheduler.submit(Syscall(SyscallKind.LLM, "a", state))
+                 for state in ("runs", "waits", "suspended", "in the kernel's queue")]
+        for _ in range(3):
+            await asyncio.wait_for(handed.acquire(), 10)
+        assert scheduler.stats()["llm"] == {"policy": "fifo", "queued": 3, "running": 1}
+        release.set()
+        for call in calls:
+            await call.result()
+        assert scheduler.stats()["llm"] == {"policy": "fifo", "queued": 0, "running": 0}
+        await scheduler.stop()
+
+    run(main())
+
+
 def test_unknown_policy_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match="unknown scheduling policy 'lottery'; known: fifo, rr, priority"):
         make_policy("lottery")

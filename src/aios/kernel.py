@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 from aios.access.manager import AccessManager
 from aios.agents.runtime import AgentRuntime
@@ -76,9 +77,16 @@ async def close_core(core: LLMCore) -> None:
         await closing
 
 
-def _load_core(model: ModelConfig, config: Config) -> LLMCore:
+def _api_key(model: ModelConfig, config: Config) -> str | None:
+    """The key an API model starts with: its own ``api_key``, else ``api_keys.<backend>`` (a local model, none)."""
+    if model.backend == "huggingface":
+        return None
     key = model.api_key or config.api_keys.get(model.backend)
-    key = key if isinstance(key, str) and key else None
+    return key if isinstance(key, str) and key else None
+
+
+def _load_core(model: ModelConfig, config: Config) -> LLMCore:
+    key = _api_key(model, config)
     if model.backend in OPENAI_COMPATIBLE:
         from aios.llm.openai_compat import OpenAICompatBackend
 
@@ -102,7 +110,7 @@ def _load_core(model: ModelConfig, config: Config) -> LLMCore:
 
 
 # Config sections /core/refresh compares (llms.models it applies; the others take effect at the next start).
-# api_keys is left out: keys set with /core/config/update stand until the kernel stops.
+# api_keys is left out: refresh applies it too (the file's keys, with those set by /core/config/update on top).
 _SECTIONS = ("llms.models", "llms.router", "scheduler", "server", "storage", "tools", "access", "memory")
 
 
@@ -122,7 +130,11 @@ class Kernel:
         routing = config.llms.router
         self.router = Router(cores, make_strategy(routing.strategy, routing.smart_threshold, routing.smart_min_samples),
                              routing.sticky, {m.name: model_cost(m, c) for m, c in zip(config.llms.models, cores)})
-        self._loading: set[str] = set()  # models being added
+        self._loading: set[str] = set()  # models being added (from before they wait for their turn)
+        # Adding, removing and restarting models, setting keys and refresh take turns: each sees the models as the
+        # one before left them (a model removed while set_api_key went through the models was a 500).
+        self._changing = asyncio.Lock()
+        self._keys_set: dict[str, str] = {}  # api_keys set at run time: refresh keeps them over the file's
         # The config file and what it said at start (before command-line overrides): /core/refresh reads the file
         # again and compares with it.
         self.config_file: tuple[str, Config] | None = None
@@ -213,22 +225,96 @@ class Kernel:
     # -- models added and removed while serving -------------------------------------------------------------------
 
     async def add_model(self, model: ModelConfig) -> dict[str, Any]:
-        """Load ``model`` on a thread (other models keep serving) and route to it; returns its listing."""
-        if self.router.named(model.name) is not None or model.name in self._loading:
-            raise Conflict(f"model {model.name!r} is already {'loading' if model.name in self._loading else 'served'}")
-        self._loading.add(model.name)
+        """Load ``model`` on a thread (other models keep serving) and route to it; returns its listing. Another
+        add of the same name is refused at once, even while this one waits for its turn."""
+        with self._claimed(model.name):
+            async with self._changing:
+                return await self._add(model)
+
+    async def remove_model(self, name: str) -> dict[str, Any]:
+        """Route nothing more to model ``name``, let the syscalls it is serving finish, then close it."""
+        async with self._changing:
+            return await self._remove(name)
+
+    async def set_api_key(self, provider: str, key: str) -> list[str]:
+        """Use ``key`` as ``api_keys.<provider>`` from now on: the models that take their key from there are
+        restarted with it (each after its syscalls in flight finish). Returns their names."""
+        async with self._changing:
+            self._keys_set[provider] = key
+            self.config = self.config.model_copy(update={"api_keys": {**self.config.api_keys, provider: key}})
+            users = [m for m in self.config.llms.models
+                     if m.backend == provider != "huggingface" and m.api_key is None]
+            for model in users:
+                await self._restart(model)
+            return [model.name for model in users]
+
+    async def refresh(self) -> dict[str, list[str]]:
+        """Read the config file again and apply its ``llms.models`` while serving: added, removed (after
+        draining) and changed models (restarted), with its ``api_keys`` (those set at run time on top). Other
+        sections changed are named in ``needs_restart``. A change that fails stops the refresh; its error says
+        which changes were applied before it (they stay)."""
+        if self.config_file is None:
+            raise NotAvailable("this kernel was started without a config file: there is nothing to read again")
+        path, at_start = self.config_file
         try:
-            core = await self._load(model)
+            fresh = await asyncio.to_thread(load_config, path, check_providers=True)
+        except ConfigError as exc:
+            raise BadRequest(f"the config file was not applied: {exc}") from None
+        changes: dict[str, list[str]] = {"added": [], "restarted": [], "removed": []}
+        async with self._changing:
+            before = self.config
+            self.config = before.model_copy(update={"api_keys": {**fresh.api_keys, **self._keys_set}})
+            try:
+                await self._apply_models(before, fresh.llms.models, changes)
+            except KernelError as exc:
+                applied = [f"{what} {', '.join(names)}" for what, names in changes.items() if names]
+                if self.config.api_keys != before.api_keys:
+                    applied.insert(0, "its api_keys")
+                raise type(exc)(f"the config file was applied in part ({'; '.join(applied) or 'no change'}: that "
+                                f"stays), then stopped: {exc}. Fix that and refresh again") from None
+        changes["needs_restart"] = [section for section in _SECTIONS if section != "llms.models"
+                                    and _section(fresh, section) != _section(at_start, section)]
+        return changes
+
+    async def _apply_models(self, before: Config, models: list[ModelConfig], changes: dict[str, list[str]]) -> None:
+        """Serve ``models`` where ``before`` served its own, with the keys now set: a model whose settings or key
+        changed restarts. Each change is recorded in ``changes`` once made."""
+        current = {model.name: model for model in before.llms.models}
+        wanted = {model.name: model for model in models}
+        for name, model in wanted.items():
+            if name not in current:
+                with self._claimed(name):
+                    await self._add(model)
+                changes["added"].append(name)
+            elif model != current[name] or _api_key(model, self.config) != _api_key(current[name], before):
+                await self._restart(model)
+                changes["restarted"].append(name)
+        for name in current.keys() - wanted.keys():  # after the additions: some model always serves
+            await self._remove(name)
+            changes["removed"].append(name)
+
+    # The steps below run in turn (the caller holds ``_changing``).
+
+    @contextlib.contextmanager
+    def _claimed(self, name: str) -> Iterator[None]:
+        """Mark model ``name`` as being added while the block runs; Conflict if it is served or being added."""
+        if self.router.named(name) is not None or name in self._loading:
+            raise Conflict(f"model {name!r} is already {'loading' if name in self._loading else 'served'}")
+        self._loading.add(name)
+        try:
+            yield
         finally:
-            self._loading.discard(model.name)
+            self._loading.discard(name)
+
+    async def _add(self, model: ModelConfig) -> dict[str, Any]:
+        core = await self._load(model)
         self.router.add(core, model_cost(model, core))
         self._set_models([*self.config.llms.models, model])
         self.scheduler.add_workers(SyscallKind.LLM, LLM_IN_FLIGHT)
         log.info("model %s (%s) added", model.name, model.backend)
         return model.listing()
 
-    async def remove_model(self, name: str) -> dict[str, Any]:
-        """Route nothing more to model ``name``, let the syscalls it is serving finish, then close it."""
+    async def _remove(self, name: str) -> dict[str, Any]:
         core = self.router.named(name)
         if core is None:
             raise NotFound(f"no model {name!r} is served; served: {', '.join(c.name for c in self.router.cores)}")
@@ -241,57 +327,19 @@ class Kernel:
                            "select others, or [] to lift the selection, before removing it")
         self.router.remove(core)
         self._set_models([m for m in self.config.llms.models if m.name != name])
+        await self.scheduler.remove_workers(SyscallKind.LLM, LLM_IN_FLIGHT)  # the share it brought
         drained = self.router.in_flight(core)
         await self.router.drain(core)
         await close_core(core)
         log.info("model %s removed after %d syscalls in flight finished", name, drained)
         return {"name": name, "drained": drained}
 
-    async def set_api_key(self, provider: str, key: str) -> list[str]:
-        """Use ``key`` as ``api_keys.<provider>`` from now on: the models that take their key from there are
-        restarted with it (each after its syscalls in flight finish). Returns their names."""
-        self.config = self.config.model_copy(update={"api_keys": {**self.config.api_keys, provider: key}})
-        users = [m for m in self.config.llms.models
-                 if m.backend == provider != "huggingface" and m.api_key is None]
-        for model in users:
-            await self._restart(model)
-        return [model.name for model in users]
-
-    async def refresh(self) -> dict[str, list[str]]:
-        """Read the config file again and apply its ``llms.models`` while serving: added, removed (after
-        draining) and changed models (restarted). Other sections changed are named in ``needs_restart``."""
-        if self.config_file is None:
-            raise NotAvailable("this kernel was started without a config file: there is nothing to read again")
-        path, at_start = self.config_file
-        try:
-            fresh = await asyncio.to_thread(load_config, path, check_providers=True)
-        except ConfigError as exc:
-            raise BadRequest(f"the config file was not applied: {exc}") from None
-        current = {model.name: model for model in self.config.llms.models}
-        wanted = {model.name: model for model in fresh.llms.models}
-        changes: dict[str, list[str]] = {"added": [], "restarted": [], "removed": []}
-        for name, model in wanted.items():
-            if name not in current:
-                await self.add_model(model)
-                changes["added"].append(name)
-            elif model != current[name]:
-                await self._restart(model)
-                changes["restarted"].append(name)
-        for name in current.keys() - wanted.keys():  # after the additions: some model always serves
-            await self.remove_model(name)
-            changes["removed"].append(name)
-        changes["needs_restart"] = [section for section in _SECTIONS if section != "llms.models"
-                                    and _section(fresh, section) != _section(at_start, section)]
-        return changes
-
     async def _restart(self, model: ModelConfig) -> None:
         """Serve ``model`` from a new core; the old one finishes what it is serving, then closes."""
         old = self.router.named(model.name)
-        assert old is not None, "only served models are restarted"
+        if old is None:
+            raise Conflict(f"model {model.name!r} is not served, so it cannot be restarted: add it instead")
         new = await self._load(model)
-        if self.router.named(model.name) is not old:  # removed or restarted by another request meanwhile
-            await close_core(new)
-            raise Conflict(f"model {model.name!r} changed while it was restarting; try again")
         self.router.replace(old, new, model_cost(model, new))
         self._set_models([model if m.name == model.name else m for m in self.config.llms.models])
         await self.router.drain(old)

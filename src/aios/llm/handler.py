@@ -322,31 +322,56 @@ def _invalid(error: str, generation: Generation) -> LLMResponse:
                        finish_reason=generation.finish_reason, usage=usage_of(generation))
 
 
+@dataclass(frozen=True)
+class _EntryRule:
+    """How an ``llms`` entry may set a sampling field: under which keys, and held to its query field's rule."""
+
+    keys: tuple[str, ...]  # the first key the entry sets wins (AIOS puts max_tokens there)
+    whole: bool
+    valid: Callable[[float], bool]
+    rule: str
+
+
+_ENTRY_RULES = {
+    "temperature": _EntryRule(("temperature",), False, lambda v: 0 <= v <= 2, "a number from 0 to 2"),
+    "top_p": _EntryRule(("top_p",), False, lambda v: 0 < v <= 1, "a number above 0 and at most 1"),
+    "max_new_tokens": _EntryRule(("max_new_tokens", "max_tokens"), True, lambda v: 1 <= v <= 32768,
+                                 "a whole number from 1 to 32768"),
+}
+
+
+def check_llms_entry(entry: dict[str, Any]) -> None:
+    """Refuse (BadRequest, naming the field) an ``llms`` entry with a sampling value a query using it would be
+    refused for: a selection is checked when it is made, not at every request after."""
+    for name in _ENTRY_RULES:
+        _entry_value(entry, name)
+
+
+def _entry_value(entry: dict[str, Any], name: str) -> Any:
+    """The entry's value for sampling field ``name`` (None if it sets none); a bad one is refused naming it."""
+    rule = _ENTRY_RULES[name]
+    key = next((k for k in rule.keys if entry.get(k) is not None), None)
+    if key is None:
+        return None
+    raw = entry[key]
+    # As the query's own fields: a whole number is a JSON integer (not 5.0, not true), any number is finite.
+    finite = isinstance(raw, int) or (isinstance(raw, float) and math.isfinite(raw))
+    number = isinstance(raw, int) if rule.whole else finite
+    if isinstance(raw, bool) or not number or not rule.valid(raw):
+        raise BadRequest(f"llms entry {entry.get('name')!r}: {key} must be {rule.rule}, got {reprlib.repr(raw)}")
+    return int(raw) if rule.whole else float(raw)
+
+
 def _sampling(query: LLMQuery, entry: dict[str, Any]) -> SamplingParams:
     """Explicit query fields win over the ``llms`` entry's (AIOS puts temperature/max_tokens there); an entry's
     value is held to the rule its query field is held to, and a bad one is refused naming it."""
     defaults = SamplingParams()
 
-    def pick(value: Any, *keys: str, default: Any, whole: bool, valid: Callable[[float], bool], rule: str) -> Any:
-        if value is not None:
-            return value
-        key = next((k for k in keys if entry.get(k) is not None), None)
-        if key is None:
-            return default
-        raw = entry[key]
-        # As the query's own fields: a whole number is a JSON integer (not 5.0, not true), any number is finite.
-        number = isinstance(raw, int) if whole else isinstance(raw, int) or (isinstance(raw, float) and math.isfinite(raw))
-        if isinstance(raw, bool) or not number or not valid(raw):
-            raise BadRequest(f"llms entry {entry.get('name')!r}: {key} must be {rule}, got {reprlib.repr(raw)}")
-        return int(raw) if whole else float(raw)
+    def pick(name: str) -> Any:
+        value = getattr(query, name)
+        if value is None:
+            value = _entry_value(entry, name)
+        return getattr(defaults, name) if value is None else value
 
-    return SamplingParams(
-        temperature=pick(query.temperature, "temperature", default=defaults.temperature, whole=False,
-                         valid=lambda v: 0 <= v <= 2, rule="a number from 0 to 2"),
-        top_p=pick(query.top_p, "top_p", default=defaults.top_p, whole=False, valid=lambda v: 0 < v <= 1,
-                   rule="a number above 0 and at most 1"),
-        max_new_tokens=pick(query.max_new_tokens, "max_new_tokens", "max_tokens", default=defaults.max_new_tokens,
-                            whole=True, valid=lambda v: 1 <= v <= 32768, rule="a whole number from 1 to 32768"),
-        stop=list(query.stop),
-        seed=query.seed,
-    )
+    return SamplingParams(temperature=pick("temperature"), top_p=pick("top_p"),
+                          max_new_tokens=pick("max_new_tokens"), stop=list(query.stop), seed=query.seed)

@@ -1,16 +1,17 @@
 """Pick the LLM core for each syscall, and keep count of what each core is serving.
 
 The candidates are all cores when the syscall names no model, else the cores matching its ``llms`` entries, in
-the order given; the strategy (``llms.router.strategy``, see ``routing``) chooses among them. With
-``llms.router.sticky`` an agent keeps the core it was last given while that core stays allowed, so its prefix
-cache stays warm. Every routed syscall is counted against its core until it ends: that count is the load
-``least_loaded`` weighs, and what a removed core waits on before it closes (its in-flight syscalls finish).
+the order given, less those that are down while any of them is up; the strategy (``llms.router.strategy``, see
+``routing``) chooses among them. With ``llms.router.sticky`` an agent keeps the core it was last given while that
+core stays allowed, so its prefix cache stays warm. Every routed syscall is counted against its core until it
+ends: that count is the load ``least_loaded`` weighs, and what a removed core waits on before it closes (its
+in-flight syscalls finish).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -36,7 +37,9 @@ class Router:
         self.strategy = strategy or Sequential()
         self.sticky = sticky
         self.costs = dict(costs or {})
-        self._in_flight: dict[LLMCore, int] = defaultdict(int)
+        # Only cores serving something have an entry (the last syscall to end removes it): a removed core is not
+        # kept alive, with its weights, by a count of 0.
+        self._in_flight: dict[LLMCore, int] = {}
         self._drained: dict[LLMCore, asyncio.Event] = {}
         self._agents: OrderedDict[str, str] = OrderedDict()
         # The models chosen for the whole kernel (``POST /user/select/llms``): a syscall naming none is routed
@@ -54,6 +57,9 @@ class Router:
             wanted = ", ".join(_label(e.get("name"), _backend_of(e)) for e in llms or [])
             have = ", ".join(_label(c.name, c.backend) for c in self.cores)
             raise NotFound(f"no configured model matches llms [{wanted}]; configured: {have}")
+        # A model that is down refuses at once, so it would look idle to least_loaded and take every request:
+        # it is passed over while an allowed model is up. When all are down, it is routed to and says why.
+        allowed = [(core, entry) for core, entry in allowed if not getattr(core, "down", None)] or allowed
         candidates = [self._candidate(core, entry) for core, entry in allowed]
         chosen = self._kept(agent, candidates) or self.strategy.choose(candidates, kind)
         if self.sticky and agent:
@@ -94,13 +100,13 @@ class Router:
 
     def _candidate(self, core: LLMCore, entry: dict[str, Any]) -> Candidate:
         running = getattr(core, "running_tokens", None)
-        return Candidate(core, entry, self._in_flight[core], running() if running else 0, self.costs.get(core.name, 0.0))
+        return Candidate(core, entry, self.in_flight(core), running() if running else 0, self.costs.get(core.name, 0.0))
 
     # -- what each core serves --------------------------------------------------------------------------------
 
     def track(self, route: Route, syscall: Syscall) -> None:
         """Count ``syscall`` against its core until it ends, then tell the strategy how it went."""
-        self._in_flight[route.core] += 1
+        self._in_flight[route.core] = self.in_flight(route.core) + 1
         syscall.on_end(lambda: self._ended(route, syscall))
 
     def _ended(self, route: Route, syscall: Syscall) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from aios.scheduler.policy import Policy
-from aios.syscall import Syscall, SyscallKind
+from aios.syscall import Syscall, SyscallKind, SyscallStatus
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,9 @@ class _Queue:
     workers: int
     handler_times_slices: bool
     ready: asyncio.Condition = field(default_factory=asyncio.Condition)
-    running: dict[int, asyncio.Task[Any]] = field(default_factory=dict)
+    running: dict[Syscall, asyncio.Task[Any]] = field(default_factory=dict)  # handed to the handler, not ended
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)  # its workers; more than ``workers`` while some leave
+    idle: set[asyncio.Task[None]] = field(default_factory=set)  # those waiting for a syscall
 
 
 class Scheduler:
@@ -37,7 +39,7 @@ class Scheduler:
     def __init__(self) -> None:
         self._queues: dict[SyscallKind, _Queue] = {}
         self._ids = itertools.count(1)
-        self._worker_tasks: list[asyncio.Task[None]] = []
+        self._started = False
 
     def add_queue(self, kind: SyscallKind, policy: Policy[Syscall], handler: Handler, workers: int = 1,
                   handler_times_slices: bool = False) -> None:
@@ -49,30 +51,48 @@ class Scheduler:
         return kind in self._queues
 
     async def start(self) -> None:
+        self._started = True
         for kind, queue in self._queues.items():
-            for n in range(queue.workers):
-                task = asyncio.create_task(self._work(queue), name=f"{kind.value}-worker-{n}")
-                self._worker_tasks.append(task)
+            self._start_workers(kind, queue, queue.workers)
 
     def add_workers(self, kind: SyscallKind, workers: int) -> None:
         """Serve ``kind`` with ``workers`` more (a model added while serving brings its own share)."""
         queue = self._queues[kind]
         queue.workers += workers
-        if self._worker_tasks:  # started: the new workers start now, else with the others
-            for n in range(workers):
-                self._worker_tasks.append(asyncio.create_task(self._work(queue), name=f"{kind.value}-worker+{n}"))
+        if self._started:  # else they start with the others
+            self._start_workers(kind, queue, workers)
+
+    async def remove_workers(self, kind: SyscallKind, workers: int) -> None:
+        """Serve ``kind`` with ``workers`` fewer (a model removed takes its share back): idle workers have left
+        when this returns; where too few were idle, busy ones leave as their syscalls end."""
+        queue = self._queues[kind]
+        queue.workers -= workers
+        leaving = list(queue.idle)[:workers]
+        for task in leaving:  # cancelled while they wait: they hold no syscall
+            queue.idle.discard(task)
+            queue.tasks.discard(task)
+            task.cancel()
+        await asyncio.gather(*leaving, return_exceptions=True)
+        async with queue.ready:
+            queue.ready.notify(len(queue.policy))  # a wake-up one of them had been given goes to one that stays
+
+    def _start_workers(self, kind: SyscallKind, queue: _Queue, workers: int) -> None:
+        for _ in range(workers):
+            queue.tasks.add(asyncio.create_task(self._work(queue), name=f"{kind.value}-worker"))
 
     async def stop(self) -> None:
         """Cancel running and queued syscalls, then the workers."""
+        workers = [task for queue in self._queues.values() for task in queue.tasks]
         for queue in self._queues.values():
             for task in queue.running.values():
                 task.cancel()
             while len(queue.policy):
                 queue.policy.pop().cancel()
-        for task in self._worker_tasks:
+            queue.tasks.clear()
+        for task in workers:
             task.cancel()
-        await asyncio.gather(*self._worker_tasks, return_exceptions=True)
-        self._worker_tasks.clear()
+        await asyncio.gather(*workers, return_exceptions=True)
+        self._started = False
 
     async def submit(self, syscall: Syscall) -> Syscall:
         queue = self._queues[syscall.kind]
@@ -85,7 +105,7 @@ class Scheduler:
     def cancel(self, syscall: Syscall) -> None:
         """Cancel a syscall wherever it is: a queued one leaves the queue, a running one is interrupted."""
         queue = self._queues[syscall.kind]
-        task = queue.running.get(syscall.id)
+        task = queue.running.get(syscall)
         if task is not None:
             task.cancel()
             return
@@ -94,24 +114,40 @@ class Scheduler:
         syscall.cancel()
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        return {
-            kind.value: {"policy": q.policy.name, "queued": len(q.policy), "running": len(q.running)}
-            for kind, q in self._queues.items()
-        }
+        """Per kind: syscalls running now, and those waiting (in the queue, or, where the handler hands them on
+        to a resource that schedules them itself, an LLM engine, waiting or suspended there)."""
+        stats = {}
+        for kind, q in self._queues.items():
+            running = sum(syscall.status is SyscallStatus.RUNNING for syscall in q.running)
+            stats[kind.value] = {"policy": q.policy.name, "queued": len(q.policy) + len(q.running) - running,
+                                 "running": running}
+        return stats
 
     async def _work(self, queue: _Queue) -> None:
-        while True:
-            async with queue.ready:
+        worker = asyncio.current_task()
+        assert worker is not None, "workers are tasks"
+        while len(queue.tasks) <= queue.workers:  # else workers were taken back while this one was busy: it leaves
+            # No name holds the syscall here while the worker waits for the next: an ended one would keep its
+            # payload alive (an LLM syscall's model, after the model is removed).
+            await self._run(queue, await self._next(queue, worker))
+        queue.tasks.discard(worker)
+
+    async def _next(self, queue: _Queue, worker: asyncio.Task[None]) -> Syscall:
+        async with queue.ready:
+            queue.idle.add(worker)
+            try:
                 await queue.ready.wait_for(lambda: len(queue.policy) > 0)
-                syscall = queue.policy.pop()
-            if not syscall.done:  # cancelled while queued
-                await self._run(queue, syscall)
+            finally:
+                queue.idle.discard(worker)
+            return queue.policy.pop()
 
     async def _run(self, queue: _Queue, syscall: Syscall) -> None:
+        if syscall.done:  # cancelled while queued
+            return
         if not queue.handler_times_slices:
             syscall.start_slice()
         task = asyncio.create_task(queue.handler(syscall))
-        queue.running[syscall.id] = task
+        queue.running[syscall] = task
         try:
             result = await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -126,4 +162,4 @@ class Scheduler:
         else:
             syscall.finish(result)
         finally:
-            queue.running.pop(syscall.id, None)
+            queue.running.pop(syscall, None)

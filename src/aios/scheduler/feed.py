@@ -3,7 +3,8 @@
 Event-driven and shared: every syscall tells the feed when it changes (queued, a slice starts or ends, it ends),
 which marks the feed dirty; one producer task turns the changes into one snapshot — at most ``max_rate`` a
 second, however many watchers and changes there are — and wakes every watcher with it. Nothing is built while
-nobody watches. The feed keeps the live syscalls and the last ``keep`` ended ones.
+nobody watches. The feed keeps the live syscalls and the last ``keep`` ended ones, these as their descriptions
+(an ended syscall's payload holds its model, which a removed model's memory must not wait on).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class SchedulerFeed:
     def __init__(self, state: Callable[[], dict[str, Any]], keep: int = KEEP_ENDED, max_rate: float = MAX_RATE) -> None:
         """``state``: the kernel-wide part of a snapshot (models and queues), read when one is built."""
         self._state, self._keep, self._interval = state, keep, 1.0 / max_rate
-        self._syscalls: OrderedDict[int, Syscall] = OrderedDict()
+        self._syscalls: OrderedDict[int, Syscall | dict[str, Any]] = OrderedDict()  # ended: described
         self._ended: OrderedDict[int, None] = OrderedDict()
         self._dirty = asyncio.Event()
         self._published = asyncio.Condition()
@@ -35,7 +36,7 @@ class SchedulerFeed:
 
     def changed(self, syscall: Syscall) -> None:
         """A syscall was queued, started or ended a slice, or ended (called on the event loop)."""
-        self._syscalls[syscall.id] = syscall
+        self._syscalls[syscall.id] = _described(syscall) if syscall.done else syscall  # ended: it changes no more
         if syscall.done:
             self._ended[syscall.id] = None
             while len(self._ended) > self._keep:
@@ -83,7 +84,8 @@ class SchedulerFeed:
                 await asyncio.sleep(self._interval)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"time": time.time(), **self._state(), "syscalls": [_described(s) for s in self._syscalls.values()]}
+        return {"time": time.time(), **self._state(), "syscalls": [s if isinstance(s, dict) else _described(s)
+                                                                         for s in self._syscalls.values()]}
 
 
 def _described(syscall: Syscall) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aios.config import ModelConfig
 from aios.errors import NotAvailable
 from aios.kernel import Kernel
+from aios.llm.handler import check_llms_entry
 from aios.server.access_routes import administrator
 from aios.server.wire import LLMChoice
 
@@ -76,11 +77,14 @@ async def llms_remove(body: ModelName, request: Request) -> dict[str, Any]:
 # -- the models selected for every agent ----------------------------------------------------------------------
 @router.post("/user/select/llms")
 async def select_llms(body: list[LLMChoice], request: Request) -> dict[str, Any]:
-    """Route every LLM syscall among these models; [] lifts the selection."""
+    """Route every LLM syscall among these models; [] lifts the selection. A sampling value (temperature, top_p,
+    max_new_tokens) that would get every request using the entry refused is refused here instead."""
     kernel = _kernel(request)
     if request.app.state.auth_required:
         administrator(request)  # it changes every agent's routing
     chosen = [choice.model_dump(exclude_none=True) for choice in body]
+    for entry in chosen:
+        check_llms_entry(entry)
     kernel.router.select(chosen)
     if not chosen:
         return {"status": "warning", "message": "No LLM selected"}

@@ -17,6 +17,17 @@ from typing import Any
 CONTEXT = 4  # the window reaches back over this many of the points where the text was whole
 
 
+def incomplete(text: str) -> bool:
+    """Whether decoded text ends inside a character: the tokens so far hold only the first bytes of one that byte
+    tokens spell over several, and decode them to U+FFFD."""
+    return text.endswith("\ufffd")
+
+
+def whole(text: str) -> str:
+    """Decoded text up to its last whole character."""
+    return text[:-1] if incomplete(text) else text
+
+
 class IncrementalText:
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
@@ -30,15 +41,15 @@ class IncrementalText:
         start = self._whole_at[0]
         before = self._decode(ids[start:self.done])
         after = self._decode(ids[start:])
-        if after.endswith("\ufffd"):
+        if incomplete(after):
             return self.text
         if after.startswith(before) and (before or start == self.done):
             self.text += after[len(before):]
         else:  # the window changed its start, or has no text before the new tokens (all of them skipped)
-            whole = self._decode(ids)
-            if whole.endswith("\ufffd"):
+            text = self._decode(ids)
+            if incomplete(text):
                 return self.text
-            self.text = whole
+            self.text = text
         self.done = len(ids)
         self._whole_at = [*self._whole_at, self.done][-CONTEXT:]
         return self.text

@@ -31,7 +31,7 @@ import torch
 
 from aios.context import KV, ContextStore
 from aios.errors import BadRequest, CapacityExceeded, KernelError, Unavailable
-from aios.llm.hf.detokenize import IncrementalText
+from aios.llm.hf.detokenize import IncrementalText, whole
 from aios.llm.hf.grammar import Grammars
 from aios.llm.hf.kv import BatchKV, SharedKV, SlotKV, capacity_for
 from aios.llm.hf.prefix import Match, PrefixCache, common_prefix
@@ -369,7 +369,7 @@ class Engine:
             self.contexts.discard(sequence.snapshot)
             sequence.snapshot = None
         if sequence.output_ids:
-            text = self._final_text(sequence)
+            text = self._final_text(sequence, cut=True)
             sequence.stream(text, final=True)
             sequence.finish(text, "kv_budget")
             return
@@ -610,7 +610,7 @@ class Engine:
 
     def _finish(self, sequence: Sequence, reason: str) -> None:
         """Hand a running sequence its reply, keep its KV for prefix reuse, and free its row."""
-        text = self._final_text(sequence)
+        text = self._final_text(sequence, cut=reason != "stop")
         stop_at = _first_stop(text, _stops(sequence), len(sequence.request.reply_prefix))
         text = text[:stop_at] if stop_at is not None else text
         sequence.stream(text, final=True)
@@ -632,10 +632,12 @@ class Engine:
             sequence.detokenizer = IncrementalText(self.tokenizer)
         return sequence.request.reply_prefix + sequence.detokenizer.of(self._reply_ids(sequence))
 
-    def _final_text(self, sequence: Sequence) -> str:
-        """The reply's text at its end: its tokens decoded whole."""
-        return sequence.request.reply_prefix + self.tokenizer.decode(self._reply_ids(sequence),
-                                                                     skip_special_tokens=True)
+    def _final_text(self, sequence: Sequence, cut: bool) -> str:
+        """The reply's text at its end: its tokens decoded whole. A reply ``cut`` short (it did not end by itself:
+        the token limit, the KV budget, a cancel) may stop inside a character: it ends before it, as streaming
+        does, rather than in U+FFFD."""
+        text = self.tokenizer.decode(self._reply_ids(sequence), skip_special_tokens=True)
+        return sequence.request.reply_prefix + (whole(text) if cut else text)
 
     def _reply_ids(self, sequence: Sequence) -> list[int]:
         ids = sequence.output_ids
