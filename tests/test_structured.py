@@ -16,6 +16,7 @@ from aios.llm.structured import (
     InvalidReply,
     ProseGate,
     calls_or_answer,
+    complete_calls,
     json_spec,
     parse_reply,
     retry_message,
@@ -130,6 +131,19 @@ def test_definitions_of_the_tools_and_of_the_answer_both_resolve_and_may_not_cla
     clashing = {**answer, "$defs": {**answer["$defs"], "book.Guest": {"type": "string"}}}
     with pytest.raises(ValueError, match="both define \\$defs/book.Guest, differently"):
         calls_or_answer(tool_call_spec([booking], "auto"), json_spec(clashing))
+
+
+@pytest.mark.parametrize(("text", "before"), [
+    ('[{"name": "a", "parameters": {}}, {"name": "b", "parameters": {"x": "cut', '[{"name": "a", "parameters": {}}]'),
+    (' [ {"name": "a", "parameters": {}} ,\n {"na', '[{"name": "a", "parameters": {}}]'),
+    ('[{"name": "a", "parameters": {}}, {"name": "b", "parameters": {}}]',
+     '[{"name": "a", "parameters": {}}, {"name": "b", "parameters": {}}]'),
+    ('[{"name": "a", "par', None),
+    ("[", None),
+    ("I will call a tool.", None),
+], ids=["cut-in-the-second", "blanks", "whole", "cut-in-the-first", "just-begun", "prose"])
+def test_the_calls_complete_before_a_cut_are_found(text: str, before: str | None) -> None:
+    assert complete_calls(text) == before
 
 
 QUOTED_CALL = 'Here it is:\n```json\n{"name": "demo__get_weather", "parameters": {"town": "Paris"}}\n```'

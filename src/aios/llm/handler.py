@@ -31,6 +31,7 @@ from aios.llm.structured import (
     ProseGate,
     Reply,
     calls_or_answer,
+    complete_calls,
     json_spec,
     parse_reply,
     retry_message,
@@ -262,9 +263,25 @@ async def _structured_reply(query: LLMQuery, request: GenerationRequest, generat
         if generation.finish_reason == "stop":
             return _invalid(f"the model's reply was invalid twice (it was shown the first problem and retried): "
                             f"{problem}", generation)
+    salvaged = _calls_before_the_cut(spec, generation, core.constrains)
+    if salvaged is not None:
+        return salvaged
     cut_by = _CUT_BY.get(generation.finish_reason, generation.finish_reason)
     return _invalid(f"the reply was cut off after {generation.completion_tokens} tokens (max_new_tokens="
                     f"{query.sampling.max_new_tokens}; {cut_by}) before it was complete: {problem}", generation)
+
+
+def _calls_before_the_cut(spec: OutputSpec, generation: Generation, constrained: bool) -> LLMResponse | None:
+    """A reply of tool calls cut short inside a later call: the calls made whole before it, as a reply that says
+    it was cut (``finish_reason`` stays ``length``). A small model may go on calling past what it was asked, and
+    the closing of the reply, in its last tokens, cannot always end a call it has begun."""
+    before = complete_calls(generation.text) if spec.tools is not None else None
+    if before is None:
+        return None
+    try:
+        return _shaped(parse_reply(spec, before, constrained), generation)
+    except InvalidReply:
+        return None
 
 
 _CUT_BY = {"length": "it reached that or the model's context length",

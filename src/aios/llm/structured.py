@@ -446,6 +446,33 @@ def retry_message(spec: OutputSpec, problem: str) -> dict[str, str]:
                                        f"that matches the required schema, and no other text."}
 
 
+def complete_calls(text: str) -> str | None:
+    """Of a reply cut short inside a JSON array (of calls), the array of the items complete before the cut; None
+    when it is not such a reply or none is complete."""
+    stripped, decoder, items = text.strip(), json.JSONDecoder(), []
+    if not stripped.startswith("["):
+        return None
+    at = 1
+    while True:
+        at = _after_blanks(stripped, at)
+        try:
+            item, at = decoder.raw_decode(stripped, at)
+        except ValueError:
+            break
+        items.append(item)
+        at = _after_blanks(stripped, at)
+        if stripped[at:at + 1] != ",":
+            break
+        at += 1
+    return json.dumps(items, ensure_ascii=False) if items else None
+
+
+def _after_blanks(text: str, at: int) -> int:
+    while at < len(text) and text[at].isspace():
+        at += 1
+    return at
+
+
 def distinct_calls(tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The calls, each distinct one (name and parameters) once, in order: small models repeat a call, and
     running it again would be an action nobody asked for (a second write, a second message sent). Every reply's
