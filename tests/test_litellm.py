@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from aios.config import load_config
-from aios.errors import ConfigError, KernelError
+from aios.errors import BadRequest, ConfigError, KernelError
 from aios.kernel import Kernel, load_cores
 from aios.llm.core import GenerationRequest, SamplingParams
 from aios.llm.handler import LLMQuery
@@ -114,6 +114,27 @@ def test_a_reply_streams_in_pieces(provider: Provider) -> None:
 
     assert asyncio.run(main()) == ["The capital", " of France", " is Paris."]
     assert provider.received[0]["stream"] is True
+
+
+@pytest.mark.parametrize(("provider", "refused"), [
+    ("anthropic", "set ANTHROPIC_API_KEY in the kernel's environment, api_keys.anthropic in the config"),
+    ("groq", "set GROQ_API_KEY"),
+    ("bedrock", None),  # AWS's credentials may come from files: not refused here
+], ids=["anthropic", "groq", "bedrock"])
+def test_a_provider_model_without_its_api_key_is_refused_when_added(monkeypatch: pytest.MonkeyPatch, provider: str,
+                                                                      refused: str | None) -> None:
+    """Added without a key (the README's `aios models add claude-sonnet-4-5 --backend anthropic`, with no key
+    set), it was served, and every syscall routed to it failed: with the embedded model beside it, every other."""
+    for name in ("ANTHROPIC_API_KEY", "GROQ_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    if refused is None:
+        LiteLLMBackend("some-model", provider)
+        return
+    with pytest.raises(BadRequest, match=f"model 'some-model' \\({provider}\\) has no API key: {refused}"):
+        LiteLLMBackend("some-model", provider)
+    monkeypatch.setenv(f"{provider.upper()}_API_KEY", "from-the-environment")
+    LiteLLMBackend("some-model", provider)
+    LiteLLMBackend("some-model", provider, api_key="given")
 
 
 def test_litellm_providers_load_from_the_config_with_keys_from_api_keys(tmp_path: Path) -> None:

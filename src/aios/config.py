@@ -115,9 +115,9 @@ class ModelConfig(_Section):
                       "backend, the provider's model name")
     backend: _Backend = Field(default="huggingface", description="huggingface (local); openai, vllm, sglang, ollama "
                               "(OpenAI-compatible HTTP); any other LiteLLM provider: anthropic, gemini, groq, ...")
-    api_key: str | None = Field(default=None, repr=False, description="API backends; else api_keys.<backend>, else "
-                                "$OPENAI_API_KEY for openai, the provider's own variable (ANTHROPIC_API_KEY, ...) "
-                                "for LiteLLM providers")
+    api_key: str | None = Field(default=None, repr=False, description="API backends; else api_keys.<backend> ($OPENAI_API_KEY, "
+                                "when set, over the file's api_keys.openai), else the provider's own variable "
+                                "(ANTHROPIC_API_KEY, ...) for LiteLLM providers")
     max_gpu_memory: dict[int, str] | None = Field(
         default=None, description='per-GPU limit, e.g. {0: "24GB"}; used only when CUDA is present'
     )
@@ -423,7 +423,7 @@ class AccessConfig(_Section):
 # locale, proxies, certificates, thread counts), no secrets. A provider's API key is not among them.
 AGENT_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM", "PYTHON*",
              "VIRTUAL_ENV", "LD_LIBRARY_PATH", "*_proxy", "*_PROXY", "SSL_CERT_*", "REQUESTS_CA_BUNDLE",
-             "CURL_CA_BUNDLE", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE",
+             "CURL_CA_BUNDLE", "CUDA_VISIBLE_DEVICES", "OMP_*", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "HF_HUB_OFFLINE",
              "TRANSFORMERS_OFFLINE")
 
 

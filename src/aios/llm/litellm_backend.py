@@ -62,8 +62,19 @@ class LiteLLMBackend:
         self._litellm = import_litellm()
         self.name, self.backend = model_name, provider
         self._api_key, self._api_base = api_key, api_base
+        self._refuse_without_key()
         self._secrets = [*([api_key] if api_key else []), *(parse_service_url(api_base).secrets if api_base else [])]
         self.retries, self.backoff_s = retries, backoff_s
+
+    def _refuse_without_key(self) -> None:
+        """A provider that needs an API key and has none is refused now: served without one, it would fail every
+        syscall routed to it (half of them, beside one other model). Only keys named ``*_API_KEY`` count: other
+        credentials (AWS's, Vertex's) may come from files LiteLLM does not look at here."""
+        said = self._litellm.validate_environment(model=self._target, api_key=self._api_key, api_base=self._api_base)
+        missing = [name for name in said.get("missing_keys") or [] if name.endswith("_API_KEY")]
+        if missing:
+            raise BadRequest(f"model {self.name!r} ({self.backend}) has no API key: set {' or '.join(missing)} in the "
+                             f"kernel's environment, api_keys.{self.backend} in the config, or the model's api_key")
 
     @property
     def _target(self) -> str:
