@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -15,10 +16,26 @@ from pydantic import BaseModel, field_validator
 from aios.sdk import (
     AIOSError,
     LLMResponse,
+    create_dir,
+    create_file,
+    create_memory,
+    delete_dir,
+    file_history,
+    get_tool,
+    grant_permission,
     kernel_url,
+    list_agents,
+    list_dir,
+    list_memories,
     llm_chat,
     llm_chat_with_json_output,
     llm_chat_with_tool_call_output,
+    llm_operate_file,
+    read_file,
+    rollback_file,
+    submit_agent,
+    wait_agent,
+    write_file,
 )
 from conftest import KernelProcess
 
@@ -33,12 +50,13 @@ def test_importing_the_sdk_loads_no_heavy_library() -> None:
     assert json.loads(result.stdout) == []
 
 
-def test_llm_chat_returns_a_typed_reply_with_timings(kernel: KernelProcess) -> None:
+def test_llm_chat_returns_a_typed_reply_with_timings_and_token_usage(kernel: KernelProcess) -> None:
     reply = llm_chat("sdk/chat", CAPITAL, kernel.url, temperature=0, max_new_tokens=24)
     assert isinstance(reply, LLMResponse)
     assert "Paris" in reply.response_message and reply.tool_calls is None
     assert reply.finished and reply.status_code == 200 and reply.error is None
     assert len(reply.timings.start_times) == 1 and 0 <= reply.timings.waiting <= reply.timings.turnaround
+    assert reply.usage is not None and reply.usage["prompt_tokens"] > 0 and 0 < reply.usage["completion_tokens"] <= 24
 
 
 def test_the_kernel_url_comes_from_the_environment(kernel: KernelProcess, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,3 +182,71 @@ def test_sdk_runs_in_a_fresh_process_with_only_the_environment(kernel: KernelPro
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "AIOS_KERNEL_URL": kernel.url}, check=True)
     assert "Paris" in result.stdout
+
+
+# A file tool as a Cerebrum agent passes it to llm_operate_file (the kernel offers its own file tools instead).
+CEREBRUM_FILE_TOOL = {"name": "file_writer", "description": "Write a file.",
+                      "parameters": {"type": "object", "properties": {"file_path": {"type": "string"}}}}
+
+
+def test_llm_operate_file_takes_cerebrums_argument_order(kernel: KernelProcess) -> None:
+    """Cerebrum's ``llm_operate_file(agent_name, messages, tools, base_url, llms)``, positionally."""
+    reply = llm_operate_file("sdk/operator", [{"role": "user", "content": "Create a file named notes.txt"}],
+                             [CEREBRUM_FILE_TOOL], kernel.url, None, max_new_tokens=48)
+    assert [operation.name for operation in reply.operations] == ["create_file"]
+    assert read_file("sdk/operator", "notes.txt", kernel.url).content == ""
+
+
+def test_llm_operate_file_still_takes_the_kernel_url_third(kernel: KernelProcess) -> None:
+    """This SDK's earlier order put ``base_url`` third: such a call still reaches that kernel (which refuses the
+    empty messages, before any model runs)."""
+    with pytest.raises(AIOSError) as caught:
+        llm_operate_file("sdk/operator", [], kernel.url)
+    assert caught.value.status_code == 400 and "messages: List should have at least 1 item" in caught.value.message
+
+
+def test_storage_functions_reach_another_agents_files_with_owner(kernel: KernelProcess) -> None:
+    owner, helper = "sdk/owner", "sdk/helper"
+    write_file(owner, "plan.txt", "v1", kernel.url)
+    write_file(owner, "plan.txt", "v2", kernel.url)
+    grant_permission(owner, f"files:{owner}", helper, "write", kernel.url)
+    create_dir(helper, "drafts", kernel.url, owner=owner)
+    create_file(helper, "drafts/empty.txt", kernel.url, owner=owner)
+    rollback_file(helper, "plan.txt", 1, kernel.url, owner=owner)
+    assert [v.version for v in file_history(helper, "plan.txt", kernel.url, owner=owner).versions] == [3, 2, 1]
+    delete_dir(helper, "drafts", True, kernel.url, owner=owner)
+    assert read_file(owner, "plan.txt", kernel.url).content == "v1"  # each change was made in the owner's files
+    assert [entry.name for entry in list_dir(owner, "", False, kernel.url).entries] == ["plan.txt"]
+
+
+def test_list_memories_pages_through_the_agents_memories_newest_first(kernel: KernelProcess) -> None:
+    agent = "sdk/lister"
+    made = [create_memory(agent, f"note {i}", None, kernel.url).memory_id for i in range(3)]
+    first = list_memories(agent, 2, 0, kernel.url).search_results
+    rest = list_memories(agent, 2, 2, kernel.url).search_results
+    assert [r.memory_id for r in first + rest] == made[::-1]
+    assert all(r.score is None for r in first + rest)  # a list ranks nothing
+
+
+def test_get_tool_names_close_matches_for_a_tool_the_kernel_lacks(kernel: KernelProcess) -> None:
+    assert get_tool("aios/calculator", kernel.url).name == "aios/calculator"
+    with pytest.raises(AIOSError) as caught:
+        get_tool("aios/calcuator", kernel.url)
+    assert caught.value.status_code == 404 and "aios/calculator" in caught.value.message
+
+
+@pytest.mark.parametrize("name", ["calculator", "", "aios/", "/calculator", "aios/calculator/extra"],
+                         ids=["no-author", "empty", "no-name", "empty-author", "two-slashes"])
+def test_get_tool_refuses_a_name_not_of_the_form_author_slash_name(kernel: KernelProcess, name: str) -> None:
+    with pytest.raises(AIOSError) as caught:
+        get_tool(name, kernel.url)
+    assert caught.value.status_code == 0
+    assert f"tool name must be author/name (such as 'aios/calculator'), not {name!r}" in caught.value.message
+
+
+def test_list_agents_reports_each_runs_time_limit(kernel: KernelProcess) -> None:
+    echo = Path(__file__).parent / "fixtures" / "agents" / "echo"
+    execution_id = submit_agent(str(echo), "timed", kernel.url, time_limit_s=45)
+    assert wait_agent(execution_id, kernel.url).status == "completed"
+    (process,) = [p for p in list_agents(kernel.url) if p.execution_id == execution_id]
+    assert process.time_limit_s == 45

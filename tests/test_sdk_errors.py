@@ -14,7 +14,19 @@ from typing import Any, Iterator
 
 import pytest
 
-from aios.sdk import AIOSError, LLMResponse, file_history, list_dir, llm_chat, read_file, retrieve_file
+from aios.sdk import (
+    AIOSError,
+    LLMResponse,
+    file_history,
+    kernel_url,
+    list_dir,
+    list_tools,
+    llm_chat,
+    llm_chat_stream,
+    read_file,
+    retrieve_file,
+    submit_agent,
+)
 
 HI = [{"role": "user", "content": "hi"}]
 GOOD = {"response": {"response_message": "hello", "finished": True, "status_code": 200}}
@@ -104,6 +116,7 @@ def server_url() -> Iterator[str]:
 def test_the_canned_server_serves_a_good_reply(server_url: str) -> None:
     reply = llm_chat("a", HI, base_url=f"{server_url}/good")
     assert isinstance(reply, LLMResponse) and reply.response_message == "hello" and reply.finished
+    assert reply.usage is None  # a reply without usage (an older kernel's) still reads
 
 
 @pytest.mark.parametrize(("case", "status", "fragment"), [(c, s, f) for c, _, _, _, s, f in BAD_REPLIES],
@@ -147,6 +160,25 @@ def test_a_call_that_cannot_be_sent_is_an_aios_error_with_status_0(
         llm_chat("a", messages, base_url=base_url or f"http://127.0.0.1:{_closed_port()}")
     assert caught.value.status_code == 0
     assert fragment in caught.value.message, caught.value.message
+
+
+# One call per way the SDK reaches the kernel (a syscall, a stream, a GET, another route), each with a base_url
+# that is no URL: such as a tools list passed where Cerebrum's order has the URL.
+NOT_A_URL: list[tuple[str, Any, str]] = [
+    ("syscall-list", lambda: llm_chat("a", HI, [{"name": "t"}]), "not list [{'name': 't'}]"),
+    ("stream-int", lambda: list(llm_chat_stream("a", HI, 8000)), "not int 8000"),
+    ("get-bytes", lambda: list_tools(b"http://127.0.0.1:1"), "not bytes b'http://127.0.0.1:1'"),
+    ("route-dict", lambda: submit_agent("example/chat", "x", {"url": "u"}), "not dict {'url': 'u'}"),
+    ("kernel-url", lambda: kernel_url(["u"]), "not list ['u']"),  # type: ignore[arg-type]
+]
+
+
+@pytest.mark.parametrize(("call", "fragment"), [(c, f) for _, c, f in NOT_A_URL], ids=[i for i, *_ in NOT_A_URL])
+def test_a_base_url_that_is_not_a_string_is_an_aios_error_naming_it(call: Any, fragment: str) -> None:
+    with pytest.raises(AIOSError) as caught:
+        call()
+    assert caught.value.status_code == 0
+    assert "base_url must be the kernel's URL as a string" in caught.value.message and fragment in caught.value.message
 
 
 def test_storage_replies_with_fields_this_sdk_does_not_know_still_give_typed_items(server_url: str) -> None:

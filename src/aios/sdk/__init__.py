@@ -39,6 +39,7 @@ from aios.sdk.memory import (
     create_memory,
     delete_memory,
     get_memory,
+    list_memories,
     search_memories,
     update_memory,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "create_memory",
     "delete_memory",
     "get_memory",
+    "list_memories",
     "search_memories",
     "update_memory",
     # storage

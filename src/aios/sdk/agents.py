@@ -40,6 +40,7 @@ class AgentProcess:
     submitted_at: float
     started_at: float | None
     ended_at: float | None
+    time_limit_s: float | None  # seconds the run may take before it is killed; None from a kernel that does not say
 
     @classmethod
     def of(cls, item: dict[str, Any]) -> "AgentProcess":

@@ -41,7 +41,9 @@ class MemoryNote:
 class SearchResult:
     memory_id: str
     content: str
-    score: float  # cosine similarity to the query; results come best first by the fused (meaning + words) rank
+    # Cosine similarity to the query; results come best first by the fused (meaning + words) rank. None in a
+    # list_memories reply, which ranks nothing.
+    score: float | None
     metadata: dict[str, Any]
 
     @property
@@ -77,12 +79,17 @@ class MemoryResponse:
             response = envelope["response"]
             results = response.get("search_results")
             return cls(response.get("memory_id"), response.get("content"), response.get("metadata"),
-                       None if results is None else [SearchResult(r["memory_id"], r["content"], float(r["score"]),
+                       None if results is None else [SearchResult(r["memory_id"], r["content"], _score(r),
                                                                    r.get("metadata") or {}) for r in results],
                        bool(response.get("success")), response.get("error"), int(response.get("status_code", 200)),
                        Timings.of(envelope))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise not_an_envelope(envelope) from None
+
+
+def _score(result: dict[str, Any]) -> float | None:
+    score = result.get("score")
+    return None if score is None else float(score)
 
 
 def _memory(agent_name: str, operation: str, base_url: str | None, params: dict[str, Any],
@@ -101,7 +108,7 @@ def create_memory(agent_name: str, content: str, metadata: dict[str, Any] | None
                   base_url: str | None = None, *, owner: str | None = None) -> MemoryResponse:
     """Keep ``content`` as a new memory of the agent (``.memory_id``). ``metadata``: any JSON object; its
     ``tags``, ``keywords``, ``context`` and ``category`` become the note's fields. ``owner``: another agent's
-    memories, with its grant (``write`` here, ``read`` to get and search; every function but
+    memories, with its grant (``write`` here, ``read`` to get, search and list; every function but
     ``create_agentic_memory`` takes it)."""
     return _memory(agent_name, "add_memory", base_url, {"content": content, "metadata": metadata or {}}, owner)
 
@@ -147,6 +154,14 @@ def search_memories(agent_name: str, query: str, k: int = 5, base_url: str | Non
     operation = "retrieve_memory_raw" if raw else "retrieve_memory"
     return _memory(agent_name, operation, base_url, {key: value for key, value in params.items() if value is not None},
                    owner)
+
+
+def list_memories(agent_name: str, k: int | None = None, offset: int = 0, base_url: str | None = None, *,
+                  owner: str | None = None) -> MemoryResponse:
+    """The agent's memories, most recently made first, a page at a time: ``k`` of them (1-100; None: the kernel's
+    page of 20) after the first ``offset``, in ``.search_results`` (``score`` None); fewer than ``k`` means the
+    list has ended."""
+    return _memory(agent_name, "list_memories", base_url, {"k": k, "offset": offset}, owner)
 
 
 def _time(value: float | str | datetime | None) -> float | str | None:

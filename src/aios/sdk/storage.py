@@ -135,19 +135,22 @@ def mount(agent_name: str, root_dir: str, base_url: str | None = None) -> Storag
     return _storage(agent_name, "mount", base_url, root_dir=root_dir)
 
 
-def create_file(agent_name: str, file_path: str, base_url: str | None = None) -> StorageResponse:
+def create_file(agent_name: str, file_path: str, base_url: str | None = None, *,
+                owner: str | None = None) -> StorageResponse:
     """Create an empty file (version 1); 409 if it exists."""
-    return _storage(agent_name, "create_file", base_url, file_path=file_path)
+    return _storage(agent_name, "create_file", base_url, file_path=file_path, owner=owner)
 
 
-def create_dir(agent_name: str, dir_path: str, base_url: str | None = None) -> StorageResponse:
-    return _storage(agent_name, "create_dir", base_url, dir_path=dir_path)
+def create_dir(agent_name: str, dir_path: str, base_url: str | None = None, *,
+               owner: str | None = None) -> StorageResponse:
+    return _storage(agent_name, "create_dir", base_url, dir_path=dir_path, owner=owner)
 
 
 def write_file(agent_name: str, file_path: str, content: str, base_url: str | None = None, *,
                owner: str | None = None) -> StorageResponse:
     """Write ``content`` as the file's next version (the file and its directories are created if needed).
-    ``owner``: another agent's file, with its write grant (every function here takes it)."""
+    ``owner``: another agent's file, with its write grant (every function here but ``mount``, ``share_file``,
+    ``unshare_file`` and ``llm_operate_file`` takes it)."""
     return _storage(agent_name, "write", base_url, file_path=file_path, content=content, owner=owner)
 
 
@@ -159,12 +162,11 @@ def retrieve_file(agent_name: str, query_text: str, n: int, keywords: list[str] 
 
 
 def rollback_file(agent_name: str, file_path: str, n: int = 1, base_url: str | None = None, *,
-                  time: float | str | datetime | None = None) -> StorageResponse:
+                  time: float | str | datetime | None = None, owner: str | None = None) -> StorageResponse:
     """Bring back the content of ``n`` versions ago — or, with ``time``, as it was then — as a new version."""
-    if time is not None:
-        return _storage(agent_name, "rollback", base_url, file_path=file_path,
-                        time=time.isoformat() if isinstance(time, datetime) else time)
-    return _storage(agent_name, "rollback", base_url, file_path=file_path, n=n)
+    # The kernel refuses n and time together, so only the one that applies is sent.
+    when = {"n": n} if time is None else {"time": time.isoformat() if isinstance(time, datetime) else time}
+    return _storage(agent_name, "rollback", base_url, file_path=file_path, owner=owner, **when)
 
 
 def share_file(agent_name: str, file_path: str, base_url: str | None = None, *,
@@ -197,14 +199,14 @@ def delete_file(agent_name: str, file_path: str, base_url: str | None = None, *,
 
 
 def delete_dir(agent_name: str, dir_path: str, recursive: bool = False,
-               base_url: str | None = None) -> StorageResponse:
-    return _storage(agent_name, "delete", base_url, dir_path=dir_path, recursive=recursive)
+               base_url: str | None = None, *, owner: str | None = None) -> StorageResponse:
+    return _storage(agent_name, "delete", base_url, dir_path=dir_path, recursive=recursive, owner=owner)
 
 
 def file_history(agent_name: str, file_path: str, base_url: str | None = None, *,
-                 limit: int | None = None) -> StorageResponse:
+                 limit: int | None = None, owner: str | None = None) -> StorageResponse:
     """The file's versions, newest first, in ``.versions``."""
-    return _storage(agent_name, "history", base_url, file_path=file_path, limit=limit)
+    return _storage(agent_name, "history", base_url, file_path=file_path, limit=limit, owner=owner)
 
 
 def unshare_file(agent_name: str, link: str | None = None, base_url: str | None = None, *,
@@ -213,11 +215,17 @@ def unshare_file(agent_name: str, link: str | None = None, base_url: str | None 
     return _storage(agent_name, "unshare", base_url, link=link, file_path=file_path)
 
 
-def llm_operate_file(agent_name: str, messages: list[dict[str, Any]], base_url: str | None = None,
-                     llms: list[dict[str, Any]] | None = None, *, temperature: float | None = None,
-                     max_new_tokens: int | None = None) -> FileOperationsResponse:
+def llm_operate_file(agent_name: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+                     base_url: str | None = None, llms: list[dict[str, Any]] | None = None, *,
+                     temperature: float | None = None, max_new_tokens: int | None = None) -> FileOperationsResponse:
     """Let the model turn a file request in words into storage operations, run them as this agent, and report
-    each one (``.operations``) with its real result or error; raises :class:`AIOSError` if any failed."""
+    each one (``.operations``) with its real result or error; raises :class:`AIOSError` if any failed.
+
+    The arguments are in Cerebrum's order. ``tools`` is taken for that order only and not sent: the kernel offers
+    the model its own file operations as tools (``create_file``, ``write_file``, ``read_file``, ...) whatever a
+    caller passes. A string in its place is the kernel URL, where this SDK's earlier order had ``base_url``."""
+    if isinstance(tools, str) and base_url is None:
+        base_url = tools
     query_data = {key: value for key, value in (("messages", messages), ("llms", llms), ("temperature", temperature),
                                                 ("max_new_tokens", max_new_tokens)) if value is not None}
     envelope = send_query(agent_name, "llm", {**query_data, "action_type": "operate_file"}, base_url)

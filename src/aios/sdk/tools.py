@@ -72,8 +72,13 @@ def list_tools(base_url: str | None = None) -> list[ToolInfo]:
 
 
 def get_tool(name: str, base_url: str | None = None) -> ToolInfo:
-    """One tool by its ``author/name``; :class:`AIOSError` 404 (naming close matches) when there is none."""
-    author, _, tool = name.partition("/")
+    """One tool by its ``author/name``; :class:`AIOSError` 404 (naming close matches) when there is none, and
+    status 0 for a name of another form, which no route of the kernel's would answer for."""
+    parts = name.split("/") if isinstance(name, str) else []
+    if len(parts) != 2 or not all(parts):
+        raise AIOSError(0, f"tool name must be author/name (such as 'aios/calculator'), not {name!r}; list_tools() "
+                           "gives every name the kernel has")
+    author, tool = parts
     return ToolInfo.of(get_json(f"/tools/{quote(author, safe='')}/{quote(tool, safe='')}", base_url)["tool"])
 
 

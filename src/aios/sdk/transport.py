@@ -15,7 +15,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(None, connect=10.0)
 
 
 class AIOSError(Exception):
-    """The kernel refused or failed a syscall, or could not be reached (``status_code`` 0).
+    """The kernel refused or failed a syscall, or the call never reached one (``status_code`` 0: no kernel at the
+    URL, a call that cannot be sent, a reply that is no kernel's).
 
     ``status_code`` is the HTTP status (or the envelope's ``status_code`` for a syscall that ran and failed);
     ``message`` says what went wrong; ``response`` holds the typed reply when there was one.
@@ -29,6 +30,11 @@ class AIOSError(Exception):
 
 
 def kernel_url(base_url: str | None = None) -> str:
+    """``base_url``, else ``$AIOS_KERNEL_URL``, else the default; a ``base_url`` that is not a string (say, a tools
+    list passed where Cerebrum's order has the URL) raises :class:`AIOSError` naming it."""
+    if base_url is not None and not isinstance(base_url, str):
+        raise AIOSError(0, f"base_url must be the kernel's URL as a string (such as {DEFAULT_KERNEL_URL!r}), not "
+                           f"{type(base_url).__name__} {_excerpt(base_url)}; check the arguments' order")
     return (base_url or os.environ.get("AIOS_KERNEL_URL") or DEFAULT_KERNEL_URL).rstrip("/")
 
 

@@ -54,6 +54,7 @@ class LLMResponse:
     status_code: int
     timings: Timings
     finish_reason: str | None = None
+    usage: dict[str, int] | None = None  # {"prompt_tokens", "completion_tokens"}; None when no generation ended
 
     def json(self) -> Any:
         """The reply parsed as JSON (for ``llm_chat_with_json_output``)."""
@@ -81,4 +82,5 @@ class LLMResponse:
             status_code=int(response.get("status_code", 200)),
             timings=Timings.of(envelope),
             finish_reason=response.get("finish_reason"),
+            usage=response.get("usage"),
         )
