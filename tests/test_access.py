@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
+from aios.access import address
 from aios.access.approvals import Approvals
 from aios.access.manager import ADMIN, MAX_PENDING_REQUESTS
 from aios.config import load_config
@@ -562,9 +563,9 @@ def test_operations_waiting_for_a_person_hold_up_no_other_agent(tmp_path: Path) 
 @pytest.mark.parametrize("approve", [True, False], ids=["approved", "denied"])
 def test_a_file_tool_is_asked_about_before_it_runs_and_once(tmp_path: Path, approve: bool) -> None:
     """``aios/delete_file`` makes a storage delete. It used to ask inside the running tool call: the person's
-    time counted against the tool's timeout (1 s here), the call failed with a timeout, and a later answer found
+    time counted against the tool's timeout (10 s here), the call failed with a timeout, and a later answer found
     nothing waiting. Now the tool call is asked about before it runs, and its delete is not asked about again."""
-    kernel = kernel_asking_about_deletes(tmp_path, default_timeout_s=1)
+    kernel = kernel_asking_about_deletes(tmp_path, default_timeout_s=10)
     delete = [{"name": "aios/delete_file", "parameters": {"file_path": "precious.txt"}}]
 
     async def main() -> tuple[list[Any], dict[str, int], Any, Any]:
@@ -782,6 +783,28 @@ def test_the_cli_sends_the_administrator_s_token_only_to_the_kernel_serving_its_
     assert seen == [None]  # the agents command's request, without the token
     as_localhost = aios("token", "list", "--url", kernel.replace("127.0.0.1", "localhost"), data_dir=secured.data_dir)
     assert as_localhost.returncode == 0 and "alice" in as_localhost.stdout, as_localhost.stderr
+
+
+@pytest.mark.parametrize(("bound", "recorded"), [("http://127.0.0.1:8123", "http://127.0.0.1:8123"),
+                                               ("http://0.0.0.0:8123", "http://127.0.0.1:8123"),
+                                               ("http://[::]:8123", "http://[::1]:8123")],
+                         ids=["loopback", "every-ipv4-address", "every-ipv6-address"])
+def test_where_a_kernel_serves_is_recorded_as_an_address_this_machine_reaches(tmp_path: Path, bound: str,
+                                                                              recorded: str) -> None:
+    """A kernel bound to every address records the loopback one: the command line's default URL reaches it."""
+    address.record(tmp_path, bound)
+    assert address.serving(tmp_path) == recorded
+    address.forget(tmp_path)
+    assert address.serving(tmp_path) is None
+
+
+def test_a_record_left_by_a_process_whose_pid_was_reused_is_not_trusted(tmp_path: Path) -> None:
+    """After a crash the record stays; the pid may come back as another process (of the same user), which may
+    listen where the kernel did. Its start time tells them apart."""
+    address.record(tmp_path, "http://127.0.0.1:8123")
+    said = json.loads((tmp_path / address.RECORD).read_text())
+    (tmp_path / address.RECORD).write_text(json.dumps({**said, "started": said["started"] - 1}))
+    assert address.serving(tmp_path) is None
 
 
 @pytest.mark.parametrize("words", [("agents", "ps"), ("agents", "logs", "1"), ("agents", "cancel", "1"),

@@ -200,9 +200,10 @@ def test_llm_operate_file_takes_cerebrums_argument_order(kernel: KernelProcess) 
 def test_llm_operate_file_still_takes_the_kernel_url_third(kernel: KernelProcess) -> None:
     """This SDK's earlier order put ``base_url`` third: such a call still reaches that kernel (which refuses the
     empty messages, before any model runs)."""
-    with pytest.raises(AIOSError) as caught:
-        llm_operate_file("sdk/operator", [], kernel.url)
-    assert caught.value.status_code == 400 and "messages: List should have at least 1 item" in caught.value.message
+    for earlier in ([kernel.url], [kernel.url, [{"name": "no-such-model"}]]):  # with llms fourth, too
+        with pytest.raises(AIOSError) as caught:
+            llm_operate_file("sdk/operator", [], *earlier)
+        assert caught.value.status_code == 400 and "messages: List should have at least 1" in caught.value.message
 
 
 def test_storage_functions_reach_another_agents_files_with_owner(kernel: KernelProcess) -> None:

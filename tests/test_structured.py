@@ -120,6 +120,19 @@ def test_under_auto_with_a_json_answer_a_reply_is_calls_or_that_json_never_prose
     assert spec.key != tool_call_spec(TOOLS, "auto").key  # a grammar of its own
 
 
+def test_with_a_json_answer_an_array_answer_and_a_models_own_call_format_are_read() -> None:
+    """An answer whose schema is an array starts like the calls do; a model's own call format (a chat template's
+    ``<tool_call>``, where no grammar holds the reply) is calls, not a failed answer."""
+    numbers = {"type": "array", "items": {"type": "integer"}}
+    spec = calls_or_answer(tool_call_spec(TOOLS, "auto"), json_spec(numbers))
+    assert parse_reply(spec, "[1, 2, 3]", constrained=True).value == [1, 2, 3]
+    own = '<tool_call>\n{"name": "clock", "arguments": {}}\n</tool_call>'
+    assert parse_reply(calls_or_answer(tool_call_spec(TOOLS, "auto"), json_spec(PERSON)), own).tool_calls[0][
+        "name"] == "clock"
+    with pytest.raises(InvalidReply, match="not JSON"):
+        parse_reply(spec, "three numbers", constrained=True)
+
+
 def test_definitions_of_the_tools_and_of_the_answer_both_resolve_and_may_not_clash() -> None:
     booking = {"name": "book", "parameters": {"type": "object", "$defs": {"Guest": PERSON},
                                               "properties": {"guest": {"$ref": "#/$defs/Guest"}}, "required": ["guest"]}}

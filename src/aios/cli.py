@@ -180,18 +180,21 @@ TokenOption = typer.Option(None, "--token", envvar="AIOS_TOKEN", show_envvar=Fal
 
 
 @contextmanager
-def _agents_calls(token: Optional[str], config: Optional[Path], url: Optional[str]) -> Iterator[None]:
+def _agents_calls(token: Optional[str], config: Optional[Path], url: Optional[str]) -> Iterator[Optional[str]]:
     """The SDK's requests of an agents command, sent with ``token``, else, to the kernel serving the data dir,
     with its administrator's token (a kernel that requires none takes it too; no other server is sent it); a
-    refusal ends the command with the kernel's words, and a 401 with how to give a token."""
+    refusal ends the command with the kernel's words, and a 401 with how to give a token. Yields the URL to send
+    the requests to (the kernel's own, where it is sent the administrator's token)."""
     from aios.sdk import AIOSError, kernel_url
 
-    sent = token if token is not None else _local_admin_token(config, kernel_url(url))
+    sent, served = token, None
+    if token is None:
+        sent, served = _local_admin_token(config, kernel_url(url)) or (None, None)
     before = os.environ.get("AIOS_TOKEN")
     if sent is not None:
         os.environ["AIOS_TOKEN"] = sent  # the SDK sends $AIOS_TOKEN with every request
     try:
-        yield
+        yield served or url
     except AIOSError as exc:
         hint = (f"; give --token TOKEN or set $AIOS_TOKEN (without either, the kernel serving this data dir is sent "
                 f"the administrator's token in {_admin_token(config)[0]})") if exc.status_code == 401 else ""
@@ -219,7 +222,7 @@ def run_agent(
 
     local = Path(agent).expanduser()
     agent_id = str(local.resolve()) if local.exists() else agent  # the kernel reads a path on its own machine
-    with _agents_calls(token, config, url):
+    with _agents_calls(token, config, url) as url:
         execution_id = submit_agent(agent_id, task, url, time_limit_s=time_limit)
         typer.echo(f"execution {execution_id} started", err=True)
         status = wait_agent(execution_id, url)
@@ -239,7 +242,7 @@ def agents_ps(url: Optional[str] = AgentUrlOption, token: Optional[str] = TokenO
     """Every agent run the kernel knows: id, agent, status, process id, and how it ended."""
     from aios.sdk import list_agents
 
-    with _agents_calls(token, config, url):
+    with _agents_calls(token, config, url) as url:
         runs = list_agents(url)
     for run in runs:
         ended = run.error or (f"exit {run.exit_code}" if run.exit_code is not None else "")
@@ -253,7 +256,7 @@ def agents_logs(execution_id: int = typer.Argument(..., min=1), url: Optional[st
     """What an agent wrote: its stdout, then its stderr (to stderr)."""
     from aios.sdk import agent_logs
 
-    with _agents_calls(token, config, url):
+    with _agents_calls(token, config, url) as url:
         logs = agent_logs(execution_id, url, tail_kb=tail_kb)
     typer.echo(logs.stdout, nl=False)
     typer.echo(logs.stderr, nl=False, err=True)
@@ -265,7 +268,7 @@ def agents_cancel(execution_id: int = typer.Argument(..., min=1), url: Optional[
     """Kill a running agent and its children."""
     from aios.sdk import cancel_agent
 
-    with _agents_calls(token, config, url):
+    with _agents_calls(token, config, url) as url:
         status = cancel_agent(execution_id, url)
     typer.echo(f"execution {execution_id}: {status.status} ({status.error})")
 
@@ -288,18 +291,19 @@ def _admin_token(config: Optional[Path]) -> tuple[Path, Optional[str]]:
         return path, None
 
 
-def _local_admin_token(config: Optional[Path], url: str) -> Optional[str]:
-    """The administrator's token of the data dir, if ``url`` is where the kernel that keeps it serves now (sent
-    to any other server, it would give that server's owner the kernel)."""
+def _local_admin_token(config: Optional[Path], url: str) -> Optional[tuple[str, str]]:
+    """The administrator's token of the data dir and the URL the kernel that keeps it serves at, if ``url`` names
+    that kernel (sent to any other server, the token would give that server's owner the kernel). The requests go
+    to the kernel's own URL: ``localhost`` may reach another program on ``[::1]`` before the kernel's 127.0.0.1."""
     from aios.access import address
 
     path, token = _admin_token(config)
     served = address.serving(path.parent)
-    return token if served is not None and _same_address(served, url) else None
+    return (token, served) if token is not None and served is not None and _same_address(served, url) else None
 
 
 def _same_address(served: str, url: str) -> bool:
-    """Whether ``url`` reaches the server at ``served``: the same port, and the same host or both loopback."""
+    """Whether ``url`` names the server at ``served``: the same port, and the same host or both loopback."""
     from urllib.parse import urlsplit
 
     from aios.server.auth import is_loopback
@@ -337,9 +341,10 @@ def _admin(url: Optional[str], admin_token: Optional[str], config: Optional[Path
 
     target = kernel_url(url)
     if admin_token is None:
-        admin_token = _local_admin_token(config, target)
-        if admin_token is None:
+        local = _local_admin_token(config, target)
+        if local is None:
             raise _no_admin_token(config, target)
+        admin_token, target = local
     return httpx.Client(base_url=target, headers={"Authorization": f"Bearer {admin_token}"},
                         timeout=httpx.Timeout(read_timeout, connect=10.0))
 

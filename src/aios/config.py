@@ -424,7 +424,7 @@ class AccessConfig(_Section):
 AGENT_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM", "PYTHON*",
              "VIRTUAL_ENV", "LD_LIBRARY_PATH", "*_proxy", "*_PROXY", "SSL_CERT_*", "REQUESTS_CA_BUNDLE",
              "CURL_CA_BUNDLE", "CUDA_VISIBLE_DEVICES", "OMP_*", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "HF_HUB_OFFLINE",
-             "TRANSFORMERS_OFFLINE")
+             "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "TMPDIR", "XDG_*")
 
 
 class AgentsConfig(_Section):

@@ -352,12 +352,24 @@ def _answer(schema: dict[str, Any], text: str) -> Any:
 
 
 def _tool_reply(spec: OutputSpec, text: str, constrained: bool) -> Reply:
+    """The calls in a reply; with an ``answer``, a reply that holds none must be that JSON (which may itself be
+    an array, or arrive after a model's own call format where nothing constrained it)."""
+    if spec.answer is None:
+        return _calls_reply(spec, text, constrained)
+    try:
+        return _calls_reply(spec, text, constrained)
+    except InvalidReply as no_calls:
+        try:
+            return Reply(text=text, value=_answer(spec.answer, text), tool_calls=[])
+        except InvalidReply as no_answer:
+            raise (no_calls if text.strip().startswith("[") else no_answer) from None
+
+
+def _calls_reply(spec: OutputSpec, text: str, constrained: bool) -> Reply:
     """The calls in a reply. Under ``auto`` a reply that does not start as the instructed array of calls is
     prose unless it holds valid calls: an answer may quote JSON that looks like a call (the user asked for
     some), and that is no reason to fail it or to retry."""
     stripped = text.strip()
-    if spec.answer is not None and not stripped.startswith("["):
-        return Reply(text=text, value=_answer(spec.answer, text), tool_calls=[])
     prose_allowed = spec.allow_text and not stripped.startswith("[")
     found = _instructed_calls(stripped)
     if found is None and not constrained:  # read as leniently as the seed: fences, tags, "arguments", prose around

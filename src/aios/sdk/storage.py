@@ -223,9 +223,10 @@ def llm_operate_file(agent_name: str, messages: list[dict[str, Any]], tools: lis
 
     The arguments are in Cerebrum's order. ``tools`` is taken for that order only and not sent: the kernel offers
     the model its own file operations as tools (``create_file``, ``write_file``, ``read_file``, ...) whatever a
-    caller passes. A string in its place is the kernel URL, where this SDK's earlier order had ``base_url``."""
-    if isinstance(tools, str) and base_url is None:
-        base_url = tools
+    caller passes. A string in its place is the kernel URL, where this SDK's earlier order had ``base_url`` (and
+    ``llms`` after it)."""
+    if isinstance(tools, str) and (base_url is None or isinstance(base_url, list)):
+        tools, base_url, llms = None, tools, base_url if llms is None else llms  # the earlier order
     query_data = {key: value for key, value in (("messages", messages), ("llms", llms), ("temperature", temperature),
                                                 ("max_new_tokens", max_new_tokens)) if value is not None}
     envelope = send_query(agent_name, "llm", {**query_data, "action_type": "operate_file"}, base_url)

@@ -16,6 +16,7 @@ outside the kernel and is recorded as an ``external`` version. So history always
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, replace
@@ -241,7 +242,8 @@ class FileSystem:
                     self._make_parents(place)
                     replace_file(place.absolute, data)
             except BaseException:  # refused (permissions, a full disk): the refused operation makes no version
-                self.store.settle(record.id, version.number, keep=False)
+                with contextlib.suppress(Exception):  # else the next touch settles it: the refusal is the news
+                    self.store.settle(record.id, version.number, keep=False)
                 raise
             with self.store.transaction():
                 self.store.settle(record.id, version.number, keep=True)

@@ -77,6 +77,12 @@ class McpServer:
     async def _serve(self) -> None:
         """Run the server until stop(), restarting it whenever its connection breaks (never when its first start
         failed: it offered no tools)."""
+        try:
+            await self._restarting()
+        finally:  # however it ends (abandoned by stop(), too), no start() waits on it any longer
+            self._first_run.set()
+
+    async def _restarting(self) -> None:
         while not self._stopping:
             began = time.monotonic()
             try:
@@ -94,6 +100,10 @@ class McpServer:
             log.warning("MCP server %s is down: %s", self.config.name, self.error)
             with anyio.CancelScope() as self._scope:
                 await anyio.sleep(delay)
+            if self._stopping:  # stopped while it waited to restart
+                self.error = None
+                self._set("stopped")
+                return
             self.restarts += 1
             self._set("starting")
 
