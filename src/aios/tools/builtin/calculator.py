@@ -19,7 +19,9 @@ from typing import Any, Callable
 from aios.tools.tool import Tool, ToolContext, ToolError
 
 MAX_LENGTH = 1000  # characters of expression
-MAX_DEPTH = 100  # operations nested in one another (each one is a frame of the evaluator)
+# Operations nested in one another, a sum of many terms too (each is two frames of the evaluator: 400 stay well
+# within Python's recursion limit of 1000, and a sum of 400 numbers is not refused).
+MAX_DEPTH = 400
 # Digits of any integer along the way: Python's default limit on converting an integer to text, past which the
 # result could not be written as JSON.
 MAX_DIGITS = 4300
