@@ -245,6 +245,27 @@ def test_a_removed_model_finishes_its_syscalls_in_flight_then_closes(config: Any
         asyncio.run(main(own))
 
 
+def test_a_removed_models_syscalls_in_flight_hold_up_no_other_model_change(config: Any, backend: Any,
+                                                                         data_dir: Path, tmp_path: Path) -> None:
+    """The removal waits for its model's generation to end; another model is added meanwhile (it waited for that
+    generation, up to its token cap, and so did every add, removal, key and refresh)."""
+    kernel = own_kernel(config, backend, data_dir, tmp_path)
+
+    async def steps() -> None:
+        await kernel.add_model(ModelConfig(name=SECOND))
+        long = await kernel.submit(SyscallKind.LLM, "test/long", LLMQuery(
+            [{"role": "user", "content": "Write a very long story."}], llms=[{"name": SECOND}], temperature=0,
+            max_new_tokens=2000))
+        removal = asyncio.ensure_future(kernel.remove_model(SECOND))
+        added = await asyncio.wait_for(kernel.add_model(api_model("c")), 60)
+        assert added["name"] == "c" and not removal.done() and not long.done  # still generating, still draining
+        kernel.scheduler.cancel(long)
+        assert (await asyncio.wait_for(removal, 60))["drained"] == 1
+        assert [core.name for core in kernel.router.cores] == [EMBEDDED, "c"]
+
+    run_in(kernel, steps)
+
+
 def own_kernel(config: Any, backend: Any, data_dir: Path, own: Path) -> Kernel:
     """A kernel in this process serving the embedded model, on a data dir of its own."""
     return Kernel(config.model_copy(update={"data_dir": data_dir_of_its_own(data_dir, own)}), [backend])

@@ -232,21 +232,28 @@ class Kernel:
                 return await self._add(model)
 
     async def remove_model(self, name: str) -> dict[str, Any]:
-        """Route nothing more to model ``name``, let the syscalls it is serving finish, then close it."""
+        """Route nothing more to model ``name``, let the syscalls it is serving finish, then close it (the other
+        model changes do not wait for those syscalls)."""
         async with self._changing:
-            return await self._remove(name)
+            removed, old = await self._remove(name)
+        await self._retire(old)
+        return removed
 
     async def set_api_key(self, provider: str, key: str) -> list[str]:
         """Use ``key`` as ``api_keys.<provider>`` from now on: the models that take their key from there are
         restarted with it (each after its syscalls in flight finish). Returns their names."""
-        async with self._changing:
-            self._keys_set[provider] = key
-            self.config = self.config.model_copy(update={"api_keys": {**self.config.api_keys, provider: key}})
-            users = [m for m in self.config.llms.models
-                     if m.backend == provider != "huggingface" and m.api_key is None]
-            for model in users:
-                await self._restart(model)
-            return [model.name for model in users]
+        retiring: list[LLMCore] = []
+        try:
+            async with self._changing:
+                self._keys_set[provider] = key
+                self.config = self.config.model_copy(update={"api_keys": {**self.config.api_keys, provider: key}})
+                users = [m for m in self.config.llms.models
+                         if m.backend == provider != "huggingface" and m.api_key is None]
+                for model in users:
+                    retiring.append(await self._restart(model))
+                return [model.name for model in users]
+        finally:
+            await self._retire(*retiring)
 
     async def refresh(self) -> dict[str, list[str]]:
         """Read the config file again and apply its ``llms.models`` while serving: added, removed (after
@@ -261,24 +268,30 @@ class Kernel:
         except ConfigError as exc:
             raise BadRequest(f"the config file was not applied: {exc}") from None
         changes: dict[str, list[str]] = {"added": [], "restarted": [], "removed": []}
-        async with self._changing:
-            before = self.config
-            self.config = before.model_copy(update={"api_keys": {**fresh.api_keys, **self._keys_set}})
-            try:
-                await self._apply_models(before, fresh.llms.models, changes)
-            except KernelError as exc:
-                applied = [f"{what} {', '.join(names)}" for what, names in changes.items() if names]
-                if self.config.api_keys != before.api_keys:
-                    applied.insert(0, "its api_keys")
-                raise type(exc)(f"the config file was applied in part ({'; '.join(applied) or 'no change'}: that "
-                                f"stays), then stopped: {exc}. Fix that and refresh again") from None
+        retiring: list[LLMCore] = []
+        try:
+            async with self._changing:
+                before = self.config
+                self.config = before.model_copy(update={"api_keys": {**fresh.api_keys, **self._keys_set}})
+                try:
+                    await self._apply_models(before, fresh.llms.models, changes, retiring)
+                except KernelError as exc:
+                    applied = [f"{what} {', '.join(names)}" for what, names in changes.items() if names]
+                    if self.config.api_keys != before.api_keys:
+                        applied.insert(0, "its api_keys")
+                    raise type(exc)(f"the config file was applied in part ({'; '.join(applied) or 'no change'}: "
+                                    f"that stays), then stopped: {exc}. Fix that and refresh again") from None
+        finally:
+            await self._retire(*retiring)
         changes["needs_restart"] = [section for section in _SECTIONS if section != "llms.models"
                                     and _section(fresh, section) != _section(at_start, section)]
         return changes
 
-    async def _apply_models(self, before: Config, models: list[ModelConfig], changes: dict[str, list[str]]) -> None:
+    async def _apply_models(self, before: Config, models: list[ModelConfig], changes: dict[str, list[str]],
+                            retiring: list[LLMCore]) -> None:
         """Serve ``models`` where ``before`` served its own, with the keys now set: a model whose settings or key
-        changed restarts. Each change is recorded in ``changes`` once made."""
+        changed restarts. Each change is recorded in ``changes`` once made; the cores no longer routed to go into
+        ``retiring``, for the caller to close once their syscalls end."""
         current = {model.name: model for model in before.llms.models}
         wanted = {model.name: model for model in models}
         for name, model in wanted.items():
@@ -287,13 +300,14 @@ class Kernel:
                     await self._add(model)
                 changes["added"].append(name)
             elif model != current[name] or _api_key(model, self.config) != _api_key(current[name], before):
-                await self._restart(model)
+                retiring.append(await self._restart(model))
                 changes["restarted"].append(name)
         for name in current.keys() - wanted.keys():  # after the additions: some model always serves
-            await self._remove(name)
+            retiring.append((await self._remove(name))[1])
             changes["removed"].append(name)
 
-    # The steps below run in turn (the caller holds ``_changing``).
+    # The steps below run in turn (the caller holds ``_changing``); the cores they take out of service are retired
+    # by the caller once it has let go of it.
 
     @contextlib.contextmanager
     def _claimed(self, name: str) -> Iterator[None]:
@@ -314,7 +328,7 @@ class Kernel:
         log.info("model %s (%s) added", model.name, model.backend)
         return model.listing()
 
-    async def _remove(self, name: str) -> dict[str, Any]:
+    async def _remove(self, name: str) -> tuple[dict[str, Any], LLMCore]:
         core = self.router.named(name)
         if core is None:
             raise NotFound(f"no model {name!r} is served; served: {', '.join(c.name for c in self.router.cores)}")
@@ -328,22 +342,26 @@ class Kernel:
         self.router.remove(core)
         self._set_models([m for m in self.config.llms.models if m.name != name])
         await self.scheduler.remove_workers(SyscallKind.LLM, LLM_IN_FLIGHT)  # the share it brought
-        drained = self.router.in_flight(core)
-        await self.router.drain(core)
-        await close_core(core)
-        log.info("model %s removed after %d syscalls in flight finished", name, drained)
-        return {"name": name, "drained": drained}
+        return {"name": name, "drained": self.router.in_flight(core)}, core
 
-    async def _restart(self, model: ModelConfig) -> None:
-        """Serve ``model`` from a new core; the old one finishes what it is serving, then closes."""
+    async def _restart(self, model: ModelConfig) -> LLMCore:
+        """Serve ``model`` from a new core; returns the old one, to retire."""
         old = self.router.named(model.name)
         if old is None:
             raise Conflict(f"model {model.name!r} is not served, so it cannot be restarted: add it instead")
         new = await self._load(model)
         self.router.replace(old, new, model_cost(model, new))
         self._set_models([model if m.name == model.name else m for m in self.config.llms.models])
-        await self.router.drain(old)
-        await close_core(old)
+        return old
+
+    async def _retire(self, *cores: LLMCore) -> None:
+        """Close cores no longer routed to, once the syscalls each is serving have ended. Outside the turns of
+        model changes: a long generation on a removed model holds up no other change."""
+        for core in cores:
+            drained = self.router.in_flight(core)
+            await self.router.drain(core)
+            await close_core(core)
+            log.info("model %s closed after its %d syscalls in flight ended", core.name, drained)
 
     async def _load(self, model: ModelConfig) -> LLMCore:
         """Load a model on a thread; whatever stops it is the caller's error, and nothing changes."""
