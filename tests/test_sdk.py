@@ -151,6 +151,11 @@ BAD_CALLS: list[tuple[str, Callable[[str], Any], int, str]] = [
     ("invalid-schema", lambda url: llm_chat_with_json_output("a", CAPITAL, url, response_format={
         "type": "object", "properties": {"n": {"type": "integer", "minimum": "zero"}}}), 400,
      "not a valid JSON Schema at properties/n/minimum"),
+    ("list-memories-zero", lambda url: list_memories("a", 0, 0, url), 400, "params.k"),
+    ("list-memories-negative-offset", lambda url: list_memories("a", 5, -1, url), 400, "params.offset"),
+    ("owner-not-granted", lambda url: file_history("a", "x.txt", url, owner="sdk/nobody-granted"), 403,
+     "has no read permission on files:sdk/nobody-granted"),
+    ("owner-empty", lambda url: create_dir("a", "d", url, owner=""), 400, "params.owner"),
 ]
 
 
