@@ -11,6 +11,7 @@ form ``merge_messages_with_tools`` asks for — so prompt-only and constrained d
 from __future__ import annotations
 
 import json
+from json.decoder import WHITESPACE  # the blanks JSON allows between values
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator
 
@@ -466,23 +467,17 @@ def complete_calls(text: str) -> str | None:
         return None
     at = 1
     while True:
-        at = _after_blanks(stripped, at)
+        at = WHITESPACE.match(stripped, at).end()
         try:
             item, at = decoder.raw_decode(stripped, at)
         except ValueError:
             break
         items.append(item)
-        at = _after_blanks(stripped, at)
+        at = WHITESPACE.match(stripped, at).end()
         if stripped[at:at + 1] != ",":
             break
         at += 1
     return json.dumps(items, ensure_ascii=False) if items else None
-
-
-def _after_blanks(text: str, at: int) -> int:
-    while at < len(text) and text[at].isspace():
-        at += 1
-    return at
 
 
 def distinct_calls(tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -43,10 +43,8 @@ def check_path_text(text: str) -> None:
             raise Refused(f"has a component longer than {MAX_NAME_BYTES} bytes: {part[:40]!r}...")
     if len(parts) > MAX_PATH_DEPTH:  # deeper trees than any user keeps; Python walks them by recursion
         raise Refused(f"has {len(parts)} components; the limit is {MAX_PATH_DEPTH}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("is not valid Unicode (it holds a lone surrogate)") from None
+    if not is_text(text):
+        raise ValueError("is not valid Unicode (it holds a lone surrogate)")
 
 
 NOT_TEXT = "its path is not UTF-8 text (a name made outside the kernel): rename it to keep versions of it"
