@@ -46,6 +46,25 @@ async def together(backend: HfLocalBackend, requests: list[GenerationRequest]) -
     return list(await asyncio.gather(*(backend.complete(r) for r in requests)))
 
 
+def in_one_step(backend: HfLocalBackend, requests: list[GenerationRequest]) -> list[str | BaseException]:
+    """Submit ``requests`` together (the engine takes them all in one step, and with prompts of one length they
+    then decode in step); each reply's text, or what it failed with."""
+    replies: dict[int, Generation | BaseException] = {}
+    done = threading.Event()
+
+    def on_done(index: int) -> Callable[[Generation | BaseException], None]:
+        def record(outcome: Generation | BaseException) -> None:
+            replies[index] = outcome
+            if len(replies) == len(requests):
+                done.set()
+        return record
+
+    backend.engine.submit_all([Sequence(request, backend.prompt_ids(request), on_done(index))
+                               for index, request in enumerate(requests)])
+    assert done.wait(120)
+    return [getattr(replies[index], "text", replies[index]) for index in range(len(requests))]
+
+
 @pytest.fixture(scope="module")
 def two_slots(backend: HfLocalBackend, data_dir: Path) -> HfLocalBackend:
     """A second engine over the same model with room for only two sequences at a time."""
@@ -85,20 +104,7 @@ def test_prompts_taken_in_one_step_get_their_rows_in_one_growth_of_the_kv_and_th
 
     monkeypatch.setattr(SlotKV, "_set", counted)
     monkeypatch.setattr(engine, "_admit_waiting", admitting_all)
-    replies: dict[int, Generation | BaseException] = {}
-    done = threading.Event()
-
-    def on_done(index: int) -> Callable[[Generation | BaseException], None]:
-        def record(outcome: Generation | BaseException) -> None:
-            replies[index] = outcome
-            if len(replies) == len(requests):
-                done.set()
-        return record
-
-    engine.submit_all([Sequence(request, backend.prompt_ids(request), on_done(index))
-                       for index, request in enumerate(requests)])
-    assert done.wait(120)
-    assert [getattr(replies[index], "text", replies[index]) for index in range(len(requests))] == alone
+    assert in_one_step(backend, requests) == alone
     assert len(made) <= 2 and made[-1][1] == 16, made  # the class's cache made, then its rows for all 16
 
 

@@ -30,7 +30,7 @@ from aios.llm.hf.kv import SharedKV, SlotKV
 from aios.llm.hf.loader import find_model, load_model
 from aios.llm.hf.prefix import common_prefix
 from aios.llm.hf.runner import Chunk, LlamaRunner, TransformersRunner, _similar
-from test_engine import QUESTIONS, ask, started, together
+from test_engine import QUESTIONS, ask, in_one_step, started, together
 
 # About 330 tokens of prompt: read 16 at a time, that is 21 steps.
 LONG_PROMPT = "Summarize this report in one sentence. " + " ".join(
@@ -462,6 +462,28 @@ def test_agents_in_several_size_classes_decode_in_graphs_with_the_replies_they_g
         assert backend.describe()["engine"]["graphs"] is None  # a CPU's decode steps run eagerly
     finally:
         graphed.close()
+
+
+def test_agents_outgrowing_their_size_class_in_one_step_move_together_and_answer_as_alone(
+        backend: HfLocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agents whose prompts are as long as each other's outgrow their size class in the same step, and their rows
+    move to the next class together (one read of all of them: a copy per row was about 80 tensor operations, a
+    kernel launch each on a GPU); one that ends first leaves a row in the middle of its class, which the last row
+    fills. Every reply is the one the agent gets alone."""
+    requests = [ask(f"Write a long story about a {animal} who learns to sail.", 48) for animal in ("cat", "dog", "fox")]
+    requests.insert(1, ask("Write a long story about a cow who learns to sail.", 12))
+    assert len({len(backend.prompt_ids(request)) for request in requests}) == 1
+    alone = [backend.generate(request).text for request in requests]
+    moved: list[int] = []
+    read_rows = SlotKV.read_rows
+
+    def reading(kv: SlotKV, rows: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        moved.append(len(rows))
+        return read_rows(kv, rows, length)
+
+    monkeypatch.setattr(SlotKV, "read_rows", reading)
+    assert in_one_step(backend, requests) == alone
+    assert 3 in moved and 1 in moved, moved  # the three long stories in one read; the last row into the freed one
 
 
 def test_graphs_of_the_least_used_shapes_go_beyond_the_limit_and_are_captured_again_when_met(

@@ -93,6 +93,24 @@ def test_a_prompt_piece_read_after_a_shared_start_attends_to_it_and_is_written_a
     assert torch.equal(own.keys[1][0, :, :n], copied.keys[1][0, :, 6:6 + n])
 
 
+def test_rows_read_written_and_moved_together_keep_each_row_s_positions() -> None:
+    """Rows that change class in one step go in one copy: read together from one cache, written together into
+    rows of another of a larger capacity; within a cache, rows move into freed rows (a class kept dense)."""
+    kv, larger = filled(4, 16), filled(4, 32)
+    rows = [kv.read_row(row, 16) for row in range(4)]
+    keys, values = kv.read_rows([3, 1], 10)
+    assert keys.shape == values.shape == (LAYERS, 2, KV_HEADS, 10, DIM)
+    larger.write_rows([0, 2], (keys, values))
+    for target, source in ((0, 3), (2, 1)):
+        assert all(torch.equal(larger.keys[layer][target, :, :10], rows[source][0][layer][:, :10])
+                   and torch.equal(larger.values[layer][target, :, :10], rows[source][1][layer][:, :10])
+                   for layer in range(LAYERS))
+    kv.move_rows([3, 2], [0, 1], 16)  # the last two rows into the first two
+    assert all(torch.equal(kv.keys[layer][target], rows[source][0][layer])
+               for layer in range(LAYERS) for target, source in ((0, 3), (1, 2)))
+    assert torch.equal(kv.keys[0][3], rows[3][0][0])  # a moved row's old place is left as it was
+
+
 def test_buffers_four_times_larger_than_needed_are_cut_down_keeping_what_rows_hold() -> None:
     kv = filled(4, 256)
     held = kv.read_row(1, 40)

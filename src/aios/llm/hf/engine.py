@@ -83,8 +83,9 @@ class EngineSettings:
     # Prompt tokens read per step, over all sequences; 0 = whole prompts at once; None = PREFILL_CHUNK by device.
     prefill_chunk: int | None = None
     # KV rows in size classes (each row about its own length) rather than one class as long as the longest row.
-    # None: on a CPU, not on a GPU, where CUDA graphs then capture a shape per combination of classes and what
-    # that costs has not been measured yet (BENCHMARKS.md, "KV size classes on a GPU").
+    # None: on a CPU, not on a GPU, where a step's CUDA graph covers every class, so any class's change is a new
+    # capture: agents arriving one after another made 14 times the captures of one class (BENCHMARKS.md, "KV
+    # size classes on a GPU").
     kv_classes: bool | None = None
 
 
@@ -296,12 +297,15 @@ class Engine:
         start). Then each class's buffers grow (once a step, however many rows join) and shrink with what its
         rows hold, never below it."""
         targets = [(sequence, self.kv.class_of(positions), positions) for sequence, positions in wants]
-        moving = [(sequence, cls) for sequence, cls, _ in targets
-                  if sequence.row >= 0 and cls != sequence.cls and (cls > sequence.cls or 4 * cls <= sequence.cls)]
-        held = []
-        for sequence, _ in moving:  # all leave first: a row moving into a freed one is still where it was
-            held.append(self._cache(sequence).read_row(sequence.row, sequence.row_tokens))
-            self._leave(sequence)
+        # Rows moving from one class to the same other class move in one copy: agents that run in step outgrow
+        # their class in the same step (on a GPU, a copy per row was about 80 kernel launches).
+        moving: dict[tuple[int, int], list[Sequence]] = {}
+        for sequence, cls, _ in targets:
+            if sequence.row >= 0 and cls != sequence.cls and (cls > sequence.cls or 4 * cls <= sequence.cls):
+                moving.setdefault((sequence.cls, cls), []).append(sequence)
+        held = {pair: self.kv.cache(pair[0]).read_rows([s.row for s in group], max(s.row_tokens for s in group))
+                for pair, group in moving.items()}
+        self._leave([sequence for group in moving.values() for sequence in group])  # all leave before any joins
         asked: dict[int, int] = {}
         for sequence, cls, positions in targets:
             if sequence.row < 0:
@@ -309,8 +313,8 @@ class Engine:
             asked[sequence.cls] = max(asked.get(sequence.cls, 0), positions)
         for cls, positions in asked.items():
             self._reserve(cls, positions)
-        for (sequence, _), kv in zip(moving, held):
-            self._cache(sequence).write_row(sequence.row, kv, 0, sequence.row_tokens)
+        for pair, group in moving.items():
+            self.kv.cache(pair[1]).write_rows([s.row for s in group], held[pair])
 
     def _reserve(self, cls: int, positions: int) -> None:
         members = self.classes[cls]
@@ -324,19 +328,27 @@ class Engine:
         sequence.cls, sequence.row = cls, len(members)
         members.append(sequence)
 
-    def _leave(self, sequence: Sequence) -> None:
-        """Free a sequence's row: the last row of its class moves into its place, so rows stay dense."""
-        members, row = self.classes[sequence.cls], sequence.row
-        last = members[-1]
-        if last is not sequence:
-            self.kv.cache(sequence.cls).move_row(last.row, row, last.row_tokens + 1)
-            last.row = row
-            members[row] = last
-        members.pop()
-        if not members:
-            del self.classes[sequence.cls]
-            self.kv.drop(sequence.cls)
-        sequence.row = -1
+    def _leave(self, sequences: list[Sequence]) -> None:
+        """Free these sequences' rows. A class's rows stay dense: those of its other sequences past its new end
+        move into the freed rows before it, in one copy."""
+        by_class: dict[int, set[int]] = {}
+        for sequence in sequences:
+            by_class.setdefault(sequence.cls, set()).add(id(sequence))
+        for cls, leaving in by_class.items():
+            members = self.classes[cls]
+            end = len(members) - len(leaving)
+            freed = [row for row in range(end) if id(members[row]) in leaving]
+            moved = [sequence for sequence in members[end:] if id(sequence) not in leaving]
+            if moved:
+                self.kv.cache(cls).move_rows([s.row for s in moved], freed, max(s.row_tokens for s in moved) + 1)
+            for sequence, row in zip(moved, freed):
+                sequence.row, members[row] = row, sequence
+            del members[end:]
+            if not members:
+                del self.classes[cls]
+                self.kv.drop(cls)
+        for sequence in sequences:
+            sequence.row = -1
 
     def _cache(self, sequence: Sequence) -> SlotKV:
         return self.kv.cache(sequence.cls)
@@ -675,7 +687,7 @@ class Engine:
         """Take a sequence out of the batch, and free its row."""
         self.running.remove(sequence)
         if sequence.row >= 0:
-            self._leave(sequence)
+            self._leave([sequence])
 
     def _fail(self, sequences: list[Sequence], error: BaseException) -> None:
         for sequence in sequences:

@@ -131,9 +131,21 @@ class SlotKV:
             buffer[:, row, :, :length - n] = buffer[:, row, :, n:length].clone()  # the ranges may overlap
         return taken
 
-    def move_row(self, source: int, target: int, length: int) -> None:
-        for buffer in (self._keys, self._values):
-            buffer[:, target, :, :length] = buffer[:, source, :, :length]
+    def read_rows(self, rows: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A copy of offsets ``0..length-1`` of these rows: keys and values ``[layers, len(rows), kv_heads, length,
+        head_dim]``, one gather each however many rows (a GPU launches a kernel per tensor operation)."""
+        index = torch.tensor(rows, device=self._keys.device)
+        return self._keys[:, index, :, :length], self._values[:, index, :, :length]
+
+    def write_rows(self, rows: list[int], kv: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Put rows as from ``read_rows`` into these rows (which have room for them), from offset 0."""
+        index, length = torch.tensor(rows, device=self._keys.device), kv[0].shape[3]
+        for buffer, part in zip((self._keys, self._values), kv):
+            buffer[:, index, :, :length] = part
+
+    def move_rows(self, sources: list[int], targets: list[int], length: int) -> None:
+        """Copy offsets ``0..length-1`` of rows ``sources[i]`` into rows ``targets[i]``."""
+        self.write_rows(targets, self.read_rows(sources, length))
 
     def segment(self, size: int) -> "Segment":
         """Rows ``0..size-1`` of this cache as a decode step from device inputs reads them (see :class:`Segment`)."""
