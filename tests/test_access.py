@@ -467,6 +467,48 @@ def test_without_tokens_no_syscall_acts_as_the_administrator(kernel: KernelProce
     assert reply["response_message"] is None
 
 
+def test_without_tokens_an_agent_that_has_a_token_is_acted_as_only_with_it(kernel: KernelProcess,
+                                                                          data_dir: Path) -> None:
+    """On a kernel that needs no tokens a request is the agent it names, except one whose owner gave it a token:
+    then a syscall, an /access route or a /v1 chat naming it without the token is refused (401, saying how to
+    send it), and nothing of its own is read or written. Revoking the token gives the name back."""
+    admin = {"Authorization": f"Bearer {(data_dir / 'access' / 'admin.token').read_text().strip()}"}
+    name = "owner/tokened"
+    token = kernel.client.post("/access/agents", json={"agent_name": name}, headers=admin).json()["token"]
+    mine = {"agent_name": name, "query_type": "storage",
+            "query_data": {"operation_type": "write", "params": {"file_path": "kept.txt", "content": "mine"}}}
+    try:
+        assert kernel.client.post("/query", json=mine, headers={"Authorization": f"Bearer {token}"}).json()[
+            "response"]["status_code"] == 200
+        reading = {**mine, "query_data": {"operation_type": "read", "params": {"file_path": "kept.txt"}}}
+        refused = kernel.query(reading).json()["response"]
+        assert refused["status_code"] == 401 and refused["response_message"] is None
+        assert f"agent {name!r} has a token: requests as {name!r} must send it" in refused["error"]
+        assert kernel.client.get("/access/permissions", headers={"X-AIOS-Agent": name}).status_code == 401
+        chat = kernel.client.post("/v1/chat/completions", json={"model": "any", "user": name, "messages": [
+            {"role": "user", "content": "hi"}]})
+        assert chat.status_code == 401 and "API key" in chat.json()["error"]["message"]
+    finally:
+        assert kernel.client.delete(f"/access/agents/{name}", headers=admin).status_code == 200
+    assert json.loads(kernel.query(reading).json()["response"]["response_message"])["content"] == "mine"
+
+
+def test_an_agent_the_kernel_runs_is_acted_as_only_with_its_run_token(tmp_path: Path) -> None:
+    from aios.access.manager import AccessManager
+    from aios.config import AccessConfig
+    from aios.errors import Unauthenticated
+
+    access = AccessManager(AccessConfig(), tmp_path)
+    access.check_claim(None, "hub/runner")
+    run_token = access.issue_run_token("hub/runner")
+    with pytest.raises(Unauthenticated, match="agent 'hub/runner' has a token"):
+        access.check_claim(None, "hub/runner")
+    access.check_claim("hub/runner", "hub/runner")  # with it
+    access.check_claim(ADMIN, "hub/runner")  # the administrator acts as anyone
+    access.revoke_run_token(run_token)
+    access.check_claim(None, "hub/runner")
+
+
 # --- a person's approval ----------------------------------------------------------------------------------------
 
 def delete_in_background(secured: Secured, file_path: str,

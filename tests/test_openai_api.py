@@ -3,8 +3,10 @@ as raw HTTP: reply objects, streaming, tools and JSON under the grammar, errors,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -358,17 +360,32 @@ def test_deep_nesting_and_oversized_bodies_are_refused_as_openai_errors(kernel: 
 @pytest.mark.parametrize(("identity", "user", "header", "agent"), [
     ("alice", "bob", "carol", "alice"),  # an agent's token: its agent, whatever the request says
     ("admin", "bob", "carol", "bob"),  # the administrator's: as the request says
+    ("admin", "dave", None, "dave"),
     (None, "bob", "carol", "bob"),
     (None, None, "carol", "carol"),
     (None, None, None, "openai-client"),
+    (None, "dave", None, 401),  # dave has a token: a request without it cannot be dave's
+    (None, None, "dave", 401),
 ])
 def test_the_agent_is_the_token_s_else_the_user_field_else_the_header(identity: str | None, user: str | None,
-                                                                      header: str | None, agent: str) -> None:
+                                                                      header: str | None, agent: str | int,
+                                                                      tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
     from starlette.requests import Request
 
-    from aios.access.manager import ADMIN
-    from aios.server.openai_routes import _agent
+    from aios.access.manager import ADMIN, AccessManager
+    from aios.config import AccessConfig
+    from aios.server.openai_routes import OpenAIError, _agent
 
+    access = AccessManager(AccessConfig(), tmp_path)
+    asyncio.run(access.register("dave"))
     headers = [(b"x-aios-agent", header.encode())] if header else []
-    scope = {"type": "http", "headers": headers, "state": {"identity": ADMIN if identity == "admin" else identity}}
-    assert _agent(Request(scope), user) == agent
+    scope = {"type": "http", "headers": headers, "state": {"identity": ADMIN if identity == "admin" else identity},
+             "app": SimpleNamespace(state=SimpleNamespace(kernel=SimpleNamespace(access=access)))}
+    if isinstance(agent, str):
+        assert _agent(Request(scope), user) == agent
+    else:
+        with pytest.raises(OpenAIError, match="agent 'dave' has a token: requests as 'dave' must send it") as error:
+            _agent(Request(scope), user)
+        assert error.value.status == agent and "API key" in str(error.value)

@@ -270,17 +270,21 @@ def test_a_plain_line_may_act_asking_first_only_about_what_the_kernel_counts_irr
 
 def test_a_token_is_sent_and_a_bad_one_refused_at_the_start(kernel: KernelProcess, data_dir: Path,
                                                             tmp_path: Path) -> None:
-    admin = (data_dir / "access" / "admin.token").read_text().strip()
-    token = httpx.post(f"{kernel.url}/access/agents", json={"agent_name": AGENT},
-                       headers={"Authorization": f"Bearer {admin}"}).json()["token"]
-    shell = Terminal(kernel.url, tmp_path, "--token", token)
+    admin = {"Authorization": f"Bearer {(data_dir / 'access' / 'admin.token').read_text().strip()}"}
+    name = "term/with-token"  # its own name: once it has a token, requests without it cannot act as it
+    token = httpx.post(f"{kernel.url}/access/agents", json={"agent_name": name}, headers=admin).json()["token"]
+    shell = Terminal(kernel.url, tmp_path, "--token", token, agent=name)
     assert "(version 1)" in shell.run("write token-notes.txt Written with a token.")
     assert shell.leave() == 0
+    tokenless = Terminal(kernel.url, tmp_path, agent=name)
+    assert f"error [401]: agent '{name}' has a token" in tokenless.run("cat token-notes.txt")
+    assert tokenless.leave() == 0
     other = Terminal(kernel.url, tmp_path, "--token", token, agent="term/someone-else")
     assert "error [403]" in other.run("cat token-notes.txt")  # a token acts as its own agent only
     assert other.leave() == 0
     refused = aios("terminal", "--url", kernel.url, "--token", "not-a-token", data_dir=data_dir)
     assert refused.returncode == 1 and "error [401]: the bearer token is not valid" in refused.stdout
+    assert httpx.delete(f"{kernel.url}/access/agents/{name}", headers=admin).status_code == 200
 
 
 @pytest.mark.parametrize("flags, code, says", [

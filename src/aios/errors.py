@@ -21,6 +21,12 @@ class NotFound(KernelError):
     status_code = 404
 
 
+class Unauthenticated(KernelError):
+    """The request must say who it is, with a token (or, where tokens are not required, a name)."""
+
+    status_code = 401
+
+
 class Forbidden(KernelError):
     """The caller may not do this (e.g. a path outside its mount); the message names what and why."""
 

@@ -15,15 +15,11 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from aios.access.manager import ADMIN, AccessManager
-from aios.errors import Forbidden, KernelError
+from aios.errors import Forbidden, Unauthenticated
 from aios.server.wire import AgentName, PathId
 from aios.tools.builtin import files
 
 router = APIRouter(prefix="/access")
-
-
-class Unauthenticated(KernelError):
-    status_code = 401
 
 
 def caller(request: Request) -> str:
@@ -36,6 +32,7 @@ def caller(request: Request) -> str:
         raise Unauthenticated("say which agent is calling: Authorization: Bearer <token>, or the X-AIOS-Agent header")
     if named == ADMIN:
         raise Forbidden(f"{ADMIN!r} is the administrator's identity: it needs the administrator's token")
+    _access(request).check_claim(None, named)
     return named
 
 

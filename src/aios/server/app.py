@@ -185,6 +185,7 @@ def _acting_as(agent_name: str, request: Request) -> None:
         raise Forbidden(f"this bearer token is agent {identity!r}'s: it cannot make syscalls as {agent_name!r}")
     if agent_name == ADMIN and identity != ADMIN:
         raise Forbidden(f"{ADMIN!r} is the administrator's identity: it needs the administrator's token")
+    request.app.state.kernel.access.check_claim(identity, agent_name)
 
 
 def _located(error: dict[str, Any]) -> dict[str, Any]:

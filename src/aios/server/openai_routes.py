@@ -318,6 +318,10 @@ def _agent(request: Request, user: str | None) -> str:
         raise OpenAIError(400, "the agent name (X-AIOS-Agent) is longer than 256 characters")
     if agent == ADMIN and identity != ADMIN:  # its memories, say, are no one else's to read
         raise OpenAIError(403, f"{ADMIN!r} is the administrator's identity: it needs the administrator's token")
+    try:
+        request.app.state.kernel.access.check_claim(identity, agent)
+    except KernelError as exc:  # an OpenAI client sends the agent's token as its API key
+        raise OpenAIError(exc.status_code, f"{exc} (an OpenAI client sends it as its API key)") from exc
     return agent
 
 
