@@ -493,20 +493,31 @@ def test_without_tokens_an_agent_that_has_a_token_is_acted_as_only_with_it(kerne
     assert json.loads(kernel.query(reading).json()["response"]["response_message"])["content"] == "mine"
 
 
-def test_an_agent_the_kernel_runs_is_acted_as_only_with_its_run_token(tmp_path: Path) -> None:
-    from aios.access.manager import AccessManager
-    from aios.config import AccessConfig
-    from aios.errors import Unauthenticated
-
-    access = AccessManager(AccessConfig(), tmp_path)
-    access.check_claim(None, "hub/runner")
-    run_token = access.issue_run_token("hub/runner")
-    with pytest.raises(Unauthenticated, match="agent 'hub/runner' has a token"):
-        access.check_claim(None, "hub/runner")
-    access.check_claim("hub/runner", "hub/runner")  # with it
-    access.check_claim(ADMIN, "hub/runner")  # the administrator acts as anyone
-    access.revoke_run_token(run_token)
-    access.check_claim(None, "hub/runner")
+def test_without_tokens_an_agent_that_has_a_token_is_run_and_its_runs_seen_only_with_it(
+        kernel: KernelProcess, data_dir: Path) -> None:
+    """Its code would run with its rights, and its runs' results and logs are its own: without its token, a
+    submission of it (from a path or the hub) and an upload under its name are refused, and its runs are left
+    out of the listing and not found. Revoking the token gives them back."""
+    admin = {"Authorization": f"Bearer {(data_dir / 'access' / 'admin.token').read_text().strip()}"}
+    whoami = {"agent_id": str(Path(__file__).parent / "fixtures" / "agents" / "whoami"), "agent_config": {"task": "x"}}
+    token = kernel.client.post("/access/agents", json={"agent_name": "tests/whoami"}, headers=admin).json()["token"]
+    try:
+        refused = kernel.client.post("/agents/submit", json=whoami)
+        assert refused.status_code == 401 and "agent 'tests/whoami' has a token" in refused.json()["detail"]
+        upload = kernel.client.post("/cerebrum/upload", json={"author": "tests", "name": "whoami", "version": "1.0.0",
+                                                              "files": []})
+        assert upload.status_code == 401 and not (data_dir / "hub" / "agents" / "tests").exists()
+        run = kernel.client.post("/agents/submit", json=whoami, headers=admin).json()["execution_id"]
+        listed = [process["execution_id"] for process in kernel.client.get("/agents/ps").json()["processes"]]
+        assert run not in listed
+        assert kernel.client.get(f"/agents/{run}/logs").status_code == 404
+        assert kernel.client.post(f"/agents/{run}/cancel").status_code == 404
+        ended = kernel.client.get(f"/agents/{run}/status", params={"wait": 60},
+                                  headers={"Authorization": f"Bearer {token}"})
+        assert ended.status_code == 200 and ended.json()["status"] == "completed", ended.text
+    finally:
+        assert kernel.client.delete("/access/agents/tests/whoami", headers=admin).status_code == 200
+    assert kernel.client.get(f"/agents/{run}/status").json()["status"] == "completed"
 
 
 # --- a person's approval ----------------------------------------------------------------------------------------

@@ -384,8 +384,8 @@ def test_the_agent_is_the_token_s_else_the_user_field_else_the_header(identity: 
     scope = {"type": "http", "headers": headers, "state": {"identity": ADMIN if identity == "admin" else identity},
              "app": SimpleNamespace(state=SimpleNamespace(kernel=SimpleNamespace(access=access)))}
     if isinstance(agent, str):
-        assert _agent(Request(scope), user) == agent
+        assert asyncio.run(_agent(Request(scope), user)) == agent
     else:
         with pytest.raises(OpenAIError, match="agent 'dave' has a token: requests as 'dave' must send it") as error:
-            _agent(Request(scope), user)
+            asyncio.run(_agent(Request(scope), user))
         assert error.value.status == agent and "API key" in str(error.value)

@@ -42,7 +42,6 @@ class AccessManager:
         self._admin_token = _admin_token(self.admin_token_path)
         self.approvals = Approvals(config.confirm.mode, config.confirm.timeout_s, self.audit)
         self._run_tokens: dict[str, str] = {}  # token -> agent, for agent processes the kernel runs
-        self._registered = {name for name, _ in self.store.agents()}  # agents with a token of their own
 
     async def _db(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
@@ -57,11 +56,12 @@ class AccessManager:
             return self._run_tokens[token]
         return await self._db(self.store.agent_of, token)
 
-    def check_claim(self, identity: str | None, agent: str) -> None:
+    async def check_claim(self, identity: str | None, agent: str) -> None:
         """Where tokens are not required, a request without one is the agent it names, unless that agent has a
-        token (its own, or one of a process the kernel runs for it): then it must send it. Otherwise any local
-        program could read the files and memories of an agent whose owner gave it a token."""
-        if identity is None and (agent in self._registered or agent in self._run_tokens.values()):
+        token of its own (``aios token create``): then it must send it. Otherwise any local program could read
+        the files and memories of an agent whose owner gave it a token. (Read from the store each time: another
+        kernel on the same data dir may have made or revoked one.)"""
+        if identity is None and await self._db(self.store.has_token, agent):
             raise Unauthenticated(f"agent {agent!r} has a token: requests as {agent!r} must send it "
                                   "(Authorization: Bearer <token>, $AIOS_TOKEN for this project's SDK, or a kernel "
                                   "URL ending in /as/<token> for the AIOS SDK)")
@@ -83,15 +83,17 @@ class AccessManager:
             raise BadRequest(f"{ADMIN!r} is the administrator's identity; choose another agent name")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         await self._db(self.store.set_token, agent, token)
-        self._registered.add(agent)
         await self.audit(ADMIN, "register", f"agent:{agent}", "done", "new token issued")
         return token
 
     async def unregister(self, agent: str) -> None:
         if not await self._db(self.store.remove_agent, agent):
             raise NotFound(f"no agent {agent!r} is registered: `aios token list` shows those that are")
-        self._registered.discard(agent)
         await self.audit(ADMIN, "unregister", f"agent:{agent}", "done", "token revoked")
+
+    async def tokened(self) -> frozenset[str]:
+        """The agents that have a token of their own."""
+        return frozenset(name for name, _ in await self._db(self.store.agents))
 
     async def agents(self) -> list[dict[str, Any]]:
         return [{"agent_name": name, "created": created} for name, created in await self._db(self.store.agents)]

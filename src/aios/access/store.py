@@ -89,6 +89,9 @@ class AccessStore:
         rows = self._rows("SELECT name FROM agents WHERE token_hash = ?", token_hash(token))
         return rows[0][0] if rows else None
 
+    def has_token(self, agent: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM agents WHERE name = ?", agent))
+
     def remove_agent(self, agent: str) -> bool:
         return self._write("DELETE FROM agents WHERE name = ?", agent) > 0
 

@@ -136,6 +136,7 @@ class AgentRuntime:
             if caller not in (None, ADMIN, name):
                 raise Forbidden(f"agent {name} runs as itself: submitting it needs its token or the "
                                 f"administrator's, not {caller!r}'s")
+            await self.access.check_claim(caller, name)  # it would run with the rights of an agent with a token
             execution_id = self.folders.take(prepared)  # no await from here until the run is in self._runs
         except BaseException:
             await asyncio.to_thread(remove, prepared)
@@ -185,7 +186,9 @@ class AgentRuntime:
             raise
         return package
 
-    def get(self, execution_id: int, caller: str | None) -> Execution:
+    def get(self, execution_id: int, caller: str | None, tokened: frozenset[str] = frozenset()) -> Execution:
+        """A run that ``caller`` may see (None: a request without a token; ``tokened``: the agents with tokens,
+        whose runs it may not see)."""
         execution = self._runs.get(execution_id)
         if execution is None and execution_id > 0:
             execution = Execution.ended_in(self.folders.folder(execution_id), execution_id < self._first_id)
@@ -193,12 +196,12 @@ class AgentRuntime:
             keep = self.config.keep_runs
             raise NotFound(f"agent execution {execution_id} was deleted: the kernel keeps the folders of the "
                            f"{keep} run{'s' if keep != 1 else ''} that ended last (agents.keep_runs)")
-        if execution is None or not _sees(caller, execution):
+        if execution is None or not _sees(caller, execution, tokened):
             raise NotFound(f"no agent execution {execution_id} (runs so far: {self.folders.next_id - 1})")
         return execution
 
-    def visible(self, caller: str | None) -> list[Execution]:
-        return [e for e in sorted(self._runs.values(), key=lambda e: e.id) if _sees(caller, e)]
+    def visible(self, caller: str | None, tokened: frozenset[str] = frozenset()) -> list[Execution]:
+        return [e for e in sorted(self._runs.values(), key=lambda e: e.id) if _sees(caller, e, tokened)]
 
     async def wait(self, execution: Execution, timeout_s: float) -> None:
         """Until the run ends or ``timeout_s`` passes, whichever is first."""
@@ -332,9 +335,12 @@ def _sandbox_of(config: AgentsConfig, data_dir: Path) -> dict[str, Any] | None:
             "required": config.sandbox == "required"}
 
 
-def _sees(caller: str | None, execution: Execution) -> bool:
-    """Without tokens everyone sees every run; with them, an agent its own and the administrator all."""
-    return caller in (None, ADMIN) or caller in (execution.submitted_by, execution.agent_name)
+def _sees(caller: str | None, execution: Execution, tokened: frozenset[str]) -> bool:
+    """Without a token, every run but those of the agents in ``tokened`` (run or submitted by one: an agent with a
+    token keeps its runs to itself); with one, an agent its own and the administrator all."""
+    if caller is None:
+        return not tokened.intersection((execution.agent_name, execution.submitted_by))
+    return caller == ADMIN or caller in (execution.submitted_by, execution.agent_name)
 
 
 async def _outputs_end(kept: list[asyncio.Task[None]]) -> None:

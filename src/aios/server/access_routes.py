@@ -22,7 +22,7 @@ from aios.tools.builtin import files
 router = APIRouter(prefix="/access")
 
 
-def caller(request: Request) -> str:
+async def caller(request: Request) -> str:
     """The calling agent: its token's identity, else (tokens not required) its X-AIOS-Agent header."""
     identity = request.scope.get("state", {}).get("identity")
     if identity is not None:
@@ -32,7 +32,7 @@ def caller(request: Request) -> str:
         raise Unauthenticated("say which agent is calling: Authorization: Bearer <token>, or the X-AIOS-Agent header")
     if named == ADMIN:
         raise Forbidden(f"{ADMIN!r} is the administrator's identity: it needs the administrator's token")
-    _access(request).check_claim(None, named)
+    await _access(request).check_claim(None, named)
     return named
 
 
@@ -114,31 +114,31 @@ async def remove_member(group: str, agent_name: str, request: Request) -> dict[s
 @router.get("/permissions")
 async def permissions(request: Request) -> dict[str, Any]:
     """The calling agent's groups, the grants it made and holds, and its permission requests (made and received)."""
-    return {"status": "success", **await _access(request).permissions(caller(request))}
+    return {"status": "success", **await _access(request).permissions(await caller(request))}
 
 
 @router.post("/grants")
 async def grant(body: GrantBody, request: Request) -> dict[str, Any]:
     """Grant a permission on one of the caller's resources (tools: the administrator's) to an agent or group."""
-    made = await _access(request).grant(caller(request), body.resource, body.grantee, body.permission)
+    made = await _access(request).grant(await caller(request), body.resource, body.grantee, body.permission)
     return {"status": "success", "grant": made}
 
 
 @router.delete("/grants/{grant_id}")
 async def revoke(grant_id: PathId, request: Request) -> dict[str, Any]:
-    return {"status": "success", "grant": await _access(request).revoke(caller(request), grant_id)}
+    return {"status": "success", "grant": await _access(request).revoke(await caller(request), grant_id)}
 
 
 @router.post("/requests")
 async def request_permission(body: RequestBody, request: Request) -> dict[str, Any]:
     """Ask a resource's owner for a permission; the owner answers with POST /access/requests/{id}."""
-    made = await _access(request).request(caller(request), body.resource, body.permission, body.note)
+    made = await _access(request).request(await caller(request), body.resource, body.permission, body.note)
     return {"status": "success", "request": made}
 
 
 @router.post("/requests/{request_id}")
 async def answer_request(request_id: PathId, body: AnswerBody, request: Request) -> dict[str, Any]:
-    answered = await _access(request).answer(caller(request), request_id, body.approve)
+    answered = await _access(request).answer(await caller(request), request_id, body.approve)
     return {"status": "success", "request": answered}
 
 
@@ -146,7 +146,7 @@ async def answer_request(request_id: PathId, body: AnswerBody, request: Request)
 async def audit(request: Request, agent: str | None = None, decision: str | None = None, since: float | None = None,
                 limit: int = Query(default=100, ge=1, le=10_000)) -> dict[str, Any]:
     """Newest first. An agent sees its own entries; the administrator everyone's."""
-    viewer = caller(request)
+    viewer = await caller(request)
     entries = await _access(request).audit_log(viewer, agent, decision, since, limit)
     return {"status": "success", "entries": entries}
 

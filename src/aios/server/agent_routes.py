@@ -44,6 +44,12 @@ def _identity(request: Request) -> str | None:
     return request.scope.get("state", {}).get("identity")
 
 
+async def _viewer(request: Request) -> tuple[str | None, frozenset[str]]:
+    """Who asks about runs, and (asking without a token) the agents whose runs it may not see: theirs."""
+    identity = _identity(request)
+    return identity, (await _runtime(request).access.tokened() if identity is None else frozenset())
+
+
 @router.post("/submit")
 async def submit(body: AgentSubmit, request: Request) -> dict[str, Any]:
     execution = await _runtime(request).submit(body.agent_id, body.agent_config.task, _identity(request),
@@ -54,7 +60,7 @@ async def submit(body: AgentSubmit, request: Request) -> dict[str, Any]:
 
 @router.get("/ps")
 async def processes(request: Request) -> dict[str, Any]:
-    running = [execution.describe() for execution in _runtime(request).visible(_identity(request))]
+    running = [execution.describe() for execution in _runtime(request).visible(*await _viewer(request))]
     return {"status": "success", "count": len(running), "processes": running}
 
 
@@ -63,7 +69,7 @@ async def status(execution_id: PathId, request: Request,
                  wait: float = Query(default=0, ge=0, le=60, description="hold up to this many seconds until the "
                                      "run ends (a long poll)")) -> dict[str, Any]:
     runtime = _runtime(request)
-    execution = runtime.get(execution_id, _identity(request))
+    execution = runtime.get(execution_id, *await _viewer(request))
     if wait:
         await runtime.wait(execution, wait)
     return _status(execution)
@@ -81,7 +87,7 @@ def _status(execution: Execution) -> dict[str, Any]:
 @router.post("/{execution_id}/cancel")
 async def cancel(execution_id: PathId, request: Request) -> dict[str, Any]:
     runtime = _runtime(request)
-    execution = runtime.get(execution_id, _identity(request))
+    execution = runtime.get(execution_id, *await _viewer(request))
     await runtime.cancel(execution)
     return {"status": "success", "execution_id": execution.id, "message": f"Agent execution {execution.id} cancelled"}
 
@@ -91,6 +97,6 @@ async def logs(execution_id: PathId, request: Request,
                tail_kb: int = Query(default=64, ge=1, le=10_240, description="the last KiB of each stream")
                ) -> dict[str, Any]:
     runtime = _runtime(request)
-    execution = runtime.get(execution_id, _identity(request))
+    execution = runtime.get(execution_id, *await _viewer(request))
     streams = await asyncio.to_thread(runtime.logs, execution, tail_kb * 1024)
     return {"status": "success", "execution_id": execution.id, **streams}

@@ -115,7 +115,7 @@ def create_app(kernel: Kernel, host: str) -> FastAPI:
         kind = SyscallKind(body.query_type)
         try:
             payload, priority, stream = _payload(kind, body, request)
-            _acting_as(body.agent_name, request)
+            await _acting_as(body.agent_name, request)
             if stream:
                 return await _streamed_envelope(StreamedCall(kernel, request), body.agent_name, payload, priority)
             syscall = await until_done_or_disconnected(kernel.call(kind, body.agent_name, payload, priority), request)
@@ -177,7 +177,7 @@ async def _streamed_envelope(call: StreamedCall, agent: str, query: LLMQuery, pr
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
-def _acting_as(agent_name: str, request: Request) -> None:
+async def _acting_as(agent_name: str, request: Request) -> None:
     """A token makes syscalls only as its own agent (the administrator's, as any); and only the administrator's
     token acts as the administrator, whose name reaches every agent's resources without a grant."""
     identity = request.scope.get("state", {}).get("identity")
@@ -185,7 +185,7 @@ def _acting_as(agent_name: str, request: Request) -> None:
         raise Forbidden(f"this bearer token is agent {identity!r}'s: it cannot make syscalls as {agent_name!r}")
     if agent_name == ADMIN and identity != ADMIN:
         raise Forbidden(f"{ADMIN!r} is the administrator's identity: it needs the administrator's token")
-    request.app.state.kernel.access.check_claim(identity, agent_name)
+    await request.app.state.kernel.access.check_claim(identity, agent_name)
 
 
 def _located(error: dict[str, Any]) -> dict[str, Any]:

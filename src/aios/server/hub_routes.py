@@ -57,6 +57,7 @@ async def _upload(kind: str, body: UploadBody, request: Request) -> dict[str, An
     if identity not in (None, ADMIN, f"{body.author}/{body.name}"):
         raise Forbidden(f"agent {identity!r} may upload only packages named after itself, not "
                         f"{body.author}/{body.name}")
+    await request.app.state.kernel.access.check_claim(identity, f"{body.author}/{body.name}")
     upload = Upload(body.author, body.name, body.version, body.license, [(f.path, f.content) for f in body.files])
     entry = await asyncio.to_thread(_hub(request).put, kind, upload)
     return {"status": "success", "message": f"{kind} {entry.author}/{entry.name} (v{entry.version}) uploaded",

@@ -198,7 +198,7 @@ async def chat_completions(request: Request) -> Response:
     kernel: Kernel = request.app.state.kernel
     try:
         body = await _body(request)
-        agent = _agent(request, body.user)
+        agent = await _agent(request, body.user)
         if body.model not in {core.name for core in kernel.router.cores}:
             raise OpenAIError(404, f"the model {body.model!r} does not exist here; GET /v1/models lists them",
                               "model", "model_not_found")
@@ -308,7 +308,7 @@ def _param(loc: Any) -> str:
     return param
 
 
-def _agent(request: Request, user: str | None) -> str:
+async def _agent(request: Request, user: str | None) -> str:
     """Whose syscall this is: a token's agent; else ``user``, the ``X-AIOS-Agent`` header, or the default."""
     identity = request.scope.get("state", {}).get("identity")
     if identity not in (None, ADMIN):
@@ -319,7 +319,7 @@ def _agent(request: Request, user: str | None) -> str:
     if agent == ADMIN and identity != ADMIN:  # its memories, say, are no one else's to read
         raise OpenAIError(403, f"{ADMIN!r} is the administrator's identity: it needs the administrator's token")
     try:
-        request.app.state.kernel.access.check_claim(identity, agent)
+        await request.app.state.kernel.access.check_claim(identity, agent)
     except KernelError as exc:  # an OpenAI client sends the agent's token as its API key
         raise OpenAIError(exc.status_code, f"{exc} (an OpenAI client sends it as its API key)") from exc
     return agent
