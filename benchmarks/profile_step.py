@@ -140,8 +140,7 @@ def held_bytes(runner: LlamaRunner) -> int:
         if linear.blocks is not None:
             total += linear.blocks.q.nbytes + linear.blocks.scales.nbytes
         else:
-            weight = linear.native_t if linear.mkl_shape is None else linear.mkl_shape
-            total += weight.numel() * weight.element_size()
+            total += linear.out_features * linear.in_features * 4
     return total
 
 

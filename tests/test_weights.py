@@ -75,6 +75,18 @@ def test_native_weights_multiply_as_the_model_does_and_give_up_their_rows_to_a_t
     assert torch.equal(rows, weight[ids]) and rows.is_contiguous()
 
 
+def test_a_tied_output_layer_gives_each_row_the_same_logits_alone_as_among_others() -> None:
+    """A tied output layer stays a plain matrix (the embedding looks its rows up), and plain ``x @ W`` takes
+    another kernel for one row, and on AMD's EPYC for the rows past a group of four: its rows go in the groups
+    measured on it, so a reply's logits are bitwise the same whatever it is batched with."""
+    numbers = torch.Generator().manual_seed(3)
+    linear = Linear(torch.randn(49152, 576, generator=numbers) * 0.05, "native", lookup=True)
+    assert linear.row_invariant and linear.rows_in_groups in (1, 2, 4, 8)
+    x = torch.randn(24, 576, generator=numbers)
+    among_all = linear(x)
+    assert [rows for rows in range(1, 24) if not torch.equal(linear(x[:rows]), among_all[:rows])] == []
+
+
 def test_native_weights_stay_plain_where_mkl_cannot_pack_them(monkeypatch: pytest.MonkeyPatch,
                                                               caplog: pytest.LogCaptureFixture) -> None:
     def no_address_space(weight: torch.Tensor, rows: int) -> torch.Tensor:

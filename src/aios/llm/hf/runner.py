@@ -166,9 +166,8 @@ class LlamaRunner:
             pending = layer.down(ops.gate(layer.gate_up(h)))
         _, x = ops.add_norm(x[plan.logit_rows], pending[plan.logit_rows], self.norm)
         if len(x) == 1 and not self.lm_head.row_invariant:
-            # A plain matrix (a tied output layer, see Linear) is multiplied by a single row with another kernel
-            # than by several (its last bits differ), so it goes as two: a reply's logits are then bitwise the same
-            # alone as in a batch.
+            # A plain matrix that no group of rows makes row-invariant (see Linear) is still multiplied by a
+            # single row with another kernel than by several: it goes as two, as a batch's rows do.
             return self.lm_head(x.expand(2, -1))[:1].float()
         return self.lm_head(x).float()
 

@@ -18,7 +18,8 @@ model (``llms.models[].weights``):
   differently at most numbers of rows. So a sequence's logits do not depend on what it is batched with. It is also
   faster with several rows (decode steps of the embedded model at 8-32 rows 1.05-1.09× plain; at one row and reading
   a prompt 0.97-0.98×: ``benchmarks/weights.py``). Elsewhere, and for a layer whose rows an embedding looks up, they
-  are kept as [in, out].
+  are kept as [in, out]; such a tied output layer's products go in groups of rows too, measured on it
+  (``plain_row_multiple``), so that a reply's logits do not depend on its batch there either.
 - ``bf16``: half the bytes. On a CPU whose oneDNN has bfloat16 kernels (AMX or AVX512-BF16) the weights are
   prepacked into oneDNN's blocked layout once, and each product runs as one oneDNN call (plain ``F.linear`` in
   bf16 was slower than fp32 at one row, and a third slower than the packed call at 8-32 rows).
@@ -45,7 +46,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -106,24 +107,52 @@ def mkl_row_multiple(threads: int) -> int | None:
     packed = _mkl_packed(weight)
     if packed is None:
         return None
-    shape = weight.new_empty(1).expand(weight.shape)
-    whole = torch.ops.mkl._mkl_linear(x, packed, shape, None, len(x))  # 48 rows: a multiple of every group
-    for multiple in (1, 2, 4, 8, 16):
-        if all(torch.equal(_in_groups(x[:rows], multiple, packed, shape), whole[:rows]) for rows in range(1, 40)):
+    multiple = _row_multiple(_mkl_product(packed, weight.new_empty(1).expand(weight.shape)), x, (1, 2, 4, 8, 16))
+    if multiple is None:
+        log.warning("MKL's products depend on the rows beside them here (%d threads): a greedy reply may change "
+                    "with its batch", threads)
+    return multiple
+
+
+_PLAIN_MULTIPLES: dict[tuple[Any, ...], int | None] = {}
+
+
+def plain_row_multiple(weight_t: torch.Tensor) -> int | None:
+    """The same for a plain ``x @ W`` by this ``[in, out]`` matrix (a tied output layer's, which must give its
+    rows back to the embedding, so it is not packed): 2 on Intel's CPUs at such shapes (one row takes another
+    kernel), 4 on AMD's EPYC (rows past the last group of four, as for packed weights); None where no group of up
+    to 8 rows does. Measured on the matrix itself, once per shape and thread count: products of 1 to 8 rows
+    (0.3 s for the embedded model's output layer, 0.8 s for one of 152k tokens, on 2 cores)."""
+    key = (tuple(weight_t.shape), weight_t.dtype, weight_t.device, torch.get_num_threads())
+    if key not in _PLAIN_MULTIPLES:
+        x = torch.randn(8, weight_t.shape[0], generator=torch.Generator().manual_seed(0)).to(weight_t)
+        _PLAIN_MULTIPLES[key] = _row_multiple(lambda rows: rows @ weight_t, x, (1, 2, 4, 8))
+    return _PLAIN_MULTIPLES[key]
+
+
+def _row_multiple(product: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                  multiples: tuple[int, ...]) -> int | None:
+    """The smallest of ``multiples`` for which each of the first rows of ``x`` (as many as ``x`` has, less one),
+    multiplied in groups of it, gives what it gives among all of ``x`` (whose rows are a multiple of each)."""
+    whole = product(x)
+    for multiple in multiples:
+        if all(torch.equal(_in_groups(x[:rows], multiple, product), whole[:rows]) for rows in range(1, len(x))):
             return multiple
-    log.warning("MKL's products depend on the rows beside them here (%d threads): a greedy reply may change "
-                "with its batch", threads)
     return None
 
 
-def _in_groups(x: torch.Tensor, multiple: int, packed: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
-    """MKL's product of ``x`` by packed weights, given rows in groups of ``multiple`` (zeros fill the last)."""
+def _mkl_product(packed: torch.Tensor, shape: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    # Rows must be the last argument: for another count the op multiplies by the placeholder instead.
+    return lambda x: torch.ops.mkl._mkl_linear(x, packed, shape, None, len(x))
+
+
+def _in_groups(x: torch.Tensor, multiple: int, product: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``product(x)``, given rows in groups of ``multiple`` (zeros fill the last)."""
     rows = len(x)
     whole = -(-rows // multiple) * multiple
     if whole != rows:
         x = torch.cat([x, x.new_zeros(whole - rows, x.shape[1])])
-    # Rows must be the last argument: for another count the op multiplies by the placeholder instead.
-    return torch.ops.mkl._mkl_linear(x, packed, shape, None, whole)[:rows]
+    return product(x)[:rows]
 
 
 def onednn_bf16() -> bool:
@@ -141,21 +170,23 @@ class Linear:
         ``block_kernel``: the CPU kernel for native weights that are exactly GGUF blocks
         (:mod:`aios.llm.hf.blocks`); with it, such weights are held as their blocks."""
         weight = weight.detach()
-        self.out_features = weight.shape[0]
+        self.out_features, self.in_features = weight.shape
         self.bias = None if bias is None else bias.detach()
-        self.native_t = self.mkl = self.mkl_shape = None
-        self.mkl_rows: int | None = None  # MKL's products go in groups of this many rows (see mkl_row_multiple)
+        self.native_t = self.mkl = None
+        self.rows_in_groups: int | None = None  # native products go in groups of this many rows (row invariance)
         self.block_kernel = block_kernel if fmt == "native" else None
         self.blocks = exact_blocks(weight) if self.block_kernel is not None else None
         if fmt == "native" and self.blocks is None:
-            self.mkl = None if lookup else _mkl_packed(weight)
-            if self.mkl is not None:
-                self.mkl_shape = weight.new_empty(1).expand(weight.shape)  # the call reads only the weight's shape
-                self.mkl_rows = mkl_row_multiple(torch.get_num_threads())
+            packed = None if lookup else _mkl_packed(weight)
+            if packed is not None:  # the call reads only the weight's shape from its second argument
+                self.mkl = _mkl_product(packed, weight.new_empty(1).expand(weight.shape))
+                self.rows_in_groups = mkl_row_multiple(torch.get_num_threads())
             else:
                 # As [in, out]: MKL multiplies a few rows by it faster than by [out, in] (a decode step of the
                 # embedded model at 1-32 rows: 1.07-1.2x), with the same results from 16 rows on.
                 self.native_t = weight.t().contiguous()
+                if lookup:  # the output layer: a reply's logits must not depend on its batch
+                    self.rows_in_groups = plain_row_multiple(self.native_t)
         self.int8 = self.int4 = None
         self.scales: torch.Tensor | None = None  # int8: one per output; int4: (scale, zero) per group and output
         if fmt == "int4":
@@ -175,10 +206,10 @@ class Linear:
 
     @property
     def row_invariant(self) -> bool:
-        """Whether a row's result is bitwise the same whatever the number of rows multiplied with it (native
-        weights in blocks, or packed for MKL on a CPU where some group of rows makes it so; plain ones take
-        another kernel for a single row)."""
-        return self.blocks is not None or self.mkl_rows is not None
+        """Whether a row's result is bitwise the same whatever the number of rows multiplied with it: native
+        weights in blocks, or multiplied in groups of rows where some group makes it so (packed for MKL; plain,
+        for a tied output layer). Other plain weights round differently at most numbers of rows."""
+        return self.blocks is not None or self.rows_in_groups is not None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.blocks is not None:
@@ -186,10 +217,10 @@ class Linear:
             return y if self.bias is None else y + self.bias
         if self.mkl is not None:
             assert x.dim() == 2, "packed weights take [rows, in] activations"
-            y = _in_groups(x, self.mkl_rows or 1, self.mkl, self.mkl_shape)
+            y = _in_groups(x, self.rows_in_groups or 1, self.mkl)
             return y if self.bias is None else y + self.bias
         if self.native_t is not None:
-            return x @ self.native_t if self.bias is None else torch.addmm(self.bias, x, self.native_t)
+            return _in_groups(x, self.rows_in_groups, self._plain) if self.rows_in_groups else self._plain(x)
         if self.int4 is not None:
             y = torch._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), self.int4, INT4_GROUP, self.scales)
         elif self.int8 is not None and x.shape[0] <= INT8_ROWS:
@@ -201,6 +232,9 @@ class Linear:
         y = y.to(x.dtype)
         # The bias is added in the activations' dtype: rounding it to bf16 would only add error.
         return y if self.bias is None else y + self.bias
+
+    def _plain(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.native_t if self.bias is None else torch.addmm(self.bias, x, self.native_t)
 
     def weight_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` of a native weight, ``[len(ids), in]``: an embedding tied to this output layer looks its
