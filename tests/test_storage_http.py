@@ -252,8 +252,8 @@ def test_a_body_that_is_not_utf8_json_or_has_unknown_fields_is_refused(lsfs: Sto
 # (id, operation, params, status in the envelope, text the error must contain)
 REFUSED = [
     ("escape-parent", "write", {"file_path": "../other/x.txt", "content": "x"}, 403, "'../other/x.txt'"),
-    ("escape-absolute", "read", {"file_path": "/etc/hostname"}, 403, "'/etc/hostname' resolves to /etc/hostname"),
-    ("escape-symlink", "read", {"file_path": "out/hostname"}, 403, "outside the mount"),
+    ("escape-absolute", "read", {"file_path": "/etc/hostname"}, 403, "'/etc/hostname' leads outside the mount"),
+    ("escape-symlink", "read", {"file_path": "out/hostname"}, 403, "a symbolic link on the way leads out"),
     ("mount-outside", "mount", {"root_dir": "/etc"}, 403, "outside the directories agents may mount"),
     ("mount-storage-root", "mount", {"root_dir": ".."}, 403, "holds the storage root"),
     ("mount-data-dir", "mount", {"root_dir": "../.."}, 403, "outside the directories agents may mount"),

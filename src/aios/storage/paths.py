@@ -81,8 +81,9 @@ def resolve(root: Path, text: str) -> Place:
     target = path if path.is_absolute() else root / path
     real = Path(os.path.realpath(target))  # follows every symlink, also in the parents
     if not inside(real, root):
-        raise Forbidden(f"path {text!r} resolves to {real}, outside the mount {root}; an agent reaches only "
-                        "its own mount")
+        # Where it leads is not said: a link's target, or the layout of the machine, is no agent's business.
+        how = "" if path.is_absolute() or ".." in path.parts else " (a symbolic link on the way leads out)"
+        raise Forbidden(f"path {text!r} leads outside the mount {root}{how}; an agent reaches only its own mount")
     return Place(real, real.relative_to(root).as_posix() if real != root else "")
 
 
