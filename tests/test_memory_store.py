@@ -8,13 +8,14 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
 
 from aios.embeddings import Embedder
 from aios.memory.notes import Note
+from aios.memory import search as search_module
 from aios.memory.search import Found, nearest_notes, search
 from aios.memory.store import Filters, MemoryStore
 from aios.memory.vector_cache import VectorCache
@@ -83,6 +84,30 @@ def test_a_search_sees_only_the_agents_own_notes(store: MemoryStore, embedder: E
     assert mallory == []
     alice_id = find(store, embedder, "alice", "dog")[0].note.memory_id
     assert store.note("bob", alice_id) is None and store.note("alice", alice_id) is not None
+
+
+def test_how_a_query_is_ranked_does_not_depend_on_other_agents_notes(store: MemoryStore, embedder: Embedder,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A word held by more than MAX_WORD_NOTES of the agent's notes is left to the meaning ranking. Counted over
+    every agent's notes, another agent could learn what others' notes say, by watching its own results change as
+    it adds notes: only the agent's own count."""
+    monkeypatch.setattr(search_module, "MAX_WORD_NOTES", 2)
+    for agent, count in (("crowd", 3), ("alice", 1)):
+        for index in range(count):
+            text = f"{agent} note {index} about the zebra"
+            store.insert(note(agent, text), embedder.embed([text])[0])
+    assert [store.notes_with_word(agent, "zebra", 2) for agent in ("alice", "crowd", "nobody")] == [1, 3, 0]
+    ranked_by: list[list[str]] = []
+    matching = store.matching
+
+    def words_used(agent: str, words: list[str], k: int, filters: Filters) -> list[Any]:
+        ranked_by.append(words)
+        return matching(agent, words, k, filters)
+
+    monkeypatch.setattr(store, "matching", words_used)
+    for agent in ("alice", "crowd"):
+        assert find(store, embedder, agent, "zebra")[0].note.agent == agent
+    assert ranked_by == [["zebra"], []]  # alice's query ranks by its word; the crowd's own notes are too many
 
 
 def test_filters_by_tags_category_time_and_metadata(store: MemoryStore, embedder: Embedder) -> None:

@@ -66,9 +66,10 @@ class PostgresMemoryStore(PostgresDatabase, SQLMemoryStore):
                           "ORDER BY 2 LIMIT ?", (" or ".join(words), agent, *params, k))
         return [Hit(*row) for row in rows]
 
-    def notes_with_word(self, word: str) -> int:
-        return self._one("SELECT COUNT(*) FROM memory_index WHERE words @@ plainto_tsquery('english', ?)",
-                         (word,))[0]  # type: ignore[index]
+    def notes_with_word(self, agent: str, word: str, at_most: int) -> int:
+        return self._one("SELECT COUNT(*) FROM (SELECT 1 FROM memories m JOIN memory_index i ON i.memory = m.id "
+                         "WHERE m.agent = ? AND i.words @@ plainto_tsquery('english', ?) LIMIT ?) counted",
+                         (agent, word, at_most + 1))[0]  # type: ignore[index]
 
     def distances(self, rows: list[int], vector: np.ndarray) -> dict[int, float]:
         found = self._rows(f"SELECT memory, embedding <=> ?::vector FROM memory_index WHERE {self._in('memory')}",

@@ -20,8 +20,8 @@ from aios.memory.store import Filters, MemoryStore
 # middling note sharing a common word ("meeting", "December") overtakes the best match. On the labelled set of
 # tests/memory_corpus.py, recall@5 is 0.975 with k from 2 to 20 on both stores, 0.875-0.9 with k = 60.
 RRF_K = 10
-# A word held by more notes than this adds little to the ranking (it matches a crowd) and costs most of it
-# (every match is scored): it is left to the meaning ranking.
+# A word held by more of the agent's notes than this adds little to the ranking (it matches a crowd) and costs
+# most of it (every match is scored): it is left to the meaning ranking.
 MAX_WORD_NOTES = 2000
 
 
@@ -42,7 +42,8 @@ def search(store: MemoryStore, agent: str, query: str, vector: np.ndarray, k: in
            when: float) -> list[Found]:
     """The ``k`` best of the agent's notes for ``query``, best first; each is counted as retrieved at ``when``."""
     by_meaning = store.nearest(agent, vector, depth(k), filters)
-    words = [word for word in query_words(query) if store.notes_with_word(word) <= MAX_WORD_NOTES]
+    words = [word for word in query_words(query)
+             if store.notes_with_word(agent, word, MAX_WORD_NOTES) <= MAX_WORD_NOTES]
     by_words = store.matching(agent, words, depth(k), filters)
     scores = fuse_ranks([hit.row for hit in by_meaning], [hit.row for hit in by_words], RRF_K)
     ranked = sorted(scores, key=lambda row: -scores[row])[:k]

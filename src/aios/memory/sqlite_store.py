@@ -128,8 +128,9 @@ class SQLiteMemoryStore(SQLiteDatabase, SQLMemoryStore):
                           (query, agent, *params, k))
         return [Hit(*row) for row in rows]
 
-    def notes_with_word(self, word: str) -> int:
-        return self._one("SELECT COUNT(*) FROM memory_words WHERE memory_words MATCH ?", (f'"{word}"',))[0]  # type: ignore[index]
+    def notes_with_word(self, agent: str, word: str, at_most: int) -> int:
+        return self._one("SELECT COUNT(*) FROM (SELECT 1 FROM memory_words w JOIN memories m ON m.id = w.rowid "
+                         "WHERE memory_words MATCH ? AND m.agent = ? LIMIT ?)", (f'"{word}"', agent, at_most + 1))[0]  # type: ignore[index]
 
     def distances(self, rows: list[int], vector: np.ndarray) -> dict[int, float]:
         # Joined row by row: vec0 looks up one rowid at a time, but scans its whole table for an IN list.

@@ -73,8 +73,9 @@ class MemoryStore(Protocol):
         """The agent's notes holding any of ``words``, best keyword match first."""
         ...
 
-    def notes_with_word(self, word: str) -> int:
-        """How many notes (of any agent) hold ``word``."""
+    def notes_with_word(self, agent: str, word: str, at_most: int) -> int:
+        """How many of the agent's notes hold ``word``, counted up to ``at_most + 1`` (only the agent's: how its
+        query is ranked must not tell it what other agents' notes say)."""
         ...
 
     def distances(self, rows: list[int], vector: np.ndarray) -> dict[int, float]: ...
