@@ -474,16 +474,22 @@ def test_agents_outgrowing_their_size_class_in_one_step_move_together_and_answer
     requests.insert(1, ask("Write a long story about a cow who learns to sail.", 12))
     assert len({len(backend.prompt_ids(request)) for request in requests}) == 1
     alone = [backend.generate(request).text for request in requests]
-    moved: list[int] = []
-    read_rows = SlotKV.read_rows
+    copies: list[tuple[str, int]] = []
+    read_rows, move_rows = SlotKV.read_rows, SlotKV.move_rows
 
     def reading(kv: SlotKV, rows: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        moved.append(len(rows))
+        copies.append(("read", len(rows)))
         return read_rows(kv, rows, length)
 
+    def moving(kv: SlotKV, sources: list[int], targets: list[int], length: int) -> None:
+        copies.append(("move", len(sources)))
+        move_rows(kv, sources, targets, length)
+
     monkeypatch.setattr(SlotKV, "read_rows", reading)
+    monkeypatch.setattr(SlotKV, "move_rows", moving)
     assert in_one_step(backend, requests) == alone
-    assert 3 in moved and 1 in moved, moved  # the three long stories in one read; the last row into the freed one
+    # The three long stories in one read; the last row into the one freed in the middle.
+    assert ("read", 3) in copies and ("move", 1) in copies, copies
 
 
 def test_graphs_of_the_least_used_shapes_go_beyond_the_limit_and_are_captured_again_when_met(

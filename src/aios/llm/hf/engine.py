@@ -408,7 +408,7 @@ class Engine:
             snapshot, sequence.base = self._read(sequence, 0, sequence.cached), None
         else:
             snapshot = self._read(sequence, sequence.base_len, sequence.cached)
-        sequence.snapshot = self.contexts.save(snapshot)
+        sequence.snapshot = self.contexts.save(_on_host(snapshot))
         self._release(sequence)
         sequence.running(False)
         sequence.ready_at = time.time()
@@ -744,6 +744,16 @@ def _joined(base: SharedKV | None, own: KV, begin: int = 0) -> KV:
     keys, values = ([torch.cat((shared[:, begin:], mine), dim=1) for shared, mine in zip(start, row)]
                     for start, row in zip((base.keys, base.values), own))
     return keys, values
+
+
+def _on_host(kv: KV) -> KV:
+    """A snapshot's KV in the host's memory: on a GPU, suspended generations would hold memory outside the KV
+    budget, and preempting one to make room would first take more. (One copy per part: its layers are views of
+    one tensor, or of a shared start's and a row's.)"""
+    keys, values = kv
+    if keys[0].device.type == "cpu":
+        return kv
+    return list(torch.stack(keys).cpu().unbind(0)), list(torch.stack(values).cpu().unbind(0))
 
 
 def _closing(sequence: Sequence) -> bool:

@@ -17,6 +17,7 @@ when the engine reads the sampled tokens; grammar masks and sampling work on the
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 # Graphs kept at once: with size classes a few classes' shapes combine, and old combinations are seldom met
 # again. A graph keeps little of its own (its inputs; its logits go to one buffer that all share).
 MAX_GRAPHS = 32
+# One capture at a time in the process: the engines of several models (one thread each) may capture at once.
+_CAPTURING = threading.Lock()
 
 
 class CaptureFailed(RuntimeError):
@@ -59,10 +62,13 @@ class Capture(Protocol):
 class CudaCapture:
     """Captures into CUDA graphs that share one memory pool: a step's graphs never run at once, nothing of a
     graph's own outlives its replay (its logits go to a buffer outside the pool, which the engine copies out
-    before the next replay), so each may use the memory of the others."""
+    before the next replay), so each may use the memory of the others. Each captures on a stream of its own, on
+    its model's GPU: torch's default capture stream is one for the whole process, made on whichever GPU captured
+    first."""
 
     def __init__(self) -> None:
         self.pool: tuple[int, int] | None = None
+        self.stream: torch.cuda.Stream | None = None
 
     def scope(self, device: torch.device) -> AbstractContextManager[object]:
         # Captures and replays run on the model's GPU, which need not be the thread's current one (cuda:1, say).
@@ -72,16 +78,22 @@ class CudaCapture:
                                                                                       torch.Tensor]:
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
-        # A warm-up outside the capture lets the libraries pick their kernels and workspaces.
-        stream = torch.cuda.Stream(device)
-        stream.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(stream):
-            run()
-        torch.cuda.current_stream(device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: other threads (an embedding model, say) may use the GPU while the engine captures.
-        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-            logits = run()
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(device)
+        current = torch.cuda.current_stream(device)
+        with _CAPTURING:
+            try:
+                # A warm-up outside the capture lets the libraries pick their kernels and workspaces.
+                self.stream.wait_stream(current)
+                with torch.cuda.stream(self.stream):
+                    run()
+                current.wait_stream(self.stream)
+                graph = torch.cuda.CUDAGraph()
+                # thread_local: other threads (an embedding model, say) may use the GPU while the engine captures.
+                with torch.cuda.graph(graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"):
+                    logits = run()
+            finally:
+                torch.cuda.set_stream(current)  # a capture that failed can leave its stream the thread's
         return graph.replay, logits
 
     def forget(self) -> None:

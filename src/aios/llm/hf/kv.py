@@ -144,8 +144,11 @@ class SlotKV:
             buffer[:, index, :, :length] = part
 
     def move_rows(self, sources: list[int], targets: list[int], length: int) -> None:
-        """Copy offsets ``0..length-1`` of rows ``sources[i]`` into rows ``targets[i]``."""
-        self.write_rows(targets, self.read_rows(sources, length))
+        """Copy offsets ``0..length-1`` of rows ``sources[i]`` into rows ``targets[i]`` (none of them a source): row
+        by row, view to view, with no copy in between (a long row of a large model is gigabytes)."""
+        for source, target in zip(sources, targets):
+            for buffer in (self._keys, self._values):
+                buffer[:, target, :, :length] = buffer[:, source, :, :length]
 
     def segment(self, size: int) -> "Segment":
         """Rows ``0..size-1`` of this cache as a decode step from device inputs reads them (see :class:`Segment`)."""

@@ -121,12 +121,12 @@ def plain_row_multiple(weight_t: torch.Tensor) -> int | None:
     """The same for a plain ``x @ W`` by this ``[in, out]`` matrix (a tied output layer's, which must give its
     rows back to the embedding, so it is not packed): 2 on Intel's CPUs at such shapes (one row takes another
     kernel), 4 on AMD's EPYC (rows past the last group of four, as for packed weights); None where no group of up
-    to 8 rows does. Measured on the matrix itself, once per shape and thread count: products of 1 to 8 rows
-    (0.3 s for the embedded model's output layer, 0.8 s for one of 152k tokens, on 2 cores)."""
+    to 4 rows does. Measured on the matrix itself, once per shape and thread count: products of 1 to 15 rows
+    against one of 16 (0.4 s for the embedded model's output layer, 1.4 s for one of 152k tokens, on 2 cores)."""
     key = (tuple(weight_t.shape), weight_t.dtype, weight_t.device, torch.get_num_threads())
     if key not in _PLAIN_MULTIPLES:
-        x = torch.randn(8, weight_t.shape[0], generator=torch.Generator().manual_seed(0)).to(weight_t)
-        _PLAIN_MULTIPLES[key] = _row_multiple(lambda rows: rows @ weight_t, x, (1, 2, 4, 8))
+        x = torch.randn(16, weight_t.shape[0], generator=torch.Generator().manual_seed(0)).to(weight_t)
+        _PLAIN_MULTIPLES[key] = _row_multiple(lambda rows: rows @ weight_t, x, (1, 2, 4))
     return _PLAIN_MULTIPLES[key]
 
 
@@ -185,8 +185,8 @@ class Linear:
                 # As [in, out]: MKL multiplies a few rows by it faster than by [out, in] (a decode step of the
                 # embedded model at 1-32 rows: 1.07-1.2x), with the same results from 16 rows on.
                 self.native_t = weight.t().contiguous()
-                if lookup:  # the output layer: a reply's logits must not depend on its batch
-                    self.rows_in_groups = plain_row_multiple(self.native_t)
+                if lookup and weight.device.type == "cpu":  # the output layer: its logits must not depend on
+                    self.rows_in_groups = plain_row_multiple(self.native_t)  # the batch (a GPU's others do)
         self.int8 = self.int4 = None
         self.scales: torch.Tensor | None = None  # int8: one per output; int4: (scale, zero) per group and output
         if fmt == "int4":
