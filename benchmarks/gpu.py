@@ -360,7 +360,8 @@ def check(args: argparse.Namespace) -> bool:
     """In fp32 (bf16 rounding would make the comparisons about the kernels' last bits, not the engine): batched
     greedy replies equal the replies alone and the eager engine's; a generation preempted again and again (round
     robin, one slot, 4-token slices) gives the uninterrupted tokens; sampled replies (all rows of a step sampled
-    at once) are the same for the same seeds, and not the greedy ones; decode steps replayed CUDA graphs; with
+    at once) are the same for the same seeds, and not the greedy ones; two engines decoding (and capturing) at
+    once each get those replies; decode steps replayed CUDA graphs; with
     ``--tokenizer``, grammar-constrained replies under graphs are whole JSON of their schema. The replies have
     different lengths, so the batch shrinks from 8 to 1 (graphs padded to 8, 4, 2 rows), and they outgrow the
     first KV capacity (graphs captured again). ``--quick`` (the script itself, on a CPU) makes the replies
@@ -390,6 +391,7 @@ def check(args: argparse.Namespace) -> bool:
                    sampled[0] == sampled[1] and sampled[0] != together}
     results.update(check_shared_start(model, tokens, args.decode, repeats=3 if args.quick else 10))
     results.update(check_classes(model, tokens, args.decode, long_tokens=96 if args.quick else 384))
+    results.update(check_two_engines(model, batch, tokens, together, args.decode))
     if args.device != "cpu":
         results[f"decode steps replayed CUDA graphs ({graphs.captures if graphs else 0} captures, "
                 f"{graphs.replays if graphs else 0} replays)"] = graphs is not None and graphs.replays > 0
@@ -414,6 +416,26 @@ def check_shared_start(model: Callable[[], Any], tokens: list[int], decode: str,
         engine.stop()
     return {f"agents sharing a {len(start)}-token start: CUDA graphs == eager ({shared[0]} prompt tokens shared)":
             replies[0] == replies[1] and shared[0] > 0}
+
+
+def check_two_engines(model: Callable[[], Any], batch: list[list[int]], tokens: list[int], expected: list[str],
+                      decode: str) -> dict[str, bool]:
+    """Two engines (two models served at once, a thread each) decoding, and capturing their graphs, at the same
+    time: each gets the replies one engine alone gets (``expected``). Each engine captures on a stream of its
+    own, one capture at a time in the process (``graphs.CudaCapture``)."""
+    engines = [new_engine(model(), decode, max_batch=8) for _ in range(2)]
+    replies: list[list[str]] = [[], []]
+    threads = [threading.Thread(target=lambda i=i: replies.__setitem__(i, generate_with(engines[i], batch, tokens)))
+               for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    captures = [engine.runner.graphs.captures if engine.runner.graphs is not None else 0 for engine in engines]
+    for engine in engines:
+        engine.stop()
+    return {f"two engines decoding at once each get the replies of one alone ({captures} captures)":
+            replies == [expected, expected]}
 
 
 def check_classes(model: Callable[[], Any], tokens: list[int], decode: str, long_tokens: int) -> dict[str, bool]:

@@ -28,6 +28,7 @@ def test_the_device_checks_pass_on_a_cpu(backend: Any, tmp_path: Path, capsys: p
                       "sampled replies the same in two runs for the same seeds, and not the greedy ones",
                       "agents sharing a 96-token start: CUDA graphs == eager",
                       "agents of 96 and 32 tokens, KV in size classes: CUDA graphs == eager",
+                      "two engines decoding at once each get the replies of one alone",
                       "grammar-constrained replies under CUDA graphs are whole JSON of their schema"]
 
 
