@@ -10,6 +10,8 @@ import os
 import shutil
 import signal
 import socket
+import stat
+import subprocess
 import sys
 import tempfile
 import threading
@@ -25,10 +27,11 @@ from aios.agents import runtime as runtime_module
 from aios.agents.runtime import AgentRuntime
 from aios.agents.sandbox import abi_version
 from aios.config import AccessConfig, AgentsConfig, load_config
-from aios.errors import Conflict, NotFound
+from aios.errors import Conflict, NotFound, Unavailable
 from aios.kernel import Kernel
 from conftest import served_in_thread, wait_until
-from test_agents import AGENTS
+from storage_support import file_permissions_bind
+from test_agents import AGENTS, _child_pid, _ends, _returner, runs_on_disk, writable_by_agents  # noqa: F401 (a fixture)
 
 
 def runtime(tmp_path: Path, **settings: object) -> AgentRuntime:
@@ -50,6 +53,91 @@ def test_a_run_waiting_for_a_place_can_be_cancelled_and_the_kernel_stopping_ends
         await agents.access.close()
 
     asyncio.run(scenario())
+
+
+def test_a_stopping_kernel_starts_no_more_runs_and_ends_those_waiting_for_a_place(tmp_path: Path) -> None:
+    """Once the kernel begins to stop, a submission is refused (503), saying so, rather than started and waited
+    for until its time limit; so is one whose package was still being read when the stop began (and it leaves no
+    folder). A run that was waiting for a place ends as the kernel stopped, having never started: no exit code."""
+    async def scenario() -> None:
+        agents = runtime(tmp_path, max_concurrent=1)
+        hanging = await agents.submit(str(AGENTS / "sleeper"), "", None)
+        waiting = await agents.submit(str(AGENTS / "echo"), "later", None)
+        reading, release = threading.Event(), threading.Event()
+        prepare = agents._prepare
+
+        def held(*args: Any) -> Any:
+            reading.set()
+            release.wait(30)
+            return prepare(*args)
+
+        agents._prepare = held  # type: ignore[method-assign]
+        reading_late = asyncio.ensure_future(agents.submit(str(AGENTS / "echo"), "read late", None))
+        await asyncio.to_thread(reading.wait, 30)
+        closing = asyncio.ensure_future(agents.close())
+        await asyncio.sleep(0)  # close() runs up to its wait for the runs' ends
+        with pytest.raises(Unavailable, match="^the kernel is stopping: it starts no more agent runs$"):
+            await agents.submit(str(AGENTS / "echo"), "new", None)
+        release.set()
+        with pytest.raises(Unavailable, match="^the kernel is stopping"):
+            await reading_late
+        await asyncio.wait_for(closing, 60)
+        assert (hanging.status, hanging.error, hanging.exit_code) == ("failed", "the kernel stopped", -9)
+        assert (waiting.status, waiting.error, waiting.exit_code, waiting.pid) == (
+            "failed", "the kernel stopped", None, None)
+        assert runs_on_disk(tmp_path) == [str(hanging.id), str(waiting.id)]
+        await agents.access.close()
+
+    asyncio.run(scenario())
+
+
+KILLABLE_KERNEL = """
+import asyncio, sys
+from pathlib import Path
+from aios.access.manager import AccessManager
+from aios.agents.runtime import AgentRuntime
+from aios.config import AccessConfig, AgentsConfig
+
+async def main(data, agent, task):
+    agents = AgentRuntime(AgentsConfig(), data, AccessManager(AccessConfig(), data))
+    agents.kernel_url = "http://127.0.0.1:9"
+    await agents.submit(agent, task, None)
+    await asyncio.Event().wait()
+
+asyncio.run(main(Path(sys.argv[1]), sys.argv[2], sys.argv[3]))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a process is told of its parent's death on Linux")
+def test_an_agent_dies_with_a_kernel_killed_by_sigkill(tmp_path: Path, writable_by_agents: Path) -> None:
+    """A kernel killed outright cannot end its runs; their processes, in sessions of their own, would run on
+    with nobody to end them or read what they return. Each is killed with the kernel (confined, as by default)."""
+    fifo = writable_by_agents / "pid.fifo"
+    os.mkfifo(fifo)
+    kernel = subprocess.Popen([sys.executable, "-c", KILLABLE_KERNEL, str(tmp_path), str(AGENTS / "sleeper"),
+                               str(fifo)])
+    left: list[int] = []
+    try:
+        child = _child_pid(fifo)  # the sleeper runs: the pid of the child it started
+        left.append(child)
+        agent = _parent_of(child)
+        left.append(agent)
+        kernel.kill()
+        kernel.wait()
+        assert _ends(agent)
+    finally:
+        kernel.kill()
+        kernel.wait()
+        for pid in left:  # the agent's own children are not killed with it: only the agent is told
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _parent_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("\nPPid:")[1].split()[0])
 
 
 def test_the_configured_interpreter_runs_the_agents(tmp_path: Path) -> None:
@@ -130,6 +218,29 @@ def test_ended_runs_are_read_back_from_their_folders_after_a_restart_and_past_th
 
     assert asyncio.run(second_start()) == [("completed", "task 0", None), ("completed", "task 1", None),
                                            ("failed", None, "the kernel stopped while it ran")]
+
+
+def test_the_results_of_runs_that_ended_before_the_last_are_read_back_from_their_folders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A result may be 16 MB of JSON, hundreds of MB as Python objects: the kernel keeps in memory the results of
+    the runs that ended last, up to a bound, and reads an older one back from the status its run saved. Asking
+    for it answers the same either way."""
+    monkeypatch.setattr(runtime_module, "RESULTS_IN_MEMORY_BYTES", 250)  # one result of 202 bytes
+    (tmp_path / "config.yaml").write_text("{}\n")
+    kernel = Kernel(load_config(tmp_path / "config.yaml", env={"AIOS_DATA_DIR": str(tmp_path)}), [])
+    agent = str(_returner(tmp_path))
+
+    def ended(client: httpx.Client, task: str) -> dict[str, Any]:
+        execution_id = client.post("/agents/submit", json={"agent_id": agent, "agent_config": {"task": task}}
+                                   ).json()["execution_id"]
+        return client.get(f"/agents/{execution_id}/status", params={"wait": 60}).json()
+
+    with served_in_thread(kernel) as url, httpx.Client(base_url=url, timeout=120) as client:
+        first, second = ended(client, "'1' * 200"), ended(client, "'2' * 200")  # one after the other
+        again = client.get(f"/agents/{first['execution_id']}/status").json()
+        in_memory = [kernel.agents.get(run["execution_id"], None).result for run in (first, second)]
+    assert (first["result"], second["result"], again["result"]) == ("1" * 200, "2" * 200, "1" * 200)
+    assert in_memory == [None, "2" * 200]  # the first left memory when the second ended
 
 
 def test_a_run_keeps_the_start_and_the_end_of_an_output_longer_than_its_bound(tmp_path: Path) -> None:
@@ -226,6 +337,39 @@ def test_the_folders_of_the_runs_that_ended_first_are_deleted_past_keep_runs(tmp
 
     asyncio.run(second_start())
     assert [folder.exists() for folder in folders] == [True, False, False]
+
+
+def test_a_deleted_run_s_folder_goes_with_the_folders_its_agent_made_read_only(tmp_path: Path) -> None:
+    """With agents.keep_runs 1, the run before the last is deleted: its agent had left a read-only folder in a
+    read-only folder, and one nobody may read. They go too (as for an ordinary user, root's rights dropped); a
+    folder of the kernel's that a link there leads to is left as it was."""
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    (kernels / "keep").write_text("x")
+    kernels.chmod(0o500)
+    os_ = "__import__('os')"
+    returns = (f"[{os_}.makedirs('locked/inner'), open('locked/inner/big', 'w').write('x'), "
+               f"{os_}.chmod('locked/inner', 0o500), {os_}.chmod('locked', 0o500), {os_}.makedirs('sealed/in'), "
+               f"{os_}.chmod('sealed', 0), {os_}.symlink({str(kernels)!r}, 'link')] and 'made'")
+
+    async def scenario() -> Any:
+        agents = runtime(tmp_path / "data", keep_runs=1)
+        first = await agents.submit(str(_returner(tmp_path)), returns, None)
+        await first.ended.wait()
+        second = await agents.submit(str(AGENTS / "echo"), "next", None)
+        await second.ended.wait()
+        await asyncio.gather(*agents._tasks)  # the deletion, in a thread
+        await agents.access.close()
+        return first
+
+    try:
+        with file_permissions_bind():  # this thread and those it starts: the deletion's
+            first = asyncio.run(scenario())
+        assert first.result == "made", first.error
+        assert runs_on_disk(tmp_path / "data") == ["2"]  # nothing half deleted is left
+        assert (kernels / "keep").exists() and stat.S_IMODE(kernels.stat().st_mode) == 0o500
+    finally:
+        kernels.chmod(0o700)
 
 
 def _ended(agents: AgentRuntime, agent: str, task: str) -> tuple[Any, dict[str, Any]]:

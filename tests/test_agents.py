@@ -231,6 +231,21 @@ def _with_config(tmp_path: Path, text: str) -> str:
     return str(folder)
 
 
+def _echo_config(**changes: Any) -> str:
+    return json.dumps({"name": "echo", "meta": {"author": "tests"}, "build": {"entry": "agent.py",
+                                                                              "module": "EchoAgent"}, **changes})
+
+
+def _empty(tmp_path: Path, name: str) -> str:
+    """An archive of no members."""
+    archive = tmp_path / name
+    if name.endswith(".zip"):
+        zipfile.ZipFile(archive, "w").close()
+    else:
+        tarfile.open(archive, "w").close()
+    return str(archive)
+
+
 BAD_SUBMISSIONS = [
     ("no-body", lambda t: None, 422, "body: Field required"),
     ("no-agent-id", lambda t: {"agent_config": {"task": "x"}}, 422, "body.agent_id: Field required"),
@@ -262,6 +277,23 @@ BAD_SUBMISSIONS = [
         "name": "echo", "description": ["ok", 1], "meta": {"author": "tests"},
         "build": {"entry": "agent.py", "module": "EchoAgent"}})), "agent_config": {"task": "x"}}, 400,
      "/package/config.json: 'description' must be a string or a list of strings, not [\"ok\", 1]"),
+    # a name no reply can carry: every list of runs would fail to be sent
+    ("name-not-unicode", lambda t: {"agent_id": _with_config(t, _echo_config(name="echo\ud800")),
+                                    "agent_config": {"task": "x"}}, 400,
+     "/package/config.json: name: not valid Unicode text (it holds a lone surrogate"),
+    ("entry-name-too-long", lambda t: {"agent_id": _with_config(t, _echo_config(build={"entry": "a" * 300,
+                                                                                       "module": "EchoAgent"})),
+                                       "agent_config": {"task": "x"}}, 400, "cannot be a file: File name too long"),
+    ("example-name-too-long", lambda t: {"agent_id": "example/" + "a" * 300, "agent_config": {"task": "x"}}, 404,
+     "cannot name one"),
+    ("path-name-too-long", lambda t: {"agent_id": "/" + "a" * 300, "agent_config": {"task": "x"}}, 400,
+     "cannot name an agent folder or archive: File name too long"),
+    ("unknown-user", lambda t: {"agent_id": "~nosuchuser_xyz/agent", "agent_config": {"task": "x"}}, 404,
+     "~nosuchuser_xyz/agent: ~nosuchuser_xyz names no user's home folder on the kernel's machine"),
+    ("empty-zip", lambda t: {"agent_id": _empty(t, "empty.zip"), "agent_config": {"task": "x"}}, 400,
+     "empty.zip is empty: it holds no agent"),
+    ("empty-tar", lambda t: {"agent_id": _empty(t, "empty.tar"), "agent_config": {"task": "x"}}, 400,
+     "empty.tar is empty: it holds no agent"),
 ]
 
 
@@ -430,13 +462,50 @@ def _returner(tmp_path: Path) -> Path:
     ("{'answer': [object()]}", "object of type object is not JSON serializable"),
     ("[float('nan')]", "out of range float values are not JSON compliant"),  # newer Pythons add ": nan"
     ("{('a', 'b'): 1}", "keys must be str, int, float, bool or None, not tuple"),
-], ids=["object", "object-inside", "nan", "tuple-key"])
+    ("[b'caf\\xe9'.decode('utf-8', 'surrogateescape')]", "it holds '\\udce9', a lone surrogate, which is not text"),
+], ids=["object", "object-inside", "nan", "tuple-key", "lone-surrogate"])
 def test_an_agent_whose_result_is_not_json_fails_saying_what_is_not(kernel: KernelProcess, tmp_path: Path,
                                                                       returns: str, error: str) -> None:
     status = finished(kernel, submit(kernel, _returner(tmp_path), returns))
     assert status["status"] == "failed" and status["result"] is None and status["exit_code"] == 1, status
     assert status["error"].startswith(f"the agent's run() returned a value that is not JSON: {error}")
     assert error in kernel.client.get(f"/agents/{status['execution_id']}/logs").json()["stderr"]
+
+
+UNSENDABLE = [
+    ("raised-surrogate", "(_ for _ in ()).throw(ValueError(b'/data/caf\\xe9.txt'.decode('utf-8', 'surrogateescape')))",
+     "the agent's run() raised ValueError: /data/caf\\udce9.txt", 1),
+    ("written-surrogate",
+     r"""open('result.json', 'w').write('{"result": ["caf\\udce9"]}') and __import__('os')._exit(0)""",
+     "the agent's result cannot be sent as JSON: it holds '\\udce9', a lone surrogate, which is not text", 0),
+    ("written-nan", """open('result.json', 'w').write('{"result": [NaN]}') and __import__('os')._exit(0)""",
+     "the agent's result cannot be sent as JSON: it holds NaN or an infinity, which JSON has no value for", 0),
+]
+
+
+@pytest.mark.parametrize(("returns", "error", "exit_code"), [u[1:] for u in UNSENDABLE], ids=[u[0] for u in UNSENDABLE])
+def test_what_no_reply_can_carry_fails_the_run_and_every_reply_about_it_still_reads(
+        kernel: KernelProcess, data_dir: Path, tmp_path: Path, returns: str, error: str, exit_code: int) -> None:
+    """A lone surrogate (bytes decoded with surrogateescape, as paths are) in the message of what the agent
+    raised, or in a result.json it wrote itself, or NaN there: the run fails saying what, with the surrogate
+    written as its escape. Its status, the list of runs, and the status it saved (read back once the run left
+    memory) can still be sent."""
+    execution_id = submit(kernel, _returner(tmp_path), returns)
+    status = finished(kernel, execution_id)
+    assert (status["status"], status["result"], status["exit_code"]) == ("failed", None, exit_code), status
+    assert status["error"].startswith(error), status
+    assert kernel.client.get("/agents/ps").status_code == 200
+    saved = json.loads((data_dir / "agents" / "runs" / str(execution_id) / "status.json").read_text())
+    assert saved["error"] == status["error"]
+
+
+def test_an_agent_that_leaves_a_thread_running_still_ends_with_its_result(kernel: KernelProcess,
+                                                                          tmp_path: Path) -> None:
+    """run() returns while a thread it started (not a daemon) goes on: the run ends then, completed, rather than
+    being held until its time limit kills it, its result lost."""
+    returns = "__import__('threading').Thread(target=__import__('time').sleep, args=(3600,)).start() or 'done'"
+    status = finished(kernel, submit(kernel, _returner(tmp_path), returns, time_limit_s=20))
+    assert (status["status"], status["result"]) == ("completed", "done"), status
 
 
 def test_an_agent_s_result_comes_back_as_an_aios_kernel_sends_it(kernel: KernelProcess, tmp_path: Path) -> None:

@@ -131,6 +131,9 @@ MALICIOUS = [
     ("absolute", _with(GOOD, files=[*GOOD["files"], _file("/etc/cron.d/evil", b"x")]), 400,
      "file '/etc/cron.d/evil' is not a file inside the package (it is an absolute path)"),
     ("backslash", _with(GOOD, files=[*GOOD["files"], _file("..\\x.py", b"x")]), 400, "is not a plain relative file name"),
+    # 128 characters, 256 bytes: past what a file system takes (it was a 409, as if the hub could not store it)
+    ("name-too-long", _with(GOOD, files=[*GOOD["files"], _file("lib/" + "é" * 128, b"x")]), 400,
+     f"file 'lib/{'é' * 128}' has a name longer than 255 bytes (as UTF-8): '{'é' * 40}'..."),
     ("twice", _with(GOOD, files=[*GOOD["files"], _file("agent.py", b"")]), 400, "file 'agent.py' is listed twice"),
     # the second spelling was stored over the checked config.json: the package ran as the agent it named
     ("twice-spelled-otherwise", _with(GOOD, files=[*GOOD["files"], _file("./config.json", _config(name="victim"))]),
@@ -148,6 +151,10 @@ MALICIOUS = [
     ("not-base64", _with(GOOD, files=[*GOOD["files"], {"path": "a.py", "content": "%%%"}]), 400,
      "file 'a.py': content is not base64"),
     ("no-config", _with(GOOD, files=GOOD["files"][1:]), 400, "the agent has no config.json among its files"),
+    # stored, it broke every listing of the hub: no reply could carry its description
+    ("config-not-unicode", _with(GOOD, files=[_file("config.json", _config(description="ok \ud800")),
+                                              GOOD["files"][1]]), 400,
+     "config.json: description: not valid Unicode text (it holds a lone surrogate"),
     ("config-not-json", _with(GOOD, files=[_file("config.json", b"{nope"), GOOD["files"][1]]), 400,
      "config.json cannot be read as JSON"),
     ("config-without-build", _with(GOOD, files=[_file("config.json", _config(build=None)), GOOD["files"][1]]), 400,

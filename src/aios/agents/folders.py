@@ -19,7 +19,10 @@ reader never finds it half deleted, and a removal that a crash cut short is fini
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
+import sys
 import uuid
 from collections import deque
 from pathlib import Path
@@ -99,12 +102,63 @@ class RunFolders:
 
 
 def remove(folder: Path) -> None:
-    """Remove a folder (blocking), saying so in the log if some of it stays (an agent may leave files it made
-    read-only, or owned by another user)."""
-    def failed(function: object, path: str, exc_info: object) -> None:
-        log.warning("could not delete %s of a deleted agent run", path)
+    """Remove a folder (blocking). An agent may have made folders of its own read-only (or unreadable), which
+    keeps what they hold from being removed: then every folder in it is given back to its owner (u+rwx) and the
+    removal tried once more. What still stays (files of another user's) is said in the log."""
+    if _removed(folder, quiet=True):
+        return
+    try:
+        parent = os.open(folder.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        pass
+    else:
+        try:
+            _give_back(parent, folder.name)
+        except RecursionError:  # folders nested deeper than Python recurses: the retry logs what stays
+            pass
+        finally:
+            os.close(parent)
+    _removed(folder, quiet=False)
 
-    shutil.rmtree(folder, onerror=failed)
+
+def _removed(folder: Path, quiet: bool) -> bool:
+    """Whether all of ``folder`` could be removed; what could not is logged unless ``quiet``."""
+    stayed: list[str] = []
+
+    def failed(function: object, path: str, _: object) -> None:
+        stayed.append(path)
+        if not quiet:
+            log.warning("could not delete %s of a deleted agent run", path)
+
+    shutil.rmtree(folder, **{_ON_ERROR: failed})
+    return not stayed
+
+
+# Python 3.12 renamed the handler's argument (it gets the exception itself, which this does not read).
+_ON_ERROR = "onexc" if sys.version_info >= (3, 12) else "onerror"
+
+
+def _give_back(parent: int, name: str) -> None:
+    """Give the owner every right (u+rwx) on the folder ``name`` in ``parent`` (a descriptor) and on every folder
+    in it. By descriptors, never following a link: a process the agent left running could swap one of its folders
+    for a link to one of the kernel's meanwhile."""
+    try:
+        mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+        if not stat.S_ISDIR(mode):
+            return
+        os.chmod(name, stat.S_IMODE(mode) | stat.S_IRWXU, dir_fd=parent, follow_symlinks=False)
+        handle = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    except (OSError, NotImplementedError):  # gone, a link now; or a system that cannot leave links alone
+        return
+    try:
+        with os.scandir(handle) as entries:
+            folders = [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+        for child in folders:
+            _give_back(handle, child)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
 
 
 def _read_id(path: Path) -> int:

@@ -22,9 +22,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from aios.errors import BadRequest, Conflict, NotFound, TooLarge
+from aios.jsonvalues import json_problem
 from aios.packages import config_of, parse_config, part_problem, path_problem
 
 KINDS = ("agent", "tool")
+MAX_NAME_BYTES = 255  # of one name in a path: the most a file system takes (Linux's NAME_MAX)
 log = logging.getLogger(__name__)
 
 
@@ -87,7 +89,7 @@ class Hub:
         decoded: dict[str, bytes] = {}
         total = 0
         for listed, content in files:
-            problem = path_problem(listed)
+            problem = path_problem(listed) or _long_name(listed)
             if problem is not None:
                 raise BadRequest(f"file {listed!r} {problem}")
             # Under the name it is stored as: './config.json' after 'config.json' would replace the checked one.
@@ -112,6 +114,9 @@ class Hub:
         except UnicodeDecodeError:
             raise BadRequest("config.json is not UTF-8 text") from None
         config = parse_config(config_of(text, "config.json", BadRequest), "config.json", BadRequest)
+        problem = config_problem(config.raw)
+        if problem is not None:
+            raise BadRequest(f"config.json: {problem}")
         if (config.author, config.name) != (upload.author, upload.name):
             raise BadRequest(f"config.json names {config.full_name}, the upload {upload.author}/{upload.name}")
         if config.version is not None and config.version != upload.version:
@@ -187,6 +192,25 @@ class Hub:
     @staticmethod
     def _entry_at(folder: Path) -> HubEntry:
         return HubEntry(**json.loads((folder / "package.json").read_text()))
+
+
+def _long_name(path: str) -> str | None:
+    """Why ``path`` cannot be stored, a name in it being too long for a file system (None when it can be)."""
+    for name in PurePosixPath(path).parts:
+        if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            return f"has a name longer than {MAX_NAME_BYTES} bytes (as UTF-8): {name[:40]!r}..."
+    return None
+
+
+def config_problem(config: dict[str, Any]) -> str | None:
+    """Why a package's config.json cannot be kept (None when it can): what the kernel would send of it (its name,
+    its description) must be JSON a reply can carry, no lone surrogate (``\\ud800``) or NaN; nor may it be nested
+    deeper than any request may."""
+    problem = json_problem(config)
+    if problem is None:
+        return None
+    path, what = problem
+    return f"{'.'.join(map(str, path)) or 'it'}: {what}"
 
 
 def _check_folders(files: dict[str, bytes]) -> None:

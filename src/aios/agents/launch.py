@@ -3,13 +3,17 @@ agent's name, calls ``run(task)`` and writes what came of it to ``RUN_DIR/work/r
 
 Standard library only, and run by its path, so it works under any interpreter (one that has the AIOS SDK,
 cerebrum, installed and not this project, say). ``RUN_DIR/request.json`` says what to run:
-``{"folder", "entry", "module", "agent_name", "task", "sandbox"}`` (``folder`` relative to ``RUN_DIR`` when the
-package was unpacked there; ``sandbox``, unless null, how to confine the process: ``{"read": what it may read
-besides, "hidden": the data folder, "required"}``, see ``sandbox.py``).
+``{"folder", "entry", "module", "agent_name", "task", "sandbox", "kernel_pid"}`` (``folder`` relative to ``RUN_DIR``
+when the package was unpacked there; ``sandbox``, unless null, how to confine the process: ``{"read": what it may
+read besides, "hidden": the data folder, "required"}``, see ``sandbox.py``; ``kernel_pid``, the kernel's process:
+on Linux this one is killed when the kernel dies, even by SIGKILL, rather than run on unwatched).
 
 The result is sent as JSON, what JSON has no type for converted as AIOS's kernel converts it (``_as_json``); a
-value that still is not JSON (an ``object()``, NaN) fails the run, naming it, rather than leaving a repr where a
-caller expects the value.
+value that still is not JSON (an ``object()``, NaN, text with a lone surrogate) fails the run, naming it, rather
+than leaving a repr where a caller expects the value.
+
+The process ends as soon as the result is written: a thread the agent left running (not a daemon) would otherwise
+hold it until the kernel kills it at its time limit, result lost. So the agent's ``atexit`` functions do not run.
 
 Exit status: 0 done; 1 ``run`` raised, or returned something that is not JSON; 2 the agent could not be loaded (or
 confined, where that is required); anything else is the agent's own (``exit(3)``) or a signal's. The traceback of
@@ -24,6 +28,8 @@ import decimal
 import enum
 import importlib.util
 import json
+import os
+import signal
 import sys
 import traceback
 import uuid
@@ -36,10 +42,12 @@ RAISED, UNLOADABLE = 1, 2
 WORK = "work"
 RESULT = f"{WORK}/result.json"
 NO_LANDLOCK = "this system has no Landlock (Linux 5.13 or later, enabled)"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def main(run_dir: Path) -> int:
     request = json.loads((run_dir / "request.json").read_text(encoding="utf-8"))
+    _die_with_the_kernel(request.get("kernel_pid"))
     folder = run_dir / request["folder"]  # one that is absolute stays as it is
     sandbox = request.get("sandbox")
     if sandbox is not None:
@@ -70,12 +78,41 @@ def main(run_dir: Path) -> int:
     return 0
 
 
-def _as_json(result: Any) -> str:
-    """``{"result": ...}`` as JSON (NaN refused: the kernel could not send it). What JSON has no type for is
-    converted as AIOS's kernel converts it, so an agent written for AIOS gets back what it got there: by FastAPI's
-    ``jsonable_encoder`` where this interpreter has FastAPI (the kernel's has), else by ``_plain``."""
+def _die_with_the_kernel(kernel_pid: int | None) -> None:
+    """On Linux, have this process killed when the kernel dies (the kernel ends runs as it stops, but one killed
+    by SIGKILL, or crashing, cannot): it was started in a session of its own, so nothing else would end it. The
+    signal comes when the thread that started this process ends, the kernel's event loop. Set here, in the process
+    that runs the agent, as the kernel's code may not run between fork and exec (it has threads); the kernel may
+    have died already, before it was set. Elsewhere (or without ctypes), nothing is done."""
+    if sys.platform != "linux" or kernel_pid is None:
+        return
     try:
-        return json.dumps({"result": result}, allow_nan=False)
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (ImportError, OSError, AttributeError):
+        return
+    if os.getppid() != kernel_pid and not _alive(kernel_pid):  # (agents.python may be a wrapper that forks)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: the pid was taken again
+        return False
+    return True
+
+
+def _as_json(result: Any) -> str:
+    """``{"result": ...}`` as JSON (NaN and lone surrogates refused: the kernel could not send them). What JSON
+    has no type for is converted as AIOS's kernel converts it, so an agent written for AIOS gets back what it got
+    there: by FastAPI's ``jsonable_encoder`` where this interpreter has FastAPI (the kernel's has), else by
+    ``_plain``."""
+    try:
+        return _dumped({"result": result})
     except TypeError:
         pass
     try:
@@ -87,7 +124,20 @@ def _as_json(result: Any) -> str:
             converted = jsonable_encoder(result)
         except Exception:  # noqa: BLE001 - json.dumps below names the value that is not JSON
             converted = result
-    return json.dumps({"result": converted}, allow_nan=False, default=_plain)
+    return _dumped({"result": converted}, default=_plain)
+
+
+def _dumped(value: Any, default: Any = None) -> str:
+    """JSON that UTF-8 can carry: a string with a lone surrogate (from bytes decoded with surrogateescape, as
+    ``os.fsdecode`` does) raises ValueError, naming it."""
+    text = json.dumps(value, allow_nan=False, ensure_ascii=False, default=default)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"it holds {exc.object[exc.start:exc.end]!r}, a lone surrogate, which is not text (bytes "
+                         "decoded with surrogateescape, as os.fsdecode does? decode them with errors='replace')"
+                         ) from None
+    return text
 
 
 def _plain(value: Any) -> Any:
@@ -156,7 +206,9 @@ def _load(folder: Path, entry: str, class_name: str) -> Any:
 
 def _failed(run_dir: Path, code: int, error: str, trace: bool = True) -> int:
     """Says why in stderr: the traceback, or (``trace`` false: the json module's would only show the encoder) the
-    error itself."""
+    error itself. A lone surrogate in it (an exception's message naming a path decoded with surrogateescape) is
+    written as its escape, ``\\udce9``: the kernel sends the error as text."""
+    error = error.encode("utf-8", "backslashreplace").decode("utf-8")
     if trace:
         traceback.print_exc()
     else:
@@ -165,5 +217,15 @@ def _failed(run_dir: Path, code: int, error: str, trace: bool = True) -> int:
     return code
 
 
+def _exit(code: int) -> None:
+    """End now, the result written: not waiting for the threads the agent left running (``sys.exit`` would)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed by the agent, or its reader gone: nothing more can be said there
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    _exit(main(Path(sys.argv[1])))

@@ -17,9 +17,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from aios.agents.hub import Hub
+from aios.agents.hub import Hub, config_problem
 from aios.errors import BadRequest, NotFound, TooLarge
-from aios.packages import PackageConfig, parse_config, path_problem, read_config
+from aios.packages import PackageConfig, parse_config, part_problem, path_problem, read_config
 
 BUILTIN = Path(__file__).parent  # the example agents: example/<folder name>
 ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -37,8 +37,15 @@ class AgentPackage:
 
 def load_package(folder: Path) -> AgentPackage:
     config = parse_config(read_config(folder, InvalidPackage), f"{folder}/config.json", InvalidPackage)
+    problem = config_problem(config.raw)
+    if problem is not None:
+        raise InvalidPackage(f"{folder}/config.json: {problem}")
     entry = folder / config.entry
-    if not entry.is_file() or not entry.resolve().is_relative_to(folder.resolve()):
+    try:
+        inside = entry.is_file() and entry.resolve().is_relative_to(folder.resolve())
+    except OSError as exc:  # a name longer than the system allows, say
+        raise InvalidPackage(f"{folder}: build.entry {config.entry!r} cannot be a file: {exc.strerror}") from None
+    if not inside:
         raise InvalidPackage(f"{folder}: build.entry {config.entry!r} is not a file inside the package")
     return AgentPackage(folder, config)
 
@@ -52,14 +59,11 @@ def resolve_agent(agent_id: str, hub: Hub, unpack_to: Path, max_bytes: int) -> A
     """The package ``agent_id`` names: a path (folder or archive, unpacked into ``unpack_to``), ``example/NAME``
     (built in), or ``author/name[/version]`` in the hub (newest version unless one is given)."""
     if is_path(agent_id):
-        path = Path(agent_id).expanduser()
-        if path.is_dir():
-            return load_package(path)
-        if path.is_file() and path.name.endswith(ARCHIVES):
-            return load_package(unpack_archive(path, unpack_to, max_bytes))
-        raise NotFound(f"{agent_id}: no agent folder or archive ({', '.join(ARCHIVES)}) there")
+        return _local(agent_id, unpack_to, max_bytes)
     parts = agent_id.split("/")
-    if len(parts) == 2 and parts[0] == "example" and (BUILTIN / parts[1] / "config.json").is_file():
+    # A name no folder can have (too long for the file system, say) is no example's: the hub refuses it below.
+    if (len(parts) == 2 and parts[0] == "example" and part_problem(parts[1], "name") is None
+            and (BUILTIN / parts[1] / "config.json").is_file()):
         return load_package(BUILTIN / parts[1])
     if len(parts) not in (2, 3) or not all(parts):
         raise BadRequest(f"agent_id {agent_id!r} names no agent: give author/name[/version] (a built-in example "
@@ -71,13 +75,34 @@ def resolve_agent(agent_id: str, hub: Hub, unpack_to: Path, max_bytes: int) -> A
     return package
 
 
+def _local(agent_id: str, unpack_to: Path, max_bytes: int) -> AgentPackage:
+    """The package at a path on the kernel's machine: a folder, or an archive unpacked into ``unpack_to``."""
+    try:
+        path = Path(agent_id).expanduser()
+    except RuntimeError:  # ~name of no user, or ~ without a home
+        raise NotFound(f"{agent_id}: {agent_id.split('/')[0]} names no user's home folder on the kernel's machine"
+                       ) from None
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as exc:  # a name longer than the system allows, a folder the kernel may not read
+        raise BadRequest(f"{agent_id}: cannot name an agent folder or archive: {exc.strerror}") from None
+    if is_dir:
+        return load_package(path)
+    if is_file and path.name.endswith(ARCHIVES):
+        return load_package(unpack_archive(path, unpack_to, max_bytes))
+    raise NotFound(f"{agent_id}: no agent folder or archive ({', '.join(ARCHIVES)}) there")
+
+
 def unpack_archive(archive: Path, dest: Path, max_bytes: int) -> Path:
     """Unpack ``archive`` into ``dest`` once every member passed the checks; the package's folder (``dest`` or
     the one folder in it holding config.json)."""
+    dest.mkdir(parents=True, exist_ok=True)  # an archive of no members makes none of it
     if archive.name.endswith(".zip"):
         _unpack_zip(archive, dest, max_bytes)
     else:
         _unpack_tar(archive, dest, max_bytes)
+    if not any(dest.iterdir()):
+        raise InvalidPackage(f"{archive.name} is empty: it holds no agent")
     if (dest / "config.json").is_file():
         return dest
     inner = [child for child in dest.iterdir() if (child / "config.json").is_file()]

@@ -4,9 +4,10 @@ agent), in its own process group, under a wall-clock limit.
 A run gets a folder ``<data_dir>/agents/runs/<execution_id>/`` with its request, its stdout and stderr
 (``stdout.log``, ``stderr.log``, each bounded by ``agents.max_log_mb``: see :mod:`aios.agents.output`), the
 agent's own folder ``work/`` (its cwd, the one place a confined agent may write, where its ``result.json``
-goes) and, once it has ended, its status (``status.json``). The kernel keeps the last
-``RUNS_IN_MEMORY`` ended runs in memory; an older one, or one of an earlier start of the kernel, is read back
-from its folder. The folders of the last ``agents.keep_runs`` ended runs are kept; older ones are deleted.
+goes) and, once it has ended, its status (``status.json``). The kernel keeps the last ``RUNS_IN_MEMORY`` ended
+runs in memory, and the results of those that ended last up to ``RESULTS_IN_MEMORY_BYTES``; an older one, or one
+of an earlier start of the kernel, is read back from its folder. The folders of the last ``agents.keep_runs``
+ended runs are kept; older ones are deleted.
 
 Its environment points ``AIOS_KERNEL_URL`` and ``CEREBRUM_KERNEL_URL`` at this kernel and binds its syscalls
 to its identity, ``author/name`` from its config.json: a token held only while it runs (``AIOS_TOKEN``, and the
@@ -46,7 +47,11 @@ LOG_TAIL_BYTES = 64 * 1024
 OUTPUT_GRACE_S = 5.0  # for the agent's output to reach its logs once its process has ended
 RUNS_IN_MEMORY = 1000  # ended runs kept in memory (their tasks and results can be large)
 MAX_RESULT_BYTES = 16 << 20  # a run's result, as JSON: read on the event loop, kept in memory, sent whole
+# Of ended runs' results, as JSON, all told: as Python objects they take many times that (16 MB of [[], [], ...] is
+# some 300 MB), so a thousand large ones would not fit. Past it, the oldest are read back from their folders.
+RESULTS_IN_MEMORY_BYTES = 8 << 20
 STOPPED_UNSEEN = "the kernel stopped while it ran"  # a run whose folder has no status: the kernel did not end it
+KERNEL_STOPPED = "the kernel stopped"
 
 
 @dataclass
@@ -70,6 +75,8 @@ class Execution:
     stop_reason: str | None = None  # set when the kernel ends it (limit, cancel, shutdown)
     runner: asyncio.Task[None] | None = None
     launching: bool = False  # past waiting for a slot
+    result_bytes: int = 0  # its result's size as JSON
+    result_saved: bool = False  # its result left memory: its status.json has it (see AgentRuntime.result)
 
     def saved(self) -> dict[str, Any]:
         """What ``status.json`` keeps of an ended run."""
@@ -114,11 +121,14 @@ class AgentRuntime:
         self._slots = asyncio.Semaphore(config.max_concurrent)
         self.folders = RunFolders(data_dir / "agents" / "runs", config.keep_runs)
         self._first_id = self.folders.next_id  # runs before it are an earlier start's
+        self._closing = False  # set by close(): no run starts after it
+        self._held_results: dict[int, int] = {}  # ended runs whose results are in memory, by end: their sizes
 
     async def submit(self, agent_id: str, task: str, caller: str | None, time_limit_s: float | None = None) -> Execution:
         """Start ``agent_id`` on ``task``; raises at once when it cannot run (unknown, invalid, not allowed)."""
         if self.kernel_url is None:
             raise Unavailable("the kernel is not serving HTTP yet, so an agent could not reach it")
+        self._refuse_if_closing()
         if is_path(agent_id) and caller not in (None, ADMIN):
             raise Forbidden("only the administrator may run an agent from a path on the kernel's machine")
         # Prepared under a name of its own: a refused submission takes no id (see aios.agents.folders).
@@ -137,6 +147,7 @@ class AgentRuntime:
                 raise Forbidden(f"agent {name} runs as itself: submitting it needs its token or the "
                                 f"administrator's, not {caller!r}'s")
             await self.access.check_claim(caller, name)  # it would run with the rights of an agent with a token
+            self._refuse_if_closing()  # close() may have begun while the package was read: it ended the runs it saw
             execution_id = self.folders.take(prepared)  # no await from here until the run is in self._runs
         except BaseException:
             await asyncio.to_thread(remove, prepared)
@@ -150,6 +161,11 @@ class AgentRuntime:
         # Settled when its task ends however it ends: cancelled while waiting for a place, even before it began.
         execution.runner.add_done_callback(lambda _: self._settle(execution))
         return execution
+
+    def _refuse_if_closing(self) -> None:
+        """A run accepted now would not be ended by ``close``, which would then wait for it until its time limit."""
+        if self._closing:
+            raise Unavailable("the kernel is stopping: it starts no more agent runs")
 
     async def _discard(self, prepared: Path, preparing: asyncio.Future[AgentPackage]) -> None:
         """Remove the folder of a submission whose caller left while it was prepared, once it is."""
@@ -180,7 +196,7 @@ class AgentRuntime:
             (folder / "request.json").write_text(json.dumps({
                 "folder": str(where), "entry": package.config.entry, "module": package.config.module,
                 "agent_name": package.config.full_name, "task": task, "agent_id": agent_id,
-                "submitted_by": caller, "sandbox": self._sandbox}))
+                "submitted_by": caller, "sandbox": self._sandbox, "kernel_pid": os.getpid()}))
         except BaseException:
             remove(folder)
             raise
@@ -193,12 +209,25 @@ class AgentRuntime:
         if execution is None and execution_id > 0:
             execution = Execution.ended_in(self.folders.folder(execution_id), execution_id < self._first_id)
         if execution is None and self.folders.deleted(execution_id):
-            keep = self.config.keep_runs
-            raise NotFound(f"agent execution {execution_id} was deleted: the kernel keeps the folders of the "
-                           f"{keep} run{'s' if keep != 1 else ''} that ended last (agents.keep_runs)")
+            raise self._deleted(execution_id)
         if execution is None or not _sees(caller, execution, tokened):
             raise NotFound(f"no agent execution {execution_id} (runs so far: {self.folders.next_id - 1})")
         return execution
+
+    def _deleted(self, execution_id: int) -> NotFound:
+        keep = self.config.keep_runs
+        return NotFound(f"agent execution {execution_id} was deleted: the kernel keeps the folders of the "
+                        f"{keep} run{'s' if keep != 1 else ''} that ended last (agents.keep_runs)")
+
+    async def result(self, execution: Execution) -> Any:
+        """The run's result: from memory, or (one that left it, see ``RESULTS_IN_MEMORY_BYTES``) from the status
+        the run saved."""
+        if not execution.result_saved:
+            return execution.result
+        saved = await asyncio.to_thread(_read_json, execution.folder / "status.json")
+        if "result" not in saved:  # the folder was deleted since the run was found (agents.keep_runs)
+            raise self._deleted(execution.id)
+        return saved["result"]
 
     def visible(self, caller: str | None, tokened: frozenset[str] = frozenset()) -> list[Execution]:
         return [e for e in sorted(self._runs.values(), key=lambda e: e.id) if _sees(caller, e, tokened)]
@@ -222,10 +251,11 @@ class AgentRuntime:
         return {stream: _tail(execution.folder / f"{stream}.log", tail_bytes) for stream in ("stdout", "stderr")}
 
     async def close(self) -> None:
-        """End every run (the kernel is stopping)."""
+        """End every run, those waiting for a place too, and refuse new ones (the kernel is stopping)."""
+        self._closing = True
         for execution in self._runs.values():
             if execution.status == RUNNING:
-                self._stop(execution, "the kernel stopped")
+                self._stop(execution, KERNEL_STOPPED)
         while self._tasks:  # runs that end now start their folders' deletions: those too
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -309,20 +339,39 @@ class AgentRuntime:
             log.exception("could not tell how agent execution %d ended", execution.id)
             execution.status, execution.error = FAILED, "the kernel could not tell how the run ended (see its log)"
         try:
-            _write_json(execution.folder / "status.json", execution.saved())
+            saved = _write_json(execution.folder / "status.json", execution.saved())
         finally:
             execution.ended.set()
         log.info("agent %s (execution %d) %s", execution.agent_name, execution.id, execution.status)
+        if saved and execution.status == COMPLETED:
+            self._hold_result(execution)
         self._forget_ended()
         for execution_id, folder in self.folders.ended(execution.id):
-            self._runs.pop(execution_id, None)
+            self._forget(execution_id)
             self._track(asyncio.create_task(asyncio.to_thread(remove, folder)))
+
+    def _hold_result(self, execution: Execution) -> None:
+        """Keep the results of the runs that ended last in memory, up to ``RESULTS_IN_MEMORY_BYTES`` of JSON; older
+        ones are read back from the status their runs saved when asked for (see ``result``)."""
+        held = self._held_results
+        held[execution.id] = execution.result_bytes
+        total = sum(held.values())
+        while total > RESULTS_IN_MEMORY_BYTES:
+            oldest = next(iter(held))
+            total -= held.pop(oldest)
+            leaving = self._runs.get(oldest)
+            if leaving is not None:
+                leaving.result, leaving.result_saved = None, True
 
     def _forget_ended(self) -> None:
         """Keep the last ``RUNS_IN_MEMORY`` ended runs in memory; older ones are read from their folders."""
         ended = [e for e in self._runs.values() if e.status != RUNNING]
         for execution in ended[:max(0, len(ended) - RUNS_IN_MEMORY)]:
-            del self._runs[execution.id]
+            self._forget(execution.id)
+
+    def _forget(self, execution_id: int) -> None:
+        self._runs.pop(execution_id, None)
+        self._held_results.pop(execution_id, None)
 
 
 def _sandbox_of(config: AgentsConfig, data_dir: Path) -> dict[str, Any] | None:
@@ -362,13 +411,43 @@ def _kill_group(pid: int) -> None:
 
 
 def _conclude(execution: Execution) -> None:
-    """Its status from how its process ended and what it handed back."""
+    """Its status from how its process ended and what it handed back. What the agent wrote is checked: it is kept,
+    saved and sent in every reply about the run, so a value no reply can carry would break them all, for good."""
     outcome = _read_json(execution.folder / launch.RESULT, follow=False)  # the agent's to write: no link of its
     if execution.stop_reason is None and execution.exit_code == 0 and "result" in outcome:
-        execution.status, execution.result = COMPLETED, outcome["result"]
-    else:
-        execution.status = FAILED
-        execution.error = execution.stop_reason or outcome.get("error") or _exit_reason(execution.exit_code)
+        try:
+            execution.result_bytes = _sent_size(outcome["result"])
+        except ValueError as exc:
+            outcome = {"error": f"the agent's result cannot be sent as JSON: {exc}"}
+        else:
+            execution.status, execution.result = COMPLETED, outcome["result"]
+            return
+    execution.status = FAILED
+    error = outcome.get("error") if isinstance(outcome.get("error"), str) else None  # launch.py writes text
+    execution.error = _text(execution.stop_reason or error or _exit_reason(execution.exit_code))
+
+
+def _sent_size(value: Any) -> int:
+    """The size of ``value`` as JSON in a reply; ValueError, saying why, for what Python's reader takes beyond
+    JSON: NaN and infinities, or a string with a lone surrogate (JSON's ``\\udce9``, as ``json.dumps`` writes a
+    path decoded with surrogateescape), which is not UTF-8 text. Checked by encoding it as a reply does (in C: a
+    result may be 16 MB)."""
+    try:
+        return len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+    except UnicodeEncodeError as exc:  # (a ValueError too)
+        raise ValueError(f"it holds {exc.object[exc.start:exc.end]!r}, a lone surrogate, which is not text (bytes "
+                         "decoded with surrogateescape, as os.fsdecode does? decode them with errors='replace')"
+                         ) from None
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+    except ValueError:
+        raise ValueError("it holds NaN or an infinity, which JSON has no value for") from None
+
+
+def _text(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate (from bytes decoded with surrogateescape, in an exception's
+    message say) written as its escape, ``\\udce9``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _exit_reason(code: int | None) -> str:
@@ -406,14 +485,16 @@ def _read_json(path: Path, follow: bool = True) -> dict[str, Any]:
     return outcome if isinstance(outcome, dict) else {}
 
 
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    """Written whole or not at all (a crash mid-write leaves the old file or none)."""
+def _write_json(path: Path, value: dict[str, Any]) -> bool:
+    """Written whole or not at all (a crash mid-write leaves the old file or none); whether it was."""
     partial = path.with_name(path.name + ".partial")
     try:
         partial.write_text(json.dumps(value, default=str), encoding="utf-8")
         partial.replace(path)
     except OSError as exc:  # e.g. the disk is full: the run's status stays in memory
         log.warning("could not save the status of %s: %s", path.parent, exc)
+        return False
+    return True
 
 
 def _tail(path: Path, limit: int) -> str:

@@ -72,11 +72,11 @@ async def status(execution_id: PathId, request: Request,
     execution = runtime.get(execution_id, *await _viewer(request))
     if wait:
         await runtime.wait(execution, wait)
-    return _status(execution)
+    return _status(execution, await runtime.result(execution))
 
 
-def _status(execution: Execution) -> dict[str, Any]:
-    reply: dict[str, Any] = {"status": execution.status, "result": execution.result, "execution_id": execution.id}
+def _status(execution: Execution, result: Any) -> dict[str, Any]:
+    reply: dict[str, Any] = {"status": execution.status, "result": result, "execution_id": execution.id}
     if execution.status == FAILED:
         return {**reply, "error": execution.error, "exit_code": execution.exit_code}
     if execution.status != COMPLETED:
