@@ -178,8 +178,9 @@ async def _streamed_envelope(call: StreamedCall, agent: str, query: LLMQuery, pr
 
 
 async def _acting_as(agent_name: str, request: Request) -> None:
-    """A token makes syscalls only as its own agent (the administrator's, as any); and only the administrator's
-    token acts as the administrator, whose name reaches every agent's resources without a grant."""
+    """A token makes syscalls only as its own agent (the administrator's, as any); only the administrator's token
+    acts as the administrator, whose name reaches every agent's resources without a grant; and without a token, a
+    request may not act as an agent that has one."""
     identity = request.scope.get("state", {}).get("identity")
     if identity not in (None, ADMIN, agent_name):
         raise Forbidden(f"this bearer token is agent {identity!r}'s: it cannot make syscalls as {agent_name!r}")

@@ -330,7 +330,7 @@ class Engine:
 
     def _leave(self, sequences: list[Sequence]) -> None:
         """Free these sequences' rows. A class's rows stay dense: those of its other sequences past its new end
-        move into the freed rows before it, in one copy."""
+        move into the freed rows before it (none moves whose place is freed too)."""
         by_class: dict[int, set[int]] = {}
         for sequence in sequences:
             by_class.setdefault(sequence.cls, set()).add(id(sequence))
