@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aios.agents.hub import Hub, Upload
+from aios.agents.hub import Hub, Upload, version_key
 from aios.agents.package import InvalidPackage, resolve_agent
 from aios.errors import Conflict, TooLarge
 from aios.tools.folder import load_tool_folder
@@ -257,3 +257,19 @@ def test_bad_hub_requests_are_refused_naming_the_problem(kernel: KernelProcess, 
     kernel.client.post("/cerebrum/upload", json=package(agent_folder(tmp_path, "greeter", "0.9.0", "Hi")))
     reply = kernel.client.get(path, params=params)
     assert reply.status_code == code and detail in detail_of(reply), reply.text
+
+
+@pytest.mark.parametrize(("older", "newer"), [
+    ("0.9.1", "0.10.0"),
+    ("1.0.0-beta", "1.0.0"),  # a pre-release comes before its release
+    ("1.0.0-beta", "1.0.5"),  # and after the releases before it, not after every later one
+    ("0.9.0", "1.0.0-rc.1"),
+    ("1.0.0-alpha", "1.0.0-beta"),
+    ("1.0.0-rc.2", "1.0.0-rc.10"),
+    ("1.0.0", "1.0.0+build.2"),  # build metadata only breaks ties
+    ("1.0", "1.0.1"),
+    ("1.0.9", "1.0.x"),  # a part that is no number after the numbers
+])
+def test_the_newest_version_is_the_one_semantic_versioning_orders_last(older: str, newer: str) -> None:
+    assert version_key(older) < version_key(newer)
+    assert sorted([newer, older], key=version_key) == [older, newer]

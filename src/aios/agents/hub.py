@@ -221,6 +221,14 @@ def _check_folders(files: dict[str, bytes]) -> None:
                 raise BadRequest(f"file {folder.as_posix()!r} is also the folder of file {path!r}: rename one")
 
 
-def version_key(version: str) -> list[tuple[int, int | str]]:
-    """Orders 0.10.0 after 0.9.1; a part that is no number sorts after the numbers."""
-    return [(0, int(part)) if part.isdigit() else (1, part) for part in version.split(".")]
+def version_key(version: str) -> tuple[Any, ...]:
+    """Orders versions as semantic versioning does: 0.10.0 after 0.9.1; a pre-release (``-beta``) before its
+    release and after the releases before it (1.0.0-beta < 1.0.0 < 1.0.5); what follows ``+`` (build metadata)
+    only breaks ties. Within a part, one that is no number sorts after the numbers."""
+    core, _, build = version.partition("+")
+    release, dash, pre = core.partition("-")
+    return _parts(release), 0 if dash else 1, _parts(pre) if dash else [], build
+
+
+def _parts(text: str) -> list[tuple[int, int, str]]:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in text.split(".")]
